@@ -1,0 +1,242 @@
+"""Checkpoint folders (config.json, model.safetensors, history.json, metrics.json, README.md): atomic writes, strict loads, no pickle."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from .models import ResNet, build_model
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CHECKPOINT_FILES = ("config.json", "model.safetensors", "history.json", "metrics.json", "README.md")
+FORMAT_VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """A checkpoint folder or file that is missing, truncated or does not match its config."""
+
+
+def default_checkpoints_dir() -> Path:
+    """$RESNET_CHECKPOINTS if set (the tests and the app use it), else the repo's checkpoints/."""
+    return Path(os.environ.get("RESNET_CHECKPOINTS", REPO_ROOT / "checkpoints"))
+
+
+# -- atomic writes ----------------------------------------------------------------------------------
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write to a temp file in the same folder, fsync, then rename: a crash leaves the old file or the new one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def to_json(obj) -> str:
+    """Sorted keys, indent 2 (the hub convention); NaN/inf become null so every reader can parse it."""
+    def clean(o):
+        if isinstance(o, float) and not math.isfinite(o):
+            return None
+        if isinstance(o, dict):
+            return {str(k): clean(v) for k, v in o.items()}
+        if isinstance(o, (list, tuple)):
+            return [clean(v) for v in o]
+        return o
+    return json.dumps(clean(obj), indent=2, sort_keys=True, allow_nan=False) + "\n"
+
+
+def atomic_write_json(path: Path, obj) -> None:
+    atomic_write_bytes(path, to_json(obj).encode())
+
+
+def atomic_save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp, metadata=metadata)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+# -- writing a checkpoint folder --------------------------------------------------------------------
+def model_card(config: dict, metrics: dict, has_weights: bool) -> str:
+    recipe = config.get("recipe", {})
+    lines = [
+        "---", "library_name: pytorch", "tags: [resnet, cifar10, image-classification, resnet-explorer]", "---",
+        f"# {config['model']} on CIFAR-10",
+        "",
+        f"{'Residual' if config.get('residual') else 'Plain'} network, depth {config.get('depth')}, "
+        f"trained by `train.py` of ResNet Explorer (a reproduction of He et al., 2016).",
+        "",
+        "| metric | value |", "| --- | --- |",
+        f"| test top-1 error | {_pct(metrics.get('test_error'))} |",
+        f"| test top-5 error | {_pct(metrics.get('test_top5_error'))} |",
+        f"| final training error (augmented batches) | {_pct(metrics.get('train_error'))} |",
+        f"| iterations | {recipe.get('iterations')} (batch {recipe.get('batch_size')}) |",
+        f"| wall time | {config.get('wall_time_s', 0) / 60:.1f} min on {config.get('device')} |",
+        "",
+        "Final iterate, no test-set model selection. Weights: "
+        + ("`model.safetensors` (fp16)." if has_weights else
+           f"not bundled (too large); regenerate with `{config.get('command', 'python train.py')}`."),
+        "",
+        "Load with `resnet_core.load_pretrained(\"<this folder>\")`.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _pct(x) -> str:
+    return "n/a" if x is None else f"{x:.2f} %"
+
+
+def save_checkpoint(root: Path, name: str, model: ResNet | None, config: dict, history: dict, metrics: dict,
+                    weights_dtype: torch.dtype = torch.float16) -> Path:
+    """Write checkpoint folder `root/name` as a whole: everything goes into a hidden temp folder that
+    then replaces the old one, so a crash never leaves a half-written checkpoint where the app loads.
+    `model=None` publishes curves and metrics without weights (models too large for the repo)."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".{name}.tmp-"))
+    try:
+        config = dict(config, format_version=FORMAT_VERSION, has_weights=model is not None)
+        if model is not None:
+            state = {k: (v.to(weights_dtype) if v.is_floating_point() else v) for k, v in model.state_dict().items()}
+            atomic_save_tensors(tmp / "model.safetensors", state, metadata={"format": "pt", "model": config["model"]})
+        atomic_write_json(tmp / "config.json", config)
+        atomic_write_json(tmp / "history.json", history)
+        atomic_write_json(tmp / "metrics.json", metrics)
+        atomic_write_bytes(tmp / "README.md", model_card(config, metrics, model is not None).encode())
+        final, old = root / name, root / f".{name}.old"
+        if old.exists():
+            shutil.rmtree(old)
+        if final.exists():
+            final.rename(old)
+        tmp.rename(final)
+        shutil.rmtree(old, ignore_errors=True)
+        return final
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+# -- reading ----------------------------------------------------------------------------------------
+@dataclass
+class CheckpointInfo:
+    name: str
+    path: Path
+    config: dict
+    history: dict
+    metrics: dict
+
+    @property
+    def has_weights(self) -> bool:
+        return (self.path / "model.safetensors").is_file()
+
+
+def _read_json(path: Path) -> dict:
+    if not path.is_file():
+        raise CheckpointError(f"{path}: file is missing")
+    try:
+        obj = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{path}: not readable JSON ({e})") from None
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{path}: expected a JSON object, found {type(obj).__name__}")
+    return obj
+
+
+def resolve_checkpoint(name_or_path: str | os.PathLike) -> Path:
+    path = Path(name_or_path)
+    if not path.is_dir():
+        path = default_checkpoints_dir() / str(name_or_path)
+    if not path.is_dir():
+        raise CheckpointError(f"no checkpoint folder {name_or_path!r} (looked in {default_checkpoints_dir()}); "
+                              f"train one with `python train.py --model {Path(name_or_path).name}`")
+    return path
+
+
+def read_checkpoint(name_or_path: str | os.PathLike) -> CheckpointInfo:
+    """Config, history and metrics of a checkpoint folder, checked for the keys the app reads; no weights loaded."""
+    path = resolve_checkpoint(name_or_path)
+    config = _read_json(path / "config.json")
+    history = _read_json(path / "history.json")
+    metrics = _read_json(path / "metrics.json")
+    for key in ("model", "recipe"):
+        if key not in config:
+            raise CheckpointError(f"{path / 'config.json'}: missing key {key!r}")
+    if not isinstance(history.get("records"), list) or not history["records"]:
+        raise CheckpointError(f"{path / 'history.json'}: no per-epoch records")
+    for key in ("test_error", "confusion_matrix"):
+        if key not in metrics:
+            raise CheckpointError(f"{path / 'metrics.json'}: missing key {key!r}")
+    return CheckpointInfo(path.name, path, config, history, metrics)
+
+
+def list_checkpoints(root: Path | None = None) -> tuple[list[CheckpointInfo], dict[str, str]]:
+    """All readable checkpoints under root, and {folder: reason} for every unreadable one."""
+    root = Path(root) if root is not None else default_checkpoints_dir()
+    good, bad = [], {}
+    for path in sorted(p for p in root.glob("*") if p.is_dir() and not p.name.startswith(".")) if root.is_dir() else []:
+        try:
+            good.append(read_checkpoint(path))
+        except CheckpointError as e:
+            bad[path.name] = str(e)
+    return good, bad
+
+
+def load_pretrained(name_or_path: str | os.PathLike, device: str | torch.device = "cpu") -> ResNet:
+    """The model rebuilt from its config.json, weights loaded strictly from model.safetensors, in eval mode.
+    A missing, truncated or mismatched file raises CheckpointError naming the file and the problem."""
+    path = resolve_checkpoint(name_or_path)
+    config = _read_json(path / "config.json")
+    try:
+        model = build_model(config["model"], **config.get("arch", {}))
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{path / 'config.json'}: cannot rebuild the model ({e})") from None
+    weights = path / "model.safetensors"
+    if not weights.is_file():
+        raise CheckpointError(f"{weights}: file is missing (this checkpoint ships curves and metrics only; "
+                              f"regenerate the weights with `{config.get('command', 'python train.py')}`)")
+    try:
+        state = load_file(weights)
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{weights}: not a readable safetensors file ({e})") from None
+    expected = model.state_dict()
+    missing, extra = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+    if missing or extra:
+        raise CheckpointError(f"{weights}: does not match {config['model']}: "
+                              f"missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
+                              f"unexpected {extra[:5]}{'...' if len(extra) > 5 else ''}")
+    for k, v in state.items():
+        if v.shape != expected[k].shape:
+            raise CheckpointError(f"{weights}: tensor {k} has shape {tuple(v.shape)}, "
+                                  f"{config['model']} expects {tuple(expected[k].shape)}")
+    model.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()}, strict=True)
+    model.normalization = config.get("normalization")
+    return model.to(device).eval()
+
+
+def push_to_hub(folder: Path, repo_id: str) -> str:
+    """Upload a checkpoint folder to the Hugging Face Hub (needs a network and a token)."""
+    from huggingface_hub import HfApi
+
+    api = HfApi()
+    api.create_repo(repo_id, exist_ok=True)
+    return str(api.upload_folder(folder_path=str(folder), repo_id=repo_id))

@@ -1,0 +1,25 @@
+"""Reference numbers quoted from the paper and the seed reports, for side-by-side tables (never shown as ours)."""
+
+# He et al. (2016), Table 6: CIFAR-10 test error (%), option A shortcuts. Plain nets: Fig. 6 only, no table.
+TABLE6_TEST_ERROR = {"resnet20": 8.75, "resnet32": 7.51, "resnet44": 7.17, "resnet56": 6.97,
+                     "resnet110": 6.43, "resnet1202": 7.93}
+
+# He et al. (2016), Table 1: multiply-adds (GFLOPs) of the ImageNet nets at 224x224.
+TABLE1_GFLOPS = {"imagenet-resnet18": 1.8, "imagenet-resnet34": 3.6, "imagenet-resnet50": 3.8,
+                 "imagenet-resnet101": 7.6, "imagenet-resnet152": 11.3}
+
+# He et al. (2016), Table 6 parameter counts (millions) of the CIFAR nets.
+TABLE6_PARAMS_M = {"resnet20": 0.27, "resnet32": 0.46, "resnet44": 0.66, "resnet56": 0.85,
+                   "resnet110": 1.7, "resnet1202": 19.4}
+
+# ../shared/seeds/000_*.txt (a reproduction report, CIFAR ResNet-18 vs Plain-18): its claims, as it states them.
+SEED_REPORT_CLAIMS = {
+    "resnet18": {"test_error": 7.7, "test_top5_error": 0.9, "test_loss": 0.285, "epochs_to_90": 45},
+    "plain18": {"test_error": 12.9, "test_top5_error": 2.2, "test_loss": 0.421, "epochs_to_90": 78},
+}
+SEED_REPORT_CLASS_GAINS = {"bird": 8.2, "truck": 2.1}  # ResNet-18 minus Plain-18 per-class accuracy, points
+SEED_REPORT_GRAD_NORMS = {"resnet18": (0.1, 1.0), "plain18": (0.01, 0.1)}
+
+# ../shared/seeds/003_*.txt (a second reproduction, 200 epochs, lr /10 at epochs 80 and 120): test accuracy %.
+SEED_REPORT_2_TEST_ERROR = {"plain20": 100 - 90.84, "resnet20": 100 - 91.95, "plain56": 100 - 86.71,
+                            "resnet56": 100 - 93.25}

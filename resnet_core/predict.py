@@ -1,0 +1,101 @@
+"""Classify any image a user uploads: open defensively, show what the model sees, return top-k classes."""
+from __future__ import annotations
+
+import io
+import warnings
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .data import CIFAR10_MEAN, CIFAR10_STD, CLASSES
+
+MAX_UPLOAD_BYTES = 20 * 1024 * 1024
+MAX_PIXELS = 50_000_000  # a 50-megapixel photo is fine; a decompression bomb is not
+
+
+def _open(image) -> Image.Image:
+    if isinstance(image, Image.Image):
+        return image
+    if not isinstance(image, (bytes, bytearray, memoryview)):
+        raise ValueError(f"expected image bytes or a PIL image, got {type(image).__name__}")
+    data = bytes(image)
+    if not data:
+        raise ValueError("the file is empty")
+    if len(data) > MAX_UPLOAD_BYTES:
+        raise ValueError(f"the file is {len(data) / 2**20:.1f} MB; the limit is {MAX_UPLOAD_BYTES // 2**20} MB")
+    try:
+        img = Image.open(io.BytesIO(data))
+    except UnidentifiedImageError:
+        raise ValueError("this file is not an image Pillow can read (try PNG, JPEG, WebP, BMP or GIF)") from None
+    return img
+
+
+def load_image(image) -> Image.Image:
+    """Bytes or a PIL image -> an RGB PIL image, upright (EXIF), first frame, transparency over white.
+    Anything unreadable, truncated or absurdly large raises ValueError with a message for the user."""
+    try:
+        with warnings.catch_warnings():
+            # Pillow only *warns* between MAX_IMAGE_PIXELS and twice that: treat it as the error it is.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = _open(image)
+            w, h = img.size
+            if w < 1 or h < 1:
+                raise ValueError("the image has no pixels")
+            if w * h > MAX_PIXELS:
+                raise ValueError(f"the image is {w}x{h} pixels; the limit is {MAX_PIXELS // 1_000_000} megapixels")
+            img.seek(0)  # first frame of an animation
+            if img.format == "JPEG":
+                img.draft("RGB", (max(64, w // 8), max(64, h // 8)))  # decode large JPEGs at reduced size
+            img.load()
+            img = ImageOps.exif_transpose(img)
+            return _to_rgb(img)
+    except ValueError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ValueError("the image is too large to decode safely (decompression bomb guard)") from None
+    except (OSError, SyntaxError, EOFError, MemoryError, TypeError, IndexError, KeyError) as e:
+        raise ValueError(f"the image could not be decoded ({type(e).__name__}: {e}); it may be truncated or corrupt") from None
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    if img.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
+        # 16-bit and float greyscale: scale the real range to 0..255 rather than clipping it.
+        a = np.asarray(img, dtype=np.float64)
+        lo, hi = float(np.nanmin(a)), float(np.nanmax(a))
+        a = np.zeros_like(a) if hi <= lo else (a - lo) / (hi - lo) * 255
+        img = Image.fromarray(np.nan_to_num(a).astype(np.uint8), "L")
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return img.convert("RGB")
+
+
+def to_model_input(image, size: int = 32) -> Image.Image:
+    """What the model sees: the centre square of the image, resized to size x size."""
+    img = load_image(image)
+    w, h = img.size
+    side = min(w, h)
+    left, top = (w - side) // 2, (h - side) // 2
+    return img.crop((left, top, left + side, top + side)).resize((size, size), Image.Resampling.BICUBIC, reducing_gap=3.0)
+
+
+def image_tensor(img32: Image.Image, normalization: dict | None = None) -> torch.Tensor:
+    """A 32x32 RGB PIL image -> normalised float tensor (1, 3, 32, 32)."""
+    norm = normalization or {"mean": CIFAR10_MEAN, "std": CIFAR10_STD}
+    x = torch.from_numpy(np.asarray(img32, dtype=np.float32) / 255.0).permute(2, 0, 1)
+    mean = torch.tensor(norm["mean"]).view(3, 1, 1)
+    std = torch.tensor(norm["std"]).view(3, 1, 1)
+    return ((x - mean) / std).unsqueeze(0)
+
+
+@torch.no_grad()
+def predict(model: torch.nn.Module, image, top_k: int = 5, classes=CLASSES) -> list[tuple[str, float]]:
+    """Top-k (class name, probability) for an uploaded image (bytes or PIL), highest first.
+    Uses the checkpoint's normalisation (`model.normalization`, set by load_pretrained)."""
+    x = image_tensor(to_model_input(image), getattr(model, "normalization", None))
+    device = next(model.parameters()).device
+    probs = torch.softmax(model.eval()(x.to(device)).float(), dim=1)[0].cpu()
+    top = probs.topk(min(top_k, len(classes)))
+    return [(classes[i], float(p)) for p, i in zip(top.values, top.indices)]

@@ -1,0 +1,94 @@
+"""Probes: pure functions of (model, batch) that return plain numbers and tidy records; no Streamlit here."""
+from __future__ import annotations
+
+from contextlib import nullcontext
+
+import torch
+import torch.nn.functional as F
+
+from .data import normalize
+
+
+def autocast_for(device: torch.device, enabled: bool):
+    """bf16 autocast on CUDA (BN stays in float, as autocast keeps it); nothing on the CPU."""
+    if enabled and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return nullcontext()
+
+
+@torch.no_grad()
+def evaluate(model, images_u8: torch.Tensor, labels: torch.Tensor, mean: torch.Tensor, std: torch.Tensor,
+             batch_size: int = 1000, amp: bool = False, num_classes: int = 10) -> dict:
+    """Loss, top-1/top-5 error (%) and confusion matrix (rows: true class, columns: predicted) of a
+    model in eval mode on a whole split; images (N, 32, 32, 3) uint8 and labels already on the device."""
+    was_training = model.training
+    model.eval()
+    device = images_u8.device
+    loss_sum = torch.zeros((), device=device, dtype=torch.float64)
+    top1 = torch.zeros((), device=device, dtype=torch.long)
+    top5 = torch.zeros((), device=device, dtype=torch.long)
+    confusion = torch.zeros(num_classes * num_classes, device=device, dtype=torch.long)
+    for start in range(0, len(labels), batch_size):
+        x = normalize(images_u8[start:start + batch_size], mean, std)
+        y = labels[start:start + batch_size]
+        with autocast_for(device, amp):
+            logits = model(x)
+        logits = logits.float()
+        loss_sum += F.cross_entropy(logits, y, reduction="sum").double()
+        k = min(5, num_classes)
+        topk = logits.topk(k, dim=1).indices  # (B, k)
+        top1 += (topk[:, 0] == y).sum()
+        top5 += (topk == y[:, None]).any(dim=1).sum()
+        confusion += torch.bincount(y * num_classes + topk[:, 0], minlength=num_classes * num_classes)
+    model.train(was_training)
+    n = len(labels)
+    return dict(test_loss=float(loss_sum) / n, test_error=100.0 * (1 - int(top1) / n),
+                test_top5_error=100.0 * (1 - int(top5) / n),
+                confusion_matrix=confusion.view(num_classes, num_classes).cpu().tolist())
+
+
+def per_class_accuracy(confusion: list[list[int]]) -> list[float]:
+    """Accuracy (%) per true class from a confusion matrix (rows: true class)."""
+    return [100.0 * row[i] / max(1, sum(row)) for i, row in enumerate(confusion)]
+
+
+@torch.no_grad()
+def response_std(model, x: torch.Tensor) -> list[dict]:
+    """Paper Fig. 7: std of each 3x3 layer's response (its BN output, before ReLU/addition), in layer
+    order, on a fixed batch, model in eval mode. Records: {layer, index, std}."""
+    was_training = model.training
+    model.eval()
+    _, responses = model.forward_intermediates(x)
+    model.train(was_training)
+    return [dict(layer=name, index=i + 1, std=float(r.float().std())) for i, (name, r) in enumerate(responses.items())]
+
+
+def gradient_norms(model, x: torch.Tensor, y: torch.Tensor) -> list[dict]:
+    """One forward/backward of the mean cross-entropy in train mode (BN on batch statistics, as in
+    training); the L2 norm of each conv/fc weight's gradient, in forward order. Leaves the model's
+    .grad fields and BN running statistics as they were. Records: {layer, index, grad_norm}."""
+    params = [p for _, p in model.weight_layers()]
+    saved = [p.grad for p in params]
+    buffers = {name: b.clone() for name, b in model.named_buffers()}
+    was_training = model.training
+    model.train()
+    model.zero_grad(set_to_none=True)
+    try:
+        F.cross_entropy(model(x), y).backward()
+        norms = [float(p.grad.norm()) for p in params]
+    finally:
+        for p, g in zip(params, saved):
+            p.grad = g
+        with torch.no_grad():
+            for name, b in model.named_buffers():
+                b.copy_(buffers[name])
+        model.train(was_training)
+    return [dict(layer=name, index=i + 1, grad_norm=n) for i, ((name, _), n) in enumerate(zip(model.weight_layers(), norms))]
+
+
+def first_epoch_reaching(records: list[dict], accuracy: float, key: str = "test_error") -> int | None:
+    """The first epoch whose test accuracy (100 - error) reaches `accuracy` %, or None."""
+    for r in records:
+        if r.get(key) is not None and 100.0 - r[key] >= accuracy:
+            return r["epoch"]
+    return None

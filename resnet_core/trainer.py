@@ -1,0 +1,483 @@
+"""The training loop: several models side by side ("lanes") on one device, resumable, NaN-guarded, CUDA-graph fast."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from safetensors.torch import load_file
+from tqdm import tqdm
+
+from .checkpoint import REPO_ROOT, atomic_save_tensors, atomic_write_json, save_checkpoint
+from .data import CIFAR10_MEAN, CIFAR10_STD, CLASSES, augment_batch, augmentation_plan, load_cifar10, normalize, resolve_data_dir
+from .models import build_model, model_info
+from .probes import autocast_for, evaluate, first_epoch_reaching, per_class_accuracy, response_std
+
+
+# -- configuration ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Recipe:
+    """SGD schedule, counted in iterations (one iteration = one batch)."""
+    iterations: int = 64_000          # paper: stop at 64k
+    batch_size: int = 128
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 1e-4        # applied to every parameter, as in the paper's Caffe setup
+    milestones: tuple[int, ...] = (32_000, 48_000)  # lr is multiplied by `gamma` at each
+    gamma: float = 0.1
+    warmup_iters: int = 0             # paper: ResNet-110 uses lr 0.01 for ~400 iterations, then 0.1
+    warmup_lr: float = 0.01
+
+
+def paper_recipe(depth: int) -> Recipe:
+    """He et al. (2016), Sec. 4.2; the 110-layer nets (plain and residual alike) get the warm-up."""
+    return Recipe(warmup_iters=400 if depth >= 110 else 0)
+
+
+def seed_recipe(steps_per_epoch: int) -> Recipe:
+    """The seed report's recipe: 200 epochs, lr /10 at epochs 60, 120 and 160."""
+    return Recipe(iterations=200 * steps_per_epoch, milestones=tuple(e * steps_per_epoch for e in (60, 120, 160)))
+
+
+def lr_at(it: int, recipe: Recipe) -> float:
+    if it < recipe.warmup_iters:
+        return recipe.warmup_lr
+    return recipe.lr * recipe.gamma ** sum(it >= m for m in recipe.milestones)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    model: str
+    recipe: Recipe
+    arch: dict = field(default_factory=dict)     # build_model overrides, e.g. {"shortcut": "B"}
+    seed: int = 0
+    limit_train: int | None = None               # first N training images (tiny runs)
+    limit_test: int | None = None
+    amp: bool = True                             # bf16 autocast on CUDA (no effect on the CPU)
+    channels_last: bool = True
+    cuda_graphs: bool = True                     # capture each training step as one CUDA graph
+    publish_weights: bool = True                 # False: publish curves and metrics only (too-large models)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+# -- one model in training ----------------------------------------------------------------------------
+@dataclass
+class Lane:
+    """A model, its SGD state and its running statistics, all as device tensors so that a step needs
+    no CPU sync and can be captured in a CUDA graph."""
+    cfg: RunConfig
+    model: torch.nn.Module
+    params: list[torch.Tensor]
+    momentum: list[torch.Tensor]
+    layer_names: list[str]
+    layer_weights: list[torch.Tensor]
+    lr: torch.Tensor                     # 0-dim, so the schedule can change it under a captured graph
+    stats: dict[str, torch.Tensor]       # running sums over the current epoch
+    history: list[dict] = field(default_factory=list)
+    iteration: int = 0
+    wall_time_s: float = 0.0
+    forward: torch.nn.Module | None = None   # the DDP wrapper, or the model itself
+    graph: object = None
+    stream: object = None
+    finished: bool = False
+    lr_value: float | None = None            # the Python-side copy of `lr`, to skip needless fills
+
+    @property
+    def name(self) -> str:
+        return self.cfg.model
+
+
+def new_stats(n_layers: int, device) -> dict[str, torch.Tensor]:
+    return dict(loss_sum=torch.zeros((), device=device, dtype=torch.float64),
+                correct=torch.zeros((), device=device, dtype=torch.long),
+                steps=torch.zeros((), device=device, dtype=torch.long),
+                grad_norm_sum=torch.zeros(n_layers, device=device, dtype=torch.float64),
+                first_bad=torch.full((), -1, device=device, dtype=torch.long),
+                iteration=torch.zeros((), device=device, dtype=torch.long))
+
+
+def make_lane(cfg: RunConfig, device: torch.device) -> Lane:
+    torch.manual_seed(cfg.seed)  # the same init for a given (model, seed), whichever lanes run beside it
+    model = build_model(cfg.model, **cfg.arch).to(device)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    params = list(model.parameters())
+    names, weights = zip(*model.weight_layers())
+    return Lane(cfg=cfg, model=model, params=params, momentum=[torch.zeros_like(p) for p in params],
+                layer_names=list(names), layer_weights=list(weights),
+                lr=torch.tensor(lr_at(0, cfg.recipe), device=device), stats=new_stats(len(names), device), forward=model)
+
+
+def sgd_step(params, grads, momentum, lr: torch.Tensor, mu: float, weight_decay: float) -> None:
+    """torch.optim.SGD's update (dampening 0, no Nesterov), with lr kept in a device tensor: the
+    stock optimizer turns a tensor lr into a Python float, which is a sync that breaks graph capture."""
+    torch._foreach_add_(grads, params, alpha=weight_decay)
+    torch._foreach_mul_(momentum, mu)
+    torch._foreach_add_(momentum, grads)
+    torch._foreach_add_(params, torch._foreach_mul(momentum, lr), alpha=-1.0)
+
+
+def train_step(lane: Lane, x: torch.Tensor, y: torch.Tensor) -> None:
+    """One SGD iteration on a batch. Device work only: no .item(), no Python branch on data."""
+    r = lane.cfg.recipe
+    for p in lane.params:
+        p.grad = None
+    with autocast_for(x.device, lane.cfg.amp):
+        logits = lane.forward(x)
+    loss = F.cross_entropy(logits.float(), y)
+    loss.backward()
+    with torch.no_grad():
+        s = lane.stats
+        s["grad_norm_sum"] += torch.stack(torch._foreach_norm([w.grad for w in lane.layer_weights])).double()
+        s["loss_sum"] += loss.detach().double()
+        s["correct"] += (logits.argmax(1) == y).sum()
+        s["steps"] += 1
+        bad = ~torch.isfinite(loss.detach())
+        s["first_bad"].copy_(torch.where(bad & (s["first_bad"] < 0), s["iteration"], s["first_bad"]))
+        s["iteration"] += 1
+        sgd_step(lane.params, [p.grad for p in lane.params], lane.momentum, lane.lr, r.momentum, r.weight_decay)
+
+
+def run_step(lane: Lane, x: torch.Tensor, y: torch.Tensor, capture: bool) -> None:
+    """Eager step, or on CUDA the step's graph: captured once (after warm-up steps), then replayed."""
+    if lane.graph is not None:
+        with torch.cuda.stream(lane.stream):
+            lane.graph.replay()
+    elif capture:
+        lane.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(lane.graph, stream=lane.stream):
+            train_step(lane, x, y)
+        with torch.cuda.stream(lane.stream):  # capture records but does not run: run it now
+            lane.graph.replay()
+    elif lane.stream is not None:
+        with torch.cuda.stream(lane.stream):
+            train_step(lane, x, y)
+    else:
+        train_step(lane, x, y)
+
+
+# -- resumable state (safetensors + JSON, nothing pickled) ------------------------------------------
+def state_paths(state_dir: Path, name: str) -> tuple[Path, Path]:
+    return state_dir / name / "state.safetensors", state_dir / name / "state.json"
+
+
+def save_state(lane: Lane, state_dir: Path) -> None:
+    tensors_path, meta_path = state_paths(state_dir, lane.name)
+    tensors = {f"model.{k}": v for k, v in lane.model.state_dict().items()}
+    tensors.update({f"momentum.{i}": m for i, m in enumerate(lane.momentum)})
+    tensors.update({f"stats.{k}": v for k, v in lane.stats.items()})
+    atomic_save_tensors(tensors_path, tensors)
+    atomic_write_json(meta_path, dict(config=lane.cfg.to_dict(), iteration=lane.iteration, wall_time_s=lane.wall_time_s,
+                                      history=lane.history, finished=lane.finished, layers=lane.layer_names))
+
+
+def read_state_meta(state_dir: Path, name: str) -> dict | None:
+    _, meta_path = state_paths(state_dir, name)
+    if not meta_path.is_file():
+        return None
+    try:
+        return json.loads(meta_path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise SystemExit(f"error: the saved run state {meta_path} is unreadable ({e}); "
+                         f"move it away to start over") from None
+
+
+def load_state(lane: Lane, state_dir: Path) -> None:
+    tensors_path, meta_path = state_paths(state_dir, lane.name)
+    meta = read_state_meta(state_dir, lane.name)
+    saved, current = meta["config"], json.loads(json.dumps(lane.cfg.to_dict()))
+    keys = ("model", "recipe", "arch", "seed", "limit_train")
+    diff = [k for k in keys if saved.get(k) != current.get(k)]
+    if diff:
+        raise SystemExit(f"error: {meta_path} was made with a different {', '.join(diff)} "
+                         f"({', '.join(f'{saved.get(k)} vs now {current.get(k)}' for k in diff)}); "
+                         f"use the same options to resume, or --restart to start over")
+    try:
+        tensors = load_file(tensors_path)
+    except Exception as e:  # a truncated file raises several kinds of error; all mean the same here
+        raise SystemExit(f"error: {tensors_path} is unreadable ({e}); use --restart to start over") from None
+    with torch.no_grad():
+        lane.model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")}, strict=True)
+        for i, m in enumerate(lane.momentum):
+            m.copy_(tensors[f"momentum.{i}"])
+        for k, v in lane.stats.items():
+            v.copy_(tensors[f"stats.{k}"])
+    lane.iteration, lane.wall_time_s = meta["iteration"], meta["wall_time_s"]
+    lane.history, lane.finished = meta["history"], meta["finished"]
+
+
+# -- data ---------------------------------------------------------------------------------------------
+@dataclass
+class Data:
+    train_x: torch.Tensor   # (N, 32, 32, 3) uint8 on the device
+    train_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    mean: torch.Tensor
+    std: torch.Tensor
+
+
+def load_data(data_dir: str | None, limit_train: int | None, limit_test: int | None, device) -> Data:
+    root = resolve_data_dir(data_dir)
+    train_x, train_y = load_cifar10(root, "train", limit=limit_train)
+    test_x, test_y = load_cifar10(root, "test", limit=limit_test)
+    return Data(train_x.to(device), train_y.to(device), test_x.to(device), test_y.to(device),
+                torch.tensor(CIFAR10_MEAN, device=device), torch.tensor(CIFAR10_STD, device=device))
+
+
+# -- the loop ---------------------------------------------------------------------------------------
+class Stop:
+    """Set by SIGINT/SIGTERM; the loop saves state at the next iteration and exits."""
+    requested: str | None = None
+
+
+def _on_signal(signum, _frame):
+    if Stop.requested is not None:  # a second Ctrl-C: the user really wants out
+        raise KeyboardInterrupt
+    Stop.requested = signal.Signals(signum).name
+
+
+def git_commit() -> str | None:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True,
+                              timeout=5).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def device_name(device: torch.device) -> str:
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({os.cpu_count()} cores)"
+
+
+class TrainingDiverged(RuntimeError):
+    pass
+
+
+def train(configs: list[RunConfig], *, data_dir: str | None = None, out_dir: Path = REPO_ROOT / "checkpoints",
+          state_dir: Path = REPO_ROOT / "runs", device: str | torch.device | None = None, resume: bool = False,
+          restart: bool = False, time_budget_s: float | None = None, stop_after: int | None = None,
+          warmup_steps: int = 3, command: str | None = None, log=print) -> dict[str, str]:
+    """Train `configs` side by side, in lockstep on one shared, identically augmented batch stream.
+    Returns {model: "finished" | "stopped" | "skipped"}. Raises TrainingDiverged on a NaN/inf loss."""
+    first = configs[0]
+    for c in configs:
+        if (c.recipe.batch_size, c.seed, c.limit_train) != (first.recipe.batch_size, first.seed, first.limit_train):
+            raise ValueError("models trained side by side must share batch size, seed and training set")
+    ddp = dist.is_available() and dist.is_initialized()
+    rank, world = (dist.get_rank(), dist.get_world_size()) if ddp else (0, 1)
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    is_main = rank == 0
+    say = log if is_main else (lambda *a, **k: None)
+
+    # Never overwrite an unfinished run by accident: no silent loss of a training run.
+    lanes, status = [], {}
+    for cfg in configs:
+        meta = read_state_meta(state_dir, cfg.model)
+        if meta and restart:
+            meta = None
+        elif meta and not resume and not meta.get("finished"):
+            raise SystemExit(f"error: {state_paths(state_dir, cfg.model)[1].parent} holds an unfinished run of "
+                             f"{cfg.model} (iteration {meta['iteration']:,}); pass --resume to continue it "
+                             f"or --restart to start over")
+        lane = make_lane(cfg, device)
+        if meta and resume:
+            load_state(lane, state_dir)
+            if lane.finished:
+                status[cfg.model] = "skipped"
+                say(f"{cfg.model}: already finished ({lane.iteration:,} iterations); skipping")
+                continue
+            say(f"{cfg.model}: resuming at iteration {lane.iteration:,} of {cfg.recipe.iterations:,}")
+        lanes.append(lane)
+    if not lanes:
+        return status
+
+    data = load_data(data_dir, first.limit_train, first.limit_test, device)
+    batch = first.recipe.batch_size
+    if batch % world:
+        raise ValueError(f"batch size {batch} does not split over {world} processes")
+    steps_per_epoch = len(data.train_y) // batch  # drop the last partial batch: every step has the same shape
+    if steps_per_epoch == 0:
+        raise ValueError(f"{len(data.train_y)} training images is less than one batch of {batch}")
+    local = batch // world
+    use_graphs = device.type == "cuda" and not ddp
+    for lane in lanes:
+        if ddp:
+            lane.forward = torch.nn.parallel.DistributedDataParallel(
+                lane.model, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False)
+        if use_graphs and lane.cfg.cuda_graphs:
+            lane.stream = torch.cuda.Stream(device)
+    # Static batch buffers: graphs read from these addresses on every replay.
+    x = torch.zeros(local, 3, 32, 32, device=device).to(memory_format=torch.channels_last)
+    y = torch.zeros(local, dtype=torch.long, device=device)
+    start = min(lane.iteration for lane in lanes)
+    end = max(lane.cfg.recipe.iterations for lane in lanes)
+    for lane in lanes:
+        lane.stats["iteration"].fill_(lane.iteration)
+
+    say(f"training {', '.join(l.name for l in lanes)} on {device_name(device)}"
+        f"{f' x{world} processes' if ddp else ''}: {len(data.train_y):,} train / {len(data.test_y):,} test images, "
+        f"{steps_per_epoch} iterations per epoch, batch {batch}, {'CUDA graphs, ' if use_graphs else ''}"
+        f"{'bf16 autocast' if first.amp and device.type == 'cuda' else 'fp32'}")
+    old_handlers = {s: signal.signal(s, _on_signal) for s in (signal.SIGINT, signal.SIGTERM)} \
+        if _is_main_thread() else {}
+    Stop.requested = None
+    t_start = time.perf_counter()
+    bar = tqdm(total=end, initial=start, unit="it", dynamic_ncols=True, disable=not is_main, file=sys.stderr,
+               desc=lanes[0].name if len(lanes) == 1 else f"{len(lanes)} models")
+    it = start
+    epoch_t0, epoch_it0 = time.perf_counter(), it
+    plan_epoch = None
+    try:
+        while it < end:
+            epoch, step = divmod(it, steps_per_epoch)
+            if plan_epoch != epoch:
+                perm, offsets, flips = augmentation_plan(len(data.train_y), epoch, first.seed, device)
+                plan_epoch = epoch
+            idx = perm[step * batch + rank * local: step * batch + (rank + 1) * local]
+            with torch.no_grad():
+                x.copy_(normalize(augment_batch(data.train_x, idx, offsets, flips), data.mean, data.std))
+                y.copy_(data.train_y[idx])
+            active = [l for l in lanes if l.iteration == it and it < l.cfg.recipe.iterations]
+            capture = use_graphs and it - start >= warmup_steps
+            if capture and any(l.graph is None and l.stream is not None for l in active):
+                torch.cuda.synchronize(device)
+            for lane in active:
+                if lane.stream is not None:
+                    lane.stream.wait_stream(torch.cuda.current_stream(device))
+                new_lr = lr_at(it, lane.cfg.recipe)
+                if new_lr != lane.lr_value:
+                    lane.lr.fill_(new_lr)
+                    lane.lr_value = new_lr
+                run_step(lane, x, y, capture=capture and lane.stream is not None)
+                lane.iteration += 1
+            for lane in active:  # the next batch overwrites x: wait until every lane has read it
+                if lane.stream is not None:
+                    torch.cuda.current_stream(device).wait_stream(lane.stream)
+            it += 1
+            bar.update(1)
+            epoch_end = (it % steps_per_epoch == 0) or it == end or any(l.iteration == l.cfg.recipe.iterations for l in active)
+            if it % 50 == 0 or epoch_end:
+                check_finite(lanes, state_dir)
+            if epoch_end:
+                elapsed = time.perf_counter() - epoch_t0
+                for lane in active:
+                    lane.wall_time_s += elapsed
+                    record = end_epoch(lane, data, epoch + 1, elapsed, (it - epoch_it0) * batch, world)
+                    if is_main:
+                        bar.write(format_record(lane.name, record), file=sys.stderr)
+                    if lane.iteration >= lane.cfg.recipe.iterations:
+                        lane.finished = True
+                        publish(lane, data, out_dir, device, world, command)
+                        status[lane.name] = "finished"
+                        if is_main:
+                            bar.write(f"{lane.name}: finished; checkpoint written to {out_dir / lane.name}", file=sys.stderr)
+                    if is_main:
+                        save_state(lane, state_dir)
+                epoch_t0, epoch_it0 = time.perf_counter(), it
+            over_time = time_budget_s is not None and time.perf_counter() - t_start > time_budget_s
+            reason = Stop.requested or ("time budget" if over_time else None) or \
+                ("--stop-after" if stop_after is not None and it - start >= stop_after else None)
+            if reason and it < end:
+                check_finite(lanes, state_dir)
+                elapsed = time.perf_counter() - epoch_t0
+                for lane in lanes:
+                    if not lane.finished:
+                        lane.wall_time_s += elapsed
+                        if is_main:
+                            save_state(lane, state_dir)
+                        status[lane.name] = "stopped"
+                bar.close()
+                say(f"stopped ({reason}) at iteration {it:,}; state saved in {state_dir}/. "
+                    f"Continue with the same command plus --resume.")
+                return status
+    finally:
+        bar.close()
+        for s, h in old_handlers.items():
+            signal.signal(s, h)
+    say(f"done in {(time.perf_counter() - t_start) / 60:.1f} min")
+    return status
+
+
+def _is_main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
+
+
+def check_finite(lanes: list[Lane], state_dir: Path) -> None:
+    """A sync point, every 50 iterations: stop on the first NaN/inf loss, keeping the last good state."""
+    for lane in lanes:
+        bad = int(lane.stats["first_bad"])
+        if bad >= 0:
+            raise TrainingDiverged(
+                f"{lane.name}: the training loss became NaN/inf at iteration {bad:,} "
+                f"(epoch {len(lane.history) + 1}, lr {lr_at(bad, lane.cfg.recipe):g}). Stopped; the last good state "
+                f"({'iteration ' + format(lane.history[-1]['iteration'], ',') if lane.history else 'none yet'}) "
+                f"stays in {state_dir / lane.name}. Lower --lr or add --warmup-iters, then --resume or --restart.")
+
+
+def end_epoch(lane: Lane, data: Data, epoch: int, elapsed: float, images: int, world: int) -> dict:
+    s = lane.stats
+    if world > 1:
+        for k in ("loss_sum", "correct"):
+            dist.all_reduce(s[k])
+    steps = max(1, int(s["steps"]))
+    seen = steps * lane.cfg.recipe.batch_size
+    test = evaluate(lane.model, data.test_x, data.test_y, data.mean, data.std, amp=lane.cfg.amp)
+    record = dict(epoch=epoch, iteration=lane.iteration, lr=lr_at(lane.iteration - 1, lane.cfg.recipe),
+                  train_loss=float(s["loss_sum"]) / (steps * world),
+                  train_error=100.0 * (1 - int(s["correct"]) / seen),
+                  test_loss=test["test_loss"], test_error=test["test_error"], test_top5_error=test["test_top5_error"],
+                  wall_time_s=lane.wall_time_s, epoch_time_s=elapsed, images_per_s=images * world / max(elapsed, 1e-9),
+                  grad_norms=[float(v) / steps for v in s["grad_norm_sum"].cpu()])
+    lane.history.append(record)
+    for k in ("loss_sum", "correct", "steps", "grad_norm_sum"):
+        s[k].zero_()
+    return record
+
+
+def format_record(name: str, r: dict) -> str:
+    return (f"{name:>10s} epoch {r['epoch']:4d} it {r['iteration']:7,d} lr {r['lr']:.4f} | "
+            f"train err {r['train_error']:6.2f} % loss {r['train_loss']:.3f} | "
+            f"test err {r['test_error']:6.2f} % top-5 {r['test_top5_error']:5.2f} % loss {r['test_loss']:.3f} | "
+            f"{r['images_per_s']:8,.0f} img/s {r['epoch_time_s']:6.1f} s")
+
+
+def publish(lane: Lane, data: Data, out_dir: Path, device: torch.device, world: int, command: str | None) -> None:
+    """Final analysis (test metrics, clean training error, Fig. 7 responses) and the checkpoint folder."""
+    if dist.is_available() and dist.is_initialized() and dist.get_rank() != 0:
+        return
+    cfg, model = lane.cfg, lane.model
+    test = evaluate(model, data.test_x, data.test_y, data.mean, data.std, amp=cfg.amp)
+    train_clean = evaluate(model, data.train_x, data.train_y, data.mean, data.std, amp=cfg.amp)
+    fixed = normalize(data.test_x[:1000], data.mean, data.std)
+    last = lane.history[-1]
+    info = model_info(cfg.model)
+    metrics = dict(
+        test_error=test["test_error"], test_top5_error=test["test_top5_error"], test_loss=test["test_loss"],
+        train_error=last["train_error"], train_loss=last["train_loss"],
+        train_error_clean=train_clean["test_error"], train_loss_clean=train_clean["test_loss"],
+        confusion_matrix=test["confusion_matrix"], per_class_accuracy=per_class_accuracy(test["confusion_matrix"]),
+        classes=list(CLASSES), response_std=response_std(model, fixed), response_batch="first 1,000 test images",
+        epochs_to_90=first_epoch_reaching(lane.history, 90.0), iterations=lane.iteration,
+        test_images=len(data.test_y), train_images=len(data.train_y))
+    config = dict(cfg.to_dict(), depth=info["depth"], residual=info["residual"], family=info["family"],
+                  dataset="CIFAR-10", normalization=dict(mean=list(CIFAR10_MEAN), std=list(CIFAR10_STD)),
+                  torch_version=torch.__version__, device=device_name(device), world_size=world,
+                  wall_time_s=lane.wall_time_s, git_commit=git_commit(), command=command or "python train.py",
+                  classes=list(CLASSES))
+    history = dict(layers=lane.layer_names, records=lane.history)
+    save_checkpoint(out_dir, cfg.model, model if cfg.publish_weights else None, config, history, metrics)

@@ -1,0 +1,150 @@
+"""Train plain and residual CIFAR-10 nets with the paper's recipe and publish them to checkpoints/.
+
+    python train.py --depth 56 --plain          # plain56
+    python train.py --depth 56                  # resnet56
+    python train.py --all                       # the ten 6n+2 nets, 20-110, plain and residual, side by side
+    python train.py --depth 18 --recipe seed    # CIFAR ResNet-18, the seed report's 200-epoch recipe
+    torchrun --nproc_per_node=2 train.py --depth 20   # one model over several GPUs (or CPU processes, gloo)
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import shlex
+import sys
+from pathlib import Path
+
+from resnet_core.checkpoint import REPO_ROOT, push_to_hub
+from resnet_core.data import DatasetError
+from resnet_core.models import list_models, model_info
+from resnet_core.trainer import Recipe, RunConfig, TrainingDiverged, paper_recipe, seed_recipe, train
+
+ALL_DEPTHS = (20, 32, 44, 56, 110)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    which = p.add_argument_group("which models")
+    which.add_argument("--depth", type=int, nargs="+", help="20 32 44 56 110 1202 (6n+2 nets) or 18 34 (CIFAR ResNet-18/34)")
+    which.add_argument("--plain", action="store_true", help="the plain net (no shortcuts) of that depth")
+    which.add_argument("--both", action="store_true", help="train the plain and the residual net of each depth")
+    which.add_argument("--all", action="store_true", help="the ten 6n+2 nets: 20/32/44/56/110, plain and residual")
+    which.add_argument("--model", nargs="+", help=f"explicit registry names, e.g. resnet56 plain56")
+    which.add_argument("--shortcut", choices=["A", "B"], help="residual nets: A zero-padding identity (paper's CIFAR "
+                       "default), B projection at stage changes")
+    rec = p.add_argument_group("recipe (defaults: the paper's, Sec. 4.2)")
+    rec.add_argument("--recipe", choices=["paper", "seed"], default="paper",
+                     help="paper: 64k iterations, lr /10 at 32k and 48k; seed: the seed report's 200 epochs, /10 at 60/120/160")
+    rec.add_argument("--iterations", type=int, help="total SGD iterations (paper: 64000)")
+    rec.add_argument("--epochs", type=float, help="length in epochs instead of iterations (tiny runs)")
+    rec.add_argument("--batch-size", type=int, help="paper: 128")
+    rec.add_argument("--lr", type=float, help="paper: 0.1")
+    rec.add_argument("--momentum", type=float, help="paper: 0.9")
+    rec.add_argument("--weight-decay", type=float, help="paper: 1e-4")
+    rec.add_argument("--milestones", type=int, nargs="*", help="iterations where lr is divided by 10 "
+                     "(default: the recipe's, scaled with --iterations/--epochs)")
+    rec.add_argument("--warmup-iters", type=int, help="iterations at --warmup-lr first (paper: 400 for 110 layers)")
+    rec.add_argument("--warmup-lr", type=float, help="paper: 0.01")
+    rec.add_argument("--seed", type=int, default=0, help="init and data order; same seed + device + software = same run")
+    data = p.add_argument_group("data")
+    data.add_argument("--data-dir", help="CIFAR-10: the shared zips, their unpacked folder, or torchvision's "
+                      "cifar-10-batches-py (default: $CIFAR10_DIR, ./data, ../shared/datasets/cifar10)")
+    data.add_argument("--limit-train", type=int, help="use only the first N training images (tiny runs, tests)")
+    data.add_argument("--limit-test", type=int, help="use only the first N test images")
+    run = p.add_argument_group("run")
+    run.add_argument("--out", type=Path, default=REPO_ROOT / "checkpoints", help="where finished checkpoints go")
+    run.add_argument("--state-dir", type=Path, default=REPO_ROOT / "runs", help="resumable state of unfinished runs")
+    run.add_argument("--resume", action="store_true", help="continue the runs saved in --state-dir")
+    run.add_argument("--restart", action="store_true", help="discard saved unfinished runs and start over")
+    run.add_argument("--device", help="cuda, cuda:1, cpu (default: cuda if available)")
+    run.add_argument("--no-amp", action="store_true", help="fp32 on the GPU instead of bf16 autocast")
+    run.add_argument("--no-cuda-graphs", action="store_true", help="eager steps on the GPU")
+    run.add_argument("--no-channels-last", action="store_true")
+    run.add_argument("--time-budget", type=float, help="minutes; then save state and exit (continue with --resume)")
+    run.add_argument("--stop-after", type=int, help="iterations; then save state and exit, as if interrupted")
+    run.add_argument("--no-weights", action="store_true", help="publish curves and metrics without model.safetensors")
+    run.add_argument("--push-to-hub", metavar="REPO", help="upload each finished checkpoint to REPO-<model> on the Hub")
+    return p.parse_args(argv)
+
+
+def model_names(args) -> list[str]:
+    if args.model:
+        bad = [m for m in args.model if m not in list_models()]
+        if bad:
+            raise SystemExit(f"error: unknown model(s) {', '.join(bad)}; valid: {', '.join(list_models())}")
+        return args.model
+    depths = ALL_DEPTHS if args.all else args.depth
+    if not depths:
+        raise SystemExit("error: say which models: --depth 56 [--plain], --all, or --model NAME")
+    kinds = ("resnet", "plain") if (args.all or args.both) else (("plain",) if args.plain else ("resnet",))
+    names = [f"{k}{d}" for d in depths for k in kinds]
+    bad = [n for n in names if n not in list_models("resnet*") + list_models("plain*")]
+    if bad:
+        raise SystemExit(f"error: no CIFAR model of depth {', '.join(n.lstrip('resnetplain') for n in bad)}; "
+                         f"depths: 20 32 44 56 110 1202 (6n+2) and 18 34")
+    return names
+
+
+def make_config(name: str, args, n_train: int) -> RunConfig:
+    batch = args.batch_size or 128
+    steps_per_epoch = max(1, n_train // batch)
+    base = seed_recipe(steps_per_epoch) if args.recipe == "seed" else paper_recipe(model_info(name)["depth"])
+    iterations = args.iterations or (round(args.epochs * steps_per_epoch) if args.epochs else base.iterations)
+    milestones = tuple(args.milestones) if args.milestones is not None else \
+        tuple(round(m * iterations / base.iterations) for m in base.milestones)
+    recipe = dataclasses.replace(
+        base, iterations=iterations, batch_size=batch, milestones=milestones,
+        **{k: v for k, v in dict(lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay,
+                                 warmup_iters=args.warmup_iters, warmup_lr=args.warmup_lr).items() if v is not None})
+    arch = {"shortcut": args.shortcut} if args.shortcut and model_info(name)["residual"] else {}
+    return RunConfig(model=name, recipe=recipe, arch=arch, seed=args.seed, limit_train=args.limit_train,
+                     limit_test=args.limit_test, amp=not args.no_amp, channels_last=not args.no_channels_last,
+                     cuda_graphs=not args.no_cuda_graphs, publish_weights=not args.no_weights)
+
+
+def init_distributed():
+    """Under torchrun: one process per GPU (NCCL), or per CPU process (gloo). Returns the local device."""
+    if "RANK" not in os.environ:
+        return None
+    import torch
+    import torch.distributed as dist
+    if torch.cuda.is_available():
+        local = int(os.environ.get("LOCAL_RANK", 0))
+        torch.cuda.set_device(local)
+        dist.init_process_group("nccl")
+        return f"cuda:{local}"
+    dist.init_process_group("gloo")
+    return "cpu"
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    names = model_names(args)
+    n_train = args.limit_train or 50_000
+    configs = [make_config(n, args, n_train) for n in names]
+    device = init_distributed() or args.device
+    print("configuration:", file=sys.stderr)
+    for c in configs:
+        print(f"  {c.model}: {c.to_dict()}", file=sys.stderr)
+    command = "python train.py " + shlex.join(argv if argv is not None else sys.argv[1:])
+    try:
+        status = train(configs, data_dir=args.data_dir, out_dir=args.out, state_dir=args.state_dir, device=device,
+                       resume=args.resume, restart=args.restart, stop_after=args.stop_after, command=command,
+                       time_budget_s=args.time_budget * 60 if args.time_budget else None,
+                       log=lambda *a, **k: print(*a, file=sys.stderr, **k))
+    except DatasetError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except TrainingDiverged as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 3
+    if args.push_to_hub:
+        for name, s in status.items():
+            if s == "finished":
+                print(f"pushed {name}: {push_to_hub(args.out / name, f'{args.push_to_hub}-{name}')}", file=sys.stderr)
+    return 130 if "stopped" in status.values() and not (args.time_budget or args.stop_after) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
