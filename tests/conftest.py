@@ -1,0 +1,37 @@
+"""Shared fixtures: the shared CIFAR-10 zips, and tiny real checkpoints made by the trainer on the CPU."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_CIFAR = REPO.parent / "shared" / "datasets" / "cifar10"
+
+# Keep every test away from the user's cache and checkpoints.
+os.environ.setdefault("RESNET_CACHE_DIR", str(REPO / ".pytest_cache" / "cifar-cache"))
+
+
+@pytest.fixture(scope="session")
+def shared_cifar() -> Path:
+    if not (SHARED_CIFAR / "test.zip").is_file():
+        pytest.skip(f"the shared CIFAR-10 zips are not at {SHARED_CIFAR}")
+    return SHARED_CIFAR
+
+
+def train_tiny(out: Path, state: Path, models=("resnet20", "plain20"), *extra: str) -> None:
+    """A real two-epoch run of train.py's main() on 256 training images, on the CPU."""
+    import train
+
+    argv = ["--model", *models, "--epochs", "2", "--limit-train", "256", "--limit-test", "200", "--batch-size", "64",
+            "--data-dir", str(SHARED_CIFAR), "--out", str(out), "--state-dir", str(state), "--device", "cpu", *extra]
+    assert train.main(argv) == 0
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoints(tmp_path_factory, shared_cifar) -> Path:
+    """A checkpoints folder holding tiny resnet20 and plain20, trained for real (a few seconds)."""
+    root = tmp_path_factory.mktemp("checkpoints")
+    train_tiny(root, tmp_path_factory.mktemp("runs"))
+    return root
