@@ -1,0 +1,290 @@
+"""CIFAR-10: read zips, PNG folders or torchvision pickles, cache as safetensors, augment batches on the device."""
+
+import hashlib
+import io
+import os
+import pickle
+import re
+import sys
+import tempfile
+import warnings
+import zipfile
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
+from functools import partial
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from PIL import Image
+from safetensors import safe_open
+from safetensors.torch import save_file
+from tqdm import tqdm
+
+CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)  # per channel, on the 0..1 scale
+CIFAR10_STD = (0.2470, 0.2435, 0.2616)
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SPLIT_SIZES = {"train": 50_000, "test": 10_000}
+ZIPS = {"train": [f"train-{i}.zip" for i in range(1, 6)], "test": ["test.zip"]}
+BATCHES = {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]}
+BATCH_SIZE = 10_000  # images per torchvision pickle batch
+PNG_NAME = re.compile(r"([a-z]+)/(\d+)\.png")  # "<class>/<index>.png", the tail of every PNG's path
+
+
+class DatasetError(ValueError):
+    """The CIFAR-10 source is missing, incomplete or corrupt."""
+
+
+class Source(NamedTuple):
+    kind: str  # "zip", "png" or "pickle"
+    root: Path  # folder the file names are relative to
+    files: list  # present zips / PNGs / batch files, as Paths
+    missing: list  # names of expected zips / batch files that are absent
+
+
+def resolve_data_dir(data_dir: str | None = None) -> Path:
+    if data_dir:
+        return Path(data_dir).expanduser().resolve()
+    if os.environ.get("CIFAR10_DIR"):
+        return Path(os.environ["CIFAR10_DIR"]).expanduser().resolve()
+    tried = [Path("data"), REPO_ROOT / "data", REPO_ROOT.parent / "shared" / "datasets" / "cifar10"]
+    for path in tried:
+        if path.exists():
+            return path.resolve()
+    raise DatasetError(f"no CIFAR-10 folder found: tried {', '.join(map(str, tried))}. Pass --data-dir or set CIFAR10_DIR.")
+
+
+def load_cifar10(data_dir, split, limit=None, cache_dir=None):
+    """The first `limit` (default all) images of `split` by index: (N, 32, 32, 3) uint8 and (N,) int64 labels."""
+    if split not in SPLIT_SIZES:
+        raise ValueError(f"split must be 'train' or 'test', not {split!r}")
+    need = SPLIT_SIZES[split] if limit is None else min(limit, SPLIT_SIZES[split])
+    source = _find_source(Path(data_dir), split)
+    fingerprint = _fingerprint(source, split, limit)
+    cache_dir = Path(cache_dir or os.environ.get("RESNET_CACHE_DIR") or Path.home() / ".cache" / "resnet-explorer")
+    cache = cache_dir / f"cifar10-{split}-{fingerprint[:16]}.safetensors"
+    cached = _read_cache(cache, fingerprint, need)
+    if cached is not None:
+        return cached
+    read = _read_pickles if source.kind == "pickle" else _read_pngs
+    images, labels = read(source, split, need)
+    _write_cache(cache, images, labels, fingerprint)
+    return images, labels
+
+
+def _find_source(data_dir, split):
+    """Which of the three layouts holds `split` under data_dir (zips first, then PNG folders, then pickles)."""
+    zips = [data_dir / name for name in ZIPS[split] if (data_dir / name).is_file()]
+    if zips:
+        return Source("zip", data_dir, zips, [name for name in ZIPS[split] if not (data_dir / name).is_file()])
+    for root in (data_dir / "cifar10" / split, data_dir / split):
+        if root.is_dir():
+            return Source("png", root, sorted(p for c in CLASSES for p in (root / c).glob("*.png")), [])
+    for root in (data_dir / "cifar-10-batches-py", data_dir):
+        present = [root / name for name in BATCHES[split] if (root / name).is_file()]
+        if present:
+            return Source("pickle", root, present, [name for name in BATCHES[split] if not (root / name).is_file()])
+    zip_names = "train-1.zip..train-5.zip" if split == "train" else "test.zip"
+    raise DatasetError(
+        f"CIFAR-10 {split} split not found in {data_dir}: expected {zip_names} (the layout of ../shared/datasets/cifar10), "
+        f"a cifar10/{split}/<class>/*.png folder, or torchvision's cifar-10-batches-py/. Pass --data-dir."
+    )
+
+
+def _fingerprint(source, split, limit):
+    """Hash of what the images come from: any rename, resize or touch of a source file changes it."""
+    h = hashlib.sha256(repr((str(source.root.resolve()), source.kind, split, limit)).encode())
+    for path in source.files:
+        st = path.stat()
+        h.update(f"{path.relative_to(source.root)} {st.st_size} {st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
+
+
+def _check_found(source, split, need, found, first_missing=None):
+    if found < need:
+        hint = f"missing {', '.join(source.missing)}" if source.missing else f"first missing index: {first_missing}"
+        raise DatasetError(
+            f"CIFAR-10 {split} split incomplete: found {found:,} of {need:,} {split} images in {source.root} ({hint})"
+        )
+
+
+def _read_pngs(source, split, need):
+    """Decode the first `need` PNGs by index, from the zips or the folder, on a thread pool.
+
+    Only PIL's C decoder runs without the GIL (about a quarter of the time per image), so threads help modestly.
+    """
+    with ExitStack() as stack:
+        entries = {}  # index -> (label, name for errors, function returning the PNG bytes)
+        for path in source.files:
+            if source.kind == "png":
+                members = [(path.relative_to(source.root).as_posix(), str(path), path.read_bytes)]
+            else:
+                try:
+                    zf = stack.enter_context(zipfile.ZipFile(path))
+                except (OSError, zipfile.BadZipFile) as e:
+                    raise DatasetError(f"cannot open {path}: {e}") from e
+                prefix = f"cifar10/{split}/"
+                names = [m for m in zf.namelist() if m.startswith(prefix) and not m.endswith("/")]
+                members = [(m[len(prefix) :], f"{path}:{m}", partial(zf.read, m)) for m in names]
+            for tail, name, read in members:
+                match = PNG_NAME.fullmatch(tail)
+                if match is None or match[1] not in CLASSES or int(match[2]) >= SPLIT_SIZES[split]:
+                    expected = f"<class>/<index>.png with index < {SPLIT_SIZES[split]:,}"
+                    raise DatasetError(f"unexpected file {name}: expected {expected}")
+                index = int(match[2])
+                if index in entries:
+                    raise DatasetError(f"{split} image {index} appears twice: {entries[index][1]} and {name}")
+                entries[index] = (CLASSES.index(match[1]), name, read)
+        missing = [i for i in range(need) if i not in entries]
+        _check_found(source, split, need, need - len(missing), missing[0] if missing else None)
+
+        images = np.empty((need, 32, 32, 3), np.uint8)  # (N, 32, 32, 3) uint8, filled by the workers
+
+        def decode(chunk):
+            for i in chunk:
+                _, name, read = entries[i]
+                images[i] = _decode_png(name, read)
+            return len(chunk)
+
+        # chunks of 256: one task per image would cost more in executor overhead than the decode itself
+        chunks = [range(i, min(i + 256, need)) for i in range(0, need, 256)]
+        bar = tqdm(total=need, desc=f"decoding {split} PNGs", unit="img")
+        with ThreadPoolExecutor(min(32, os.cpu_count() or 1)) as pool, bar:
+            for done in pool.map(decode, chunks):  # map cancels the queued chunks when one raises
+                bar.update(done)
+    labels = torch.tensor([entries[i][0] for i in range(need)], dtype=torch.int64)
+    return torch.from_numpy(images), labels
+
+
+def _decode_png(name, read):
+    """One PNG's pixels as (32, 32, 3) uint8; anything else is a DatasetError naming the file."""
+    try:
+        with Image.open(io.BytesIO(read()), formats=["PNG"]) as im:
+            if im.size == (32, 32) and im.mode == "RGB":
+                return np.asarray(im)
+            problem = f"it is {im.size[0]}x{im.size[1]} {im.mode}"
+    except Exception as e:  # zipfile and PIL raise many types for a broken file
+        problem = f"{type(e).__name__}: {e}"
+    raise DatasetError(f"{name} is not a readable 32x32 RGB PNG ({problem})")
+
+
+class _BatchUnpickler(pickle.Unpickler):
+    """Unpickles a CIFAR batch (dict of a uint8 array and a list); refuses any other global, as a pickle can run code."""
+
+    ALLOWED = {
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("numpy.core.multiarray", "_reconstruct"),  # protocol 2, as in the original python2 batches
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.numeric", "_frombuffer"),  # protocol 5
+        ("numpy._core.numeric", "_frombuffer"),
+        ("_codecs", "encode"),  # bytes written by python3 at protocol 2
+    }
+
+    def find_class(self, module, name):
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"forbidden global {module}.{name} in a CIFAR-10 batch")
+        with warnings.catch_warnings():  # numpy 2 warns on the numpy.core names that old pickles use
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return super().find_class(module, name)
+
+
+def _read_pickles(source, split, need):
+    """Concatenate batch files in order until `need` images; a missing batch ends the run, as later indices are unknown."""
+    images, labels, found = [], [], 0
+    for name in BATCHES[split]:
+        path = source.root / name
+        if found >= need or not path.is_file():
+            break
+        try:
+            with open(path, "rb") as f:
+                batch = _BatchUnpickler(f, encoding="latin1").load()
+            batch = {k.decode() if isinstance(k, bytes) else k: v for k, v in batch.items()}
+            data = np.asarray(batch["data"])  # (n, 3072) uint8, each row CHW
+            label = np.asarray(batch["labels"], dtype=np.int64)
+            if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072 or label.shape != (len(data),):
+                raise ValueError(f"data {data.dtype} {data.shape}, labels {label.shape}")
+            if len(data) and (label.min() < 0 or label.max() > 9):
+                raise ValueError("labels outside 0..9")
+        except Exception as e:  # unpickling a damaged file raises anything
+            raise DatasetError(f"{path} is not a CIFAR-10 batch ({type(e).__name__}: {e})") from e
+        images.append(data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))  # (n, 32, 32, 3)
+        labels.append(label)
+        found += len(data)
+    _check_found(source, split, need, min(found, need), found)
+    images = np.ascontiguousarray(np.concatenate(images)[:need])
+    return torch.from_numpy(images), torch.from_numpy(np.concatenate(labels)[:need])
+
+
+def _read_cache(path, fingerprint, n):
+    """The cached (images, labels) if the file is there, matches the source and looks sane; else None (and say why)."""
+    if not path.exists():
+        print(f"building CIFAR-10 cache {path} (none yet)", file=sys.stderr)
+        return None
+    try:
+        with safe_open(path, framework="pt") as f:
+            if (f.metadata() or {}).get("fingerprint") != fingerprint:
+                raise ValueError("made from a different source")
+            images, labels = f.get_tensor("images"), f.get_tensor("labels")
+        got = (images.dtype, tuple(images.shape), labels.dtype, tuple(labels.shape))
+        if got != (torch.uint8, (n, 32, 32, 3), torch.int64, (n,)):
+            raise ValueError(f"unexpected tensors {got}")
+        if n and (labels.min() < 0 or labels.max() > 9):
+            raise ValueError("labels outside 0..9")
+        return images, labels
+    except Exception as e:  # a damaged file can raise anything while being read
+        print(f"rebuilding CIFAR-10 cache {path} ({type(e).__name__}: {e})", file=sys.stderr)
+        return None
+
+
+_unwritable_dirs = set()  # cache folders already warned about
+
+
+def _write_cache(path, images, labels, fingerprint):
+    """Atomically (temp file + rename, so a crash never leaves a half file under the real name); skipped if unwritable."""
+    tmp = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+        os.close(fd)
+        metadata = {"fingerprint": fingerprint, "count": str(len(labels))}
+        save_file({"images": images, "labels": labels}, tmp, metadata=metadata)
+        os.replace(tmp, path)
+    except Exception as e:  # the cache only saves time: never fail a load over it
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        if path.parent not in _unwritable_dirs:
+            _unwritable_dirs.add(path.parent)
+            print(f"warning: not caching CIFAR-10 in {path.parent} ({type(e).__name__}: {e})", file=sys.stderr)
+
+
+def augmentation_plan(n, epoch, seed, device, pad=4):
+    """Order, crop offsets and flips for one epoch; a function of (seed, epoch) only, so a resumed run repeats it exactly."""
+    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    perm = torch.randperm(n, generator=g)  # (n,) int64
+    offsets = torch.randint(0, 2 * pad + 1, (n, 2), generator=g)  # (n, 2) int64 (row, col) into the padded image, per image
+    flips = torch.randint(0, 2, (n,), generator=g).bool()  # (n,) bool, per image
+    return perm.to(device), offsets.to(device), flips.to(device)
+
+
+def augment_batch(images_u8, idx, offsets, flips, pad=4):
+    """Zero-padded random crop + horizontal flip of images_u8[idx] as a single gather: no loop, no host sync."""
+    _, h, w, _ = images_u8.shape  # (N, 32, 32, 3) uint8, on the device
+    off, flip = offsets[idx], flips[idx]  # (B, 2), (B,)
+    rows = off[:, :1] - pad + torch.arange(h, device=idx.device)  # (B, 32) rows of the source image, out of range = padding
+    cols = torch.arange(w, device=idx.device)
+    cols = off[:, 1:] - pad + torch.where(flip[:, None], w - 1 - cols, cols)  # (B, 32), backwards for a flipped sample
+    inside = ((rows >= 0) & (rows < h))[:, :, None] & ((cols >= 0) & (cols < w))[:, None, :]  # (B, 32, 32)
+    out = images_u8[idx[:, None, None], rows.clamp(0, h - 1)[:, :, None], cols.clamp(0, w - 1)[:, None, :]]  # (B, 32, 32, 3)
+    return out.masked_fill_(~inside[..., None], 0)
+
+
+def normalize(images_u8, mean=CIFAR10_MEAN, std=CIFAR10_STD):
+    """(B, 32, 32, 3) uint8 -> (B, 3, 32, 32) float32 channels_last; mean/std as device tensors keep it CUDA-graph safe."""
+    mean = torch.as_tensor(mean, dtype=torch.float32, device=images_u8.device).view(1, 3, 1, 1)
+    std = torch.as_tensor(std, dtype=torch.float32, device=images_u8.device).view(1, 3, 1, 1)
+    x = images_u8.permute(0, 3, 1, 2).float()  # NHWC storage viewed as NCHW is channels_last strides
+    return ((x / 255 - mean) / std).contiguous(memory_format=torch.channels_last)

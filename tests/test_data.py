@@ -1,0 +1,298 @@
+"""Tests for resnet_core.data: the three source layouts, their errors, the cache, and on-device augmentation."""
+
+import os
+import pickle
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from resnet_core import data
+from resnet_core.data import (
+    CIFAR10_MEAN,
+    CIFAR10_STD,
+    DatasetError,
+    augment_batch,
+    augmentation_plan,
+    load_cifar10,
+    normalize,
+)
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "cifar10"
+needs_shared = pytest.mark.skipif(not (SHARED / "test.zip").is_file(), reason=f"shared CIFAR-10 zips not found in {SHARED}")
+
+
+@pytest.fixture(scope="module")
+def zip_test50(tmp_path_factory):
+    """The first 50 test images and labels, read from the shared test.zip."""
+    return load_cifar10(SHARED, "test", limit=50, cache_dir=tmp_path_factory.mktemp("cache"))
+
+
+def extract_pngs(dest, n):
+    """Unpack the first n test PNGs of the shared test.zip under dest/cifar10/test/<class>/."""
+    with zipfile.ZipFile(SHARED / "test.zip") as zf:
+        for member in zf.namelist()[:n]:
+            zf.extract(member, dest)
+    return dest
+
+
+def count_decodes(monkeypatch):
+    """Wrap the PNG decoder so a test can tell a cache hit (no decodes) from a rebuild."""
+    calls = []
+    decode = data._decode_png
+    monkeypatch.setattr(data, "_decode_png", lambda name, read: calls.append(name) or decode(name, read))
+    return calls
+
+
+# ---- the three layouts
+
+
+@needs_shared
+def test_zip_layout(zip_test50):
+    images, labels = zip_test50
+    assert images.shape == (50, 32, 32, 3) and images.dtype == torch.uint8
+    assert labels.shape == (50,) and labels.dtype == torch.int64
+    assert labels[0] == 3 and labels[1] == 8 and labels[3] == 0  # cat/00000, ship/00001, airplane/00003
+    assert images.float().std() > 10  # real pixels, not a zero buffer
+
+
+@needs_shared
+def test_zip_layout_train_spans_zips(tmp_path):
+    images, labels = load_cifar10(SHARED, "train", limit=3, cache_dir=tmp_path)
+    assert images.shape == (3, 32, 32, 3)
+    assert labels.tolist()[:2] == [6, 9]  # train/frog/00000.png, train/truck/00001.png
+
+
+@needs_shared
+def test_unpacked_layout_matches_zip(tmp_path, zip_test50):
+    extract_pngs(tmp_path / "pngs", 20)
+    for data_dir in (tmp_path / "pngs", tmp_path / "pngs" / "cifar10"):
+        images, labels = load_cifar10(data_dir, "test", limit=20, cache_dir=tmp_path / "cache")
+        assert torch.equal(images, zip_test50[0][:20]) and torch.equal(labels, zip_test50[1][:20])
+
+
+def write_batch(folder, name, images, labels, protocol=pickle.HIGHEST_PROTOCOL):
+    """A torchvision-style batch file: rows of 3072 bytes, CHW, with bytes keys as in the original python2 pickles."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = images.permute(0, 3, 1, 2).reshape(len(images), 3072).numpy()  # (N, 3072) uint8
+    with open(folder / name, "wb") as f:
+        batch = {b"batch_label": b"testing batch 1 of 1", b"data": rows, b"labels": labels.tolist()}
+        pickle.dump(batch, f, protocol=protocol)
+
+
+@needs_shared
+@pytest.mark.parametrize("protocol", [2, pickle.HIGHEST_PROTOCOL])
+def test_torchvision_layout_matches_zip(tmp_path, zip_test50, protocol):
+    write_batch(tmp_path / "cifar-10-batches-py", "test_batch", zip_test50[0][:8], zip_test50[1][:8], protocol)
+    for data_dir in (tmp_path, tmp_path / "cifar-10-batches-py"):
+        images, labels = load_cifar10(data_dir, "test", limit=8, cache_dir=tmp_path / "cache")
+        assert torch.equal(images, zip_test50[0][:8]) and torch.equal(labels, zip_test50[1][:8])
+
+
+class Exploit:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_pickle_with_forbidden_global_is_refused_unrun(tmp_path):
+    marker = tmp_path / "pwned"
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    with open(folder / "test_batch", "wb") as f:
+        pickle.dump({b"data": Exploit(marker), b"labels": [0]}, f)
+    with pytest.raises(DatasetError, match="forbidden global"):
+        load_cifar10(tmp_path, "test", limit=1, cache_dir=tmp_path / "cache")
+    assert not marker.exists()
+
+
+# ---- errors
+
+
+def test_missing_dir(tmp_path):
+    for data_dir in (tmp_path / "nope", tmp_path):
+        with pytest.raises(DatasetError, match="expected train-1.zip..train-5.zip") as e:
+            load_cifar10(data_dir, "train", cache_dir=tmp_path / "cache")
+        assert "cifar-10-batches-py" in str(e.value)
+
+
+@needs_shared
+def test_incomplete_png_folder(tmp_path):
+    extract_pngs(tmp_path, 5)
+    with pytest.raises(DatasetError, match="found 5 of 10,000 test images"):
+        load_cifar10(tmp_path, "test", cache_dir=tmp_path / "cache")
+    with pytest.raises(DatasetError, match="found 5 of 8 test images.*first missing index: 5"):
+        load_cifar10(tmp_path, "test", limit=8, cache_dir=tmp_path / "cache")
+
+
+@needs_shared
+def test_incomplete_pickles_name_missing_batches(tmp_path, zip_test50):
+    write_batch(tmp_path, "data_batch_1", zip_test50[0][:4], zip_test50[1][:4])
+    with pytest.raises(DatasetError, match=r"found 4 of 50,000 train images .*missing data_batch_2, data_batch_3"):
+        load_cifar10(tmp_path, "train", cache_dir=tmp_path / "cache")
+
+
+@needs_shared
+def test_bad_pngs_are_named(tmp_path):
+    extract_pngs(tmp_path, 3)
+    broken = tmp_path / "cifar10" / "test" / "ship" / "00001.png"
+    broken.write_bytes(b"not a png")
+    with pytest.raises(DatasetError, match="00001.png is not a readable 32x32 RGB PNG"):
+        load_cifar10(tmp_path, "test", limit=3, cache_dir=tmp_path / "cache")
+    Image.new("RGB", (16, 16)).save(broken)
+    with pytest.raises(DatasetError, match="00001.png .*16x16 RGB"):
+        load_cifar10(tmp_path, "test", limit=3, cache_dir=tmp_path / "cache")
+
+
+def test_resolve_data_dir(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(data, "REPO_ROOT", tmp_path / "repo")
+    monkeypatch.delenv("CIFAR10_DIR", raising=False)
+    with pytest.raises(DatasetError, match="tried"):
+        data.resolve_data_dir(None)
+    (tmp_path / "data").mkdir()
+    assert data.resolve_data_dir(None) == tmp_path / "data"
+    monkeypatch.setenv("CIFAR10_DIR", str(tmp_path / "env"))
+    assert data.resolve_data_dir(None) == tmp_path / "env"
+    assert data.resolve_data_dir(str(tmp_path / "given")) == tmp_path / "given"
+
+
+# ---- cache
+
+
+@needs_shared
+def test_cache_hit_skips_decoding(tmp_path, monkeypatch, zip_test50):
+    load_cifar10(SHARED, "test", limit=30, cache_dir=tmp_path)
+
+    def fail(name, read):
+        raise AssertionError("decoded despite a valid cache")
+
+    monkeypatch.setattr(data, "_decode_png", fail)
+    images, labels = load_cifar10(SHARED, "test", limit=30, cache_dir=tmp_path)
+    assert torch.equal(images, zip_test50[0][:30]) and torch.equal(labels, zip_test50[1][:30])
+
+
+@needs_shared
+def test_corrupt_or_foreign_cache_is_rebuilt(tmp_path, monkeypatch, capsys, zip_test50):
+    load_cifar10(SHARED, "test", limit=30, cache_dir=tmp_path)
+    (cache,) = tmp_path.glob("cifar10-test-*.safetensors")
+    with safe_open(cache, framework="pt") as f:
+        fingerprint = f.metadata()["fingerprint"]
+
+    def rewrite(n, fingerprint):
+        save_file({"images": zip_test50[0][:n], "labels": zip_test50[1][:n]}, cache, {"fingerprint": fingerprint})
+
+    decodes = count_decodes(monkeypatch)
+    for damage, reason in [
+        (lambda: cache.write_bytes(b"garbage" * 100), "rebuilding"),
+        (lambda: rewrite(30, "another source"), "different source"),
+        (lambda: rewrite(29, fingerprint), "unexpected tensors"),
+    ]:
+        damage()
+        decodes.clear()
+        capsys.readouterr()
+        images, labels = load_cifar10(SHARED, "test", limit=30, cache_dir=tmp_path)
+        assert reason in capsys.readouterr().err and len(decodes) == 30
+        assert torch.equal(images, zip_test50[0][:30]) and torch.equal(labels, zip_test50[1][:30])
+
+
+@needs_shared
+def test_changed_source_rebuilds_cache(tmp_path, monkeypatch):
+    extract_pngs(tmp_path, 10)
+    load_cifar10(tmp_path, "test", limit=10, cache_dir=tmp_path / "cache")
+    decodes = count_decodes(monkeypatch)
+    load_cifar10(tmp_path, "test", limit=10, cache_dir=tmp_path / "cache")
+    assert decodes == []
+    png = tmp_path / "cifar10" / "test" / "cat" / "00000.png"
+    pixels = np.asarray(Image.open(png)).copy()
+    pixels[0, 0] = (1, 2, 3)
+    Image.fromarray(pixels).save(png)
+    os.utime(png, ns=(png.stat().st_atime_ns, png.stat().st_mtime_ns + 10**9))  # a distinct mtime even on a coarse clock
+    images, _ = load_cifar10(tmp_path, "test", limit=10, cache_dir=tmp_path / "cache")
+    assert len(decodes) == 10 and images[0, 0, 0].tolist() == [1, 2, 3]
+    assert len(list((tmp_path / "cache").glob("*.safetensors"))) == 2  # the new fingerprint names a new file
+
+
+@needs_shared
+def test_cache_dir_from_env(tmp_path, monkeypatch):
+    monkeypatch.setenv("RESNET_CACHE_DIR", str(tmp_path / "env-cache"))
+    load_cifar10(SHARED, "test", limit=2)
+    assert len(list((tmp_path / "env-cache").glob("cifar10-test-*.safetensors"))) == 1
+
+
+@needs_shared
+def test_unwritable_cache_dir_still_loads(tmp_path, capsys, zip_test50):
+    not_a_dir = tmp_path / "file"
+    not_a_dir.write_text("")
+    images, _ = load_cifar10(SHARED, "test", limit=5, cache_dir=not_a_dir)
+    assert torch.equal(images, zip_test50[0][:5])
+    assert "not caching" in capsys.readouterr().err
+
+
+# ---- augmentation
+
+
+def test_plan_is_deterministic_and_valid():
+    perm, offsets, flips = augmentation_plan(1000, epoch=3, seed=7, device="cpu")
+    again = augmentation_plan(1000, epoch=3, seed=7, device="cpu")
+    assert all(torch.equal(a, b) for a, b in zip((perm, offsets, flips), again))
+    assert not torch.equal(perm, augmentation_plan(1000, epoch=4, seed=7, device="cpu")[0])
+    assert not torch.equal(offsets, augmentation_plan(1000, epoch=3, seed=8, device="cpu")[1])
+    assert perm.dtype == torch.int64 and torch.equal(perm.sort().values, torch.arange(1000))
+    assert offsets.shape == (1000, 2) and offsets.dtype == torch.int64 and offsets.min() == 0 and offsets.max() == 8
+    assert flips.dtype == torch.bool and 400 < flips.sum() < 600
+
+
+@pytest.fixture
+def images():
+    return torch.randint(0, 256, (12, 32, 32, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+
+
+def fixed_plan(n, offset, flip):
+    return torch.tensor(offset).repeat(n, 1), torch.full((n,), flip)
+
+
+def test_augment_centre_crop_is_identity(images):
+    idx = torch.tensor([5, 0, 11])
+    out = augment_batch(images, idx, *fixed_plan(12, (4, 4), False))
+    assert out.shape == (3, 32, 32, 3) and out.dtype == torch.uint8
+    assert torch.equal(out, images[idx])
+
+
+def test_augment_flip_mirrors_width(images):
+    idx = torch.tensor([2, 3])
+    assert torch.equal(augment_batch(images, idx, *fixed_plan(12, (4, 4), True)), torch.flip(images[idx], dims=[2]))
+
+
+def test_augment_corner_crop_shows_padding(images):
+    idx = torch.tensor([1, 7])
+    out = augment_batch(images, idx, *fixed_plan(12, (0, 0), False))
+    assert (out[:, :4] == 0).all() and (out[:, :, :4] == 0).all()
+    assert torch.equal(out[:, 4:, 4:], images[idx][:, :28, :28])
+
+
+def test_augment_matches_pad_crop_flip_reference(images):
+    perm, offsets, flips = augmentation_plan(12, epoch=0, seed=1, device="cpu")
+    idx = perm[:8]
+    padded = F.pad(images.permute(0, 3, 1, 2), (4, 4, 4, 4)).permute(0, 2, 3, 1)  # (12, 40, 40, 3)
+    for out, i in zip(augment_batch(images, idx, offsets, flips), idx.tolist()):
+        y, x = offsets[i].tolist()
+        crop = padded[i, y : y + 32, x : x + 32]
+        assert torch.equal(out, torch.flip(crop, dims=[1]) if flips[i] else crop)
+
+
+def test_normalize_is_channels_last_and_standardizes():
+    pixels = torch.tensor([10, 128, 250], dtype=torch.uint8)
+    x = normalize(pixels.expand(4, 32, 32, 3), CIFAR10_MEAN, CIFAR10_STD)
+    assert x.shape == (4, 3, 32, 32) and x.dtype == torch.float32
+    assert x.is_contiguous(memory_format=torch.channels_last)
+    expected = (pixels / 255 - torch.tensor(CIFAR10_MEAN)) / torch.tensor(CIFAR10_STD)
+    assert torch.allclose(x.mean(dim=(0, 2, 3)), expected, atol=1e-6)
