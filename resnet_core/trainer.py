@@ -422,11 +422,12 @@ def check_finite(lanes: list[Lane], state_dir: Path) -> None:
     for lane in lanes:
         bad = int(lane.stats["first_bad"])
         if bad >= 0:
+            kept = (f"the last good state (iteration {lane.history[-1]['iteration']:,}) stays in {state_dir / lane.name}"
+                    if lane.history else "no state had been saved yet")
             raise TrainingDiverged(
-                f"{lane.name}: the training loss became NaN/inf at iteration {bad:,} "
-                f"(epoch {len(lane.history) + 1}, lr {lr_at(bad, lane.cfg.recipe):g}). Stopped; the last good state "
-                f"({'iteration ' + format(lane.history[-1]['iteration'], ',') if lane.history else 'none yet'}) "
-                f"stays in {state_dir / lane.name}. Lower --lr or add --warmup-iters, then --resume or --restart.")
+                f"{lane.name}: the training loss became NaN/inf at iteration {bad + 1:,} "
+                f"(epoch {len(lane.history) + 1}, lr {lr_at(bad, lane.cfg.recipe):g}). Stopped; {kept}. "
+                f"Lower --lr or add --warmup-iters, then --resume or --restart.")
 
 
 def end_epoch(lane: Lane, data: Data, epoch: int, elapsed: float, images: int, world: int) -> dict:

@@ -1,0 +1,112 @@
+"""Registry, shapes, parameter and FLOP counts against the paper, the probe interface, the SGD step."""
+import pytest
+import torch
+
+from resnet_core import build_model, count_macs, count_params, list_models, model_info
+from resnet_core.models import ZeroPadShortcut
+from resnet_core.paper import TABLE1_GFLOPS, TABLE6_PARAMS_M
+from resnet_core.trainer import Recipe, lr_at, sgd_step
+
+
+def test_registry_names_and_unknown_name():
+    names = list_models()
+    for depth in (20, 32, 44, 56, 110, 1202):
+        assert f"resnet{depth}" in names and f"plain{depth}" in names
+    assert {"resnet18", "resnet34", "plain18", "plain34"} <= set(names)
+    assert {f"imagenet-resnet{d}" for d in (18, 34, 50, 101, 152)} | {"imagenet-plain18", "imagenet-plain34"} <= set(names)
+    assert list_models("plain*") == [n for n in names if n.startswith("plain")]
+    with pytest.raises(ValueError, match="valid names: .*resnet56"):
+        build_model("resnet57")
+
+
+@pytest.mark.parametrize("name", ["resnet20", "resnet32", "resnet44", "resnet56", "resnet110", "resnet1202"])
+def test_cifar_parameter_counts_match_table6(name):
+    residual, plain = build_model(name), build_model(name.replace("resnet", "plain"))
+    assert round(count_params(residual) / 1e6, 2 if count_params(residual) < 1e6 else 1) == TABLE6_PARAMS_M[name]
+    assert count_params(plain) == count_params(residual)  # option A shortcuts add no parameters
+
+
+@pytest.mark.parametrize("name,gflops", sorted(TABLE1_GFLOPS.items()))
+def test_imagenet_flops_match_table1(name, gflops):
+    # Table 1 gives one decimal, sometimes truncated (ResNet-34: 3.66 is printed as 3.6).
+    assert abs(count_macs(build_model(name), (224, 224)) / 1e9 - gflops) < 0.07
+
+
+def test_seed_report_nets_parameter_counts():
+    assert round(count_params(build_model("resnet18")) / 1e6, 1) == 11.2
+    assert round(count_params(build_model("resnet34")) / 1e6, 1) == 21.3
+    # The plain nets lose only the three 1x1 projection shortcuts.
+    assert 0 < count_params(build_model("resnet18")) - count_params(build_model("plain18")) < 200_000
+
+
+@pytest.mark.parametrize("name,size,classes", [("resnet20", 32, 10), ("plain32", 32, 10), ("resnet18", 32, 10),
+                                               ("plain34", 32, 10), ("imagenet-resnet50", 64, 1000),
+                                               ("imagenet-plain18", 64, 1000)])
+def test_output_shapes(name, size, classes):
+    model = build_model(name).eval()
+    assert model(torch.randn(2, 3, size, size)).shape == (2, classes)
+    assert build_model(name, num_classes=7).eval()(torch.randn(1, 3, size, size)).shape == (1, 7)
+
+
+def test_shortcut_options():
+    a, b = build_model("resnet20"), build_model("resnet20", shortcut="B")
+    assert count_params(b) > count_params(a)  # B adds two 1x1 projections (+BN)
+    assert model_info("plain20")["residual"] is False
+    assert all(blk.shortcut is None for blk in build_model("plain20").blocks())
+    with pytest.raises(ValueError, match="plain net"):
+        build_model("plain20", shortcut="B")
+    with pytest.raises(ValueError, match="unknown shortcut"):
+        build_model("resnet20", shortcut="C")
+
+
+def test_option_a_subsamples_and_zero_pads():
+    x = torch.randn(2, 16, 8, 8)
+    out = ZeroPadShortcut(16, 32, 2)(x)
+    assert out.shape == (2, 32, 4, 4)
+    assert torch.equal(out[:, 8:24], x[:, :, ::2, ::2])
+    assert out[:, :8].abs().sum() == 0 and out[:, 24:].abs().sum() == 0
+
+
+def test_probe_interface():
+    model = build_model("resnet20").eval()
+    layers = model.conv3x3_layers()
+    assert len(layers) == 19  # the stem and 2 per block: 6n + 1 with n = 3
+    assert len(model.weight_layers()) == 20  # plus the fc layer (option A adds no convs)
+    logits, responses = model.forward_intermediates(torch.randn(3, 3, 32, 32))
+    assert list(responses) == [name for name, _, _ in layers]
+    assert responses["stem.conv"].shape == (3, 16, 32, 32)
+    assert responses[layers[-1][0]].shape == (3, 64, 8, 8)
+    assert torch.allclose(logits, model(torch.randn(3, 3, 32, 32)) * 0 + logits)
+    assert not any(bn._forward_hooks for _, _, bn in layers)  # hooks are removed
+    assert all(hasattr(b, "residual") for b in model.blocks())
+
+
+def test_sgd_step_matches_torch_optim_sgd():
+    torch.manual_seed(0)
+    ref = build_model("resnet20")
+    ours = build_model("resnet20")
+    ours.load_state_dict(ref.state_dict())
+    opt = torch.optim.SGD(ref.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
+    params = list(ours.parameters())
+    momentum = [torch.zeros_like(p) for p in params]
+    x, y = torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 3])
+    for lr in (0.1, 0.1, 0.01):
+        for group in opt.param_groups:
+            group["lr"] = lr
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(ref(x), y).backward()
+        opt.step()
+        for p in params:
+            p.grad = None
+        torch.nn.functional.cross_entropy(ours(x), y).backward()
+        with torch.no_grad():
+            sgd_step(params, [p.grad for p in params], momentum, torch.tensor(lr), 0.9, 1e-4)
+    for p, q in zip(ref.parameters(), params):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
+
+
+def test_lr_schedule():
+    r = Recipe(warmup_iters=400)
+    assert lr_at(0, r) == 0.01 and lr_at(399, r) == 0.01 and lr_at(400, r) == 0.1
+    assert lr_at(31_999, r) == 0.1
+    assert lr_at(32_000, r) == pytest.approx(0.01) and lr_at(48_000, r) == pytest.approx(0.001)
