@@ -1,0 +1,117 @@
+"""Checkpoint folders: round trip, atomic replacement, and clear errors for every kind of damage."""
+import shutil
+
+import pytest
+import torch
+
+import resnet_core.checkpoint as ckpt
+from resnet_core import CheckpointError, build_model, list_checkpoints, load_pretrained, read_checkpoint
+
+CONFIG = {"model": "resnet20", "recipe": {"iterations": 1}, "residual": True, "depth": 20}
+HISTORY = {"layers": ["stem.conv"], "records": [{"epoch": 1, "iteration": 1, "test_error": 90.0}]}
+METRICS = {"test_error": 90.0, "confusion_matrix": [[1]], "nan_is_null": float("nan")}
+
+
+@pytest.fixture
+def saved(tmp_path):
+    torch.manual_seed(0)
+    model = build_model("resnet20").eval()
+    path = ckpt.save_checkpoint(tmp_path, "resnet20", model, CONFIG, HISTORY, METRICS)
+    return model, path
+
+
+def test_round_trip_in_fp16(saved):
+    model, path = saved
+    loaded = load_pretrained(path)
+    assert not loaded.training
+    x = torch.randn(4, 3, 32, 32)
+    torch.testing.assert_close(loaded(x), model(x), rtol=0.02, atol=0.02)
+    info = read_checkpoint(path)
+    assert info.metrics["nan_is_null"] is None and info.config["has_weights"] is True
+    assert "# resnet20 on CIFAR-10" in (path / "README.md").read_text()
+
+
+def test_load_by_name_from_the_default_folder(saved, monkeypatch):
+    _, path = saved
+    monkeypatch.setenv("RESNET_CHECKPOINTS", str(path.parent))
+    assert load_pretrained("resnet20") is not None
+    with pytest.raises(CheckpointError, match="no checkpoint folder 'resnet32'.*train.py"):
+        load_pretrained("resnet32")
+
+
+def test_a_crash_while_saving_keeps_the_old_checkpoint(saved, monkeypatch):
+    model, path = saved
+    before = (path / "model.safetensors").read_bytes()
+
+    def crash(p, obj):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(ckpt, "atomic_write_json", crash)
+    with pytest.raises(OSError, match="disk full"):
+        ckpt.save_checkpoint(path.parent, "resnet20", build_model("resnet20"), CONFIG, HISTORY, METRICS)
+    assert (path / "model.safetensors").read_bytes() == before
+    assert [p.name for p in path.parent.iterdir()] == ["resnet20"]  # no temp folder left behind
+    assert read_checkpoint(path).name == "resnet20"
+
+
+def test_save_without_weights(tmp_path):
+    path = ckpt.save_checkpoint(tmp_path, "resnet34", None, dict(CONFIG, model="resnet34", command="python train.py --depth 34"),
+                                HISTORY, METRICS)
+    assert not (path / "model.safetensors").exists() and not read_checkpoint(path).has_weights
+    with pytest.raises(CheckpointError, match="model.safetensors: file is missing.*train.py --depth 34"):
+        load_pretrained(path)
+
+
+def damage_truncate(path):
+    data = (path / "model.safetensors").read_bytes()
+    (path / "model.safetensors").write_bytes(data[: len(data) // 2])
+
+
+def damage_wrong_model(path):
+    ckpt.atomic_write_json(path / "config.json", dict(CONFIG, model="resnet32"))
+
+
+def damage_unknown_model(path):
+    ckpt.atomic_write_json(path / "config.json", dict(CONFIG, model="resnet21"))
+
+
+def damage_bad_json(path):
+    (path / "metrics.json").write_text("{ not json")
+
+
+def damage_no_config(path):
+    (path / "config.json").unlink()
+
+
+def damage_garbage_weights(path):
+    (path / "model.safetensors").write_bytes(b"\x00" * 100)
+
+
+def damage_shape(path):
+    ckpt.atomic_write_json(path / "config.json", dict(CONFIG, arch={"num_classes": 100}))
+
+
+@pytest.mark.parametrize("damage,file,message", [
+    (damage_truncate, "model.safetensors", "not a readable safetensors"),
+    (damage_garbage_weights, "model.safetensors", "not a readable safetensors"),
+    (damage_wrong_model, "model.safetensors", "does not match resnet32"),
+    (damage_unknown_model, "config.json", "cannot rebuild"),
+    (damage_no_config, "config.json", "file is missing"),
+    (damage_shape, "model.safetensors", "has shape"),
+])
+def test_damaged_checkpoints_raise_naming_the_file(saved, damage, file, message):
+    _, path = saved
+    damage(path)
+    with pytest.raises(CheckpointError, match=message) as e:
+        load_pretrained(path)
+    assert str(path / file) in str(e.value)
+
+
+def test_list_checkpoints_reports_the_unreadable_and_keeps_the_rest(saved):
+    _, path = saved
+    shutil.copytree(path, path.parent / "plain20")
+    ckpt.atomic_write_json(path.parent / "plain20" / "config.json", dict(CONFIG, model="plain20"))
+    damage_bad_json(path)
+    good, bad = list_checkpoints(path.parent)
+    assert [c.name for c in good] == ["plain20"]
+    assert list(bad) == ["resnet20"] and "metrics.json: not readable JSON" in bad["resnet20"]

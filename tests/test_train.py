@@ -1,0 +1,124 @@
+"""train.py end to end on the CPU: the published checkpoint, resume equivalence, interrupts, NaN, DDP, bad data."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import train
+from conftest import REPO, SHARED_CIFAR, train_tiny
+from resnet_core import CheckpointError, list_checkpoints, load_pretrained, read_checkpoint
+from resnet_core.checkpoint import save_checkpoint
+from resnet_core.data import load_cifar10, normalize
+from resnet_core.probes import evaluate, per_class_accuracy
+
+TINY = ["--epochs", "2", "--limit-train", "256", "--limit-test", "200", "--batch-size", "64", "--device", "cpu"]
+
+
+def test_published_checkpoint_is_complete_and_loads(tiny_checkpoints):
+    for name in ("resnet20", "plain20"):
+        info = read_checkpoint(tiny_checkpoints / name)
+        assert sorted(p.name for p in info.path.iterdir()) == sorted(
+            ["README.md", "config.json", "history.json", "metrics.json", "model.safetensors"])
+        assert info.config["model"] == name and info.config["recipe"]["iterations"] == 8
+        assert info.config["residual"] == (name == "resnet20") and info.config["torch_version"] == torch.__version__
+        records = info.history["records"]
+        assert [r["epoch"] for r in records] == [1, 2] and records[-1]["iteration"] == 8
+        assert all(len(r["grad_norms"]) == len(info.history["layers"]) == 20 for r in records)
+        assert all(g > 0 for g in records[0]["grad_norms"])
+        m = info.metrics
+        assert len(m["response_std"]) == 19 and all(r["std"] > 0 for r in m["response_std"])
+        assert sum(map(sum, m["confusion_matrix"])) == m["test_images"] == 200
+        assert m["per_class_accuracy"] == pytest.approx(per_class_accuracy(m["confusion_matrix"]))
+        assert m["test_error"] == pytest.approx(records[-1]["test_error"])
+        # fp16 weights on disk: our own eval of the loaded model agrees with what was recorded.
+        model = load_pretrained(info.path)
+        assert not model.training
+        x, y = load_cifar10(SHARED_CIFAR, "test", limit=200)
+        mean, std = torch.tensor(model.normalization["mean"]), torch.tensor(model.normalization["std"])
+        again = evaluate(model, x, y, mean, std)
+        assert abs(again["test_error"] - m["test_error"]) <= 1.0  # at most 2 of 200 images flip with fp16 storage
+    good, bad = list_checkpoints(tiny_checkpoints)
+    assert [c.name for c in good] == ["plain20", "resnet20"] and bad == {}
+
+
+def test_resume_reaches_the_same_result(tmp_path, shared_cifar):
+    train_tiny(tmp_path / "a", tmp_path / "runs-a", ("resnet20",))
+    # Interrupted mid-epoch (4 iterations per epoch), then resumed.
+    argv = ["--model", "resnet20", *TINY, "--data-dir", str(shared_cifar), "--out", str(tmp_path / "b"),
+            "--state-dir", str(tmp_path / "runs-b")]
+    assert train.main(argv + ["--stop-after", "3"]) == 0
+    assert not (tmp_path / "b" / "resnet20").exists()
+    with pytest.raises(SystemExit, match="unfinished run of resnet20 .*--resume"):
+        train.main(argv)  # never silently overwrite an unfinished run
+    assert train.main(argv + ["--resume"]) == 0
+    a, b = load_file(tmp_path / "a/resnet20/model.safetensors"), load_file(tmp_path / "b/resnet20/model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    strip = lambda recs: [{k: v for k, v in r.items() if "time" not in k and "per_s" not in k} for r in recs]
+    ha, hb = (json.loads((tmp_path / d / "resnet20/history.json").read_text()) for d in "ab")
+    assert strip(ha["records"]) == strip(hb["records"])
+    assert train.main(argv + ["--resume"]) == 0  # a finished run is skipped on --resume
+
+
+def test_resume_refuses_a_changed_recipe(tmp_path, shared_cifar):
+    argv = ["--model", "plain20", *TINY, "--data-dir", str(shared_cifar), "--out", str(tmp_path / "c"),
+            "--state-dir", str(tmp_path / "runs")]
+    assert train.main(argv + ["--stop-after", "2"]) == 0
+    with pytest.raises(SystemExit, match="different recipe"):
+        train.main(argv + ["--resume", "--lr", "0.2"])
+    assert train.main(argv + ["--restart", "--stop-after", "1"]) == 0  # --restart discards it on purpose
+
+
+def test_nan_loss_stops_and_names_the_iteration(tmp_path, shared_cifar, capsys):
+    argv = ["--model", "plain20", *TINY, "--data-dir", str(shared_cifar), "--out", str(tmp_path / "out"),
+            "--state-dir", str(tmp_path / "runs"), "--lr", "1e30"]
+    assert train.main(argv) == 3
+    err = capsys.readouterr().err
+    assert "loss became NaN/inf at iteration" in err and "no state had been saved yet" in err
+    assert not (tmp_path / "out" / "plain20").exists()
+
+
+def test_missing_data_dir_is_one_clear_message(tmp_path, capsys):
+    argv = ["--model", "resnet20", *TINY, "--data-dir", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o"),
+            "--state-dir", str(tmp_path / "r")]
+    assert train.main(argv) == 2
+    err = capsys.readouterr().err
+    assert "error:" in err and "nowhere" in err and "Traceback" not in err
+
+
+def test_sigterm_saves_state_then_resume_finishes(tmp_path, shared_cifar):
+    argv = [sys.executable, "train.py", "--model", "resnet20", "--epochs", "40", "--limit-train", "256",
+            "--limit-test", "100", "--batch-size", "64", "--device", "cpu", "--data-dir", str(shared_cifar),
+            "--out", str(tmp_path / "out"), "--state-dir", str(tmp_path / "runs")]
+    proc = subprocess.Popen(argv, cwd=REPO, stderr=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    log = []
+    for line in proc.stderr:  # wait until it trains, then interrupt it
+        log.append(line)
+        if line.startswith("training resnet20"):
+            time.sleep(1.0)
+            proc.send_signal(signal.SIGTERM)
+            break
+    log += proc.stderr.readlines()
+    assert proc.wait(timeout=120) == 130, "".join(log)
+    assert "stopped (SIGTERM)" in "".join(log)
+    meta = json.loads((tmp_path / "runs/resnet20/state.json").read_text())
+    assert 0 < meta["iteration"] < 160 and not meta["finished"]
+    assert not (tmp_path / "out" / "resnet20").exists()
+
+
+def test_torchrun_two_gloo_processes(tmp_path, shared_cifar):
+    argv = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "train.py",
+            "--model", "resnet20", "--epochs", "1", "--limit-train", "256", "--limit-test", "100", "--batch-size", "64",
+            "--data-dir", str(shared_cifar), "--out", str(tmp_path / "out"), "--state-dir", str(tmp_path / "runs")]
+    done = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=240,
+                          env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    info = read_checkpoint(tmp_path / "out" / "resnet20")
+    assert info.config["world_size"] == 2 and info.history["records"][-1]["iteration"] == 4
+    load_pretrained(info.path)
