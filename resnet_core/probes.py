@@ -10,9 +10,10 @@ from .data import normalize
 
 
 def autocast_for(device: torch.device, enabled: bool):
-    """bf16 autocast on CUDA (BN stays in float, as autocast keeps it); nothing on the CPU."""
+    """bf16 autocast on CUDA (BN stays in float, as autocast keeps it); nothing on the CPU. The weight
+    cast cache is off because CUDA graph capture requires it (the casts are then recorded in the graph)."""
     if enabled and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
+        return torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=False)
     return nullcontext()
 
 

@@ -151,22 +151,54 @@ def train_step(lane: Lane, x: torch.Tensor, y: torch.Tensor) -> None:
         sgd_step(lane.params, [p.grad for p in lane.params], lane.momentum, lane.lr, r.momentum, r.weight_decay)
 
 
-def run_step(lane: Lane, x: torch.Tensor, y: torch.Tensor, capture: bool) -> None:
-    """Eager step, or on CUDA the step's graph: captured once (after warm-up steps), then replayed."""
-    if lane.graph is not None:
-        with torch.cuda.stream(lane.stream):
-            lane.graph.replay()
-    elif capture:
-        lane.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(lane.graph, stream=lane.stream):
-            train_step(lane, x, y)
-        with torch.cuda.stream(lane.stream):  # capture records but does not run: run it now
-            lane.graph.replay()
-    elif lane.stream is not None:
-        with torch.cuda.stream(lane.stream):
-            train_step(lane, x, y)
-    else:
+def capture_step(lane: Lane, x: torch.Tensor, y: torch.Tensor) -> None:
+    """Record one training step as a CUDA graph on the lane's stream (after eager warm-up steps there).
+    Capture records kernels without running them; every later step is one replay, no Python."""
+    lane.graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(lane.graph, stream=lane.stream):
         train_step(lane, x, y)
+
+
+def run_step(lane: Lane, x: torch.Tensor, y: torch.Tensor) -> None:
+    """The step on the lane's own CUDA stream (so lanes overlap on the GPU), as a graph replay once captured."""
+    if lane.stream is None:
+        train_step(lane, x, y)
+        return
+    with torch.cuda.stream(lane.stream):
+        if lane.graph is not None:
+            lane.graph.replay()
+        else:
+            train_step(lane, x, y)
+
+
+@torch.no_grad()
+def fill_batch(data: "Data", idx: torch.Tensor, offsets, flips, x: torch.Tensor, y: torch.Tensor) -> None:
+    """Augment the images `idx` on the device and write them into the static batch buffers x, y."""
+    x.copy_(normalize(augment_batch(data.train_x, idx, offsets, flips), data.mean, data.std))
+    y.copy_(data.train_y[idx])
+
+
+def step_lanes(lanes: list[Lane], x: torch.Tensor, y: torch.Tensor, it: int, capture: bool) -> None:
+    """Iteration `it` for every lane on the batch in (x, y). On CUDA each lane runs on its own stream,
+    so the small kernels of several models overlap; `capture` turns each lane's step into a graph."""
+    for lane in lanes:
+        new_lr = lr_at(it, lane.cfg.recipe)
+        if new_lr != lane.lr_value:
+            lane.lr.fill_(new_lr)
+            lane.lr_value = new_lr
+    if capture and any(lane.graph is None and lane.stream is not None for lane in lanes):
+        torch.cuda.synchronize()  # capture every lane at once, with nothing else in flight
+        for lane in lanes:
+            if lane.graph is None and lane.stream is not None:
+                capture_step(lane, x, y)
+    for lane in lanes:
+        if lane.stream is not None:  # start once this batch (and the lr) is written
+            lane.stream.wait_stream(torch.cuda.current_stream())
+        run_step(lane, x, y)
+        lane.iteration += 1
+    for lane in lanes:  # the next batch overwrites x: wait until every lane has read it
+        if lane.stream is not None:
+            torch.cuda.current_stream().wait_stream(lane.stream)
 
 
 # -- resumable state (safetensors + JSON, nothing pickled) ------------------------------------------
@@ -348,26 +380,9 @@ def train(configs: list[RunConfig], *, data_dir: str | None = None, out_dir: Pat
             if plan_epoch != epoch:
                 perm, offsets, flips = augmentation_plan(len(data.train_y), epoch, first.seed, device)
                 plan_epoch = epoch
-            idx = perm[step * batch + rank * local: step * batch + (rank + 1) * local]
-            with torch.no_grad():
-                x.copy_(normalize(augment_batch(data.train_x, idx, offsets, flips), data.mean, data.std))
-                y.copy_(data.train_y[idx])
+            fill_batch(data, perm[step * batch + rank * local: step * batch + (rank + 1) * local], offsets, flips, x, y)
             active = [l for l in lanes if l.iteration == it and it < l.cfg.recipe.iterations]
-            capture = use_graphs and it - start >= warmup_steps
-            if capture and any(l.graph is None and l.stream is not None for l in active):
-                torch.cuda.synchronize(device)
-            for lane in active:
-                if lane.stream is not None:
-                    lane.stream.wait_stream(torch.cuda.current_stream(device))
-                new_lr = lr_at(it, lane.cfg.recipe)
-                if new_lr != lane.lr_value:
-                    lane.lr.fill_(new_lr)
-                    lane.lr_value = new_lr
-                run_step(lane, x, y, capture=capture and lane.stream is not None)
-                lane.iteration += 1
-            for lane in active:  # the next batch overwrites x: wait until every lane has read it
-                if lane.stream is not None:
-                    torch.cuda.current_stream(device).wait_stream(lane.stream)
+            step_lanes(active, x, y, it, capture=use_graphs and it - start >= warmup_steps)
             it += 1
             bar.update(1)
             epoch_end = (it % steps_per_epoch == 0) or it == end or any(l.iteration == l.cfg.recipe.iterations for l in active)

@@ -1,0 +1,163 @@
+"""Training images/s of our trainer against a textbook baseline, same model, same device, same run.
+
+Baseline: torchvision Dataset + DataLoader with per-image PIL transforms (4-pixel pad + random crop,
+flip, ToTensor, Normalize), fp32, eager, torch.optim.SGD. Ours: the trainer's own step (data on the
+device, batch augmentation, bf16 autocast, channels_last, CUDA graphs, lanes side by side on CUDA).
+
+    python bench/train_throughput.py                        # resnet20/56/110 on the best device
+    python bench/train_throughput.py --models resnet56 --steps 50 --lanes 10
+"""
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch
+import torch.nn.functional as F
+import torchvision.transforms as T
+from PIL import Image
+
+from resnet_core.data import CIFAR10_MEAN, CIFAR10_STD, augmentation_plan, load_cifar10, resolve_data_dir
+from resnet_core.models import build_model
+from resnet_core.trainer import Data, Recipe, RunConfig, fill_batch, make_lane, step_lanes
+
+
+class PILDataset(torch.utils.data.Dataset):
+    """The textbook input pipeline: one PIL image at a time through torchvision transforms."""
+
+    def __init__(self, images_u8: torch.Tensor, labels: torch.Tensor):
+        self.images, self.labels = images_u8.numpy(), labels.numpy()
+        self.transform = T.Compose([T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), T.ToTensor(),
+                                    T.Normalize(CIFAR10_MEAN, CIFAR10_STD)])
+
+    def __len__(self):
+        return len(self.labels)
+
+    def __getitem__(self, i):
+        return self.transform(Image.fromarray(self.images[i])), int(self.labels[i])
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def baseline_images_per_s(name, images, labels, device, batch, steps, warmup, workers) -> float:
+    model = build_model(name).to(device).train()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
+    loader = torch.utils.data.DataLoader(PILDataset(images, labels), batch_size=batch, shuffle=True, drop_last=True,
+                                         num_workers=workers, pin_memory=device.type == "cuda",
+                                         persistent_workers=workers > 0)
+    done, t0 = 0, None
+    while done < warmup + steps:
+        for x, y in loader:
+            if done == warmup:
+                sync(device)
+                t0 = time.perf_counter()
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            opt.zero_grad(set_to_none=True)
+            F.cross_entropy(model(x), y).backward()
+            opt.step()
+            done += 1
+            if done == warmup + steps:
+                break
+    sync(device)
+    return steps * batch / (time.perf_counter() - t0)
+
+
+def ours_images_per_s(name, images, labels, device, batch, steps, warmup, lanes) -> float:
+    """Aggregate images/s over `lanes` copies of the model trained side by side (1 = a single model)."""
+    data = Data(images.to(device), labels.to(device), images[:0].to(device), labels[:0].to(device),
+                torch.tensor(CIFAR10_MEAN, device=device), torch.tensor(CIFAR10_STD, device=device))
+    cfg = RunConfig(model=name, recipe=Recipe(batch_size=batch))
+    group = [make_lane(cfg, device) for _ in range(lanes)]
+    if device.type == "cuda":
+        for lane in group:
+            lane.stream = torch.cuda.Stream(device)
+    x = torch.zeros(batch, 3, 32, 32, device=device).to(memory_format=torch.channels_last)
+    y = torch.zeros(batch, dtype=torch.long, device=device)
+    perm, offsets, flips = augmentation_plan(len(labels), 0, 0, device)
+    per_epoch = len(labels) // batch
+    for it in range(warmup + steps):
+        if it == warmup:
+            sync(device)
+            t0 = time.perf_counter()
+        s = it % per_epoch
+        fill_batch(data, perm[s * batch:(s + 1) * batch], offsets, flips, x, y)
+        step_lanes(group, x, y, it, capture=device.type == "cuda" and it >= 3)
+    sync(device)
+    return steps * batch * lanes / (time.perf_counter() - t0)
+
+
+class GPUUtilization:
+    """Samples nvidia-smi's utilization.gpu (%) every 0.2 s in the background."""
+
+    def __init__(self):
+        self.samples, self._stop = [], threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        while not self._stop.is_set():
+            try:
+                out = subprocess.run(["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits"],
+                                     capture_output=True, text=True, timeout=5).stdout.split()
+                self.samples.append(float(out[0]))
+            except (OSError, subprocess.SubprocessError, ValueError, IndexError):
+                return
+            self._stop.wait(0.2)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+    @property
+    def mean(self) -> float | None:
+        return sum(self.samples) / len(self.samples) if self.samples else None
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--models", nargs="+", default=["resnet20", "resnet56", "resnet110"])
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--data-dir", help="CIFAR-10 (default: as train.py)")
+    p.add_argument("--images", type=int, default=None, help="training images to load (default: 50000 on CUDA, 2048 on CPU)")
+    p.add_argument("--steps", type=int, default=None, help="timed iterations (default: 200 on CUDA, 5 on CPU)")
+    p.add_argument("--warmup", type=int, default=None, help="untimed iterations first (default: 20 on CUDA, 2 on CPU)")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--workers", type=int, default=4, help="baseline DataLoader workers")
+    p.add_argument("--lanes", type=int, default=1, help="also time this many copies side by side (ours only)")
+    args = p.parse_args()
+    device = torch.device(args.device)
+    cuda = device.type == "cuda"
+    if cuda:
+        torch.backends.cudnn.benchmark = True
+    steps, warmup = args.steps or (200 if cuda else 5), args.warmup or (20 if cuda else 2)
+    images, labels = load_cifar10(resolve_data_dir(args.data_dir), "train", limit=args.images or (None if cuda else 2048))
+    name = torch.cuda.get_device_name(device) if cuda else f"CPU, {torch.get_num_threads()} threads"
+    print(f"device: {name}; torch {torch.__version__}; batch {args.batch_size}; {steps} timed iterations "
+          f"after {warmup} warm-up; baseline DataLoader workers: {args.workers}")
+    print(f"{'model':<10} {'baseline img/s':>15} {'ours img/s':>12} {'speed-up':>9} {'GPU util %':>11}"
+          + (f" {f'ours x{args.lanes} lanes img/s':>24} {'speed-up':>9}" if args.lanes > 1 else ""))
+    for model in args.models:
+        base = baseline_images_per_s(model, images, labels, device, args.batch_size, steps, warmup, args.workers)
+        with GPUUtilization() as util:
+            ours = ours_images_per_s(model, images, labels, device, args.batch_size, steps, warmup, 1)
+        line = f"{model:<10} {base:15,.0f} {ours:12,.0f} {ours / base:8.1f}x {util.mean or float('nan'):11.0f}"
+        if args.lanes > 1:
+            many = ours_images_per_s(model, images, labels, device, args.batch_size, steps, warmup, args.lanes)
+            line += f" {many:24,.0f} {many / base:8.1f}x"
+        print(line, flush=True)
+
+
+if __name__ == "__main__":
+    main()
