@@ -66,25 +66,20 @@ def response_std(model, x: torch.Tensor) -> list[dict]:
 
 def gradient_norms(model, x: torch.Tensor, y: torch.Tensor) -> list[dict]:
     """One forward/backward of the mean cross-entropy in train mode (BN on batch statistics, as in
-    training); the L2 norm of each conv/fc weight's gradient, in forward order. Leaves the model's
-    .grad fields and BN running statistics as they were. Records: {layer, index, grad_norm}."""
-    params = [p for _, p in model.weight_layers()]
-    saved = [p.grad for p in params]
+    training); the L2 norm of each conv/fc weight's gradient, in forward order. No side effects:
+    .grad fields and BN running statistics stay as they were. Records: {layer, index, grad_norm}."""
+    layers = model.weight_layers()
     buffers = {name: b.clone() for name, b in model.named_buffers()}
     was_training = model.training
     model.train()
-    model.zero_grad(set_to_none=True)
     try:
-        F.cross_entropy(model(x), y).backward()
-        norms = [float(p.grad.norm()) for p in params]
+        grads = torch.autograd.grad(F.cross_entropy(model(x), y), [w for _, w in layers])
     finally:
-        for p, g in zip(params, saved):
-            p.grad = g
         with torch.no_grad():
             for name, b in model.named_buffers():
                 b.copy_(buffers[name])
         model.train(was_training)
-    return [dict(layer=name, index=i + 1, grad_norm=n) for i, ((name, _), n) in enumerate(zip(model.weight_layers(), norms))]
+    return [dict(layer=name, index=i + 1, grad_norm=float(g.norm())) for i, ((name, _), g) in enumerate(zip(layers, grads))]
 
 
 def first_epoch_reaching(records: list[dict], accuracy: float, key: str = "test_error") -> int | None:

@@ -1,0 +1,63 @@
+"""Probe contracts: evaluation arithmetic, gradient norms without side effects, Fig. 7 responses."""
+import pytest
+import torch
+
+from resnet_core import build_model
+from resnet_core.probes import evaluate, first_epoch_reaching, gradient_norms, per_class_accuracy, response_std
+
+
+class FixedLogits(torch.nn.Module):
+    """Logits chosen per image by its first pixel value, so the expected metrics are known exactly."""
+
+    def __init__(self, table):
+        super().__init__()
+        self.table = torch.tensor(table, dtype=torch.float32)
+        self.w = torch.nn.Parameter(torch.zeros(()))
+
+    def forward(self, x):
+        return self.table[x[:, 0, 0, 0].round().long()] + self.w
+
+
+def test_evaluate_counts_exactly():
+    # 3 images, 6 classes; image k has pixel value k (normalisation is the identity: mean 0, std 1/255).
+    images = torch.arange(3, dtype=torch.uint8).view(3, 1, 1, 1).expand(3, 32, 32, 3).contiguous()
+    labels = torch.tensor([0, 1, 5])
+    table = [[9, 0, 0, 0, 0, 0],   # right
+             [9, 1, 0, 0, 0, 0],   # wrong, true class 2nd: top-5 hit
+             [9, 8, 7, 6, 5, 0]]   # wrong, true class last: top-5 miss
+    out = evaluate(FixedLogits(table), images, labels, torch.zeros(3), torch.full((3,), 1 / 255), batch_size=2, num_classes=6)
+    assert out["test_error"] == pytest.approx(100 * 2 / 3)
+    assert out["test_top5_error"] == pytest.approx(100 * 1 / 3)
+    cm = out["confusion_matrix"]
+    assert cm[0][0] == 1 and cm[1][0] == 1 and cm[5][0] == 1 and sum(map(sum, cm)) == 3
+    assert per_class_accuracy(cm)[:2] == [100.0, 0.0]
+    expected_loss = torch.nn.functional.cross_entropy(torch.tensor(table, dtype=torch.float32), labels)
+    assert out["test_loss"] == pytest.approx(float(expected_loss), rel=1e-5)
+
+
+def test_gradient_norms_leave_no_trace():
+    torch.manual_seed(0)
+    model = build_model("plain20").eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    x, y = torch.randn(8, 3, 32, 32), torch.randint(0, 10, (8,))
+    records = gradient_norms(model, x, y)
+    assert [r["layer"] for r in records] == [name for name, _ in model.weight_layers()]
+    assert all(r["grad_norm"] > 0 for r in records)
+    assert not model.training and all(p.grad is None for p in model.parameters())
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # BN statistics untouched
+    assert records == gradient_norms(model, x, y)  # and so it is repeatable
+
+
+def test_response_std_follows_layer_order():
+    torch.manual_seed(0)
+    model = build_model("resnet32")
+    records = response_std(model, torch.randn(16, 3, 32, 32))
+    assert [r["index"] for r in records] == list(range(1, 32))  # 6n + 1 = 31 layers of 3x3
+    assert [r["layer"] for r in records] == [name for name, _, _ in model.conv3x3_layers()]
+    assert all(r["std"] > 0 for r in records) and model.training  # restored to train mode
+
+
+def test_first_epoch_reaching():
+    records = [{"epoch": 1, "test_error": 30.0}, {"epoch": 2, "test_error": 9.9}, {"epoch": 3, "test_error": 8.0}]
+    assert first_epoch_reaching(records, 90.0) == 2
+    assert first_epoch_reaching(records, 95.0) is None
