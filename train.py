@@ -30,7 +30,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     which.add_argument("--plain", action="store_true", help="the plain net (no shortcuts) of that depth")
     which.add_argument("--both", action="store_true", help="train the plain and the residual net of each depth")
     which.add_argument("--all", action="store_true", help="the ten 6n+2 nets: 20/32/44/56/110, plain and residual")
-    which.add_argument("--model", nargs="+", help=f"explicit registry names, e.g. resnet56 plain56")
+    which.add_argument("--model", nargs="+", help="explicit registry names, e.g. resnet56 plain56")
     which.add_argument("--shortcut", choices=["A", "B"], help="residual nets: A zero-padding identity (paper's CIFAR "
                        "default), B projection at stage changes")
     rec = p.add_argument_group("recipe (defaults: the paper's, Sec. 4.2)")
@@ -77,12 +77,12 @@ def model_names(args) -> list[str]:
     depths = ALL_DEPTHS if args.all else args.depth
     if not depths:
         raise SystemExit("error: say which models: --depth 56 [--plain], --all, or --model NAME")
+    bad = sorted(set(depths) - {model_info(n)["depth"] for n in list_models("resnet*")})
+    if bad:
+        raise SystemExit(f"error: no CIFAR model of depth {', '.join(map(str, bad))}; "
+                         f"depths: 20 32 44 56 110 1202 (6n+2) and 18 34")
     kinds = ("resnet", "plain") if (args.all or args.both) else (("plain",) if args.plain else ("resnet",))
     names = [f"{k}{d}" for d in depths for k in kinds]
-    bad = [n for n in names if n not in list_models("resnet*") + list_models("plain*")]
-    if bad:
-        raise SystemExit(f"error: no CIFAR model of depth {', '.join(n.lstrip('resnetplain') for n in bad)}; "
-                         f"depths: 20 32 44 56 110 1202 (6n+2) and 18 34")
     return names
 
 

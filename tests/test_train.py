@@ -122,3 +122,27 @@ def test_torchrun_two_gloo_processes(tmp_path, shared_cifar):
     info = read_checkpoint(tmp_path / "out" / "resnet20")
     assert info.config["world_size"] == 2 and info.history["records"][-1]["iteration"] == 4
     load_pretrained(info.path)
+
+
+@pytest.mark.parametrize("argv,names", [
+    (["--depth", "56", "--plain"], ["plain56"]),
+    (["--depth", "56"], ["resnet56"]),
+    (["--all"], [f"{k}{d}" for d in (20, 32, 44, 56, 110) for k in ("resnet", "plain")]),
+    (["--depth", "18", "34", "--both"], ["resnet18", "plain18", "resnet34", "plain34"]),
+    (["--model", "resnet1202"], ["resnet1202"]),
+])
+def test_model_selection(argv, names):
+    assert train.model_names(train.parse_args(argv)) == names
+
+
+def test_recipes():
+    args = train.parse_args(["--depth", "110"])
+    r = train.make_config("resnet110", args, 50_000).recipe
+    assert (r.iterations, r.batch_size, r.lr, r.milestones, r.warmup_iters) == (64_000, 128, 0.1, (32_000, 48_000), 400)
+    assert train.make_config("plain20", args, 50_000).recipe.warmup_iters == 0
+    seed = train.make_config("resnet18", train.parse_args(["--depth", "18", "--recipe", "seed"]), 50_000).recipe
+    assert seed.iterations == 200 * 390 and seed.milestones == (60 * 390, 120 * 390, 160 * 390)
+    tiny = train.make_config("resnet20", train.parse_args(["--depth", "20", "--epochs", "2", "--batch-size", "64"]), 256).recipe
+    assert tiny.iterations == 8 and tiny.milestones == (4, 6)  # scaled like the paper's 32k/48k of 64k
+    with pytest.raises(SystemExit, match="no CIFAR model of depth 21"):
+        train.model_names(train.parse_args(["--depth", "21"]))
