@@ -1,0 +1,56 @@
+"""A fixed sample of the CIFAR-10 test set shipped with the repo (10 per class), so the app works without the dataset."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from .data import CLASSES, load_cifar10, resolve_data_dir
+
+ASSETS = Path(__file__).resolve().parent / "assets"
+GRID_PNG = ASSETS / "cifar10_test_sample.png"
+GRID_JSON = ASSETS / "cifar10_test_sample.json"
+PER_CLASS = 10
+TILE = 32
+
+
+def load_gallery(png: Path = GRID_PNG, meta: Path = GRID_JSON) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(100, 32, 32, 3) uint8 images, (100,) labels, (100,) test-set indices; class by class, by index within a class."""
+    info = json.loads(Path(meta).read_text())
+    grid = np.asarray(Image.open(png).convert("RGB"))  # (rows*32, cols*32, 3): row = class, column = k-th image
+    rows, cols = grid.shape[0] // TILE, grid.shape[1] // TILE
+    tiles = grid.reshape(rows, TILE, cols, TILE, 3).transpose(0, 2, 1, 3, 4).reshape(rows * cols, TILE, TILE, 3)
+    labels, indices = np.asarray(info["labels"]), np.asarray(info["indices"])
+    if len(labels) != len(tiles) or len(indices) != len(tiles):
+        raise ValueError(f"{meta} lists {len(labels)} labels for {len(tiles)} tiles in {png}")
+    return np.ascontiguousarray(tiles), labels, indices
+
+
+def first_per_class(labels: np.ndarray, per_class: int = PER_CLASS) -> list[int]:
+    """Indices of the first `per_class` images of each class, class by class."""
+    return [int(i) for c in range(len(CLASSES)) for i in np.flatnonzero(labels == c)[:per_class]]
+
+
+def build_gallery(data_dir=None, png: Path = GRID_PNG, meta: Path = GRID_JSON) -> list[int]:
+    """Write the grid PNG (lossless) and its JSON from the CIFAR-10 test split; returns the indices used."""
+    images, labels = load_cifar10(resolve_data_dir(data_dir), "test")
+    indices = first_per_class(labels.numpy())
+    tiles = images.numpy()[indices].reshape(len(CLASSES), PER_CLASS, TILE, TILE, 3)
+    grid = tiles.transpose(0, 2, 1, 3, 4).reshape(len(CLASSES) * TILE, PER_CLASS * TILE, 3)
+    Path(png).parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(grid).save(png, optimize=True)
+    Path(meta).write_text(json.dumps({
+        "source": "CIFAR-10 test split (test_batch): the first 10 images of each class by index",
+        "classes": list(CLASSES), "tile": TILE, "layout": "row = class, column = k-th image of that class",
+        "indices": indices, "labels": [int(labels[i]) for i in indices]}, indent=2) + "\n")
+    return indices
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description="Rebuild the shipped gallery of CIFAR-10 test images.")
+    parser.add_argument("--data-dir", help="CIFAR-10 source (default: $CIFAR10_DIR, ./data, ../shared/datasets/cifar10)")
+    args = parser.parse_args()
+    print(f"wrote {GRID_PNG} and {GRID_JSON} ({len(build_gallery(args.data_dir))} images)")

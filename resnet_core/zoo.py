@@ -1,0 +1,206 @@
+"""Tidy pandas frames of checkpoints and probes, ready for the app's tables and Altair charts (no Streamlit here)."""
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+
+import pandas as pd
+import torch
+
+from .checkpoint import CheckpointInfo
+from .data import CLASSES
+from .flops import count_macs, count_params, layer_table
+from .models import build_model, model_info
+from .paper import SEED_REPORT_2_TEST_ERROR, SEED_REPORT_CLAIMS, TABLE1_GFLOPS, TABLE6_PARAMS_M, TABLE6_TEST_ERROR
+from .probes import gradient_norms, per_class_accuracy
+
+# (record key, split, metric) for every curve history.json holds; the training split has no top-5.
+CURVES = (("train_error", "train", "top-1 error"), ("test_error", "test", "top-1 error"),
+          ("test_top5_error", "test", "top-5 error"), ("train_loss", "train", "loss"), ("test_loss", "test", "loss"))
+REFERENCES = {"paper (Table 6)": TABLE6_TEST_ERROR, "seed report 003": SEED_REPORT_2_TEST_ERROR,
+              "seed report 000": {m: c["test_error"] for m, c in SEED_REPORT_CLAIMS.items()}}
+
+
+def net_kind(residual: bool) -> str:
+    return "residual" if residual else "plain"
+
+
+def identity(info: CheckpointInfo) -> dict:
+    """The columns every frame starts with: which checkpoint, which model, its depth and kind."""
+    spec = model_info(info.config["model"])
+    return dict(checkpoint=info.name, model=info.config["model"], depth=spec["depth"], net=net_kind(spec["residual"]))
+
+
+def check_usable(info: CheckpointInfo) -> None:
+    """Raise ValueError naming the file if a readable checkpoint still cannot feed the app's frames."""
+    model_info(info.config["model"])  # unknown model names raise with the valid list
+    layers = info.history.get("layers", [])
+    for r in info.history["records"]:
+        if not isinstance(r, dict) or "epoch" not in r:
+            raise ValueError(f"{info.path / 'history.json'}: a record without an epoch")
+        if r.get("grad_norms") is not None and len(r["grad_norms"]) != len(layers):
+            raise ValueError(f"{info.path / 'history.json'}: epoch {r['epoch']} has {len(r['grad_norms'])} "
+                             f"gradient norms for {len(layers)} layers")
+    cm = info.metrics["confusion_matrix"]
+    if not (isinstance(cm, list) and len(cm) == len(CLASSES) and all(len(row) == len(CLASSES) for row in cm)):
+        raise ValueError(f"{info.path / 'metrics.json'}: confusion_matrix is not {len(CLASSES)}x{len(CLASSES)}")
+
+
+def split_usable(infos: list[CheckpointInfo], unreadable: dict[str, str]) -> tuple[list[CheckpointInfo], dict[str, str]]:
+    """Checkpoints the app can draw, and every other folder with the reason (unreadable ones included)."""
+    good, bad = [], dict(unreadable)
+    for info in infos:
+        try:
+            check_usable(info)
+            good.append(info)
+        except (ValueError, KeyError, TypeError) as e:
+            bad[info.name] = str(e)
+    return good, dict(sorted(bad.items()))
+
+
+@lru_cache(maxsize=64)
+def model_size(name: str, arch: tuple = ()) -> tuple[int, int]:
+    """(parameters, multiply-adds per 32x32 image) of a registered model."""
+    model = build_model(name, **dict(arch))
+    return count_params(model), count_macs(model)
+
+
+def shortcuts(info: CheckpointInfo) -> str:
+    spec = model_info(info.config["model"])
+    if not spec["residual"]:
+        return "none"
+    kind = info.config.get("arch", {}).get("shortcut", spec["default_shortcut"])
+    return {"A": "A: identity, zero-padded", "B": "B: projection at stage changes"}.get(kind, kind)
+
+
+def zoo_frame(infos: list[CheckpointInfo]) -> pd.DataFrame:
+    """One row per checkpoint: size, final errors (%), the paper's Table 6 error, training time and device."""
+    rows = []
+    for info in infos:
+        c, m = info.config, info.metrics
+        params, macs = model_size(c["model"], tuple(sorted(c.get("arch", {}).items())))
+        rows.append(dict(identity(info), shortcuts=shortcuts(info), params=params, flops=macs,
+                         train_error=m.get("train_error"), test_error=m["test_error"],
+                         paper_test_error=TABLE6_TEST_ERROR.get(c["model"]),
+                         iterations=c["recipe"].get("iterations"), train_minutes=c.get("wall_time_s", math.nan) / 60,
+                         device=c.get("device"), weights=info.has_weights))
+    return pd.DataFrame(rows).sort_values(["net", "depth", "checkpoint"], ignore_index=True) if rows else pd.DataFrame()
+
+
+def history_frame(infos: list[CheckpointInfo]) -> pd.DataFrame:
+    """Long frame of every curve: checkpoint, model, depth, net, epoch, iteration, split, metric, value."""
+    rows = []
+    for info in infos:
+        ident = identity(info)
+        for r in info.history["records"]:
+            for key, split, metric in CURVES:
+                if r.get(key) is not None:
+                    rows.append(dict(ident, epoch=r["epoch"], iteration=r.get("iteration"), split=split,
+                                     metric=metric, value=r[key]))
+    return pd.DataFrame(rows)
+
+
+def final_errors_frame(infos: list[CheckpointInfo]) -> pd.DataFrame:
+    """Our final test error next to each reference that quotes one for the same model, with the difference."""
+    rows = []
+    for info in infos:
+        model = info.config["model"]
+        row = dict(identity(info), train_error=info.metrics.get("train_error"), test_error=info.metrics["test_error"])
+        for source, table in REFERENCES.items():
+            ref = table.get(model)
+            row[source] = ref
+            row[f"ours minus {source}"] = None if ref is None else info.metrics["test_error"] - ref
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def headline_frame(infos: list[CheckpointInfo]) -> pd.DataFrame:
+    """Final train and test error (%) against depth: ours per checkpoint, and the references' test errors
+    for the 6n+2 family and for any other model we have a checkpoint of."""
+    rows, ours = [], {info.config["model"] for info in infos}
+    for info in infos:
+        for split in ("train", "test"):
+            if info.metrics.get(f"{split}_error") is not None:
+                rows.append(dict(identity(info), split=split, source="ours", error=info.metrics[f"{split}_error"]))
+    for source, table in REFERENCES.items():
+        for model, error in table.items():
+            spec = model_info(model)
+            if spec["family"] != "cifar" and model not in ours:
+                continue
+            rows.append(dict(checkpoint="", model=model, depth=spec["depth"], net=net_kind(spec["residual"]),
+                             split="test", source=source, error=error))
+    return pd.DataFrame(rows)
+
+
+def grad_norm_frame(infos: list[CheckpointInfo]) -> pd.DataFrame:
+    """Per-layer gradient norms recorded during training: checkpoint, ..., epoch, index, layer, grad_norm."""
+    rows = []
+    for info in infos:
+        ident, layers = identity(info), info.history.get("layers", [])
+        for r in info.history["records"]:
+            for i, (layer, norm) in enumerate(zip(layers, r.get("grad_norms") or [])):
+                rows.append(dict(ident, epoch=r["epoch"], index=i + 1, layer=layer, grad_norm=norm))
+    return pd.DataFrame(rows)
+
+
+def with_ranks(records: list[dict], value: str) -> pd.DataFrame:
+    """Records in layer order plus `rank`: 1 for the largest value (paper Fig. 7, bottom)."""
+    frame = pd.DataFrame(records)
+    frame["rank"] = frame[value].rank(ascending=False, method="first").astype(int)
+    return frame
+
+
+def response_frame(infos: list[CheckpointInfo]) -> pd.DataFrame:
+    """Recorded std of each 3x3 layer's BN output (metrics.json), with ranks by magnitude."""
+    frames = [with_ranks(info.metrics["response_std"], "std").assign(**identity(info))
+              for info in infos if info.metrics.get("response_std")]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def class_accuracy_frame(infos: list[CheckpointInfo]) -> pd.DataFrame:
+    """Per-class test accuracy (%) of each checkpoint, from its confusion matrix."""
+    rows = [dict(identity(info), **{"class": name, "accuracy": acc})
+            for info in infos for name, acc in zip(CLASSES, per_class_accuracy(info.metrics["confusion_matrix"]))]
+    return pd.DataFrame(rows)
+
+
+def confusion_frame(infos: list[CheckpointInfo]) -> pd.DataFrame:
+    """Confusion matrices, long: true class, predicted class, count and % of the true class's images."""
+    rows = []
+    for info in infos:
+        ident = identity(info)
+        for t, row in enumerate(info.metrics["confusion_matrix"]):
+            total = max(1, sum(row))
+            for p, count in enumerate(row):
+                rows.append(dict(ident, true=CLASSES[t], predicted=CLASSES[p], count=count, percent=100 * count / total))
+    return pd.DataFrame(rows)
+
+
+def gradient_norms_at_init(name: str, images: torch.Tensor, labels: torch.Tensor, seed: int = 0) -> pd.DataFrame:
+    """A freshly initialised `name` (seeded), one backward pass on the batch: gradient norm per layer."""
+    torch.manual_seed(seed)
+    model = build_model(name)
+    spec = model_info(name)
+    frame = pd.DataFrame(gradient_norms(model, images, labels))
+    return frame.assign(model=name, depth=spec["depth"], net=net_kind(spec["residual"]))
+
+
+def architecture_frame(name: str) -> pd.DataFrame:
+    """Layer table of a registered model at its family's input size: layer, type, output shape, params, FLOPs."""
+    size = (224, 224) if model_info(name)["family"] == "imagenet" else (32, 32)
+    frame = pd.DataFrame(layer_table(build_model(name), size))
+    frame["output_shape"] = frame["output_shape"].map(lambda s: " x ".join(map(str, s)))
+    frame.insert(0, "index", range(1, len(frame) + 1))
+    return frame
+
+
+def paper_totals(name: str) -> dict:
+    """The paper's size numbers for `name`, where it gives them: Table 1 GFLOPs, Table 6 parameters (millions)."""
+    return {k: v for k, v in (("GFLOPs (Table 1)", TABLE1_GFLOPS.get(name)),
+                              ("parameters, millions (Table 6)", TABLE6_PARAMS_M.get(name))) if v is not None}
+
+
+def prediction_frame(predictions: dict[str, list[tuple[str, float]]]) -> pd.DataFrame:
+    """{model: [(class, probability), ...]} -> model, rank, class, probability (%)."""
+    return pd.DataFrame([dict(model=model, rank=k + 1, **{"class": cls}, probability=100 * p)
+                         for model, top in predictions.items() for k, (cls, p) in enumerate(top)])
