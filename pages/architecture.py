@@ -1,0 +1,90 @@
+"""Architecture: any registered model's layers, parameters and FLOPs, and a plain block drawn next to a residual block."""
+import altair as alt
+import pandas as pd
+import streamlit as st
+
+from pages.common import NET_COLORS, header, show_chart
+from resnet_core import zoo
+from resnet_core.models import build_model, list_models, model_info
+
+FAMILIES = {"cifar": "CIFAR 6n+2", "cifar-wide": "CIFAR ResNet-18/34", "imagenet": "ImageNet, 224x224"}
+SHORTCUTS = {"A": "identity (zero-padded where the shape changes)", "B": "identity (1x1 projection where the shape changes)"}
+
+
+def architecture_ui() -> str:
+    names = list_models()
+    with st.sidebar:
+        return st.selectbox("Model", names, index=names.index("resnet56"),
+                            format_func=lambda n: f"{n}  ({FAMILIES[model_info(n)['family']]})")
+
+
+@st.cache_data(show_spinner="Tracing the model...", max_entries=16)
+def layers(name: str) -> tuple[pd.DataFrame, str, int]:
+    """Layer table, block type and first-stage width of a registered model."""
+    config = build_model(name).config
+    return zoo.architecture_frame(name), config["block"], config["widths"][0]
+
+
+def block_diagram(block: str, width: int, residual: bool, shortcut: str) -> str:
+    """Graphviz DOT of one block: its weight layers in order, with the shortcut and the addition if residual."""
+    if block == "Bottleneck":
+        convs = [f"1x1 conv, {width}", f"3x3 conv, {width}", f"1x1 conv, {4 * width}"]
+    else:
+        convs = [f"3x3 conv, {width}", f"3x3 conv, {width}"]
+    fill = NET_COLORS.range[1] if residual else NET_COLORS.range[0]
+    lines = ["digraph {", "rankdir=TB; bgcolor=transparent; node [fontname=Helvetica, fontsize=11];",
+             'x [label="x", shape=plaintext]; out [label="output", shape=plaintext];',
+             f'node [shape=box, style="rounded,filled", fillcolor="{fill}", fontcolor=white];']
+    chain = ["x"]
+    for i, conv in enumerate(convs):
+        last = i == len(convs) - 1
+        lines.append(f'c{i} [label="{conv}\\nBN{"" if last else ", ReLU"}"];')
+        chain.append(f"c{i}")
+    if residual:
+        lines += ['add [label="+", shape=circle, style=filled, fillcolor=white, fontcolor=black, fontsize=16];',
+                  'relu [label="ReLU", shape=box, style=rounded, fontcolor=black];',
+                  f'x -> add [label="  {SHORTCUTS[shortcut]}", style=dashed, fontsize=10];']
+        chain += ["add", "relu"]
+    else:
+        lines.append('relu [label="ReLU", shape=box, style=rounded, fontcolor=black];')
+        chain.append("relu")
+    lines += [" -> ".join(chain + ["out"]) + ";", "}"]
+    return "\n".join(lines)
+
+
+header("Architecture", "A residual block is a plain block plus one shortcut: the same layers, the same parameters "
+       "and FLOPs, and a single addition more.")
+name = architecture_ui()
+info = model_info(name)
+table, block, width = layers(name)
+shortcut = info["default_shortcut"]
+
+plain_side, residual_side = st.columns(2)
+plain_side.markdown(f"**Plain {block}** (first stage)")
+plain_side.graphviz_chart(block_diagram(block, width, False, shortcut))
+residual_side.markdown(f"**Residual {block}**: F(x) + x")
+residual_side.graphviz_chart(block_diagram(block, width, True, shortcut))
+
+size = "224x224" if info["family"] == "imagenet" else "32x32"
+params, macs = int(table["params"].sum()), int(table["macs"].sum())
+cells = st.columns(4)
+cells[0].metric("Parameters", f"{params / 1e6:.2f} M")
+cells[1].metric(f"FLOPs (multiply-adds, one {size} image)", f"{macs / 1e9:.3f} G")
+for cell, (label, value) in zip(cells[2:], zoo.paper_totals(name).items()):
+    cell.metric(f"Paper: {label}", f"{value}", help="Quoted from He et al. (2016), not measured here.")
+
+compute = table[table["macs"] > 0].assign(mflops=lambda t: t["macs"] / 1e6)
+show_chart(alt.Chart(compute).mark_bar().encode(
+    x=alt.X("index:Q", title="layer (forward order)"), y=alt.Y("mflops:Q", title="FLOPs (million multiply-adds)"),
+    color=alt.Color("type:N", title="layer type"),
+    tooltip=["layer", "type", "output_shape", "params", alt.Tooltip("mflops:Q", format=".2f", title="MFLOPs")],
+).properties(height=220, title="Where the compute goes"), compute, f"flops_{name}")
+
+st.subheader(f"{name}: every layer")
+st.dataframe(table, hide_index=True, column_config={
+    "index": "#", "output_shape": "output shape (C x H x W)",
+    "params": st.column_config.NumberColumn("parameters", format="localized"),
+    "macs": st.column_config.NumberColumn("FLOPs (multiply-adds)", format="localized")})
+st.caption(f"Pick any registered model in the sidebar: {info['depth']} weight layers, "
+           f"{'shortcuts ' + shortcut if info['residual'] else 'no shortcuts'}, {info['num_classes']} classes. "
+           "FLOPs count the multiply-adds of convolutions and fc layers, as the paper's Table 1 does.")

@@ -1,0 +1,163 @@
+"""Streamlit glue every page shares: cached checkpoints, frames and models, colours, CSV downloads, the how-to-train message."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import altair as alt
+import numpy as np
+import pandas as pd
+import streamlit as st
+import torch
+
+from resnet_core import zoo
+from resnet_core.checkpoint import CheckpointError, CheckpointInfo, default_checkpoints_dir, list_checkpoints, load_pretrained
+from resnet_core.data import CIFAR10_MEAN, CIFAR10_STD, normalize
+from resnet_core.gallery import load_gallery
+
+HOW_TO_TRAIN = """No trained checkpoints in `{root}` yet. Make them with the trainer, for example
+
+```
+python train.py --all                # the ten 6n+2 nets, 20 to 110 layers, plain and residual
+python train.py --depth 56 --plain   # one net: plain56
+```
+
+then reload this page (set `RESNET_CHECKPOINTS` to read another folder)."""
+
+# Plain nets in oranges, residual nets in blues, darker = deeper: the same model has the same colour on every page.
+PLAIN_SHADES = ("#fdae6b", "#7f2704")
+RESIDUAL_SHADES = ("#9ecae1", "#08306b")
+NET_COLORS = alt.Scale(domain=["plain", "residual"], range=["#e6550d", "#2171b5"])
+DEPTH_LADDER = (18, 20, 32, 34, 44, 56, 110, 1202)
+
+
+def header(title: str, sentence: str) -> None:
+    st.title(title)
+    st.markdown(sentence)
+
+
+# -- checkpoints, frames, models: read once per change on disk, shared by every session ---------------
+def _signature(root: Path) -> tuple:
+    """Names and modification times of every file the app reads: a new or rewritten checkpoint changes it."""
+    if not root.is_dir():
+        return ()
+    stamps = []
+    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+        for name in ("config.json", "history.json", "metrics.json", "model.safetensors"):
+            path = folder / name
+            stamps.append((folder.name, name, path.stat().st_mtime_ns if path.exists() else None))
+    return tuple(stamps)
+
+
+def _where() -> tuple[str, tuple]:
+    root = default_checkpoints_dir()
+    return str(root), _signature(root)
+
+
+@st.cache_resource(max_entries=4, show_spinner=False)
+def _checkpoints(root: str, signature: tuple) -> tuple[list[CheckpointInfo], dict[str, str]]:
+    return zoo.split_usable(*list_checkpoints(Path(root)))
+
+
+def checkpoints() -> tuple[list[CheckpointInfo], dict[str, str]]:
+    """Usable checkpoints, and {folder: reason} for every folder that is not."""
+    return _checkpoints(*_where())
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def _frame(build: str, root: str, signature: tuple) -> pd.DataFrame:
+    return getattr(zoo, build)(_checkpoints(root, signature)[0])
+
+
+def frame(build) -> pd.DataFrame:
+    """`build(checkpoints)` (a resnet_core.zoo function) over the current checkpoints, cached until one changes."""
+    return _frame(build.__name__, *_where())
+
+
+def usable_checkpoints(stop: bool = True) -> list[CheckpointInfo]:
+    """The usable checkpoints, after listing the unreadable ones; with none, say how to train (and stop the page)."""
+    infos, bad = checkpoints()
+    if bad:
+        st.warning(f"{len(bad)} checkpoint folder(s) could not be read and are left out:\n\n"
+                   + "\n".join(f"- **{name}**: {reason}" for name, reason in bad.items()))
+    if not infos:
+        st.info(HOW_TO_TRAIN.format(root=default_checkpoints_dir()))
+        if stop:
+            st.stop()
+    return infos
+
+
+def by_name(infos: list[CheckpointInfo]) -> dict[str, CheckpointInfo]:
+    return {info.name: info for info in infos}
+
+
+def default_pair(infos: list[CheckpointInfo]) -> tuple[str | None, str | None]:
+    """(plain, residual) checkpoint names to start with: the deepest depth that has both, else the deepest of each."""
+    ids = sorted((zoo.identity(info) for info in infos), key=lambda r: (r["depth"], r["checkpoint"]))
+    plain = {r["depth"]: r["checkpoint"] for r in ids if r["net"] == "plain"}
+    residual = {r["depth"]: r["checkpoint"] for r in ids if r["net"] == "residual"}
+    both = sorted(set(plain) & set(residual))
+    if both:
+        return plain[both[-1]], residual[both[-1]]
+    return next(reversed(plain.values()), None), next(reversed(residual.values()), None)
+
+
+@st.cache_resource(max_entries=16, show_spinner="Loading the model...")
+def _model(path: str, stamp: int) -> torch.nn.Module:
+    # One copy per checkpoint for every session: read-only, always in eval mode, never hooked.
+    return load_pretrained(path)
+
+
+def load_model(info: CheckpointInfo) -> torch.nn.Module | None:
+    """The checkpoint's model, shared by every session; None (with the reason shown) if it has no usable weights."""
+    weights = info.path / "model.safetensors"
+    if not info.has_weights:
+        st.info(f"**{info.name}** ships curves and metrics only: its weights are not bundled. "
+                f"Regenerate them with\n\n```\n{info.config.get('command', 'python train.py')}\n```")
+        return None
+    try:
+        return _model(str(info.path), weights.stat().st_mtime_ns)
+    except CheckpointError as e:
+        st.error(f"**{info.name}**: {e}")
+        return None
+
+
+@st.cache_data(show_spinner=False)
+def gallery() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The shipped CIFAR-10 test sample: (100, 32, 32, 3) uint8 images, labels, test-set indices."""
+    return load_gallery()
+
+
+def gallery_batch(per_class: int, normalization: dict | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first `per_class` gallery images of each class, normalised: (B, 3, 32, 32) float, (B,) int64."""
+    images, labels, _ = gallery()
+    keep = np.concatenate([np.flatnonzero(labels == c)[:per_class] for c in np.unique(labels)])
+    norm = normalization or {"mean": CIFAR10_MEAN, "std": CIFAR10_STD}
+    return normalize(torch.from_numpy(images[keep]), norm["mean"], norm["std"]), torch.from_numpy(labels[keep]).long()
+
+
+# -- colours and charts ------------------------------------------------------------------------------
+def _shade(pair: tuple[str, str], t: float) -> str:
+    lo, hi = (np.array([int(c[i:i + 2], 16) for i in (1, 3, 5)]) for c in pair)
+    return "#" + "".join(f"{int(round(v)):02x}" for v in lo + (hi - lo) * t)
+
+
+def model_color(net: str, depth: int) -> str:
+    rank = sorted(set(DEPTH_LADDER) | {depth}).index(depth) / len(DEPTH_LADDER)
+    return _shade(PLAIN_SHADES if net == "plain" else RESIDUAL_SHADES, 0.25 + 0.75 * rank)
+
+
+def model_colors(data: pd.DataFrame) -> alt.Scale:
+    """Colour scale over the frame's `model` column: plain first, then residual, shallow to deep."""
+    models = data[["model", "net", "depth"]].drop_duplicates().sort_values(["net", "depth"])
+    return alt.Scale(domain=list(models["model"]), range=[model_color(n, d) for n, d in zip(models["net"], models["depth"])])
+
+
+def model_legend(data: pd.DataFrame, title: str = "model (plain: oranges, residual: blues)") -> alt.Color:
+    return alt.Color("model:N", scale=model_colors(data), legend=alt.Legend(title=title), sort=None)
+
+
+def show_chart(chart: alt.TopLevelMixin, data: pd.DataFrame, name: str, stretch: bool = True) -> None:
+    """Draw an Altair chart and offer exactly the data it draws as CSV."""
+    st.altair_chart(chart, width="stretch" if stretch else "content")
+    st.download_button(f"Download this chart's data (CSV)", data.to_csv(index=False).encode(), f"{name}.csv",
+                       "text/csv", key=f"csv-{name}", on_click="ignore", icon=":material/download:")

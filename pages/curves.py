@@ -1,0 +1,47 @@
+"""Degradation curves: the paper's Fig. 6 for our runs, plain and residual side by side."""
+import altair as alt
+import streamlit as st
+
+from pages.common import frame, header, model_legend, show_chart, usable_checkpoints
+from resnet_core import zoo
+
+DASHES = alt.Scale(domain=["train", "test"], range=[[6, 4], [1, 0]])
+
+
+def curves_ui(depths: list[int]) -> tuple[list[int], str, bool]:
+    with st.sidebar:
+        chosen = st.multiselect("Depths", depths, default=depths, help="One line per depth and kind of net.")
+        metric = st.radio("Metric", ["top-1 error", "top-5 error", "loss"],
+                          help="Top-5 error is recorded on the test set only.")
+        log = st.toggle("Log scale", help="Spreads out the small errors at the end of training.")
+    return chosen, metric, log
+
+
+header("Degradation curves", "In the plain panel the deeper nets sit *above* the shallow ones, in training error "
+       "(dashed) as well as test error (solid); in the residual panel deeper is lower.")
+usable_checkpoints()
+history = frame(zoo.history_frame)
+depths, metric, log = curves_ui(sorted(history["depth"].unique().tolist()))
+data = history[history["depth"].isin(depths) & (history["metric"] == metric)]
+if log:
+    data = data[data["value"] > 0]  # a log axis has no room for an error of exactly 0
+unit = "" if metric == "loss" else " (%)"
+chart = alt.Chart(data).mark_line(strokeWidth=1.8).encode(
+    x=alt.X("iteration:Q", title="iteration (SGD steps)"),
+    y=alt.Y("value:Q", title=f"{metric}{unit}", scale=alt.Scale(type="log" if log else "linear", zero=False)),
+    color=model_legend(data), strokeDash=alt.StrokeDash("split:N", scale=DASHES, title="measured on"),
+    detail="checkpoint:N",
+    tooltip=["checkpoint", "split", "epoch", "iteration", alt.Tooltip("value:Q", format=".3f", title=metric)],
+).properties(width=420, height=340).facet(column=alt.Column("net:N", title=None, sort=["plain", "residual"],
+                                                             header=alt.Header(labelFontSize=15, labelFontWeight="bold")))
+show_chart(chart, data, f"curves_{metric.replace(' ', '_')}", stretch=False)
+st.caption("Both panels share the same axes. Pick depths, the metric and a log scale in the sidebar; every line is "
+           "one checkpoint, sampled once per epoch.")
+
+st.subheader("Final errors next to the references")
+st.caption("Test error (%) at the end of training; the reference columns are quoted from the paper (Table 6) and "
+           "from two seed reports, never measured here. 'ours minus ...' is in percentage points.")
+finals = frame(zoo.final_errors_frame)
+st.dataframe(finals[finals["depth"].isin(depths)], hide_index=True,
+             column_config={c: st.column_config.NumberColumn(c, format="%.2f")
+                            for c in finals.columns if finals[c].dtype.kind == "f" or c in zoo.REFERENCES})

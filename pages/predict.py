@@ -1,0 +1,93 @@
+"""Predict: classify uploaded images or shipped CIFAR-10 test images with a residual and a plain net side by side."""
+import altair as alt
+import streamlit as st
+from PIL import Image
+
+from pages.common import NET_COLORS, default_pair, gallery, header, load_model, show_chart, usable_checkpoints
+from resnet_core import zoo
+from resnet_core.data import CLASSES
+from resnet_core.predict import MAX_UPLOAD_BYTES, load_image, predict, to_model_input
+
+IMAGE_TYPES = ["png", "jpg", "jpeg", "webp", "bmp", "gif"]
+ZOOM = 4  # 32x32 shown as 128x128, nearest neighbour, so every pixel the model sees stays visible
+
+
+def models_ui(infos) -> list:
+    """Sidebar: one residual and one plain checkpoint (either may be missing from the zoo)."""
+    plain, residual = default_pair(infos)
+    chosen = []
+    with st.sidebar:
+        for kind, default in (("residual", residual), ("plain", plain)):
+            options = [info for info in infos if zoo.identity(info)["net"] == kind]
+            if options:
+                names = [info.name for info in options]
+                chosen.append(st.selectbox(f"{kind.capitalize()} model", options, index=names.index(default),
+                                           format_func=lambda info: info.name))
+    return chosen
+
+
+def gallery_ui() -> int:
+    """Ten shipped test images of one class, each with a button; returns the gallery position last picked."""
+    images, labels, indices = gallery()
+    name = st.segmented_control("Class", CLASSES, default=CLASSES[0], required=True, key="gallery_class")
+    positions = [i for i, label in enumerate(labels) if CLASSES[label] == name]
+    for column, i in zip(st.columns(len(positions)), positions):
+        column.image(Image.fromarray(images[i]).resize((64, 64), Image.Resampling.NEAREST))
+        if column.button(f"#{indices[i]}", key=f"gallery-{i}", help="Classify this image"):
+            st.session_state["gallery_pick"] = i
+    return st.session_state.get("gallery_pick", positions[0])
+
+
+def show_prediction(key: str, image: Image.Image | None, img32: Image.Image, models: dict, nets: dict,
+                    true_label: str | None = None) -> None:
+    """The image (if it is not the 32x32 itself), what the model sees, and each model's top-5 as bars."""
+    data = zoo.prediction_frame({name: predict(model, img32) for name, model in models.items()})
+    data["net"] = data["model"].map(nets)
+    left, middle, right = st.columns([1, 1, 4], vertical_alignment="center")
+    if image is not None:
+        left.image(image, caption="input", width=128)
+    middle.image(img32.resize((32 * ZOOM, 32 * ZOOM), Image.Resampling.NEAREST), caption="what the model sees (32x32)")
+    if true_label:
+        middle.markdown(f"true label: **{true_label}**")
+    bars = alt.Chart(data).mark_bar().encode(
+        x=alt.X("probability:Q", title="probability (%)", scale=alt.Scale(domain=[0, 100])),
+        y=alt.Y("class:N", sort="-x", title=None), color=alt.Color("net:N", scale=NET_COLORS, title="network"),
+        tooltip=["model", "rank", "class", alt.Tooltip("probability:Q", format=".1f", title="probability (%)")],
+    ).properties(width=230, height=150).facet(column=alt.Column("model:N", title=None)).resolve_scale(y="independent")
+    with right:
+        show_chart(bars, data, f"top5_{key}", stretch=False)
+
+
+def loaded_models(infos) -> dict:
+    """{checkpoint name: model} for the chosen checkpoints that have weights; says why for the others."""
+    models = {info.name: load_model(info) for info in infos}
+    return {name: model for name, model in models.items() if model is not None}
+
+
+header("Predict", "Upload photos or pick a CIFAR-10 test image: both nets see the same 32x32 thumbnail; "
+       "compare how sure each one is.")
+infos = usable_checkpoints()
+nets = {info.name: zoo.identity(info)["net"] for info in infos}
+models = loaded_models(models_ui(infos))
+if not models:
+    st.stop()
+
+uploads = st.file_uploader("Images (PNG, JPEG, WebP, BMP, GIF; several at once)", type=IMAGE_TYPES,
+                           accept_multiple_files=True, max_upload_size=MAX_UPLOAD_BYTES // 2**20)
+for n, upload in enumerate(uploads or []):
+    st.markdown(f"**{upload.name}**")
+    try:
+        data = upload.getvalue()
+        image, img32 = load_image(data), to_model_input(data)
+    except ValueError as e:  # predict's message is written for the user; the other files go on
+        st.error(f"**{upload.name}**: {e}")
+        continue
+    image.thumbnail((256, 256))
+    show_prediction(f"upload_{n}", image, img32, models, nets)
+
+st.subheader("CIFAR-10 test images shipped with the app")
+st.caption("The first ten test images of each class. Pick a class, then press the number under an image.")
+pick = gallery_ui()
+images, labels, indices = gallery()
+show_prediction("gallery", None, Image.fromarray(images[pick]), models, nets,
+                true_label=f"{CLASSES[labels[pick]]} (test image #{indices[pick]})")
