@@ -44,8 +44,22 @@ def make_shortcut(kind: str, in_planes: int, out_planes: int, stride: int) -> nn
     raise ValueError(f"unknown shortcut {kind!r}: use 'A' (zero-padding), 'B' (projection) or 'none' (plain)")
 
 
-class BasicBlock(nn.Module):
-    """Two 3x3 convs; `residual` is the branch F(x), `shortcut` is None in a plain net."""
+class Block(nn.Module):
+    """out = relu(F(x) + shortcut(x)), or relu(F(x)) in a plain net: `residual` is the branch F,
+    `shortcut` is None in a plain net. Subclasses build `residual` and `shortcut`."""
+
+    residual: nn.Sequential
+    shortcut: nn.Module | None
+
+    def forward(self, x):
+        out = self.residual(x)
+        if self.shortcut is not None:
+            out = out + self.shortcut(x)
+        return F.relu(out)
+
+
+class BasicBlock(Block):
+    """Two 3x3 convs (CIFAR nets, ResNet-18/34)."""
 
     expansion = 1
 
@@ -57,14 +71,8 @@ class BasicBlock(nn.Module):
         ))
         self.shortcut = make_shortcut(shortcut, in_planes, planes, stride)
 
-    def forward(self, x):
-        out = self.residual(x)
-        if self.shortcut is not None:
-            out = out + self.shortcut(x)
-        return F.relu(out)
 
-
-class Bottleneck(nn.Module):
+class Bottleneck(Block):
     """1x1 reduce, 3x3, 1x1 expand (x4). The stride sits on the first 1x1, as in the paper's
     original models: that is what gives Table 1's 3.8/7.6/11.3 GFLOPs (torchvision's "v1.5" moves it to the 3x3)."""
 
@@ -78,12 +86,6 @@ class Bottleneck(nn.Module):
             conv3=conv1x1(planes, planes * 4), bn3=nn.BatchNorm2d(planes * 4),
         ))
         self.shortcut = make_shortcut(shortcut, in_planes, planes * 4, stride)
-
-    def forward(self, x):
-        out = self.residual(x)
-        if self.shortcut is not None:
-            out = out + self.shortcut(x)
-        return F.relu(out)
 
 
 class ResNet(nn.Module):
