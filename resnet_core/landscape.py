@@ -1,0 +1,168 @@
+"""Loss landscapes (Li et al., NeurIPS 2018): training loss along filter-normalised random directions."""
+from __future__ import annotations
+
+import argparse
+import itertools
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.func import functional_call
+from tqdm import tqdm
+
+from .checkpoint import _read_json, atomic_write_json, load_pretrained, resolve_checkpoint
+from .data import CIFAR10_MEAN, CIFAR10_STD, load_cifar10, normalize, resolve_data_dir
+from .explain import eval_mode
+from .probes import autocast_for
+from .trainer import device_name
+
+AXES = ("alpha", "beta")  # record keys of the first and second direction's coefficient
+DIRECTION = "filter-normalised gaussian, BN and biases zeroed"
+FILE = "landscape.json"
+
+
+def random_direction(model, generator: torch.Generator) -> dict[str, torch.Tensor]:
+    """A Gaussian direction shaped like the model's parameters, each filter d[i] rescaled to the norm of the
+    trained filter w[i] so that every filter moves in proportion to its own scale (Li et al., Sec. 4). 1-D
+    parameters (BN weights and biases, fc bias) are zeroed: the paper keeps them fixed. Drawn on the
+    generator's device, so a CPU generator gives the same direction whatever device the model is on."""
+    direction = {}
+    for name, w in model.named_parameters():
+        if w.dim() <= 1:
+            direction[name] = torch.zeros_like(w)
+            continue
+        d = torch.randn(w.shape, generator=generator, device=generator.device).to(w.device, w.dtype)
+        w_norm = w.detach().flatten(1).norm(dim=1)  # (out_channels,)
+        d_norm = d.flatten(1).norm(dim=1)  # (out_channels,)
+        direction[name] = d * (w_norm / (d_norm + 1e-10)).view(-1, *[1] * (w.dim() - 1))
+    return direction
+
+
+def grid_values(steps: int, span: float) -> list[float]:
+    """`steps` evenly spaced values in [-span, span]; the middle of an odd grid is exactly 0 (the trained weights)."""
+    return [span * (2 * i - (steps - 1)) / max(steps - 1, 1) for i in range(steps)]
+
+
+@torch.no_grad()
+def evaluate_points(model, images_u8: torch.Tensor, labels: torch.Tensor, mean, std, directions: list[dict],
+                     points: list[tuple[float, ...]], batch_size: int = 2000, amp: bool = False) -> list[dict]:
+    """Mean cross-entropy and top-1 error (%) at weights = trained + sum_k c_k * directions[k] for each point
+    (c_1, c_2, ...), BN in eval mode, no augmentation; images (N, 32, 32, 3) uint8 and labels on the model's
+    device. The model is never written to: each point's weights go in through functional_call."""
+    device = images_u8.device
+    trained = {name: p.detach() for name, p in model.named_parameters()}
+    # Normalise once: every point sees the same batches. (N, 3, 32, 32) float32, about 12 KB per image.
+    batches = [(normalize(images_u8[s:s + batch_size], mean, std), labels[s:s + batch_size])
+               for s in range(0, len(labels), batch_size)]
+    records = []
+    with eval_mode(model):
+        for point in tqdm(points, desc=f"{len(directions)}-D landscape", unit="pt", file=sys.stderr):
+            weights = {}
+            for name, w in trained.items():
+                weights[name] = w.clone()
+                for c, d in zip(point, directions):
+                    weights[name].add_(d[name], alpha=c)
+            loss_sum = torch.zeros((), device=device, dtype=torch.float64)
+            wrong = torch.zeros((), device=device, dtype=torch.long)
+            for x, y in batches:
+                with autocast_for(device, amp):
+                    logits = functional_call(model, weights, (x,)).float()  # (B, num_classes)
+                loss_sum += F.cross_entropy(logits, y, reduction="sum").double()
+                wrong += (logits.argmax(dim=1) != y).sum()
+            # One host sync per point, after all its batches are queued.
+            records.append(dict(zip(AXES, point), loss=float(loss_sum) / len(labels),
+                                error=100.0 * int(wrong) / len(labels)))
+    return records
+
+
+def _landscape(dims: int, model, images_u8, labels, mean, std, steps, span, seed, batch_size, amp) -> list[dict]:
+    generator = torch.Generator().manual_seed(seed)
+    # Drawn in order from one seed: the 1-D slice is the beta = 0 row of the 2-D surface with the same seed.
+    directions = [random_direction(model, generator) for _ in range(dims)]
+    points = list(itertools.product(grid_values(steps, span), repeat=dims))
+    return evaluate_points(model, images_u8, labels, mean, std, directions, points, batch_size, amp)
+
+
+def landscape_1d(model, images_u8, labels, mean, std, steps: int = 21, span: float = 1.0, seed: int = 0,
+                 batch_size: int = 2000, amp: bool = False) -> list[dict]:
+    """Records {alpha, loss, error} along one random direction, alpha in [-span, span] (`steps` values)."""
+    return _landscape(1, model, images_u8, labels, mean, std, steps, span, seed, batch_size, amp)
+
+
+def landscape_2d(model, images_u8, labels, mean, std, steps: int = 21, span: float = 1.0, seed: int = 0,
+                 batch_size: int = 2000, amp: bool = False) -> list[dict]:
+    """Records {alpha, beta, loss, error} on the steps x steps plane of two random directions."""
+    return _landscape(2, model, images_u8, labels, mean, std, steps, span, seed, batch_size, amp)
+
+
+def read_landscape(checkpoint) -> dict | None:
+    """The landscape.json of a checkpoint (name or folder), or None if it has none; a damaged file raises a ValueError naming it."""
+    path = resolve_checkpoint(checkpoint) / FILE
+    if not path.is_file():
+        return None
+    data = _read_json(path)
+    records = [data.get(key) for key in ("slice_1d", "surface_2d") if key in data]
+    if not records or not all(isinstance(r, list) and all(isinstance(x, dict) for x in r) for r in records):
+        raise ValueError(f"{path}: no slice_1d or surface_2d records; recompute it with "
+                         f"`python -m resnet_core.landscape --model {data.get('model', '<model>')}`")
+    return data
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m resnet_core.landscape",
+                                description=__doc__ + " Writes landscape.json beside the checkpoint.")
+    p.add_argument("--model", required=True, help="checkpoint name (e.g. plain56) or folder")
+    p.add_argument("--checkpoints", type=Path, help="folder holding the checkpoints (default: $RESNET_CHECKPOINTS or checkpoints/)")
+    p.add_argument("--data-dir", help="CIFAR-10 folder (default: as train.py finds it)")
+    p.add_argument("--points", type=int, default=2000, help="the first N training images")
+    p.add_argument("--grid", type=int, default=21, help="values per axis; odd, so the trained weights are a grid point")
+    p.add_argument("--span", type=float, default=1.0, help="coefficients in [-span, span] (1.0: a filter-sized step)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random directions")
+    p.add_argument("--dims", type=int, nargs="+", choices=[1, 2], default=[1, 2], help="the 1-D slice, the 2-D surface or both")
+    p.add_argument("--batch-size", type=int, default=2000, help="images per forward pass")
+    p.add_argument("--device", help="cuda, cpu (default: cuda if available)")
+    p.add_argument("--no-amp", action="store_true", help="fp32 on the GPU instead of bf16 autocast")
+    args = p.parse_args(argv)
+    if args.grid < 3 or args.grid % 2 == 0:
+        p.error(f"--grid must be odd and at least 3, not {args.grid}")
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    amp = device.type == "cuda" and not args.no_amp
+    try:
+        path = resolve_checkpoint(args.checkpoints / args.model if args.checkpoints else args.model)
+        model = load_pretrained(path, device)
+        images, labels = load_cifar10(resolve_data_dir(args.data_dir), "train", limit=args.points)
+    except ValueError as e:  # CheckpointError and DatasetError say what is wrong and what to do
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    norm = model.normalization or dict(mean=CIFAR10_MEAN, std=CIFAR10_STD)
+    images, labels = images.to(device), labels.to(device)
+    settings = dict(steps=args.grid, span=args.span, seed=args.seed, batch_size=args.batch_size, amp=amp)
+    start = time.perf_counter()
+    result = dict(model=_read_json(path / "config.json")["model"], points=len(labels), grid=args.grid, span=args.span,
+                  seed=args.seed, direction=DIRECTION, bn="eval", augmentation="none", device=device_name(device),
+                  precision="bf16 autocast" if amp else "fp32", torch_version=torch.__version__)
+    if 1 in args.dims:
+        result["slice_1d"] = landscape_1d(model, images, labels, norm["mean"], norm["std"], **settings)
+    if 2 in args.dims:
+        result["surface_2d"] = landscape_2d(model, images, labels, norm["mean"], norm["std"], **settings)
+    result["wall_time_s"] = time.perf_counter() - start
+    records = result.get("slice_1d", []) + result.get("surface_2d", [])
+    centre = next(r for r in records if not any(r.get(axis) for axis in AXES))  # alpha (and beta) exactly 0
+    result["center_loss"], result["center_error"] = centre["loss"], centre["error"]
+    atomic_write_json(path / FILE, result)
+    print(f"{path.name}: {len(labels):,} training images, grid {args.grid} in [-{args.span:g}, {args.span:g}], "
+          f"centre loss {centre['loss']:.4f} (error {centre['error']:.2f} %), "
+          f"max loss {max(r['loss'] for r in records):.4f}, {len(records)} points in "
+          f"{result['wall_time_s']:.1f} s on {result['device']} -> {path / FILE}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

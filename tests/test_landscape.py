@@ -1,0 +1,145 @@
+"""Loss landscapes: filter-normalised directions, grid contracts, exact restoration, the CLI end to end."""
+import itertools
+import json
+
+import pytest
+import torch
+import torch.nn as nn
+
+from resnet_core import build_model, load_pretrained
+from resnet_core.checkpoint import save_checkpoint
+from resnet_core.data import CIFAR10_MEAN, CIFAR10_STD, load_cifar10
+from resnet_core.landscape import grid_values, landscape_1d, landscape_2d, main, random_direction, read_landscape
+from resnet_core.probes import evaluate
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return build_model("resnet20").eval()
+
+
+@pytest.fixture(scope="module")
+def batch():
+    """Twelve random images (12, 32, 32, 3) uint8 and labels (12,)."""
+    g = torch.Generator().manual_seed(1)
+    return torch.randint(0, 256, (12, 32, 32, 3), generator=g, dtype=torch.uint8), torch.randint(0, 10, (12,), generator=g)
+
+
+def snapshot(model) -> dict:
+    return {k: v.clone() for k, v in model.state_dict().items()}  # parameters and buffers
+
+
+def assert_same_state(model, before: dict) -> None:
+    after = model.state_dict()
+    assert after.keys() == before.keys()
+    assert all(torch.equal(after[k], before[k]) for k in before)
+
+
+def test_direction_is_filter_normalised(model):
+    params = dict(model.named_parameters())
+    d = random_direction(model, torch.Generator().manual_seed(0))
+    assert d.keys() == params.keys()
+    assert all(d[k].shape == p.shape for k, p in params.items())
+    for name, w in params.items():
+        if w.dim() > 1:  # conv and fc weights: every filter as long as the trained one
+            torch.testing.assert_close(d[name].flatten(1).norm(dim=1), w.detach().flatten(1).norm(dim=1))
+        else:
+            assert not d[name].any(), name
+    zeroed = [f"{m}.{p}" for m, mod in model.named_modules() if isinstance(mod, nn.BatchNorm2d) for p in ("weight", "bias")]
+    assert len(zeroed) == 2 * 19 and not any(d[k].any() for k in zeroed + ["fc.bias"])
+
+
+def test_direction_is_deterministic_per_seed(model):
+    def draw(seed):
+        return random_direction(model, torch.Generator().manual_seed(seed))
+    a, b, c = draw(0), draw(0), draw(1)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not torch.equal(a["stem.conv.weight"], c["stem.conv.weight"])
+
+
+def test_grid_values_are_symmetric_with_an_exact_centre():
+    assert grid_values(5, 2.0) == [-2.0, -1.0, 0.0, 1.0, 2.0]
+    assert grid_values(21, 1.0)[10] == 0.0
+
+
+def test_grids_and_centre_match_evaluate(model, batch):
+    images, labels = batch
+    one = landscape_1d(model, images, labels, CIFAR10_MEAN, CIFAR10_STD, steps=5, span=0.5, batch_size=5)
+    two = landscape_2d(model, images, labels, CIFAR10_MEAN, CIFAR10_STD, steps=3, span=0.5, batch_size=5)
+    assert [r["alpha"] for r in one] == [-0.5, -0.25, 0.0, 0.25, 0.5]
+    assert all(r.keys() == {"alpha", "loss", "error"} for r in one)
+    assert [(r["alpha"], r["beta"]) for r in two] == list(itertools.product([-0.5, 0.0, 0.5], repeat=2))
+    direct = evaluate(model, images, labels, torch.tensor(CIFAR10_MEAN), torch.tensor(CIFAR10_STD))
+    for centre in (one[2], two[4]):
+        assert abs(centre["loss"] - direct["test_loss"]) < 1e-5
+        assert abs(centre["error"] - direct["test_error"]) < 1e-5
+    # Same seed, same first direction: the 1-D slice is the beta = 0 row of the surface.
+    row = [r for r in two if r["beta"] == 0.0]
+    assert [r["loss"] for r in row] == pytest.approx([one[0]["loss"], one[2]["loss"], one[4]["loss"]], rel=1e-6)
+    assert len({r["loss"] for r in two}) == 9  # every point really moved the weights
+
+
+def test_weights_buffers_and_mode_restored(model, batch):
+    images, labels = batch
+    model.train()  # also checks BN running statistics stay put and the mode comes back
+    before = snapshot(model)
+    try:
+        landscape_2d(model, images, labels, CIFAR10_MEAN, CIFAR10_STD, steps=3)
+        assert model.training
+        assert_same_state(model, before)
+    finally:
+        model.eval()
+
+
+def test_weights_restored_after_an_error_midway(batch, monkeypatch):
+    images, labels = batch
+    torch.manual_seed(0)
+    model = build_model("plain20").eval()
+    before = snapshot(model)
+    calls = []
+
+    def fail_on_third_call(x):
+        calls.append(1)
+        if len(calls) == 3:  # inside the third point, while its perturbed weights are in the model
+            raise RuntimeError("boom")
+        return nn.Linear.forward(model.fc, x)
+
+    monkeypatch.setattr(model.fc, "forward", fail_on_third_call)
+    with pytest.raises(RuntimeError, match="boom"):
+        landscape_2d(model, images, labels, CIFAR10_MEAN, CIFAR10_STD, steps=3)
+    assert len(calls) == 3 and not model.training
+    assert_same_state(model, before)
+
+
+def test_cli_end_to_end(tmp_path, shared_cifar, capsys):
+    torch.manual_seed(0)
+    config = {"model": "resnet20", "recipe": {"iterations": 1},
+              "normalization": {"mean": list(CIFAR10_MEAN), "std": list(CIFAR10_STD)}}
+    history = {"layers": ["stem.conv"], "records": [{"epoch": 1, "iteration": 1, "test_error": 90.0}]}
+    metrics = {"test_error": 90.0, "confusion_matrix": [[1]]}
+    path = save_checkpoint(tmp_path, "resnet20", build_model("resnet20"), config, history, metrics)
+    assert read_landscape(path) is None
+
+    argv = ["--model", "resnet20", "--checkpoints", str(tmp_path), "--data-dir", str(shared_cifar),
+            "--points", "64", "--grid", "3", "--span", "0.5", "--seed", "3", "--device", "cpu"]
+    assert main(argv) == 0
+    assert "64 training images" in capsys.readouterr().out
+    data = read_landscape(path)
+    assert {k: data[k] for k in ("model", "points", "grid", "span", "seed", "bn", "augmentation", "precision")} == dict(
+        model="resnet20", points=64, grid=3, span=0.5, seed=3, bn="eval", augmentation="none", precision="fp32")
+    assert data["direction"] == "filter-normalised gaussian, BN and biases zeroed"
+    assert len(data["slice_1d"]) == 3 and len(data["surface_2d"]) == 9 and data["wall_time_s"] > 0
+    images, labels = load_cifar10(shared_cifar, "train", limit=64)
+    direct = evaluate(load_pretrained(path), images, labels, torch.tensor(CIFAR10_MEAN), torch.tensor(CIFAR10_STD))
+    assert data["center_loss"] == pytest.approx(direct["test_loss"], abs=1e-5)
+    assert data["center_error"] == pytest.approx(direct["test_error"], abs=1e-5)
+
+    (path / "landscape.json").write_text("{not json")
+    with pytest.raises(ValueError, match="landscape.json"):
+        read_landscape(path)
+    (path / "landscape.json").write_text(json.dumps({"model": "resnet20"}))
+    with pytest.raises(ValueError, match="no slice_1d or surface_2d"):
+        read_landscape(path)
+    with pytest.raises(SystemExit):
+        main(argv + ["--grid", "4"])  # an even grid has no centre point
