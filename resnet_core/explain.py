@@ -1,0 +1,97 @@
+"""Where the model looks (Grad-CAM, input saliency) and what it gets most confidently wrong."""
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from .data import CLASSES, normalize
+
+# matplotlib's inferno at 0, 1/4, 1/2, 3/4, 1: dark = no evidence, bright yellow = strongest.
+INFERNO = np.array([(0, 0, 4), (87, 16, 110), (188, 55, 84), (249, 142, 9), (252, 255, 164)], dtype=np.float32)
+
+
+@contextmanager
+def eval_mode(model):
+    """The model in eval mode (BN on running statistics, left untouched) inside, its old mode after."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
+def _unit_range(t: torch.Tensor) -> torch.Tensor:
+    """Min-max scaled to [0, 1]; a flat map becomes all zeros rather than 0/0 = NaN."""
+    t = t.detach().float().cpu()
+    low, high = t.min(), t.max()
+    return (t - low) / (high - low) if high > low else torch.zeros_like(t)
+
+
+def _class_score(logits: torch.Tensor, target: int | None) -> tuple[torch.Tensor, int]:
+    index = int(logits[0].argmax()) if target is None else int(target)
+    return logits[0, index], index
+
+
+def grad_cam(model, x: torch.Tensor, target: int | None = None) -> tuple[torch.Tensor, int]:
+    """Grad-CAM (Selvaraju et al., 2017) on the last stage's output for one normalised image x (1, 3, H, W):
+    the feature maps weighted by the spatial mean of d score / d map, summed, ReLU'd, upsampled to (H, W)
+    and scaled to [0, 1]. Target: the predicted class if None. Returns (cam, class index). Gradients are
+    taken with autograd.grad, so no hooks are added and no parameter's .grad is touched."""
+    x = x.detach().requires_grad_(True)  # the graph then exists even if the parameters are frozen
+    with eval_mode(model), torch.enable_grad():
+        features = model.forward_features(x)  # (1, C, h, w)
+        score, index = _class_score(model.forward_head(features), target)
+        (grad,) = torch.autograd.grad(score, features)  # (1, C, h, w)
+    channel_weights = grad.mean(dim=(2, 3), keepdim=True)  # (1, C, 1, 1)
+    cam = F.relu((channel_weights * features.detach()).sum(dim=1, keepdim=True))  # (1, 1, h, w)
+    cam = F.interpolate(cam, size=x.shape[-2:], mode="bilinear", align_corners=False)  # (1, 1, H, W)
+    return _unit_range(cam[0, 0]), index
+
+
+def input_saliency(model, x: torch.Tensor, target: int | None = None) -> torch.Tensor:
+    """|d score / d input| (Simonyan et al., 2014), max over colour channels, scaled to [0, 1]: (H, W)."""
+    x = x.detach().requires_grad_(True)
+    with eval_mode(model), torch.enable_grad():
+        score, _ = _class_score(model(x), target)
+        (grad,) = torch.autograd.grad(score, x)  # (1, 3, H, W)
+    return _unit_range(grad[0].abs().amax(dim=0))
+
+
+def colormap(heat: np.ndarray) -> np.ndarray:
+    """Values in [0, 1] (any shape) -> RGB float32 (..., 3) in 0..255, interpolated through INFERNO."""
+    stops = np.linspace(0.0, 1.0, len(INFERNO))
+    heat = np.clip(heat, 0.0, 1.0)
+    return np.stack([np.interp(heat, stops, INFERNO[:, c]) for c in range(3)], axis=-1).astype(np.float32)
+
+
+def overlay(image, heat, scale: int = 8, alpha: float = 0.5) -> Image.Image:
+    """The (H, W, 3) uint8 image (numpy or PIL) enlarged `scale` times with visible pixels (nearest), blended
+    with `heat` (h, w) in [0, 1] (numpy or tensor, any size: resized bilinearly) through the colour map."""
+    pixels = np.asarray(image.convert("RGB") if isinstance(image, Image.Image) else image, dtype=np.uint8)
+    pixels = pixels.repeat(scale, axis=0).repeat(scale, axis=1).astype(np.float32)  # (H*scale, W*scale, 3)
+    size = (pixels.shape[1], pixels.shape[0])  # PIL sizes are (width, height)
+    heat = np.asarray(Image.fromarray(np.asarray(heat, dtype=np.float32)).resize(size, Image.Resampling.BILINEAR))
+    blended = (1 - alpha) * pixels + alpha * colormap(heat)
+    return Image.fromarray(np.clip(blended, 0, 255).round().astype(np.uint8), "RGB")
+
+
+@torch.no_grad()
+def confident_mistakes(model, images_u8: torch.Tensor, labels: torch.Tensor, mean, std, k: int = 12,
+                       batch_size: int = 500) -> list[dict]:
+    """The k wrong predictions made with the highest probability, highest first (ties: lower index first).
+    Images (N, 32, 32, 3) uint8 and labels on the model's device. Records: {index, true, predicted,
+    probability (of the predicted class), true_probability}, classes by name."""
+    with eval_mode(model):
+        probs = torch.cat([torch.softmax(model(normalize(images_u8[s:s + batch_size], mean, std)).float(), dim=1)
+                           for s in range(0, len(labels), batch_size)])  # (N, num_classes)
+    confidence, predicted = probs.max(dim=1)  # (N,), (N,)
+    wrong = (predicted != labels).nonzero().squeeze(1)  # (M,) indices of the mistakes
+    order = torch.sort(confidence[wrong], descending=True, stable=True).indices[:k]
+    return [dict(index=int(i), true=CLASSES[int(labels[i])], predicted=CLASSES[int(predicted[i])],
+                 probability=float(confidence[i]), true_probability=float(probs[i, labels[i]]))
+            for i in wrong[order].tolist()]

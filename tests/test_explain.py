@@ -1,0 +1,111 @@
+"""Explanations: Grad-CAM and saliency contracts (shape, range, no state left), overlays, confident mistakes."""
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+from PIL import Image
+
+from resnet_core import build_model
+from resnet_core.explain import INFERNO, colormap, confident_mistakes, grad_cam, input_saliency, overlay
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return build_model("resnet20").eval()
+
+
+@pytest.fixture
+def x():
+    return torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+
+
+def assert_unit_map(heat: torch.Tensor) -> None:
+    assert heat.shape == (32, 32) and not heat.isnan().any()
+    assert heat.min() >= 0 and heat.max() <= 1
+
+
+def assert_no_state_left(model, buffers: dict) -> None:
+    assert all(p.grad is None for p in model.parameters())
+    assert all(not (m._forward_hooks or m._forward_pre_hooks or m._backward_hooks) for m in model.modules())
+    assert all(torch.equal(b, buffers[k]) for k, b in model.named_buffers())
+
+
+def test_grad_cam_contract(model, x):
+    buffers = {k: b.clone() for k, b in model.named_buffers()}
+    model.train()  # grad_cam must switch to eval itself, then give the mode back
+    try:
+        cam, index = grad_cam(model, x)
+        assert model.training
+    finally:
+        model.eval()
+    assert_unit_map(cam)
+    assert cam.max() == 1 and index == int(model(x).argmax())
+    assert grad_cam(model, x, target=3)[1] == 3
+    assert_no_state_left(model, buffers)
+
+
+def test_grad_cam_on_a_constant_input_and_a_flat_map(model):
+    cam, _ = grad_cam(model, torch.zeros(1, 3, 32, 32))
+    assert_unit_map(cam)
+    torch.manual_seed(0)
+    blind = build_model("plain20").eval()
+    with torch.no_grad():
+        blind.fc.weight.zero_()  # every class score ignores the features: d score / d map = 0 everywhere
+    cam, _ = grad_cam(blind, torch.randn(1, 3, 32, 32))
+    assert_unit_map(cam)
+    assert not cam.any()
+
+
+def test_input_saliency_contract(model, x):
+    buffers = {k: b.clone() for k, b in model.named_buffers()}
+    saliency = input_saliency(model, x, target=7)
+    assert_unit_map(saliency)
+    assert saliency.max() == 1
+    assert_no_state_left(model, buffers)
+
+
+def test_overlay_sizes_and_blend():
+    image = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    for picture, heat in ((image, torch.rand(32, 32)), (Image.fromarray(image), np.zeros((8, 8)))):
+        out = overlay(picture, heat, scale=4)
+        assert isinstance(out, Image.Image) and out.size == (128, 128) and out.mode == "RGB"
+    plain = np.asarray(overlay(image, np.ones((32, 32)), alpha=0.0))
+    assert np.array_equal(plain, image.repeat(8, axis=0).repeat(8, axis=1))  # nearest-neighbour enlargement
+    hot = np.asarray(overlay(image, np.ones((32, 32)), alpha=1.0))
+    assert (hot == INFERNO[-1]).all()
+    np.testing.assert_array_equal(colormap(np.array([0.0, 1.0, 2.0])), INFERNO[[0, -1, -1]])
+
+
+class FixedLogits(nn.Module):
+    """Logits looked up by image: image i is filled with the value i, and mean 0, std 1 make the input i / 255."""
+
+    def __init__(self, probs: torch.Tensor):
+        super().__init__()
+        self.register_buffer("logits", probs.log())
+
+    def forward(self, x):
+        return self.logits[(x[:, 0, 0, 0] * 255).round().long()]
+
+
+def probability_row(true: int, predicted: int, p: float, q: float) -> list[float]:
+    """p on the predicted class, q on the true one (if different), the rest spread evenly."""
+    others = 9 if true == predicted else 8
+    row = [(1 - p - (0 if true == predicted else q)) / others] * 10
+    row[predicted], row[true] = p, (p if true == predicted else q)
+    return row
+
+
+def test_confident_mistakes_sorted_and_correct_ones_left_out():
+    cases = [(0, 0, 0.99, 0.0), (1, 2, 0.6, 0.3), (2, 3, 0.9, 0.05), (3, 3, 0.95, 0.0), (4, 5, 0.75, 0.2), (5, 0, 0.9, 0.02)]
+    model = FixedLogits(torch.tensor([probability_row(t, p, pp, q) for t, p, pp, q in cases]))
+    images = torch.arange(len(cases), dtype=torch.uint8).view(-1, 1, 1, 1).expand(-1, 32, 32, 3)
+    labels = torch.tensor([t for t, *_ in cases])
+    mistakes = confident_mistakes(model, images, labels, (0, 0, 0), (1, 1, 1), batch_size=4)
+    assert [m["index"] for m in mistakes] == [2, 5, 4, 1]  # 0.9 tie: the lower index first; 0 and 3 are right
+    assert mistakes[0] == pytest.approx(dict(index=2, true="bird", predicted="cat", probability=0.9, true_probability=0.05))
+    assert all(m.keys() == {"index", "true", "predicted", "probability", "true_probability"} for m in mistakes)
+    assert [m["index"] for m in confident_mistakes(model, images, labels, (0, 0, 0), (1, 1, 1), k=2)] == [2, 5]
+    assert all(math.isclose(m["probability"], cases[m["index"]][2], rel_tol=1e-5) for m in mistakes)
