@@ -6,6 +6,8 @@ from pages.common import NET_COLORS, frame, header, show_chart, usable_checkpoin
 from resnet_core import zoo
 
 DASHES = alt.Scale(domain=["train", "test"], range=[[6, 4], [1, 0]])  # Fig. 6's convention: train dashed, test solid
+SPLIT_SHAPES = alt.Scale(domain=["train", "test"], range=["triangle-up", "circle"])
+REFERENCE_SHAPES = dict(zip(zoo.REFERENCES, ["diamond", "square", "triangle-down"]))
 
 
 def home() -> None:
@@ -25,15 +27,23 @@ def home() -> None:
 def depth_chart() -> None:
     data = frame(zoo.headline_frame)
     ours, refs = data[data["source"] == "ours"], data[data["source"] != "ours"]
-    x = alt.X("depth:O", title="depth (weight layers)")
+    # References sit beside our point of the same depth (xOffset), not on top of it.
+    x, offset = alt.X("depth:O", title="depth (weight layers)"), alt.XOffset("source:N", sort=["ours", *zoo.REFERENCES])
     y = alt.Y("error:Q", title="final error (%)")
     color = alt.Color("net:N", scale=NET_COLORS, title="network")
     tooltip = ["source", "model", "checkpoint", "split", alt.Tooltip("error:Q", format=".2f", title="error (%)")]
-    lines = alt.Chart(ours).mark_line(point=alt.OverlayMarkDef(size=60, filled=True)).encode(
-        x, y, color, strokeDash=alt.StrokeDash("split:N", scale=DASHES, title="error on"), tooltip=tooltip)
-    points = alt.Chart(refs).mark_point(filled=False, size=110, strokeWidth=2).encode(
-        x, y, color, shape=alt.Shape("source:N", title="reference (test error)"), tooltip=tooltip)
-    show_chart((lines + points).properties(height=380), data, "final_error_vs_depth")
+    lines = alt.Chart(ours).mark_line().encode(
+        x, offset, y, color, strokeDash=alt.StrokeDash("split:N", scale=DASHES, legend=None), detail="net:N")
+    points = alt.Chart(ours).mark_point(filled=True, size=70).encode(
+        x, offset, y, color, tooltip=tooltip,
+        shape=alt.Shape("split:N", scale=SPLIT_SHAPES, title=["ours: error on", "(train dashed, test solid)"]))
+    sources = [s for s in REFERENCE_SHAPES if s in set(refs["source"])]
+    references = alt.Chart(refs).mark_point(filled=False, size=110, strokeWidth=2).encode(
+        x, offset, y, color, tooltip=tooltip, shape=alt.Shape(
+            "source:N", title="reference (test error)",
+            scale=alt.Scale(domain=sources, range=[REFERENCE_SHAPES[s] for s in sources])))
+    chart = alt.layer(lines, points, references).resolve_scale(shape="independent").properties(height=380)
+    show_chart(chart, data, "final_error_vs_depth")
 
 
 def zoo_table() -> None:
@@ -42,7 +52,7 @@ def zoo_table() -> None:
                "epoch (as in Fig. 6); FLOPs are multiply-adds per 32x32 image; the paper column is Table 6 (residual "
                "nets only: the paper gives the plain nets as curves).")
     st.dataframe(frame(zoo.zoo_frame), hide_index=True, column_config={
-        "checkpoint": "checkpoint", "net": "shortcuts?", "params": st.column_config.NumberColumn("parameters", format="compact"),
+        "checkpoint": "checkpoint", "net": "network", "params": st.column_config.NumberColumn("parameters", format="compact"),
         "flops": st.column_config.NumberColumn("FLOPs (mult-adds)", format="compact"),
         "train_error": st.column_config.NumberColumn("train error %", format="%.2f"),
         "test_error": st.column_config.NumberColumn("test error %", format="%.2f"),

@@ -69,13 +69,13 @@ size = "224x224" if info["family"] == "imagenet" else "32x32"
 params, macs = int(table["params"].sum()), int(table["macs"].sum())
 cells = st.columns(4)
 cells[0].metric("Parameters", f"{params / 1e6:.2f} M")
-cells[1].metric(f"FLOPs (multiply-adds, one {size} image)", f"{macs / 1e9:.3f} G")
+cells[1].metric("FLOPs", f"{macs / 1e9:.3f} G", help=f"Multiply-adds for one {size} image.")
 for cell, (label, value) in zip(cells[2:], zoo.paper_totals(name).items()):
-    cell.metric(f"Paper: {label}", f"{value}", help="Quoted from He et al. (2016), not measured here.")
+    cell.metric(f"Paper, {label}", f"{value}", help="Quoted from He et al. (2016), not measured here.")
 
-compute = table[table["macs"] > 0].assign(mflops=lambda t: t["macs"] / 1e6)
+compute = table[table["macs"] > 0].assign(weight_layer=lambda t: range(1, len(t) + 1), mflops=lambda t: t["macs"] / 1e6)
 show_chart(alt.Chart(compute).mark_bar().encode(
-    x=alt.X("index:Q", title="layer (forward order)"), y=alt.Y("mflops:Q", title="FLOPs (million multiply-adds)"),
+    x=alt.X("weight_layer:Q", title="weight layer (forward order)"), y=alt.Y("mflops:Q", title="FLOPs (million multiply-adds)"),
     color=alt.Color("type:N", title="layer type"),
     tooltip=["layer", "type", "output_shape", "params", alt.Tooltip("mflops:Q", format=".2f", title="MFLOPs")],
 ).properties(height=220, title="Where the compute goes"), compute, f"flops_{name}")

@@ -152,12 +152,14 @@ def model_colors(data: pd.DataFrame) -> alt.Scale:
     return alt.Scale(domain=list(models["model"]), range=[model_color(n, d) for n, d in zip(models["net"], models["depth"])])
 
 
-def model_legend(data: pd.DataFrame, title: str = "model (plain: oranges, residual: blues)") -> alt.Color:
-    return alt.Color("model:N", scale=model_colors(data), legend=alt.Legend(title=title), sort=None)
+def model_legend(data: pd.DataFrame) -> alt.Color:
+    return alt.Color("model:N", scale=model_colors(data), title="model", sort=None)
 
 
 def show_chart(chart: alt.TopLevelMixin, data: pd.DataFrame, name: str, stretch: bool = True) -> None:
-    """Draw an Altair chart and offer exactly the data it draws as CSV."""
-    st.altair_chart(chart, width="stretch" if stretch else "content")
+    """Draw an Altair chart and offer exactly the data it draws as CSV. Charts of fixed width (side-by-side
+    panels) get their legends below, where a narrow window cannot cut them off."""
+    legend = dict(labelLimit=0, titleLimit=0, orient="right" if stretch else "bottom")
+    st.altair_chart(chart.configure_legend(**legend), width="stretch" if stretch else "content")
     st.download_button(f"Download this chart's data (CSV)", data.to_csv(index=False).encode(), f"{name}.csv",
                        "text/csv", key=f"csv-{name}", on_click="ignore", icon=":material/download:")

@@ -32,7 +32,7 @@ chart = alt.Chart(data).mark_line(strokeWidth=1.8).encode(
     color=model_legend(data), strokeDash=alt.StrokeDash("split:N", scale=DASHES, title="measured on"),
     detail="checkpoint:N",
     tooltip=["checkpoint", "split", "epoch", "iteration", alt.Tooltip("value:Q", format=".3f", title=metric)],
-).properties(width=420, height=340).facet(column=alt.Column("net:N", title=None, sort=["plain", "residual"],
+).properties(width=400, height=320).facet(column=alt.Column("net:N", title=None, sort=["plain", "residual"],
                                                              header=alt.Header(labelFontSize=15, labelFontWeight="bold")))
 show_chart(chart, data, f"curves_{metric.replace(' ', '_')}", stretch=False)
 st.caption("Both panels share the same axes. Pick depths, the metric and a log scale in the sidebar; every line is "

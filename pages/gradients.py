@@ -12,6 +12,7 @@ LIVE_DEPTHS = (20, 32, 44, 56, 110)
 # nets keep every activation of 1202 layers for the backward pass, so they get 1 per class (about 2 GB).
 PER_CLASS = {1202: 1}
 NORM = alt.Scale(type="log", scheme="viridis")
+WHOLE = alt.Axis(format="d", tickMinStep=1)  # epochs and layers are counted, never fractional
 PANELS = alt.Column("net:N", title=None, sort=["plain", "residual"], header=alt.Header(labelFontSize=15, labelFontWeight="bold"))
 
 
@@ -32,11 +33,13 @@ def pair_ui(infos) -> tuple[list[str], int | None]:
 
 
 def live_ui() -> tuple[list[int], bool]:
+    """Sidebar: the depths to analyse; main area: the button that starts the (slow, then cached) analysis."""
     with st.sidebar:
         st.subheader("At initialisation")
         depths = st.multiselect("Depths to analyse", LIVE_DEPTHS, default=LIVE_DEPTHS)
         deep = st.checkbox("Also 1202 layers", help="About 20 s and 2 GB of memory per net, on the CPU.")
-    return depths + [1202] * deep, st.button("Run the live analysis", type="primary", icon=":material/play_arrow:")
+    run = st.button("Run the live analysis", key="run-live", type="primary", icon=":material/play_arrow:")
+    return depths + [1202] * deep, run
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
@@ -56,8 +59,10 @@ def training_section(infos) -> None:
     heatmap = alt.Chart(data).transform_calculate(
         e0="datum.epoch - 0.5", e1="datum.epoch + 0.5", l0="datum.index - 0.5", l1="datum.index + 0.5",
     ).mark_rect().encode(
-        x=alt.X("e0:Q", title="epoch", scale=alt.Scale(nice=False, zero=False)), x2="e1:Q",
-        y=alt.Y("l0:Q", title="layer (1 = first conv; last = fc)", scale=alt.Scale(reverse=True, nice=False, zero=False)),
+        x=alt.X("e0:Q", title="epoch", scale=alt.Scale(nice=False, zero=False), axis=WHOLE),
+        x2="e1:Q",
+        y=alt.Y("l0:Q", title="layer (1 = first conv; last = fc)", scale=alt.Scale(reverse=True, nice=False, zero=False),
+                axis=WHOLE),
         y2="l1:Q",
         color=alt.Color("grad_norm:Q", scale=NORM, title=["gradient norm", "(L2, log scale)"]),
         tooltip=["checkpoint", "epoch", "index", "layer", alt.Tooltip("grad_norm:Q", format=".3g", title="gradient norm")],
@@ -67,7 +72,7 @@ def training_section(infos) -> None:
 
     profile = data[data["epoch"] == epoch]
     show_chart(alt.Chart(profile).mark_line(point=True).encode(
-        x=alt.X("index:Q", title="layer (1 = first conv; last = fc)"),
+        x=alt.X("index:Q", title="layer (1 = first conv; last = fc)", axis=WHOLE),
         y=alt.Y("grad_norm:Q", scale=alt.Scale(type="log"), title="gradient norm (L2, log scale)"),
         color=model_legend(profile), detail="checkpoint:N",
         tooltip=["checkpoint", "layer", alt.Tooltip("grad_norm:Q", format=".3g", title="gradient norm")],
@@ -86,7 +91,7 @@ def live_section() -> None:
     if not depths:
         st.markdown("Builds plain and residual nets of the chosen depths with the paper's initialisation, runs one "
                     "forward and backward pass on a batch of the shipped CIFAR-10 test images, and measures each "
-                    "layer's gradient. Results are cached for every visitor. Press **Run the live analysis** in the sidebar.")
+                    "layer's gradient. Results are cached for every visitor; pick the depths in the sidebar.")
         return
     names = [f"{kind}{d}" for d in sorted(depths) for kind in ("plain", "resnet")]
     progress = st.progress(0.0)

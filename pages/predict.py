@@ -3,7 +3,7 @@ import altair as alt
 import streamlit as st
 from PIL import Image
 
-from pages.common import NET_COLORS, default_pair, gallery, header, load_model, show_chart, usable_checkpoints
+from pages.common import NET_COLORS, by_name, default_pair, gallery, header, load_model, show_chart, usable_checkpoints
 from resnet_core import zoo
 from resnet_core.data import CLASSES
 from resnet_core.predict import MAX_UPLOAD_BYTES, load_image, predict, to_model_input
@@ -12,18 +12,20 @@ IMAGE_TYPES = ["png", "jpg", "jpeg", "webp", "bmp", "gif"]
 ZOOM = 4  # 32x32 shown as 128x128, nearest neighbour, so every pixel the model sees stays visible
 
 
-def models_ui(infos) -> list:
-    """Sidebar: one residual and one plain checkpoint (either may be missing from the zoo)."""
-    plain, residual = default_pair(infos)
+def models_ui(infos, nets: dict[str, str]) -> list[str]:
+    """Sidebar: one residual and one plain checkpoint (either kind may be missing from the zoo)."""
+    defaults = dict(zip(("plain", "residual"), default_pair(infos)))
     chosen = []
     with st.sidebar:
-        for kind, default in (("residual", residual), ("plain", plain)):
-            options = [info for info in infos if zoo.identity(info)["net"] == kind]
-            if options:
-                names = [info.name for info in options]
-                chosen.append(st.selectbox(f"{kind.capitalize()} model", options, index=names.index(default),
-                                           format_func=lambda info: info.name))
+        for kind in ("residual", "plain"):
+            names = [name for name, net in nets.items() if net == kind]
+            if names:
+                chosen.append(st.selectbox(f"{kind.capitalize()} model", names, index=names.index(defaults[kind])))
     return chosen
+
+
+def pick(position: int) -> None:
+    st.session_state["gallery_pick"] = position
 
 
 def gallery_ui() -> int:
@@ -31,11 +33,12 @@ def gallery_ui() -> int:
     images, labels, indices = gallery()
     name = st.segmented_control("Class", CLASSES, default=CLASSES[0], required=True, key="gallery_class")
     positions = [i for i, label in enumerate(labels) if CLASSES[label] == name]
+    picked = st.session_state.get("gallery_pick", positions[0])
     for column, i in zip(st.columns(len(positions)), positions):
         column.image(Image.fromarray(images[i]).resize((64, 64), Image.Resampling.NEAREST))
-        if column.button(f"#{indices[i]}", key=f"gallery-{i}", help="Classify this image"):
-            st.session_state["gallery_pick"] = i
-    return st.session_state.get("gallery_pick", positions[0])
+        column.button(f"#{indices[i]}", key=f"gallery-{i}", help="Classify this image", on_click=pick, args=(i,),
+                      type="primary" if i == picked else "secondary")
+    return picked
 
 
 def show_prediction(key: str, image: Image.Image | None, img32: Image.Image, models: dict, nets: dict,
@@ -43,9 +46,10 @@ def show_prediction(key: str, image: Image.Image | None, img32: Image.Image, mod
     """The image (if it is not the 32x32 itself), what the model sees, and each model's top-5 as bars."""
     data = zoo.prediction_frame({name: predict(model, img32) for name, model in models.items()})
     data["net"] = data["model"].map(nets)
-    left, middle, right = st.columns([1, 1, 4], vertical_alignment="center")
+    columns = st.columns([1, 1, 4] if image is not None else [1, 5], vertical_alignment="center")
     if image is not None:
-        left.image(image, caption="input", width=128)
+        columns[0].image(image, caption="input", width=128)
+    middle, right = columns[-2:]
     middle.image(img32.resize((32 * ZOOM, 32 * ZOOM), Image.Resampling.NEAREST), caption="what the model sees (32x32)")
     if true_label:
         middle.markdown(f"true label: **{true_label}**")
@@ -53,14 +57,14 @@ def show_prediction(key: str, image: Image.Image | None, img32: Image.Image, mod
         x=alt.X("probability:Q", title="probability (%)", scale=alt.Scale(domain=[0, 100])),
         y=alt.Y("class:N", sort="-x", title=None), color=alt.Color("net:N", scale=NET_COLORS, title="network"),
         tooltip=["model", "rank", "class", alt.Tooltip("probability:Q", format=".1f", title="probability (%)")],
-    ).properties(width=230, height=150).facet(column=alt.Column("model:N", title=None)).resolve_scale(y="independent")
+    ).properties(width=210, height=150).facet(column=alt.Column("model:N", title=None)).resolve_scale(y="independent")
     with right:
         show_chart(bars, data, f"top5_{key}", stretch=False)
 
 
-def loaded_models(infos) -> dict:
+def loaded_models(infos, names: list[str]) -> dict:
     """{checkpoint name: model} for the chosen checkpoints that have weights; says why for the others."""
-    models = {info.name: load_model(info) for info in infos}
+    models = {name: load_model(by_name(infos)[name]) for name in names}
     return {name: model for name, model in models.items() if model is not None}
 
 
@@ -68,7 +72,7 @@ header("Predict", "Upload photos or pick a CIFAR-10 test image: both nets see th
        "compare how sure each one is.")
 infos = usable_checkpoints()
 nets = {info.name: zoo.identity(info)["net"] for info in infos}
-models = loaded_models(models_ui(infos))
+models = loaded_models(infos, models_ui(infos, nets))
 if not models:
     st.stop()
 

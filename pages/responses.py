@@ -43,8 +43,8 @@ def live_frame(infos) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
-header("Layer responses", "Residual nets' layers respond with *smaller* standard deviations than plain nets' (paper "
-       "Fig. 7): each residual branch only adds a small correction to its input.")
+header("Layer responses", "In the paper (Fig. 7) residual nets' layers respond with *smaller* standard deviations than "
+       "plain nets' (blues below oranges): each residual branch only adds a small correction to its input.")
 infos = usable_checkpoints()
 chosen, source = responses_ui(infos)
 picked = [by_name(infos)[name] for name in chosen]

@@ -196,8 +196,8 @@ def architecture_frame(name: str) -> pd.DataFrame:
 
 def paper_totals(name: str) -> dict:
     """The paper's size numbers for `name`, where it gives them: Table 1 GFLOPs, Table 6 parameters (millions)."""
-    return {k: v for k, v in (("GFLOPs (Table 1)", TABLE1_GFLOPS.get(name)),
-                              ("parameters, millions (Table 6)", TABLE6_PARAMS_M.get(name))) if v is not None}
+    return {k: v for k, v in (("Table 1: GFLOPs", TABLE1_GFLOPS.get(name)),
+                              ("Table 6: parameters (M)", TABLE6_PARAMS_M.get(name))) if v is not None}
 
 
 def prediction_frame(predictions: dict[str, list[tuple[str, float]]]) -> pd.DataFrame:

@@ -1,0 +1,209 @@
+"""AppTest for the home page and every page: tiny real checkpoints, none at all, and broken folders beside good ones."""
+from __future__ import annotations
+
+import io
+import json
+import shutil
+from pathlib import Path
+
+import pyarrow as pa
+import pandas as pd
+import pytest
+from PIL import Image
+from streamlit.testing.v1 import AppTest
+
+from resnet_core.data import CLASSES
+
+REPO = Path(__file__).resolve().parents[1]
+PAGES = ["pages/curves.py", "pages/gradients.py", "pages/responses.py", "pages/predict.py", "pages/classes.py",
+         "pages/architecture.py"]
+NEED_CHECKPOINTS = ["pages/curves.py", "pages/responses.py", "pages/predict.py", "pages/classes.py"]
+
+
+def open_app(monkeypatch, checkpoints: Path, page: str | None = None) -> AppTest:
+    """The app reading `checkpoints`, run once, then switched to `page` and run again."""
+    monkeypatch.setenv("RESNET_CHECKPOINTS", str(checkpoints))
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=120).run()
+    if page:
+        at.switch_page(page).run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def charts(at: AppTest) -> list[pd.DataFrame]:
+    """The data behind each Altair chart on the page, in page order (a layered chart's layers stacked)."""
+    frames = []
+    for chart in at.get("vega_lite_chart"):
+        datasets = [d.data for d in chart.proto.datasets] or [chart.proto.data]
+        frames.append(pd.concat([pa.ipc.open_stream(d.data).read_pandas() for d in datasets], ignore_index=True))
+    return frames
+
+
+def png_bytes(size=(40, 30), color=(200, 30, 30)) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", size, color).save(buf, "PNG")
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def damaged_checkpoints(tiny_checkpoints, tmp_path_factory) -> Path:
+    """The two good checkpoints, plus: bad JSON, a missing metrics.json, an unknown model, truncated weights
+    and a copy shipped without weights."""
+    root = tmp_path_factory.mktemp("damaged")
+    for name in ("resnet20", "plain20"):
+        shutil.copytree(tiny_checkpoints / name, root / name)
+    shutil.copytree(tiny_checkpoints / "resnet20", root / "broken-json")
+    (root / "broken-json" / "config.json").write_text('{"model": "resnet20", ')
+    shutil.copytree(tiny_checkpoints / "plain20", root / "no-metrics")
+    (root / "no-metrics" / "metrics.json").unlink()
+    shutil.copytree(tiny_checkpoints / "plain20", root / "alien")
+    config = json.loads((root / "alien" / "config.json").read_text())
+    (root / "alien" / "config.json").write_text(json.dumps(dict(config, model="vgg16")))
+    shutil.copytree(tiny_checkpoints / "resnet20", root / "truncated-weights")
+    weights = root / "truncated-weights" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    shutil.copytree(tiny_checkpoints / "resnet20", root / "curves-only")
+    (root / "curves-only" / "model.safetensors").unlink()
+    return root
+
+
+# -- with the tiny real checkpoints -------------------------------------------------------------------
+def test_home_lists_the_zoo_and_draws_error_against_depth(monkeypatch, tiny_checkpoints):
+    at = open_app(monkeypatch, tiny_checkpoints)
+    assert at.title[0].value == "ResNet Explorer"
+    zoo = at.dataframe[0].value
+    assert sorted(zoo["checkpoint"]) == ["plain20", "resnet20"]
+    assert set(zoo["net"]) == {"plain", "residual"} and (zoo["params"] > 250_000).all()
+    points = charts(at)[0]
+    ours = points[points["source"] == "ours"]
+    assert set(ours["split"]) == {"train", "test"} and len(ours) == 4
+    assert "paper (Table 6)" in set(points["source"])  # the paper's points beside ours
+    assert not at.warning
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_every_page_renders(monkeypatch, tiny_checkpoints, page):
+    at = open_app(monkeypatch, tiny_checkpoints, page)
+    assert at.title and at.markdown, "a title and one sentence"
+    assert at.get("vega_lite_chart") or at.get("graphviz_chart")
+    buttons = [b.proto.label for b in at.get("download_button")]
+    assert len(buttons) == len(at.get("vega_lite_chart")), "every chart offers its data as CSV"
+
+
+def test_curves_show_both_nets_and_the_references(monkeypatch, tiny_checkpoints):
+    at = open_app(monkeypatch, tiny_checkpoints, "pages/curves.py")
+    curves = charts(at)[0]
+    assert set(curves["net"]) == {"plain", "residual"} and set(curves["split"]) == {"train", "test"}
+    assert set(curves["metric"]) == {"top-1 error"}
+    at.sidebar.radio[0].set_value("top-5 error").run()
+    assert set(charts(at)[0]["split"]) == {"test"}  # top-5 is recorded on the test set only
+    at.sidebar.toggle[0].set_value(True).run()
+    assert not at.exception
+    finals = at.dataframe[0].value.set_index("checkpoint")
+    assert finals.loc["resnet20", "paper (Table 6)"] == 8.75
+    assert finals.loc["resnet20", "ours minus paper (Table 6)"] == pytest.approx(finals.loc["resnet20", "test_error"] - 8.75)
+
+
+def test_gradient_flow_from_history_and_live_at_init(monkeypatch, tiny_checkpoints):
+    at = open_app(monkeypatch, tiny_checkpoints, "pages/gradients.py")
+    heatmap, profile = charts(at)
+    assert set(heatmap["checkpoint"]) == {"plain20", "resnet20"} and heatmap["index"].max() == 20
+    assert profile["epoch"].nunique() == 1
+    at.sidebar.multiselect[0].set_value([20])
+    at.button(key="run-live").click().run()
+    assert not at.exception
+    live = charts(at)[-1]
+    assert set(live["model"]) == {"plain20", "resnet20"} and len(live) == 2 * 20
+
+
+def test_layer_responses_recorded_and_live(monkeypatch, tiny_checkpoints):
+    at = open_app(monkeypatch, tiny_checkpoints, "pages/responses.py")
+    recorded = charts(at)[0]
+    assert set(recorded["checkpoint"]) == {"plain20", "resnet20"}
+    assert len(recorded) == 2 * 19  # 19 3x3 layers in a 20-layer net
+    assert sorted(recorded.loc[recorded["checkpoint"] == "plain20", "rank"]) == list(range(1, 20))
+    at.sidebar.radio[0].set_value(at.sidebar.radio[0].options[1]).run()
+    live = charts(at)[0]
+    assert len(live) == 2 * 19 and (live["std"] > 0).all()
+
+
+def test_predict_gallery_shows_top5_of_both_nets(monkeypatch, tiny_checkpoints):
+    at = open_app(monkeypatch, tiny_checkpoints, "pages/predict.py")
+    top5 = charts(at)[0]
+    assert sorted(top5["model"].unique()) == ["plain20", "resnet20"]
+    assert top5.groupby("model")["class"].nunique().tolist() == [5, 5]
+    assert set(top5["class"]) <= set(CLASSES)
+    at.button_group(key="gallery_class").set_value("bird").run()
+    at.button(key="gallery-25").click().run()
+    assert any(m.value.startswith("true label: **bird (test image #") for m in at.markdown)
+
+
+def test_predict_uploads_one_good_and_bad_files(monkeypatch, tiny_checkpoints):
+    at = open_app(monkeypatch, tiny_checkpoints, "pages/predict.py")
+    at.file_uploader[0].set_value([("red.png", png_bytes(), "image/png"), ("notes.png", b"not an image", "image/png"),
+                                   ("empty.jpg", b"", "image/jpeg"), ("cut.png", png_bytes()[:60], "image/png")]).run()
+    assert not at.exception
+    errors = " ".join(e.value for e in at.error)
+    assert "notes.png" in errors and "empty.jpg" in errors and "cut.png" in errors
+    assert "empty" in errors and "not an image" in errors
+    results = charts(at)
+    assert len(results) == 2  # red.png and the gallery image: the bad files did not stop the page
+    assert results[0].groupby("model")["class"].nunique().tolist() == [5, 5]
+
+
+def test_classes_compares_any_two(monkeypatch, tiny_checkpoints):
+    at = open_app(monkeypatch, tiny_checkpoints, "pages/classes.py")
+    confusion, accuracy, gains = charts(at)
+    assert len(confusion) == 2 * 100
+    assert confusion.groupby(["checkpoint", "true"])["percent"].sum().round(6).isin([0, 100]).all()
+    assert len(accuracy) == 2 * 10
+    assert "seed report 000 claim: ResNet-18 minus Plain-18" in set(gains["source"])
+    at.sidebar.selectbox[1].set_value(at.sidebar.selectbox[0].value).run()  # the same checkpoint twice
+    assert not at.exception and len(charts(at)) == 2
+
+
+def test_architecture_of_an_imagenet_net_next_to_table_1(monkeypatch, tiny_checkpoints):
+    at = open_app(monkeypatch, tiny_checkpoints, "pages/architecture.py")
+    assert len(at.get("graphviz_chart")) == 2
+    at.sidebar.selectbox[0].set_value("imagenet-resnet50").run()
+    assert not at.exception
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Paper, Table 1: GFLOPs"] == "3.8"
+    assert metrics["FLOPs"].startswith("3.8") or metrics["FLOPs"].startswith("4.1")
+    assert "Bottleneck" in " ".join(m.value for m in at.markdown)
+
+
+# -- with no checkpoints --------------------------------------------------------------------------------
+@pytest.mark.parametrize("page", [None, *PAGES])
+def test_no_checkpoints_says_how_to_train(monkeypatch, tmp_path, page):
+    at = open_app(monkeypatch, tmp_path / "nothing-here", page)
+    if page is None or page in NEED_CHECKPOINTS or page == "pages/gradients.py":
+        advice = " ".join(i.value for i in at.info)
+        assert "python train.py --all" in advice and "python train.py --depth 56 --plain" in advice
+    if page == "pages/gradients.py":
+        assert at.button(key="run-live"), "the live analysis needs no checkpoint"
+
+
+# -- with broken folders beside good ones -------------------------------------------------------------
+@pytest.mark.parametrize("page", [None, *PAGES])
+def test_broken_checkpoints_are_listed_and_the_rest_works(monkeypatch, damaged_checkpoints, page):
+    at = open_app(monkeypatch, damaged_checkpoints, page)
+    if page == "pages/architecture.py":
+        return  # needs no checkpoint
+    warning = " ".join(w.value for w in at.warning)
+    for folder, reason in [("broken-json", "not readable JSON"), ("no-metrics", "metrics.json: file is missing"),
+                           ("alien", "vgg16")]:
+        assert f"**{folder}**" in warning and reason in warning
+    if page is None:
+        assert set(at.dataframe[0].value["checkpoint"]) == {"plain20", "resnet20", "truncated-weights", "curves-only"}
+
+
+def test_checkpoints_without_usable_weights_explain_themselves(monkeypatch, damaged_checkpoints):
+    at = open_app(monkeypatch, damaged_checkpoints, "pages/predict.py")
+    at.sidebar.selectbox[0].set_value("curves-only").run()
+    assert "weights are not bundled" in " ".join(i.value for i in at.info)
+    assert "python train.py" in " ".join(i.value for i in at.info)
+    assert charts(at)[0]["model"].unique().tolist() == ["plain20"]  # the plain net still answers
+    at.sidebar.selectbox[0].set_value("truncated-weights").run()
+    assert not at.exception
+    assert "model.safetensors" in " ".join(e.value for e in at.error)

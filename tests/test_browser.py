@@ -1,0 +1,164 @@
+"""The real app in a real browser: `streamlit run app.py` on 127.0.0.1, every page in headless Chromium, screenshots kept."""
+from __future__ import annotations
+
+import base64
+import itertools
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from websockets.sync.client import connect
+
+REPO = Path(__file__).resolve().parents[1]
+CHROMIUM = Path("/usr/bin/chromium")
+SCREENSHOTS = REPO / "test-artifacts" / "screenshots"
+PAGES = {"home": "", "curves": "curves", "gradients": "gradients", "responses": "responses", "predict": "predict",
+         "classes": "classes", "architecture": "architecture"}
+# Offline and quiet: no sandbox (root in a container), no GPU, nothing that calls home.
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                  "--hide-scrollbars", "--window-size=1400,1000", "--remote-debugging-port=0"]
+# Done = the page's title is there, no script is running, and every chart has been drawn by vega-embed.
+READY = """(() => {
+  const app = document.querySelector('[data-testid="stApp"]');
+  if (!app || !document.querySelector('h1')) return false;
+  if (document.querySelector('[data-testid="stStatusWidget"]')) return false;
+  if (document.querySelector('[data-testid="stSkeleton"]')) return false;
+  const drawn = (id, what) => [...document.querySelectorAll(`[data-testid="${id}"]`)].every(c => c.querySelector(what));
+  return drawn("stVegaLiteChart", "canvas, svg") && drawn("stGraphVizChart", "svg");
+})()"""
+STEADY_CHECKS = 4  # Streamlit shows its running indicator a moment after a run starts: ready must hold this many polls
+EXCEPTIONS = """[...document.querySelectorAll('[data-testid="stException"]')].map(e => e.innerText)"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(check, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = check()
+        if result:
+            return result
+        time.sleep(0.2)
+    raise TimeoutError(f"gave up after {timeout:.0f} s waiting for {what}")
+
+
+def http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as r:
+            return r.status == 200
+    except OSError:
+        return False
+
+
+def start_app(checkpoints: Path, port: int) -> subprocess.Popen:
+    """`streamlit run app.py` on 127.0.0.1:port reading `checkpoints`; returns once it answers its health check."""
+    env = dict(os.environ, RESNET_CHECKPOINTS=str(checkpoints))
+    server = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true", "--server.address",
+         "127.0.0.1", "--server.port", str(port), "--browser.gatherUsageStats", "false"],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        wait_for(lambda: server.poll() is not None or http_ok(f"http://127.0.0.1:{port}/_stcore/health"), 60,
+                 "the Streamlit server")
+    except TimeoutError:
+        server.kill()
+        raise
+    if server.poll() is not None:
+        raise RuntimeError(f"streamlit exited: {server.stdout.read().decode(errors='replace')}")
+    return server
+
+
+class Browser:
+    """Headless Chromium driven over the DevTools protocol (the `websockets` package Streamlit already needs)."""
+
+    def __init__(self):
+        self.profile = tempfile.TemporaryDirectory(prefix="chromium-")
+        self.process = subprocess.Popen([str(CHROMIUM), *CHROMIUM_FLAGS, f"--user-data-dir={self.profile.name}",
+                                         "about:blank"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        port_file = Path(self.profile.name) / "DevToolsActivePort"
+        port = wait_for(lambda: port_file.is_file() and port_file.read_text().split("\n")[0], 30, "Chromium")
+        targets = json.load(urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list"))
+        page = next(t for t in targets if t["type"] == "page")
+        self.ws = connect(page["webSocketDebuggerUrl"], max_size=None, open_timeout=30).__enter__()
+        self.ids = itertools.count(1)
+
+    def call(self, method: str, **params) -> dict:
+        n = next(self.ids)
+        self.ws.send(json.dumps({"id": n, "method": method, "params": params}))
+        while True:  # skip events until our answer comes
+            message = json.loads(self.ws.recv(timeout=60))
+            if message.get("id") == n:
+                if "error" in message:
+                    raise RuntimeError(f"{method}: {message['error']}")
+                return message["result"]
+
+    def evaluate(self, expression: str):
+        return self.call("Runtime.evaluate", expression=expression, returnByValue=True)["result"].get("value")
+
+    def open(self, url: str, timeout: float = 60) -> float:
+        """Load url and wait until the Streamlit page has finished; returns the seconds it took."""
+        start = time.monotonic()
+        self.call("Page.navigate", url=url)
+        steady = 0
+
+        def settled() -> bool:
+            nonlocal steady
+            steady = steady + 1 if self.evaluate(READY) else 0
+            return steady >= STEADY_CHECKS
+
+        wait_for(settled, timeout, f"{url} to render")
+        return time.monotonic() - start - 0.2 * (STEADY_CHECKS - 1)
+
+    def screenshot(self, path: Path) -> None:
+        """The whole page, not just the window: Streamlit scrolls inside its own container, so size the window to it."""
+        height = self.evaluate("""Math.max(...[...document.querySelectorAll('[data-testid="stMain"], section, body')]
+                                  .map(e => e.scrollHeight))""") or 1000
+        self.call("Emulation.setDeviceMetricsOverride", width=1400, height=min(int(height) + 40, 8000),
+                  deviceScaleFactor=1, mobile=False)
+        time.sleep(0.8)  # charts re-layout to the new size
+        path.write_bytes(base64.b64decode(self.call("Page.captureScreenshot", format="png")["data"]))
+        self.call("Emulation.clearDeviceMetricsOverride")
+
+    def close(self) -> None:
+        self.ws.__exit__(None, None, None)
+        self.process.terminate()
+        self.process.wait(10)
+        self.profile.cleanup()
+
+
+@pytest.fixture(scope="module")
+def app_url(tiny_checkpoints):
+    port = free_port()
+    server = start_app(tiny_checkpoints, port)
+    yield f"http://127.0.0.1:{port}/"
+    server.terminate()
+    server.wait(10)
+
+
+@pytest.mark.skipif(not CHROMIUM.is_file(), reason="needs Debian's chromium at /usr/bin/chromium "
+                    "(apt-get install -y chromium chromium-driver)")
+def test_every_page_renders_in_chromium(app_url):
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    browser = Browser()
+    try:
+        for name, path in PAGES.items():
+            seconds = browser.open(app_url + path)
+            exceptions = browser.evaluate(EXCEPTIONS)
+            browser.screenshot(SCREENSHOTS / f"{name}.png")
+            assert not exceptions, f"{name}: {exceptions}"
+            assert "Traceback" not in browser.evaluate("document.body.innerText"), name
+            print(f"{name}: {seconds:.1f} s")
+    finally:
+        browser.close()
