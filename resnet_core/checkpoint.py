@@ -150,7 +150,7 @@ class CheckpointInfo:
         return (self.path / "model.safetensors").is_file()
 
 
-def _read_json(path: Path) -> dict:
+def read_json(path: Path) -> dict:
     if not path.is_file():
         raise CheckpointError(f"{path}: file is missing")
     try:
@@ -175,9 +175,9 @@ def resolve_checkpoint(name_or_path: str | os.PathLike) -> Path:
 def read_checkpoint(name_or_path: str | os.PathLike) -> CheckpointInfo:
     """Config, history and metrics of a checkpoint folder, checked for the keys the app reads; no weights loaded."""
     path = resolve_checkpoint(name_or_path)
-    config = _read_json(path / "config.json")
-    history = _read_json(path / "history.json")
-    metrics = _read_json(path / "metrics.json")
+    config = read_json(path / "config.json")
+    history = read_json(path / "history.json")
+    metrics = read_json(path / "metrics.json")
     for key in ("model", "recipe"):
         if key not in config:
             raise CheckpointError(f"{path / 'config.json'}: missing key {key!r}")
@@ -205,7 +205,7 @@ def load_pretrained(name_or_path: str | os.PathLike, device: str | torch.device 
     """The model rebuilt from its config.json, weights loaded strictly from model.safetensors, in eval mode.
     A missing, truncated or mismatched file raises CheckpointError naming the file and the problem."""
     path = resolve_checkpoint(name_or_path)
-    config = _read_json(path / "config.json")
+    config = read_json(path / "config.json")
     try:
         model = build_model(config["model"], **config.get("arch", {}))
     except (KeyError, TypeError, ValueError) as e:

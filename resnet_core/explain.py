@@ -1,7 +1,6 @@
 """Where the model looks (Grad-CAM, input saliency) and what it gets most confidently wrong."""
 from __future__ import annotations
 
-from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -9,20 +8,10 @@ import torch.nn.functional as F
 from PIL import Image
 
 from .data import CLASSES, normalize
+from .probes import eval_mode
 
 # matplotlib's inferno at 0, 1/4, 1/2, 3/4, 1: dark = no evidence, bright yellow = strongest.
 INFERNO = np.array([(0, 0, 4), (87, 16, 110), (188, 55, 84), (249, 142, 9), (252, 255, 164)], dtype=np.float32)
-
-
-@contextmanager
-def eval_mode(model):
-    """The model in eval mode (BN on running statistics, left untouched) inside, its old mode after."""
-    was_training = model.training
-    model.eval()
-    try:
-        yield model
-    finally:
-        model.train(was_training)
 
 
 def _unit_range(t: torch.Tensor) -> torch.Tensor:

@@ -4,6 +4,8 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from .probes import eval_mode
+
 
 def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
@@ -27,13 +29,10 @@ def layer_table(model: nn.Module, input_size: tuple[int, int] = (32, 32)) -> lis
 
     leaves = [(n, m) for n, m in model.named_modules() if not list(m.children()) and not isinstance(m, nn.Identity)]
     handles = [m.register_forward_hook(lambda mod, i, o, name=n: hook(mod, i, o, name)) for n, m in leaves]
-    was_training = model.training
     try:
-        model.eval()
-        with torch.no_grad():
+        with torch.no_grad(), eval_mode(model):
             model(torch.zeros(1, 3, *input_size))
     finally:
-        model.train(was_training)
         for h in handles:
             h.remove()
     return records

@@ -12,10 +12,9 @@ import torch.nn.functional as F
 from torch.func import functional_call
 from tqdm import tqdm
 
-from .checkpoint import _read_json, atomic_write_json, load_pretrained, resolve_checkpoint
+from .checkpoint import read_json, atomic_write_json, load_pretrained, resolve_checkpoint
 from .data import CIFAR10_MEAN, CIFAR10_STD, load_cifar10, normalize, resolve_data_dir
-from .explain import eval_mode
-from .probes import autocast_for
+from .probes import autocast_for, eval_mode
 from .trainer import device_name
 
 AXES = ("alpha", "beta")  # record keys of the first and second direction's coefficient
@@ -102,7 +101,7 @@ def read_landscape(checkpoint) -> dict | None:
     path = resolve_checkpoint(checkpoint) / FILE
     if not path.is_file():
         return None
-    data = _read_json(path)
+    data = read_json(path)
     records = [data.get(key) for key in ("slice_1d", "surface_2d") if key in data]
     if not records or not all(isinstance(r, list) and all(isinstance(x, dict) for x in r) for r in records):
         raise ValueError(f"{path}: no slice_1d or surface_2d records; recompute it with "
@@ -145,7 +144,7 @@ def main(argv=None) -> int:
     images, labels = images.to(device), labels.to(device)
     settings = dict(steps=args.grid, span=args.span, seed=args.seed, batch_size=args.batch_size, amp=amp)
     start = time.perf_counter()
-    result = dict(model=_read_json(path / "config.json")["model"], points=len(labels), grid=args.grid, span=args.span,
+    result = dict(model=read_json(path / "config.json")["model"], points=len(labels), grid=args.grid, span=args.span,
                   seed=args.seed, direction=DIRECTION, bn="eval", augmentation="none", device=device_name(device),
                   precision="bf16 autocast" if amp else "fp32", torch_version=torch.__version__)
     if 1 in args.dims:

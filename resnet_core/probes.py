@@ -1,7 +1,7 @@
 """Probes: pure functions of (model, batch) that return plain numbers and tidy records; no Streamlit here."""
 from __future__ import annotations
 
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 
 import torch
 import torch.nn.functional as F
@@ -17,13 +17,22 @@ def autocast_for(device: torch.device, enabled: bool):
     return nullcontext()
 
 
+@contextmanager
+def eval_mode(model):
+    """The model in eval mode (BN on running statistics, left untouched) inside, its old mode after."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
 @torch.no_grad()
 def evaluate(model, images_u8: torch.Tensor, labels: torch.Tensor, mean: torch.Tensor, std: torch.Tensor,
              batch_size: int = 1000, amp: bool = False, num_classes: int = 10) -> dict:
     """Loss, top-1/top-5 error (%) and confusion matrix (rows: true class, columns: predicted) of a
     model in eval mode on a whole split; images (N, 32, 32, 3) uint8 and labels already on the device."""
-    was_training = model.training
-    model.eval()
     device = images_u8.device
     loss_sum = torch.zeros((), device=device, dtype=torch.float64)
     top1 = torch.zeros((), device=device, dtype=torch.long)
@@ -32,7 +41,7 @@ def evaluate(model, images_u8: torch.Tensor, labels: torch.Tensor, mean: torch.T
     for start in range(0, len(labels), batch_size):
         x = normalize(images_u8[start:start + batch_size], mean, std)
         y = labels[start:start + batch_size]
-        with autocast_for(device, amp):
+        with autocast_for(device, amp), eval_mode(model):
             logits = model(x)
         logits = logits.float()
         loss_sum += F.cross_entropy(logits, y, reduction="sum").double()
@@ -41,7 +50,6 @@ def evaluate(model, images_u8: torch.Tensor, labels: torch.Tensor, mean: torch.T
         top1 += (topk[:, 0] == y).sum()
         top5 += (topk == y[:, None]).any(dim=1).sum()
         confusion += torch.bincount(y * num_classes + topk[:, 0], minlength=num_classes * num_classes)
-    model.train(was_training)
     n = len(labels)
     return dict(test_loss=float(loss_sum) / n, test_error=100.0 * (1 - int(top1) / n),
                 test_top5_error=100.0 * (1 - int(top5) / n),
@@ -57,10 +65,8 @@ def per_class_accuracy(confusion: list[list[int]]) -> list[float]:
 def response_std(model, x: torch.Tensor) -> list[dict]:
     """Paper Fig. 7: std of each 3x3 layer's response (its BN output, before ReLU/addition), in layer
     order, on a fixed batch, model in eval mode. Records: {layer, index, std}."""
-    was_training = model.training
-    model.eval()
-    _, responses = model.forward_intermediates(x)
-    model.train(was_training)
+    with eval_mode(model):
+        _, responses = model.forward_intermediates(x)
     return [dict(layer=name, index=i + 1, std=float(r.float().std())) for i, (name, r) in enumerate(responses.items())]
 
 
