@@ -51,7 +51,8 @@ def zoo_table() -> None:
     st.caption("One row per checkpoint in the checkpoints folder. Train error is on the augmented batches of the last "
                "epoch (as in Fig. 6); FLOPs are multiply-adds per 32x32 image; the paper column is Table 6 (residual "
                "nets only: the paper gives the plain nets as curves).")
-    st.dataframe(frame(zoo.zoo_frame), hide_index=True, column_config={
+    table = frame(zoo.zoo_frame)
+    st.dataframe(table, hide_index=True, column_order=[c for c in table.columns if c != "model"], column_config={
         "checkpoint": "checkpoint", "net": "network", "params": st.column_config.NumberColumn("parameters", format="compact"),
         "flops": st.column_config.NumberColumn("FLOPs (mult-adds)", format="compact"),
         "train_error": st.column_config.NumberColumn("train error %", format="%.2f"),

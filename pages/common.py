@@ -36,16 +36,22 @@ def header(title: str, sentence: str) -> None:
 
 
 # -- checkpoints, frames, models: read once per change on disk, shared by every session ---------------
+def _stamp(path: Path) -> int | None:
+    """Modification time, or None for a missing file (the trainer may be swapping a folder this very moment)."""
+    try:
+        return path.stat().st_mtime_ns
+    except OSError:
+        return None
+
+
 def _signature(root: Path) -> tuple:
-    """Names and modification times of every file the app reads: a new or rewritten checkpoint changes it."""
+    """Names and modification times of every file the app reads: a new or rewritten checkpoint changes it.
+    Hidden folders are the trainer's half-written ones, which list_checkpoints skips too."""
     if not root.is_dir():
         return ()
-    stamps = []
-    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
-        for name in ("config.json", "history.json", "metrics.json", "model.safetensors"):
-            path = folder / name
-            stamps.append((folder.name, name, path.stat().st_mtime_ns if path.exists() else None))
-    return tuple(stamps)
+    folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    return tuple((folder.name, name, _stamp(folder / name)) for folder in folders
+                 for name in ("config.json", "history.json", "metrics.json", "model.safetensors"))
 
 
 def _where() -> tuple[str, tuple]:
@@ -102,23 +108,27 @@ def default_pair(infos: list[CheckpointInfo]) -> tuple[str | None, str | None]:
 
 
 @st.cache_resource(max_entries=16, show_spinner="Loading the model...")
-def _model(path: str, stamp: int) -> torch.nn.Module:
+def _model(path: str, stamp: int | None) -> torch.nn.Module:
     # One copy per checkpoint for every session: read-only, always in eval mode, never hooked.
     return load_pretrained(path)
 
 
 def load_model(info: CheckpointInfo) -> torch.nn.Module | None:
     """The checkpoint's model, shared by every session; None (with the reason shown) if it has no usable weights."""
-    weights = info.path / "model.safetensors"
     if not info.has_weights:
         st.info(f"**{info.name}** ships curves and metrics only: its weights are not bundled. "
                 f"Regenerate them with\n\n```\n{info.config.get('command', 'python train.py')}\n```")
         return None
     try:
-        return _model(str(info.path), weights.stat().st_mtime_ns)
+        return _model(str(info.path), weights_stamp(info))
     except CheckpointError as e:
         st.error(f"**{info.name}**: {e}")
         return None
+
+
+def weights_stamp(info: CheckpointInfo) -> int | None:
+    """Part of every cache key that depends on the weights, so regenerated weights are loaded afresh."""
+    return _stamp(info.path / "model.safetensors")
 
 
 @st.cache_data(show_spinner=False)

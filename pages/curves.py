@@ -29,7 +29,8 @@ unit = "" if metric == "loss" else " (%)"
 chart = alt.Chart(data).mark_line(strokeWidth=1.8).encode(
     x=alt.X("iteration:Q", title="iteration (SGD steps)"),
     y=alt.Y("value:Q", title=f"{metric}{unit}", scale=alt.Scale(type="log" if log else "linear", zero=False)),
-    color=model_legend(data), strokeDash=alt.StrokeDash("split:N", scale=DASHES, title="measured on"),
+    color=model_legend(data), strokeDash=alt.StrokeDash("split:N", scale=DASHES, title="measured on",
+                              legend=alt.Legend(symbolSize=600, symbolStrokeWidth=2)),
     detail="checkpoint:N",
     tooltip=["checkpoint", "split", "epoch", "iteration", alt.Tooltip("value:Q", format=".3f", title=metric)],
 ).properties(width=400, height=320).facet(column=alt.Column("net:N", title=None, sort=["plain", "residual"],
@@ -43,5 +44,6 @@ st.caption("Test error (%) at the end of training; the reference columns are quo
            "from two seed reports, never measured here. 'ours minus ...' is in percentage points.")
 finals = frame(zoo.final_errors_frame)
 st.dataframe(finals[finals["depth"].isin(depths)], hide_index=True,
-             column_config={c: st.column_config.NumberColumn(c, format="%.2f")
+             column_config={c: st.column_config.NumberColumn(c.replace("_", " ") + (" %" if c.endswith("error") else ""),
+                                                             format="%.2f")
                             for c in finals.columns if finals[c].dtype.kind == "f" or c in zoo.REFERENCES})

@@ -3,7 +3,8 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from pages.common import by_name, default_pair, frame, gallery_batch, header, model_legend, show_chart, usable_checkpoints
+from pages.common import (by_name, default_pair, frame, gallery_batch, header, model_legend, show_chart,
+                          usable_checkpoints, weights_stamp)
 from resnet_core import zoo
 from resnet_core.checkpoint import CheckpointError, load_pretrained
 from resnet_core.probes import response_std
@@ -21,8 +22,9 @@ def responses_ui(infos) -> tuple[list[str], str]:
 
 
 @st.cache_data(show_spinner="Measuring the responses...", max_entries=32)
-def live_responses(path: str, stamp: int) -> pd.DataFrame:
+def live_responses(path: str, stamp: int | None) -> pd.DataFrame:
     # A private copy of the model: forward_intermediates hooks it, and the shared copy serves other sessions.
+    # `stamp` (the weights' mtime) is only part of the cache key.
     model = load_pretrained(path)
     images, _ = gallery_batch(10, model.normalization)
     return zoo.with_ranks(response_std(model, images), "std")
@@ -36,8 +38,7 @@ def live_frame(infos) -> pd.DataFrame:
                     f"`{info.config.get('command', 'python train.py')}`.")
             continue
         try:
-            stamp = (info.path / "model.safetensors").stat().st_mtime_ns
-            frames.append(live_responses(str(info.path), stamp).assign(**zoo.identity(info)))
+            frames.append(live_responses(str(info.path), weights_stamp(info)).assign(**zoo.identity(info)))
         except CheckpointError as e:
             st.error(f"**{info.name}**: {e}")
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()

@@ -35,6 +35,11 @@ READY = """(() => {
   return drawn("stVegaLiteChart", "canvas, svg") && drawn("stGraphVizChart", "svg");
 })()"""
 STEADY_CHECKS = 4  # Streamlit shows its running indicator a moment after a run starts: ready must hold this many polls
+STATE = """JSON.stringify({title: !!document.querySelector('h1'),
+  running: !!document.querySelector('[data-testid="stStatusWidget"]'),
+  skeletons: document.querySelectorAll('[data-testid="stSkeleton"]').length,
+  charts: [...document.querySelectorAll('[data-testid="stVegaLiteChart"]')].map(c => !!c.querySelector('canvas, svg')),
+  diagrams: [...document.querySelectorAll('[data-testid="stGraphVizChart"]')].map(c => !!c.querySelector('svg'))})"""
 EXCEPTIONS = """[...document.querySelectorAll('[data-testid="stException"]')].map(e => e.innerText)"""
 
 
@@ -44,14 +49,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_for(check, timeout: float, what: str):
+def wait_for(check, timeout: float, what: str, state=lambda: ""):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         result = check()
         if result:
             return result
         time.sleep(0.2)
-    raise TimeoutError(f"gave up after {timeout:.0f} s waiting for {what}")
+    raise TimeoutError(f"gave up after {timeout:.0f} s waiting for {what} {state()}")
 
 
 def http_ok(url: str) -> bool:
@@ -84,7 +89,7 @@ class Browser:
     """Headless Chromium driven over the DevTools protocol (the `websockets` package Streamlit already needs)."""
 
     def __init__(self):
-        self.profile = tempfile.TemporaryDirectory(prefix="chromium-")
+        self.profile = tempfile.TemporaryDirectory(prefix="chromium-", ignore_cleanup_errors=True)
         self.process = subprocess.Popen([str(CHROMIUM), *CHROMIUM_FLAGS, f"--user-data-dir={self.profile.name}",
                                          "about:blank"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         port_file = Path(self.profile.name) / "DevToolsActivePort"
@@ -118,7 +123,7 @@ class Browser:
             steady = steady + 1 if self.evaluate(READY) else 0
             return steady >= STEADY_CHECKS
 
-        wait_for(settled, timeout, f"{url} to render")
+        wait_for(settled, timeout, f"{url} to render", lambda: self.evaluate(STATE))
         return time.monotonic() - start - 0.2 * (STEADY_CHECKS - 1)
 
     def screenshot(self, path: Path) -> None:
@@ -162,3 +167,79 @@ def test_every_page_renders_in_chromium(app_url):
             print(f"{name}: {seconds:.1f} s")
     finally:
         browser.close()
+
+
+
+# -- load: `python tests/test_browser.py CHECKPOINTS --sessions 1 10` (127.0.0.1 only) ------------------------
+def rss_mib(pid: int) -> float:
+    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())
+    return int(fields["VmRSS"].split()[0]) / 1024
+
+
+def visit(url: str, browser: Browser, timings: list) -> None:
+    """Predict (both models load, a gallery image is classified), then Gradient flow with the live analysis."""
+    timings.append(("predict", browser.open(url + "predict", timeout=300)))
+    timings.append(("gradients", browser.open(url + "gradients", timeout=300)))
+    browser.evaluate("document.querySelector('.st-key-run-live button').click()")
+    start = time.monotonic()
+    charts = """document.querySelectorAll('[data-testid="stVegaLiteChart"]').length"""
+    wait_for(lambda: browser.evaluate(charts) >= 3 and browser.evaluate(READY), 900, "the live analysis")
+    timings.append(("live analysis", time.monotonic() - start))
+    assert not browser.evaluate(EXCEPTIONS)
+
+
+def load(checkpoints: Path, sessions: int) -> dict:
+    """Server RSS (MiB) idle, at peak, and with `sessions` visitors still connected, on a fresh server; plus
+    each page's load time in one more browser once everything is warm."""
+    import threading
+
+    port = free_port()
+    server = start_app(checkpoints, port)
+    url, timings, browsers, peak, done = f"http://127.0.0.1:{port}/", [], [], [0.0], threading.Event()
+
+    def sample():
+        while not done.is_set():
+            peak[0] = max(peak[0], rss_mib(server.pid))
+            time.sleep(0.2)
+
+    sampler = threading.Thread(target=sample)
+    try:
+        idle = rss_mib(server.pid)
+        sampler.start()
+        browsers = [Browser() for _ in range(sessions)]
+        start = time.monotonic()
+        visitors = [threading.Thread(target=visit, args=(url, b, timings)) for b in browsers]
+        for v in visitors:
+            v.start()
+        for v in visitors:
+            v.join()
+        elapsed = time.monotonic() - start
+        time.sleep(2)
+        connected = rss_mib(server.pid)
+        browsers.append(Browser())
+        for path in PAGES.values():
+            browsers[-1].open(url + path)
+        warm = {name: round(browsers[-1].open(url + path), 2) for name, path in PAGES.items()}
+        return dict(sessions=sessions, visits_done=sum(n == "live analysis" for n, _ in timings), idle_mib=round(idle),
+                    peak_mib=round(peak[0]), connected_mib=round(connected), wall_s=round(elapsed, 1),
+                    slowest_s={k: round(max(t for n, t in timings if n == k), 1) for k, _ in timings},
+                    warm_page_s=warm)
+    finally:
+        done.set()
+        if sampler.is_alive():
+            sampler.join()
+        for b in browsers:
+            b.close()
+        server.terminate()
+        server.wait(10)
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(description=load.__doc__)
+    parser.add_argument("checkpoints", type=Path)
+    parser.add_argument("--sessions", type=int, nargs="+", default=[1, 10])
+    args = parser.parse_args()
+    for n in args.sessions:
+        print(json.dumps(load(args.checkpoints, n)), flush=True)
