@@ -2,7 +2,7 @@
 import altair as alt
 import streamlit as st
 
-from pages.common import NET_COLORS, frame, header, show_chart, usable_checkpoints
+from pages.common import NET_COLORS, ROUTED, frame, header, show_chart, usable_checkpoints
 from resnet_core import zoo
 
 DASHES = alt.Scale(domain=["train", "test"], range=[[6, 4], [1, 0]])  # Fig. 6's convention: train dashed, test solid
@@ -63,7 +63,7 @@ def zoo_table() -> None:
 
 
 st.set_page_config(page_title="ResNet Explorer", page_icon=":material/stacked_line_chart:", layout="wide")
-st.navigation([
+page = st.navigation([
     st.Page(home, title="Home", icon=":material/home:", default=True),
     st.Page("pages/curves.py", title="Degradation curves", icon=":material/show_chart:"),
     st.Page("pages/gradients.py", title="Gradient flow", icon=":material/gradient:"),
@@ -71,4 +71,6 @@ st.navigation([
     st.Page("pages/predict.py", title="Predict", icon=":material/image_search:"),
     st.Page("pages/classes.py", title="Classes", icon=":material/grid_on:"),
     st.Page("pages/architecture.py", title="Architecture", icon=":material/account_tree:"),
-]).run()
+])
+st.session_state[ROUTED] = True
+page.run()

@@ -30,7 +30,15 @@ NET_COLORS = alt.Scale(domain=["plain", "residual"], range=["#e6550d", "#2171b5"
 DEPTH_LADDER = (18, 20, 32, 34, 44, 56, 110, 1202)
 
 
+ROUTED = "routed_by_app"  # set by app.py on every run, before the page runs
+
+
 def header(title: str, sentence: str) -> None:
+    if not st.session_state.get(ROUTED):
+        # Streamlit 1.67 starts in its old pages/-folder mode until app.py has called st.navigation once, so
+        # when the first request after a server start is a deep link it runs the page file alone (wrong
+        # sidebar, no page config): send that one visitor through app.py instead.
+        st.switch_page("app.py")
     st.title(title)
     st.markdown(sentence)
 

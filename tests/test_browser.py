@@ -158,6 +158,12 @@ def test_every_page_renders_in_chromium(app_url):
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     browser = Browser()
     try:
+        # A deep link as the server's very first request must still get app.py's navigation, not pages/ listed.
+        browser.open(app_url + "curves")
+        links = browser.evaluate("""[...document.querySelectorAll('[data-testid="stSidebarNavLink"]')]
+                                    .map(e => e.innerText.split('\\n').pop())""")
+        assert links == ["Home", "Degradation curves", "Gradient flow", "Layer responses", "Predict", "Classes",
+                         "Architecture"], links
         for name, path in PAGES.items():
             seconds = browser.open(app_url + path)
             exceptions = browser.evaluate(EXCEPTIONS)
