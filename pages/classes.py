@@ -56,7 +56,7 @@ if a != b:
                            "source": "seed report 000 claim: ResNet-18 minus Plain-18"})
     order = gain.sort_values("gain", ascending=False)["class"].tolist()
     x = alt.X("class:N", sort=order, title=None)
-    y = alt.Y("gain:Q", title=f"accuracy of B minus A (points)")
+    y = alt.Y("gain:Q", title="accuracy of B minus A (points)")
     tooltip = ["source", "class", alt.Tooltip("gain:Q", format="+.1f", title="points")]
     bars = alt.Chart(gain).mark_bar().encode(
         x, y, color=alt.condition("datum.gain >= 0", alt.value("#2171b5"), alt.value("#e6550d")), tooltip=tooltip)

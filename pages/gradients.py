@@ -1,5 +1,6 @@
 """Gradient flow: per-layer gradient norms during training (from the history) and at initialisation (live)."""
 import altair as alt
+import numpy as np
 import pandas as pd
 import streamlit as st
 
@@ -13,6 +14,7 @@ LIVE_DEPTHS = (20, 32, 44, 56, 110)
 PER_CLASS = {1202: 1}
 NORM = alt.Scale(type="log", scheme="viridis")
 WHOLE = alt.Axis(format="d", tickMinStep=1)  # epochs and layers are counted, never fractional
+MAX_COLUMNS = 60  # epochs per heatmap row before neighbours are merged: 164 x 110 cells per panel draw slowly
 PANELS = alt.Column("net:N", title=None, sort=["plain", "residual"], header=alt.Header(labelFontSize=15, labelFontWeight="bold"))
 
 
@@ -48,6 +50,17 @@ def init_norms(name: str) -> pd.DataFrame:
     return zoo.gradient_norms_at_init(name, images, labels)
 
 
+def epoch_cells(data: pd.DataFrame) -> pd.DataFrame:
+    """Heatmap cells: one per layer and run of `width` epochs (geometric mean, as the colour scale is log)."""
+    width = int(np.ceil(data["epoch"].max() / MAX_COLUMNS))
+    first = (data["epoch"] - 1) // width * width + 1
+    cells = (data.assign(first_epoch=first, log_norm=np.log(data["grad_norm"]))
+             .groupby(["checkpoint", "model", "net", "depth", "index", "layer", "first_epoch"], as_index=False)
+             .agg(last_epoch=("epoch", "max"), log_norm=("log_norm", "mean")))
+    return cells.assign(grad_norm=np.exp(cells.pop("log_norm")), e0=cells["first_epoch"] - 0.5,
+                        e1=cells["first_epoch"] + width - 0.5, l0=cells["index"] - 0.5, l1=cells["index"] + 0.5)
+
+
 def training_section(infos) -> None:
     chosen, epoch = pair_ui(infos)
     data = frame(zoo.grad_norm_frame)
@@ -56,19 +69,21 @@ def training_section(infos) -> None:
         st.info("These checkpoints recorded no gradient norms.")
         return
     st.subheader("During training: every layer, every epoch")
-    heatmap = alt.Chart(data).transform_calculate(
-        e0="datum.epoch - 0.5", e1="datum.epoch + 0.5", l0="datum.index - 0.5", l1="datum.index + 0.5",
-    ).mark_rect().encode(
+    cells = epoch_cells(data)
+    heatmap = alt.Chart(cells).mark_rect().encode(
         x=alt.X("e0:Q", title="epoch", scale=alt.Scale(nice=False, zero=False), axis=WHOLE),
         x2="e1:Q",
         y=alt.Y("l0:Q", title="layer (1 = first conv; last = fc)", scale=alt.Scale(reverse=True, nice=False, zero=False),
                 axis=WHOLE),
         y2="l1:Q",
         color=alt.Color("grad_norm:Q", scale=NORM, title=["gradient norm", "(L2, log scale)"]),
-        tooltip=["checkpoint", "epoch", "index", "layer", alt.Tooltip("grad_norm:Q", format=".3g", title="gradient norm")],
+        tooltip=["checkpoint", "first_epoch", "last_epoch", "index", "layer",
+                 alt.Tooltip("grad_norm:Q", format=".3g", title="gradient norm")],
     ).properties(width=380, height=300).facet(column=PANELS)
-    show_chart(heatmap, data, "gradient_norms_training", stretch=False)
-    st.caption("Both panels share one colour scale. Pick the checkpoints in the sidebar.")
+    show_chart(heatmap, cells, "gradient_norms_training", stretch=False)
+    merged = "" if cells["first_epoch"].nunique() == data["epoch"].nunique() else (
+        f" Long runs are drawn with at most {MAX_COLUMNS} columns: each cell is the geometric mean of neighbouring epochs.")
+    st.caption("Both panels share one colour scale. Pick the checkpoints in the sidebar." + merged)
 
     profile = data[data["epoch"] == epoch]
     show_chart(alt.Chart(profile).mark_line(point=True).encode(

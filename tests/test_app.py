@@ -108,6 +108,7 @@ def test_gradient_flow_from_history_and_live_at_init(monkeypatch, tiny_checkpoin
     at = open_app(monkeypatch, tiny_checkpoints, "pages/gradients.py")
     heatmap, profile = charts(at)
     assert set(heatmap["checkpoint"]) == {"plain20", "resnet20"} and heatmap["index"].max() == 20
+    assert len(heatmap) == 2 * 2 * 20  # two nets, two epochs, twenty layers
     assert profile["epoch"].nunique() == 1
     at.sidebar.multiselect[0].set_value([20])
     at.button(key="run-live").click().run()
