@@ -18,7 +18,7 @@ from pathlib import Path
 from resnet_core.checkpoint import REPO_ROOT, push_to_hub
 from resnet_core.data import DatasetError
 from resnet_core.models import list_models, model_info
-from resnet_core.trainer import Recipe, RunConfig, TrainingDiverged, paper_recipe, seed_recipe, train
+from resnet_core.trainer import RunConfig, TrainingDiverged, paper_recipe, seed_recipe, train
 
 ALL_DEPTHS = (20, 32, 44, 56, 110)
 

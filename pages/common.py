@@ -69,7 +69,7 @@ def _where() -> tuple[str, tuple]:
 
 @st.cache_resource(max_entries=4, show_spinner=False)
 def _checkpoints(root: str, signature: tuple) -> tuple[list[CheckpointInfo], dict[str, str]]:
-    return zoo.split_usable(*list_checkpoints(Path(root)))
+    return list_checkpoints(Path(root))
 
 
 def checkpoints() -> tuple[list[CheckpointInfo], dict[str, str]]:
@@ -179,5 +179,5 @@ def show_chart(chart: alt.TopLevelMixin, data: pd.DataFrame, name: str, stretch:
     panels) get their legends below, where a narrow window cannot cut them off."""
     legend = dict(labelLimit=0, titleLimit=0, orient="right" if stretch else "bottom")
     st.altair_chart(chart.configure_legend(**legend), width="stretch" if stretch else "content")
-    st.download_button(f"Download this chart's data (CSV)", data.to_csv(index=False).encode(), f"{name}.csv",
+    st.download_button("Download this chart's data (CSV)", data.to_csv(index=False).encode(), f"{name}.csv",
                        "text/csv", key=f"csv-{name}", on_click="ignore", icon=":material/download:")

@@ -91,7 +91,7 @@ for n, upload in enumerate(uploads or []):
 
 st.subheader("CIFAR-10 test images shipped with the app")
 st.caption("The first ten test images of each class. Pick a class, then press the number under an image.")
-pick = gallery_ui()
+picked = gallery_ui()
 images, labels, indices = gallery()
-show_prediction("gallery", None, Image.fromarray(images[pick]), models, nets,
-                true_label=f"{CLASSES[labels[pick]]} (test image #{indices[pick]})")
+show_prediction("gallery", None, Image.fromarray(images[picked]), models, nets,
+                true_label=f"{CLASSES[labels[picked]]} (test image #{indices[picked]})")

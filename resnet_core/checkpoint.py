@@ -13,7 +13,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from .models import ResNet, build_model
+from .data import CLASSES
+from .models import ResNet, build_model, model_info
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CHECKPOINT_FILES = ("config.json", "model.safetensors", "history.json", "metrics.json", "README.md")
@@ -186,6 +187,20 @@ def read_checkpoint(name_or_path: str | os.PathLike) -> CheckpointInfo:
     for key in ("test_error", "confusion_matrix"):
         if key not in metrics:
             raise CheckpointError(f"{path / 'metrics.json'}: missing key {key!r}")
+    try:
+        model_info(config["model"])
+    except ValueError as e:
+        raise CheckpointError(f"{path / 'config.json'}: {e}") from None
+    layers = history.get("layers", [])
+    for r in history["records"]:
+        if not isinstance(r, dict) or "epoch" not in r:
+            raise CheckpointError(f"{path / 'history.json'}: a record without an epoch")
+        if r.get("grad_norms") is not None and len(r["grad_norms"]) != len(layers):
+            raise CheckpointError(f"{path / 'history.json'}: epoch {r['epoch']} has {len(r['grad_norms'])} "
+                                  f"gradient norms for {len(layers)} layers")
+    cm, n = metrics["confusion_matrix"], len(CLASSES)
+    if not (isinstance(cm, list) and len(cm) == n and all(isinstance(row, list) and len(row) == n for row in cm)):
+        raise CheckpointError(f"{path / 'metrics.json'}: confusion_matrix is not {n}x{n}")
     return CheckpointInfo(path.name, path, config, history, metrics)
 
 

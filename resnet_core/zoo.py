@@ -31,33 +31,6 @@ def identity(info: CheckpointInfo) -> dict:
     return dict(checkpoint=info.name, model=info.config["model"], depth=spec["depth"], net=net_kind(spec["residual"]))
 
 
-def check_usable(info: CheckpointInfo) -> None:
-    """Raise ValueError naming the file if a readable checkpoint still cannot feed the app's frames."""
-    model_info(info.config["model"])  # unknown model names raise with the valid list
-    layers = info.history.get("layers", [])
-    for r in info.history["records"]:
-        if not isinstance(r, dict) or "epoch" not in r:
-            raise ValueError(f"{info.path / 'history.json'}: a record without an epoch")
-        if r.get("grad_norms") is not None and len(r["grad_norms"]) != len(layers):
-            raise ValueError(f"{info.path / 'history.json'}: epoch {r['epoch']} has {len(r['grad_norms'])} "
-                             f"gradient norms for {len(layers)} layers")
-    cm = info.metrics["confusion_matrix"]
-    if not (isinstance(cm, list) and len(cm) == len(CLASSES) and all(len(row) == len(CLASSES) for row in cm)):
-        raise ValueError(f"{info.path / 'metrics.json'}: confusion_matrix is not {len(CLASSES)}x{len(CLASSES)}")
-
-
-def split_usable(infos: list[CheckpointInfo], unreadable: dict[str, str]) -> tuple[list[CheckpointInfo], dict[str, str]]:
-    """Checkpoints the app can draw, and every other folder with the reason (unreadable ones included)."""
-    good, bad = [], dict(unreadable)
-    for info in infos:
-        try:
-            check_usable(info)
-            good.append(info)
-        except (ValueError, KeyError, TypeError) as e:
-            bad[info.name] = str(e)
-    return good, dict(sorted(bad.items()))
-
-
 @lru_cache(maxsize=64)
 def model_size(name: str, arch: tuple = ()) -> tuple[int, int]:
     """(parameters, multiply-adds per 32x32 image) of a registered model."""

@@ -9,7 +9,7 @@ from resnet_core import CheckpointError, build_model, list_checkpoints, load_pre
 
 CONFIG = {"model": "resnet20", "recipe": {"iterations": 1}, "residual": True, "depth": 20}
 HISTORY = {"layers": ["stem.conv"], "records": [{"epoch": 1, "iteration": 1, "test_error": 90.0}]}
-METRICS = {"test_error": 90.0, "confusion_matrix": [[1]], "nan_is_null": float("nan")}
+METRICS = {"test_error": 90.0, "confusion_matrix": [[1] * 10] * 10, "nan_is_null": float("nan")}
 
 
 @pytest.fixture
@@ -115,3 +115,16 @@ def test_list_checkpoints_reports_the_unreadable_and_keeps_the_rest(saved):
     good, bad = list_checkpoints(path.parent)
     assert [c.name for c in good] == ["plain20"]
     assert list(bad) == ["resnet20"] and "metrics.json: not readable JSON" in bad["resnet20"]
+
+
+@pytest.mark.parametrize("file,content,message", [
+    ("config.json", dict(CONFIG, model="resnet21"), "unknown model 'resnet21'"),
+    ("metrics.json", dict(METRICS, confusion_matrix=[[1, 2], [3, 4]]), "confusion_matrix is not 10x10"),
+    ("history.json", {"layers": ["a"], "records": [{"epoch": 1, "grad_norms": [1.0, 2.0]}]}, "2 gradient norms for 1 layers"),
+    ("history.json", {"layers": [], "records": [{"iteration": 1}]}, "a record without an epoch"),
+])
+def test_inconsistent_checkpoints_are_unreadable(saved, file, content, message):
+    _, path = saved
+    ckpt.atomic_write_json(path / file, content)
+    with pytest.raises(CheckpointError, match=message):
+        read_checkpoint(path)

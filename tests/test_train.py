@@ -5,7 +5,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import torch
@@ -13,9 +12,8 @@ from safetensors.torch import load_file
 
 import train
 from conftest import REPO, SHARED_CIFAR, train_tiny
-from resnet_core import CheckpointError, list_checkpoints, load_pretrained, read_checkpoint
-from resnet_core.checkpoint import save_checkpoint
-from resnet_core.data import load_cifar10, normalize
+from resnet_core import list_checkpoints, load_pretrained, read_checkpoint
+from resnet_core.data import load_cifar10
 from resnet_core.probes import evaluate, per_class_accuracy
 
 TINY = ["--epochs", "2", "--limit-train", "256", "--limit-test", "200", "--batch-size", "64", "--device", "cpu"]
