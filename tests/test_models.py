@@ -110,3 +110,13 @@ def test_lr_schedule():
     assert lr_at(0, r) == 0.01 and lr_at(399, r) == 0.01 and lr_at(400, r) == 0.1
     assert lr_at(31_999, r) == 0.1
     assert lr_at(32_000, r) == pytest.approx(0.01) and lr_at(48_000, r) == pytest.approx(0.001)
+
+
+def test_core_imports_without_streamlit_or_altair():
+    """resnet_core and train.py run on the GPU machine, which has neither."""
+    import subprocess
+    import sys
+    code = ("import sys; sys.modules['streamlit'] = None; sys.modules['altair'] = None; "
+            "import resnet_core, resnet_core.trainer, resnet_core.landscape, resnet_core.explain, train")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
