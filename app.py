@@ -6,7 +6,7 @@ from pages.common import NET_COLORS, ROUTED, frame, header, show_chart, usable_c
 from resnet_core import zoo
 
 DASHES = alt.Scale(domain=["train", "test"], range=[[6, 4], [1, 0]])  # Fig. 6's convention: train dashed, test solid
-SPLIT_SHAPES = alt.Scale(domain=["train", "test"], range=["triangle-up", "circle"])
+MEASURE_SHAPES = dict(zip(zoo.MEASURES.values(), ["triangle-up", "cross", "circle"]))
 REFERENCE_SHAPES = dict(zip(zoo.REFERENCES, ["diamond", "square", "triangle-down"]))
 
 
@@ -31,12 +31,14 @@ def depth_chart() -> None:
     x, offset = alt.X("depth:O", title="depth (weight layers)"), alt.XOffset("source:N", sort=["ours", *zoo.REFERENCES])
     y = alt.Y("error:Q", title="final error (%)")
     color = alt.Color("net:N", scale=NET_COLORS, title="network")
-    tooltip = ["source", "model", "checkpoint", "split", alt.Tooltip("error:Q", format=".2f", title="error (%)")]
+    tooltip = ["source", "model", "checkpoint", "measure", alt.Tooltip("error:Q", format=".2f", title="error (%)")]
     lines = alt.Chart(ours).mark_line().encode(
         x, offset, y, color, strokeDash=alt.StrokeDash("split:N", scale=DASHES, legend=None), detail="net:N")
+    measures = [m for m in MEASURE_SHAPES if m in set(ours["measure"])]
     points = alt.Chart(ours).mark_point(filled=True, size=70).encode(
-        x, offset, y, color, tooltip=tooltip,
-        shape=alt.Shape("split:N", scale=SPLIT_SHAPES, title=["ours: error on", "(train dashed, test solid)"]))
+        x, offset, y, color, tooltip=tooltip, shape=alt.Shape(
+            "measure:N", title=["ours", "(train dashed, test solid)"],
+            scale=alt.Scale(domain=measures, range=[MEASURE_SHAPES[m] for m in measures])))
     sources = [s for s in REFERENCE_SHAPES if s in set(refs["source"])]
     references = alt.Chart(refs).mark_point(filled=False, size=110, strokeWidth=2).encode(
         x, offset, y, color, tooltip=tooltip, shape=alt.Shape(
@@ -48,14 +50,19 @@ def depth_chart() -> None:
 
 def zoo_table() -> None:
     st.subheader("Model zoo")
-    st.caption("One row per checkpoint in the checkpoints folder. Train error is on the augmented batches of the last "
-               "epoch (as in Fig. 6); FLOPs are multiply-adds per 32x32 image; the paper column is Table 6 (residual "
-               "nets only: the paper gives the plain nets as curves).")
+    st.caption("One row per checkpoint in the checkpoints folder. Two training errors: *last epoch* is the running "
+               "error on the augmented batches of the last epoch (the dashed curves of Fig. 6), *final model* is the "
+               "trained net's error on the whole training set without augmentation (empty for checkpoints that did "
+               "not record it). FLOPs are multiply-adds per 32x32 image; the paper column is Table 6 (residual nets "
+               "only: the paper gives the plain nets as curves).")
     table = frame(zoo.zoo_frame)
     st.dataframe(table, hide_index=True, column_order=[c for c in table.columns if c != "model"], column_config={
         "checkpoint": "checkpoint", "net": "network", "params": st.column_config.NumberColumn("parameters", format="compact"),
         "flops": st.column_config.NumberColumn("FLOPs (mult-adds)", format="compact"),
-        "train_error": st.column_config.NumberColumn("train error %", format="%.2f"),
+        "train_error": st.column_config.NumberColumn("train error % (last epoch)", format="%.2f",
+                                                     help="Running error on the augmented batches of the last epoch."),
+        "train_error_clean": st.column_config.NumberColumn("train error % (final model)", format="%.2f",
+                                                           help="The final model on the clean training set."),
         "test_error": st.column_config.NumberColumn("test error %", format="%.2f"),
         "paper_test_error": st.column_config.NumberColumn("paper test error % (Table 6)", format="%.2f"),
         "train_minutes": st.column_config.NumberColumn("training time (min)", format="%.1f"),

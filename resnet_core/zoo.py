@@ -19,6 +19,10 @@ CURVES = (("train_error", "train", "top-1 error"), ("test_error", "test", "top-1
           ("test_top5_error", "test", "top-5 error"), ("train_loss", "train", "loss"), ("test_loss", "test", "loss"))
 REFERENCES = {"paper (Table 6)": TABLE6_TEST_ERROR, "seed report 003": SEED_REPORT_2_TEST_ERROR,
               "seed report 000": {m: c["test_error"] for m, c in SEED_REPORT_CLAIMS.items()}}
+# What the headline's errors measure, by metrics.json key. Its train error is the final model's on the clean
+# training set, or, in checkpoints that predate that, the running error on the last epoch's augmented batches.
+MEASURES = {"train_error_clean": "train error (final model, clean training set)",
+            "train_error": "train error (last epoch, augmented batches)", "test_error": "test error"}
 
 
 def net_kind(residual: bool) -> str:
@@ -47,14 +51,17 @@ def shortcuts(info: CheckpointInfo) -> str:
 
 
 def zoo_frame(infos: list[CheckpointInfo]) -> pd.DataFrame:
-    """One row per checkpoint: size, final errors (%), the paper's Table 6 error, training time and device."""
+    """One row per checkpoint: size, final errors (%), the paper's Table 6 error, training time and device.
+    Two training errors: `train_error` is the running error on the last epoch's augmented batches (the dashed
+    curves of Fig. 6), `train_error_clean` the final model's on the whole un-augmented training set (None in
+    checkpoints that predate it)."""
     rows = []
     for info in infos:
         c, m = info.config, info.metrics
         params, macs = model_size(c["model"], tuple(sorted(c.get("arch", {}).items())))
         rows.append(dict(identity(info), shortcuts=shortcuts(info), params=params, flops=macs,
-                         train_error=m.get("train_error"), test_error=m["test_error"],
-                         paper_test_error=TABLE6_TEST_ERROR.get(c["model"]),
+                         train_error=m.get("train_error"), train_error_clean=m.get("train_error_clean"),
+                         test_error=m["test_error"], paper_test_error=TABLE6_TEST_ERROR.get(c["model"]),
                          iterations=c["recipe"].get("iterations"), train_minutes=c.get("wall_time_s", math.nan) / 60,
                          device=c.get("device"), weights=info.has_weights))
     return pd.DataFrame(rows).sort_values(["net", "depth", "checkpoint"], ignore_index=True) if rows else pd.DataFrame()
@@ -89,19 +96,21 @@ def final_errors_frame(infos: list[CheckpointInfo]) -> pd.DataFrame:
 
 def headline_frame(infos: list[CheckpointInfo]) -> pd.DataFrame:
     """Final train and test error (%) against depth: ours per checkpoint, and the references' test errors
-    for the 6n+2 family and for any other model we have a checkpoint of."""
+    for the 6n+2 family and for any other model we have a checkpoint of; `measure` says which error (MEASURES)."""
     rows, ours = [], {info.config["model"] for info in infos}
     for info in infos:
-        for split in ("train", "test"):
-            if info.metrics.get(f"{split}_error") is not None:
-                rows.append(dict(identity(info), split=split, source="ours", error=info.metrics[f"{split}_error"]))
+        for split, keys in (("train", ("train_error_clean", "train_error")), ("test", ("test_error",))):
+            key = next((k for k in keys if info.metrics.get(k) is not None), None)
+            if key:
+                rows.append(dict(identity(info), split=split, source="ours", measure=MEASURES[key],
+                                 error=info.metrics[key]))
     for source, table in REFERENCES.items():
         for model, error in table.items():
             spec = model_info(model)
             if spec["family"] != "cifar" and model not in ours:
                 continue
             rows.append(dict(checkpoint="", model=model, depth=spec["depth"], net=net_kind(spec["residual"]),
-                             split="test", source=source, error=error))
+                             split="test", source=source, measure=MEASURES["test_error"], error=error))
     return pd.DataFrame(rows)
 
 

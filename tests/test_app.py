@@ -74,11 +74,30 @@ def test_home_lists_the_zoo_and_draws_error_against_depth(monkeypatch, tiny_chec
     zoo = at.dataframe[0].value
     assert sorted(zoo["checkpoint"]) == ["plain20", "resnet20"]
     assert set(zoo["net"]) == {"plain", "residual"} and (zoo["params"] > 250_000).all()
+    assert zoo["train_error_clean"].between(0, 100).all() and zoo["train_error"].between(0, 100).all()
     points = charts(at)[0]
     ours = points[points["source"] == "ours"]
     assert set(ours["split"]) == {"train", "test"} and len(ours) == 4
+    train = ours[ours["split"] == "train"].set_index("checkpoint")
+    assert set(train["measure"]) == {"train error (final model, clean training set)"}
+    assert (train["error"] == zoo.set_index("checkpoint")["train_error_clean"]).all()
     assert "paper (Table 6)" in set(points["source"])  # the paper's points beside ours
     assert not at.warning
+
+
+def test_home_falls_back_to_the_running_train_error(monkeypatch, tiny_checkpoints, tmp_path):
+    root = shutil.copytree(tiny_checkpoints, tmp_path / "older")
+    metrics = json.loads((root / "plain20" / "metrics.json").read_text())
+    del metrics["train_error_clean"]  # as in checkpoints written before the trainer recorded it
+    (root / "plain20" / "metrics.json").write_text(json.dumps(metrics))
+    at = open_app(monkeypatch, root)
+    zoo = at.dataframe[0].value.set_index("checkpoint")
+    assert pd.isna(zoo.loc["plain20", "train_error_clean"]) and not pd.isna(zoo.loc["resnet20", "train_error_clean"])
+    points = charts(at)[0]
+    train = points[(points["source"] == "ours") & (points["split"] == "train")].set_index("checkpoint")
+    assert train.loc["plain20", "measure"] == "train error (last epoch, augmented batches)"
+    assert train.loc["plain20", "error"] == metrics["train_error"]
+    assert train.loc["resnet20", "measure"] == "train error (final model, clean training set)"
 
 
 @pytest.mark.parametrize("page", PAGES)
