@@ -75,6 +75,7 @@ page = st.navigation([
     st.Page("pages/curves.py", title="Degradation curves", icon=":material/show_chart:"),
     st.Page("pages/gradients.py", title="Gradient flow", icon=":material/gradient:"),
     st.Page("pages/responses.py", title="Layer responses", icon=":material/equalizer:"),
+    st.Page("pages/landscape.py", title="Loss landscape", icon=":material/landscape:"),
     st.Page("pages/predict.py", title="Predict", icon=":material/image_search:"),
     st.Page("pages/classes.py", title="Classes", icon=":material/grid_on:"),
     st.Page("pages/architecture.py", title="Architecture", icon=":material/account_tree:"),

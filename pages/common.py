@@ -44,7 +44,7 @@ def header(title: str, sentence: str) -> None:
 
 
 # -- checkpoints, frames, models: read once per change on disk, shared by every session ---------------
-def _stamp(path: Path) -> int | None:
+def file_stamp(path: Path) -> int | None:
     """Modification time, or None for a missing file (the trainer may be swapping a folder this very moment)."""
     try:
         return path.stat().st_mtime_ns
@@ -58,7 +58,7 @@ def _signature(root: Path) -> tuple:
     if not root.is_dir():
         return ()
     folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    return tuple((folder.name, name, _stamp(folder / name)) for folder in folders
+    return tuple((folder.name, name, file_stamp(folder / name)) for folder in folders
                  for name in ("config.json", "history.json", "metrics.json", "model.safetensors"))
 
 
@@ -136,7 +136,7 @@ def load_model(info: CheckpointInfo) -> torch.nn.Module | None:
 
 def weights_stamp(info: CheckpointInfo) -> int | None:
     """Part of every cache key that depends on the weights, so regenerated weights are loaded afresh."""
-    return _stamp(info.path / "model.safetensors")
+    return file_stamp(info.path / "model.safetensors")
 
 
 @st.cache_data(show_spinner=False)

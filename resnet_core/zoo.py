@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 from functools import lru_cache
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -23,6 +24,9 @@ REFERENCES = {"paper (Table 6)": TABLE6_TEST_ERROR, "seed report 003": SEED_REPO
 # training set, or, in checkpoints that predate that, the running error on the last epoch's augmented batches.
 MEASURES = {"train_error_clean": "train error (final model, clean training set)",
             "train_error": "train error (last epoch, augmented batches)", "test_error": "test error"}
+# What a landscape.json records about how it was measured, besides its points.
+LANDSCAPE_SETTINGS = ("points", "grid", "span", "seed", "direction", "bn", "augmentation", "precision", "device",
+                      "wall_time_s", "center_loss", "center_error")
 
 
 def net_kind(residual: bool) -> str:
@@ -180,6 +184,38 @@ def paper_totals(name: str) -> dict:
     """The paper's size numbers for `name`, where it gives them: Table 1 GFLOPs, Table 6 parameters (millions)."""
     return {k: v for k, v in (("Table 1: GFLOPs", TABLE1_GFLOPS.get(name)),
                               ("Table 6: parameters (M)", TABLE6_PARAMS_M.get(name))) if v is not None}
+
+
+def _cell_edges(surface: pd.DataFrame) -> pd.DataFrame:
+    """The rectangle each grid point stands for: a0..a1 x b0..b1, half a grid step either side."""
+    edges = {}
+    for axis, low, high in (("alpha", "a0", "a1"), ("beta", "b0", "b1")):
+        steps = np.diff(np.unique(surface[axis]))
+        half = steps.min() / 2 if len(steps) else 0.5
+        edges[low], edges[high] = surface[axis] - half, surface[axis] + half
+    return surface.assign(**edges)
+
+
+def landscape_frames(landscapes: list[tuple[CheckpointInfo, dict]]) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """From (checkpoint, its landscape.json) pairs: the 1-D slices (alpha, loss, error %), the 2-D surfaces
+    (alpha, beta, loss, error %, and each point's cell a0..a1 x b0..b1 for a heatmap) and one row of
+    settings per checkpoint (LANDSCAPE_SETTINGS and which parts it holds). A loss that overflowed is NaN."""
+    slices, surfaces, settings = [], [], []
+    for info, data in landscapes:
+        ident = identity(info)
+        if data.get("slice_1d"):
+            slices.append(pd.DataFrame(data["slice_1d"]).assign(**ident))
+        if data.get("surface_2d"):
+            surfaces.append(_cell_edges(pd.DataFrame(data["surface_2d"])).assign(**ident))
+        parts = [name for key, name in (("slice_1d", "1-D slice"), ("surface_2d", "2-D surface")) if data.get(key)]
+        settings.append(dict(ident, parts=", ".join(parts), **{k: data.get(k) for k in LANDSCAPE_SETTINGS}))
+
+    def tidy(frames: list[pd.DataFrame], axes: list[str]) -> pd.DataFrame:
+        columns = ["checkpoint", "model", "depth", "net", *axes, "loss", "error"]
+        frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
+        return frame.astype({"loss": float, "error": float})  # null (an overflow in the JSON) -> NaN
+
+    return tidy(slices, ["alpha"]), tidy(surfaces, ["alpha", "beta"]), pd.DataFrame(settings)
 
 
 def prediction_frame(predictions: dict[str, list[tuple[str, float]]]) -> pd.DataFrame:

@@ -35,3 +35,19 @@ def tiny_checkpoints(tmp_path_factory, shared_cifar) -> Path:
     root = tmp_path_factory.mktemp("checkpoints")
     train_tiny(root, tmp_path_factory.mktemp("runs"))
     return root
+
+
+@pytest.fixture(scope="session")
+def tiny_landscapes(tiny_checkpoints, tmp_path_factory, shared_cifar) -> Path:
+    """A copy of the tiny checkpoints with a small real landscape.json beside each: the CLI on the CPU, the first
+    32 training images, a 5x5 grid (under a second per net). The shared fixture folder is never written to."""
+    import shutil
+
+    from resnet_core import landscape
+
+    root = shutil.copytree(tiny_checkpoints, tmp_path_factory.mktemp("landscapes") / "checkpoints")
+    for name in ("resnet20", "plain20"):
+        argv = ["--model", name, "--checkpoints", str(root), "--data-dir", str(shared_cifar), "--points", "32",
+                "--grid", "5", "--device", "cpu"]
+        assert landscape.main(argv) == 0
+    return root

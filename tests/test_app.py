@@ -15,9 +15,9 @@ from streamlit.testing.v1 import AppTest
 from resnet_core.data import CLASSES
 
 REPO = Path(__file__).resolve().parents[1]
-PAGES = ["pages/curves.py", "pages/gradients.py", "pages/responses.py", "pages/predict.py", "pages/classes.py",
-         "pages/architecture.py"]
-NEED_CHECKPOINTS = ["pages/curves.py", "pages/responses.py", "pages/predict.py", "pages/classes.py"]
+PAGES = ["pages/curves.py", "pages/gradients.py", "pages/responses.py", "pages/landscape.py", "pages/predict.py",
+         "pages/classes.py", "pages/architecture.py"]
+NEED_CHECKPOINTS = ["pages/curves.py", "pages/responses.py", "pages/landscape.py", "pages/predict.py", "pages/classes.py"]
 
 
 def open_app(monkeypatch, checkpoints: Path, page: str | None = None) -> AppTest:
@@ -104,6 +104,12 @@ def test_home_falls_back_to_the_running_train_error(monkeypatch, tiny_checkpoint
 def test_every_page_renders(monkeypatch, tiny_checkpoints, page):
     at = open_app(monkeypatch, tiny_checkpoints, page)
     assert at.title and at.markdown, "a title and one sentence"
+    if page == "pages/landscape.py":  # no landscape.json beside these checkpoints: say how to compute one
+        advice = " ".join(i.value for i in at.info)
+        for name in ("resnet20", "plain20"):
+            assert f"python -m resnet_core.landscape --model {name} --device cuda --checkpoints {tiny_checkpoints}" in advice
+        assert "--points" in advice and "--grid" in advice and not at.get("vega_lite_chart")
+        return
     assert at.get("vega_lite_chart") or at.get("graphviz_chart")
     buttons = [b.proto.label for b in at.get("download_button")]
     assert len(buttons) == len(at.get("vega_lite_chart")), "every chart offers its data as CSV"
@@ -145,6 +151,33 @@ def test_layer_responses_recorded_and_live(monkeypatch, tiny_checkpoints):
     at.sidebar.radio[0].set_value(at.sidebar.radio[0].options[1]).run()
     live = charts(at)[0]
     assert len(live) == 2 * 19 and (live["std"] > 0).all()
+
+
+def test_landscape_surfaces_side_by_side_and_slices_together(monkeypatch, tiny_landscapes):
+    at = open_app(monkeypatch, tiny_landscapes, "pages/landscape.py")
+    assert not at.info and not at.warning
+    surface, slices = charts(at)
+    assert [b.proto.label for b in at.get("download_button")] == ["Download this chart's data (CSV)"] * 2
+    assert sorted(surface["checkpoint"].unique()) == ["plain20", "resnet20"] and len(surface) == 2 * 25
+    assert (surface["a1"] - surface["a0"]).round(9).eq(0.5).all()  # a 5-point grid over [-1, 1]: cells 0.5 wide
+    centre = surface[(surface["alpha"] == 0) & (surface["beta"] == 0)].set_index("checkpoint")
+    assert set(slices["net"]) == {"plain", "residual"} and len(slices) == 2 * 5
+    recorded = json.loads((tiny_landscapes / "resnet20" / "landscape.json").read_text())
+    assert centre.loc["resnet20", "loss"] == pytest.approx(recorded["center_loss"])
+    settings = at.dataframe[0].value.set_index("checkpoint")
+    assert settings.loc["plain20", "points"] == 32 and settings.loc["plain20", "grid"] == 5
+    assert settings.loc["plain20", "device"].startswith("cpu") and settings.loc["plain20", "seed"] == 0
+    at.sidebar.multiselect[0].set_value(["resnet20"]).run()
+    assert set(charts(at)[1]["checkpoint"]) == {"resnet20"}
+
+
+def test_landscape_page_survives_a_damaged_file(monkeypatch, tiny_landscapes, tmp_path):
+    root = shutil.copytree(tiny_landscapes, tmp_path / "checkpoints")
+    (root / "plain20" / "landscape.json").write_text("{not json")
+    at = open_app(monkeypatch, root, "pages/landscape.py")
+    assert "plain20" in " ".join(w.value for w in at.warning)
+    assert set(charts(at)[0]["checkpoint"]) == {"resnet20"}  # the residual surface alone
+    assert "--model plain20" in " ".join(m.value for m in at.markdown)  # in the how-to for the missing ones
 
 
 def test_predict_gallery_shows_top5_of_both_nets(monkeypatch, tiny_checkpoints):

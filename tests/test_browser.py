@@ -19,8 +19,8 @@ from websockets.sync.client import connect
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = Path("/usr/bin/chromium")
 SCREENSHOTS = REPO / "test-artifacts" / "screenshots"
-PAGES = {"home": "", "curves": "curves", "gradients": "gradients", "responses": "responses", "predict": "predict",
-         "classes": "classes", "architecture": "architecture"}
+PAGES = {"home": "", "curves": "curves", "gradients": "gradients", "responses": "responses", "landscape": "landscape",
+         "predict": "predict", "classes": "classes", "architecture": "architecture"}
 # Offline and quiet: no sandbox (root in a container), no GPU, nothing that calls home.
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -144,9 +144,9 @@ class Browser:
 
 
 @pytest.fixture(scope="module")
-def app_url(tiny_checkpoints):
+def app_url(tiny_landscapes):
     port = free_port()
-    server = start_app(tiny_checkpoints, port)
+    server = start_app(tiny_landscapes, port)
     yield f"http://127.0.0.1:{port}/"
     server.terminate()
     server.wait(10)
@@ -162,8 +162,8 @@ def test_every_page_renders_in_chromium(app_url):
         browser.open(app_url + "curves")
         links = browser.evaluate("""[...document.querySelectorAll('[data-testid="stSidebarNavLink"]')]
                                     .map(e => e.innerText.split('\\n').pop())""")
-        assert links == ["Home", "Degradation curves", "Gradient flow", "Layer responses", "Predict", "Classes",
-                         "Architecture"], links
+        assert links == ["Home", "Degradation curves", "Gradient flow", "Layer responses", "Loss landscape", "Predict",
+                         "Classes", "Architecture"], links
         for name, path in PAGES.items():
             seconds = browser.open(app_url + path)
             exceptions = browser.evaluate(EXCEPTIONS)

@@ -143,3 +143,21 @@ def test_cli_end_to_end(tmp_path, shared_cifar, capsys):
         read_landscape(path)
     with pytest.raises(SystemExit):
         main(argv + ["--grid", "4"])  # an even grid has no centre point
+
+
+def test_landscape_frames_for_the_app(tmp_path):
+    from resnet_core.checkpoint import CheckpointInfo
+    from resnet_core.zoo import landscape_frames
+
+    info = CheckpointInfo("plain20", tmp_path, {"model": "plain20"}, {}, {})
+    data = {"grid": 3, "span": 0.5, "seed": 0, "device": "cpu (2 cores)",
+            "slice_1d": [{"alpha": a, "loss": 1.0, "error": 50.0} for a in (-0.5, 0.0, 0.5)],
+            "surface_2d": [{"alpha": a, "beta": b, "loss": None if a == b == 0.5 else 1.0, "error": 50.0}
+                           for a, b in itertools.product([-0.5, 0.0, 0.5], repeat=2)]}
+    slices, surface, settings = landscape_frames([(info, data)])
+    assert len(slices) == 3 and set(slices["net"]) == {"plain"}
+    assert surface["loss"].isna().sum() == 1  # an overflow, written as null, is NaN
+    assert (surface["a0"] == surface["alpha"] - 0.25).all() and (surface["b1"] == surface["beta"] + 0.25).all()
+    assert settings.loc[0, "parts"] == "1-D slice, 2-D surface" and settings.loc[0, "grid"] == 3
+    empty_slices, empty_surface, _ = landscape_frames([(info, {"slice_1d": data["slice_1d"]})])
+    assert empty_surface.empty and {"checkpoint", "alpha", "beta", "loss"} <= set(empty_surface.columns)

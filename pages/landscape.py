@@ -1,0 +1,145 @@
+"""Loss landscape: the training loss around trained plain and residual nets along random directions (Li et al., 2018)."""
+import altair as alt
+import streamlit as st
+
+from pages.common import default_pair, file_stamp, header, model_legend, show_chart, usable_checkpoints
+from resnet_core import zoo
+from resnet_core.checkpoint import REPO_ROOT, CheckpointInfo, default_checkpoints_dir
+from resnet_core.landscape import FILE, read_landscape
+
+LOSS = alt.Scale(type="log", scheme="viridis")
+PANEL_HEADER = alt.Header(labelFontSize=15, labelFontWeight="bold")
+# BN and augmentation are always eval and none (the caption says so); the long, constant direction goes last.
+SETTINGS_COLUMNS = ["checkpoint", "parts", "points", "grid", "span", "seed", "device", "precision", "wall_time_s",
+                    "center_loss", "center_error", "direction"]
+HOW_TO_COMPUTE = """No `landscape.json` beside {which} yet. Compute one per checkpoint with
+
+```
+{commands}
+```
+
+Each is thousands of forward passes (by default a 21x21 grid and a 21-point slice, each point on 2,000 training
+images): minutes on a GPU. On the CPU use a smaller sample and grid, for example `--device cpu --points 256 --grid 9`.
+Then reload this page."""
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def landscape(folder: str, stamp: int | None) -> dict | None:
+    # `stamp` (landscape.json's mtime) is only part of the cache key, so a recomputed file is read afresh.
+    return read_landscape(folder)
+
+
+def measured(infos: list[CheckpointInfo]) -> list[tuple[CheckpointInfo, dict]]:
+    """(checkpoint, its landscape.json) for every checkpoint that has one; damaged files are listed and left out."""
+    found, damaged = [], []
+    for info in infos:
+        try:
+            data = landscape(str(info.path), file_stamp(info.path / FILE))
+        except ValueError as e:  # read_landscape names the file and says how to recompute it
+            damaged.append(f"- **{info.name}**: {e}")
+            continue
+        if data is not None:
+            found.append((info, data))
+    if damaged:
+        st.warning(f"{len(damaged)} landscape file(s) could not be read and are left out:\n\n" + "\n".join(damaged))
+    return found
+
+
+def how_to_compute(missing: list[CheckpointInfo], which: str) -> str:
+    root = default_checkpoints_dir()
+    where = "" if root.resolve() == (REPO_ROOT / "checkpoints").resolve() else f" --checkpoints {root}"
+    names = [info.name for info in missing if info.has_weights] or ["plain56"]
+    commands = "\n".join(f"python -m resnet_core.landscape --model {name} --device cuda{where}" for name in names)
+    unweighted = [info.name for info in missing if not info.has_weights]
+    note = f"\n\n{', '.join(unweighted)}: weights not bundled, so train them first." if unweighted else ""
+    return HOW_TO_COMPUTE.format(which=which, commands=commands) + note
+
+
+def landscape_ui(found: list[tuple[CheckpointInfo, dict]]) -> tuple[list[str], list[str]]:
+    """Sidebar: one plain and one residual 2-D surface (either kind may be missing), and the 1-D slices to draw."""
+    with_surface = [info for info, data in found if data.get("surface_2d")]
+    with_slice = [info.name for info, data in found if data.get("slice_1d")]
+    defaults = dict(zip(("plain", "residual"), default_pair(with_surface)))
+    surfaces = []
+    with st.sidebar:
+        for kind in ("plain", "residual"):
+            names = [info.name for info in with_surface if zoo.identity(info)["net"] == kind]
+            if names:
+                surfaces.append(st.selectbox(f"{kind.capitalize()} surface", names, index=names.index(defaults[kind])))
+        slices = st.multiselect("1-D slices", with_slice, default=with_slice)
+    return surfaces, slices
+
+
+def surface_section(surface, chosen: list[str]) -> None:
+    data = surface[surface["checkpoint"].isin(chosen)]
+    if data.empty:
+        return
+    shown = data[data["loss"] > 0]  # a log scale has no place for an overflowed (NaN) or zero loss
+    cells = alt.Chart().mark_rect().encode(
+        x=alt.X("a0:Q", title="alpha (first direction)", scale=alt.Scale(nice=False, zero=False)), x2="a1:Q",
+        y=alt.Y("b0:Q", title="beta (second direction)", scale=alt.Scale(nice=False, zero=False)), y2="b1:Q",
+        color=alt.Color("loss:Q", scale=LOSS, title=["training loss", "(cross-entropy, log scale)"],
+                        legend=alt.Legend(format="~g")),
+        tooltip=["checkpoint", alt.Tooltip("alpha:Q", format=".2f"), alt.Tooltip("beta:Q", format=".2f"),
+                 alt.Tooltip("loss:Q", format=".4g"), alt.Tooltip("error:Q", format=".1f", title="error (%)")])
+    trained = alt.Chart().mark_point(shape="cross", size=140, filled=True, color="white").encode(
+        x=alt.X("alpha:Q", title="alpha (first direction)"), y=alt.Y("beta:Q", title="beta (second direction)"),
+        tooltip=[alt.Tooltip("checkpoint", title="trained weights of")]
+    ).transform_filter("datum.alpha == 0 && datum.beta == 0")
+    chart = alt.layer(cells, trained, data=shown).properties(width=330, height=330).facet(
+        column=alt.Column("checkpoint:N", title=None, sort=chosen, header=PANEL_HEADER)).resolve_scale(color="shared")
+    st.subheader("2-D surface: plain and residual")
+    show_chart(chart, data, "loss_surfaces", stretch=False)
+    overflowed = len(data) - len(shown)
+    st.caption("Both panels share one colour scale: the same colour is the same loss. The cross marks the trained "
+               "weights (alpha = beta = 0); the weights at (alpha, beta) are trained + alpha d1 + beta d2, where d1 "
+               "and d2 are random directions rescaled filter by filter to the trained filters' norms. Pick the "
+               "checkpoints in the sidebar." + (f" {overflowed} points overflowed and are left blank." if overflowed else ""))
+
+
+def slice_section(slices, chosen: list[str]) -> None:
+    data = slices[slices["checkpoint"].isin(chosen)]
+    if data.empty:
+        return
+    shown = data[data["loss"] > 0]
+    st.subheader("1-D slices: every chosen checkpoint")
+    show_chart(alt.Chart(shown).mark_line(point=alt.OverlayMarkDef(size=25)).encode(
+        x=alt.X("alpha:Q", title="alpha (step along one random direction)"),
+        y=alt.Y("loss:Q", scale=alt.Scale(type="log"), title="training loss (cross-entropy, log scale)",
+                axis=alt.Axis(format="~g")),
+        color=model_legend(shown), detail="checkpoint:N",
+        tooltip=["checkpoint", alt.Tooltip("alpha:Q", format=".2f"), alt.Tooltip("loss:Q", format=".4g"),
+                 alt.Tooltip("error:Q", format=".1f", title="error (%)")],
+    ).properties(height=320), data, "loss_slices")
+    st.caption("Plain nets in oranges, residual nets in blues, darker = deeper. Computed with the same seed as the "
+               "surface, a slice is the surface's beta = 0 row.")
+
+
+header("Loss landscape", "Li et al. (2018) found a smooth, nearly convex basin around residual nets and a chaotic one "
+       "around deep plain nets. What we measured: the training loss as each net's trained weights move along "
+       "random, filter-normalised directions.")
+infos = usable_checkpoints()
+found = measured(infos)
+missing = [info for info in infos if info.name not in {i.name for i, _ in found}]
+if not found:
+    st.info(how_to_compute(missing, "any checkpoint"))
+    st.stop()
+
+surfaces, slice_names = landscape_ui(found)
+slices, surface, settings = zoo.landscape_frames(found)
+surface_section(surface, surfaces)
+slice_section(slices, slice_names)
+
+st.subheader("How each landscape was measured")
+st.dataframe(settings, hide_index=True, column_order=SETTINGS_COLUMNS, column_config={
+    "points": st.column_config.NumberColumn("training images", help="The first N images of the training set."),
+    "grid": st.column_config.NumberColumn("grid", help="Values per axis."),
+    "span": st.column_config.NumberColumn("span", help="Coefficients from -span to +span.", format="%.2f"),
+    "wall_time_s": st.column_config.NumberColumn("time (s)", format="%.1f"),
+    "center_loss": st.column_config.NumberColumn("loss at the centre", format="%.4f"),
+    "center_error": st.column_config.NumberColumn("error % at the centre", format="%.2f")})
+st.caption("Losses are on the first training images, without augmentation and with BN on its running statistics "
+           "(eval mode), written by `python -m resnet_core.landscape` beside each checkpoint.")
+if missing:
+    with st.expander(f"No landscape yet for {len(missing)} checkpoint(s): how to compute them"):
+        st.markdown(how_to_compute(missing, ", ".join(info.name for info in missing)))
