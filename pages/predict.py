@@ -1,12 +1,15 @@
-"""Predict: classify uploaded images or shipped CIFAR-10 test images with a residual and a plain net side by side."""
+"""Predict: classify uploaded images or shipped CIFAR-10 test images with a residual and a plain net side by side,
+and show where each one looks."""
 import altair as alt
 import streamlit as st
 from PIL import Image
 
-from pages.common import NET_COLORS, by_name, default_pair, gallery, header, load_model, show_chart, usable_checkpoints
+from pages.common import (NET_COLORS, by_name, default_pair, gallery, header, load_model, show_chart, usable_checkpoints,
+                          weights_stamp)
 from resnet_core import zoo
 from resnet_core.data import CLASSES
-from resnet_core.predict import MAX_UPLOAD_BYTES, load_image, predict, to_model_input
+from resnet_core.explain import grad_cam, input_saliency, overlay
+from resnet_core.predict import MAX_UPLOAD_BYTES, image_tensor, load_image, predict, to_model_input
 
 IMAGE_TYPES = ["png", "jpg", "jpeg", "webp", "bmp", "gif"]
 ZOOM = 4  # 32x32 shown as 128x128, nearest neighbour, so every pixel the model sees stays visible
@@ -41,11 +44,35 @@ def gallery_ui() -> int:
     return picked
 
 
-def show_prediction(key: str, image: Image.Image | None, img32: Image.Image, models: dict, nets: dict,
-                    true_label: str | None = None) -> None:
-    """The image (if it is not the 32x32 itself), what the model sees, and each model's top-5 as bars."""
+@st.cache_data(max_entries=256, show_spinner=False)
+def where_it_looks(pixels: bytes, checkpoint: str, stamp: int | None, _model) -> tuple[Image.Image, Image.Image, str]:
+    """Grad-CAM and input-saliency overlays on the 32x32 RGB image `pixels`, for the class the model predicts, and
+    that class. Keyed by the pixels, the checkpoint and its weights' mtime; `_model` (the shared copy, not hashed)
+    is only read: explain works in eval mode with autograd.grad, no hooks, no .grad, and gives the mode back."""
+    img32 = Image.frombytes("RGB", (32, 32), pixels)
+    x = image_tensor(img32, _model.normalization)  # (1, 3, 32, 32)
+    cam, index = grad_cam(_model, x)
+    saliency = input_saliency(_model, x, target=index)
+    return overlay(img32, cam, scale=ZOOM), overlay(img32, saliency, scale=ZOOM), CLASSES[index]
+
+
+def show_where_they_look(img32: Image.Image, models: dict, checkpoints: dict) -> None:
+    """Per model, side by side: its Grad-CAM and its input saliency, each for its own top class."""
+    columns = iter(st.columns(2 * len(models) + 1))
+    for name, model in models.items():
+        cam, saliency, top = where_it_looks(img32.tobytes(), name, weights_stamp(checkpoints[name]), model)
+        next(columns).image(cam, caption=f"{name}: Grad-CAM ({top})", width=32 * ZOOM)
+        next(columns).image(saliency, caption=f"{name}: input saliency ({top})", width=32 * ZOOM)
+    st.caption("Bright = more evidence for the class each model predicts. Grad-CAM: where the last stage's feature "
+               "maps raise that class's score (coarse: 8x8 cells); input saliency: which pixels change the score most.")
+
+
+def show_prediction(key: str, image: Image.Image | None, img32: Image.Image, models: dict, checkpoints: dict,
+                    true_label: str | None = None, looks: bool = False) -> None:
+    """The image (if it is not the 32x32 itself), what the model sees, each model's top-5 as bars, and (a toggle,
+    on if `looks`) where each model looks."""
     data = zoo.prediction_frame({name: predict(model, img32) for name, model in models.items()})
-    data["net"] = data["model"].map(nets)
+    data["net"] = data["model"].map(lambda name: zoo.identity(checkpoints[name])["net"])
     columns = st.columns([1, 1, 4] if image is not None else [1, 5], vertical_alignment="center")
     if image is not None:
         columns[0].image(image, caption="input", width=128)
@@ -60,6 +87,8 @@ def show_prediction(key: str, image: Image.Image | None, img32: Image.Image, mod
     ).properties(width=210, height=150).facet(column=alt.Column("model:N", title=None)).resolve_scale(y="independent")
     with right:
         show_chart(bars, data, f"top5_{key}", stretch=False)
+    if st.toggle("Show where each model looks", value=looks, key=f"looks_{key}"):
+        show_where_they_look(img32, models, checkpoints)
 
 
 def loaded_models(infos, names: list[str]) -> dict:
@@ -69,10 +98,11 @@ def loaded_models(infos, names: list[str]) -> dict:
 
 
 header("Predict", "Upload photos or pick a CIFAR-10 test image: both nets see the same 32x32 thumbnail; "
-       "compare how sure each one is.")
+       "compare how sure each one is, and where each one looks.")
 infos = usable_checkpoints()
 nets = {info.name: zoo.identity(info)["net"] for info in infos}
 models = loaded_models(infos, models_ui(infos, nets))
+checkpoints = by_name(infos)
 if not models:
     st.stop()
 
@@ -87,11 +117,11 @@ for n, upload in enumerate(uploads or []):
         st.error(f"**{upload.name}**: {e}")
         continue
     image.thumbnail((256, 256))
-    show_prediction(f"upload_{n}", image, img32, models, nets)
+    show_prediction(f"upload_{n}", image, img32, models, checkpoints)
 
 st.subheader("CIFAR-10 test images shipped with the app")
 st.caption("The first ten test images of each class. Pick a class, then press the number under an image.")
 picked = gallery_ui()
 images, labels, indices = gallery()
-show_prediction("gallery", None, Image.fromarray(images[picked]), models, nets,
-                true_label=f"{CLASSES[labels[picked]]} (test image #{indices[picked]})")
+show_prediction("gallery", None, Image.fromarray(images[picked]), models, checkpoints,
+                true_label=f"{CLASSES[labels[picked]]} (test image #{indices[picked]})", looks=True)

@@ -186,9 +186,26 @@ def test_predict_gallery_shows_top5_of_both_nets(monkeypatch, tiny_checkpoints):
     assert sorted(top5["model"].unique()) == ["plain20", "resnet20"]
     assert top5.groupby("model")["class"].nunique().tolist() == [5, 5]
     assert set(top5["class"]) <= set(CLASSES)
+    assert looks(at) == {"resnet20: Grad-CAM", "resnet20: input saliency", "plain20: Grad-CAM", "plain20: input saliency"}
     at.button_group(key="gallery_class").set_value("bird").run()
     at.button(key="gallery-25").click().run()
     assert any(m.value.startswith("true label: **bird (test image #") for m in at.markdown)
+    assert len(looks(at)) == 4
+    at.toggle(key="looks_gallery").set_value(False).run()
+    assert not looks(at)
+
+
+def overlays(at: AppTest) -> list[str]:
+    """The captions of the Grad-CAM and saliency images on the page, '<model>: <map> (<class>)'."""
+    captions = [c for image in at.image for c in image.captions if "Grad-CAM" in c or "saliency" in c]
+    assert all(c.endswith(")") and c.rsplit(" (", 1)[1][:-1] in CLASSES for c in captions)
+    assert all(url for image in at.image for url in image.value)
+    return captions
+
+
+def looks(at: AppTest) -> set[str]:
+    """'<model>: <map>' of every overlay on the page."""
+    return {c.rsplit(" (", 1)[0] for c in overlays(at)}
 
 
 def test_predict_uploads_one_good_and_bad_files(monkeypatch, tiny_checkpoints):
@@ -202,6 +219,9 @@ def test_predict_uploads_one_good_and_bad_files(monkeypatch, tiny_checkpoints):
     results = charts(at)
     assert len(results) == 2  # red.png and the gallery image: the bad files did not stop the page
     assert results[0].groupby("model")["class"].nunique().tolist() == [5, 5]
+    assert len(overlays(at)) == 4, "only the gallery image shows where the models look until asked"
+    at.toggle(key="looks_upload_0").set_value(True).run()
+    assert len(overlays(at)) == 8 and not at.exception
 
 
 def test_classes_compares_any_two(monkeypatch, tiny_checkpoints):
