@@ -1,28 +1,89 @@
-"""Classes: confusion matrices and per-class accuracy of any two checkpoints, and which classes the shortcuts help."""
+"""Classes: confusion matrices and per-class accuracy of any two checkpoints, which classes the shortcuts help, and
+the mistakes a net makes most confidently."""
 import altair as alt
+import numpy as np
 import pandas as pd
 import streamlit as st
+import torch
+from PIL import Image
 
-from pages.common import default_pair, frame, header, model_legend, show_chart, usable_checkpoints
+from pages.common import (by_name, default_pair, frame, gallery, header, load_model, model_legend, show_chart,
+                          usable_checkpoints, weights_stamp)
 from resnet_core import zoo
-from resnet_core.data import CLASSES
+from resnet_core.data import CIFAR10_MEAN, CIFAR10_STD, CLASSES, DatasetError, load_cifar10, resolve_data_dir
+from resnet_core.explain import confident_mistakes
 from resnet_core.paper import SEED_REPORT_CLASS_GAINS
 
+MISTAKES, PER_ROW = 12, 6
+ZOOM = 3  # 32x32 shown as 96x96, nearest neighbour
 
-def classes_ui(infos) -> tuple[str, str]:
+
+def classes_ui(infos) -> tuple[str, str, str]:
+    """Sidebar: checkpoints A and B to compare, and whose mistakes to show (B to start with)."""
     names = [info.name for info in infos]
     plain, residual = default_pair(infos)
     first, second = plain or names[0], residual or names[-1]
     with st.sidebar:
         a = st.selectbox("Checkpoint A (usually plain)", names, index=names.index(first))
         b = st.selectbox("Checkpoint B (usually residual)", names, index=names.index(second))
-    return a, b
+        wrong = st.selectbox("Most confident mistakes of", names, index=names.index(b), key="mistakes_of")
+    return a, b, wrong
+
+
+@st.cache_resource(show_spinner="Reading the CIFAR-10 test set...", max_entries=2)
+def full_test_set(folder: str) -> tuple[torch.Tensor, torch.Tensor]:
+    return load_cifar10(folder, "test")  # (10000, 32, 32, 3) uint8, (10000,) int64; shared, read-only
+
+
+def test_images() -> tuple[torch.Tensor, torch.Tensor, np.ndarray, str, str | None]:
+    """Images (N, 32, 32, 3) uint8, labels (N,) and their indices in the test set: the whole CIFAR-10 test set
+    where it can be found, else the 100 shipped with the app. Then a cache key naming the source, and why the
+    full test set was not used (None if it was)."""
+    try:
+        folder = str(resolve_data_dir())
+        images, labels = full_test_set(folder)
+        return images, labels, np.arange(len(labels)), folder, None
+    except DatasetError as e:
+        images, labels, indices = gallery()
+        return torch.from_numpy(images), torch.from_numpy(labels).long(), indices, "shipped", str(e)
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def mistakes(checkpoint: str, stamp: int | None, source: str, _model, _images, _labels) -> list[dict]:
+    """explain.confident_mistakes, cached by checkpoint, weights' mtime and image source; `_model` (the shared copy,
+    not hashed) is only read, in eval mode under no_grad. A rerun requested meanwhile waits for the result."""
+    norm = _model.normalization or {"mean": CIFAR10_MEAN, "std": CIFAR10_STD}
+    return confident_mistakes(_model, _images, _labels, norm["mean"], norm["std"], k=MISTAKES)
+
+
+def mistakes_section(info) -> None:
+    st.subheader(f"What {info.name} gets wrong most confidently")
+    model = load_model(info)  # says why, with the command that regenerates them, if the weights are not bundled
+    if model is None:
+        return
+    images, labels, indices, source, why_not_all = test_images()
+    with st.spinner(f"Classifying {len(labels):,} test images with {info.name} on the CPU (once per checkpoint)..."):
+        found = mistakes(info.name, weights_stamp(info), source, model, images, labels)
+    if not found:
+        st.success(f"{info.name} classifies every one of them correctly.")
+    for start in range(0, len(found), PER_ROW):
+        for column, r in zip(st.columns(PER_ROW), found[start:start + PER_ROW]):
+            pixels = Image.fromarray(images[r["index"]].numpy()).resize((32 * ZOOM, 32 * ZOOM), Image.Resampling.NEAREST)
+            column.image(pixels, caption=f"test image #{indices[r['index']]}")
+            column.markdown(f"**{r['predicted']}** {100 * r['probability']:.1f} %  \n"
+                            f"true: {r['true']} ({100 * r['true_probability']:.1f} %)")
+    which = (f"all {len(labels):,} CIFAR-10 test images" if why_not_all is None else
+             f"the {len(labels)} test images shipped with the app (the CIFAR-10 test set was not found: set "
+             "CIFAR10_DIR to its folder to search all 10,000)")
+    st.caption(f"Searched {which}. Under each image: the class {info.name} predicts, in bold, with its probability, "
+               "then the true class with the probability the net gave it. Pick the checkpoint in the sidebar.",
+               help=why_not_all)
 
 
 header("Classes", "Where the two nets differ class by class: the bottom chart shows how many points of accuracy "
        "B gains over A on each class (a seed report claims shortcuts help 'bird' most).")
 infos = usable_checkpoints()
-a, b = classes_ui(infos)
+a, b, wrong = classes_ui(infos)
 chosen = [a] if a == b else [a, b]
 
 confusion = frame(zoo.confusion_frame)
@@ -65,3 +126,5 @@ if a != b:
     show_chart((bars + ticks).properties(height=280, title=f"Which classes B ({b}) gains on over A ({a})"),
                pd.concat([gain, claims], ignore_index=True), "class_gains")
 st.caption("Choose checkpoints A and B in the sidebar; any two checkpoints can be compared.")
+
+mistakes_section(by_name(infos)[wrong])

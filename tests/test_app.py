@@ -13,6 +13,7 @@ from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from resnet_core.data import CLASSES
+from resnet_core.gallery import load_gallery
 
 REPO = Path(__file__).resolve().parents[1]
 PAGES = ["pages/curves.py", "pages/gradients.py", "pages/responses.py", "pages/landscape.py", "pages/predict.py",
@@ -20,9 +21,15 @@ PAGES = ["pages/curves.py", "pages/gradients.py", "pages/responses.py", "pages/l
 NEED_CHECKPOINTS = ["pages/curves.py", "pages/responses.py", "pages/landscape.py", "pages/predict.py", "pages/classes.py"]
 
 
-def open_app(monkeypatch, checkpoints: Path, page: str | None = None) -> AppTest:
-    """The app reading `checkpoints`, run once, then switched to `page` and run again."""
+NO_CIFAR = REPO / "tests" / "no-cifar10-here"  # never created
+
+
+def open_app(monkeypatch, checkpoints: Path, page: str | None = None, cifar: Path = NO_CIFAR) -> AppTest:
+    """The app reading `checkpoints`, run once, then switched to `page` and run again. CIFAR-10 is looked for in
+    `cifar`, by default nowhere: the Classes page then searches the 100 shipped test images for mistakes, not
+    all 10,000 (about 25 s on two cores)."""
     monkeypatch.setenv("RESNET_CHECKPOINTS", str(checkpoints))
+    monkeypatch.setenv("CIFAR10_DIR", str(cifar))
     at = AppTest.from_file(str(REPO / "app.py"), default_timeout=120).run()
     if page:
         at.switch_page(page).run()
@@ -235,6 +242,41 @@ def test_classes_compares_any_two(monkeypatch, tiny_checkpoints):
     assert not at.exception and len(charts(at)) == 2
 
 
+def mistakes(at: AppTest) -> list[tuple[str, str, int]]:
+    """(predicted, true, test-set index) of every image in the mistakes gallery, in page order."""
+    labels = [m.value for m in at.markdown if "  \ntrue: " in m.value]
+    indices = [int(c.removeprefix("test image #")) for i in at.image for c in i.captions if c.startswith("test image #")]
+    assert len(labels) == len(indices)
+    return [(text.split("**")[1], text.split("true: ")[1].split(" (")[0], index) for text, index in zip(labels, indices)]
+
+
+def test_classes_shows_the_most_confident_mistakes(monkeypatch, tiny_checkpoints):
+    at = open_app(monkeypatch, tiny_checkpoints, "pages/classes.py")
+    assert "What resnet20 gets wrong most confidently" in [h.value for h in at.subheader]
+    found = mistakes(at)
+    assert len(found) == 12, "tiny nets get far more than 12 of the 100 shipped images wrong"
+    images, labels, indices = load_gallery()
+    for predicted, true, index in found:
+        assert predicted in CLASSES and predicted != true and true == CLASSES[labels[list(indices).index(index)]]
+    assert "Searched the 100 test images shipped with the app" in " ".join(c.value for c in at.caption)
+    at.sidebar.selectbox(key="mistakes_of").set_value("plain20").run()
+    assert "What plain20 gets wrong most confidently" in [h.value for h in at.subheader] and len(mistakes(at)) == 12
+
+
+def test_mistakes_on_the_full_test_set_when_it_is_found(monkeypatch, tiny_checkpoints, shared_cifar, tmp_path):
+    import resnet_core.data
+
+    shutil.copy(shared_cifar / "test.zip", tmp_path)  # a folder of its own: its own cache key in the app
+    real = resnet_core.data.load_cifar10
+    # The search is under test, not its size: the first 300 test images stand in for all 10,000.
+    monkeypatch.setattr(resnet_core.data, "load_cifar10", lambda folder, split: real(folder, split, limit=300))
+    at = open_app(monkeypatch, tiny_checkpoints, "pages/classes.py", cifar=tmp_path)
+    assert "Searched all 300 CIFAR-10 test images" in " ".join(c.value for c in at.caption)
+    _, labels = real(tmp_path, "test", limit=300)
+    found = mistakes(at)
+    assert len(found) == 12 and all(true == CLASSES[labels[index]] != predicted for predicted, true, index in found)
+
+
 def test_architecture_of_an_imagenet_net_next_to_table_1(monkeypatch, tiny_checkpoints):
     at = open_app(monkeypatch, tiny_checkpoints, "pages/architecture.py")
     assert len(at.get("graphviz_chart")) == 2
@@ -269,6 +311,13 @@ def test_broken_checkpoints_are_listed_and_the_rest_works(monkeypatch, damaged_c
         assert f"**{folder}**" in warning and reason in warning
     if page is None:
         assert set(at.dataframe[0].value["checkpoint"]) == {"plain20", "resnet20", "truncated-weights", "curves-only"}
+
+
+def test_mistakes_of_a_checkpoint_without_weights(monkeypatch, damaged_checkpoints):
+    at = open_app(monkeypatch, damaged_checkpoints, "pages/classes.py")
+    at.sidebar.selectbox(key="mistakes_of").set_value("curves-only").run()
+    advice = " ".join(i.value for i in at.info)
+    assert "weights are not bundled" in advice and "python train.py" in advice and not mistakes(at)
 
 
 def test_checkpoints_without_usable_weights_explain_themselves(monkeypatch, damaged_checkpoints):

@@ -67,9 +67,10 @@ def http_ok(url: str) -> bool:
         return False
 
 
-def start_app(checkpoints: Path, port: int) -> subprocess.Popen:
-    """`streamlit run app.py` on 127.0.0.1:port reading `checkpoints`; returns once it answers its health check."""
-    env = dict(os.environ, RESNET_CHECKPOINTS=str(checkpoints))
+def start_app(checkpoints: Path, port: int, **env: str) -> subprocess.Popen:
+    """`streamlit run app.py` on 127.0.0.1:port reading `checkpoints` (more environment variables in `env`);
+    returns once it answers its health check."""
+    env = dict(os.environ, RESNET_CHECKPOINTS=str(checkpoints), **env)
     server = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true", "--server.address",
          "127.0.0.1", "--server.port", str(port), "--browser.gatherUsageStats", "false"],
@@ -144,9 +145,11 @@ class Browser:
 
 
 @pytest.fixture(scope="module")
-def app_url(tiny_landscapes):
+def app_url(tiny_landscapes, tmp_path_factory):
     port = free_port()
-    server = start_app(tiny_landscapes, port)
+    # No CIFAR-10 here: the Classes page searches the 100 shipped test images for mistakes, not all 10,000 (about
+    # 20 s on two cores); tests/test_app.py checks the search of the full test set.
+    server = start_app(tiny_landscapes, port, CIFAR10_DIR=str(tmp_path_factory.mktemp("no-cifar10")))
     yield f"http://127.0.0.1:{port}/"
     server.terminate()
     server.wait(10)
