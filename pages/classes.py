@@ -35,7 +35,7 @@ def full_test_set(folder: str) -> tuple[torch.Tensor, torch.Tensor]:
     return load_cifar10(folder, "test")  # (10000, 32, 32, 3) uint8, (10000,) int64; shared, read-only
 
 
-def test_images() -> tuple[torch.Tensor, torch.Tensor, np.ndarray, str, str | None]:
+def searched_images() -> tuple[torch.Tensor, torch.Tensor, np.ndarray, str, str | None]:
     """Images (N, 32, 32, 3) uint8, labels (N,) and their indices in the test set: the whole CIFAR-10 test set
     where it can be found, else the 100 shipped with the app. Then a cache key naming the source, and why the
     full test set was not used (None if it was)."""
@@ -61,7 +61,7 @@ def mistakes_section(info) -> None:
     model = load_model(info)  # says why, with the command that regenerates them, if the weights are not bundled
     if model is None:
         return
-    images, labels, indices, source, why_not_all = test_images()
+    images, labels, indices, source, why_not_all = searched_images()
     with st.spinner(f"Classifying {len(labels):,} test images with {info.name} on the CPU (once per checkpoint)..."):
         found = mistakes(info.name, weights_stamp(info), source, model, images, labels)
     if not found:

@@ -18,9 +18,9 @@ HOW_TO_COMPUTE = """No `landscape.json` beside {which} yet. Compute one per chec
 {commands}
 ```
 
-Each is thousands of forward passes (by default a 21x21 grid and a 21-point slice, each point on 2,000 training
-images): minutes on a GPU. On the CPU use a smaller sample and grid, for example `--device cpu --points 256 --grid 9`.
-Then reload this page."""
+Each evaluates the training loss at hundreds of points (by default a 21x21 grid and a 21-point slice, each point
+on 2,000 training images, close to a million forward passes of one image): minutes on a GPU. On the CPU use a smaller
+sample and grid, for example `--device cpu --points 256 --grid 9`. Then reload this page."""
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
@@ -115,9 +115,9 @@ def slice_section(slices, chosen: list[str]) -> None:
                "surface, a slice is the surface's beta = 0 row.")
 
 
-header("Loss landscape", "Li et al. (2018) found a smooth, nearly convex basin around residual nets and a chaotic one "
-       "around deep plain nets. What we measured: the training loss as each net's trained weights move along "
-       "random, filter-normalised directions.")
+header("Loss landscape", "What we measured: the training loss as each net's trained weights move along random, "
+       "filter-normalised directions; Li et al. (2018) found a smooth, nearly convex basin around residual nets and "
+       "a chaotic one around deep plain nets.")
 infos = usable_checkpoints()
 found = measured(infos)
 missing = [info for info in infos if info.name not in {i.name for i, _ in found}]
