@@ -194,12 +194,19 @@ def test_predict_gallery_shows_top5_of_both_nets(monkeypatch, tiny_checkpoints):
     assert top5.groupby("model")["class"].nunique().tolist() == [5, 5]
     assert set(top5["class"]) <= set(CLASSES)
     assert looks(at) == {"resnet20: Grad-CAM", "resnet20: input saliency", "plain20: Grad-CAM", "plain20: input saliency"}
+    assert len(at.image) == 10 + 1 + 4  # the class's gallery, what the models see, two maps per model
     at.button_group(key="gallery_class").set_value("bird").run()
     at.button(key="gallery-25").click().run()
     assert any(m.value.startswith("true label: **bird (test image #") for m in at.markdown)
     assert len(looks(at)) == 4
     at.toggle(key="looks_gallery").set_value(False).run()
     assert not looks(at)
+    from pages.common import _model, checkpoints, weights_stamp
+
+    for info in checkpoints()[0]:  # the copies every session shares: explaining left nothing on them
+        model = _model(str(info.path), weights_stamp(info))
+        assert not model.training and all(p.grad is None for p in model.parameters())
+        assert not any(m._forward_hooks or m._forward_pre_hooks or m._backward_hooks for m in model.modules())
 
 
 def overlays(at: AppTest) -> list[str]:
