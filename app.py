@@ -56,7 +56,10 @@ def zoo_table() -> None:
                "not record it). FLOPs are multiply-adds per 32x32 image; the paper column is Table 6 (residual nets "
                "only: the paper gives the plain nets as curves).")
     table = frame(zoo.zoo_frame)
-    st.dataframe(table, hide_index=True, column_order=[c for c in table.columns if c != "model"], column_config={
+    # The errors first, so they are in sight without scrolling sideways; then size, recipe and provenance.
+    first = ["checkpoint", "depth", "net", "test_error", "train_error_clean", "train_error", "paper_test_error"]
+    order = first + [c for c in table.columns if c not in first and c != "model"]
+    st.dataframe(table, hide_index=True, column_order=order, column_config={
         "checkpoint": "checkpoint", "net": "network", "params": st.column_config.NumberColumn("parameters", format="compact"),
         "flops": st.column_config.NumberColumn("FLOPs (mult-adds)", format="compact"),
         "train_error": st.column_config.NumberColumn("train error % (last epoch)", format="%.2f",

@@ -136,8 +136,8 @@ st.dataframe(settings, hide_index=True, column_order=SETTINGS_COLUMNS, column_co
     "grid": st.column_config.NumberColumn("grid", help="Values per axis."),
     "span": st.column_config.NumberColumn("span", help="Coefficients from -span to +span.", format="%.2f"),
     "wall_time_s": st.column_config.NumberColumn("time (s)", format="%.1f"),
-    "center_loss": st.column_config.NumberColumn("loss at the centre", format="%.4f"),
-    "center_error": st.column_config.NumberColumn("error % at the centre", format="%.2f")})
+    "center_loss": st.column_config.NumberColumn("centre loss", format="%.4f", help="At the trained weights."),
+    "center_error": st.column_config.NumberColumn("centre error %", format="%.2f", help="At the trained weights.")})
 st.caption("Losses are on the first training images, without augmentation and with BN on its running statistics "
            "(eval mode), written by `python -m resnet_core.landscape` beside each checkpoint.")
 if missing:
