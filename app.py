@@ -4,8 +4,10 @@ import streamlit as st
 
 from pages.common import NET_COLORS, ROUTED, frame, header, show_chart, usable_checkpoints
 from resnet_core import zoo
+from resnet_core.trainer import Recipe
 
 DASHES = alt.Scale(domain=["train", "test"], range=[[6, 4], [1, 0]])  # Fig. 6's convention: train dashed, test solid
+PAPER_ITERATIONS = Recipe().iterations
 MEASURE_SHAPES = dict(zip(zoo.MEASURES.values(), ["triangle-up", "cross", "circle"]))
 REFERENCE_SHAPES = dict(zip(zoo.REFERENCES, ["diamond", "square", "triangle-down"]))
 
@@ -20,8 +22,22 @@ def home() -> None:
         "Residual networks (He et al., 2016) let each block learn a correction F(x) that a shortcut adds to its "
         "input x, and with them deeper really is better.")
     usable_checkpoints()
+    short_run_notice()
     depth_chart()
     zoo_table()
+
+
+def short_run_notice() -> None:
+    """Say plainly which checkpoints trained for less than the paper's 64k iterations: their errors are not Table 6's."""
+    table = frame(zoo.zoo_frame)
+    if table.empty:
+        return
+    short = table[table["iterations"] < PAPER_ITERATIONS]
+    if len(short):
+        runs = ", ".join(f"{r.checkpoint} ({r.iterations:,} iterations on {r.device})" for r in short.itertuples())
+        st.info(f"Short runs: {runs}. The paper trains for {PAPER_ITERATIONS:,} iterations, so these errors are "
+                f"higher than Table 6's; the paper-recipe checkpoints replace them once trained on a GPU.",
+                icon=":material/info:")
 
 
 def depth_chart() -> None:
@@ -57,7 +73,8 @@ def zoo_table() -> None:
                "only: the paper gives the plain nets as curves).")
     table = frame(zoo.zoo_frame)
     # The errors first, so they are in sight without scrolling sideways; then size, recipe and provenance.
-    first = ["checkpoint", "depth", "net", "test_error", "train_error_clean", "train_error", "paper_test_error"]
+    first = ["checkpoint", "depth", "net", "test_error", "train_error_clean", "train_error", "paper_test_error",
+             "iterations"]
     order = first + [c for c in table.columns if c not in first and c != "model"]
     st.dataframe(table, hide_index=True, column_order=order, column_config={
         "checkpoint": "checkpoint", "net": "network", "params": st.column_config.NumberColumn("parameters", format="compact"),
@@ -68,6 +85,8 @@ def zoo_table() -> None:
                                                            help="The final model on the clean training set."),
         "test_error": st.column_config.NumberColumn("test error %", format="%.2f"),
         "paper_test_error": st.column_config.NumberColumn("paper test error % (Table 6)", format="%.2f"),
+        "iterations": st.column_config.NumberColumn("iterations", format="localized",
+                                                    help="SGD steps of batch 128; the paper trains for 64,000."),
         "train_minutes": st.column_config.NumberColumn("training time (min)", format="%.1f"),
         "weights": st.column_config.CheckboxColumn("weights bundled")})
 
