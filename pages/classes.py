@@ -123,8 +123,9 @@ if a != b:
         x, y, color=alt.condition("datum.gain >= 0", alt.value("#2171b5"), alt.value("#e6550d")), tooltip=tooltip)
     ticks = alt.Chart(claims).mark_point(shape="diamond", filled=False, size=140, strokeWidth=2, color="black").encode(
         x, y, shape=alt.Shape("source:N", title="reference"), tooltip=tooltip)
-    show_chart((bars + ticks).properties(height=280, title=f"Which classes B ({b}) gains on over A ({a})"),
-               pd.concat([gain, claims], ignore_index=True), "class_gains")
+    # A heading rather than a chart title: a layered chart's title is drawn over the button above it.
+    st.markdown(f"**Which classes B ({b}) gains on over A ({a})**")
+    show_chart((bars + ticks).properties(height=280), pd.concat([gain, claims], ignore_index=True), "class_gains")
 st.caption("Choose checkpoints A and B in the sidebar; any two checkpoints can be compared.")
 
 mistakes_section(by_name(infos)[wrong])
