@@ -118,6 +118,15 @@ def init_distributed():
     return "cpu"
 
 
+def close_distributed() -> None:
+    """Wait for every rank (rank 0 publishes last), then close: a rank that exits while another still
+    talks to it makes gloo abort the other."""
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     names = model_names(args)
@@ -139,6 +148,8 @@ def main(argv=None) -> int:
     except TrainingDiverged as e:
         print(f"error: {e}", file=sys.stderr)
         return 3
+    finally:
+        close_distributed()
     if args.push_to_hub:
         for name, s in status.items():
             if s == "finished":

@@ -406,6 +406,8 @@ def train(configs: list[RunConfig], *, data_dir: str | None = None, out_dir: Pat
             over_time = time_budget_s is not None and time.perf_counter() - t_start > time_budget_s
             reason = Stop.requested or ("time budget" if over_time else None) or \
                 ("--stop-after" if stop_after is not None and it - start >= stop_after else None)
+            if ddp:  # every rank must stop at the same iteration, or the others hang in all-reduce
+                reason = agreed_stop(reason, device) if (it % 50 == 0 or epoch_end) else None
             if reason and it < end:
                 check_finite(lanes, state_dir)
                 elapsed = time.perf_counter() - epoch_t0
@@ -425,6 +427,13 @@ def train(configs: list[RunConfig], *, data_dir: str | None = None, out_dir: Pat
             signal.signal(s, h)
     say(f"done in {(time.perf_counter() - t_start) / 60:.1f} min")
     return status
+
+
+def agreed_stop(reason: str | None, device: torch.device) -> str | None:
+    """A stop that any rank asks for, agreed by all ranks (a sync point: called every 50 iterations)."""
+    flag = torch.tensor([reason is not None], dtype=torch.int32, device=device)
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    return (reason or "another process stopped") if int(flag) else None
 
 
 def _is_main_thread() -> bool:
