@@ -93,6 +93,7 @@ class Lane:
     stream: object = None
     finished: bool = False
     lr_value: float | None = None            # the Python-side copy of `lr`, to skip needless fills
+    last_test: dict | None = None            # evaluate() of the last epoch end, reused when publishing
 
     @property
     def name(self) -> str:
@@ -460,7 +461,7 @@ def end_epoch(lane: Lane, data: Data, epoch: int, elapsed: float, images: int, w
             dist.all_reduce(s[k])
     steps = max(1, int(s["steps"]))
     seen = steps * lane.cfg.recipe.batch_size
-    test = evaluate(lane.model, data.test_x, data.test_y, data.mean, data.std, amp=lane.cfg.amp)
+    test = lane.last_test = evaluate(lane.model, data.test_x, data.test_y, data.mean, data.std, amp=lane.cfg.amp)
     record = dict(epoch=epoch, iteration=lane.iteration, lr=lr_at(lane.iteration - 1, lane.cfg.recipe),
                   train_loss=float(s["loss_sum"]) / (steps * world),
                   train_error=100.0 * (1 - int(s["correct"]) / seen),
@@ -485,7 +486,7 @@ def publish(lane: Lane, data: Data, out_dir: Path, device: torch.device, world: 
     if dist.is_available() and dist.is_initialized() and dist.get_rank() != 0:
         return
     cfg, model = lane.cfg, lane.model
-    test = evaluate(model, data.test_x, data.test_y, data.mean, data.std, amp=cfg.amp)
+    test = lane.last_test  # the final epoch's evaluation: the weights have not changed since
     train_clean = evaluate(model, data.train_x, data.train_y, data.mean, data.std, amp=cfg.amp)
     fixed = normalize(data.test_x[:1000], data.mean, data.std)
     last = lane.history[-1]
