@@ -12,7 +12,8 @@ from .checkpoint import CheckpointInfo
 from .data import CLASSES
 from .flops import count_macs, count_params, layer_table
 from .models import build_model, model_info
-from .paper import SEED_REPORT_2_TEST_ERROR, SEED_REPORT_CLAIMS, TABLE1_GFLOPS, TABLE6_PARAMS_M, TABLE6_TEST_ERROR
+from .paper import (SEED_REPORT_2_TEST_ERROR, SEED_REPORT_CLAIMS, SEED_REPORT_CLASS_GAINS, SEED_REPORT_GRAD_NORMS,
+                    TABLE1_GFLOPS, TABLE6_PARAMS_M, TABLE6_TEST_ERROR)
 from .probes import gradient_norms, per_class_accuracy
 
 # (record key, split, metric) for every curve history.json holds; the training split has no top-5.
@@ -222,3 +223,176 @@ def prediction_frame(predictions: dict[str, list[tuple[str, float]]]) -> pd.Data
     """{model: [(class, probability), ...]} -> model, rank, class, probability (%)."""
     return pd.DataFrame([dict(model=model, rank=k + 1, **{"class": cls}, probability=100 * p)
                          for model, top in predictions.items() for k, (cls, p) in enumerate(top)])
+
+
+# -- the papers' claims, checked on our checkpoints ---------------------------------------------------
+PAPER_ITERATIONS = 64_000
+SIX_N_PLUS_2 = (20, 32, 44, 56, 110)
+
+
+def by_model(infos: list[CheckpointInfo]) -> dict[str, CheckpointInfo]:
+    """{model: checkpoint}; where two folders hold the same model, the one named after it wins, else the first."""
+    found: dict[str, CheckpointInfo] = {}
+    for info in sorted(infos, key=lambda i: (i.name != i.config["model"], i.name)):
+        found.setdefault(info.config["model"], info)
+    return found
+
+
+def final_train_error(info: CheckpointInfo) -> float | None:
+    """The final model's error on the clean training set, or the last epoch's running error in older checkpoints."""
+    return next((info.metrics[k] for k in ("train_error_clean", "train_error") if info.metrics.get(k) is not None), None)
+
+
+def short_run_note(*infos: CheckpointInfo) -> str:
+    """' (short runs: 5,850 of the paper's 64,000 iterations)' when any of them trained less than the paper."""
+    iters = sorted({i.config["recipe"].get("iterations") or 0 for i in infos})
+    short = [n for n in iters if n < PAPER_ITERATIONS]
+    return f" (short run: {', '.join(f'{n:,}' for n in short)} of the paper's {PAPER_ITERATIONS:,} iterations)" if short else ""
+
+
+def _check(claim: str, holds: bool | None, evidence: str) -> dict:
+    return dict(claim=claim, holds={True: "yes", False: "no", None: "not measured"}[holds], evidence=evidence)
+
+
+def paper_checks(infos: list[CheckpointInfo]) -> pd.DataFrame:
+    """The paper's CIFAR-10 claims, each checked on the checkpoints we have: claim, holds (yes / no / not
+    measured) and the evidence (our numbers; short runs are labelled as such)."""
+    have, rows = by_model(infos), []
+    for depth in SIX_N_PLUS_2:
+        name, ref = f"resnet{depth}", TABLE6_TEST_ERROR[f"resnet{depth}"]
+        claim = f"ResNet-{depth}: test error at or below the paper's {ref:.2f} %"
+        info = have.get(name)
+        rows.append(_check(claim, None, "no checkpoint") if info is None else
+                    _check(claim, info.metrics["test_error"] <= ref,
+                           f"ours {info.metrics['test_error']:.2f} %" + short_run_note(info)))
+    residual = [have[f"resnet{d}"] for d in SIX_N_PLUS_2 if f"resnet{d}" in have]
+    errors = [i.metrics["test_error"] for i in residual]
+    rows.append(_check("Residual nets: test error falls with depth", None if len(residual) < 2 else
+                       all(a > b for a, b in zip(errors, errors[1:])),
+                       ", ".join(f"{model_info(i.config['model'])['depth']} layers {e:.2f} %" for i, e in zip(residual, errors))
+                       + short_run_note(*residual) if len(residual) >= 2 else "fewer than two residual depths"))
+    for shallow, deep in ((20, 56), (56, 110)):
+        a, b = have.get(f"plain{shallow}"), have.get(f"plain{deep}")
+        for split, error in (("training", final_train_error), ("test", lambda i: i.metrics["test_error"])):
+            claim = f"Degradation: plain-{deep} has a higher final {split} error than plain-{shallow}"
+            if a is None or b is None or error(a) is None or error(b) is None:
+                rows.append(_check(claim, None, "needs both checkpoints"))
+            else:
+                rows.append(_check(claim, error(b) > error(a), f"plain{deep} {error(b):.2f} % vs plain{shallow} "
+                                   f"{error(a):.2f} %" + short_run_note(a, b)))
+    pairs = [(have[f"plain{d}"], have[f"resnet{d}"]) for d in SIX_N_PLUS_2 if f"plain{d}" in have and f"resnet{d}" in have]
+    rows.append(_check("Shortcuts help at every depth: residual test error below plain", None if not pairs else
+                       all(r.metrics["test_error"] < p.metrics["test_error"] for p, r in pairs),
+                       "; ".join(f"{model_info(r.config['model'])['depth']} layers {r.metrics['test_error']:.2f} "
+                                 f"vs {p.metrics['test_error']:.2f} %"
+                                 for p, r in pairs) + short_run_note(*(i for pair in pairs for i in pair))
+                       if pairs else "needs a plain and a residual net of the same depth"))
+    return pd.DataFrame(rows)
+
+
+SEED_PAIRS = ((18, "ResNet-18", "Plain-18"), (34, "ResNet-34", "Plain-34"))
+
+
+def grad_norm_spread(info: CheckpointInfo) -> tuple[float, float, float] | None:
+    """5th percentile, median and 95th percentile of every layer's recorded gradient norm over all epochs."""
+    norms = [n for r in info.history["records"] for n in (r.get("grad_norms") or [])]
+    return tuple(float(q) for q in np.percentile(norms, [5, 50, 95])) if norms else None
+
+
+def class_gains(resnet: CheckpointInfo, plain: CheckpointInfo) -> list[tuple[str, float]]:
+    """(class, residual minus plain test accuracy in points), largest gain first."""
+    gains = zip(CLASSES, per_class_accuracy(resnet.metrics["confusion_matrix"]),
+                per_class_accuracy(plain.metrics["confusion_matrix"]))
+    return sorted(((c, r - p) for c, r, p in gains), key=lambda cg: -cg[1])
+
+
+def _seed_measures(resnet: CheckpointInfo | None, plain: CheckpointInfo | None) -> dict[str, tuple[str, str]]:
+    """Our value of each claimed quantity, formatted, for one residual/plain pair ('' where not measured)."""
+    def each(fn):
+        return tuple("" if i is None else fn(i) for i in (resnet, plain))
+
+    def reached(i):
+        epoch = i.metrics.get("epochs_to_90")
+        best = 100 - min(r["test_error"] for r in i.history["records"] if r.get("test_error") is not None)
+        return f"epoch {epoch}" if epoch is not None else f"never (best {best:.1f} %)"
+
+    def spread(i):
+        s = grad_norm_spread(i)
+        return "" if s is None else f"{s[0]:.3g}-{s[2]:.3g} (median {s[1]:.3g})"
+
+    out = dict(top1=each(lambda i: f"{100 - i.metrics['test_error']:.2f}"),
+               top5=each(lambda i: f"{100 - i.metrics['test_top5_error']:.2f}" if "test_top5_error" in i.metrics else ""),
+               loss=each(lambda i: f"{i.metrics['test_loss']:.3f}" if "test_loss" in i.metrics else ""),
+               epochs=each(reached), norms=each(spread), best=("", ""), worst=("", ""))
+    if resnet is not None and plain is not None:
+        gains = class_gains(resnet, plain)
+        out["best"] = (f"{gains[0][0]} {gains[0][1]:+.1f}", "")
+        out["worst"] = (f"{gains[-1][0]} {gains[-1][1]:+.1f}", "")
+    return out
+
+
+def _seed_verdicts(resnet: CheckpointInfo | None, plain: CheckpointInfo | None) -> dict[str, str]:
+    """One plain sentence per claim comparing our ResNet-18/Plain-18 with the report."""
+    if resnet is None or plain is None:
+        return {}
+    claims = SEED_REPORT_CLAIMS
+
+    def compare(key, value, fmt, unit):
+        """The residual-minus-plain gap, ours against the claim's, and each model against its claim."""
+        if not all(key in i.metrics for i in (resnet, plain)):
+            return "not recorded"
+        ours = (value(resnet.metrics[key]), value(plain.metrics[key]))
+        said = (value(claims["resnet18"][key]), value(claims["plain18"][key]))
+        return (f"gap (residual minus plain): ours {ours[0] - ours[1]:+{fmt}}{unit}, claimed {said[0] - said[1]:+{fmt}}"
+                f"{unit}; ours minus claim: ResNet-18 {ours[0] - said[0]:+{fmt}}, Plain-18 {ours[1] - said[1]:+{fmt}}")
+
+    accuracy = lambda error: 100 - error  # noqa: E731
+    gains = class_gains(resnet, plain)
+    rank, gain = {c: k + 1 for k, (c, _) in enumerate(gains)}, dict(gains)
+    e = (resnet.metrics.get("epochs_to_90"), plain.metrics.get("epochs_to_90"))
+    if None in e:
+        said = ", ".join(f"{n} {'never' if x is None else f'epoch {x}'}" for n, x in zip(("ResNet-18", "Plain-18"), e))
+        epochs = f"{'neither' if e == (None, None) else 'only one'} reached 90 % ({said}; claimed 45 vs 78)"
+    else:
+        epochs = (f"ResNet-18 {'first' if e[0] < e[1] else 'not first'}: epoch {e[0]} vs {e[1]} "
+                  f"({e[1] - e[0]:+d} epochs; claimed 45 vs 78, +33)")
+    spreads = grad_norm_spread(resnet), grad_norm_spread(plain)
+    if all(spreads):
+        ratio = spreads[0][1] / max(spreads[1][1], 1e-12)
+        norms = (f"median norm, residual / plain: {ratio:.2f}x; the claim puts plain about 10x lower"
+                 + ("" if ratio > 3 else ": we do not see that"))
+    else:
+        norms = "not recorded"
+    return dict(top1=compare("test_error", accuracy, ".2f", " points"),
+                top5=compare("test_top5_error", accuracy, ".2f", " points"),
+                loss=compare("test_loss", float, ".3f", ""), epochs=epochs,
+                best=f"bird is our #{rank['bird']} of 10 ({gain['bird']:+.1f}); claimed #1 (+8.2)",
+                worst=f"truck is our #{rank['truck']} of 10 ({gain['truck']:+.1f}); claimed #10 (+2.1)",
+                norms=norms)
+
+
+def seed_report_frame(infos: list[CheckpointInfo]) -> pd.DataFrame:
+    """Seed report 000 point by point: each claim, what it states for ResNet-18 and Plain-18, what we measured
+    for the 18- and 34-layer pairs (strings, since the rows mix units), and a verdict on the 18-layer pair."""
+    have = by_model(infos)
+    claims, grads = SEED_REPORT_CLAIMS, SEED_REPORT_GRAD_NORMS
+    rows = [("top1", "top-1 test accuracy (%)", 100 - claims["resnet18"]["test_error"], 100 - claims["plain18"]["test_error"]),
+            ("top5", "top-5 test accuracy (%)", 100 - claims["resnet18"]["test_top5_error"],
+             100 - claims["plain18"]["test_top5_error"]),
+            ("loss", "test loss (cross-entropy)", claims["resnet18"]["test_loss"], claims["plain18"]["test_loss"]),
+            ("epochs", "first epoch at 90 % test accuracy", claims["resnet18"]["epochs_to_90"], claims["plain18"]["epochs_to_90"]),
+            ("best", "class gaining most from shortcuts (points, residual minus plain)",
+             f"bird {SEED_REPORT_CLASS_GAINS['bird']:+.1f}", ""),
+            ("worst", "class gaining least from shortcuts (points)", f"truck {SEED_REPORT_CLASS_GAINS['truck']:+.1f}", ""),
+            ("norms", "per-layer gradient norms (ours: 5th-95th percentile over layers and epochs)",
+             f"{grads['resnet18'][0]}-{grads['resnet18'][1]}", f"{grads['plain18'][0]}-{grads['plain18'][1]}")]
+    measured = {depth: _seed_measures(have.get(f"resnet{depth}"), have.get(f"plain{depth}")) for depth, _, _ in SEED_PAIRS}
+    verdicts = _seed_verdicts(have.get("resnet18"), have.get("plain18"))
+    table = []
+    for key, what, claim_r, claim_p in rows:
+        row = {"claim": what, "report: ResNet-18": str(claim_r), "report: Plain-18": str(claim_p)}
+        for depth, r_label, p_label in SEED_PAIRS:
+            row[f"ours: {r_label}"], row[f"ours: {p_label}"] = measured[depth][key]
+        row["verdict (18 layers)"] = verdicts.get(key, "not measured yet")
+        table.append(row)
+    return pd.DataFrame(table)

@@ -51,3 +51,17 @@ def tiny_landscapes(tiny_checkpoints, tmp_path_factory, shared_cifar) -> Path:
                 "--grid", "5", "--device", "cpu"]
         assert landscape.main(argv) == 0
     return root
+
+
+@pytest.fixture(scope="session")
+def tiny_seed_checkpoints(tmp_path_factory, shared_cifar) -> Path:
+    """CIFAR ResNet-18 and Plain-18 published as issue 6 publishes them: the seed report's recipe, no weights.
+    Real but tiny: one epoch on 64 training images, scored on the first 50 test images (~15 s)."""
+    root = tmp_path_factory.mktemp("seed-checkpoints")
+    import train
+
+    argv = ["--model", "resnet18", "plain18", "--recipe", "seed", "--no-weights", "--epochs", "1", "--limit-train", "64",
+            "--limit-test", "50", "--batch-size", "32", "--data-dir", str(SHARED_CIFAR), "--out", str(root),
+            "--state-dir", str(tmp_path_factory.mktemp("seed-runs")), "--device", "cpu"]
+    assert train.main(argv) == 0
+    return root

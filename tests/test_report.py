@@ -1,0 +1,145 @@
+"""resnet_core.report and the claim checks in resnet_core.zoo: tables from real tiny checkpoints, the checks'
+logic on hand-made metrics, the README block, and the re-evaluation of published weights."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from resnet_core import report, zoo
+from resnet_core.checkpoint import CheckpointInfo, list_checkpoints
+from resnet_core.data import CLASSES
+
+
+def fake(model: str, test_error: float, train_error: float | None = None, iterations: int = 64_000,
+         per_class: list[float] | None = None, grad_norm: float = 0.5, epochs_to_90: int | None = None) -> CheckpointInfo:
+    """An in-memory checkpoint with chosen numbers (never written, never shown: for the checks' logic only).
+    `per_class` accuracies (%) become a diagonal confusion matrix of 100 images per class."""
+    per_class = per_class or [100 - test_error] * 10
+    cm = [[0] * 10 for _ in range(10)]
+    for i, acc in enumerate(per_class):
+        cm[i][i], cm[i][(i + 1) % 10] = round(acc), 100 - round(acc)
+    metrics = dict(test_error=test_error, test_top5_error=test_error / 5, test_loss=test_error / 30,
+                   train_error_clean=train_error, confusion_matrix=cm, epochs_to_90=epochs_to_90)
+    history = dict(layers=["a", "b"], records=[dict(epoch=1, test_error=test_error, grad_norms=[grad_norm, grad_norm])])
+    return CheckpointInfo(model, Path("/nonexistent") / model, dict(model=model, recipe=dict(iterations=iterations)),
+                          history, metrics)
+
+
+def holds(frame, start: str) -> str:
+    rows = frame[frame["claim"].str.startswith(start)]
+    assert len(rows) >= 1, start
+    return rows.iloc[0]["holds"]
+
+
+def test_paper_checks_pass_on_a_faithful_reproduction():
+    infos = [fake("resnet20", 8.5), fake("resnet56", 6.9), fake("resnet110", 6.3),
+             fake("plain20", 9.0, 1.0), fake("plain56", 12.0, 5.0), fake("plain110", 70.0, 68.0)]
+    checks = zoo.paper_checks(infos)
+    assert holds(checks, "ResNet-20:") == holds(checks, "ResNet-56:") == holds(checks, "ResNet-110:") == "yes"
+    assert holds(checks, "ResNet-32:") == "not measured"
+    assert holds(checks, "Residual nets: test error falls") == "yes"
+    assert (checks[checks["claim"].str.startswith("Degradation")]["holds"] == "yes").all()
+    assert holds(checks, "Shortcuts help") == "yes"
+    assert not checks["evidence"].str.contains("short run").any()
+
+
+def test_paper_checks_say_no_where_the_numbers_disagree_and_label_short_runs():
+    infos = [fake("resnet20", 9.0, iterations=5_850), fake("resnet56", 9.5),
+             fake("plain20", 9.0, 3.0), fake("plain56", 8.0, 2.0)]
+    checks = zoo.paper_checks(infos)
+    assert holds(checks, "ResNet-20:") == "no"
+    assert "short run: 5,850 of the paper's 64,000" in checks[checks["claim"].str.startswith("ResNet-20:")].iloc[0]["evidence"]
+    assert holds(checks, "Residual nets: test error falls") == "no"
+    assert holds(checks, "Degradation: plain-56 has a higher final training") == "no"
+    assert holds(checks, "Degradation: plain-56 has a higher final test") == "no"
+    assert holds(checks, "Degradation: plain-110") == "not measured"
+    assert holds(checks, "Shortcuts help") == "no"  # resnet20 9.0 is not below plain20 9.0
+
+
+def test_seed_report_frame_compares_point_by_point():
+    gains = [2.0, 1.0, 9.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 0.0]  # bird gains most, truck least
+    plain = [80.0] * 10
+    infos = [fake("resnet18", 8.0, per_class=[p + g for p, g in zip(plain, gains)], grad_norm=0.5, epochs_to_90=40),
+             fake("plain18", 20.0, per_class=plain, grad_norm=0.05, epochs_to_90=None)]
+    frame = zoo.seed_report_frame(infos).set_index("claim")
+    top1 = frame.loc["top-1 test accuracy (%)"]
+    assert (top1["report: ResNet-18"], top1["ours: ResNet-18"], top1["ours: Plain-18"]) == ("92.3", "92.00", "80.00")
+    assert "ours +12.00 points, claimed +5.20 points" in top1["verdict (18 layers)"]
+    assert top1["ours: ResNet-34"] == ""  # not trained
+    best = frame.loc[[c for c in frame.index if c.startswith("class gaining most")][0]]
+    assert best["ours: ResNet-18"] == "bird +9.0" and "bird is our #1 of 10" in best["verdict (18 layers)"]
+    worst = frame.loc[[c for c in frame.index if c.startswith("class gaining least")][0]]
+    assert worst["ours: ResNet-18"] == "truck +0.0" and "truck is our #10 of 10" in worst["verdict (18 layers)"]
+    epochs = frame.loc["first epoch at 90 % test accuracy"]
+    assert epochs["ours: ResNet-18"] == "epoch 40" and epochs["ours: Plain-18"].startswith("never (best 80.0 %)")
+    assert "only one reached 90 %" in epochs["verdict (18 layers)"]
+    norms = frame.loc[[c for c in frame.index if c.startswith("per-layer gradient norms")][0]]
+    assert "median 0.5" in norms["ours: ResNet-18"] and "10.00x" in norms["verdict (18 layers)"]
+    assert "we do not see that" not in norms["verdict (18 layers)"]
+
+
+def test_seed_report_frame_without_checkpoints_says_not_measured():
+    frame = zoo.seed_report_frame([fake("resnet20", 8.0)])
+    assert (frame["verdict (18 layers)"] == "not measured yet").all()
+    assert (frame["ours: ResNet-18"] == "").all()
+
+
+def test_results_markdown_from_real_checkpoints(tiny_checkpoints, tiny_seed_checkpoints, tmp_path):
+    root = tmp_path / "all"
+    for src in (tiny_checkpoints, tiny_seed_checkpoints):
+        shutil.copytree(src, root, dirs_exist_ok=True)
+    infos, bad = list_checkpoints(root)
+    assert not bad and {i.name for i in infos} == {"resnet20", "plain20", "resnet18", "plain18"}
+    text = report.results_markdown(infos)
+    for info in infos:
+        row = next(line for line in text.splitlines() if line.startswith(f"| {info.name} |"))
+        assert f"| {info.metrics['test_error']:.2f} |" in row
+        assert ("not bundled" in row) == info.name.endswith("18")
+    assert "| ResNet-20: test error at or below the paper's 8.75 % | no |" in text  # two epochs on 256 images
+    assert "short run" in text
+    assert "#### Seed report 000" in text and "ours: ResNet-18" in text and "ours: ResNet-34" not in text
+
+
+def test_update_readme_rewrites_only_the_generated_block(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# Title\n\nbefore\n{report.BEGIN}\nold table\n{report.END}\nafter\n")
+    assert report.update_readme(readme, "new table\n")
+    assert readme.read_text() == f"# Title\n\nbefore\n{report.BEGIN}\nnew table\n{report.END}\nafter\n"
+    assert not report.update_readme(readme, "new table\n")  # idempotent
+    (tmp_path / "plain.md").write_text("no markers\n")
+    with pytest.raises(ValueError, match="no generated block"):
+        report.update_readme(tmp_path / "plain.md", "x\n")
+
+
+def test_verify_reevaluates_the_published_weights(tiny_checkpoints, tiny_seed_checkpoints, shared_cifar, tmp_path, capsys):
+    root = shutil.copytree(tiny_checkpoints, tmp_path / "checkpoints")
+    shutil.copytree(tiny_seed_checkpoints / "resnet18", root / "resnet18")
+    table = report.verify(list_checkpoints(root)[0], str(shared_cifar)).set_index("model")
+    assert (table.loc[["resnet20", "plain20"], "within 0.1"] == "yes").all()
+    assert table.loc["resnet20", "test images"] == "200"
+    assert table.loc["resnet18", "within 0.1"] == "weights not bundled"
+    assert report.main(["--checkpoints", str(root), "--verify", "--data-dir", str(shared_cifar)]) == 0
+
+    metrics = root / "plain20" / "metrics.json"  # a recorded number that the weights do not give
+    m = json.loads(metrics.read_text())
+    m["test_error"] += 1.0
+    metrics.write_text(json.dumps(m))
+    capsys.readouterr()
+    assert report.main(["--checkpoints", str(root), "--verify", "--data-dir", str(shared_cifar)]) == 1
+    assert "| NO |" in capsys.readouterr().out
+
+
+def test_verify_without_data_says_so(tiny_checkpoints, tmp_path, capsys):
+    code = report.main(["--checkpoints", str(tiny_checkpoints), "--verify", "--data-dir", str(tmp_path / "nothing")])
+    assert code == 2 and "cannot verify" in capsys.readouterr().err
+
+
+def test_the_readme_shows_the_bundled_checkpoints_numbers():
+    """The README's generated tables are those of the checkpoints in the repository, not stale copies."""
+    repo = Path(__file__).resolve().parents[1]
+    block = report.results_markdown(list_checkpoints(repo / "checkpoints")[0])
+    readme = (repo / "README.md").read_text()
+    assert report.BEGIN + "\n" + block in readme, "run `python -m resnet_core.report --verify --readme README.md`"
