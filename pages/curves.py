@@ -47,3 +47,28 @@ st.dataframe(finals[finals["depth"].isin(depths)], hide_index=True,
              column_config={c: st.column_config.NumberColumn(c.replace("_", " ") + (" %" if c.endswith("error") else ""),
                                                              format="%.2f")
                             for c in finals.columns if finals[c].dtype.kind == "f" or c in zoo.REFERENCES})
+
+
+def verdict_colours(frame, column: str):
+    """The frame styled with its `column` tinted: green where the claim holds, red where it does not."""
+    tint = {"yes": "background-color: #d9f0d3", "no": "background-color: #f4cccc"}
+    return frame.style.map(lambda v: tint.get(v, ""), subset=[column])
+
+
+st.subheader("The paper's claims, checked on these runs")
+st.caption("Each claim of the paper's CIFAR-10 experiment against our checkpoints' final numbers (the final "
+           "iterate: the test set never chose anything). Runs shorter than the paper's 64,000 iterations say so.")
+st.dataframe(verdict_colours(frame(zoo.paper_checks), "holds"), hide_index=True, width="stretch")
+
+st.subheader("Seed report 000, point by point")
+seed = frame(zoo.seed_report_frame)
+have = {c.config["model"] for c in usable_checkpoints(stop=False)}
+st.caption("A reproduction report we started from claims these numbers for a CIFAR ResNet-18 and Plain-18 (200 "
+           "epochs, lr /10 at epochs 60, 120 and 160). Next to them: what our runs of the same recipe measured, "
+           "and ResNet-34 / Plain-34 as an extension. Where we disagree, the verdict says so.")
+if not have & {"resnet18", "plain18", "resnet34", "plain34"}:
+    st.info("No 18- or 34-layer checkpoints yet, so only the report's side is filled in. Train them with\n\n"
+            "```\npython train.py --depth 18 34 --both --recipe seed --no-weights\n```")
+st.dataframe(seed, hide_index=True, width="stretch")
+st.download_button("Download this table (CSV)", seed.to_csv(index=False).encode(), "seed_report_000.csv", "text/csv",
+                   key="csv-seed-report", on_click="ignore", icon=":material/download:")

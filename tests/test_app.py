@@ -120,7 +120,7 @@ def test_every_page_renders(monkeypatch, tiny_checkpoints, page):
         assert "--points" in advice and "--grid" in advice and not at.get("vega_lite_chart")
         return
     assert at.get("vega_lite_chart") or at.get("graphviz_chart")
-    buttons = [b.proto.label for b in at.get("download_button")]
+    buttons = [b.proto.label for b in at.get("download_button") if b.proto.label.startswith("Download this chart")]
     assert len(buttons) == len(at.get("vega_lite_chart")), "every chart offers its data as CSV"
 
 
@@ -136,6 +136,25 @@ def test_curves_show_both_nets_and_the_references(monkeypatch, tiny_checkpoints)
     finals = at.dataframe[0].value.set_index("checkpoint")
     assert finals.loc["resnet20", "paper (Table 6)"] == 8.75
     assert finals.loc["resnet20", "ours minus paper (Table 6)"] == pytest.approx(finals.loc["resnet20", "test_error"] - 8.75)
+    checks = at.dataframe[1].value.set_index("claim")
+    assert checks.loc["ResNet-20: test error at or below the paper's 8.75 %", "holds"] == "no"  # 2 epochs, 256 images
+    assert checks.loc["Degradation: plain-56 has a higher final test error than plain-20", "holds"] == "not measured"
+    seed = at.dataframe[2].value
+    assert (seed["verdict (18 layers)"] == "not measured yet").all()
+    assert "python train.py --depth 18 34 --both --recipe seed --no-weights" in " ".join(i.value for i in at.info)
+
+
+def test_curves_compare_the_seed_report_point_by_point(monkeypatch, tiny_checkpoints, tiny_seed_checkpoints, tmp_path):
+    root = shutil.copytree(tiny_checkpoints, tmp_path / "checkpoints")
+    shutil.copytree(tiny_seed_checkpoints, root, dirs_exist_ok=True)
+    at = open_app(monkeypatch, root, "pages/curves.py")
+    assert set(charts(at)[0]["model"]) == {"resnet20", "plain20", "resnet18", "plain18"}
+    seed = at.dataframe[2].value.set_index("claim")
+    metrics = json.loads((root / "resnet18" / "metrics.json").read_text())
+    assert seed.loc["top-1 test accuracy (%)", "ours: ResNet-18"] == f"{100 - metrics['test_error']:.2f}"
+    assert seed.loc["top-1 test accuracy (%)", "report: ResNet-18"] == "92.3"
+    assert "claimed +5.20 points" in seed.loc["top-1 test accuracy (%)", "verdict (18 layers)"]
+    assert "no 18- or 34-layer" not in " ".join(i.value for i in at.info).lower()
 
 
 def test_gradient_flow_from_history_and_live_at_init(monkeypatch, tiny_checkpoints):
