@@ -91,6 +91,7 @@ class Lane:
     forward: torch.nn.Module | None = None   # the DDP wrapper, or the model itself
     graph: object = None
     stream: object = None
+    eager_steps: int = 0                     # steps run eagerly on `stream` in this process: the warm-up before capture
     finished: bool = False
     lr_value: float | None = None            # the Python-side copy of `lr`, to skip needless fills
     last_test: dict | None = None            # evaluate() of the last epoch end, reused when publishing
@@ -169,6 +170,7 @@ def run_step(lane: Lane, x: torch.Tensor, y: torch.Tensor) -> None:
             lane.graph.replay()
         else:
             train_step(lane, x, y)
+            lane.eager_steps += 1
 
 
 @torch.no_grad()
@@ -178,19 +180,22 @@ def fill_batch(data: "Data", idx: torch.Tensor, offsets, flips, x: torch.Tensor,
     y.copy_(data.train_y[idx])
 
 
-def step_lanes(lanes: list[Lane], x: torch.Tensor, y: torch.Tensor, it: int, capture: bool) -> None:
+def step_lanes(lanes: list[Lane], x: torch.Tensor, y: torch.Tensor, it: int, capture: bool, warmup: int = 3) -> None:
     """Iteration `it` for every lane on the batch in (x, y). On CUDA each lane runs on its own stream,
-    so the small kernels of several models overlap; `capture` turns each lane's step into a graph."""
+    so the small kernels of several models overlap; `capture` turns each lane's step into a graph once
+    the lane has run `warmup` eager steps on its stream (cuDNN autotuning, cuBLAS workspaces and other
+    first-call set-up must not happen inside a capture), also when a lane joins late (resumed ahead)."""
     for lane in lanes:
         new_lr = lr_at(it, lane.cfg.recipe)
         if new_lr != lane.lr_value:
             lane.lr.fill_(new_lr)
             lane.lr_value = new_lr
-    if capture and any(lane.graph is None and lane.stream is not None for lane in lanes):
-        torch.cuda.synchronize()  # capture every lane at once, with nothing else in flight
-        for lane in lanes:
-            if lane.graph is None and lane.stream is not None:
-                capture_step(lane, x, y)
+    ready = [lane for lane in lanes if capture and lane.graph is None and lane.stream is not None
+             and lane.eager_steps >= warmup]
+    if ready:
+        torch.cuda.synchronize()  # capture the ready lanes at once, with nothing else in flight
+        for lane in ready:
+            capture_step(lane, x, y)
     for lane in lanes:
         if lane.stream is not None:  # start once this batch (and the lr) is written
             lane.stream.wait_stream(torch.cuda.current_stream())
@@ -382,7 +387,7 @@ def train(configs: list[RunConfig], *, data_dir: str | None = None, out_dir: Pat
                 plan_epoch = epoch
             fill_batch(data, perm[step * batch + rank * local: step * batch + (rank + 1) * local], offsets, flips, x, y)
             active = [l for l in lanes if l.iteration == it and it < l.cfg.recipe.iterations]
-            step_lanes(active, x, y, it, capture=use_graphs and it - start >= warmup_steps)
+            step_lanes(active, x, y, it, capture=use_graphs, warmup=warmup_steps)
             it += 1
             bar.update(1)
             epoch_end = (it % steps_per_epoch == 0) or it == end or any(l.iteration == l.cfg.recipe.iterations for l in active)

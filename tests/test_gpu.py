@@ -22,8 +22,10 @@ def synthetic_data(n=1024, device="cuda") -> Data:
                 torch.tensor(CIFAR10_MEAN, device=device), torch.tensor(CIFAR10_STD, device=device))
 
 
-def run_lanes(configs, data, iterations, streams, capture_after=3):
+def run_lanes(configs, data, iterations, streams, capture_after=3, join_at=None):
+    """Train `configs` side by side for `iterations` steps; lane k takes part from iteration join_at[k] (default 0)."""
     lanes = [make_lane(c, torch.device("cuda")) for c in configs]
+    join_at = join_at or [0] * len(lanes)
     for lane in lanes:
         if streams:
             lane.stream = torch.cuda.Stream()
@@ -34,7 +36,8 @@ def run_lanes(configs, data, iterations, streams, capture_after=3):
     for it in range(iterations):
         s = it % (len(data.train_y) // batch)
         fill_batch(data, perm[s * batch:(s + 1) * batch], offsets, flips, x, y)
-        step_lanes(lanes, x, y, it, capture=streams and it >= capture_after)
+        active = [lane for lane, first in zip(lanes, join_at) if it >= first]
+        step_lanes(active, x, y, it, capture=streams and it >= capture_after)
     torch.cuda.synchronize()
     return lanes
 
@@ -67,6 +70,20 @@ def test_lanes_side_by_side_match_lanes_alone():
         alone = run_lanes([cfg], data, 12, streams=True)[0]
         for a, b in zip(alone.params, lane.params):
             torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_lane_joining_late_warms_up_before_capture():
+    """A lane resumed ahead of the others joins when the loop reaches its iteration: it runs eager warm-up steps
+    on its own stream first (never a capture as its first step), then replays like eager steps."""
+    early = RunConfig(model="resnet20", recipe=Recipe(batch_size=128, milestones=(10,)), amp=False)
+    late = RunConfig(model="plain20", recipe=Recipe(batch_size=128, milestones=(10,)), amp=False)
+    data = synthetic_data()
+    eager = run_lanes([late], data, 20, streams=False, join_at=[8])[0]
+    _, graphed = run_lanes([early, late], data, 20, streams=True, join_at=[0, 8])
+    assert graphed.graph is not None and graphed.eager_steps == 3
+    for a, b in zip(eager.params, graphed.params):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    assert int(graphed.stats["steps"]) == int(eager.stats["steps"]) == 12
 
 
 def test_bf16_graphed_training_learns():
