@@ -1,0 +1,96 @@
+"""Pack result folders for the trip back from the device machine, within its limits (at most 8 files of at
+most 16 MiB, 64 MiB together, under $OUT): folders are binned, largest first, into NAME-1.tgz, NAME-2.tgz, ...
+
+    python3 bench/gpu/pack.py $OUT ckpt /root/ckpt/*                    # published checkpoints
+    python3 bench/gpu/pack.py $OUT runs /root/runs/* --unfinished-only  # resumable state of unfinished runs
+
+Sizes are bounded by the folders' uncompressed sizes, so an archive never exceeds its limit. What does not
+fit (the files or the total are used up) is listed on stdout and in $OUT/NAME-left.txt: collect it with
+another call. Standard library only (the device machine has no extra packages).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tarfile
+from pathlib import Path
+
+MIB = 1 << 20
+
+
+def folder_size(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def unfinished(path: Path) -> bool:
+    """A trainer state folder whose state.json does not say finished (a folder without one counts as unfinished)."""
+    meta = path / "state.json"
+    try:
+        return not json.loads(meta.read_text()).get("finished", False)
+    except (OSError, ValueError):
+        return True
+
+
+def plan(sizes: dict[str, int], per_file: int, files: int, total: int) -> tuple[list[list[str]], list[str]]:
+    """First-fit decreasing: bins of folder names (each bin's sum <= per_file, at most `files` bins, all bins
+    together <= total), and the names left over."""
+    bins: list[list[str]] = []
+    used: list[int] = []
+    left = []
+    for name in sorted(sizes, key=lambda n: -sizes[n]):
+        size = sizes[name]
+        if size > per_file or sum(used) + size > total:
+            left.append(name)
+            continue
+        for i, u in enumerate(used):
+            if u + size <= per_file:
+                bins[i].append(name)
+                used[i] += size
+                break
+        else:
+            if len(bins) < files:
+                bins.append([name])
+                used.append(size)
+            else:
+                left.append(name)
+    return bins, left
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("out", type=Path)
+    parser.add_argument("name")
+    parser.add_argument("folders", nargs="*", type=Path)
+    parser.add_argument("--unfinished-only", action="store_true", help="skip trainer states marked finished")
+    parser.add_argument("--max-mib", type=float, default=15.5, help="per archive (the limit is 16 MiB)")
+    parser.add_argument("--max-files", type=int, default=7, help="files under OUT in all (the limit is 8)")
+    parser.add_argument("--total-mib", type=float, default=63.0, help="everything under OUT (the limit is 64 MiB)")
+    args = parser.parse_args(argv)
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    present = [p for p in args.out.iterdir() if p.is_file()]
+    files_left = args.max_files - len(present)
+    bytes_left = int(args.total_mib * MIB) - sum(p.stat().st_size for p in present)
+    folders = [f for f in args.folders if f.is_dir() and not f.name.startswith(".")]
+    if args.unfinished_only:
+        folders = [f for f in folders if unfinished(f)]
+    sizes = {f.name: folder_size(f) for f in folders}
+    where = {f.name: f for f in folders}
+    bins, left = plan(sizes, int(args.max_mib * MIB), max(files_left, 0), max(bytes_left, 0))
+    for k, names in enumerate(bins, 1):
+        archive = args.out / f"{args.name}-{k}.tgz"
+        with tarfile.open(archive, "w:gz") as tar:
+            for name in sorted(names):
+                tar.add(where[name], arcname=name)
+        print(f"{archive.name}: {', '.join(sorted(names))} ({archive.stat().st_size / MIB:.1f} MiB)")
+    if left:
+        (args.out / f"{args.name}-left.txt").write_text("\n".join(sorted(left)) + "\n")
+        print(f"NOT PACKED (no room in this call's return; collect with another call): {', '.join(sorted(left))}")
+    if not folders:
+        print(f"{args.name}: nothing to pack")
+    return 1 if left else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,111 @@
+#!/usr/bin/env bash
+# ../shared/GPU.md for this project: one subcommand per `device run` call, so that a 30-minute session
+# spends its minutes training, not typing. Run from the repository root.
+#
+#   here:    bash bench/gpu/session.sh stage train-1 train-2     # .gpu/ holds exactly these zips (+ state-*.tgz)
+#   device:  bash bench/gpu/session.sh unpack                    # carry=[".gpu"]: zips and state into /root
+#   here:    bash bench/gpu/session.sh stage train-3 train-4     # then unpack again; then train-5 test
+#   device:  bash bench/gpu/session.sh check                     # CUDA tests + throughput table (~3 min)
+#   device:  bash bench/gpu/session.sh start --all --time-budget 18   # train.py, detached; its log is /root/train.log
+#   device:  bash bench/gpu/session.sh poll 540                  # wait, then show progress (chain these)
+#   device:  bash bench/gpu/session.sh landscape plain56 resnet56   # optional, once those are published
+#   device:  bash bench/gpu/session.sh collect                   # finished checkpoints + unfinished state -> $OUT
+#   here:    bash bench/gpu/session.sh receive FILES_AT          # into checkpoints/ and runs/, then verify
+#
+# A later session resumes: stage the zips and the state archives (runs-*.tgz, from runs/ via `stage-state`),
+# unpack, and `start --model <the unfinished ones> --resume --time-budget N` (collect's status.txt names them).
+set -euo pipefail
+DATA=${DATA:-/root/data}
+CKPT=${CKPT:-/root/ckpt}
+RUNS=${RUNS:-/root/runs}
+LOG=${LOG:-/root/train.log}
+cmd=${1:-help}
+shift || true
+
+progress() {  # the log without tqdm's carriage-return redraws: its last lines and the latest bar
+    [ -f "$LOG" ] || { echo "no log at $LOG"; return; }
+    tr '\r' '\n' < "$LOG" | grep -v '^[[:space:]]*$' | grep -v 'it/s\] *$\|s/it\] *$' | tail -n "${1:-25}"
+    tr '\r' '\n' < "$LOG" | grep 'it/s\] *$\|s/it\] *$' | tail -n 1
+}
+
+case "$cmd" in
+stage)  # here: .gpu/ holds exactly the named CIFAR-10 zips, plus any state archives already staged
+    grep -qx '/.gpu/' .git/info/exclude 2>/dev/null || echo '/.gpu/' >> .git/info/exclude
+    mkdir -p .gpu && rm -f .gpu/*.zip
+    for z in "$@"; do cp "../shared/datasets/cifar10/${z%.zip}.zip" .gpu/; done
+    du -sh .gpu; echo "travels with the tree: $(git ls-files -z | xargs -0 du -cb | tail -n1 | cut -f1) bytes tracked"
+    ;;
+stage-state)  # here: the resumable state in runs/ as archives in .gpu/ (each <= 16 MiB; stage them over calls)
+    mkdir -p .gpu && rm -f .gpu/runs-*.tgz
+    python3 bench/gpu/pack.py .gpu runs runs/* --unfinished-only --max-files 8 --total-mib 1000
+    ;;
+unpack)  # device: carried zips into $DATA, carried state archives into $RUNS; show the machine
+    mkdir -p "$DATA" "$RUNS"
+    for z in .gpu/*.zip; do [ -e "$z" ] && cp "$z" "$DATA/"; done
+    for t in .gpu/runs-*.tgz; do [ -e "$t" ] && tar -xzf "$t" -C "$RUNS"; done
+    ls -la "$DATA" "$RUNS"
+    nvidia-smi --query-gpu=name,memory.used,memory.total,utilization.gpu --format=csv
+    python3 -c 'import torch, sys; print("torch", torch.__version__, "cuda", torch.version.cuda, "python", sys.version.split()[0])'
+    ;;
+check)  # device: the CUDA-only tests, then the throughput table against the textbook baseline
+    export PYTHONUNBUFFERED=1
+    python3 -m pytest -q tests/test_gpu.py -p no:cacheprovider 2>&1 | tail -n 30
+    python3 bench/train_throughput.py --data-dir "$DATA" --workers 8 "$@" 2>&1 | tee "${OUT:-/tmp}/bench.txt" | tail -n 40
+    ;;
+start)  # device: train.py detached (it outlives this call), writing outside the synced tree
+    mkdir -p "$CKPT" "$RUNS"
+    PYTHONUNBUFFERED=1 setsid nohup python3 train.py --data-dir "$DATA" --out "$CKPT" --state-dir "$RUNS" "$@" \
+        > "$LOG" 2>&1 < /dev/null &
+    sleep "${START_WAIT:-75}"
+    progress 30
+    nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv
+    ;;
+poll)  # device: wait (default 540 s, inside one call's 600), then show progress
+    secs=${1:-540}
+    for _ in $(seq 1 $((secs / 30))); do sleep 30; pgrep -f "python3 train.py" > /dev/null || break; done
+    progress 25
+    pgrep -f "python3 train.py" > /dev/null && echo "train.py: running" || echo "train.py: not running"
+    ls "$CKPT" 2>/dev/null | sed 's/^/published: /'
+    ;;
+landscape)  # device: loss landscapes of published checkpoints, written beside them in $CKPT
+    for m in "$@"; do
+        PYTHONUNBUFFERED=1 python3 -m resnet_core.landscape --model "$m" --checkpoints "$CKPT" --data-dir "$DATA" --device cuda
+    done
+    ;;
+collect)  # device: published checkpoints, unfinished state, the log and a status summary, into $OUT
+    : "${OUT:?collect runs on the device machine, where OUT is set}"
+    python3 - "$RUNS" "$CKPT" > "$OUT/status.txt" <<'PY'
+import json, sys
+from pathlib import Path
+runs, ckpt = Path(sys.argv[1]), Path(sys.argv[2])
+left = []
+for meta in sorted(runs.glob("*/state.json")):
+    m = json.loads(meta.read_text())
+    total = m["config"]["recipe"]["iterations"]
+    state = "finished" if m["finished"] else f"at iteration {m['iteration']:,} of {total:,}"
+    print(f"{meta.parent.name}: {state}; published: {(ckpt / meta.parent.name / 'metrics.json').is_file()}")
+    if not m["finished"]:
+        left.append(meta.parent.name)
+if left:
+    print("resume with: bash bench/gpu/session.sh start --model " + " ".join(left) + " --resume --time-budget N")
+PY
+    cat "$OUT/status.txt"
+    tr '\r' '\n' < "$LOG" | grep -v 'it/s\] *$\|s/it\] *$' > "$OUT/train.log" || true
+    python3 bench/gpu/pack.py "$OUT" ckpt "$CKPT"/* || true
+    python3 bench/gpu/pack.py "$OUT" runs "$RUNS"/* --unfinished-only || true
+    ls -la "$OUT"
+    ;;
+receive)  # here: unpack what collect returned (the reply's files_at) into checkpoints/ and runs/
+    from=${1:?the files_at folder of the collect call}
+    mkdir -p checkpoints runs
+    for t in "$from"/ckpt-*.tgz; do [ -e "$t" ] && tar -xzf "$t" -C checkpoints; done
+    for t in "$from"/runs-*.tgz; do [ -e "$t" ] && tar -xzf "$t" -C runs; done
+    [ -f "$from/status.txt" ] && cat "$from/status.txt"
+    [ -f "$from/train.log" ] && cp "$from/train.log" "runs/train-$(date +%Y%m%d-%H%M).log"
+    du -sh checkpoints
+    echo "next: python -m resnet_core.report --verify --readme README.md"
+    ;;
+*)
+    sed -n '2,17p' "$0"
+    ;;
+esac
