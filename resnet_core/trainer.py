@@ -447,9 +447,16 @@ def _is_main_thread() -> bool:
 
 
 def check_finite(lanes: list[Lane], state_dir: Path) -> None:
-    """A sync point, every 50 iterations: stop on the first NaN/inf loss, keeping the last good state."""
-    for lane in lanes:
-        bad = int(lane.stats["first_bad"])
+    """A sync point, every 50 iterations: stop on the first NaN/inf loss, keeping the last good state.
+    Under DDP the ranks agree first (the earliest bad iteration of any rank): a rank whose loss went bad
+    one step after another's would otherwise train on alone and hang in all-reduce."""
+    first_bad = torch.stack([lane.stats["first_bad"] for lane in lanes])  # (lanes,), -1 where all finite
+    if dist.is_available() and dist.is_initialized():
+        never = torch.iinfo(first_bad.dtype).max
+        first_bad = torch.where(first_bad < 0, never, first_bad)
+        dist.all_reduce(first_bad, op=dist.ReduceOp.MIN)
+        first_bad = torch.where(first_bad == never, -1, first_bad)
+    for lane, bad in zip(lanes, first_bad.tolist()):
         if bad >= 0:
             kept = (f"the last good state (iteration {lane.history[-1]['iteration']:,}) stays in {state_dir / lane.name}"
                     if lane.history else "no state had been saved yet")

@@ -5,6 +5,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -120,6 +121,33 @@ def test_torchrun_two_gloo_processes(tmp_path, shared_cifar):
     info = read_checkpoint(tmp_path / "out" / "resnet20")
     assert info.config["world_size"] == 2 and info.history["records"][-1]["iteration"] == 4
     load_pretrained(info.path)
+
+
+def _check_finite_as_rank(rank: int, init_file: str, out: str) -> None:
+    """One of two gloo processes: only rank 1 has seen resnet20's loss go NaN (at iteration 13); plain20 is fine."""
+    import torch.distributed as dist
+
+    from resnet_core import trainer
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+    try:
+        lanes = [trainer.make_lane(trainer.RunConfig(model=m, recipe=trainer.Recipe()), torch.device("cpu"))
+                 for m in ("plain20", "resnet20")]
+        lanes[1].stats["first_bad"].fill_(12 if rank == 1 else -1)
+        try:
+            trainer.check_finite(lanes, Path(out))
+            result = "went on"
+        except trainer.TrainingDiverged as e:
+            result = str(e)
+        Path(out, f"rank{rank}.txt").write_text(result)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_ddp_ranks_agree_on_a_nan_stop(tmp_path):
+    """A rank that saw no NaN yet stops with the one that did, instead of waiting alone in the next all-reduce."""
+    torch.multiprocessing.spawn(_check_finite_as_rank, args=(str(tmp_path / "init"), str(tmp_path)), nprocs=2)
+    for rank in (0, 1):
+        assert (tmp_path / f"rank{rank}.txt").read_text().startswith("resnet20: the training loss became NaN/inf at iteration 13 ")
 
 
 @pytest.mark.parametrize("argv,names", [
