@@ -478,7 +478,7 @@ def end_epoch(lane: Lane, data: Data, epoch: int, elapsed: float, images: int, w
                   train_loss=float(s["loss_sum"]) / (steps * world),
                   train_error=100.0 * (1 - int(s["correct"]) / seen),
                   test_loss=test["test_loss"], test_error=test["test_error"], test_top5_error=test["test_top5_error"],
-                  wall_time_s=lane.wall_time_s, epoch_time_s=elapsed, images_per_s=images * world / max(elapsed, 1e-9),
+                  wall_time_s=lane.wall_time_s, epoch_time_s=elapsed, images_per_s=images / max(elapsed, 1e-9),
                   grad_norms=[float(v) / steps for v in s["grad_norm_sum"].cpu()])
     lane.history.append(record)
     for k in ("loss_sum", "correct", "steps", "grad_norm_sum"):

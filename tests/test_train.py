@@ -119,7 +119,9 @@ def test_torchrun_two_gloo_processes(tmp_path, shared_cifar):
                           env=dict(os.environ, OMP_NUM_THREADS="1"))
     assert done.returncode == 0, done.stderr[-8000:]
     info = read_checkpoint(tmp_path / "out" / "resnet20")
-    assert info.config["world_size"] == 2 and info.history["records"][-1]["iteration"] == 4
+    record = info.history["records"][-1]
+    assert info.config["world_size"] == 2 and record["iteration"] == 4
+    assert record["images_per_s"] * record["epoch_time_s"] == pytest.approx(4 * 64)  # the global batch, counted once
     load_pretrained(info.path)
 
 
