@@ -317,6 +317,8 @@ def train(configs: list[RunConfig], *, data_dir: str | None = None, out_dir: Pat
     rank, world = (dist.get_rank(), dist.get_world_size()) if ddp else (0, 1)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if device.type == "cuda":
+        if device.index is not None:  # step_lanes' current_stream() and synchronize() act on the current device
+            torch.cuda.set_device(device)
         torch.backends.cudnn.benchmark = True
     is_main = rank == 0
     say = log if is_main else (lambda *a, **k: None)
