@@ -49,7 +49,8 @@ def evaluate(model, images_u8: torch.Tensor, labels: torch.Tensor, mean: torch.T
         topk = logits.topk(k, dim=1).indices  # (B, k)
         top1 += (topk[:, 0] == y).sum()
         top5 += (topk == y[:, None]).any(dim=1).sum()
-        confusion += torch.bincount(y * num_classes + topk[:, 0], minlength=num_classes * num_classes)
+        # index_add_, not bincount: on CUDA bincount reads the min and max back to the host (two syncs a batch)
+        confusion.index_add_(0, y * num_classes + topk[:, 0], torch.ones_like(y))
     n = len(labels)
     return dict(test_loss=float(loss_sum) / n, test_error=100.0 * (1 - int(top1) / n),
                 test_top5_error=100.0 * (1 - int(top5) / n),
