@@ -71,8 +71,9 @@ def baseline_images_per_s(name, images, labels, device, batch, steps, warmup, wo
     return steps * batch / (time.perf_counter() - t0)
 
 
-def ours_images_per_s(name, images, labels, device, batch, steps, warmup, lanes) -> float:
-    """Aggregate images/s over `lanes` copies of the model trained side by side (1 = a single model)."""
+def ours_images_per_s(name, images, labels, device, batch, steps, warmup, lanes, util=None, min_seconds=0.0) -> float:
+    """Aggregate images/s over `lanes` copies of the model trained side by side (1 = a single model), timed over
+    at least `steps` iterations and `min_seconds`; `util` samples the GPU over exactly that window."""
     data = Data(images.to(device), labels.to(device), images[:0].to(device), labels[:0].to(device),
                 torch.tensor(CIFAR10_MEAN, device=device), torch.tensor(CIFAR10_STD, device=device))
     cfg = RunConfig(model=name, recipe=Recipe(batch_size=batch))
@@ -84,19 +85,28 @@ def ours_images_per_s(name, images, labels, device, batch, steps, warmup, lanes)
     y = torch.zeros(batch, dtype=torch.long, device=device)
     perm, offsets, flips = augmentation_plan(len(labels), 0, 0, device)
     per_epoch = len(labels) // batch
-    for it in range(warmup + steps):
+    it, t0 = 0, None
+    while t0 is None or it < warmup + steps or time.perf_counter() - t0 < min_seconds:
         if it == warmup:
             sync(device)
+            if util is not None:
+                util.start()
             t0 = time.perf_counter()
         s = it % per_epoch
         fill_batch(data, perm[s * batch:(s + 1) * batch], offsets, flips, x, y)
         step_lanes(group, x, y, it, capture=device.type == "cuda" and it >= 3)
+        it += 1
     sync(device)
-    return steps * batch * lanes / (time.perf_counter() - t0)
+    seconds = time.perf_counter() - t0
+    if util is not None:
+        util.stop()
+    return (it - warmup) * batch * lanes / seconds
 
 
 class GPUUtilization:
-    """Samples nvidia-smi's utilization.gpu (%) every 0.2 s in the background."""
+    """nvidia-smi's utilization.gpu (%), sampled every 0.2 s in the background between start() and stop(): the
+    share of time in which any kernel was running (not how many SMs were busy). Each sample averages over the
+    driver's last sample period (1/6 to 1 s), so the first one, reaching back before start(), is dropped."""
 
     def __init__(self):
         self.samples, self._stop = [], threading.Event()
@@ -112,17 +122,18 @@ class GPUUtilization:
                 return
             self._stop.wait(0.2)
 
-    def __enter__(self):
+    def start(self):
         self._thread.start()
-        return self
 
-    def __exit__(self, *exc):
+    def stop(self):
         self._stop.set()
         self._thread.join()
 
     @property
-    def mean(self) -> float | None:
-        return sum(self.samples) / len(self.samples) if self.samples else None
+    def mean(self) -> float:
+        """NaN with fewer than 3 samples left (no nvidia-smi, or too short a window to say)."""
+        samples = self.samples[1:]
+        return sum(samples) / len(samples) if len(samples) >= 3 else float("nan")
 
 
 def main() -> None:
@@ -142,20 +153,21 @@ def main() -> None:
     if cuda:
         torch.backends.cudnn.benchmark = True
     steps, warmup = args.steps or (200 if cuda else 5), args.warmup or (20 if cuda else 2)
+    min_seconds = 3.0 if cuda else 0.0  # ours is fast: time it long enough for several nvidia-smi samples
     images, labels = load_cifar10(resolve_data_dir(args.data_dir), "train", limit=args.images or (None if cuda else 2048))
     name = torch.cuda.get_device_name(device) if cuda else f"CPU, {torch.get_num_threads()} threads"
     print(f"device: {name}; torch {torch.__version__}; batch {args.batch_size}; {steps} timed iterations "
           f"after {warmup} warm-up; baseline DataLoader workers: {args.workers}")
     print(f"{'model':<10} {'baseline img/s':>15} {'ours img/s':>12} {'speed-up':>9} {'GPU util %':>11}"
-          + (f" {f'ours x{args.lanes} lanes img/s':>24} {'speed-up':>9}" if args.lanes > 1 else ""))
+          + (f" {f'ours x{args.lanes} lanes img/s':>24} {'speed-up':>9} {'GPU util %':>11}" if args.lanes > 1 else ""))
     for model in args.models:
         base = baseline_images_per_s(model, images, labels, device, args.batch_size, steps, warmup, args.workers)
-        with GPUUtilization() as util:
-            ours = ours_images_per_s(model, images, labels, device, args.batch_size, steps, warmup, 1)
-        line = f"{model:<10} {base:15,.0f} {ours:12,.0f} {ours / base:8.1f}x {util.mean or float('nan'):11.0f}"
-        if args.lanes > 1:
-            many = ours_images_per_s(model, images, labels, device, args.batch_size, steps, warmup, args.lanes)
-            line += f" {many:24,.0f} {many / base:8.1f}x"
+        line = f"{model:<10} {base:15,.0f}"
+        for lanes in sorted({1, args.lanes}):
+            util = GPUUtilization() if cuda else None
+            ours = ours_images_per_s(model, images, labels, device, args.batch_size, steps, warmup, lanes, util, min_seconds)
+            busy = util.mean if util is not None else float("nan")
+            line += f" {ours:{12 if lanes == 1 else 24},.0f} {ours / base:8.1f}x {busy:11.0f}"
         print(line, flush=True)
 
 
