@@ -87,7 +87,8 @@ for meta in sorted(runs.glob("*/state.json")):
     if not m["finished"]:
         left.append(meta.parent.name)
 if left:
-    print("resume with: bash bench/gpu/session.sh start --model " + " ".join(left) + " --resume --time-budget N")
+    print("resume with the first start's options plus: bash bench/gpu/session.sh start --model " + " ".join(left)
+          + " --resume --time-budget N")
 PY
     cat "$OUT/status.txt"
     tr '\r' '\n' < "$LOG" | grep -v 'it/s\] *$\|s/it\] *$' > "$OUT/train.log" || true
