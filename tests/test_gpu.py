@@ -2,10 +2,17 @@
 
 Run them on the lent GPU machine before a long training run: `python -m pytest tests/test_gpu.py -q`.
 """
+import dataclasses
+import math
+import subprocess
+import sys
+import time
+
 import pytest
 import torch
 
-from resnet_core import read_checkpoint, trainer
+from conftest import REPO
+from resnet_core import model_info, read_checkpoint, trainer
 from resnet_core.data import CIFAR10_MEAN, CIFAR10_STD, augmentation_plan
 from resnet_core.trainer import Data, Recipe, RunConfig, fill_batch, make_lane, step_lanes
 
@@ -109,3 +116,68 @@ def test_train_end_to_end_on_gpu_with_resume(tmp_path, monkeypatch):
         assert len(a.history["records"]) == len(b.history["records"]) == 3
         # bf16 + cudnn are not bit-reproducible across a resume boundary; the curves must still agree closely.
         assert abs(a.metrics["test_error"] - b.metrics["test_error"]) < 5.0
+
+
+def test_ten_lanes_fit_and_project_the_paper_run(tmp_path, capsys):
+    """`train.py --all` on this GPU: the ten 6n+2 nets side by side, every one captured; the device memory they
+    take, and the wall time of the paper's 64k iterations plus an evaluation and a state save per epoch."""
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = False, True  # as train() runs
+    names = [f"{kind}{depth}" for depth in (20, 32, 44, 56, 110) for kind in ("resnet", "plain")]
+    device, batch = torch.device("cuda"), 128
+    test_x = torch.randint(0, 256, (10_000, 32, 32, 3), dtype=torch.uint8, device=device)  # as large as CIFAR-10's
+    data = dataclasses.replace(synthetic_data(2048), test_x=test_x, test_y=torch.randint(0, 10, (10_000,), device=device))
+    torch.cuda.reset_peak_memory_stats()
+    lanes = [make_lane(RunConfig(model=m, recipe=trainer.paper_recipe(model_info(m)["depth"])), device) for m in names]
+    for lane in lanes:
+        lane.stream = torch.cuda.Stream()
+    x = torch.zeros(batch, 3, 32, 32, device=device).to(memory_format=torch.channels_last)
+    y = torch.zeros(batch, dtype=torch.long, device=device)
+    perm, offsets, flips = augmentation_plan(len(data.train_y), 0, 0, device)
+    warm, timed = 8, 200  # 3 eager steps, the capture, then replays
+
+    for it in range(warm + timed):
+        if it == warm:
+            torch.cuda.synchronize()
+            t0 = time.perf_counter()
+        s = it % (len(data.train_y) // batch)
+        fill_batch(data, perm[s * batch:(s + 1) * batch], offsets, flips, x, y)
+        step_lanes(lanes, x, y, it, capture=True)
+    torch.cuda.synchronize()
+    per_iteration = (time.perf_counter() - t0) / timed
+    assert all(lane.graph is not None and int(lane.stats["first_bad"]) == -1 for lane in lanes)
+
+    epoch_end = []  # the first round autotunes the evaluation's batch of 1,000; the second is timed
+    for _ in range(2):
+        t0 = time.perf_counter()
+        for lane in lanes:
+            trainer.end_epoch(lane, data, 1, 1.0, batch, 1)
+            trainer.save_state(lane, tmp_path)
+        epoch_end.append(time.perf_counter() - t0)
+    peak, total = torch.cuda.max_memory_reserved(), torch.cuda.get_device_properties(device).total_memory
+    epochs = math.ceil(64_000 / (50_000 // batch))
+    minutes = (64_000 * per_iteration + epochs * epoch_end[-1]) / 60
+    with capsys.disabled():
+        print(f"\nten lanes on {torch.cuda.get_device_name()}: {per_iteration * 1e3:.2f} ms per iteration "
+              f"({10 * batch / per_iteration:,.0f} img/s), {epoch_end[-1]:.2f} s per epoch end (evaluation + state); "
+              f"64k iterations and {epochs} epoch ends: {minutes:.1f} min; peak memory {peak / 2**30:.1f} "
+              f"of {total / 2**30:.0f} GiB")
+    assert peak < 0.8 * total
+
+
+def test_torchrun_nccl_one_process(tmp_path):
+    """train.py's DDP path on CUDA (NCCL process group, DDP wrapper, the ranks' agreements, barrier), one process."""
+    script = tmp_path / "ddp_train.py"
+    script.write_text(f"""import sys
+sys.path[:0] = [{str(REPO)!r}, {str(REPO / "tests")!r}]
+import train
+from resnet_core import trainer
+from test_gpu import synthetic_data
+trainer.load_data = lambda *a, **k: synthetic_data(1024)  # 8 iterations per epoch
+sys.exit(train.main(sys.argv[1:]))
+""")
+    argv = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=1", str(script),
+            "--model", "resnet20", "--iterations", "16", "--out", str(tmp_path / "out"), "--state-dir", str(tmp_path / "runs")]
+    done = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr[-8000:]
+    info = read_checkpoint(tmp_path / "out" / "resnet20")
+    assert info.config["world_size"] == 1 and [r["iteration"] for r in info.history["records"]] == [8, 16]
