@@ -23,6 +23,10 @@ from .data import CIFAR10_MEAN, CIFAR10_STD, CLASSES, augment_batch, augmentatio
 from .models import build_model, model_info
 from .probes import autocast_for, evaluate, first_epoch_reaching, per_class_accuracy, response_std
 
+# Lanes run on up to ten CUDA streams; CUDA maps streams onto 8 hardware queues by default, so some lanes
+# would wait on others for no reason. Read when CUDA starts, so it is set here, before any CUDA call.
+os.environ.setdefault("CUDA_DEVICE_MAX_CONNECTIONS", "32")
+
 
 # -- configuration ----------------------------------------------------------------------------------
 @dataclass(frozen=True)
@@ -308,7 +312,8 @@ def train(configs: list[RunConfig], *, data_dir: str | None = None, out_dir: Pat
           restart: bool = False, time_budget_s: float | None = None, stop_after: int | None = None,
           warmup_steps: int = 3, command: str | None = None, log=print) -> dict[str, str]:
     """Train `configs` side by side, in lockstep on one shared, identically augmented batch stream.
-    Returns {model: "finished" | "stopped" | "skipped"}. Raises TrainingDiverged on a NaN/inf loss."""
+    Returns {model: "finished" | "stopped" | "skipped"}. A lane whose loss goes NaN/inf stops there (its last
+    good state kept) while the others go on; then TrainingDiverged is raised at the end, naming each one."""
     first = configs[0]
     for c in configs:
         if (c.recipe.batch_size, c.seed, c.limit_train) != (first.recipe.batch_size, first.seed, first.limit_train):
@@ -381,8 +386,24 @@ def train(configs: list[RunConfig], *, data_dir: str | None = None, out_dir: Pat
     it = start
     epoch_t0, epoch_it0 = time.perf_counter(), it
     plan_epoch = None
+    diverged: list[str] = []
+
+    def drop_diverged() -> None:
+        """Take every lane whose loss went NaN/inf out of the run; say so now, raise at the end."""
+        for lane, message in check_finite(lanes, state_dir):
+            lanes.remove(lane)
+            status[lane.name] = "diverged"
+            diverged.append(message)
+            if is_main:
+                bar.write(f"error: {message}" + (" The other models go on." if lanes else ""), file=sys.stderr)
+
+    def outcome() -> dict[str, str]:
+        if diverged:
+            raise TrainingDiverged("\n".join(diverged))
+        return status
+
     try:
-        while it < end:
+        while it < end and lanes:
             epoch, step = divmod(it, steps_per_epoch)
             if plan_epoch != epoch:
                 perm, offsets, flips = augmentation_plan(len(data.train_y), epoch, first.seed, device)
@@ -394,7 +415,8 @@ def train(configs: list[RunConfig], *, data_dir: str | None = None, out_dir: Pat
             bar.update(1)
             epoch_end = (it % steps_per_epoch == 0) or it == end or any(l.iteration == l.cfg.recipe.iterations for l in active)
             if it % 50 == 0 or epoch_end:
-                check_finite(lanes, state_dir)
+                drop_diverged()
+                active = [l for l in active if l in lanes]
             if epoch_end:
                 elapsed = time.perf_counter() - epoch_t0
                 for lane in active:
@@ -417,7 +439,7 @@ def train(configs: list[RunConfig], *, data_dir: str | None = None, out_dir: Pat
             if ddp:  # every rank must stop at the same iteration, or the others hang in all-reduce
                 reason = agreed_stop(reason, device) if (it % 50 == 0 or epoch_end) else None
             if reason and it < end:
-                check_finite(lanes, state_dir)
+                drop_diverged()
                 elapsed = time.perf_counter() - epoch_t0
                 for lane in lanes:
                     if not lane.finished:
@@ -428,13 +450,14 @@ def train(configs: list[RunConfig], *, data_dir: str | None = None, out_dir: Pat
                 bar.close()
                 say(f"stopped ({reason}) at iteration {it:,}; state saved in {state_dir}/. "
                     f"Continue with the same command plus --resume.")
-                return status
+                return outcome()
     finally:
         bar.close()
         for s, h in old_handlers.items():
             signal.signal(s, h)
-    say(f"done in {(time.perf_counter() - t_start) / 60:.1f} min")
-    return status
+    if lanes:
+        say(f"done in {(time.perf_counter() - t_start) / 60:.1f} min")
+    return outcome()
 
 
 def agreed_stop(reason: str | None, device: torch.device) -> str | None:
@@ -448,24 +471,26 @@ def _is_main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
-def check_finite(lanes: list[Lane], state_dir: Path) -> None:
-    """A sync point, every 50 iterations: stop on the first NaN/inf loss, keeping the last good state.
-    Under DDP the ranks agree first (the earliest bad iteration of any rank): a rank whose loss went bad
-    one step after another's would otherwise train on alone and hang in all-reduce."""
+def check_finite(lanes: list[Lane], state_dir: Path) -> list[tuple[Lane, str]]:
+    """A sync point, every 50 iterations: the lanes whose loss went NaN/inf, each with a message saying where.
+    Their last good state stays on disk; the caller stops them and lets the others go on. Under DDP the ranks
+    agree first (the earliest bad iteration of any rank): a rank whose loss went bad one step after another's
+    would otherwise train on alone and hang in all-reduce."""
     first_bad = torch.stack([lane.stats["first_bad"] for lane in lanes])  # (lanes,), -1 where all finite
     if dist.is_available() and dist.is_initialized():
         never = torch.iinfo(first_bad.dtype).max
         first_bad = torch.where(first_bad < 0, never, first_bad)
         dist.all_reduce(first_bad, op=dist.ReduceOp.MIN)
         first_bad = torch.where(first_bad == never, -1, first_bad)
+    diverged = []
     for lane, bad in zip(lanes, first_bad.tolist()):
         if bad >= 0:
             kept = (f"the last good state (iteration {lane.history[-1]['iteration']:,}) stays in {state_dir / lane.name}"
                     if lane.history else "no state had been saved yet")
-            raise TrainingDiverged(
-                f"{lane.name}: the training loss became NaN/inf at iteration {bad + 1:,} "
-                f"(epoch {len(lane.history) + 1}, lr {lr_at(bad, lane.cfg.recipe):g}). Stopped; {kept}. "
-                f"Lower --lr or add --warmup-iters, then --resume or --restart.")
+            diverged.append((lane, f"{lane.name}: the training loss became NaN/inf at iteration {bad + 1:,} "
+                                   f"(epoch {len(lane.history) + 1}, lr {lr_at(bad, lane.cfg.recipe):g}). Stopped; "
+                                   f"{kept}. Lower --lr or add --warmup-iters, then --resume or --restart."))
+    return diverged
 
 
 def end_epoch(lane: Lane, data: Data, epoch: int, elapsed: float, images: int, world: int) -> dict:

@@ -1,4 +1,5 @@
 """train.py end to end on the CPU: the published checkpoint, resume equivalence, interrupts, NaN, DDP, bad data."""
+import dataclasses
 import json
 import os
 import signal
@@ -83,6 +84,23 @@ def test_nan_loss_stops_and_names_the_iteration(tmp_path, shared_cifar, capsys):
     assert not (tmp_path / "out" / "plain20").exists()
 
 
+def test_a_diverging_lane_stops_alone_and_the_others_finish(tmp_path, shared_cifar):
+    """plain20 at an absurd lr goes NaN; resnet20 beside it trains to the end and is published, then the run
+    reports the divergence (train.py exits 3 on it)."""
+    from resnet_core.trainer import Recipe, RunConfig, TrainingDiverged, train as run
+
+    recipe = Recipe(iterations=8, batch_size=64, milestones=(4, 6))
+    configs = [RunConfig("resnet20", recipe, limit_train=256, limit_test=200),
+               RunConfig("plain20", dataclasses.replace(recipe, lr=1e30), limit_train=256, limit_test=200)]
+    with pytest.raises(TrainingDiverged, match=r"^plain20: the training loss became NaN/inf at iteration \d") as e:
+        run(configs, data_dir=str(shared_cifar), out_dir=tmp_path / "out", state_dir=tmp_path / "runs", device="cpu",
+            log=lambda *a, **k: None)
+    assert "resnet20" not in str(e.value)
+    assert read_checkpoint(tmp_path / "out" / "resnet20").history["records"][-1]["iteration"] == 8
+    assert not (tmp_path / "out" / "plain20").exists()
+    assert json.loads((tmp_path / "runs" / "resnet20" / "state.json").read_text())["finished"]
+
+
 def test_missing_data_dir_is_one_clear_message(tmp_path, capsys):
     argv = ["--model", "resnet20", *TINY, "--data-dir", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o"),
             "--state-dir", str(tmp_path / "r")]
@@ -135,12 +153,9 @@ def _check_finite_as_rank(rank: int, init_file: str, out: str) -> None:
         lanes = [trainer.make_lane(trainer.RunConfig(model=m, recipe=trainer.Recipe()), torch.device("cpu"))
                  for m in ("plain20", "resnet20")]
         lanes[1].stats["first_bad"].fill_(12 if rank == 1 else -1)
-        try:
-            trainer.check_finite(lanes, Path(out))
-            result = "went on"
-        except trainer.TrainingDiverged as e:
-            result = str(e)
-        Path(out, f"rank{rank}.txt").write_text(result)
+        diverged = trainer.check_finite(lanes, Path(out))
+        assert [lane.name for lane, _ in diverged] == ["resnet20"]
+        Path(out, f"rank{rank}.txt").write_text(diverged[0][1])
     finally:
         dist.destroy_process_group()
 
