@@ -77,7 +77,7 @@ class RunConfig:
 
 
 # -- one model in training ----------------------------------------------------------------------------
-@dataclass
+@dataclass(eq=False)  # a lane is itself: compared by identity, never field by field (tensors)
 class Lane:
     """A model, its SGD state and its running statistics, all as device tensors so that a step needs
     no CPU sync and can be captured in a CUDA graph."""
