@@ -49,6 +49,11 @@ st.dataframe(finals[finals["depth"].isin(depths)], hide_index=True,
                             for c in finals.columns if finals[c].dtype.kind == "f" or c in zoo.REFERENCES})
 
 
+def table_height(table) -> int:
+    """Pixels that show every row of a st.dataframe without a scroll bar (35 px a row, plus the header)."""
+    return 35 * (len(table) + 1) + 3
+
+
 def verdict_colours(frame, column: str):
     """The frame styled with its `column` tinted: green where the claim holds, red where it does not."""
     tint = {"yes": "background-color: #d9f0d3", "no": "background-color: #f4cccc"}
@@ -58,7 +63,10 @@ def verdict_colours(frame, column: str):
 st.subheader("The paper's claims, checked on these runs")
 st.caption("Each claim of the paper's CIFAR-10 experiment against our checkpoints' final numbers (the final "
            "iterate: the test set never chose anything). Runs shorter than the paper's 64,000 iterations say so.")
-st.dataframe(verdict_colours(frame(zoo.paper_checks), "holds"), hide_index=True, width="stretch")
+checks = frame(zoo.paper_checks)
+st.dataframe(verdict_colours(checks, "holds"), hide_index=True, width="stretch", height=table_height(checks),
+             column_config={"claim": st.column_config.TextColumn(width="large"),
+                            "evidence": st.column_config.TextColumn(width="large")})
 
 st.subheader("Seed report 000, point by point")
 seed = frame(zoo.seed_report_frame)
@@ -69,6 +77,12 @@ st.caption("A reproduction report we started from claims these numbers for a CIF
 if not have & {"resnet18", "plain18", "resnet34", "plain34"}:
     st.info("No 18- or 34-layer checkpoints yet, so only the report's side is filled in. Train them with\n\n"
             "```\npython train.py --depth 18 34 --both --recipe seed --no-weights\n```")
-st.dataframe(seed, hide_index=True, width="stretch")
+# Only the columns that hold something: the report's side always, ours once measured, the verdict with both 18s.
+shown = seed[[c for c in seed.columns if not c.startswith("ours:") or seed[c].astype(bool).any()]]
+if (shown["verdict (18 layers)"] == "not measured yet").all():
+    shown = shown.drop(columns="verdict (18 layers)")
+st.dataframe(shown, hide_index=True, width="stretch", height=table_height(shown),
+             column_config={"claim": st.column_config.TextColumn(width="large"),
+                            "verdict (18 layers)": st.column_config.TextColumn(width="large")})
 st.download_button("Download this table (CSV)", seed.to_csv(index=False).encode(), "seed_report_000.csv", "text/csv",
                    key="csv-seed-report", on_click="ignore", icon=":material/download:")
