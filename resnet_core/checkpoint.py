@@ -109,6 +109,23 @@ def _pct(x) -> str:
     return "n/a" if x is None else f"{x:.2f} %"
 
 
+def storage_state(model: torch.nn.Module, weights_dtype: torch.dtype = torch.float16) -> dict[str, torch.Tensor]:
+    """The state dict as published: parameters in `weights_dtype` (fp16 halves the repository), buffers
+    (BatchNorm running statistics) in fp32, and any parameter that the cast would turn into inf in fp32 too.
+    A deep plain net's early BN running variances reach millions, far beyond fp16's 65,504: cast, they
+    become inf and the loaded model predicts garbage."""
+    params = {name for name, _ in model.named_parameters()}
+    state = {}
+    for k, v in model.state_dict().items():
+        v = v.detach()
+        if v.is_floating_point():
+            small = v.to(weights_dtype)
+            keep = k in params and bool(torch.isfinite(small).all())
+            v = small if keep else v.float()
+        state[k] = v
+    return state
+
+
 def save_checkpoint(root: Path, name: str, model: ResNet | None, config: dict, history: dict, metrics: dict,
                     weights_dtype: torch.dtype = torch.float16) -> Path:
     """Write checkpoint folder `root/name` as a whole: everything goes into a hidden temp folder that
@@ -121,7 +138,7 @@ def save_checkpoint(root: Path, name: str, model: ResNet | None, config: dict, h
         tmp.chmod(0o755)
         config = dict(config, format_version=FORMAT_VERSION, has_weights=model is not None)
         if model is not None:
-            state = {k: (v.to(weights_dtype) if v.is_floating_point() else v) for k, v in model.state_dict().items()}
+            state = storage_state(model, weights_dtype)
             atomic_save_tensors(tmp / "model.safetensors", state, metadata={"format": "pt", "model": config["model"]})
         atomic_write_json(tmp / "config.json", config)
         atomic_write_json(tmp / "history.json", history)

@@ -31,6 +31,28 @@ def test_round_trip_in_fp16(saved):
     assert "# resnet20 on CIFAR-10" in (path / "README.md").read_text()
 
 
+def test_statistics_beyond_fp16_survive_publishing(tmp_path):
+    """A deep plain net's early BN running variances reach millions (plain56 after 15 CPU epochs: 3.5e6); cast to
+    fp16 they become inf and the loaded net guesses. Buffers are stored in fp32, parameters in fp16 where finite."""
+    from safetensors.torch import load_file
+
+    torch.manual_seed(0)
+    model = build_model("plain20").eval()
+    with torch.no_grad():
+        model.stem.bn.running_var.fill_(3.5e6)
+        model.stages[0][0].residual.conv1.weight[0, 0, 0, 0] = 1e6  # a parameter fp16 cannot hold
+    path = ckpt.save_checkpoint(tmp_path, "plain20", model, dict(CONFIG, model="plain20"), HISTORY, METRICS)
+    stored = load_file(path / "model.safetensors")
+    assert stored["stem.bn.running_var"].dtype == torch.float32 and stored["stem.bn.running_var"][0] == 3.5e6
+    assert stored["stages.0.0.residual.conv1.weight"].dtype == torch.float32  # the cast would overflow: kept fp32
+    assert stored["stages.0.1.residual.conv1.weight"].dtype == torch.float16  # the rest: fp16
+    loaded = load_pretrained(path).state_dict()
+    for k, v in model.state_dict().items():  # fp32 where stored so, fp16 rounding elsewhere; nothing inf
+        half = stored[k].dtype == torch.float16
+        torch.testing.assert_close(loaded[k], v, rtol=1e-3 if half else 0, atol=1e-6 if half else 0)
+    assert torch.isfinite(load_pretrained(path)(torch.randn(4, 3, 32, 32))).all()
+
+
 def test_load_by_name_from_the_default_folder(saved, monkeypatch):
     _, path = saved
     monkeypatch.setenv("RESNET_CHECKPOINTS", str(path.parent))
