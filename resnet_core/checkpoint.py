@@ -97,7 +97,7 @@ def model_card(config: dict, metrics: dict, has_weights: bool) -> str:
         f"| wall time | {config.get('wall_time_s', 0) / 60:.1f} min on {config.get('device')} |",
         "",
         "Final iterate, no test-set model selection. Weights: "
-        + ("`model.safetensors` (fp16)." if has_weights else
+        + ("`model.safetensors` (fp16 weights, BatchNorm statistics in fp32)." if has_weights else
            f"not bundled (too large); regenerate with `{config.get('command', 'python train.py')}`."),
         "",
         "Load with `resnet_core.load_pretrained(\"<this folder>\")`.",
