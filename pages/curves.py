@@ -19,7 +19,7 @@ def curves_ui(depths: list[int]) -> tuple[list[int], str, bool]:
 
 header("Degradation curves", "In the plain panel the deeper nets sit *above* the shallow ones, in training error "
        "(dashed) as well as test error (solid); in the residual panel deeper is lower.")
-usable_checkpoints()
+infos = usable_checkpoints()
 history = frame(zoo.history_frame)
 depths, metric, log = curves_ui(sorted(history["depth"].unique().tolist()))
 data = history[history["depth"].isin(depths) & (history["metric"] == metric)]
@@ -70,7 +70,7 @@ st.dataframe(verdict_colours(checks, "holds"), hide_index=True, width="stretch",
 
 st.subheader("Seed report 000, point by point")
 seed = frame(zoo.seed_report_frame)
-have = {c.config["model"] for c in usable_checkpoints(stop=False)}
+have = {c.config["model"] for c in infos}
 st.caption("A reproduction report we started from claims these numbers for a CIFAR ResNet-18 and Plain-18 (200 "
            "epochs, lr /10 at epochs 60, 120 and 160). Next to them: what our runs of the same recipe measured, "
            "and ResNet-34 / Plain-34 as an extension. Where we disagree, the verdict says so.")
