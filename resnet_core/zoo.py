@@ -244,7 +244,7 @@ def final_train_error(info: CheckpointInfo) -> float | None:
 
 
 def short_run_note(*infos: CheckpointInfo) -> str:
-    """' (short runs: 5,850 of the paper's 64,000 iterations)' when any of them trained less than the paper."""
+    """' (short run: 5,850 of the paper's 64,000 iterations)' when any of them trained less than the paper."""
     iters = sorted({i.config["recipe"].get("iterations") or 0 for i in infos})
     short = [n for n in iters if n < PAPER_ITERATIONS]
     return f" (short run: {', '.join(f'{n:,}' for n in short)} of the paper's {PAPER_ITERATIONS:,} iterations)" if short else ""
