@@ -2,7 +2,7 @@
 import altair as alt
 import streamlit as st
 
-from pages.common import NET_COLORS, ROUTED, frame, header, show_chart, usable_checkpoints
+from pages.common import DEEP_LINK, NET_COLORS, ROUTED, frame, header, show_chart, usable_checkpoints
 from resnet_core import zoo
 from resnet_core.trainer import Recipe
 
@@ -92,7 +92,7 @@ def zoo_table() -> None:
 
 
 st.set_page_config(page_title="ResNet Explorer", page_icon=":material/stacked_line_chart:", layout="wide")
-page = st.navigation([
+pages = [
     st.Page(home, title="Home", icon=":material/home:", default=True),
     st.Page("pages/curves.py", title="Degradation curves", icon=":material/show_chart:"),
     st.Page("pages/gradients.py", title="Gradient flow", icon=":material/gradient:"),
@@ -101,6 +101,11 @@ page = st.navigation([
     st.Page("pages/predict.py", title="Predict", icon=":material/image_search:"),
     st.Page("pages/classes.py", title="Classes", icon=":material/grid_on:"),
     st.Page("pages/architecture.py", title="Architecture", icon=":material/account_tree:"),
-])
+]
+page = st.navigation(pages)
 st.session_state[ROUTED] = True
+asked = st.session_state.pop(DEEP_LINK, None)  # a deep link that arrived before the first routing (pages.common.header)
+forward = [p for p in pages if asked and p.url_path == asked != page.url_path]
+if forward:
+    st.switch_page(forward[0])
 page.run()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import urlparse
 
 import altair as alt
 import numpy as np
@@ -31,13 +32,15 @@ DEPTH_LADDER = (18, 20, 32, 34, 44, 56, 110, 1202)
 
 
 ROUTED = "routed_by_app"  # set by app.py on every run, before the page runs
+DEEP_LINK = "deep_link"  # the page a visitor asked for before app.py had routed them (see header)
 
 
 def header(title: str, sentence: str) -> None:
     if not st.session_state.get(ROUTED):
         # Streamlit 1.67 starts in its old pages/-folder mode until app.py has called st.navigation once, so
         # when the first request after a server start is a deep link it runs the page file alone (wrong
-        # sidebar, no page config): send that one visitor through app.py instead.
+        # sidebar, no page config): send that one visitor through app.py, which forwards them to this page.
+        st.session_state[DEEP_LINK] = urlparse(st.context.url or "").path.rstrip("/").rpartition("/")[2]
         st.switch_page("app.py")
     st.title(title)
     st.markdown(sentence)

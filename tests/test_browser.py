@@ -161,8 +161,11 @@ def test_every_page_renders_in_chromium(app_url):
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     browser = Browser()
     try:
-        # A deep link as the server's very first request must still get app.py's navigation, not pages/ listed.
+        # A deep link as the server's very first request must still get app.py's navigation, not pages/ listed,
+        # and the page it asked for, not Home.
         browser.open(app_url + "curves")
+        assert browser.evaluate("document.querySelector('h1').innerText") == "Degradation curves"
+        assert browser.evaluate("location.pathname") == "/curves"
         links = browser.evaluate("""[...document.querySelectorAll('[data-testid="stSidebarNavLink"]')]
                                     .map(e => e.innerText.split('\\n').pop())""")
         assert links == ["Home", "Degradation curves", "Gradient flow", "Layer responses", "Loss landscape", "Predict",
