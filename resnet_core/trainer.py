@@ -236,9 +236,9 @@ def read_state_meta(state_dir: Path, name: str) -> dict | None:
                          f"move it away to start over") from None
 
 
-def load_state(lane: Lane, state_dir: Path) -> None:
+def load_state(lane: Lane, state_dir: Path, meta: dict) -> None:
+    """Put the saved run (meta: its state.json, from read_state_meta) into the lane."""
     tensors_path, meta_path = state_paths(state_dir, lane.name)
-    meta = read_state_meta(state_dir, lane.name)
     saved, current = meta["config"], json.loads(json.dumps(lane.cfg.to_dict()))
     keys = ("model", "recipe", "arch", "seed", "limit_train")
     diff = [k for k in keys if saved.get(k) != current.get(k)]
@@ -340,7 +340,7 @@ def train(configs: list[RunConfig], *, data_dir: str | None = None, out_dir: Pat
                              f"or --restart to start over")
         lane = make_lane(cfg, device)
         if meta and resume:
-            load_state(lane, state_dir)
+            load_state(lane, state_dir, meta)
             if lane.finished:
                 status[cfg.model] = "skipped"
                 say(f"{cfg.model}: already finished ({lane.iteration:,} iterations); skipping")

@@ -25,6 +25,7 @@ REFERENCES = {"paper (Table 6)": TABLE6_TEST_ERROR, "seed report 003": SEED_REPO
 # training set, or, in checkpoints that predate that, the running error on the last epoch's augmented batches.
 MEASURES = {"train_error_clean": "train error (final model, clean training set)",
             "train_error": "train error (last epoch, augmented batches)", "test_error": "test error"}
+TRAIN_ERROR_KEYS = ("train_error_clean", "train_error")  # in order of preference
 # What a landscape.json records about how it was measured, besides its points.
 LANDSCAPE_SETTINGS = ("points", "grid", "span", "seed", "direction", "bn", "augmentation", "precision", "device",
                       "wall_time_s", "center_loss", "center_error")
@@ -104,8 +105,8 @@ def headline_frame(infos: list[CheckpointInfo]) -> pd.DataFrame:
     for the 6n+2 family and for any other model we have a checkpoint of; `measure` says which error (MEASURES)."""
     rows, ours = [], {info.config["model"] for info in infos}
     for info in infos:
-        for split, keys in (("train", ("train_error_clean", "train_error")), ("test", ("test_error",))):
-            key = next((k for k in keys if info.metrics.get(k) is not None), None)
+        for split, keys in (("train", TRAIN_ERROR_KEYS), ("test", ("test_error",))):
+            key = first_recorded(info, keys)
             if key:
                 rows.append(dict(identity(info), split=split, source="ours", measure=MEASURES[key],
                                  error=info.metrics[key]))
@@ -238,9 +239,15 @@ def by_model(infos: list[CheckpointInfo]) -> dict[str, CheckpointInfo]:
     return found
 
 
+def first_recorded(info: CheckpointInfo, keys: tuple[str, ...]) -> str | None:
+    """The first of `keys` that the checkpoint's metrics.json holds a value for."""
+    return next((k for k in keys if info.metrics.get(k) is not None), None)
+
+
 def final_train_error(info: CheckpointInfo) -> float | None:
     """The final model's error on the clean training set, or the last epoch's running error in older checkpoints."""
-    return next((info.metrics[k] for k in ("train_error_clean", "train_error") if info.metrics.get(k) is not None), None)
+    key = first_recorded(info, TRAIN_ERROR_KEYS)
+    return info.metrics[key] if key else None
 
 
 def short_run_note(*infos: CheckpointInfo) -> str:
