@@ -171,6 +171,21 @@ def test_gradient_flow_from_history_and_live_at_init(monkeypatch, tiny_checkpoin
     assert set(live["model"]) == {"plain20", "resnet20"} and len(live) == 2 * 20
 
 
+def test_live_gradient_flow_at_1202_layers(monkeypatch, tmp_path):
+    """The sidebar's 'Also 1202 layers' (one image per class, about 2 GB): plain-1202's backward pass overflows at
+    initialisation, and the page says so and draws the layers that stayed finite beside all of resnet1202's."""
+    at = open_app(monkeypatch, tmp_path, "pages/gradients.py")
+    at.sidebar.multiselect[0].set_value([])
+    at.sidebar.checkbox[0].check()
+    at.button(key="run-live").click().run(timeout=120)
+    assert not at.exception
+    live = charts(at)[-1]
+    resnet, plain = live[live["model"] == "resnet1202"], live[live["model"] == "plain1202"]
+    assert len(resnet) == 1202 and resnet["grad_norm"].between(1e-3, 1e4).all()
+    assert 0 < len(plain) < 1202  # only its finite layers are drawn
+    assert any("overflowed" in w.value and "plain1202" in w.value and "resnet1202" not in w.value for w in at.warning)
+
+
 def test_layer_responses_recorded_and_live(monkeypatch, tiny_checkpoints):
     at = open_app(monkeypatch, tiny_checkpoints, "pages/responses.py")
     recorded = charts(at)[0]
