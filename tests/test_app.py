@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -90,8 +91,9 @@ def test_home_lists_the_zoo_and_draws_error_against_depth(monkeypatch, tiny_chec
     assert (train["error"] == zoo.set_index("checkpoint")["train_error_clean"]).all()
     assert "paper (Table 6)" in set(points["source"])  # the paper's points beside ours
     assert not at.warning
-    notice = at.info[0].value  # 8-iteration runs are called short, with their length
-    assert "Short runs" in notice and "plain20 (8 iterations" in notice and "64,000" in notice
+    notice = at.info[0].value  # 8-iteration runs are called short, with their length, once for the pair
+    assert "Short runs" in notice and "64,000" in notice
+    assert re.search(r"(plain20, resnet20|resnet20, plain20) \(8 iterations each on cpu", notice), notice
 
 
 def test_home_falls_back_to_the_running_train_error(monkeypatch, tiny_checkpoints, tmp_path):
