@@ -91,7 +91,8 @@ class Lane:
     stats: dict[str, torch.Tensor]       # running sums over the current epoch
     history: list[dict] = field(default_factory=list)
     iteration: int = 0
-    wall_time_s: float = 0.0
+    wall_time_s: float = 0.0                 # training so far, as of the last stamp_wall_time() (saved in state.json)
+    clock_zero: float = 0.0                  # the perf_counter() reading at which this lane's wall_time_s was 0
     forward: torch.nn.Module | None = None   # the DDP wrapper, or the model itself
     graph: object = None
     stream: object = None
@@ -103,6 +104,11 @@ class Lane:
     @property
     def name(self) -> str:
         return self.cfg.model
+
+    def stamp_wall_time(self) -> None:
+        """Wall time up to now: every second of the run(s) that trained this lane, evaluation and saving included.
+        Lanes side by side share one clock, so each one's time is the whole run's, not its share of it."""
+        self.wall_time_s = time.perf_counter() - self.clock_zero
 
 
 def new_stats(n_layers: int, device) -> dict[str, torch.Tensor]:
@@ -381,6 +387,9 @@ def train(configs: list[RunConfig], *, data_dir: str | None = None, out_dir: Pat
         if _is_main_thread() else {}
     Stop.requested = None
     t_start = time.perf_counter()
+    session_models = [lane.name for lane in lanes]  # what shared this run; a checkpoint names the others
+    for lane in lanes:  # a resumed lane's clock goes on from its saved time
+        lane.clock_zero = t_start - lane.wall_time_s
     bar = tqdm(total=end, initial=start, unit="it", dynamic_ncols=True, disable=not is_main, file=sys.stderr,
                desc=lanes[0].name if len(lanes) == 1 else f"{len(lanes)} models")
     it = start
@@ -418,19 +427,20 @@ def train(configs: list[RunConfig], *, data_dir: str | None = None, out_dir: Pat
                 drop_diverged()
                 active = [l for l in active if l in lanes]
             if epoch_end:
-                elapsed = time.perf_counter() - epoch_t0
+                elapsed = time.perf_counter() - epoch_t0  # this epoch's training steps, shared by the active lanes
                 for lane in active:
-                    lane.wall_time_s += elapsed
+                    lane.stamp_wall_time()
                     record = end_epoch(lane, data, epoch + 1, elapsed, (it - epoch_it0) * batch, world)
                     if is_main:
                         bar.write(format_record(lane.name, record), file=sys.stderr)
                     if lane.iteration >= lane.cfg.recipe.iterations:
                         lane.finished = True
-                        publish(lane, data, out_dir, device, world, command)
+                        publish(lane, data, out_dir, device, world, command, session_models)
                         status[lane.name] = "finished"
                         if is_main:
                             bar.write(f"{lane.name}: finished; checkpoint written to {out_dir / lane.name}", file=sys.stderr)
                     if is_main:
+                        lane.stamp_wall_time()
                         save_state(lane, state_dir)
                 epoch_t0, epoch_it0 = time.perf_counter(), it
             over_time = time_budget_s is not None and time.perf_counter() - t_start > time_budget_s
@@ -440,10 +450,9 @@ def train(configs: list[RunConfig], *, data_dir: str | None = None, out_dir: Pat
                 reason = agreed_stop(reason, device) if (it % 50 == 0 or epoch_end) else None
             if reason and it < end:
                 drop_diverged()
-                elapsed = time.perf_counter() - epoch_t0
                 for lane in lanes:
                     if not lane.finished:
-                        lane.wall_time_s += elapsed
+                        lane.stamp_wall_time()
                         if is_main:
                             save_state(lane, state_dir)
                         status[lane.name] = "stopped"
@@ -520,8 +529,10 @@ def format_record(name: str, r: dict) -> str:
             f"{r['images_per_s']:8,.0f} img/s {r['epoch_time_s']:6.1f} s")
 
 
-def publish(lane: Lane, data: Data, out_dir: Path, device: torch.device, world: int, command: str | None) -> None:
-    """Final analysis (test metrics, clean training error, Fig. 7 responses) and the checkpoint folder."""
+def publish(lane: Lane, data: Data, out_dir: Path, device: torch.device, world: int, command: str | None,
+            session_models: list[str]) -> None:
+    """Final analysis (test metrics, clean training error, Fig. 7 responses) and the checkpoint folder.
+    session_models: every model trained in this run, side by side with this one (its wall time is theirs too)."""
     if dist.is_available() and dist.is_initialized() and dist.get_rank() != 0:
         return
     cfg, model = lane.cfg, lane.model
@@ -538,10 +549,12 @@ def publish(lane: Lane, data: Data, out_dir: Path, device: torch.device, world: 
         classes=list(CLASSES), response_std=response_std(model, fixed), response_batch="first 1,000 test images",
         epochs_to_90=first_epoch_reaching(lane.history, 90.0), iterations=lane.iteration,
         test_images=len(data.test_y), train_images=len(data.train_y))
+    lane.stamp_wall_time()  # the final analysis included
     config = dict(cfg.to_dict(), depth=info["depth"], residual=info["residual"], family=info["family"],
                   dataset="CIFAR-10", normalization=dict(mean=list(CIFAR10_MEAN), std=list(CIFAR10_STD)),
                   torch_version=torch.__version__, device=device_name(device), world_size=world,
-                  wall_time_s=lane.wall_time_s, git_commit=git_commit(), command=command or "python train.py",
+                  wall_time_s=lane.wall_time_s, trained_alongside=sorted(set(session_models) - {cfg.model}),
+                  git_commit=git_commit(), command=command or "python train.py",
                   classes=list(CLASSES))
     history = dict(layers=lane.layer_names, records=lane.history)
     save_checkpoint(out_dir, cfg.model, model if cfg.publish_weights else None, config, history, metrics)

@@ -48,6 +48,15 @@ def test_published_checkpoint_is_complete_and_loads(tiny_checkpoints):
     assert [c.name for c in good] == ["plain20", "resnet20"] and bad == {}
 
 
+def test_side_by_side_models_share_one_clock(tiny_checkpoints):
+    """resnet20 and plain20 trained side by side: each names the other, and each one's wall time is the run's
+    clock, beyond its epochs' training steps by the evaluations and publishing."""
+    for name, other in (("resnet20", "plain20"), ("plain20", "resnet20")):
+        info = read_checkpoint(tiny_checkpoints / name)
+        assert info.config["trained_alongside"] == [other]
+        assert info.config["wall_time_s"] > sum(r["epoch_time_s"] for r in info.history["records"])
+
+
 def test_resume_reaches_the_same_result(tmp_path, shared_cifar):
     train_tiny(tmp_path / "a", tmp_path / "runs-a", ("resnet20",))
     # Interrupted mid-epoch (4 iterations per epoch), then resumed.
@@ -55,6 +64,7 @@ def test_resume_reaches_the_same_result(tmp_path, shared_cifar):
             "--state-dir", str(tmp_path / "runs-b")]
     assert train.main(argv + ["--stop-after", "3"]) == 0
     assert not (tmp_path / "b" / "resnet20").exists()
+    first_part_s = json.loads((tmp_path / "runs-b/resnet20/state.json").read_text())["wall_time_s"]
     with pytest.raises(SystemExit, match="unfinished run of resnet20 .*--resume"):
         train.main(argv)  # never silently overwrite an unfinished run
     assert train.main(argv + ["--resume"]) == 0
@@ -63,6 +73,10 @@ def test_resume_reaches_the_same_result(tmp_path, shared_cifar):
     strip = lambda recs: [{k: v for k, v in r.items() if "time" not in k and "per_s" not in k} for r in recs]
     ha, hb = (json.loads((tmp_path / d / "resnet20/history.json").read_text()) for d in "ab")
     assert strip(ha["records"]) == strip(hb["records"])
+    # The clock goes on across the resume: the first part (no epoch ended in it), then every recorded epoch and more.
+    config = json.loads((tmp_path / "b/resnet20/config.json").read_text())
+    assert config["wall_time_s"] > first_part_s + sum(r["epoch_time_s"] for r in hb["records"]) and first_part_s > 0
+    assert config["trained_alongside"] == []
     assert train.main(argv + ["--resume"]) == 0  # a finished run is skipped on --resume
 
 
