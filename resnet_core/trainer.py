@@ -183,6 +183,11 @@ def run_step(lane: Lane, x: torch.Tensor, y: torch.Tensor) -> None:
             lane.eager_steps += 1
 
 
+def precision(amp: bool, device: torch.device) -> str:
+    """What `amp` does on `device`: the rule of probes.autocast_for, in words."""
+    return "bf16 autocast" if amp and device.type == "cuda" else "fp32"
+
+
 @torch.no_grad()
 def fill_batch(data: "Data", idx: torch.Tensor, offsets, flips, x: torch.Tensor, y: torch.Tensor) -> None:
     """Augment the images `idx` on the device and write them into the static batch buffers x, y."""
@@ -381,8 +386,9 @@ def train(configs: list[RunConfig], *, data_dir: str | None = None, out_dir: Pat
 
     say(f"training {', '.join(l.name for l in lanes)} on {device_name(device)}"
         f"{f' x{world} processes' if ddp else ''}: {len(data.train_y):,} train / {len(data.test_y):,} test images, "
-        f"{steps_per_epoch} iterations per epoch, batch {batch}, {'CUDA graphs, ' if use_graphs else ''}"
-        f"{'bf16 autocast' if first.amp and device.type == 'cuda' else 'fp32'}")
+        f"{steps_per_epoch} iterations per epoch, batch {batch}, "
+        f"{'CUDA graphs, ' if any(lane.stream is not None for lane in lanes) else ''}"
+        f"{precision(first.amp, device)}")
     old_handlers = {s: signal.signal(s, _on_signal) for s in (signal.SIGINT, signal.SIGTERM)} \
         if _is_main_thread() else {}
     Stop.requested = None
@@ -550,7 +556,11 @@ def publish(lane: Lane, data: Data, out_dir: Path, device: torch.device, world: 
         epochs_to_90=first_epoch_reaching(lane.history, 90.0), iterations=lane.iteration,
         test_images=len(data.test_y), train_images=len(data.train_y))
     lane.stamp_wall_time()  # the final analysis included
-    config = dict(cfg.to_dict(), depth=info["depth"], residual=info["residual"], family=info["family"],
+    # cfg's amp, cuda_graphs and channels_last are the flags as asked for; autocast and graphs act only on CUDA
+    # (graphs not under DDP, and only once captured), so these say what took effect.
+    used = dict(precision=precision(cfg.amp, device), cuda_graphs_used=lane.graph is not None,
+                channels_last_used=lane.layer_weights[0].is_contiguous(memory_format=torch.channels_last))
+    config = dict(cfg.to_dict(), **used, depth=info["depth"], residual=info["residual"], family=info["family"],
                   dataset="CIFAR-10", normalization=dict(mean=list(CIFAR10_MEAN), std=list(CIFAR10_STD)),
                   torch_version=torch.__version__, device=device_name(device), world_size=world,
                   wall_time_s=lane.wall_time_s, trained_alongside=sorted(set(session_models) - {cfg.model}),

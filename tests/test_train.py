@@ -48,13 +48,17 @@ def test_published_checkpoint_is_complete_and_loads(tiny_checkpoints):
     assert [c.name for c in good] == ["plain20", "resnet20"] and bad == {}
 
 
-def test_side_by_side_models_share_one_clock(tiny_checkpoints):
+def test_side_by_side_models_share_one_clock_and_say_what_ran(tiny_checkpoints):
     """resnet20 and plain20 trained side by side: each names the other, and each one's wall time is the run's
-    clock, beyond its epochs' training steps by the evaluations and publishing."""
+    clock, beyond its epochs' training steps by the evaluations and publishing. On the CPU the bf16 autocast and
+    CUDA graphs asked for did nothing, and config.json says so."""
     for name, other in (("resnet20", "plain20"), ("plain20", "resnet20")):
         info = read_checkpoint(tiny_checkpoints / name)
         assert info.config["trained_alongside"] == [other]
         assert info.config["wall_time_s"] > sum(r["epoch_time_s"] for r in info.history["records"])
+        assert info.config["amp"] and info.config["cuda_graphs"] and info.config["channels_last"]  # as asked for
+        used = {k: info.config[k] for k in ("precision", "cuda_graphs_used", "channels_last_used")}
+        assert used == dict(precision="fp32", cuda_graphs_used=False, channels_last_used=True)
 
 
 def test_resume_reaches_the_same_result(tmp_path, shared_cifar):
