@@ -17,7 +17,6 @@ from .data import CLASSES
 from .models import ResNet, build_model, model_info
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-CHECKPOINT_FILES = ("config.json", "model.safetensors", "history.json", "metrics.json", "README.md")
 FORMAT_VERSION = 1
 
 

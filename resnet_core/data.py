@@ -30,7 +30,6 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 SPLIT_SIZES = {"train": 50_000, "test": 10_000}
 ZIPS = {"train": [f"train-{i}.zip" for i in range(1, 6)], "test": ["test.zip"]}
 BATCHES = {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]}
-BATCH_SIZE = 10_000  # images per torchvision pickle batch
 PNG_NAME = re.compile(r"([a-z]+)/(\d+)\.png")  # "<class>/<index>.png", the tail of every PNG's path
 
 
