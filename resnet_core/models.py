@@ -166,6 +166,7 @@ class ResNet(nn.Module):
 # -- registry ---------------------------------------------------------------------------------------
 _REGISTRY: dict[str, tuple[Callable[..., ResNet], dict]] = {}
 CIFAR_DEPTHS = (20, 32, 44, 56, 110, 1202)
+PLAIN_VS_RESIDUAL_DEPTHS = CIFAR_DEPTHS[:-1]  # the paper's Fig. 6 pairs; 1202 layers is trained residual only
 
 
 def register(name: str, builder: Callable[..., ResNet], **info) -> None:
@@ -225,7 +226,9 @@ for _depth in (18, 34):  # the seed report's CIFAR ResNet-18/34: 3x3 stem, proje
                  lambda depth=_depth, residual=_residual, **kw: _wide(depth, residual, "cifar", **kw),
                  family="cifar-wide", depth=_depth, residual=_residual, num_classes=10, default_shortcut="B")
 
-for _depth in (18, 34, 50, 101, 152):  # the paper's ImageNet nets (Table 1), option B shortcuts
+# The paper's ImageNet nets (Table 1), option B shortcuts by default: what it uses for 50/101/152 (Sec. 3.3);
+# its plain-vs-residual 18/34 comparison (Table 2, Fig. 4) used option A, which shortcut="A" builds.
+for _depth in (18, 34, 50, 101, 152):
     for _residual in ((True, False) if _depth <= 34 else (True,)):
         register(f"imagenet-{'resnet' if _residual else 'plain'}{_depth}",
                  lambda depth=_depth, residual=_residual, **kw: _wide(depth, residual, "imagenet", **kw),

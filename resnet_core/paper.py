@@ -1,8 +1,12 @@
 """Reference numbers quoted from the paper and the seed reports, for side-by-side tables (never shown as ours)."""
 
+# He et al. (2016), Sec. 4.2: the CIFAR-10 recipe stops at 64k iterations of batch 128.
+PAPER_ITERATIONS = 64_000
 # He et al. (2016), Table 6: CIFAR-10 test error (%), option A shortcuts. Plain nets: Fig. 6 only, no table.
 TABLE6_TEST_ERROR = {"resnet20": 8.75, "resnet32": 7.51, "resnet44": 7.17, "resnet56": 6.97,
                      "resnet110": 6.43, "resnet1202": 7.93}
+# Table 6 gives ResNet-110 as "6.43 (6.61±0.16)": the best of 5 runs, and their mean ± std. The rest are single runs.
+TABLE6_RESNET110_MEAN_STD = (6.61, 0.16)
 
 # He et al. (2016), Table 1: multiply-adds (GFLOPs) of the ImageNet nets at 224x224.
 TABLE1_GFLOPS = {"imagenet-resnet18": 1.8, "imagenet-resnet34": 3.6, "imagenet-resnet50": 3.8,

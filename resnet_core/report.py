@@ -21,8 +21,8 @@ import torch
 from . import zoo
 from .checkpoint import CheckpointInfo, list_checkpoints, load_pretrained
 from .data import CIFAR10_MEAN, CIFAR10_STD, DatasetError, load_cifar10, resolve_data_dir
-from .models import model_info
-from .paper import TABLE6_TEST_ERROR
+from .models import PLAIN_VS_RESIDUAL_DEPTHS, model_info
+from .paper import TABLE6_RESNET110_MEAN_STD, TABLE6_TEST_ERROR
 from .probes import evaluate
 from .trainer import device_name
 
@@ -48,6 +48,9 @@ def _num(v, fmt: str = ".2f") -> str:
     return "" if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, fmt)
 
 
+PAPER_PLAIN = {f"plain{d}" for d in PLAIN_VS_RESIDUAL_DEPTHS}  # the plain nets the paper trained (no table, curves)
+
+
 def reproduction_frame(infos: list[CheckpointInfo]) -> pd.DataFrame:
     """One row per checkpoint (residual first, by depth): errors next to Table 6, iterations, wall time, device."""
     rows = []
@@ -60,7 +63,7 @@ def reproduction_frame(infos: list[CheckpointInfo]) -> pd.DataFrame:
             "model": info.name, "iterations": f"{c['recipe'].get('iterations', 0):,}",
             "train error % (final model, clean set)": _num(zoo.final_train_error(info)),
             "test error % (ours)": _num(m["test_error"]),
-            "paper, Table 6": _num(ref) if ref is not None else ("Fig. 6 only" if c["model"].startswith("plain") else ""),
+            "paper, Table 6": _num(ref) if ref is not None else ("Fig. 6 only" if c["model"] in PAPER_PLAIN else ""),
             "ours minus paper (points)": _num(m["test_error"] - ref, "+.2f") if ref is not None else "",
             "wall time (min)": _num(minutes / 60 if minutes is not None else None, ".1f"),
             "device": c.get("device", ""), "weights": "bundled" if info.has_weights else "not bundled"})
@@ -77,6 +80,8 @@ def results_markdown(infos: list[CheckpointInfo]) -> str:
         return "No checkpoints yet: train them with `python train.py --all`."
     parts = ["#### Our checkpoints next to the paper's Table 6", "",
              markdown(reproduction_frame(infos), right=NUMERIC), "",
+             "Table 6's ResNet-110 figure is the best of 5 runs (their mean: {:.2f} ± {:.2f} %); every other figure, "
+             "the paper's and ours, is one run.".format(*TABLE6_RESNET110_MEAN_STD), "",
              "#### The paper's claims, checked on these checkpoints", "",
              markdown(zoo.paper_checks(infos)), ""]
     have = zoo.by_model(infos)

@@ -57,6 +57,8 @@ def test_paper_checks_say_no_where_the_numbers_disagree_and_label_short_runs():
     assert holds(checks, "Degradation: plain-56 has a higher final test") == "no"
     assert holds(checks, "Degradation: plain-110") == "not measured"
     assert holds(checks, "Shortcuts help") == "no"  # resnet20 9.0 is not below plain20 9.0
+    assert "20 layers: residual 9.00 % vs plain 9.00 %" in checks[checks["claim"].str.startswith("Shortcuts")].iloc[0]["evidence"]
+    assert "best of 5 runs; their mean is 6.61 ± 0.16 %" in checks[checks["claim"].str.startswith("ResNet-110")].iloc[0]["claim"]
 
 
 def test_seed_report_frame_compares_point_by_point():
@@ -75,9 +77,11 @@ def test_seed_report_frame_compares_point_by_point():
     assert worst["ours: ResNet-18"] == "truck +0.0" and "truck is our #10 of 10" in worst["verdict (18 layers)"]
     epochs = frame.loc["first epoch at 90 % test accuracy"]
     assert epochs["ours: ResNet-18"] == "epoch 40" and epochs["ours: Plain-18"].startswith("never (best 80.0 %)")
-    assert "only one reached 90 %" in epochs["verdict (18 layers)"]
+    assert "only one reached 90 %" in epochs["verdict (18 layers)"] and "claimed 45 vs 78" in epochs["verdict (18 layers)"]
+    assert "claimed #1 (+8.2)" in best["verdict (18 layers)"] and "claimed #10 (+2.1)" in worst["verdict (18 layers)"]
     norms = frame.loc[[c for c in frame.index if c.startswith("per-layer gradient norms")][0]]
     assert "median 0.5" in norms["ours: ResNet-18"] and "10.00x" in norms["verdict (18 layers)"]
+    assert "plain about 10x lower" in norms["verdict (18 layers)"]
     assert "we do not see that" not in norms["verdict (18 layers)"]
 
 
