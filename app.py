@@ -2,29 +2,43 @@
 import altair as alt
 import streamlit as st
 
-from pages.common import DEEP_LINK, NET_COLORS, ROUTED, frame, header, show_chart, usable_checkpoints
+from pages.common import DEEP_LINK, NET_COLORS, ROUTED, TRAIN_DASHED, frame, header, show_chart, usable_checkpoints
 from resnet_core import zoo
-from resnet_core.trainer import Recipe
+from resnet_core.paper import PAPER_ITERATIONS, TABLE6_TEST_ERROR as TABLE6
 
-DASHES = alt.Scale(domain=["train", "test"], range=[[6, 4], [1, 0]])  # Fig. 6's convention: train dashed, test solid
-PAPER_ITERATIONS = Recipe().iterations
 MEASURE_SHAPES = dict(zip(zoo.MEASURES.values(), ["triangle-up", "cross", "circle"]))
 REFERENCE_SHAPES = dict(zip(zoo.REFERENCES, ["diamond", "square", "triangle-down"]))
 
 
 def home() -> None:
-    header("ResNet Explorer", "Deeper plain nets train *worse*; deeper residual nets train better. "
-           "Our runs are the filled points, reference numbers from the paper and the seed reports are hollow.")
+    header("ResNet Explorer", "In the paper, deeper plain nets train *worse* and deeper residual nets train better. "
+           "Our runs are the filled points; reference numbers from the paper and two reproduction reports are hollow.")
     st.markdown(
         "Adding layers to a plain convolutional network should never hurt, since the extra layers could learn the "
         "identity, yet beyond about 20 layers plain nets reach a *higher training error*. "
         "This **degradation problem** is a failure of optimisation, not overfitting. "
         "Residual networks (He et al., 2016) let each block learn a correction F(x) that a shortcut adds to its "
-        "input x, and with them deeper really is better.")
+        f"input x; with them the test error falls from {TABLE6['resnet20']} % at 20 layers to {TABLE6['resnet110']} % "
+        f"at 110 (Table 6). At 1202 layers it rises again, to {TABLE6['resnet1202']} %, which the paper puts down to "
+        "overfitting.")
     usable_checkpoints()
     short_run_notice()
     depth_chart()
+    checks_summary()
     zoo_table()
+
+
+def checks_summary() -> None:
+    """One line on what these checkpoints show of the paper's claims, from the same checks the curves page lists."""
+    checks = frame(zoo.paper_checks)
+    if checks.empty:
+        return
+    counts = checks["holds"].value_counts()
+    failed = checks.loc[checks["holds"] == "no", "claim"].tolist()
+    st.markdown(f"**On these checkpoints** {counts.get('yes', 0)} of the paper's {len(checks)} CIFAR-10 claims hold, "
+                f"{counts.get('no', 0)} do not and {counts.get('not measured', 0)} are not measured yet"
+                + (f". Not holding: {'; '.join(failed)}" if failed else "")
+                + ". The *Degradation curves* page gives the evidence for each.")
 
 
 def short_run_notice() -> None:
@@ -51,7 +65,7 @@ def depth_chart() -> None:
     color = alt.Color("net:N", scale=NET_COLORS, title="network")
     tooltip = ["source", "model", "checkpoint", "measure", alt.Tooltip("error:Q", format=".2f", title="error (%)")]
     lines = alt.Chart(ours).mark_line().encode(
-        x, offset, y, color, strokeDash=alt.StrokeDash("split:N", scale=DASHES, legend=None), detail="net:N")
+        x, offset, y, color, strokeDash=alt.StrokeDash("split:N", scale=TRAIN_DASHED, legend=None), detail="net:N")
     measures = [m for m in MEASURE_SHAPES if m in set(ours["measure"])]
     points = alt.Chart(ours).mark_point(filled=True, size=70).encode(
         x, offset, y, color, tooltip=tooltip, shape=alt.Shape(
@@ -88,7 +102,7 @@ def zoo_table() -> None:
         "test_error": st.column_config.NumberColumn("test error %", format="%.2f"),
         "paper_test_error": st.column_config.NumberColumn("paper test error % (Table 6)", format="%.2f"),
         "iterations": st.column_config.NumberColumn("iterations", format="localized",
-                                                    help="SGD steps of batch 128; the paper trains for 64,000."),
+                                                    help=f"SGD steps of batch 128; the paper trains for {PAPER_ITERATIONS:,}."),
         "train_minutes": st.column_config.NumberColumn("training time (min)", format="%.1f"),
         "weights": st.column_config.CheckboxColumn("weights bundled")})
 

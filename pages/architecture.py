@@ -52,8 +52,9 @@ def block_diagram(block: str, width: int, residual: bool, shortcut: str) -> str:
     return "\n".join(lines)
 
 
-header("Architecture", "A residual block is a plain block plus one shortcut: the same layers, the same parameters "
-       "and FLOPs, and a single addition more.")
+header("Architecture", "With identity shortcuts (option A, the paper's CIFAR nets) a residual block is a plain block "
+       "plus one shortcut: the same layers, parameters and FLOPs, and a single addition more. Projection shortcuts "
+       "(option B) add a 1x1 convolution where the shape changes.")
 name = architecture_ui()
 info = model_info(name)
 table, block, width = layers(name)

@@ -7,8 +7,8 @@ import streamlit as st
 import torch
 from PIL import Image
 
-from pages.common import (by_name, default_pair, frame, gallery, header, load_model, model_legend, show_chart,
-                          usable_checkpoints, weights_stamp)
+from pages.common import (PANEL_HEADER, by_name, default_pair, frame, gallery, header, load_model, model_legend,
+                          show_chart, usable_checkpoints, weights_stamp)
 from resnet_core import zoo
 from resnet_core.data import CIFAR10_MEAN, CIFAR10_STD, CLASSES, DatasetError, load_cifar10, resolve_data_dir
 from resnet_core.explain import confident_mistakes
@@ -98,7 +98,7 @@ labels = cells.mark_text(fontSize=9).encode(
     text=alt.Text("percent:Q", format=".0f"),
     color=alt.condition("datum.percent > 50", alt.value("white"), alt.value("black")))
 show_chart(alt.layer(heat, labels, data=confusion).properties(width=330, height=330).facet(
-    column=alt.Column("checkpoint:N", title=None, sort=chosen, header=alt.Header(labelFontSize=14, labelFontWeight="bold"))),
+    column=alt.Column("checkpoint:N", title=None, sort=chosen, header=PANEL_HEADER)),
     confusion, "confusion_matrices", stretch=False)
 st.caption("Rows are the true class and add up to 100 %; the diagonal is the per-class accuracy on the test set.")
 
@@ -121,8 +121,8 @@ if a != b:
     tooltip = ["source", "class", alt.Tooltip("gain:Q", format="+.1f", title="points")]
     bars = alt.Chart(gain).mark_bar().encode(
         x, y, color=alt.condition("datum.gain >= 0", alt.value("#2171b5"), alt.value("#e6550d")), tooltip=tooltip)
-    ticks = alt.Chart(claims).mark_point(shape="diamond", filled=False, size=140, strokeWidth=2, color="black").encode(
-        x, y, shape=alt.Shape("source:N", title="reference"), tooltip=tooltip)
+    ticks = alt.Chart(claims).mark_point(filled=False, size=140, strokeWidth=2, color="black").encode(
+        x, y, shape=alt.Shape("source:N", title="reference", scale=alt.Scale(range=["diamond"])), tooltip=tooltip)
     # A heading rather than a chart title: a layered chart's title is drawn over the button above it.
     st.markdown(f"**Which classes B ({b}) gains on over A ({a})**")
     show_chart((bars + ticks).properties(height=280), pd.concat([gain, claims], ignore_index=True), "class_gains")

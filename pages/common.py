@@ -29,6 +29,10 @@ PLAIN_SHADES = ("#fdae6b", "#7f2704")
 RESIDUAL_SHADES = ("#9ecae1", "#08306b")
 NET_COLORS = alt.Scale(domain=["plain", "residual"], range=["#e6550d", "#2171b5"])
 DEPTH_LADDER = (18, 20, 32, 34, 44, 56, 110, 1202)
+# Fig. 6's convention on every chart with both: training error dashed, test error solid.
+TRAIN_DASHED = alt.Scale(domain=["train", "test"], range=[[6, 4], [1, 0]])
+PANEL_HEADER = alt.Header(labelFontSize=15, labelFontWeight="bold")  # "plain" / "residual" over side-by-side panels
+PANELS = alt.Column("net:N", title=None, sort=["plain", "residual"], header=PANEL_HEADER)
 
 
 ROUTED = "routed_by_app"  # set by app.py on every run, before the page runs

@@ -2,10 +2,9 @@
 import altair as alt
 import streamlit as st
 
-from pages.common import frame, header, model_legend, show_chart, usable_checkpoints
+from pages.common import PANELS, TRAIN_DASHED, frame, header, model_legend, show_chart, usable_checkpoints
 from resnet_core import zoo
-
-DASHES = alt.Scale(domain=["train", "test"], range=[[6, 4], [1, 0]])
+from resnet_core.paper import PAPER_ITERATIONS
 
 
 def curves_ui(depths: list[int]) -> tuple[list[int], str, bool]:
@@ -17,8 +16,9 @@ def curves_ui(depths: list[int]) -> tuple[list[int], str, bool]:
     return chosen, metric, log
 
 
-header("Degradation curves", "In the plain panel the deeper nets sit *above* the shallow ones, in training error "
-       "(dashed) as well as test error (solid); in the residual panel deeper is lower.")
+header("Degradation curves", "In the paper (Fig. 6), deeper plain nets end *above* the shallow ones, in training error "
+       "(dashed) as well as test error (solid), while deeper residual nets end lower. The checks below the charts "
+       "say which of that our runs show.")
 infos = usable_checkpoints()
 history = frame(zoo.history_frame)
 depths, metric, log = curves_ui(sorted(history["depth"].unique().tolist()))
@@ -29,22 +29,24 @@ unit = "" if metric == "loss" else " (%)"
 chart = alt.Chart(data).mark_line(strokeWidth=1.8).encode(
     x=alt.X("iteration:Q", title="iteration (SGD steps)"),
     y=alt.Y("value:Q", title=f"{metric}{unit}", scale=alt.Scale(type="log" if log else "linear", zero=False)),
-    color=model_legend(data), strokeDash=alt.StrokeDash("split:N", scale=DASHES, title="measured on",
+    color=model_legend(data), strokeDash=alt.StrokeDash("split:N", scale=TRAIN_DASHED, title="measured on",
                               legend=alt.Legend(symbolSize=600, symbolStrokeWidth=2)),
     detail="checkpoint:N",
     tooltip=["checkpoint", "split", "epoch", "iteration", alt.Tooltip("value:Q", format=".3f", title=metric)],
-).properties(width=400, height=320).facet(column=alt.Column("net:N", title=None, sort=["plain", "residual"],
-                                                             header=alt.Header(labelFontSize=15, labelFontWeight="bold")))
+).properties(width=400, height=320).facet(column=PANELS)
 show_chart(chart, data, f"curves_{metric.replace(' ', '_')}", stretch=False)
 st.caption("Both panels share the same axes. Pick depths, the metric and a log scale in the sidebar; every line is "
            "one checkpoint, sampled once per epoch.")
 
 st.subheader("Final errors next to the references")
-st.caption("Test error (%) at the end of training; the reference columns are quoted from the paper (Table 6) and "
-           "from two seed reports, never measured here. 'ours minus ...' is in percentage points.")
+st.caption("Our errors (%) at the end of training: the train error is the final model's on the clean training set "
+           "(the last epoch's running error in checkpoints that did not record it). The reference columns are test "
+           "errors quoted from the paper (Table 6) and from two reproduction reports, never measured here; "
+           "'ours minus ...' is our test error minus theirs, in percentage points.")
 finals = frame(zoo.final_errors_frame)
+labels = {"train_error": "train error % (final model)", "test_error": "test error %"}
 st.dataframe(finals[finals["depth"].isin(depths)], hide_index=True,
-             column_config={c: st.column_config.NumberColumn(c.replace("_", " ") + (" %" if c.endswith("error") else ""),
+             column_config={c: st.column_config.NumberColumn(labels.get(c, c + (" %" if c in zoo.REFERENCES else "")),
                                                              format="%.2f")
                             for c in finals.columns if finals[c].dtype.kind == "f" or c in zoo.REFERENCES})
 
@@ -62,7 +64,8 @@ def verdict_colours(frame, column: str):
 
 st.subheader("The paper's claims, checked on these runs")
 st.caption("Each claim of the paper's CIFAR-10 experiment against our checkpoints' final numbers (the final "
-           "iterate: the test set never chose anything). Runs shorter than the paper's 64,000 iterations say so.")
+           "iterate: the test set never chose anything). Runs shorter than the paper's "
+           f"{PAPER_ITERATIONS:,} iterations say so.")
 checks = frame(zoo.paper_checks)
 st.dataframe(verdict_colours(checks, "holds"), hide_index=True, width="stretch", height=table_height(checks),
              column_config={"claim": st.column_config.TextColumn(width="large"),

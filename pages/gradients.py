@@ -4,18 +4,19 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from pages.common import by_name, default_pair, frame, gallery_batch, header, model_legend, show_chart, usable_checkpoints
+from pages.common import (PANELS, by_name, default_pair, frame, gallery_batch, header, model_legend, show_chart,
+                          usable_checkpoints)
 from resnet_core import zoo
+from resnet_core.models import PLAIN_VS_RESIDUAL_DEPTHS
 from resnet_core.paper import SEED_REPORT_GRAD_NORMS
 
-LIVE_DEPTHS = (20, 32, 44, 56, 110)
 # Images per class in the live batch: 5 (50 images) keeps ten nets under a minute on two cores; the 1202-layer
 # nets keep every activation of 1202 layers for the backward pass, so they get 1 per class (about 2 GB).
-PER_CLASS = {1202: 1}
+LIVE_IMAGES_PER_CLASS = 5
+LIVE_IMAGES_PER_CLASS_BY_DEPTH = {1202: 1}
 NORM = alt.Scale(type="log", scheme="viridis")
 WHOLE = alt.Axis(format="d", tickMinStep=1)  # epochs and layers are counted, never fractional
 MAX_COLUMNS = 60  # epochs per heatmap row before neighbours are merged: 164 x 110 cells per panel draw slowly
-PANELS = alt.Column("net:N", title=None, sort=["plain", "residual"], header=alt.Header(labelFontSize=15, labelFontWeight="bold"))
 
 
 def pair_ui(infos) -> tuple[list[str], int | None]:
@@ -38,7 +39,7 @@ def live_ui() -> tuple[list[int], bool]:
     """Sidebar: the depths to analyse; main area: the button that starts the (slow, then cached) analysis."""
     with st.sidebar:
         st.subheader("At initialisation")
-        depths = st.multiselect("Depths to analyse", LIVE_DEPTHS, default=LIVE_DEPTHS)
+        depths = st.multiselect("Depths to analyse", PLAIN_VS_RESIDUAL_DEPTHS, default=PLAIN_VS_RESIDUAL_DEPTHS)
         deep = st.checkbox("Also 1202 layers", help="About 20 s and 2 GB of memory per net, on the CPU.")
     run = st.button("Run the live analysis", key="run-live", type="primary", icon=":material/play_arrow:")
     return depths + [1202] * deep, run
@@ -46,7 +47,8 @@ def live_ui() -> tuple[list[int], bool]:
 
 @st.cache_data(show_spinner=False, max_entries=64)
 def init_norms(name: str) -> pd.DataFrame:
-    images, labels = gallery_batch(PER_CLASS.get(zoo.model_info(name)["depth"], 5))
+    depth = zoo.model_info(name)["depth"]
+    images, labels = gallery_batch(LIVE_IMAGES_PER_CLASS_BY_DEPTH.get(depth, LIVE_IMAGES_PER_CLASS))
     return zoo.gradient_norms_at_init(name, images, labels)
 
 
@@ -92,9 +94,10 @@ def training_section(infos) -> None:
         color=model_legend(profile), detail="checkpoint:N",
         tooltip=["checkpoint", "layer", alt.Tooltip("grad_norm:Q", format=".3g", title="gradient norm")],
     ).properties(height=300, title=f"Gradient norm per layer at epoch {epoch}"), profile, "gradient_norms_epoch")
-    low, high = SEED_REPORT_GRAD_NORMS["resnet18"], SEED_REPORT_GRAD_NORMS["plain18"]
-    st.caption(f"For reference, seed report 000 states norms of {low[0]}-{low[1]} for ResNet-18 and "
-               f"{high[0]}-{high[1]} for Plain-18 (its claim, not measured here). The epoch slider is in the sidebar.")
+    resnet_range, plain_range = SEED_REPORT_GRAD_NORMS["resnet18"], SEED_REPORT_GRAD_NORMS["plain18"]
+    st.caption(f"For reference, seed report 000 states norms of {resnet_range[0]}-{resnet_range[1]} for ResNet-18 and "
+               f"{plain_range[0]}-{plain_range[1]} for Plain-18 (its claim, not measured here). The epoch slider is "
+               "in the sidebar.")
 
 
 def live_section() -> None:
@@ -116,21 +119,30 @@ def live_section() -> None:
         parts.append(init_norms(name))
     progress.empty()
     data = pd.concat(parts, ignore_index=True)
-    broken = sorted(data.loc[~data["grad_norm"].between(0, float("inf"), inclusive="neither"), "model"].unique())
+    finite = np.isfinite(data["grad_norm"])
+    broken = sorted(data.loc[~finite, "model"].unique())
     if broken:
         st.warning(f"Gradients overflowed (inf/NaN) in {', '.join(broken)}: those layers are left out of the chart.")
-    shown = data[data["grad_norm"].between(0, float("inf"), inclusive="neither")]
+    zero = sorted(data.loc[data["grad_norm"] == 0, "model"].unique())
+    if zero:
+        st.info(f"Some layers of {', '.join(zero)} got no gradient at all (norm 0): a log axis cannot show them.")
+    shown = data[finite & (data["grad_norm"] > 0)]
     show_chart(alt.Chart(shown).mark_line().encode(
         x=alt.X("index:Q", title="layer (1 = first conv; last = fc)"),
         y=alt.Y("grad_norm:Q", scale=alt.Scale(type="log"), title="gradient norm (L2, log scale)"),
         color=model_legend(shown),
         tooltip=["model", "layer", alt.Tooltip("grad_norm:Q", format=".3g", title="gradient norm")],
     ).properties(width=380, height=300).facet(column=PANELS), data, "gradient_norms_init", stretch=False)
-    st.caption("Batch: the first 5 shipped test images of each class (1 for 1202 layers), seed 0, BN on batch statistics.")
+    exceptions = ", ".join(f"{n} for {d} layers" for d, n in LIVE_IMAGES_PER_CLASS_BY_DEPTH.items())
+    st.caption(f"Batch: the first {LIVE_IMAGES_PER_CLASS} shipped test images of each class ({exceptions}), seed 0, "
+               "BN on batch statistics.")
 
 
 header("Gradient flow", "In plain nets the gradient reaching the first layers grows by orders of magnitude as depth "
        "grows; in residual nets every layer gets a gradient of similar size.")
+st.caption("A measurement, not the paper's explanation of degradation: He et al. (Sec. 4.1) train their plain nets with "
+           "BN, report that the backward gradients 'exhibit healthy norms', and conjecture that deep plain nets "
+           "instead converge exponentially slowly. Vanishing gradients are not what they blame.")
 infos = usable_checkpoints(stop=False)
 if infos:
     training_section(infos)

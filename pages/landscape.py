@@ -2,13 +2,14 @@
 import altair as alt
 import streamlit as st
 
-from pages.common import default_pair, file_stamp, header, model_legend, show_chart, usable_checkpoints
+from pages.common import PANEL_HEADER, default_pair, file_stamp, header, model_legend, show_chart, usable_checkpoints
 from resnet_core import zoo
 from resnet_core.checkpoint import REPO_ROOT, CheckpointInfo, default_checkpoints_dir
 from resnet_core.landscape import FILE, read_landscape
 
 LOSS = alt.Scale(type="log", scheme="viridis")
-PANEL_HEADER = alt.Header(labelFontSize=15, labelFontWeight="bold")
+# Filter-normalised directions: a step of 1 moves every filter by its own norm (Li et al., 2018), hence the unit.
+ALPHA, BETA = "alpha (along d1; 1 = one filter norm)", "beta (along d2; 1 = one filter norm)"
 # BN and augmentation are always eval and none (the caption says so); the long, constant direction goes last.
 SETTINGS_COLUMNS = ["checkpoint", "parts", "points", "grid", "span", "seed", "device", "precision", "wall_time_s",
                     "center_loss", "center_error", "direction"]
@@ -76,14 +77,14 @@ def surface_section(surface, chosen: list[str]) -> None:
         return
     shown = data[data["loss"] > 0]  # a log scale has no place for an overflowed (NaN) or zero loss
     cells = alt.Chart().mark_rect().encode(
-        x=alt.X("a0:Q", title="alpha (first direction)", scale=alt.Scale(nice=False, zero=False)), x2="a1:Q",
-        y=alt.Y("b0:Q", title="beta (second direction)", scale=alt.Scale(nice=False, zero=False)), y2="b1:Q",
+        x=alt.X("a0:Q", title=ALPHA, scale=alt.Scale(nice=False, zero=False)), x2="a1:Q",
+        y=alt.Y("b0:Q", title=BETA, scale=alt.Scale(nice=False, zero=False)), y2="b1:Q",
         color=alt.Color("loss:Q", scale=LOSS, title=["training loss", "(cross-entropy, log scale)"],
                         legend=alt.Legend(format="~g")),
         tooltip=["checkpoint", alt.Tooltip("alpha:Q", format=".2f"), alt.Tooltip("beta:Q", format=".2f"),
                  alt.Tooltip("loss:Q", format=".4g"), alt.Tooltip("error:Q", format=".1f", title="error (%)")])
     trained = alt.Chart().mark_point(shape="cross", size=140, filled=True, color="white").encode(
-        x=alt.X("alpha:Q", title="alpha (first direction)"), y=alt.Y("beta:Q", title="beta (second direction)"),
+        x=alt.X("alpha:Q", title=ALPHA), y=alt.Y("beta:Q", title=BETA),
         tooltip=[alt.Tooltip("checkpoint", title="trained weights of")]
     ).transform_filter("datum.alpha == 0 && datum.beta == 0")
     chart = alt.layer(cells, trained, data=shown).properties(width=330, height=330).facet(
@@ -104,7 +105,7 @@ def slice_section(slices, chosen: list[str]) -> None:
     shown = data[data["loss"] > 0]
     st.subheader("1-D slices: every chosen checkpoint")
     show_chart(alt.Chart(shown).mark_line(point=alt.OverlayMarkDef(size=25)).encode(
-        x=alt.X("alpha:Q", title="alpha (step along one random direction)"),
+        x=alt.X("alpha:Q", title="alpha (along one random direction; 1 = each filter moved by its own norm)"),
         y=alt.Y("loss:Q", scale=alt.Scale(type="log"), title="training loss (cross-entropy, log scale)",
                 axis=alt.Axis(format="~g")),
         color=model_legend(shown), detail="checkpoint:N",

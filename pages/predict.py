@@ -37,6 +37,8 @@ def gallery_ui() -> int:
     name = st.segmented_control("Class", CLASSES, default=CLASSES[0], required=True, key="gallery_class")
     positions = [i for i, label in enumerate(labels) if CLASSES[label] == name]
     picked = st.session_state.get("gallery_pick", positions[0])
+    if picked not in positions:  # the last pick was of another class: show this class's first image, not that one
+        picked = positions[0]
     for column, i in zip(st.columns(len(positions)), positions):
         column.image(Image.fromarray(images[i]).resize((64, 64), Image.Resampling.NEAREST))
         column.button(f"#{indices[i]}", key=f"gallery-{i}", help="Classify this image", on_click=pick, args=(i,),
@@ -63,8 +65,10 @@ def show_where_they_look(img32: Image.Image, models: dict, checkpoints: dict) ->
         cam, saliency, top = where_it_looks(img32.tobytes(), name, weights_stamp(checkpoints[name]), model)
         next(columns).image(cam, caption=f"{name}: Grad-CAM ({top})", width=32 * ZOOM)
         next(columns).image(saliency, caption=f"{name}: input saliency ({top})", width=32 * ZOOM)
-    st.caption("Bright = more evidence for the class each model predicts. Grad-CAM: where the last stage's feature "
-               "maps raise that class's score (coarse: 8x8 cells); input saliency: which pixels change the score most.")
+    st.caption("Both maps are for the class each model predicts. Grad-CAM: bright where the last stage's feature maps "
+               "raise that class's score (coarse: one cell per feature-map position, 8x8 for the 6n+2 nets, 4x4 for "
+               "ResNet-18/34). Input saliency: bright where changing a pixel moves the score most, up or down "
+               "(the gradient's size, not its sign).")
 
 
 def show_prediction(key: str, image: Image.Image | None, img32: Image.Image, models: dict, checkpoints: dict,

@@ -91,6 +91,8 @@ def test_home_lists_the_zoo_and_draws_error_against_depth(monkeypatch, tiny_chec
     assert (train["error"] == zoo.set_index("checkpoint")["train_error_clean"]).all()
     assert "paper (Table 6)" in set(points["source"])  # the paper's points beside ours
     assert not at.warning
+    summary = next(m.value for m in at.markdown if m.value.startswith("**On these checkpoints**"))
+    assert re.search(r"\d+ of the paper's \d+ CIFAR-10 claims hold", summary), summary
     notice = at.info[0].value  # 8-iteration runs are called short, with their length, once for the pair
     assert "Short runs" in notice and "64,000" in notice
     assert re.search(r"(plain20, resnet20|resnet20, plain20) \(8 iterations each on cpu", notice), notice
@@ -238,6 +240,8 @@ def test_predict_gallery_shows_top5_of_both_nets(monkeypatch, tiny_checkpoints):
     at.button(key="gallery-25").click().run()
     assert any(m.value.startswith("true label: **bird (test image #") for m in at.markdown)
     assert len(looks(at)) == 4
+    at.button_group(key="gallery_class").set_value("truck").run()  # another class: its first image, not the bird
+    assert any(m.value.startswith("true label: **truck (test image #") for m in at.markdown)
     at.toggle(key="looks_gallery").set_value(False).run()
     assert not looks(at)
     from pages.common import _model, checkpoints, weights_stamp
