@@ -75,7 +75,8 @@ st.subheader("Seed report 000, point by point")
 seed = frame(zoo.seed_report_frame)
 have = {c.config["model"] for c in infos}
 st.caption("A reproduction report we started from claims these numbers for a CIFAR ResNet-18 and Plain-18 (200 "
-           "epochs, lr /10 at epochs 60, 120 and 160). Next to them: what our runs of the same recipe measured, "
+           "epochs, lr 0.1 decayed at epochs 60, 120 and 160 by a factor it does not state: we divide by 10). Next to "
+           "them: what our runs of that recipe measured, "
            "and ResNet-34 / Plain-34 as an extension. Where we disagree, the verdict says so.")
 if not have & {"resnet18", "plain18", "resnet34", "plain34"}:
     st.info("No 18- or 34-layer checkpoints yet, so only the report's side is filled in. Train them with\n\n"
