@@ -138,8 +138,9 @@ def live_section() -> None:
                "BN on batch statistics.")
 
 
-header("Gradient flow", "In plain nets the gradient reaching the first layers grows by orders of magnitude as depth "
-       "grows; in residual nets every layer gets a gradient of similar size.")
+header("Gradient flow", "In deep plain nets the layers' gradient norms spread over orders of magnitude (at "
+       "initialisation the first layers get by far the largest); in residual nets every layer gets a gradient of "
+       "similar size.")
 st.caption("A measurement, not the paper's explanation of degradation: He et al. (Sec. 4.1) train their plain nets with "
            "BN, report that the backward gradients 'exhibit healthy norms', and conjecture that deep plain nets "
            "instead converge exponentially slowly. Vanishing gradients are not what they blame.")
