@@ -1,4 +1,4 @@
-"""Shared fixtures: the shared CIFAR-10 zips, and tiny real checkpoints made by the trainer on the CPU."""
+"""Shared fixtures: CIFAR-10 where train.py finds it, and tiny real checkpoints made by the trainer on the CPU."""
 from __future__ import annotations
 
 import os
@@ -6,18 +6,37 @@ from pathlib import Path
 
 import pytest
 
+from resnet_core import data
+
 REPO = Path(__file__).resolve().parents[1]
-SHARED_CIFAR = REPO.parent / "shared" / "datasets" / "cifar10"
 
 # Keep every test away from the user's cache and checkpoints.
 os.environ.setdefault("RESNET_CACHE_DIR", str(REPO / ".pytest_cache" / "cifar-cache"))
 
 
+def find_cifar10() -> tuple[Path | None, str]:
+    """(folder, "") where train.py would find CIFAR-10 ($CIFAR10_DIR, ./data, ../shared/datasets/cifar10), or
+    (None, why not). Both splits must be there in a layout load_cifar10 reads; whether they are intact is for the
+    tests to find out."""
+    try:
+        folder = data.resolve_data_dir(None)
+        for split in ("train", "test"):
+            data._find_source(folder, split)
+    except data.DatasetError as e:
+        return None, f"no CIFAR-10 for the tests: {e}"
+    return folder, ""
+
+
+# Found once, at start-up: some tests point CIFAR10_DIR at an empty folder, and nothing they do may move this.
+CIFAR10, NO_CIFAR10 = find_cifar10()
+
+
 @pytest.fixture(scope="session")
 def shared_cifar() -> Path:
-    if not (SHARED_CIFAR / "test.zip").is_file() or not (SHARED_CIFAR / "train-1.zip").is_file():
-        pytest.skip(f"the shared CIFAR-10 zips are not at {SHARED_CIFAR}")
-    return SHARED_CIFAR
+    """The CIFAR-10 folder the project itself would use, in any layout it reads."""
+    if CIFAR10 is None:
+        pytest.skip(NO_CIFAR10)
+    return CIFAR10
 
 
 def train_tiny(out: Path, state: Path, models=("resnet20", "plain20"), *extra: str) -> None:
@@ -25,7 +44,7 @@ def train_tiny(out: Path, state: Path, models=("resnet20", "plain20"), *extra: s
     import train
 
     argv = ["--model", *models, "--epochs", "2", "--limit-train", "256", "--limit-test", "200", "--batch-size", "64",
-            "--data-dir", str(SHARED_CIFAR), "--out", str(out), "--state-dir", str(state), "--device", "cpu", *extra]
+            "--data-dir", str(CIFAR10), "--out", str(out), "--state-dir", str(state), "--device", "cpu", *extra]
     assert train.main(argv) == 0
 
 
@@ -61,7 +80,7 @@ def tiny_seed_checkpoints(tmp_path_factory, shared_cifar) -> Path:
     import train
 
     argv = ["--model", "resnet18", "plain18", "--recipe", "seed", "--no-weights", "--epochs", "1", "--limit-train", "64",
-            "--limit-test", "50", "--batch-size", "32", "--data-dir", str(SHARED_CIFAR), "--out", str(root),
+            "--limit-test", "50", "--batch-size", "32", "--data-dir", str(shared_cifar), "--out", str(root),
             "--state-dir", str(tmp_path_factory.mktemp("seed-runs")), "--device", "cpu"]
     assert train.main(argv) == 0
     return root

@@ -3,7 +3,6 @@
 import os
 import pickle
 import zipfile
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,6 +12,7 @@ from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from conftest import CIFAR10, NO_CIFAR10
 from resnet_core import data
 from resnet_core.data import (
     CIFAR10_MEAN,
@@ -24,19 +24,22 @@ from resnet_core.data import (
     normalize,
 )
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "cifar10"
-needs_shared = pytest.mark.skipif(not (SHARED / "test.zip").is_file(), reason=f"shared CIFAR-10 zips not found in {SHARED}")
+# CIFAR-10 where the project finds it (conftest); the tests that unpack PNGs or count their decodes need it as zips.
+ZIPPED = CIFAR10 is not None and all((CIFAR10 / name).is_file() for name in ("test.zip", "train-1.zip"))
+needs_cifar = pytest.mark.skipif(CIFAR10 is None, reason=NO_CIFAR10)
+needs_zips = pytest.mark.skipif(not ZIPPED, reason=NO_CIFAR10 or f"the CIFAR-10 in {CIFAR10} is not zips "
+                                                                  f"(test.zip, train-1.zip..), which these tests unpack")
 
 
 @pytest.fixture(scope="module")
 def zip_test50(tmp_path_factory):
-    """The first 50 test images and labels, read from the shared test.zip."""
-    return load_cifar10(SHARED, "test", limit=50, cache_dir=tmp_path_factory.mktemp("cache"))
+    """The first 50 test images and labels (from the zips where CIFAR-10 comes as zips)."""
+    return load_cifar10(CIFAR10, "test", limit=50, cache_dir=tmp_path_factory.mktemp("cache"))
 
 
 def extract_pngs(dest, n):
-    """Unpack the first n test PNGs of the shared test.zip under dest/cifar10/test/<class>/."""
-    with zipfile.ZipFile(SHARED / "test.zip") as zf:
+    """Unpack the first n test PNGs of test.zip under dest/cifar10/test/<class>/."""
+    with zipfile.ZipFile(CIFAR10 / "test.zip") as zf:
         for member in zf.namelist()[:n]:
             zf.extract(member, dest)
     return dest
@@ -53,7 +56,7 @@ def count_decodes(monkeypatch):
 # ---- the three layouts
 
 
-@needs_shared
+@needs_zips
 def test_zip_layout(zip_test50):
     images, labels = zip_test50
     assert images.shape == (50, 32, 32, 3) and images.dtype == torch.uint8
@@ -62,14 +65,14 @@ def test_zip_layout(zip_test50):
     assert images.float().std() > 10  # real pixels, not a zero buffer
 
 
-@needs_shared
+@needs_zips
 def test_zip_layout_train_spans_zips(tmp_path):
-    images, labels = load_cifar10(SHARED, "train", limit=3, cache_dir=tmp_path)
+    images, labels = load_cifar10(CIFAR10, "train", limit=3, cache_dir=tmp_path)
     assert images.shape == (3, 32, 32, 3)
     assert labels.tolist()[:2] == [6, 9]  # train/frog/00000.png, train/truck/00001.png
 
 
-@needs_shared
+@needs_zips
 def test_unpacked_layout_matches_zip(tmp_path, zip_test50):
     extract_pngs(tmp_path / "pngs", 20)
     for data_dir in (tmp_path / "pngs", tmp_path / "pngs" / "cifar10"):
@@ -86,7 +89,7 @@ def write_batch(folder, name, images, labels, protocol=pickle.HIGHEST_PROTOCOL):
         pickle.dump(batch, f, protocol=protocol)
 
 
-@needs_shared
+@needs_cifar
 @pytest.mark.parametrize("protocol", [2, pickle.HIGHEST_PROTOCOL])
 def test_torchvision_layout_matches_zip(tmp_path, zip_test50, protocol):
     write_batch(tmp_path / "cifar-10-batches-py", "test_batch", zip_test50[0][:8], zip_test50[1][:8], protocol)
@@ -124,7 +127,7 @@ def test_missing_dir(tmp_path):
         assert "cifar-10-batches-py" in str(e.value)
 
 
-@needs_shared
+@needs_zips
 def test_incomplete_png_folder(tmp_path):
     extract_pngs(tmp_path, 5)
     with pytest.raises(DatasetError, match="found 5 of 10,000 test images"):
@@ -133,14 +136,14 @@ def test_incomplete_png_folder(tmp_path):
         load_cifar10(tmp_path, "test", limit=8, cache_dir=tmp_path / "cache")
 
 
-@needs_shared
+@needs_cifar
 def test_incomplete_pickles_name_missing_batches(tmp_path, zip_test50):
     write_batch(tmp_path, "data_batch_1", zip_test50[0][:4], zip_test50[1][:4])
     with pytest.raises(DatasetError, match=r"found 4 of 50,000 train images .*missing data_batch_2, data_batch_3"):
         load_cifar10(tmp_path, "train", cache_dir=tmp_path / "cache")
 
 
-@needs_shared
+@needs_zips
 def test_bad_pngs_are_named(tmp_path):
     extract_pngs(tmp_path, 3)
     broken = tmp_path / "cifar10" / "test" / "ship" / "00001.png"
@@ -168,21 +171,21 @@ def test_resolve_data_dir(tmp_path, monkeypatch):
 # ---- cache
 
 
-@needs_shared
+@needs_zips
 def test_cache_hit_skips_decoding(tmp_path, monkeypatch, zip_test50):
-    load_cifar10(SHARED, "test", limit=30, cache_dir=tmp_path)
+    load_cifar10(CIFAR10, "test", limit=30, cache_dir=tmp_path)
 
     def fail(name, read):
         raise AssertionError("decoded despite a valid cache")
 
     monkeypatch.setattr(data, "_decode_png", fail)
-    images, labels = load_cifar10(SHARED, "test", limit=30, cache_dir=tmp_path)
+    images, labels = load_cifar10(CIFAR10, "test", limit=30, cache_dir=tmp_path)
     assert torch.equal(images, zip_test50[0][:30]) and torch.equal(labels, zip_test50[1][:30])
 
 
-@needs_shared
+@needs_zips
 def test_corrupt_or_foreign_cache_is_rebuilt(tmp_path, monkeypatch, capsys, zip_test50):
-    load_cifar10(SHARED, "test", limit=30, cache_dir=tmp_path)
+    load_cifar10(CIFAR10, "test", limit=30, cache_dir=tmp_path)
     (cache,) = tmp_path.glob("cifar10-test-*.safetensors")
     with safe_open(cache, framework="pt") as f:
         fingerprint = f.metadata()["fingerprint"]
@@ -199,12 +202,12 @@ def test_corrupt_or_foreign_cache_is_rebuilt(tmp_path, monkeypatch, capsys, zip_
         damage()
         decodes.clear()
         capsys.readouterr()
-        images, labels = load_cifar10(SHARED, "test", limit=30, cache_dir=tmp_path)
+        images, labels = load_cifar10(CIFAR10, "test", limit=30, cache_dir=tmp_path)
         assert reason in capsys.readouterr().err and len(decodes) == 30
         assert torch.equal(images, zip_test50[0][:30]) and torch.equal(labels, zip_test50[1][:30])
 
 
-@needs_shared
+@needs_zips
 def test_changed_source_rebuilds_cache(tmp_path, monkeypatch):
     extract_pngs(tmp_path, 10)
     load_cifar10(tmp_path, "test", limit=10, cache_dir=tmp_path / "cache")
@@ -221,18 +224,18 @@ def test_changed_source_rebuilds_cache(tmp_path, monkeypatch):
     assert len(list((tmp_path / "cache").glob("*.safetensors"))) == 2  # the new fingerprint names a new file
 
 
-@needs_shared
+@needs_cifar
 def test_cache_dir_from_env(tmp_path, monkeypatch):
     monkeypatch.setenv("RESNET_CACHE_DIR", str(tmp_path / "env-cache"))
-    load_cifar10(SHARED, "test", limit=2)
+    load_cifar10(CIFAR10, "test", limit=2)
     assert len(list((tmp_path / "env-cache").glob("cifar10-test-*.safetensors"))) == 1
 
 
-@needs_shared
+@needs_cifar
 def test_unwritable_cache_dir_still_loads(tmp_path, capsys, zip_test50):
     not_a_dir = tmp_path / "file"
     not_a_dir.write_text("")
-    images, _ = load_cifar10(SHARED, "test", limit=5, cache_dir=not_a_dir)
+    images, _ = load_cifar10(CIFAR10, "test", limit=5, cache_dir=not_a_dir)
     assert torch.equal(images, zip_test50[0][:5])
     assert "not caching" in capsys.readouterr().err
 

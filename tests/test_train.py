@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import load_file
 
 import train
-from conftest import REPO, SHARED_CIFAR, train_tiny
+from conftest import REPO, train_tiny
 from resnet_core import list_checkpoints, load_pretrained, read_checkpoint
 from resnet_core.data import load_cifar10
 from resnet_core.probes import evaluate, per_class_accuracy
@@ -21,7 +21,7 @@ from resnet_core.probes import evaluate, per_class_accuracy
 TINY = ["--epochs", "2", "--limit-train", "256", "--limit-test", "200", "--batch-size", "64", "--device", "cpu"]
 
 
-def test_published_checkpoint_is_complete_and_loads(tiny_checkpoints):
+def test_published_checkpoint_is_complete_and_loads(tiny_checkpoints, shared_cifar):
     for name in ("resnet20", "plain20"):
         info = read_checkpoint(tiny_checkpoints / name)
         assert sorted(p.name for p in info.path.iterdir()) == sorted(
@@ -40,7 +40,7 @@ def test_published_checkpoint_is_complete_and_loads(tiny_checkpoints):
         # fp16 weights on disk: our own eval of the loaded model agrees with what was recorded.
         model = load_pretrained(info.path)
         assert not model.training
-        x, y = load_cifar10(SHARED_CIFAR, "test", limit=200)
+        x, y = load_cifar10(shared_cifar, "test", limit=200)
         mean, std = torch.tensor(model.normalization["mean"]), torch.tensor(model.normalization["std"])
         again = evaluate(model, x, y, mean, std)
         assert abs(again["test_error"] - m["test_error"]) <= 1.0  # at most 2 of 200 images flip with fp16 storage
