@@ -17,10 +17,9 @@ from pathlib import Path
 
 from resnet_core.checkpoint import REPO_ROOT, push_to_hub
 from resnet_core.data import DatasetError
-from resnet_core.models import list_models, model_info
+from resnet_core.models import PLAIN_VS_RESIDUAL_DEPTHS, list_models, model_info
 from resnet_core.trainer import RunConfig, TrainingDiverged, paper_recipe, seed_recipe, train
 
-ALL_DEPTHS = (20, 32, 44, 56, 110)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -74,7 +73,7 @@ def model_names(args) -> list[str]:
         if bad:
             raise SystemExit(f"error: unknown model(s) {', '.join(bad)}; valid: {', '.join(list_models())}")
         return args.model
-    depths = ALL_DEPTHS if args.all else args.depth
+    depths = PLAIN_VS_RESIDUAL_DEPTHS if args.all else args.depth
     if not depths:
         raise SystemExit("error: say which models: --depth 56 [--plain], --all, or --model NAME")
     bad = sorted(set(depths) - {model_info(n)["depth"] for n in list_models("resnet*")})

@@ -91,9 +91,12 @@ def model_card(config: dict, metrics: dict, has_weights: bool) -> str:
         "| metric | value |", "| --- | --- |",
         f"| test top-1 error | {_pct(metrics.get('test_error'))} |",
         f"| test top-5 error | {_pct(metrics.get('test_top5_error'))} |",
-        f"| final training error (augmented batches) | {_pct(metrics.get('train_error'))} |",
+        f"| training error, final model on the clean training set | {_pct(metrics.get('train_error_clean'))} |",
+        f"| training error, last epoch's augmented batches | {_pct(metrics.get('train_error'))} |",
         f"| iterations | {recipe.get('iterations')} (batch {recipe.get('batch_size')}) |",
-        f"| wall time | {config.get('wall_time_s', 0) / 60:.1f} min on {config.get('device')} |",
+        f"| wall time | {(config.get('wall_time_s') or 0) / 60:.1f} min on {config.get('device')}"
+        + (f", side by side with {', '.join(config['trained_alongside'])}" if config.get("trained_alongside") else "")
+        + " |",
         "",
         "Final iterate, no test-set model selection. Weights: "
         + ("`model.safetensors` (fp16 weights, BatchNorm statistics in fp32)." if has_weights else

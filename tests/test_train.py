@@ -59,6 +59,9 @@ def test_side_by_side_models_share_one_clock_and_say_what_ran(tiny_checkpoints):
         assert info.config["amp"] and info.config["cuda_graphs"] and info.config["channels_last"]  # as asked for
         used = {k: info.config[k] for k in ("precision", "cuda_graphs_used", "channels_last_used")}
         assert used == dict(precision="fp32", cuda_graphs_used=False, channels_last_used=True)
+        card = (tiny_checkpoints / name / "README.md").read_text()  # the model card says both
+        assert f"side by side with {other}" in card
+        assert f"clean training set | {info.metrics['train_error_clean']:.2f} %" in card
 
 
 def test_resume_reaches_the_same_result(tmp_path, shared_cifar):
