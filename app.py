@@ -103,7 +103,9 @@ def zoo_table() -> None:
         "paper_test_error": st.column_config.NumberColumn("paper test error % (Table 6)", format="%.2f"),
         "iterations": st.column_config.NumberColumn("iterations", format="localized",
                                                     help=f"SGD steps of batch 128; the paper trains for {PAPER_ITERATIONS:,}."),
-        "train_minutes": st.column_config.NumberColumn("training time (min)", format="%.1f"),
+        "train_minutes": st.column_config.NumberColumn(
+            "training time (min)", format="%.1f", help="Wall-clock time of the run that trained it; models trained "
+            "side by side share one run, so each shows the whole run's time."),
         "weights": st.column_config.CheckboxColumn("weights bundled")})
 
 
