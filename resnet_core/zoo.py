@@ -281,6 +281,12 @@ def paper_checks(infos: list[CheckpointInfo]) -> pd.DataFrame:
                        all(a > b for a, b in zip(errors, errors[1:])),
                        ", ".join(f"{model_info(i.config['model'])['depth']} layers: {e:.2f} %" for i, e in zip(residual, errors))
                        + short_run_note(*residual) if len(residual) >= 2 else "fewer than two residual depths"))
+    plain = [have[f"plain{d}"] for d in SIX_N_PLUS_2 if f"plain{d}" in have and final_train_error(have[f"plain{d}"]) is not None]
+    train_errors = [final_train_error(i) for i in plain]
+    rows.append(_check("Plain nets: final training error rises with depth (Fig. 6, left)", None if len(plain) < 2 else
+                       all(a < b for a, b in zip(train_errors, train_errors[1:])),
+                       ", ".join(f"{model_info(i.config['model'])['depth']} layers: {e:.2f} %" for i, e in zip(plain, train_errors))
+                       + short_run_note(*plain) if len(plain) >= 2 else "fewer than two plain depths"))
     for shallow, deep in ((20, 56), (56, 110)):
         a, b = have.get(f"plain{shallow}"), have.get(f"plain{deep}")
         for split, error in (("training", final_train_error), ("test", lambda i: i.metrics["test_error"])):

@@ -41,6 +41,7 @@ def test_paper_checks_pass_on_a_faithful_reproduction():
     assert holds(checks, "ResNet-20:") == holds(checks, "ResNet-56:") == holds(checks, "ResNet-110:") == "yes"
     assert holds(checks, "ResNet-32:") == "not measured"
     assert holds(checks, "Residual nets: test error falls") == "yes"
+    assert holds(checks, "Plain nets: final training error rises") == "yes"  # 1.0 < 5.0 < 68.0
     assert (checks[checks["claim"].str.startswith("Degradation")]["holds"] == "yes").all()
     assert holds(checks, "Shortcuts help") == "yes"
     assert not checks["evidence"].str.contains("short run").any()
@@ -56,6 +57,7 @@ def test_paper_checks_say_no_where_the_numbers_disagree_and_label_short_runs():
     assert holds(checks, "Degradation: plain-56 has a higher final training") == "no"
     assert holds(checks, "Degradation: plain-56 has a higher final test") == "no"
     assert holds(checks, "Degradation: plain-110") == "not measured"
+    assert holds(checks, "Plain nets: final training error rises") == "no"  # plain56 2.0 < plain20 3.0
     assert holds(checks, "Shortcuts help") == "no"  # resnet20 9.0 is not below plain20 9.0
     assert "20 layers: residual 9.00 % vs plain 9.00 %" in checks[checks["claim"].str.startswith("Shortcuts")].iloc[0]["evidence"]
     assert "best of 5 runs; their mean is 6.61 ± 0.16 %" in checks[checks["claim"].str.startswith("ResNet-110")].iloc[0]["claim"]
