@@ -21,6 +21,7 @@ from tqdm import tqdm
 from .checkpoint import REPO_ROOT, atomic_save_tensors, atomic_write_json, save_checkpoint
 from .data import CIFAR10_MEAN, CIFAR10_STD, CLASSES, augment_batch, augmentation_plan, load_cifar10, normalize, resolve_data_dir
 from .models import build_model, model_info
+from .paper import PAPER_ITERATIONS
 from .probes import autocast_for, evaluate, first_epoch_reaching, per_class_accuracy, response_std
 
 # Lanes run on up to ten CUDA streams; CUDA maps streams onto 8 hardware queues by default, so some lanes
@@ -32,7 +33,7 @@ os.environ.setdefault("CUDA_DEVICE_MAX_CONNECTIONS", "32")
 @dataclass(frozen=True)
 class Recipe:
     """SGD schedule, counted in iterations (one iteration = one batch)."""
-    iterations: int = 64_000          # paper: stop at 64k
+    iterations: int = PAPER_ITERATIONS  # paper: stop at 64k
     batch_size: int = 128
     lr: float = 0.1
     momentum: float = 0.9
