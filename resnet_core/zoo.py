@@ -262,6 +262,18 @@ def _check(claim: str, holds: bool | None, evidence: str) -> dict:
     return dict(claim=claim, holds={True: "yes", False: "no", None: "not measured"}[holds], evidence=evidence)
 
 
+def _depth_trend(claim: str, have: dict[str, CheckpointInfo], kind: str, error, falls: bool) -> dict:
+    """Does `error` fall (or rise) at every step in depth over the `kind` nets ("resnet" / "plain") we have?"""
+    found = [(d, have[f"{kind}{d}"]) for d in SIX_N_PLUS_2 if f"{kind}{d}" in have]
+    points = [(d, error(i), i) for d, i in found if error(i) is not None]
+    if len(points) < 2:
+        return _check(claim, None, f"fewer than two {'residual' if kind == 'resnet' else 'plain'} depths")
+    errors = [e for _, e, _ in points]
+    holds = all((a > b) if falls else (a < b) for a, b in zip(errors, errors[1:]))
+    return _check(claim, holds, ", ".join(f"{d} layers: {e:.2f} %" for d, e, _ in points)
+                  + short_run_note(*(i for _, _, i in points)))
+
+
 def paper_checks(infos: list[CheckpointInfo]) -> pd.DataFrame:
     """The paper's CIFAR-10 claims, each checked on the checkpoints we have: claim, holds (yes / no / not
     measured) and the evidence (our numbers; short runs are labelled as such)."""
@@ -275,18 +287,10 @@ def paper_checks(infos: list[CheckpointInfo]) -> pd.DataFrame:
         rows.append(_check(claim, None, "no checkpoint") if info is None else
                     _check(claim, info.metrics["test_error"] <= ref,
                            f"ours {info.metrics['test_error']:.2f} %" + short_run_note(info)))
-    residual = [have[f"resnet{d}"] for d in SIX_N_PLUS_2 if f"resnet{d}" in have]
-    errors = [i.metrics["test_error"] for i in residual]
-    rows.append(_check("Residual nets: test error falls with depth", None if len(residual) < 2 else
-                       all(a > b for a, b in zip(errors, errors[1:])),
-                       ", ".join(f"{model_info(i.config['model'])['depth']} layers: {e:.2f} %" for i, e in zip(residual, errors))
-                       + short_run_note(*residual) if len(residual) >= 2 else "fewer than two residual depths"))
-    plain = [have[f"plain{d}"] for d in SIX_N_PLUS_2 if f"plain{d}" in have and final_train_error(have[f"plain{d}"]) is not None]
-    train_errors = [final_train_error(i) for i in plain]
-    rows.append(_check("Plain nets: final training error rises with depth (Fig. 6, left)", None if len(plain) < 2 else
-                       all(a < b for a, b in zip(train_errors, train_errors[1:])),
-                       ", ".join(f"{model_info(i.config['model'])['depth']} layers: {e:.2f} %" for i, e in zip(plain, train_errors))
-                       + short_run_note(*plain) if len(plain) >= 2 else "fewer than two plain depths"))
+    rows.append(_depth_trend("Residual nets: test error falls with depth", have, "resnet",
+                             lambda i: i.metrics["test_error"], falls=True))
+    rows.append(_depth_trend("Plain nets: final training error rises with depth (Fig. 6, left)", have, "plain",
+                             final_train_error, falls=False))
     for shallow, deep in ((20, 56), (56, 110)):
         a, b = have.get(f"plain{shallow}"), have.get(f"plain{deep}")
         for split, error in (("training", final_train_error), ("test", lambda i: i.metrics["test_error"])):
