@@ -16,11 +16,12 @@ ZOOM = 4  # 32x32 shown as 128x128, nearest neighbour, so every pixel the model 
 
 
 def models_ui(infos, nets: dict[str, str]) -> list[str]:
-    """Sidebar: one residual and one plain checkpoint (either kind may be missing from the zoo)."""
+    """Sidebar: one plain and one residual checkpoint, in the order every panel shows them, plain on the left (either
+    kind may be missing from the zoo)."""
     defaults = dict(zip(("plain", "residual"), default_pair(infos)))
     chosen = []
     with st.sidebar:
-        for kind in ("residual", "plain"):
+        for kind in ("plain", "residual"):
             names = [name for name, net in nets.items() if net == kind]
             if names:
                 chosen.append(st.selectbox(f"{kind.capitalize()} model", names, index=names.index(defaults[kind])))
@@ -88,7 +89,8 @@ def show_prediction(key: str, image: Image.Image | None, img32: Image.Image, mod
         x=alt.X("probability:Q", title="probability (%)", scale=alt.Scale(domain=[0, 100])),
         y=alt.Y("class:N", sort="-x", title=None), color=alt.Color("net:N", scale=NET_COLORS, title="network"),
         tooltip=["model", "rank", "class", alt.Tooltip("probability:Q", format=".1f", title="probability (%)")],
-    ).properties(width=210, height=150).facet(column=alt.Column("model:N", title=None)).resolve_scale(y="independent")
+    ).properties(width=210, height=150).facet(column=alt.Column("model:N", title=None, sort=list(models)))
+    bars = bars.resolve_scale(y="independent")
     with right:
         show_chart(bars, data, f"top5_{key}", stretch=False)
     if st.toggle("Show where each model looks", value=looks, key=f"looks_{key}"):

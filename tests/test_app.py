@@ -234,7 +234,11 @@ def test_predict_gallery_shows_top5_of_both_nets(monkeypatch, tiny_checkpoints):
     assert sorted(top5["model"].unique()) == ["plain20", "resnet20"]
     assert top5.groupby("model")["class"].nunique().tolist() == [5, 5]
     assert set(top5["class"]) <= set(CLASSES)
-    assert looks(at) == {"resnet20: Grad-CAM", "resnet20: input saliency", "plain20: Grad-CAM", "plain20: input saliency"}
+    # plain on the left, residual on the right, in the sidebar, the bars and the maps alike
+    assert [box.label for box in at.sidebar.selectbox] == ["Plain model", "Residual model"]
+    assert json.loads(at.get("vega_lite_chart")[0].proto.spec)["facet"]["column"]["sort"] == ["plain20", "resnet20"]
+    assert [c.rsplit(" (", 1)[0] for c in overlays(at)] == ["plain20: Grad-CAM", "plain20: input saliency",
+                                                           "resnet20: Grad-CAM", "resnet20: input saliency"]
     assert len(at.image) == 10 + 1 + 4  # the class's gallery, what the models see, two maps per model
     at.button_group(key="gallery_class").set_value("bird").run()
     at.button(key="gallery-25").click().run()
