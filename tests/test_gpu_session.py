@@ -66,3 +66,36 @@ def test_collect_packs_unfinished_state_and_receive_unpacks_it(tmp_path):
     assert done.returncode == 0, done.stderr
     assert (here / "checkpoints" / "resnet20" / "metrics.json").is_file()
     assert (here / "runs" / "resnet110" / "state.safetensors").stat().st_size == 3 * MIB
+
+
+def test_stage_fills_three_carry_folders_and_unpack_takes_whichever_came(tmp_path):
+    """All the data a session carries is staged before its first device call (three folders, two zips each), so
+    that the calls follow each other with nothing to do here in between; unpack takes whatever folder came along."""
+    zips = tmp_path / "cifar10"
+    zips.mkdir()
+    for name in ("train-1", "train-2", "train-3", "train-4", "train-5", "test"):
+        (zips / f"{name}.zip").write_bytes(name.encode())
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
+    (repo / "README.md").write_text("tracked\n")
+    subprocess.run(["git", "add", "README.md"], cwd=repo, check=True)
+    script = REPO / "bench" / "gpu" / "session.sh"
+    env = dict(os.environ, CIFAR_ZIPS=str(zips), PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+    done = subprocess.run(["bash", str(script), "stage"], cwd=repo, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    staged = {folder.name: sorted(z.name for z in folder.iterdir()) for folder in repo.glob(".gpu-*")}
+    assert staged == {".gpu-1": ["train-1.zip", "train-2.zip"], ".gpu-2": ["train-3.zip", "train-4.zip"],
+                      ".gpu-3": ["test.zip", "train-5.zip"]}
+    assert "MiB travel with the tree (limit 64)" in done.stdout
+    status = subprocess.run(["git", "status", "--porcelain", "--ignored"], cwd=repo, capture_output=True, text=True)
+    assert "!! .gpu-1/" in status.stdout, "the staged zips are ignored: only a carry takes them along"
+
+    device = tmp_path / "device"  # the device's copy of the tree: only the carried folder came
+    (device / ".gpu-2").mkdir(parents=True)
+    for z in staged[".gpu-2"]:
+        (device / ".gpu-2" / z).write_bytes((repo / ".gpu-2" / z).read_bytes())
+    env.update(DATA=str(tmp_path / "data"), RUNS=str(tmp_path / "runs"))
+    done = subprocess.run(["bash", str(script), "unpack"], cwd=device, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["train-3.zip", "train-4.zip"]

@@ -2,9 +2,9 @@
 # ../shared/GPU.md for this project: one subcommand per `device run` call, so that a 30-minute session
 # spends its minutes training, not typing. Run from the repository root.
 #
-#   here:    bash bench/gpu/session.sh stage train-1 train-2     # .gpu/ holds exactly these zips (+ state-*.tgz)
-#   device:  bash bench/gpu/session.sh unpack                    # carry=[".gpu"]: zips and state into /root
-#   here:    bash bench/gpu/session.sh stage train-3 train-4     # then unpack again; then train-5 test
+#   here:    bash bench/gpu/session.sh stage                     # .gpu-1/2/3: two CIFAR-10 zips each, all at once
+#   device:  bash bench/gpu/session.sh unpack                    # carry=[".gpu-1"]: its zips into /root/data
+#   device:  bash bench/gpu/session.sh unpack                    # carry=[".gpu-2"], then carry=[".gpu-3"]
 #   device:  bash bench/gpu/session.sh check                     # CUDA tests + throughput table (~3 min)
 #   device:  bash bench/gpu/session.sh start --all --time-budget 18   # train.py, detached; its log is /root/train.log
 #   device:  bash bench/gpu/session.sh poll 540                  # wait, then show progress (chain these)
@@ -12,8 +12,10 @@
 #   device:  bash bench/gpu/session.sh collect                   # finished checkpoints + unfinished state -> $OUT
 #   here:    bash bench/gpu/session.sh receive FILES_AT          # into checkpoints/ and runs/, then verify
 #
-# A later session resumes: stage the zips and the state archives (runs-*.tgz, from runs/ via `stage-state`),
-# unpack, and `start --model <the unfinished ones> --resume --time-budget N` (collect's status.txt names them).
+# Every device call follows the last with nothing to do here in between: the machine goes back after 30 s idle,
+# and all it holds with it. Everything a session carries is staged before its first call.
+# A later session resumes: `stage` and `stage-state` (runs/ as archives in .gpu-state), unpack each, and
+# `start --model <the unfinished ones> --resume --time-budget N` (collect's status.txt names them).
 set -euo pipefail
 DATA=${DATA:-/root/data}
 CKPT=${CKPT:-/root/ckpt}
@@ -29,22 +31,29 @@ progress() {  # the log without tqdm's carriage-return redraws: its last lines a
 }
 
 case "$cmd" in
-stage)  # here: .gpu/ holds exactly the named CIFAR-10 zips, plus any state archives already staged
-    grep -qx '/.gpu/' .git/info/exclude 2>/dev/null || echo '/.gpu/' >> .git/info/exclude
-    mkdir -p .gpu && rm -f .gpu/*.zip
-    for z in "$@"; do cp "../shared/datasets/cifar10/${z%.zip}.zip" .gpu/; done
-    du -sh .gpu; echo "travels with the tree: $(git ls-files -z | xargs -0 du -cb | tail -n1 | cut -f1) bytes tracked"
+stage)  # here: .gpu-1, .gpu-2, .gpu-3 hold two zips each (train-1+2, train-3+4, train-5+test): one carry a call
+    src=${CIFAR_ZIPS:-../shared/datasets/cifar10}
+    grep -qx '/.gpu\*/' .git/info/exclude 2>/dev/null || echo '/.gpu*/' >> .git/info/exclude
+    tracked=$(git ls-files -z | xargs -0 du -cb | tail -n1 | cut -f1)
+    n=0
+    for pair in "train-1 train-2" "train-3 train-4" "train-5 test"; do
+        n=$((n + 1)); rm -rf ".gpu-$n"; mkdir ".gpu-$n"
+        for z in $pair; do cp "$src/$z.zip" ".gpu-$n/"; done
+        size=$(du -cb ".gpu-$n" | tail -n1 | cut -f1)
+        echo ".gpu-$n: $(ls .gpu-$n | tr '\n' ' ')-> $(( (tracked + size) >> 20 )) MiB travel with the tree (limit 64)"
+    done
     ;;
-stage-state)  # here: the resumable state in runs/ as archives in .gpu/ (each <= 16 MiB; stage them over calls)
-    mkdir -p .gpu && rm -f .gpu/runs-*.tgz
-    python3 bench/gpu/pack.py .gpu runs runs/* --unfinished-only --max-files 8 --total-mib 1000
+stage-state)  # here: the resumable state in runs/ as archives in .gpu-state (each <= 16 MiB; carry it alone)
+    grep -qx '/.gpu\*/' .git/info/exclude 2>/dev/null || echo '/.gpu*/' >> .git/info/exclude
+    rm -rf .gpu-state && mkdir .gpu-state
+    python3 bench/gpu/pack.py .gpu-state runs runs/* --unfinished-only --max-files 8 --total-mib 48
     ;;
-unpack)  # device: carried zips into $DATA, carried state archives into $RUNS; show the machine
+unpack)  # device: the carried zips into $DATA, the carried state archives into $RUNS; show the machine
     mkdir -p "$DATA" "$RUNS"
-    for z in .gpu/*.zip; do [ -e "$z" ] && cp "$z" "$DATA/"; done
-    for t in .gpu/runs-*.tgz; do [ -e "$t" ] && tar -xzf "$t" -C "$RUNS"; done
+    for z in .gpu*/*.zip; do [ -e "$z" ] && cp "$z" "$DATA/"; done
+    for t in .gpu*/runs-*.tgz; do [ -e "$t" ] && tar -xzf "$t" -C "$RUNS"; done
     ls -la "$DATA" "$RUNS"
-    nvidia-smi --query-gpu=name,memory.used,memory.total,utilization.gpu --format=csv
+    nvidia-smi --query-gpu=name,memory.used,memory.total,utilization.gpu --format=csv || true
     python3 -c 'import torch, sys; print("torch", torch.__version__, "cuda", torch.version.cuda, "python", sys.version.split()[0])'
     ;;
 check)  # device: the CUDA-only tests, then the throughput table against the textbook baseline
@@ -107,6 +116,6 @@ receive)  # here: unpack what collect returned (the reply's files_at) into check
     echo "next: python -m resnet_core.report --verify --readme README.md"
     ;;
 *)
-    sed -n '2,17p' "$0"
+    sed -n '2,18p' "$0"
     ;;
 esac
