@@ -75,11 +75,16 @@ for cell, (label, value) in zip(cells[2:], zoo.paper_totals(name).items()):
     cell.metric(f"Paper, {label}", f"{value}", help="Quoted from He et al. (2016), not measured here.")
 
 compute = table[table["macs"] > 0].assign(weight_layer=lambda t: range(1, len(t) + 1), mflops=lambda t: t["macs"] / 1e6)
+# A y-axis title longer than the plot is tall makes Streamlit squash the plot and drop the chart's title: keep it short.
 show_chart(alt.Chart(compute).mark_bar().encode(
-    x=alt.X("weight_layer:Q", title="weight layer (forward order)"), y=alt.Y("mflops:Q", title="FLOPs (million multiply-adds)"),
-    color=alt.Color("type:N", title="layer type"),
+    x=alt.X("weight_layer:Q", title="weight layer (forward order)",
+            scale=alt.Scale(domain=[0, len(compute) + 1], nice=False)),
+    y=alt.Y("mflops:Q", title="million multiply-adds"), color=alt.Color("type:N", title="layer type"),
     tooltip=["layer", "type", "output_shape", "params", alt.Tooltip("mflops:Q", format=".2f", title="MFLOPs")],
-).properties(height=220, title="Where the compute goes"), compute, f"flops_{name}")
+).properties(height=300, title="Where the compute goes"), compute, f"flops_{name}")
+fc = compute[compute["type"] == "Linear"]
+if len(fc) and fc["mflops"].max() < 0.01 * compute["mflops"].max():
+    st.caption(f"The fc layer's {int(fc['macs'].sum()):,} multiply-adds are too few to see at this scale.")
 
 st.subheader(f"{name}: every layer")
 st.dataframe(table, hide_index=True, column_config={

@@ -18,7 +18,17 @@ def responses_ui(infos) -> tuple[list[str], str]:
         chosen = st.multiselect("Checkpoints", names, default=[n for n in default_pair(infos) if n])
         source = st.radio("Responses", [RECORDED, LIVE],
                           help="Recorded: metrics.json, on the first 1,000 test images. Live: needs the weights.")
-    return chosen, source
+        log = st.toggle("Logarithmic std axis", help="Spreads out the small responses when a few layers are large")
+    return chosen, source, log
+
+
+def measured(data: pd.DataFrame) -> str:
+    """'Measured here: ...' for each depth with a plain and a residual net among `data`, '' without such a pair."""
+    std = {(g["net"].iloc[0], g["depth"].iloc[0]): g["std"].tolist()
+           for _, g in data.sort_values("index").groupby("checkpoint")}
+    lines = [f"{depth} layers: " + zoo.response_comparison(std[("plain", depth)], std[("residual", depth)])
+             for depth in sorted({d for _, d in std}) if ("plain", depth) in std and ("residual", depth) in std]
+    return "Measured here: " + "; ".join(lines) + "." if lines else ""
 
 
 @st.cache_data(show_spinner="Measuring the responses...", max_entries=32)
@@ -47,7 +57,7 @@ def live_frame(infos) -> pd.DataFrame:
 header("Layer responses", "In the paper (Fig. 7) residual nets' layers respond with *smaller* standard deviations than "
        "plain nets' (blues below oranges): each residual branch only adds a small correction to its input.")
 infos = usable_checkpoints()
-chosen, source = responses_ui(infos)
+chosen, source, log = responses_ui(infos)
 picked = [by_name(infos)[name] for name in chosen]
 if source == LIVE:
     data = live_frame(picked)
@@ -57,9 +67,13 @@ else:
 if data.empty:
     st.info("Pick at least one checkpoint with recorded responses (or weights, for the live measurement) in the sidebar.")
     st.stop()
+if line := measured(data):
+    st.markdown(line)
 tooltip = ["checkpoint", "layer", "index", "rank", alt.Tooltip("std:Q", format=".3f", title="std")]
 base = alt.Chart(data).mark_line(point=alt.OverlayMarkDef(size=18)).encode(
-    y=alt.Y("std:Q", title="std of BN output"), color=model_legend(data), detail="checkpoint:N", tooltip=tooltip)
+    y=alt.Y("std:Q", title="std of BN output" + (" (log scale)" if log else ""),
+            scale=alt.Scale(type="log") if log else alt.Undefined),
+    color=model_legend(data), detail="checkpoint:N", tooltip=tooltip)
 by_layer = base.encode(x=alt.X("index:Q", title="3x3 layer, in forward order")).properties(
     height=260, title="In layer order (Fig. 7, top)")
 by_size = base.encode(x=alt.X("rank:Q", title="3x3 layer, sorted by std (1 = largest)")).properties(

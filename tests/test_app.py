@@ -196,6 +196,11 @@ def test_layer_responses_recorded_and_live(monkeypatch, tiny_checkpoints):
     assert set(recorded["checkpoint"]) == {"plain20", "resnet20"}
     assert len(recorded) == 2 * 19  # 19 3x3 layers in a 20-layer net
     assert sorted(recorded.loc[recorded["checkpoint"] == "plain20", "rank"]) == list(range(1, 20))
+    std = {name: recorded.loc[recorded["checkpoint"] == name].sort_values("index")["std"] for name in ("plain20", "resnet20")}
+    below = int((std["resnet20"].to_numpy() < std["plain20"].to_numpy()).sum())
+    assert f"Measured here: 20 layers: residual smaller at {below} of 19 layers (median std " in at.markdown[1].value
+    at.sidebar.toggle[0].set_value(True).run()
+    assert "log" in json.dumps(json.loads(at.get("vega_lite_chart")[0].proto.spec))
     at.sidebar.radio[0].set_value(at.sidebar.radio[0].options[1]).run()
     live = charts(at)[0]
     assert len(live) == 2 * 19 and (live["std"] > 0).all()

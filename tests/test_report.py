@@ -44,7 +44,22 @@ def test_paper_checks_pass_on_a_faithful_reproduction():
     assert holds(checks, "Plain nets: final training error rises") == "yes"  # 1.0 < 5.0 < 68.0
     assert (checks[checks["claim"].str.startswith("Degradation")]["holds"] == "yes").all()
     assert holds(checks, "Shortcuts help") == "yes"
+    assert holds(checks, "Layer responses") == "not measured"  # these fakes recorded none
     assert not checks["evidence"].str.contains("short run").any()
+
+
+def test_response_check_counts_layers_and_needs_most_of_them():
+    plain20, resnet20 = fake("plain20", 9.0, 1.0), fake("resnet20", 8.0)
+    plain56, resnet56 = fake("plain56", 12.0, 5.0), fake("resnet56", 7.0)
+    for info, std in ((plain20, [2.0, 1.0, 1.0]), (resnet20, [1.0, 0.5, 3.0]), (plain56, [1.0, 1.0]), (resnet56, [0.5, 2.0])):
+        info.metrics["response_std"] = [dict(layer=f"l{i}", std=s) for i, s in enumerate(std)]
+    assert zoo.response_comparison([2.0, 1.0, 1.0], [1.0, 0.5, 3.0]) == \
+        "residual smaller at 2 of 3 layers (median std 1.00 vs plain 1.00)"
+    row = zoo.paper_checks([plain20, resnet20, plain56, resnet56]).set_index("claim").filter(like="Layer", axis=0).iloc[0]
+    assert row["holds"] == "no"  # 2 of 3 at 20 layers, but only 1 of 2 at 56: not most
+    assert "56 layers: residual smaller at 1 of 2 layers (median std 1.25 vs plain 1.00)" in row["evidence"]
+    resnet56.metrics["response_std"][1]["std"] = 0.9
+    assert holds(zoo.paper_checks([plain20, resnet20, plain56, resnet56]), "Layer responses") == "yes"
 
 
 def test_paper_checks_say_no_where_the_numbers_disagree_and_label_short_runs():
