@@ -383,10 +383,11 @@ def test_mistakes_of_a_checkpoint_without_weights(monkeypatch, damaged_checkpoin
 
 def test_checkpoints_without_usable_weights_explain_themselves(monkeypatch, damaged_checkpoints):
     at = open_app(monkeypatch, damaged_checkpoints, "pages/predict.py")
-    at.sidebar.selectbox[0].set_value("curves-only").run()
+    residual = lambda: next(box for box in at.sidebar.selectbox if box.label == "Residual model")  # noqa: E731
+    residual().set_value("curves-only").run()
     assert "weights are not bundled" in " ".join(i.value for i in at.info)
     assert "python train.py" in " ".join(i.value for i in at.info)
     assert charts(at)[0]["model"].unique().tolist() == ["plain20"]  # the plain net still answers
-    at.sidebar.selectbox[0].set_value("truncated-weights").run()
+    residual().set_value("truncated-weights").run()
     assert not at.exception
     assert "model.safetensors" in " ".join(e.value for e in at.error)
