@@ -78,8 +78,8 @@ def test_stage_fills_three_carry_folders_and_unpack_takes_whichever_came(tmp_pat
     repo = tmp_path / "repo"
     repo.mkdir()
     subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
-    (repo / "README.md").write_text("tracked\n")
-    subprocess.run(["git", "add", "README.md"], cwd=repo, check=True)
+    (repo / ".gitignore").write_text((REPO / ".gitignore").read_text())
+    subprocess.run(["git", "add", ".gitignore"], cwd=repo, check=True)
     script = REPO / "bench" / "gpu" / "session.sh"
     env = dict(os.environ, CIFAR_ZIPS=str(zips), PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
     done = subprocess.run(["bash", str(script), "stage"], cwd=repo, env=env, capture_output=True, text=True)

@@ -33,7 +33,6 @@ progress() {  # the log without tqdm's carriage-return redraws: its last lines a
 case "$cmd" in
 stage)  # here: .gpu-1, .gpu-2, .gpu-3 hold two zips each (train-1+2, train-3+4, train-5+test): one carry a call
     src=${CIFAR_ZIPS:-../shared/datasets/cifar10}
-    grep -qx '/.gpu\*/' .git/info/exclude 2>/dev/null || echo '/.gpu*/' >> .git/info/exclude
     tracked=$(git ls-files -z | xargs -0 du -cb | tail -n1 | cut -f1)
     n=0
     for pair in "train-1 train-2" "train-3 train-4" "train-5 test"; do
@@ -44,7 +43,6 @@ stage)  # here: .gpu-1, .gpu-2, .gpu-3 hold two zips each (train-1+2, train-3+4,
     done
     ;;
 stage-state)  # here: the resumable state in runs/ as archives in .gpu-state (each <= 16 MiB; carry it alone)
-    grep -qx '/.gpu\*/' .git/info/exclude 2>/dev/null || echo '/.gpu*/' >> .git/info/exclude
     rm -rf .gpu-state && mkdir .gpu-state
     python3 bench/gpu/pack.py .gpu-state runs runs/* --unfinished-only --max-files 8 --total-mib 48
     ;;
