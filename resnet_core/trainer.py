@@ -227,14 +227,17 @@ def state_paths(state_dir: Path, name: str) -> tuple[Path, Path]:
     return state_dir / name / "state.safetensors", state_dir / name / "state.json"
 
 
-def save_state(lane: Lane, state_dir: Path) -> None:
+def save_state(lane: Lane, state_dir: Path, command: str | None = None) -> None:
+    """The lane's weights, momentum and BN statistics, and a state.json with where it is and the command that
+    started it (so that whoever resumes it, on another machine, can repeat that command's options)."""
     tensors_path, meta_path = state_paths(state_dir, lane.name)
     tensors = {f"model.{k}": v for k, v in lane.model.state_dict().items()}
     tensors.update({f"momentum.{i}": m for i, m in enumerate(lane.momentum)})
     tensors.update({f"stats.{k}": v for k, v in lane.stats.items()})
     atomic_save_tensors(tensors_path, tensors)
     atomic_write_json(meta_path, dict(config=lane.cfg.to_dict(), iteration=lane.iteration, wall_time_s=lane.wall_time_s,
-                                      history=lane.history, finished=lane.finished, layers=lane.layer_names))
+                                      history=lane.history, finished=lane.finished, layers=lane.layer_names,
+                                      command=command))
 
 
 def read_state_meta(state_dir: Path, name: str) -> dict | None:
@@ -448,7 +451,7 @@ def train(configs: list[RunConfig], *, data_dir: str | None = None, out_dir: Pat
                             bar.write(f"{lane.name}: finished; checkpoint written to {out_dir / lane.name}", file=sys.stderr)
                     if is_main:
                         lane.stamp_wall_time()
-                        save_state(lane, state_dir)
+                        save_state(lane, state_dir, command)
                 epoch_t0, epoch_it0 = time.perf_counter(), it
             over_time = time_budget_s is not None and time.perf_counter() - t_start > time_budget_s
             reason = Stop.requested or ("time budget" if over_time else None) or \
@@ -461,7 +464,7 @@ def train(configs: list[RunConfig], *, data_dir: str | None = None, out_dir: Pat
                     if not lane.finished:
                         lane.stamp_wall_time()
                         if is_main:
-                            save_state(lane, state_dir)
+                            save_state(lane, state_dir, command)
                         status[lane.name] = "stopped"
                 bar.close()
                 say(f"stopped ({reason}) at iteration {it:,}; state saved in {state_dir}/. "

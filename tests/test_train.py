@@ -147,6 +147,7 @@ def test_sigterm_saves_state_then_resume_finishes(tmp_path, shared_cifar):
     assert "stopped (SIGTERM)" in "".join(log)
     meta = json.loads((tmp_path / "runs/resnet20/state.json").read_text())
     assert 0 < meta["iteration"] < 160 and not meta["finished"]
+    assert meta["command"].startswith("python train.py --model resnet20 ")  # how to resume it, on any machine
     assert not (tmp_path / "out" / "resnet20").exists()
 
 

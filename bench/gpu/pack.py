@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 import tarfile
 from pathlib import Path
@@ -30,6 +31,28 @@ def unfinished(path: Path) -> bool:
         return not json.loads(meta.read_text()).get("finished", False)
     except (OSError, ValueError):
         return True
+
+
+# train.py options that session.sh's `start` sets itself, or that name the models or the stop: a resume drops them
+SET_BY_START = {"--data-dir", "--out", "--state-dir", "--time-budget", "--stop-after"}
+CHOOSE_MODELS = {"--depth", "--model", "--all", "--plain", "--both", "--resume", "--restart"}
+
+
+def resume_command(command: str | None, models: list[str]) -> str:
+    """The `session.sh start` call that continues `models`, with the recipe options of the train.py `command` that
+    saved them (state.json's "command"; None for state from before it was recorded: then say so)."""
+    tail = f"--model {' '.join(models)} --resume --time-budget N"
+    if not command:
+        return f"bash bench/gpu/session.sh start <the first start's options> {tail}"
+    words, kept, skip = shlex.split(command)[2:], [], False  # after "python train.py"
+    for word in words:
+        if word.startswith("--"):
+            skip = word in SET_BY_START | CHOOSE_MODELS
+            if not skip:
+                kept.append(word)
+        elif not skip:
+            kept.append(word)
+    return "bash bench/gpu/session.sh start " + " ".join(shlex.quote(w) for w in kept + tail.split()[:-1]) + " N"
 
 
 def plan(sizes: dict[str, int], per_file: int, files: int, total: int) -> tuple[list[list[str]], list[str]]:
