@@ -29,11 +29,22 @@ def test_plan_respects_the_per_file_count_and_total_limits():
     assert bins == [] and sorted(left) == ["x", "y"]
 
 
-def make_run(root: Path, name: str, finished: bool, size: int) -> Path:
+def test_resume_command_keeps_the_recipe_and_drops_what_start_sets():
+    command = ("python train.py --data-dir /root/data --out /root/ckpt --state-dir /root/runs --all --iterations 60 "
+               "--milestones 30 45 --limit-train 1024 --time-budget 0.5 --device cpu")
+    assert pack.resume_command(command, ["plain20", "resnet20"]) == (
+        "bash bench/gpu/session.sh start --iterations 60 --milestones 30 45 --limit-train 1024 --device cpu "
+        "--model plain20 resnet20 --resume --time-budget N")
+    again = pack.resume_command("python train.py --model plain20 resnet20 --iterations 60 --resume --time-budget 5",
+                                ["plain20"])  # a resumed run's own command
+    assert again == "bash bench/gpu/session.sh start --iterations 60 --model plain20 --resume --time-budget N"
+
+
+def make_run(root: Path, name: str, finished: bool, size: int, command: str | None = None) -> Path:
     folder = root / name
     folder.mkdir(parents=True)
     (folder / "state.json").write_text(json.dumps(dict(finished=finished, iteration=390 if not finished else 64_000,
-                                                       config=dict(recipe=dict(iterations=64_000)))))
+                                                       config=dict(recipe=dict(iterations=64_000)), command=command)))
     (folder / "state.safetensors").write_bytes(os.urandom(size))
     return folder
 
@@ -43,6 +54,8 @@ def test_collect_packs_unfinished_state_and_receive_unpacks_it(tmp_path):
     make_run(runs, "resnet20", True, 1000)
     make_run(runs, "plain110", False, 3 * MIB)
     make_run(runs, "resnet110", False, 3 * MIB)
+    make_run(runs, "resnet18", False, 1000, command="python train.py --data-dir /root/data --out /root/ckpt "
+             "--state-dir /root/runs --depth 18 34 --both --recipe seed --no-weights --time-budget 20")
     (ckpt / "resnet20").mkdir(parents=True)
     (ckpt / "resnet20" / "metrics.json").write_text("{}")
     log.write_text("resnet20: finished\r2 models: 50%|#####     | 1/2 [00:01<00:01,  1.00it/s]\n")
@@ -53,18 +66,22 @@ def test_collect_packs_unfinished_state_and_receive_unpacks_it(tmp_path):
     status = (out / "status.txt").read_text()
     assert "resnet20: finished; published: True" in status
     assert "plain110: at iteration 390 of 64,000; published: False" in status
-    assert "--model plain110 resnet110 --resume" in status
+    assert "resume: bash bench/gpu/session.sh start <the first start's options> --model plain110 resnet110 " \
+           "--resume --time-budget N" in status  # state saved before the command was recorded
+    assert "resume: bash bench/gpu/session.sh start --recipe seed --no-weights --model resnet18 --resume " \
+           "--time-budget N" in status
     with tarfile.open(out / "runs-1.tgz") as tar:
         names = tar.getnames()
     assert "plain110/state.safetensors" in names and not any(n.startswith("resnet20") for n in names)
     assert "it/s]" not in (out / "train.log").read_text()  # the progress redraws are dropped
 
     here = tmp_path / "here"
-    here.mkdir()
+    (here / "checkpoints" / "resnet20").mkdir(parents=True)
+    (here / "checkpoints" / "resnet20" / "landscape.json").write_text("{}")  # measured on the weights being replaced
     script = REPO / "bench" / "gpu" / "session.sh"
     done = subprocess.run(["bash", str(script), "receive", str(out)], cwd=here, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    assert (here / "checkpoints" / "resnet20" / "metrics.json").is_file()
+    assert sorted(p.name for p in (here / "checkpoints" / "resnet20").iterdir()) == ["metrics.json"]
     assert (here / "runs" / "resnet110" / "state.safetensors").stat().st_size == 3 * MIB
 
 

@@ -65,7 +65,7 @@ start)  # device: train.py detached (it outlives this call), writing outside the
         > "$LOG" 2>&1 < /dev/null &
     sleep "${START_WAIT:-75}"
     progress 30
-    nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv
+    nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv || true
     ;;
 poll)  # device: wait (default 540 s, inside one call's 600), then show progress
     secs=${1:-540}
@@ -84,18 +84,19 @@ collect)  # device: published checkpoints, unfinished state, the log and a statu
     python3 - "$RUNS" "$CKPT" > "$OUT/status.txt" <<'PY'
 import json, sys
 from pathlib import Path
+sys.path.insert(0, "bench/gpu")
+from pack import resume_command
 runs, ckpt = Path(sys.argv[1]), Path(sys.argv[2])
-left = []
+commands = {}
 for meta in sorted(runs.glob("*/state.json")):
     m = json.loads(meta.read_text())
     total = m["config"]["recipe"]["iterations"]
     state = "finished" if m["finished"] else f"at iteration {m['iteration']:,} of {total:,}"
     print(f"{meta.parent.name}: {state}; published: {(ckpt / meta.parent.name / 'metrics.json').is_file()}")
     if not m["finished"]:
-        left.append(meta.parent.name)
-if left:
-    print("resume with the first start's options plus: bash bench/gpu/session.sh start --model " + " ".join(left)
-          + " --resume --time-budget N")
+        commands.setdefault(m.get("command"), []).append(meta.parent.name)
+for command, models in commands.items():  # one line per command that started them
+    print("resume: " + resume_command(command, models))
 PY
     cat "$OUT/status.txt"
     tr '\r' '\n' < "$LOG" | grep -v 'it/s\] *$\|s/it\] *$' > "$OUT/train.log" || true
@@ -105,9 +106,13 @@ PY
     ;;
 receive)  # here: unpack what collect returned (the reply's files_at) into checkpoints/ and runs/
     from=${1:?the files_at folder of the collect call}
-    mkdir -p checkpoints runs
-    for t in "$from"/ckpt-*.tgz; do [ -e "$t" ] && tar -xzf "$t" -C checkpoints; done
-    for t in "$from"/runs-*.tgz; do [ -e "$t" ] && tar -xzf "$t" -C runs; done
+    for kind in ckpt:checkpoints runs:runs; do  # each folder replaces the one of that name whole: nothing
+        into=${kind#*:}; tmp="$into/.receiving"   # of the old one (a landscape.json, say) stays beside the new
+        mkdir -p "$into"; rm -rf "$tmp"; mkdir "$tmp"
+        for t in "$from/${kind%%:*}"-*.tgz; do [ -e "$t" ] && tar -xzf "$t" -C "$tmp"; done
+        for d in "$tmp"/*/; do [ -d "$d" ] && { rm -rf "$into/$(basename "$d")"; mv "$d" "$into/"; }; done
+        rm -rf "$tmp"
+    done
     [ -f "$from/status.txt" ] && cat "$from/status.txt"
     [ -f "$from/train.log" ] && cp "$from/train.log" "runs/train-$(date +%Y%m%d-%H%M).log"
     du -sh checkpoints
