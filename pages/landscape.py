@@ -42,7 +42,7 @@ def measured(infos: list[CheckpointInfo]) -> list[tuple[CheckpointInfo, dict]]:
         if data is not None:
             found.append((info, data))
     if damaged:
-        st.warning(f"{len(damaged)} landscape file(s) could not be read and are left out:\n\n" + "\n".join(damaged))
+        st.warning(f"{len(damaged)} landscape file(s) left out:\n\n" + "\n".join(damaged))
     return found
 
 

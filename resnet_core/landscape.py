@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import itertools
 import sys
 import time
@@ -96,16 +97,28 @@ def landscape_2d(model, images_u8, labels, mean, std, steps: int = 21, span: flo
     return _landscape(2, model, images_u8, labels, mean, std, steps, span, seed, batch_size, amp)
 
 
+def weights_digest(folder: Path) -> str | None:
+    """sha256 of the checkpoint's model.safetensors (None without one): which weights a landscape was measured on."""
+    weights = Path(folder) / "model.safetensors"
+    return hashlib.sha256(weights.read_bytes()).hexdigest() if weights.is_file() else None
+
+
 def read_landscape(checkpoint) -> dict | None:
-    """The landscape.json of a checkpoint (name or folder), or None if it has none; a damaged file raises a ValueError naming it."""
-    path = resolve_checkpoint(checkpoint) / FILE
+    """The landscape.json of a checkpoint (name or folder), or None if it has none. A damaged file, or one measured
+    on other weights than the checkpoint's (it was retrained since), raises a ValueError naming it."""
+    folder = resolve_checkpoint(checkpoint)
+    path = folder / FILE
     if not path.is_file():
         return None
     data = read_json(path)
+    again = f"recompute it with `python -m resnet_core.landscape --model {data.get('model', '<model>')}`"
     records = [data.get(key) for key in ("slice_1d", "surface_2d") if key in data]
     if not records or not all(isinstance(r, list) and all(isinstance(x, dict) for x in r) for r in records):
-        raise ValueError(f"{path}: no slice_1d or surface_2d records; recompute it with "
-                         f"`python -m resnet_core.landscape --model {data.get('model', '<model>')}`")
+        raise ValueError(f"{path}: no slice_1d or surface_2d records; {again}")
+    measured_on, now = data.get("weights_sha256"), weights_digest(folder)
+    if measured_on and now and measured_on != now:  # files from before the digest was recorded cannot be checked
+        raise ValueError(f"{path} was measured on other weights than this checkpoint's model.safetensors "
+                         f"(retrained since?); {again}")
     return data
 
 
@@ -146,7 +159,8 @@ def main(argv=None) -> int:
     start = time.perf_counter()
     result = dict(model=read_json(path / "config.json")["model"], points=len(labels), grid=args.grid, span=args.span,
                   seed=args.seed, direction=DIRECTION, bn="eval", augmentation="none", device=device_name(device),
-                  precision="bf16 autocast" if amp else "fp32", torch_version=torch.__version__)
+                  precision="bf16 autocast" if amp else "fp32", torch_version=torch.__version__,
+                  weights_sha256=weights_digest(path))
     if 1 in args.dims:
         result["slice_1d"] = landscape_1d(model, images, labels, norm["mean"], norm["std"], **settings)
     if 2 in args.dims:

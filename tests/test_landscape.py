@@ -135,6 +135,14 @@ def test_cli_end_to_end(tmp_path, shared_cifar, capsys):
     assert data["center_loss"] == pytest.approx(direct["test_loss"], abs=1e-5)
     assert data["center_error"] == pytest.approx(direct["test_error"], abs=1e-5)
 
+    good = (path / "landscape.json").read_text()
+    save_checkpoint(tmp_path, "resnet20", build_model("resnet20"), config, history, metrics)  # retrained: new weights
+    (path / "landscape.json").write_text(good)  # the old landscape left beside them
+    with pytest.raises(ValueError, match="measured on other weights"):
+        read_landscape(path)
+    (path / "landscape.json").write_text(json.dumps({k: v for k, v in data.items() if k != "weights_sha256"}))
+    assert read_landscape(path)["grid"] == 3  # a file from before the digest was recorded: read, unchecked
+
     (path / "landscape.json").write_text("{not json")
     with pytest.raises(ValueError, match="landscape.json"):
         read_landscape(path)
