@@ -51,15 +51,12 @@ st.dataframe(finals[finals["depth"].isin(depths)], hide_index=True,
                             for c in finals.columns if finals[c].dtype.kind == "f" or c in zoo.REFERENCES})
 
 
-def table_height(table) -> int:
-    """Pixels that show every row of a st.dataframe without a scroll bar (35 px a row, plus the header)."""
-    return 35 * (len(table) + 1) + 3
-
-
-def verdict_colours(frame, column: str):
-    """The frame styled with its `column` tinted: green where the claim holds, red where it does not."""
+def wrapped_table(frame, verdicts: str | None = None) -> None:
+    """A static table, so that long claims and evidence wrap (st.dataframe cuts them off), with the `verdicts`
+    column tinted: green where the claim holds, red where it does not."""
     tint = {"yes": "background-color: #d9f0d3", "no": "background-color: #f4cccc"}
-    return frame.style.map(lambda v: tint.get(v, ""), subset=[column])
+    style = frame.style.hide(axis="index")
+    st.table(style.map(lambda v: tint.get(v, ""), subset=[verdicts]) if verdicts else style)
 
 
 st.subheader("The paper's claims, checked on these runs")
@@ -67,9 +64,9 @@ st.caption("Each claim of the paper's CIFAR-10 experiment against our checkpoint
            "iterate: the test set never chose anything). Runs shorter than the paper's "
            f"{PAPER_ITERATIONS:,} iterations say so.")
 checks = frame(zoo.paper_checks)
-st.dataframe(verdict_colours(checks, "holds"), hide_index=True, width="stretch", height=table_height(checks),
-             column_config={"claim": st.column_config.TextColumn(width="large"),
-                            "evidence": st.column_config.TextColumn(width="large")})
+wrapped_table(checks, verdicts="holds")
+st.download_button("Download this table (CSV)", checks.to_csv(index=False).encode(), "paper_claims.csv", "text/csv",
+                   key="csv-paper-claims", on_click="ignore", icon=":material/download:")
 
 st.subheader("Seed report 000, point by point")
 seed = frame(zoo.seed_report_frame)
@@ -85,8 +82,6 @@ if not have & {"resnet18", "plain18", "resnet34", "plain34"}:
 shown = seed[[c for c in seed.columns if not c.startswith("ours:") or seed[c].astype(bool).any()]]
 if (shown["verdict (18 layers)"] == "not measured yet").all():
     shown = shown.drop(columns="verdict (18 layers)")
-st.dataframe(shown, hide_index=True, width="stretch", height=table_height(shown),
-             column_config={"claim": st.column_config.TextColumn(width="large"),
-                            "verdict (18 layers)": st.column_config.TextColumn(width="large")})
+wrapped_table(shown)
 st.download_button("Download this table (CSV)", seed.to_csv(index=False).encode(), "seed_report_000.csv", "text/csv",
                    key="csv-seed-report", on_click="ignore", icon=":material/download:")

@@ -140,10 +140,10 @@ def test_curves_show_both_nets_and_the_references(monkeypatch, tiny_checkpoints)
     finals = at.dataframe[0].value.set_index("checkpoint")
     assert finals.loc["resnet20", "paper (Table 6)"] == 8.75
     assert finals.loc["resnet20", "ours minus paper (Table 6)"] == pytest.approx(finals.loc["resnet20", "test_error"] - 8.75)
-    checks = at.dataframe[1].value.set_index("claim")
+    checks = at.table[0].value.set_index("claim")
     assert checks.loc["ResNet-20: test error at or below the paper's 8.75 %", "holds"] == "no"  # 2 epochs, 256 images
     assert checks.loc["Degradation: plain-56 has a higher final test error than plain-20", "holds"] == "not measured"
-    seed = at.dataframe[2].value
+    seed = at.table[1].value
     assert list(seed.columns) == ["claim", "report: ResNet-18", "report: Plain-18"]  # nothing of ours to show yet
     assert "python train.py --depth 18 34 --both --recipe seed --no-weights" in " ".join(i.value for i in at.info)
 
@@ -153,7 +153,7 @@ def test_curves_compare_the_seed_report_point_by_point(monkeypatch, tiny_checkpo
     shutil.copytree(tiny_seed_checkpoints, root, dirs_exist_ok=True)
     at = open_app(monkeypatch, root, "pages/curves.py")
     assert set(charts(at)[0]["model"]) == {"resnet20", "plain20", "resnet18", "plain18"}
-    seed = at.dataframe[2].value.set_index("claim")
+    seed = at.table[1].value.set_index("claim")
     metrics = json.loads((root / "resnet18" / "metrics.json").read_text())
     assert seed.loc["top-1 test accuracy (%)", "ours: ResNet-18"] == f"{100 - metrics['test_error']:.2f}"
     assert seed.loc["top-1 test accuracy (%)", "report: ResNet-18"] == "92.3"
