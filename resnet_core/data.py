@@ -61,7 +61,7 @@ def load_cifar10(data_dir, split, limit=None, cache_dir=None):
     if split not in SPLIT_SIZES:
         raise ValueError(f"split must be 'train' or 'test', not {split!r}")
     need = SPLIT_SIZES[split] if limit is None else min(limit, SPLIT_SIZES[split])
-    source = _find_source(Path(data_dir), split)
+    source = find_source(Path(data_dir), split)
     fingerprint = _fingerprint(source, split, limit)
     cache_dir = Path(cache_dir or os.environ.get("RESNET_CACHE_DIR") or Path.home() / ".cache" / "resnet-explorer")
     cache = cache_dir / f"cifar10-{split}-{fingerprint[:16]}.safetensors"
@@ -74,7 +74,7 @@ def load_cifar10(data_dir, split, limit=None, cache_dir=None):
     return images, labels
 
 
-def _find_source(data_dir, split):
+def find_source(data_dir, split):
     """Which of the three layouts holds `split` under data_dir (zips first, then PNG folders, then pickles)."""
     zips = [data_dir / name for name in ZIPS[split] if (data_dir / name).is_file()]
     if zips:

@@ -21,7 +21,7 @@ def find_cifar10() -> tuple[Path | None, str]:
     try:
         folder = data.resolve_data_dir(None)
         for split in ("train", "test"):
-            data._find_source(folder, split)
+            data.find_source(folder, split)
     except data.DatasetError as e:
         return None, f"no CIFAR-10 for the tests: {e}"
     return folder, ""
