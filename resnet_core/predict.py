@@ -14,20 +14,24 @@ MAX_UPLOAD_BYTES = 20 * 1024 * 1024
 MAX_PIXELS = 50_000_000  # a 50-megapixel photo is fine; a decompression bomb is not
 
 
+class ImageRejected(ValueError):
+    """An upload this module refuses, with a message written for the user."""
+
+
 def _open(image) -> Image.Image:
     if isinstance(image, Image.Image):
         return image
     if not isinstance(image, (bytes, bytearray, memoryview)):
-        raise ValueError(f"expected image bytes or a PIL image, got {type(image).__name__}")
+        raise ImageRejected(f"expected image bytes or a PIL image, got {type(image).__name__}")
     data = bytes(image)
     if not data:
-        raise ValueError("the file is empty")
+        raise ImageRejected("the file is empty")
     if len(data) > MAX_UPLOAD_BYTES:
-        raise ValueError(f"the file is {len(data) / 2**20:.1f} MB; the limit is {MAX_UPLOAD_BYTES // 2**20} MB")
+        raise ImageRejected(f"the file is {len(data) / 2**20:.1f} MB; the limit is {MAX_UPLOAD_BYTES // 2**20} MB")
     try:
         img = Image.open(io.BytesIO(data))
     except UnidentifiedImageError:
-        raise ValueError("this file is not an image Pillow can read (try PNG, JPEG, WebP, BMP or GIF)") from None
+        raise ImageRejected("this file is not an image Pillow can read (try PNG, JPEG, WebP, BMP or GIF)") from None
     return img
 
 
@@ -41,21 +45,23 @@ def load_image(image) -> Image.Image:
             img = _open(image)
             w, h = img.size
             if w < 1 or h < 1:
-                raise ValueError("the image has no pixels")
+                raise ImageRejected("the image has no pixels")
             if w * h > MAX_PIXELS:
-                raise ValueError(f"the image is {w}x{h} pixels; the limit is {MAX_PIXELS // 1_000_000} megapixels")
+                raise ImageRejected(f"the image is {w}x{h} pixels; the limit is {MAX_PIXELS // 1_000_000} megapixels")
             img.seek(0)  # first frame of an animation
             if img.format == "JPEG":
                 img.draft("RGB", (max(64, w // 8), max(64, h // 8)))  # decode large JPEGs at reduced size
             img.load()
             img = ImageOps.exif_transpose(img)
             return _to_rgb(img)
-    except ValueError:
+    except ImageRejected:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise ValueError("the image is too large to decode safely (decompression bomb guard)") from None
+        raise ImageRejected("the image is too large to decode safely (decompression bomb guard)") from None
+    except ValueError as e:  # Pillow's own, e.g. a PNG text chunk that would inflate past MAX_TEXT_CHUNK
+        raise ImageRejected(f"the image could not be read safely ({e})") from None
     except (OSError, SyntaxError, EOFError, MemoryError, TypeError, IndexError, KeyError) as e:
-        raise ValueError(f"the image could not be decoded ({type(e).__name__}: {e}); it may be truncated or corrupt") from None
+        raise ImageRejected(f"the image could not be decoded ({type(e).__name__}: {e}); it may be truncated or corrupt") from None
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:

@@ -82,12 +82,15 @@ def test_transparency_goes_over_white():
     assert np.asarray(load_image(encode(img, "PNG"))).min() == 255
 
 
+def png_chunk(kind: bytes, payload: bytes) -> bytes:
+    return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+
+
 def png_header_only(width: int, height: int) -> bytes:
     """A PNG that claims width x height pixels but carries almost no data: a decompression bomb's header."""
-    def chunk(kind, payload):
-        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 16)) + chunk(b"IEND", b"")
+    return (b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", ihdr) + png_chunk(b"IDAT", zlib.compress(b"\x00" * 16))
+            + png_chunk(b"IEND", b""))
 
 
 HOSTILE = {
@@ -101,6 +104,8 @@ HOSTILE = {
     "bomb-png": (png_header_only(100_000, 100_000), "too large"),
     "wide-bomb": (png_header_only(60_000, 1_000), "megapixels"),
     "zero-width": (png_header_only(0, 10), "no pixels|not an image|truncated or corrupt"),
+    "text-chunk-bomb": (encode(halves(8, 8), "PNG")[:33] + png_chunk(b"zTXt", b"k\x00\x00" + zlib.compress(b"a" * 50_000_000))
+                        + encode(halves(8, 8), "PNG")[33:], "could not be read safely"),
 }
 
 
