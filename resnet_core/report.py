@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 import torch
+from tqdm import tqdm
 
 from . import zoo
 from .checkpoint import CheckpointInfo, list_checkpoints, load_pretrained
@@ -114,7 +115,7 @@ def verify(infos: list[CheckpointInfo], data_dir: str | None = None, device: str
         images, labels = load_cifar10(resolve_data_dir(data_dir), "test", limit=None if max(sizes) >= 10_000 else max(sizes))
         images, labels = images.to(device), labels.to(device)
         mean, std = (torch.tensor(v, device=device) for v in (CIFAR10_MEAN, CIFAR10_STD))
-    rows = []
+    rows, bar = [], tqdm(total=sum(sizes), desc="re-evaluating", unit="img", file=sys.stderr)
     for info in infos:
         recorded, n = info.metrics["test_error"], info.metrics.get("test_images") or 10_000
         row = {"model": info.name, "test images": f"{n:,}", "recorded test error %": _num(recorded),
@@ -124,7 +125,10 @@ def verify(infos: list[CheckpointInfo], data_dir: str | None = None, device: str
             diff = result["test_error"] - recorded
             row.update({"re-evaluated here %": _num(result["test_error"]), "difference (points)": _num(diff, "+.2f"),
                         "within 0.1": "yes" if abs(diff) <= TOLERANCE + 1e-9 else "NO"})
+            bar.set_postfix_str(f"{info.name} {diff:+.2f} points")
+            bar.update(n)
         rows.append(row)
+    bar.close()
     return pd.DataFrame(rows)
 
 

@@ -142,7 +142,10 @@ def test_verify_reevaluates_the_published_weights(tiny_checkpoints, tiny_seed_ch
     assert (table.loc[["resnet20", "plain20"], "within 0.1"] == "yes").all()
     assert table.loc["resnet20", "test images"] == "200"
     assert table.loc["resnet18", "within 0.1"] == "weights not bundled"
+    capsys.readouterr()
     assert report.main(["--checkpoints", str(root), "--verify", "--data-dir", str(shared_cifar)]) == 0
+    err = capsys.readouterr().err  # the re-evaluation shows its progress, with a rate
+    assert "re-evaluating: 100%" in err and "img/s" in err
 
     metrics = root / "plain20" / "metrics.json"  # a recorded number that the weights do not give
     m = json.loads(metrics.read_text())
