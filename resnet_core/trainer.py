@@ -27,6 +27,11 @@ from .probes import autocast_for, evaluate, first_epoch_reaching, per_class_accu
 # Lanes run on up to ten CUDA streams; CUDA maps streams onto 8 hardware queues by default, so some lanes
 # would wait on others for no reason. Read when CUDA starts, so it is set here, before any CUDA call.
 os.environ.setdefault("CUDA_DEVICE_MAX_CONNECTIONS", "32")
+# Resumable state is written at an epoch's end once this long has passed since the last write (and always at a
+# model's end, on a signal, at --time-budget and --stop-after): a hard kill loses at most this much training,
+# and a GPU whose epochs take seconds does not stop for ten lanes' worth of device-to-host copies every epoch.
+SAVE_EVERY_S = 60.0
+EVAL_BATCH = 2500  # test images per forward pass at each epoch's end
 
 
 # -- configuration ----------------------------------------------------------------------------------
@@ -101,6 +106,7 @@ class Lane:
     finished: bool = False
     lr_value: float | None = None            # the Python-side copy of `lr`, to skip needless fills
     last_test: dict | None = None            # evaluate() of the last epoch end, reused when publishing
+    saved_at: float = 0.0                    # perf_counter() of the last save_state in this process (0: none yet)
 
     @property
     def name(self) -> str:
@@ -110,6 +116,11 @@ class Lane:
         """Wall time up to now: every second of the run(s) that trained this lane, evaluation and saving included.
         Lanes side by side share one clock, so each one's time is the whole run's, not its share of it."""
         self.wall_time_s = time.perf_counter() - self.clock_zero
+
+
+def lane_cost(lane: Lane) -> int:
+    """Weight layers: how long the lane's step takes, near enough to pick the slowest."""
+    return len(lane.layer_weights)
 
 
 def new_stats(n_layers: int, device) -> dict[str, torch.Tensor]:
@@ -378,10 +389,11 @@ def train(configs: list[RunConfig], *, data_dir: str | None = None, out_dir: Pat
         if ddp:
             lane.forward = torch.nn.parallel.DistributedDataParallel(
                 lane.model, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False)
-        if use_graphs and lane.cfg.cuda_graphs:
-            lane.stream = torch.cuda.Stream(device)
+        if use_graphs and lane.cfg.cuda_graphs:  # the deepest lanes set the pace of the lockstep: first call on the SMs
+            lane.stream = torch.cuda.Stream(device, priority=-1 if lane_cost(lane) == max(map(lane_cost, lanes)) else 0)
     # Static batch buffers: graphs read from these addresses on every replay.
-    x = torch.zeros(local, 3, 32, 32, device=device).to(memory_format=torch.channels_last)
+    x = torch.zeros(local, 3, 32, 32, device=device)
+    x = x.to(memory_format=torch.channels_last) if all(lane.cfg.channels_last for lane in lanes) else x
     y = torch.zeros(local, dtype=torch.long, device=device)
     start = min(lane.iteration for lane in lanes)
     end = max(lane.cfg.recipe.iterations for lane in lanes)
@@ -449,9 +461,10 @@ def train(configs: list[RunConfig], *, data_dir: str | None = None, out_dir: Pat
                         status[lane.name] = "finished"
                         if is_main:
                             bar.write(f"{lane.name}: finished; checkpoint written to {out_dir / lane.name}", file=sys.stderr)
-                    if is_main:
+                    if is_main and (lane.finished or time.perf_counter() - lane.saved_at >= SAVE_EVERY_S):
                         lane.stamp_wall_time()
                         save_state(lane, state_dir, command)
+                        lane.saved_at = time.perf_counter()
                 epoch_t0, epoch_it0 = time.perf_counter(), it
             over_time = time_budget_s is not None and time.perf_counter() - t_start > time_budget_s
             reason = Stop.requested or ("time budget" if over_time else None) or \
@@ -519,7 +532,8 @@ def end_epoch(lane: Lane, data: Data, epoch: int, elapsed: float, images: int, w
             dist.all_reduce(s[k])
     steps = max(1, int(s["steps"]))
     seen = steps * lane.cfg.recipe.batch_size
-    test = lane.last_test = evaluate(lane.model, data.test_x, data.test_y, data.mean, data.std, amp=lane.cfg.amp)
+    test = lane.last_test = evaluate(lane.model, data.test_x, data.test_y, data.mean, data.std, batch_size=EVAL_BATCH,
+                                     amp=lane.cfg.amp)
     record = dict(epoch=epoch, iteration=lane.iteration, lr=lr_at(lane.iteration - 1, lane.cfg.recipe),
                   train_loss=float(s["loss_sum"]) / (steps * world),
                   train_error=100.0 * (1 - int(s["correct"]) / seen),
