@@ -146,6 +146,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     amp = device.type == "cuda" and not args.no_amp
+    torch.backends.cudnn.benchmark = device.type == "cuda"  # thousands of passes of one shape
     try:
         path = resolve_checkpoint(args.checkpoints / args.model if args.checkpoints else args.model)
         model = load_pretrained(path, device)

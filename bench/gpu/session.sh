@@ -56,8 +56,16 @@ unpack)  # device: the carried zips into $DATA, the carried state archives into 
     ;;
 check)  # device: the CUDA-only tests, then the throughput table against the textbook baseline
     export PYTHONUNBUFFERED=1
-    python3 -m pytest -q tests/test_gpu.py -p no:cacheprovider 2>&1 | tail -n 30
+    # A failing test must not cost the benchmark (the call's minutes are spent either way): both run, both logs
+    # come back whole in $OUT, and the call fails at the end if either did.
+    set +e
+    python3 -m pytest -q tests/test_gpu.py -p no:cacheprovider -rA 2>&1 | tee "${OUT:-/tmp}/gpu_tests.txt" | tail -n 30
+    tests=${PIPESTATUS[0]}
     python3 bench/train_throughput.py --data-dir "$DATA" --workers 8 "$@" 2>&1 | tee "${OUT:-/tmp}/bench.txt" | tail -n 40
+    bench=${PIPESTATUS[0]}
+    set -e
+    echo "tests/test_gpu.py exit $tests, bench/train_throughput.py exit $bench"
+    [ "$tests" = 0 ] && [ "$bench" = 0 ]
     ;;
 start)  # device: train.py detached (it outlives this call), writing outside the synced tree
     mkdir -p "$CKPT" "$RUNS"
