@@ -21,7 +21,7 @@ def home() -> None:
         f"input x; with them the test error falls from {TABLE6['resnet20']} % at 20 layers to {TABLE6['resnet110']} % "
         f"at 110 (Table 6). At 1202 layers it rises again, to {TABLE6['resnet1202']} %, which the paper puts down to "
         "overfitting.")
-    usable_checkpoints()
+    usable_checkpoints(short_runs=False)  # Home says it in a box of its own
     short_run_notice()
     depth_chart()
     checks_summary()

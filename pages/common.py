@@ -14,6 +14,7 @@ from resnet_core import zoo
 from resnet_core.checkpoint import CheckpointError, CheckpointInfo, default_checkpoints_dir, list_checkpoints, load_pretrained
 from resnet_core.data import CIFAR10_MEAN, CIFAR10_STD, normalize
 from resnet_core.gallery import load_gallery
+from resnet_core.paper import PAPER_ITERATIONS
 
 HOW_TO_TRAIN = """No trained checkpoints in `{root}` yet. Make them with the trainer, for example
 
@@ -94,8 +95,9 @@ def frame(build) -> pd.DataFrame:
     return _frame(build.__name__, *_where())
 
 
-def usable_checkpoints(stop: bool = True) -> list[CheckpointInfo]:
-    """The usable checkpoints, after listing the unreadable ones; with none, say how to train (and stop the page)."""
+def usable_checkpoints(stop: bool = True, short_runs: bool = True) -> list[CheckpointInfo]:
+    """The usable checkpoints, after listing the unreadable ones and (`short_runs`) a line naming those trained for
+    less than the paper's 64k iterations, whose numbers are not Table 6's; with none, say how to train (and stop)."""
     infos, bad = checkpoints()
     if bad:
         st.warning(f"{len(bad)} checkpoint folder(s) could not be read and are left out:\n\n"
@@ -104,6 +106,10 @@ def usable_checkpoints(stop: bool = True) -> list[CheckpointInfo]:
         st.info(HOW_TO_TRAIN.format(root=default_checkpoints_dir()))
         if stop:
             st.stop()
+    short = [info for info in infos if (info.config["recipe"].get("iterations") or 0) < PAPER_ITERATIONS]
+    if short_runs and short:
+        st.caption(f":material/info: Short runs, not the paper's schedule: {', '.join(i.name for i in short)}"
+                   f"{zoo.short_run_note(*short).replace('short run: ', '')}.")
     return infos
 
 

@@ -117,6 +117,10 @@ def test_home_falls_back_to_the_running_train_error(monkeypatch, tiny_checkpoint
 def test_every_page_renders(monkeypatch, tiny_checkpoints, page):
     at = open_app(monkeypatch, tiny_checkpoints, page)
     assert at.title and at.markdown, "a title and one sentence"
+    short = [c.value for c in at.caption if c.value.startswith(":material/info: Short runs")]
+    if page != "pages/architecture.py":  # every page of results says these 2-epoch runs are not the paper's
+        assert len(short) == 1 and {"plain20", "resnet20"} <= set(re.findall(r"\w+20", short[0]))
+        assert short[0].endswith("(8 of the paper's 64,000 iterations).")
     if page == "pages/landscape.py":  # no landscape.json beside these checkpoints: say how to compute one
         advice = " ".join(i.value for i in at.info)
         for name in ("resnet20", "plain20"):
