@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from .data import CLASSES
@@ -126,6 +126,24 @@ def storage_state(model: torch.nn.Module, weights_dtype: torch.dtype = torch.flo
             v = small if keep else v.float()
         state[k] = v
     return state
+
+
+def stored_precision(folder) -> str:
+    """How the folder's model.safetensors stores the net, read from the file's header: 'fp16, BN statistics fp32'
+    (what save_checkpoint writes), or the dtypes found ('fp16' throughout in checkpoints published before the
+    BatchNorm statistics were kept in fp32); '' without weights."""
+    weights = Path(folder) / "model.safetensors"
+    if not weights.is_file():
+        return ""
+    dtypes = {"weights": set(), "BN statistics": set()}
+    with safe_open(str(weights), framework="pt") as f:
+        for key in f.keys():
+            kind = "BN statistics" if key.endswith(("running_mean", "running_var")) else "weights"
+            dtype = f.get_slice(key).get_dtype()
+            if dtype.startswith("F") or dtype.startswith("BF"):
+                dtypes[kind].add(dtype.replace("BF16", "bf16").replace("F", "fp"))
+    weights_dtype, stats_dtype = (", ".join(sorted(d)) for d in dtypes.values())
+    return weights_dtype if stats_dtype in ("", weights_dtype) else f"{weights_dtype}, BN statistics {stats_dtype}"
 
 
 def save_checkpoint(root: Path, name: str, model: ResNet | None, config: dict, history: dict, metrics: dict,

@@ -20,7 +20,7 @@ import torch
 from tqdm import tqdm
 
 from . import zoo
-from .checkpoint import CheckpointInfo, list_checkpoints, load_pretrained
+from .checkpoint import CheckpointInfo, list_checkpoints, load_pretrained, stored_precision
 from .data import CIFAR10_MEAN, CIFAR10_STD, DatasetError, load_cifar10, resolve_data_dir
 from .models import PLAIN_VS_RESIDUAL_DEPTHS, model_info
 from .paper import TABLE6_RESNET110_MEAN_STD, TABLE6_TEST_ERROR
@@ -118,7 +118,8 @@ def verify(infos: list[CheckpointInfo], data_dir: str | None = None, device: str
     rows, bar = [], tqdm(total=sum(sizes), desc="re-evaluating", unit="img", file=sys.stderr)
     for info in infos:
         recorded, n = info.metrics["test_error"], info.metrics.get("test_images") or 10_000
-        row = {"model": info.name, "test images": f"{n:,}", "recorded test error %": _num(recorded),
+        row = {"model": info.name, "stored as": stored_precision(info.path), "test images": f"{n:,}",
+               "recorded test error %": _num(recorded),
                "re-evaluated here %": "", "difference (points)": "", "within 0.1": "weights not bundled"}
         if info.has_weights:
             result = evaluate(load_pretrained(info.path, device), images[:n], labels[:n], mean, std)
@@ -152,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"cannot verify: {e}", file=sys.stderr)
             return 2
         block += ("\n#### Re-evaluated from the published weights\n\n"
-                  "Each checkpoint's published weights (fp16, BatchNorm statistics in fp32), loaded on "
+                  "Each checkpoint's published weights (stored as the second column says), loaded on "
                   f"{device_name(torch.device(args.device))} in fp32 and evaluated with the project's own eval on "
                   "the test images it was scored on, against the test error its metrics.json records "
                   "(`python -m resnet_core.report --verify`):\n\n"

@@ -141,6 +141,8 @@ def test_verify_reevaluates_the_published_weights(tiny_checkpoints, tiny_seed_ch
     table = report.verify(list_checkpoints(root)[0], str(shared_cifar)).set_index("model")
     assert (table.loc[["resnet20", "plain20"], "within 0.1"] == "yes").all()
     assert table.loc["resnet20", "test images"] == "200"
+    assert table.loc["resnet20", "stored as"] == "fp16, BN statistics fp32"  # what save_checkpoint writes
+    assert table.loc["resnet18", "stored as"] == ""  # no weights
     assert table.loc["resnet18", "within 0.1"] == "weights not bundled"
     capsys.readouterr()
     assert report.main(["--checkpoints", str(root), "--verify", "--data-dir", str(shared_cifar)]) == 0
