@@ -4,8 +4,11 @@ import shutil
 import pytest
 import torch
 
+from safetensors.torch import save_file
+
 import resnet_core.checkpoint as ckpt
 from resnet_core import CheckpointError, build_model, list_checkpoints, load_pretrained, read_checkpoint
+from resnet_core.checkpoint import storage_state, stored_precision
 
 CONFIG = {"model": "resnet20", "recipe": {"iterations": 1}, "residual": True, "depth": 20}
 HISTORY = {"layers": ["stem.conv"], "records": [{"epoch": 1, "iteration": 1, "test_error": 90.0}]}
@@ -150,3 +153,15 @@ def test_inconsistent_checkpoints_are_unreadable(saved, file, content, message):
     ckpt.atomic_write_json(path / file, content)
     with pytest.raises(CheckpointError, match=message):
         read_checkpoint(path)
+
+
+def test_stored_precision_reads_the_file_header(tmp_path):
+    model = build_model("resnet20")
+    folder = tmp_path / "ck"
+    folder.mkdir()
+    assert stored_precision(folder) == ""  # no weights
+    save_file(storage_state(model), str(folder / "model.safetensors"))
+    assert stored_precision(folder) == "fp16, BN statistics fp32"  # what save_checkpoint publishes
+    save_file({k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()},
+              str(folder / "model.safetensors"))
+    assert stored_precision(folder) == "fp16"  # checkpoints published before the statistics were kept in fp32
