@@ -3,7 +3,6 @@ import shutil
 
 import pytest
 import torch
-
 from safetensors.torch import save_file
 
 import resnet_core.checkpoint as ckpt
