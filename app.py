@@ -36,9 +36,9 @@ def checks_summary() -> None:
     counts = checks["holds"].value_counts()
     failed = checks.loc[checks["holds"] == "no", "claim"].tolist()
     st.markdown(f"**On these checkpoints** {counts.get('yes', 0)} of the paper's {len(checks)} CIFAR-10 claims hold, "
-                f"{counts.get('no', 0)} do not and {counts.get('not measured', 0)} are not measured yet"
-                + (f". Not holding: {'; '.join(failed)}" if failed else "")
-                + ". The *Degradation curves* page gives the evidence for each.")
+                f"{counts.get('no', 0)} do not and {counts.get('not measured', 0)} are not measured yet; the "
+                "*Degradation curves* page gives the evidence for each." + (" Not holding:" if failed else "")
+                + "".join(f"\n- {claim}" for claim in failed))
 
 
 def short_run_notice() -> None:
