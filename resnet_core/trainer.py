@@ -385,12 +385,13 @@ def train(configs: list[RunConfig], *, data_dir: str | None = None, out_dir: Pat
         raise ValueError(f"{len(data.train_y)} training images is less than one batch of {batch}")
     local = batch // world
     use_graphs = device.type == "cuda" and not ddp
+    slowest = max(map(lane_cost, lanes))
     for lane in lanes:
         if ddp:
             lane.forward = torch.nn.parallel.DistributedDataParallel(
                 lane.model, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False)
         if use_graphs and lane.cfg.cuda_graphs:  # the deepest lanes set the pace of the lockstep: first call on the SMs
-            lane.stream = torch.cuda.Stream(device, priority=-1 if lane_cost(lane) == max(map(lane_cost, lanes)) else 0)
+            lane.stream = torch.cuda.Stream(device, priority=-1 if lane_cost(lane) == slowest else 0)
     # Static batch buffers: graphs read from these addresses on every replay.
     x = torch.zeros(local, 3, 32, 32, device=device)
     x = x.to(memory_format=torch.channels_last) if all(lane.cfg.channels_last for lane in lanes) else x

@@ -274,11 +274,16 @@ def _depth_trend(claim: str, have: dict[str, CheckpointInfo], kind: str, error, 
                   + short_run_note(*(i for _, _, i in points)))
 
 
+def responses_below(plain: list[float], resnet: list[float]) -> tuple[int, int]:
+    """Paper Fig. 7 for a plain and a residual net of one depth, from each one's std per 3x3 layer (in layer
+    order): (layers where the residual net responds less, layers compared)."""
+    return sum(r < p for p, r in zip(plain, resnet)), min(len(plain), len(resnet))
+
+
 def response_comparison(plain: list[float], resnet: list[float]) -> str:
-    """One line on paper Fig. 7 for a plain and a residual net of one depth, from each one's std per 3x3 layer (in
-    layer order): at how many layers the residual net responds less, and both medians."""
-    below = sum(r < p for p, r in zip(plain, resnet))
-    return (f"residual smaller at {below} of {min(len(plain), len(resnet))} layers "
+    """responses_below in words, with both medians."""
+    below, layers = responses_below(plain, resnet)
+    return (f"residual smaller at {below} of {layers} layers "
             f"(median std {float(np.median(resnet)):.2f} vs plain {float(np.median(plain)):.2f})")
 
 
@@ -319,14 +324,15 @@ def paper_checks(infos: list[CheckpointInfo]) -> pd.DataFrame:
                                  f"{r.metrics['test_error']:.2f} % vs plain {p.metrics['test_error']:.2f} %"
                                  for p, r in pairs) + short_run_note(*(i for pair in pairs for i in pair))
                        if pairs else "needs a plain and a residual net of the same depth"))
-    pairs = [(p, r) for p, r in pairs if _responses(p) and _responses(r)]
-    rows.append(_check("Layer responses: residual nets' are smaller than plain nets' at most layers (Fig. 7)", None if not pairs else
-                       all(2 * sum(b < a for a, b in zip(_responses(p), _responses(r))) > len(_responses(p))
-                           for p, r in pairs),
-                       "; ".join(f"{model_info(r.config['model'])['depth']} layers: "
-                                 + response_comparison(_responses(p), _responses(r)) for p, r in pairs)
-                       + short_run_note(*(i for pair in pairs for i in pair))
-                       if pairs else "needs recorded responses of a plain and a residual net of the same depth"))
+    claim = "Layer responses: residual nets' are smaller than plain nets' at most layers (Fig. 7)"
+    pairs = [(_responses(p), _responses(r), p, r) for p, r in pairs if _responses(p) and _responses(r)]
+    if pairs:
+        holds = all(2 * below > layers for below, layers in (responses_below(p, r) for p, r, _, _ in pairs))
+        rows.append(_check(claim, holds, "; ".join(f"{model_info(r.config['model'])['depth']} layers: "
+                                                   + response_comparison(p_std, r_std) for p_std, r_std, _, r in pairs)
+                           + short_run_note(*(i for _, _, p, r in pairs for i in (p, r)))))
+    else:
+        rows.append(_check(claim, None, "needs recorded responses of a plain and a residual net of the same depth"))
     return pd.DataFrame(rows)
 
 

@@ -52,7 +52,7 @@ def resume_command(command: str | None, models: list[str]) -> str:
                 kept.append(word)
         elif not skip:
             kept.append(word)
-    return "bash bench/gpu/session.sh start " + " ".join(shlex.quote(w) for w in kept + tail.split()[:-1]) + " N"
+    return f"bash bench/gpu/session.sh start {' '.join(shlex.quote(w) for w in kept)} {tail}"
 
 
 def plan(sizes: dict[str, int], per_file: int, files: int, total: int) -> tuple[list[list[str]], list[str]]:
