@@ -89,7 +89,8 @@ def training_section(infos) -> None:
 
     profile = data[data["epoch"] == epoch]
     show_chart(alt.Chart(profile).mark_line(point=True).encode(
-        x=alt.X("index:Q", title="layer (1 = first conv; last = fc)", axis=WHOLE),
+        x=alt.X("index:Q", title="layer (1 = first conv; last = fc)", axis=WHOLE,
+                scale=alt.Scale(domain=[1, int(profile["index"].max())], nice=False)),
         y=alt.Y("grad_norm:Q", scale=alt.Scale(type="log"), title="gradient norm (L2, log scale)"),
         color=model_legend(profile), detail="checkpoint:N",
         tooltip=["checkpoint", "layer", alt.Tooltip("grad_norm:Q", format=".3g", title="gradient norm")],

@@ -74,9 +74,11 @@ base = alt.Chart(data).mark_line(point=alt.OverlayMarkDef(size=18)).encode(
     y=alt.Y("std:Q", title="std of BN output" + (" (log scale)" if log else ""),
             scale=alt.Scale(type="log") if log else alt.Undefined),
     color=model_legend(data), detail="checkpoint:N", tooltip=tooltip)
-by_layer = base.encode(x=alt.X("index:Q", title="3x3 layer, in forward order")).properties(
+layers = alt.Scale(domain=[int(data["index"].min()), int(data["index"].max())], nice=False)  # no empty tail
+by_layer = base.encode(x=alt.X("index:Q", title="3x3 layer, in forward order", scale=layers)).properties(
     height=260, title="In layer order (Fig. 7, top)")
-by_size = base.encode(x=alt.X("rank:Q", title="3x3 layer, sorted by std (1 = largest)")).properties(
+by_size = base.encode(x=alt.X("rank:Q", title="3x3 layer, sorted by std (1 = largest)",
+                              scale=alt.Scale(domain=[1, int(data["rank"].max())], nice=False))).properties(
     height=260, title="Sorted by magnitude (Fig. 7, bottom)")
 show_chart(alt.vconcat(by_layer, by_size).resolve_scale(y="shared"), data, "layer_responses")
 st.caption(f"Responses {source}: the std over a batch of each 3x3 conv's batch-normalised output, before the ReLU "
