@@ -14,7 +14,6 @@ from resnet_core import zoo
 from resnet_core.checkpoint import CheckpointError, CheckpointInfo, default_checkpoints_dir, list_checkpoints, load_pretrained
 from resnet_core.data import CIFAR10_MEAN, CIFAR10_STD, normalize
 from resnet_core.gallery import load_gallery
-from resnet_core.paper import PAPER_ITERATIONS
 
 HOW_TO_TRAIN = """No trained checkpoints in `{root}` yet. Make them with the trainer, for example
 
@@ -106,10 +105,10 @@ def usable_checkpoints(stop: bool = True, short_runs: bool = True) -> list[Check
         st.info(HOW_TO_TRAIN.format(root=default_checkpoints_dir()))
         if stop:
             st.stop()
-    short = [info for info in infos if (info.config["recipe"].get("iterations") or 0) < PAPER_ITERATIONS]
+    short = [info for info in infos if zoo.is_short(info)]
     if short_runs and short:
-        st.caption(f":material/info: Short runs, not the paper's schedule: {', '.join(i.name for i in short)}"
-                   f"{zoo.short_run_note(*short).replace('short run: ', '')}.")
+        st.caption(f":material/info: Short runs, not the paper's schedule: {', '.join(i.name for i in short)} "
+                   f"({zoo.short_run_length(*short)}).")
     return infos
 
 

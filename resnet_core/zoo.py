@@ -251,11 +251,21 @@ def final_train_error(info: CheckpointInfo) -> float | None:
     return info.metrics[key] if key else None
 
 
+def is_short(info: CheckpointInfo) -> bool:
+    """Trained for fewer iterations than the paper's 64k: its numbers are not Table 6's."""
+    return (info.config["recipe"].get("iterations") or 0) < PAPER_ITERATIONS
+
+
+def short_run_length(*infos: CheckpointInfo) -> str:
+    """'5,850 of the paper's 64,000 iterations' for the short ones among them ('' if none is short)."""
+    iters = sorted({i.config["recipe"].get("iterations") or 0 for i in infos if is_short(i)})
+    return f"{', '.join(f'{n:,}' for n in iters)} of the paper's {PAPER_ITERATIONS:,} iterations" if iters else ""
+
+
 def short_run_note(*infos: CheckpointInfo) -> str:
     """' (short run: 5,850 of the paper's 64,000 iterations)' when any of them trained less than the paper."""
-    iters = sorted({i.config["recipe"].get("iterations") or 0 for i in infos})
-    short = [n for n in iters if n < PAPER_ITERATIONS]
-    return f" (short run: {', '.join(f'{n:,}' for n in short)} of the paper's {PAPER_ITERATIONS:,} iterations)" if short else ""
+    length = short_run_length(*infos)
+    return f" (short run: {length})" if length else ""
 
 
 def _check(claim: str, holds: bool | None, evidence: str) -> dict:
