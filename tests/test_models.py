@@ -82,27 +82,23 @@ def test_probe_interface():
 
 
 def test_sgd_step_matches_torch_optim_sgd():
+    """The update rule alone, on the same gradients each step: running the nets forward again would let the
+    last-bit rounding differences (a*b+c in two roundings or one) grow through batch-4 BatchNorm."""
     torch.manual_seed(0)
-    ref = build_model("resnet20")
-    ours = build_model("resnet20")
-    ours.load_state_dict(ref.state_dict())
-    opt = torch.optim.SGD(ref.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
-    params = list(ours.parameters())
+    ref = [p.detach().clone().requires_grad_(True) for p in build_model("resnet20").parameters()]
+    params = [p.detach().clone() for p in ref]
     momentum = [torch.zeros_like(p) for p in params]
-    x, y = torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 3])
+    opt = torch.optim.SGD(ref, lr=0.1, momentum=0.9, weight_decay=1e-4)
     for lr in (0.1, 0.1, 0.01):
+        grads = [torch.randn_like(p) for p in params]
         for group in opt.param_groups:
             group["lr"] = lr
-        opt.zero_grad()
-        torch.nn.functional.cross_entropy(ref(x), y).backward()
+        for p, g in zip(ref, grads):
+            p.grad = g.clone()
         opt.step()
-        for p in params:
-            p.grad = None
-        torch.nn.functional.cross_entropy(ours(x), y).backward()
-        with torch.no_grad():
-            sgd_step(params, [p.grad for p in params], momentum, torch.tensor(lr), 0.9, 1e-4)
-    for p, q in zip(ref.parameters(), params):
-        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
+        sgd_step(params, [g.clone() for g in grads], momentum, torch.tensor(lr), 0.9, 1e-4)
+    for p, q in zip(ref, params):
+        torch.testing.assert_close(p.detach(), q, rtol=1e-6, atol=1e-7)
 
 
 def test_lr_schedule():
