@@ -44,8 +44,11 @@ st.caption("Our errors (%) at the end of training: the train error is the final 
            "errors quoted from the paper (Table 6) and from two reproduction reports, never measured here; "
            "'ours minus ...' is our test error minus theirs, in percentage points.")
 finals = frame(zoo.final_errors_frame)
+finals = finals[finals["depth"].isin(depths)]
+if (finals["model"] == finals["checkpoint"]).all():
+    finals = finals.drop(columns="model")  # a folder named after its model says it twice
 labels = {"train_error": "train error % (final model)", "test_error": "test error %"}
-st.dataframe(finals[finals["depth"].isin(depths)], hide_index=True,
+st.dataframe(finals, hide_index=True,
              column_config={c: st.column_config.NumberColumn(labels.get(c, c + (" %" if c in zoo.REFERENCES else "")),
                                                              format="%.2f")
                             for c in finals.columns if finals[c].dtype.kind == "f" or c in zoo.REFERENCES})

@@ -143,6 +143,7 @@ def test_curves_show_both_nets_and_the_references(monkeypatch, tiny_checkpoints)
     at.sidebar.toggle[0].set_value(True).run()
     assert not at.exception
     finals = at.dataframe[0].value.set_index("checkpoint")
+    assert "model" not in finals.columns  # each folder is named after its model: said once
     assert finals.loc["resnet20", "paper (Table 6)"] == 8.75
     assert finals.loc["resnet20", "ours minus paper (Table 6)"] == pytest.approx(finals.loc["resnet20", "test_error"] - 8.75)
     checks = at.table[0].value.set_index("claim")
