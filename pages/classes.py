@@ -58,12 +58,22 @@ def mistakes(checkpoint: str, stamp: int | None, source: str, _model, _images, _
 
 def mistakes_section(info) -> None:
     st.subheader(f"What {info.name} gets wrong most confidently")
-    model = load_model(info)  # says why, with the command that regenerates them, if the weights are not bundled
-    if model is None:
-        return
+    recorded = info.metrics.get("confident_mistakes")
     images, labels, indices, source, why_not_all = searched_images()
-    with st.spinner(f"Classifying {len(labels):,} test images with {info.name} on the CPU (once per checkpoint)..."):
-        found = mistakes(info.name, weights_stamp(info), source, model, images, labels)
+    if recorded is not None and why_not_all is None and matches(recorded, labels):
+        found = recorded[:MISTAKES]  # measured when the checkpoint was published: no need to classify again
+        which = f"Read from {info.name}'s metrics.json: measured with {recorded_from(info)}."
+    else:
+        model = load_model(info)  # says why, with the command that regenerates them, if the weights are not bundled
+        if model is None:
+            if recorded:
+                recorded_without_images(info, recorded[:MISTAKES], why_not_all)
+            return
+        with st.spinner(f"Classifying {len(labels):,} test images with {info.name} on the CPU (once per checkpoint)..."):
+            found = mistakes(info.name, weights_stamp(info), source, model, images, labels)
+        which = (f"Searched all {len(labels):,} CIFAR-10 test images." if why_not_all is None else
+                 f"Searched the {len(labels)} test images shipped with the app (the CIFAR-10 test set was not "
+                 "found: set CIFAR10_DIR to its folder to search all 10,000).")
     if not found:
         st.success(f"{info.name} classifies every one of them correctly.")
     for start in range(0, len(found), PER_ROW):
@@ -72,12 +82,30 @@ def mistakes_section(info) -> None:
             column.image(pixels, caption=f"test image #{indices[r['index']]}")
             column.markdown(f"**{r['predicted']}** {100 * r['probability']:.1f} %  \n"
                             f"true: {r['true']} ({100 * r['true_probability']:.1f} %)")
-    which = (f"all {len(labels):,} CIFAR-10 test images" if why_not_all is None else
-             f"the {len(labels)} test images shipped with the app (the CIFAR-10 test set was not found: set "
-             "CIFAR10_DIR to its folder to search all 10,000)")
-    st.caption(f"Searched {which}. Under each image: the class {info.name} predicts, in bold, with its probability, "
+    st.caption(f"{which} Under each image: the class {info.name} predicts, in bold, with its probability, "
                "then the true class with the probability the net gave it. Pick the checkpoint in the sidebar.",
                help=why_not_all)
+
+
+def matches(recorded: list[dict], labels: torch.Tensor) -> bool:
+    """Whether the test set found is the one the mistakes were recorded on: each index in range, its label the
+    recorded true class."""
+    return all(r["index"] < len(labels) and CLASSES[int(labels[r["index"]])] == r["true"] for r in recorded)
+
+
+def recorded_from(info) -> str:
+    return info.metrics.get("confident_mistakes_from", "its weights at the time")
+
+
+def recorded_without_images(info, found: list[dict], why_not_all: str | None) -> None:
+    """The mistakes recorded in metrics.json, as a table: no weights to search the shipped images with, and the
+    test set that holds the recorded ones is not here."""
+    st.table(pd.DataFrame({
+        "test image": [f"#{r['index']}" for r in found], "predicted": [r["predicted"] for r in found],
+        "probability (%)": [f"{100 * r['probability']:.1f}" for r in found], "true class": [r["true"] for r in found],
+        "its probability (%)": [f"{100 * r['true_probability']:.1f}" for r in found]}))
+    st.caption(f"Read from {info.name}'s metrics.json: measured with {recorded_from(info)}. The CIFAR-10 test set "
+               "was not found, so the images cannot be shown: set CIFAR10_DIR to its folder.", help=why_not_all)
 
 
 header("Classes", "Where the two nets differ class by class: the bottom chart shows how many points of accuracy "

@@ -241,7 +241,21 @@ def read_checkpoint(name_or_path: str | os.PathLike) -> CheckpointInfo:
     cm, n = metrics["confusion_matrix"], len(CLASSES)
     if not (isinstance(cm, list) and len(cm) == n and all(isinstance(row, list) and len(row) == n for row in cm)):
         raise CheckpointError(f"{path / 'metrics.json'}: confusion_matrix is not {n}x{n}")
+    mistakes = metrics.get("confident_mistakes", [])
+    if not (isinstance(mistakes, list) and all(is_mistake(m) for m in mistakes)):
+        raise CheckpointError(f"{path / 'metrics.json'}: confident_mistakes is not a list of records with a test "
+                              "image index, true and predicted class names and two probabilities")
     return CheckpointInfo(path.name, path, config, history, metrics)
+
+
+def is_mistake(record) -> bool:
+    """A well-formed entry of metrics.json's confident_mistakes (as explain.confident_mistakes writes them)."""
+    def probability(x) -> bool:
+        return isinstance(x, (int, float)) and not isinstance(x, bool) and 0.0 <= x <= 1.0
+
+    return (isinstance(record, dict) and isinstance(record.get("index"), int) and record["index"] >= 0
+            and record.get("true") in CLASSES and record.get("predicted") in CLASSES
+            and probability(record.get("probability")) and probability(record.get("true_probability")))
 
 
 def list_checkpoints(root: Path | None = None) -> tuple[list[CheckpointInfo], dict[str, str]]:

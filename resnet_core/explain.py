@@ -1,14 +1,21 @@
 """Where the model looks (Grad-CAM, input saliency) and what it gets most confidently wrong."""
 from __future__ import annotations
 
+import argparse
+import sys
+import time
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from tqdm import tqdm
 
-from .data import CLASSES, normalize
+from .checkpoint import atomic_write_json, load_pretrained, read_checkpoint, stored_precision
+from .data import CIFAR10_MEAN, CIFAR10_STD, CLASSES, load_cifar10, normalize, resolve_data_dir
 from .probes import eval_mode
+
+RECORDED_MISTAKES = 24  # kept in metrics.json by the trainer; the app shows the first 12
 
 # matplotlib's inferno at 0, 1/4, 1/2, 3/4, 1: dark = no evidence, bright yellow = strongest.
 INFERNO = np.array([(0, 0, 4), (87, 16, 110), (188, 55, 84), (249, 142, 9), (252, 255, 164)], dtype=np.float32)
@@ -84,3 +91,50 @@ def confident_mistakes(model, images_u8: torch.Tensor, labels: torch.Tensor, mea
     return [dict(index=int(i), true=CLASSES[int(labels[i])], predicted=CLASSES[int(predicted[i])],
                  probability=float(confidence[i]), true_probability=float(probs[i, labels[i]]))
             for i in wrong[order].tolist()]
+
+
+def record_mistakes(name_or_path, images_u8: torch.Tensor, labels: torch.Tensor) -> dict:
+    """Add a published checkpoint's confident mistakes on the given test images to its metrics.json, measured
+    with its stored weights on the CPU (the trainer records them itself; this is for checkpoints published
+    before it did). Returns the updated metrics."""
+    info = read_checkpoint(name_or_path)
+    model = load_pretrained(info.path)
+    norm = model.normalization or dict(mean=CIFAR10_MEAN, std=CIFAR10_STD)
+    found = confident_mistakes(model, images_u8, labels, norm["mean"], norm["std"], k=RECORDED_MISTAKES)
+    metrics = dict(info.metrics, confident_mistakes=found, confident_mistakes_from=(
+        f"its published weights ({stored_precision(info.path)}) in fp32 on the CPU after it was published, over "
+        f"{len(labels):,} test images"))
+    atomic_write_json(info.path / "metrics.json", metrics)
+    return metrics
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(
+        description="Record in each checkpoint's metrics.json the test images it gets wrong most confidently, "
+                    "which the Classes page shows without classifying the test set again. The trainer does this "
+                    "when it publishes; this is for checkpoints published before it did.")
+    parser.add_argument("checkpoints", nargs="+", help="checkpoint folders, or names in checkpoints/")
+    parser.add_argument("--data-dir", help="CIFAR-10 (default: $CIFAR10_DIR, ./data, ../shared/datasets/cifar10)")
+    args = parser.parse_args(argv)
+    try:
+        images, labels = load_cifar10(resolve_data_dir(args.data_dir), "test")
+    except ValueError as e:  # DatasetError says where it looked and what to do
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    failed = 0
+    for name in tqdm(args.checkpoints, unit="checkpoint", desc="recording mistakes"):
+        start = time.perf_counter()
+        try:
+            found = record_mistakes(name, images, labels)["confident_mistakes"]
+        except ValueError as e:  # CheckpointError: names the file and the problem
+            tqdm.write(f"error: {e}", file=sys.stderr)
+            failed += 1
+            continue
+        top = f"the most confident: {found[0]['predicted']} at {100 * found[0]['probability']:.1f} %" if found else ""
+        tqdm.write(f"{name}: {len(found)} mistakes recorded of {len(labels):,} test images, {top} "
+                   f"({time.perf_counter() - start:.1f} s)")
+    return 2 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from .checkpoint import REPO_ROOT, atomic_save_tensors, atomic_write_json, save_checkpoint
 from .data import CIFAR10_MEAN, CIFAR10_STD, CLASSES, augment_batch, augmentation_plan, load_cifar10, normalize, resolve_data_dir
+from .explain import RECORDED_MISTAKES, confident_mistakes
 from .models import build_model, model_info
 from .paper import PAPER_ITERATIONS
 from .probes import autocast_for, evaluate, first_epoch_reaching, per_class_accuracy, response_std
@@ -573,7 +574,11 @@ def publish(lane: Lane, data: Data, out_dir: Path, device: torch.device, world: 
         confusion_matrix=test["confusion_matrix"], per_class_accuracy=per_class_accuracy(test["confusion_matrix"]),
         classes=list(CLASSES), response_std=response_std(model, fixed), response_batch="first 1,000 test images",
         epochs_to_90=first_epoch_reaching(lane.history, 90.0), iterations=lane.iteration,
-        test_images=len(data.test_y), train_images=len(data.train_y))
+        test_images=len(data.test_y), train_images=len(data.train_y),
+        confident_mistakes=confident_mistakes(model, data.test_x, data.test_y, data.mean, data.std,
+                                              k=RECORDED_MISTAKES, batch_size=EVAL_BATCH),
+        confident_mistakes_from=f"its final weights in fp32 on {device_name(device)} when it was published, over "
+                                f"{len(data.test_y):,} test images")
     lane.stamp_wall_time()  # the final analysis included
     # cfg's amp, cuda_graphs and channels_last are the flags as asked for; autocast and graphs act only on CUDA
     # (graphs not under DDP, and only once captured), so these say what took effect.

@@ -13,7 +13,8 @@ import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from resnet_core.data import CLASSES
+from resnet_core import read_checkpoint
+from resnet_core.data import CLASSES, load_cifar10
 from resnet_core.gallery import load_gallery
 
 REPO = Path(__file__).resolve().parents[1]
@@ -328,18 +329,43 @@ def test_classes_shows_the_most_confident_mistakes(monkeypatch, tiny_checkpoints
     assert "What plain20 gets wrong most confidently" in [h.value for h in at.subheader] and len(mistakes(at)) == 12
 
 
-def test_mistakes_on_the_full_test_set_when_it_is_found(monkeypatch, tiny_checkpoints, shared_cifar, tmp_path):
+@pytest.fixture
+def test_set_300(monkeypatch, shared_cifar, tmp_path) -> Path:
+    """CIFAR-10 in a folder of its own (its own cache key in the app), of which the app reads the first 300 test
+    images: the search is under test, not its size."""
     import resnet_core.data
 
     if not (shared_cifar / "test.zip").is_file():
         pytest.skip(f"needs CIFAR-10 as the shared zips; {shared_cifar} holds another layout")
-    shutil.copy(shared_cifar / "test.zip", tmp_path)  # a folder of its own: its own cache key in the app
+    folder = tmp_path / "cifar"
+    folder.mkdir()
+    shutil.copy(shared_cifar / "test.zip", folder)
     real = resnet_core.data.load_cifar10
-    # The search is under test, not its size: the first 300 test images stand in for all 10,000.
     monkeypatch.setattr(resnet_core.data, "load_cifar10", lambda folder, split: real(folder, split, limit=300))
-    at = open_app(monkeypatch, tiny_checkpoints, "pages/classes.py", cifar=tmp_path)
+    return folder
+
+
+def test_mistakes_recorded_at_publishing_are_shown_from_the_full_test_set(monkeypatch, tiny_checkpoints,
+                                                                         test_set_300):
+    at = open_app(monkeypatch, tiny_checkpoints, "pages/classes.py", cifar=test_set_300)
+    recorded = read_checkpoint(tiny_checkpoints / "resnet20").metrics["confident_mistakes"]
+    found = mistakes(at)
+    assert found == [(r["predicted"], r["true"], r["index"]) for r in recorded[:12]]
+    assert "Read from resnet20's metrics.json: measured with its final weights in fp32 on cpu" in " ".join(
+        c.value for c in at.caption)
+    _, labels = load_cifar10(test_set_300, "test", limit=300)
+    assert all(true == CLASSES[labels[index]] for _, true, index in found)
+
+
+def test_mistakes_searched_live_when_none_were_recorded(monkeypatch, tiny_checkpoints, test_set_300, tmp_path):
+    root = tmp_path / "older"
+    shutil.copytree(tiny_checkpoints / "resnet20", root / "resnet20")
+    metrics = json.loads((root / "resnet20" / "metrics.json").read_text())
+    del metrics["confident_mistakes"], metrics["confident_mistakes_from"]
+    (root / "resnet20" / "metrics.json").write_text(json.dumps(metrics))
+    at = open_app(monkeypatch, root, "pages/classes.py", cifar=test_set_300)
     assert "Searched all 300 CIFAR-10 test images" in " ".join(c.value for c in at.caption)
-    _, labels = real(tmp_path, "test", limit=300)
+    _, labels = load_cifar10(test_set_300, "test", limit=300)
     found = mistakes(at)
     assert len(found) == 12 and all(true == CLASSES[labels[index]] != predicted for predicted, true, index in found)
 
@@ -385,6 +411,19 @@ def test_mistakes_of_a_checkpoint_without_weights(monkeypatch, damaged_checkpoin
     at.sidebar.selectbox(key="mistakes_of").set_value("curves-only").run()
     advice = " ".join(i.value for i in at.info)
     assert "weights are not bundled" in advice and "python train.py" in advice and not mistakes(at)
+    # No test set here to show the images of the recorded mistakes: they are listed instead.
+    recorded = read_checkpoint(damaged_checkpoints / "curves-only").metrics["confident_mistakes"][:12]
+    listed = at.table[-1].value
+    assert list(listed["predicted"]) == [r["predicted"] for r in recorded]
+    assert list(listed["test image"]) == [f"#{r['index']}" for r in recorded]
+    assert "set CIFAR10_DIR" in " ".join(c.value for c in at.caption)
+
+
+def test_mistakes_of_a_checkpoint_without_weights_with_the_test_set(monkeypatch, damaged_checkpoints, test_set_300):
+    at = open_app(monkeypatch, damaged_checkpoints, "pages/classes.py", cifar=test_set_300)
+    at.sidebar.selectbox(key="mistakes_of").set_value("curves-only").run()
+    recorded = read_checkpoint(damaged_checkpoints / "curves-only").metrics["confident_mistakes"][:12]
+    assert mistakes(at) == [(r["predicted"], r["true"], r["index"]) for r in recorded]
 
 
 def test_checkpoints_without_usable_weights_explain_themselves(monkeypatch, damaged_checkpoints):

@@ -146,6 +146,14 @@ def test_list_checkpoints_reports_the_unreadable_and_keeps_the_rest(saved):
     ("metrics.json", dict(METRICS, confusion_matrix=[[1, 2], [3, 4]]), "confusion_matrix is not 10x10"),
     ("history.json", {"layers": ["a"], "records": [{"epoch": 1, "grad_norms": [1.0, 2.0]}]}, "2 gradient norms for 1 layers"),
     ("history.json", {"layers": [], "records": [{"iteration": 1}]}, "a record without an epoch"),
+    ("metrics.json", dict(METRICS, confident_mistakes={"index": 3}), "confident_mistakes is not a list"),
+    ("metrics.json", dict(METRICS, confident_mistakes=[dict(index=3, true="bird", predicted="cat", probability=1.5,
+                                                            true_probability=0.1)]), "confident_mistakes is not a list"),
+    ("metrics.json", dict(METRICS, confident_mistakes=[dict(index=-1, true="bird", predicted="cat", probability=0.5,
+                                                            true_probability=0.1)]), "confident_mistakes is not a list"),
+    ("metrics.json", dict(METRICS, confident_mistakes=[dict(index=3, true="bird", predicted="dragon",
+                                                            probability=0.5, true_probability=0.1)]),
+     "confident_mistakes is not a list"),
 ])
 def test_inconsistent_checkpoints_are_unreadable(saved, file, content, message):
     _, path = saved

@@ -1,5 +1,6 @@
 """Explanations: Grad-CAM and saliency contracts (shape, range, no state left), overlays, confident mistakes."""
 import math
+import shutil
 
 import numpy as np
 import pytest
@@ -7,7 +8,9 @@ import torch
 import torch.nn as nn
 from PIL import Image
 
-from resnet_core import build_model
+from resnet_core import build_model, explain, load_pretrained, read_checkpoint
+from resnet_core.checkpoint import atomic_write_json
+from resnet_core.data import load_cifar10
 from resnet_core.explain import INFERNO, colormap, confident_mistakes, grad_cam, input_saliency, overlay
 
 
@@ -109,3 +112,30 @@ def test_confident_mistakes_sorted_and_correct_ones_left_out():
     assert all(m.keys() == {"index", "true", "predicted", "probability", "true_probability"} for m in mistakes)
     assert [m["index"] for m in confident_mistakes(model, images, labels, (0, 0, 0), (1, 1, 1), k=2)] == [2, 5]
     assert all(math.isclose(m["probability"], cases[m["index"]][2], rel_tol=1e-5) for m in mistakes)
+
+
+def test_record_mistakes_fills_in_a_checkpoint_published_without_them(tiny_checkpoints, shared_cifar, tmp_path,
+                                                                      monkeypatch):
+    """The CLI for checkpoints published before the trainer recorded their mistakes: it measures them with the
+    stored weights, exactly as the app would live, and keeps the rest of metrics.json."""
+    # What is recorded is under test, not the search's size: the first 500 test images stand in for all 10,000.
+    monkeypatch.setattr(explain, "load_cifar10", lambda folder, split: load_cifar10(folder, split, limit=500))
+    folder = shutil.copytree(tiny_checkpoints / "plain20", tmp_path / "plain20")
+    metrics = read_checkpoint(folder).metrics
+    del metrics["confident_mistakes"], metrics["confident_mistakes_from"]
+    atomic_write_json(folder / "metrics.json", metrics)
+    assert explain.main([str(folder), "--data-dir", str(shared_cifar)]) == 0
+    recorded = read_checkpoint(folder).metrics
+    model = load_pretrained(folder)
+    images, labels = load_cifar10(shared_cifar, "test", limit=500)
+    live = confident_mistakes(model, images, labels, model.normalization["mean"], model.normalization["std"], k=24)
+    assert recorded["confident_mistakes"] == live and len(live) == 24
+    assert recorded["confident_mistakes_from"].endswith("on the CPU after it was published, over 500 test images")
+    assert {k: v for k, v in recorded.items() if not k.startswith("confident_mistakes")} == metrics
+
+
+def test_record_mistakes_says_what_is_wrong(tmp_path, shared_cifar, capsys):
+    assert explain.main([str(tmp_path / "nowhere"), "--data-dir", str(shared_cifar)]) == 2
+    assert "no checkpoint folder" in capsys.readouterr().err
+    assert explain.main(["resnet20", "--data-dir", str(tmp_path / "no-data")]) == 2
+    assert "error:" in capsys.readouterr().err

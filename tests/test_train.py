@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 import train
 from conftest import REPO, train_tiny
 from resnet_core import list_checkpoints, load_pretrained, read_checkpoint
-from resnet_core.data import load_cifar10
+from resnet_core.data import CLASSES, load_cifar10
 from resnet_core.probes import evaluate, per_class_accuracy
 
 TINY = ["--epochs", "2", "--limit-train", "256", "--limit-test", "200", "--batch-size", "64", "--device", "cpu"]
@@ -44,6 +44,13 @@ def test_published_checkpoint_is_complete_and_loads(tiny_checkpoints, shared_cif
         mean, std = torch.tensor(model.normalization["mean"]), torch.tensor(model.normalization["std"])
         again = evaluate(model, x, y, mean, std)
         assert abs(again["test_error"] - m["test_error"]) <= 1.0  # at most 2 of 200 images flip with fp16 storage
+        # The most confident mistakes, recorded with the final weights: as many as the test error counts (up to
+        # 24), most confident first, each a real mistake on that image.
+        wrong, found = round(m["test_error"] * 200 / 100), m["confident_mistakes"]
+        assert len(found) == min(24, wrong) > 0 and "200 test images" in m["confident_mistakes_from"]
+        assert [r["probability"] for r in found] == sorted((r["probability"] for r in found), reverse=True)
+        assert all(r["true"] == CLASSES[y[r["index"]]] != r["predicted"] for r in found)
+        assert all(r["probability"] > r["true_probability"] for r in found)
     good, bad = list_checkpoints(tiny_checkpoints)
     assert [c.name for c in good] == ["plain20", "resnet20"] and bad == {}
 
