@@ -32,6 +32,7 @@ os.environ.setdefault("CUDA_DEVICE_MAX_CONNECTIONS", "32")
 # model's end, on a signal, at --time-budget and --stop-after): a hard kill loses at most this much training,
 # and a GPU whose epochs take seconds does not stop for ten lanes' worth of device-to-host copies every epoch.
 SAVE_EVERY_S = 60.0
+CPU_HINT_ITERATIONS = 10_000  # longer runs on the CPU get a note on what they cost and the alternatives
 EVAL_BATCH = 2500  # test images per forward pass at each epoch's end
 
 
@@ -407,6 +408,10 @@ def train(configs: list[RunConfig], *, data_dir: str | None = None, out_dir: Pat
         f"{steps_per_epoch} iterations per epoch, batch {batch}, "
         f"{'CUDA graphs, ' if any(lane.stream is not None for lane in lanes) else ''}"
         f"{precision(first.amp, device)}")
+    if device.type == "cpu" and end - start > CPU_HINT_ITERATIONS:
+        say(f"note: {end - start:,} iterations on the CPU take hours (the bar's ETA says how many); "
+            "`--epochs 15` gives the short runs bundled in checkpoints/, and one GPU runs the paper's schedule in "
+            "minutes. Ctrl-C saves the run; `--resume` continues it.")
     old_handlers = {s: signal.signal(s, _on_signal) for s in (signal.SIGINT, signal.SIGTERM)} \
         if _is_main_thread() else {}
     Stop.requested = None

@@ -103,6 +103,15 @@ def test_resume_refuses_a_changed_recipe(tmp_path, shared_cifar):
     assert train.main(argv + ["--restart", "--stop-after", "1"]) == 0  # --restart discards it on purpose
 
 
+def test_a_long_run_on_the_cpu_says_what_it_costs(tmp_path, shared_cifar, capsys):
+    base = ["--model", "resnet20", "--limit-train", "256", "--limit-test", "100", "--batch-size", "64", "--device",
+            "cpu", "--data-dir", str(shared_cifar), "--out", str(tmp_path / "out"), "--stop-after", "1"]
+    assert train.main(base + ["--state-dir", str(tmp_path / "a"), "--iterations", "20000"]) == 0
+    assert "note: 20,000 iterations on the CPU take hours" in capsys.readouterr().err
+    assert train.main(base + ["--state-dir", str(tmp_path / "b"), "--iterations", "10000"]) == 0
+    assert "note:" not in capsys.readouterr().err
+
+
 def test_nan_loss_stops_and_names_the_iteration(tmp_path, shared_cifar, capsys):
     argv = ["--model", "plain20", *TINY, "--data-dir", str(shared_cifar), "--out", str(tmp_path / "out"),
             "--state-dir", str(tmp_path / "runs"), "--lr", "1e30"]
