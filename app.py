@@ -25,6 +25,7 @@ def home() -> None:
     short_run_notice()
     depth_chart()
     checks_summary()
+    tour()
     zoo_table()
 
 
@@ -39,6 +40,28 @@ def checks_summary() -> None:
                 f"{counts.get('no', 0)} do not and {counts.get('not measured', 0)} are not measured yet; the "
                 "*Degradation curves* page gives the evidence for each." + (" Not holding:" if failed else "")
                 + "".join(f"\n- {claim}" for claim in failed))
+
+
+# What to look for on each page (by its URL path), in the order a lecture would take them.
+TOUR = {
+    "curves": "Fig. 6 for our runs: does a deeper plain net end with a higher training error (dashed)? "
+              "Does a deeper residual net?",
+    "gradients": "Do vanishing gradients explain it? Every layer's gradient norm, every epoch.",
+    "responses": "Fig. 7: are the residual layers' responses smaller than the plain ones', as the paper finds?",
+    "landscape": "The training loss around the trained weights, plain beside residual.",
+    "predict": "Upload a photo: both nets' top-5, and where each one looks.",
+    "classes": "Which classes the shortcuts help, and each net's most confident mistakes.",
+    "architecture": "Every layer with its parameters and FLOPs, next to the paper's Table 1.",
+}
+
+
+def tour() -> None:
+    st.subheader("Where to look")
+    for page in pages:
+        if page.url_path in TOUR:
+            link, text = st.columns([1, 4], vertical_alignment="center")
+            link.page_link(page)
+            text.markdown(TOUR[page.url_path])
 
 
 def short_run_notice() -> None:

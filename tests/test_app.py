@@ -95,6 +95,10 @@ def test_home_lists_the_zoo_and_draws_error_against_depth(monkeypatch, tiny_chec
     summary = next(m.value for m in at.markdown if m.value.startswith("**On these checkpoints**"))
     assert re.search(r"\d+ of the paper's \d+ CIFAR-10 claims hold", summary), summary
     assert "Not holding:\n- ResNet-20: test error at or below the paper's 8.75 %\n- " in summary  # one claim a line
+    tour = [(link.proto.page, link.proto.label) for link in at.get("page_link")]  # every page, in menu order
+    assert tour == [("curves", "Degradation curves"), ("gradients", "Gradient flow"), ("responses", "Layer responses"),
+                    ("landscape", "Loss landscape"), ("predict", "Predict"), ("classes", "Classes"),
+                    ("architecture", "Architecture")]
     notice = at.info[0].value  # 8-iteration runs are called short, with their length, once for the pair
     assert "Short runs" in notice and "64,000" in notice
     assert re.search(r"(plain20, resnet20|resnet20, plain20) \(8 iterations each on cpu", notice), notice
