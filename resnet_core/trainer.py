@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -237,20 +238,28 @@ def step_lanes(lanes: list[Lane], x: torch.Tensor, y: torch.Tensor, it: int, cap
 
 # -- resumable state (safetensors + JSON, nothing pickled) ------------------------------------------
 def state_paths(state_dir: Path, name: str) -> tuple[Path, Path]:
+    """The state folder's tensors file as named before state.json named it, and state.json."""
     return state_dir / name / "state.safetensors", state_dir / name / "state.json"
 
 
 def save_state(lane: Lane, state_dir: Path, command: str | None = None) -> None:
-    """The lane's weights, momentum and BN statistics, and a state.json with where it is and the command that
-    started it (so that whoever resumes it, on another machine, can repeat that command's options)."""
-    tensors_path, meta_path = state_paths(state_dir, lane.name)
+    """The lane's weights, momentum and BN statistics, and a state.json with where it is, which tensors file
+    holds it and the command that started it (so that whoever resumes it, on another machine, can repeat that
+    command's options). The tensors go to a new file named by the iteration, then state.json points to it, then
+    the older files go: a save killed halfway leaves the previous pair whole, never new weights under an old
+    state.json (and a copy of the folder taken meanwhile holds a consistent pair)."""
+    legacy, meta_path = state_paths(state_dir, lane.name)
+    tensors_path = meta_path.with_name(f"state-{lane.iteration:08d}.safetensors")
     tensors = {f"model.{k}": v for k, v in lane.model.state_dict().items()}
     tensors.update({f"momentum.{i}": m for i, m in enumerate(lane.momentum)})
     tensors.update({f"stats.{k}": v for k, v in lane.stats.items()})
     atomic_save_tensors(tensors_path, tensors)
     atomic_write_json(meta_path, dict(config=lane.cfg.to_dict(), iteration=lane.iteration, wall_time_s=lane.wall_time_s,
                                       history=lane.history, finished=lane.finished, layers=lane.layer_names,
-                                      command=command))
+                                      command=command, tensors=tensors_path.name))
+    for old in [legacy, *meta_path.parent.glob("state-*.safetensors")]:
+        if old != tensors_path:
+            old.unlink(missing_ok=True)
 
 
 def read_state_meta(state_dir: Path, name: str) -> dict | None:
@@ -266,7 +275,11 @@ def read_state_meta(state_dir: Path, name: str) -> dict | None:
 
 def load_state(lane: Lane, state_dir: Path, meta: dict) -> None:
     """Put the saved run (meta: its state.json, from read_state_meta) into the lane."""
-    tensors_path, meta_path = state_paths(state_dir, lane.name)
+    legacy, meta_path = state_paths(state_dir, lane.name)
+    named = meta.get("tensors", legacy.name)
+    if not re.fullmatch(r"state(-\d+)?\.safetensors", str(named)):
+        raise SystemExit(f"error: {meta_path} names {named!r} as its tensors file; use --restart to start over")
+    tensors_path = meta_path.with_name(named)
     saved, current = meta["config"], json.loads(json.dumps(lane.cfg.to_dict()))
     keys = ("model", "recipe", "arch", "seed", "limit_train")
     diff = [k for k in keys if saved.get(k) != current.get(k)]

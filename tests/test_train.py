@@ -94,6 +94,63 @@ def test_resume_reaches_the_same_result(tmp_path, shared_cifar):
     assert train.main(argv + ["--resume"]) == 0  # a finished run is skipped on --resume
 
 
+def test_a_save_killed_halfway_resumes_from_the_previous_one(tmp_path, shared_cifar, monkeypatch):
+    """Killed after the new tensors file is written but before state.json points to it: the previous pair is
+    whole, and resuming from it reaches the uninterrupted run's weights bit for bit."""
+    from resnet_core import trainer
+
+    train_tiny(tmp_path / "a", tmp_path / "runs-a", ("resnet20",))
+    runs = tmp_path / "runs-b" / "resnet20"
+    argv = ["--model", "resnet20", *TINY, "--data-dir", str(shared_cifar), "--out", str(tmp_path / "b"),
+            "--state-dir", str(runs.parent)]
+    assert train.main(argv + ["--stop-after", "3"]) == 0
+    assert sorted(p.name for p in runs.iterdir()) == ["state-00000003.safetensors", "state.json"]
+
+    real = trainer.atomic_write_json
+
+    def killed(path, obj):
+        if Path(path).name == "state.json":
+            raise KeyboardInterrupt("killed between the two files")
+        real(path, obj)
+
+    monkeypatch.setattr(trainer, "atomic_write_json", killed)
+    with pytest.raises(KeyboardInterrupt):
+        train.main(argv + ["--resume"])
+    # The new tensors (at the first save after resuming: iteration 4, the epoch's end), never pointed to.
+    assert sorted(p.name for p in runs.iterdir()) == ["state-00000003.safetensors", "state-00000004.safetensors",
+                                                      "state.json"]
+    assert json.loads((runs / "state.json").read_text())["tensors"] == "state-00000003.safetensors"
+    monkeypatch.setattr(trainer, "atomic_write_json", real)
+    assert train.main(argv + ["--resume"]) == 0
+    a, b = load_file(tmp_path / "a/resnet20/model.safetensors"), load_file(tmp_path / "b/resnet20/model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert sorted(p.name for p in runs.iterdir()) == ["state-00000008.safetensors", "state.json"]  # old ones gone
+
+
+def test_state_saved_before_state_json_named_its_file_still_resumes(tmp_path, shared_cifar):
+    runs = tmp_path / "runs" / "resnet20"
+    argv = ["--model", "resnet20", *TINY, "--data-dir", str(shared_cifar), "--out", str(tmp_path / "out"),
+            "--state-dir", str(runs.parent)]
+    assert train.main(argv + ["--stop-after", "2"]) == 0
+    meta = json.loads((runs / "state.json").read_text())
+    (runs / meta.pop("tensors")).rename(runs / "state.safetensors")  # the layout of runs saved until now
+    (runs / "state.json").write_text(json.dumps(meta))
+    assert train.main(argv + ["--resume"]) == 0
+    assert read_checkpoint(tmp_path / "out" / "resnet20").metrics["iterations"] == 8
+    assert not (runs / "state.safetensors").exists()  # the first save in the new layout tidied it away
+
+
+def test_state_naming_a_foreign_file_is_refused(tmp_path, shared_cifar):
+    runs = tmp_path / "runs" / "resnet20"
+    argv = ["--model", "resnet20", *TINY, "--data-dir", str(shared_cifar), "--out", str(tmp_path / "out"),
+            "--state-dir", str(runs.parent)]
+    assert train.main(argv + ["--stop-after", "2"]) == 0
+    meta = json.loads((runs / "state.json").read_text())
+    (runs / "state.json").write_text(json.dumps(dict(meta, tensors="../../elsewhere.safetensors")))
+    with pytest.raises(SystemExit, match="names '../../elsewhere.safetensors' as its tensors file"):
+        train.main(argv + ["--resume"])
+
+
 def test_resume_refuses_a_changed_recipe(tmp_path, shared_cifar):
     argv = ["--model", "plain20", *TINY, "--data-dir", str(shared_cifar), "--out", str(tmp_path / "c"),
             "--state-dir", str(tmp_path / "runs")]
