@@ -85,6 +85,53 @@ def test_collect_packs_unfinished_state_and_receive_unpacks_it(tmp_path):
     assert (here / "runs" / "resnet110" / "state.safetensors").stat().st_size == 3 * MIB
 
 
+def test_a_state_folder_is_packed_as_the_pair_state_json_names(tmp_path, monkeypatch):
+    """The trainer may be saving while a poll packs: what goes in is state.json as read and the tensors file it
+    names, never a stale or newer one beside it; if the named one is gone, state.json is read again."""
+    folder = tmp_path / "runs" / "plain56"
+    folder.mkdir(parents=True)
+    (folder / "state-00000390.safetensors").write_bytes(b"old")
+    (folder / "state-00000780.safetensors").write_bytes(b"new")
+    (folder / "state.json").write_text(json.dumps(dict(finished=False, tensors="state-00000390.safetensors")))
+    real_open = open
+
+    def save_meanwhile(path, *args, **kwargs):  # the trainer's next save lands between the read and the open
+        if Path(path).name == "state-00000390.safetensors" and (folder / "state-00000390.safetensors").exists():
+            (folder / "state.json").write_text(json.dumps(dict(finished=False, tensors="state-00000780.safetensors")))
+            (folder / "state-00000390.safetensors").unlink()
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(pack, "open", save_meanwhile, raising=False)
+    assert pack.main([str(tmp_path / "out"), "runs", str(folder)]) == 0
+    with tarfile.open(tmp_path / "out" / "runs-1.tgz") as tar:
+        assert sorted(tar.getnames()) == ["plain56/state-00000780.safetensors", "plain56/state.json"]
+        assert json.load(tar.extractfile("plain56/state.json"))["tensors"] == "state-00000780.safetensors"
+        assert tar.extractfile("plain56/state-00000780.safetensors").read() == b"new"
+
+    (folder / "state.json").write_text(json.dumps(dict(finished=False, tensors="state-00001170.safetensors")))
+    assert pack.main([str(tmp_path / "out2"), "runs", str(folder)]) == 1  # named file never appears: left, said
+    assert (tmp_path / "out2" / "runs-left.txt").read_text() == "plain56\n"
+
+
+def test_every_poll_brings_back_a_snapshot(tmp_path):
+    runs, ckpt, out, log = tmp_path / "runs", tmp_path / "ckpt", tmp_path / "out", tmp_path / "train.log"
+    make_run(runs, "plain110", False, 1000)
+    (ckpt / "resnet20").mkdir(parents=True)
+    (ckpt / "resnet20" / "metrics.json").write_text("{}")
+    log.write_text("resnet20: published\n")
+    out.mkdir()
+    env = dict(os.environ, OUT=str(out), RUNS=str(runs), CKPT=str(ckpt), LOG=str(log))
+    done = subprocess.run(["bash", "bench/gpu/session.sh", "poll", "0"], cwd=REPO, env=env, capture_output=True,
+                          text=True)
+    assert done.returncode == 0, done.stderr
+    assert "snapshot: 2 archives" in done.stdout
+    assert sorted(p.name for p in out.iterdir()) == ["ckpt-1.tgz", "runs-1.tgz", "status.txt", "train.log"]
+    assert "plain110: at iteration 390 of 64,000" in (out / "status.txt").read_text()
+    done = subprocess.run(["bash", "bench/gpu/session.sh", "poll", "0"], cwd=REPO, env=dict(env, SNAPSHOT="0", OUT=str(tmp_path / "none")),
+                          capture_output=True, text=True)
+    assert done.returncode == 0 and "snapshot" not in done.stdout
+
+
 def test_stage_fills_three_carry_folders_and_unpack_takes_whichever_came(tmp_path):
     """All the data a session carries is staged before its first device call (three folders, two zips each), so
     that the calls follow each other with nothing to do here in between; unpack takes whatever folder came along."""

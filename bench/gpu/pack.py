@@ -11,6 +11,7 @@ another call. Standard library only (the device machine has no extra packages).
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import shlex
 import sys
@@ -80,6 +81,34 @@ def plan(sizes: dict[str, int], per_file: int, files: int, total: int) -> tuple[
     return bins, left
 
 
+def add_state(tar: tarfile.TarFile, folder: Path, arcname: str, tries: int = 5) -> None:
+    """A trainer state folder as one consistent pair, though the trainer may be saving meanwhile: state.json as
+    read, and the tensors file it names, opened before a newer save can remove it (an open file stays readable).
+    If that file is gone already, a newer state.json names its successor: read again."""
+    for _ in range(tries):
+        meta = (folder / "state.json").read_bytes()
+        named = json.loads(meta).get("tensors", "state.safetensors")
+        try:
+            tensors = open(folder / named, "rb")
+        except FileNotFoundError:
+            continue
+        with tensors:
+            tar.addfile(tar.gettarinfo(arcname=f"{arcname}/{named}", fileobj=tensors), tensors)
+        info = tarfile.TarInfo(f"{arcname}/state.json")
+        info.size = len(meta)
+        tar.addfile(info, io.BytesIO(meta))
+        return
+    raise OSError(f"{folder}: state.json kept naming tensors files that were gone; not packed")
+
+
+def add_folder(tar: tarfile.TarFile, folder: Path, arcname: str) -> None:
+    """A folder into the archive; a trainer state folder (it holds state.json) as a consistent pair."""
+    if (folder / "state.json").is_file():
+        add_state(tar, folder, arcname)
+    else:
+        tar.add(folder, arcname=arcname)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("out", type=Path)
@@ -103,10 +132,16 @@ def main(argv: list[str] | None = None) -> int:
     bins, left = plan(sizes, int(args.max_mib * MIB), max(files_left, 0), max(bytes_left, 0))
     for k, names in enumerate(bins, 1):
         archive = args.out / f"{args.name}-{k}.tgz"
+        packed = []
         with tarfile.open(archive, "w:gz") as tar:
             for name in sorted(names):
-                tar.add(where[name], arcname=name)
-        print(f"{archive.name}: {', '.join(sorted(names))} ({archive.stat().st_size / MIB:.1f} MiB)")
+                try:
+                    add_folder(tar, where[name], name)
+                    packed.append(name)
+                except OSError as e:  # a folder changing under us: the others still go
+                    print(f"{name}: {e}")
+                    left.append(name)
+        print(f"{archive.name}: {', '.join(packed)} ({archive.stat().st_size / MIB:.1f} MiB)")
     if left:
         (args.out / f"{args.name}-left.txt").write_text("\n".join(sorted(left)) + "\n")
         print(f"NOT PACKED (no room in this call's return; collect with another call): {', '.join(sorted(left))}")

@@ -7,7 +7,7 @@
 #   device:  bash bench/gpu/session.sh unpack                    # carry=[".gpu-2"], then carry=[".gpu-3"]
 #   device:  bash bench/gpu/session.sh check                     # CUDA tests + throughput table (~3 min)
 #   device:  bash bench/gpu/session.sh start --all --time-budget 18   # train.py, detached; its log is /root/train.log
-#   device:  bash bench/gpu/session.sh poll 540                  # wait, then show progress (chain these)
+#   device:  bash bench/gpu/session.sh poll 540                  # wait, show progress, snapshot as collect does
 #   device:  bash bench/gpu/session.sh landscape plain56 resnet56   # optional, once those are published
 #   device:  bash bench/gpu/session.sh collect                   # finished checkpoints + unfinished state -> $OUT
 #   here:    bash bench/gpu/session.sh receive FILES_AT          # into checkpoints/ and runs/, then verify
@@ -16,6 +16,7 @@
 # and all it holds with it. Everything a session carries is staged before its first call.
 # A later session resumes: `stage` and `stage-state` (runs/ as archives in .gpu-state), unpack each, and
 # `start --model <the unfinished ones> --resume --time-budget N` (collect's status.txt names them).
+# Every poll returns what collect would: if the machine is lost before collect, `receive` the last poll's files.
 set -euo pipefail
 DATA=${DATA:-/root/data}
 CKPT=${CKPT:-/root/ckpt}
@@ -26,8 +27,32 @@ shift || true
 
 progress() {  # the log without tqdm's carriage-return redraws: its last lines and the latest bar
     [ -f "$LOG" ] || { echo "no log at $LOG"; return; }
-    tr '\r' '\n' < "$LOG" | grep -v '^[[:space:]]*$' | grep -v 'it/s\] *$\|s/it\] *$' | tail -n "${1:-25}"
-    tr '\r' '\n' < "$LOG" | grep 'it/s\] *$\|s/it\] *$' | tail -n 1
+    # grep finding nothing (no bar yet, say) is not a failure of the call
+    tr '\r' '\n' < "$LOG" | grep -v '^[[:space:]]*$' | grep -v 'it/s\] *$\|s/it\] *$' | tail -n "${1:-25}" || true
+    tr '\r' '\n' < "$LOG" | grep 'it/s\] *$\|s/it\] *$' | tail -n 1 || true
+}
+
+snapshot() {  # into $OUT: a status summary, the log, published checkpoints and unfinished runs' state
+    python3 - "$RUNS" "$CKPT" > "$OUT/status.txt" <<'PY'
+import json, sys
+from pathlib import Path
+sys.path.insert(0, "bench/gpu")
+from pack import resume_command
+runs, ckpt = Path(sys.argv[1]), Path(sys.argv[2])
+commands = {}
+for meta in sorted(runs.glob("*/state.json")):
+    m = json.loads(meta.read_text())
+    total = m["config"]["recipe"]["iterations"]
+    state = "finished" if m["finished"] else f"at iteration {m['iteration']:,} of {total:,}"
+    print(f"{meta.parent.name}: {state}; published: {(ckpt / meta.parent.name / 'metrics.json').is_file()}")
+    if not m["finished"]:
+        commands.setdefault(m.get("command"), []).append(meta.parent.name)
+for command, models in commands.items():  # one line per command that started them
+    print("resume: " + resume_command(command, models))
+PY
+    tr '\r' '\n' < "$LOG" | grep -v 'it/s\] *$\|s/it\] *$' > "$OUT/train.log" || true
+    python3 bench/gpu/pack.py "$OUT" ckpt "$CKPT"/* || true
+    python3 bench/gpu/pack.py "$OUT" runs "$RUNS"/* --unfinished-only || true
 }
 
 case "$cmd" in
@@ -81,6 +106,13 @@ poll)  # device: wait (default 540 s, inside one call's 600), then show progress
     progress 25
     pgrep -f "python3 train.py" > /dev/null && echo "train.py: running" || echo "train.py: not running"
     ls "$CKPT" 2>/dev/null | sed 's/^/published: /'
+    # Insurance: every poll brings back what collect would, as of now. If the machine is lost before collect,
+    # `receive` the last poll's files_at. SNAPSHOT=0 skips it.
+    if [ -n "${OUT:-}" ] && [ "${SNAPSHOT:-1}" = 1 ]; then
+        snapshot > /tmp/snapshot.txt 2>&1 || true
+        grep 'NOT PACKED' /tmp/snapshot.txt || true
+        echo "snapshot: $(ls "$OUT" | grep -c 'tgz$') archives, $(du -sh "$OUT" | cut -f1) in \$OUT"
+    fi
     ;;
 landscape)  # device: loss landscapes of published checkpoints, written beside them in $CKPT
     for m in "$@"; do
@@ -89,27 +121,8 @@ landscape)  # device: loss landscapes of published checkpoints, written beside t
     ;;
 collect)  # device: published checkpoints, unfinished state, the log and a status summary, into $OUT
     : "${OUT:?collect runs on the device machine, where OUT is set}"
-    python3 - "$RUNS" "$CKPT" > "$OUT/status.txt" <<'PY'
-import json, sys
-from pathlib import Path
-sys.path.insert(0, "bench/gpu")
-from pack import resume_command
-runs, ckpt = Path(sys.argv[1]), Path(sys.argv[2])
-commands = {}
-for meta in sorted(runs.glob("*/state.json")):
-    m = json.loads(meta.read_text())
-    total = m["config"]["recipe"]["iterations"]
-    state = "finished" if m["finished"] else f"at iteration {m['iteration']:,} of {total:,}"
-    print(f"{meta.parent.name}: {state}; published: {(ckpt / meta.parent.name / 'metrics.json').is_file()}")
-    if not m["finished"]:
-        commands.setdefault(m.get("command"), []).append(meta.parent.name)
-for command, models in commands.items():  # one line per command that started them
-    print("resume: " + resume_command(command, models))
-PY
+    snapshot
     cat "$OUT/status.txt"
-    tr '\r' '\n' < "$LOG" | grep -v 'it/s\] *$\|s/it\] *$' > "$OUT/train.log" || true
-    python3 bench/gpu/pack.py "$OUT" ckpt "$CKPT"/* || true
-    python3 bench/gpu/pack.py "$OUT" runs "$RUNS"/* --unfinished-only || true
     ls -la "$OUT"
     ;;
 receive)  # here: unpack what collect returned (the reply's files_at) into checkpoints/ and runs/
