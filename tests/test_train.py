@@ -127,12 +127,17 @@ def test_a_save_killed_halfway_resumes_from_the_previous_one(tmp_path, shared_ci
     assert sorted(p.name for p in runs.iterdir()) == ["state-00000008.safetensors", "state.json"]  # old ones gone
 
 
-def test_state_saved_before_state_json_named_its_file_still_resumes(tmp_path, shared_cifar):
+def stopped_run(tmp_path: Path, shared_cifar: Path) -> tuple[list[str], Path, dict]:
+    """A tiny resnet20 run stopped at iteration 2: its command line, state folder and state.json."""
     runs = tmp_path / "runs" / "resnet20"
     argv = ["--model", "resnet20", *TINY, "--data-dir", str(shared_cifar), "--out", str(tmp_path / "out"),
             "--state-dir", str(runs.parent)]
     assert train.main(argv + ["--stop-after", "2"]) == 0
-    meta = json.loads((runs / "state.json").read_text())
+    return argv, runs, json.loads((runs / "state.json").read_text())
+
+
+def test_state_saved_before_state_json_named_its_file_still_resumes(tmp_path, shared_cifar):
+    argv, runs, meta = stopped_run(tmp_path, shared_cifar)
     (runs / meta.pop("tensors")).rename(runs / "state.safetensors")  # the layout of runs saved until now
     (runs / "state.json").write_text(json.dumps(meta))
     assert train.main(argv + ["--resume"]) == 0
@@ -141,11 +146,7 @@ def test_state_saved_before_state_json_named_its_file_still_resumes(tmp_path, sh
 
 
 def test_state_naming_a_foreign_file_is_refused(tmp_path, shared_cifar):
-    runs = tmp_path / "runs" / "resnet20"
-    argv = ["--model", "resnet20", *TINY, "--data-dir", str(shared_cifar), "--out", str(tmp_path / "out"),
-            "--state-dir", str(runs.parent)]
-    assert train.main(argv + ["--stop-after", "2"]) == 0
-    meta = json.loads((runs / "state.json").read_text())
+    argv, runs, meta = stopped_run(tmp_path, shared_cifar)
     (runs / "state.json").write_text(json.dumps(dict(meta, tensors="../../elsewhere.safetensors")))
     with pytest.raises(SystemExit, match="names '../../elsewhere.safetensors' as its tensors file"):
         train.main(argv + ["--resume"])
