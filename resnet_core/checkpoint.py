@@ -214,44 +214,103 @@ def resolve_checkpoint(name_or_path: str | os.PathLike) -> Path:
 
 
 def read_checkpoint(name_or_path: str | os.PathLike) -> CheckpointInfo:
-    """Config, history and metrics of a checkpoint folder, checked for the keys the app reads; no weights loaded."""
+    """Config, history and metrics of a checkpoint folder, checked for the keys the app reads and their types;
+    no weights loaded. A damaged folder raises CheckpointError naming the file and the problem."""
     path = resolve_checkpoint(name_or_path)
     config = read_json(path / "config.json")
     history = read_json(path / "history.json")
     metrics = read_json(path / "metrics.json")
+    for file, problem in problems(config, history, metrics):
+        raise CheckpointError(f"{path / file}: {problem}")
+    return CheckpointInfo(path.name, path, config, history, metrics)
+
+
+# Values the app computes with: each must be a number where present (None allowed, for "not recorded").
+METRIC_NUMBERS = ("test_error", "test_top5_error", "test_loss", "train_error", "train_loss", "train_error_clean",
+                  "train_loss_clean")
+RECORD_NUMBERS = ("iteration", "lr", "train_error", "train_loss", "test_error", "test_top5_error", "test_loss",
+                  "epoch_time_s", "images_per_s", "wall_time_s")
+
+
+def is_number(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def problems(config: dict, history: dict, metrics: dict):
+    """(file, what is wrong) for each missing key or wrongly typed value among those the app reads, config.json's
+    first: a hand-edited or damaged file is refused with a reason instead of failing inside a chart."""
     for key in ("model", "recipe"):
         if key not in config:
-            raise CheckpointError(f"{path / 'config.json'}: missing key {key!r}")
-    if not isinstance(history.get("records"), list) or not history["records"]:
-        raise CheckpointError(f"{path / 'history.json'}: no per-epoch records")
+            yield "config.json", f"missing key {key!r}"
+            return
+    try:
+        model_info(str(config["model"]))
+    except ValueError as e:
+        yield "config.json", str(e)
+        return
+    recipe = config["recipe"]
+    if not isinstance(recipe, dict) or not isinstance(recipe.get("iterations", 0), (int, type(None))):
+        yield "config.json", "recipe is not an object with a whole number of iterations"
+    norm = config.get("normalization")
+    if norm is not None and not (isinstance(norm, dict) and all(
+            isinstance(norm.get(k), list) and len(norm[k]) == 3 and all(map(is_number, norm[k])) for k in ("mean", "std"))):
+        yield "config.json", "normalization is not a mean and a std of three numbers each"
+    arch, residual = config.get("arch", {}), model_info(str(config["model"]))["residual"]
+    if not (isinstance(arch, dict) and set(arch) <= {"shortcut", "num_classes"}
+            and arch.get("shortcut", "none") in (("A", "B", "none") if residual else ("none",))
+            and isinstance(arch.get("num_classes", 10), int)):
+        yield "config.json", f"arch {arch!r} is not a shortcut option (A or B, residual nets only) and a class count"
+    if config.get("wall_time_s") is not None and not is_number(config["wall_time_s"]):
+        yield "config.json", "wall_time_s is not a number of seconds"
+
+    records, layers = history.get("records"), history.get("layers", [])
+    if not isinstance(records, list) or not records:
+        yield "history.json", "no per-epoch records"
+        return
+    if not (isinstance(layers, list) and all(isinstance(name, str) for name in layers)):
+        yield "history.json", "layers is not a list of layer names"
+        return
+    for r in records:
+        if not isinstance(r, dict) or not isinstance(r.get("epoch"), int):
+            yield "history.json", "a record without an epoch"
+            return
+        wrong = [k for k in RECORD_NUMBERS if r.get(k) is not None and not is_number(r[k])]
+        if wrong:
+            yield "history.json", f"epoch {r['epoch']}: {', '.join(wrong)} not a number"
+        norms = r.get("grad_norms")
+        if norms is not None and not (isinstance(norms, list) and all(map(is_number, norms))):
+            yield "history.json", f"epoch {r['epoch']}: grad_norms is not a list of numbers"
+        elif norms is not None and len(norms) != len(layers):
+            yield "history.json", f"epoch {r['epoch']} has {len(norms)} gradient norms for {len(layers)} layers"
+
     for key in ("test_error", "confusion_matrix"):
         if key not in metrics:
-            raise CheckpointError(f"{path / 'metrics.json'}: missing key {key!r}")
-    try:
-        model_info(config["model"])
-    except ValueError as e:
-        raise CheckpointError(f"{path / 'config.json'}: {e}") from None
-    layers = history.get("layers", [])
-    for r in history["records"]:
-        if not isinstance(r, dict) or "epoch" not in r:
-            raise CheckpointError(f"{path / 'history.json'}: a record without an epoch")
-        if r.get("grad_norms") is not None and len(r["grad_norms"]) != len(layers):
-            raise CheckpointError(f"{path / 'history.json'}: epoch {r['epoch']} has {len(r['grad_norms'])} "
-                                  f"gradient norms for {len(layers)} layers")
+            yield "metrics.json", f"missing key {key!r}"
+            return
+    wrong = [k for k in METRIC_NUMBERS if metrics.get(k) is not None and not is_number(metrics[k])]
+    if wrong or metrics["test_error"] is None:
+        yield "metrics.json", f"{', '.join(wrong) or 'test_error'} not a number"
     cm, n = metrics["confusion_matrix"], len(CLASSES)
-    if not (isinstance(cm, list) and len(cm) == n and all(isinstance(row, list) and len(row) == n for row in cm)):
-        raise CheckpointError(f"{path / 'metrics.json'}: confusion_matrix is not {n}x{n}")
+    if not (isinstance(cm, list) and len(cm) == n and all(
+            isinstance(row, list) and len(row) == n and all(isinstance(c, int) and c >= 0 for c in row) for row in cm)):
+        yield "metrics.json", f"confusion_matrix is not {n}x{n} counts"
+    responses = metrics.get("response_std")
+    if responses is not None and not (isinstance(responses, list) and all(
+            isinstance(r, dict) and isinstance(r.get("layer"), str) and isinstance(r.get("index"), int)
+            and is_number(r.get("std")) for r in responses)):
+        yield "metrics.json", "response_std is not a list of records with a layer name, index and std"
+    if not isinstance(metrics.get("epochs_to_90"), (int, type(None))):
+        yield "metrics.json", "epochs_to_90 is not a whole number of epochs"
     mistakes = metrics.get("confident_mistakes", [])
     if not (isinstance(mistakes, list) and all(is_mistake(m) for m in mistakes)):
-        raise CheckpointError(f"{path / 'metrics.json'}: confident_mistakes is not a list of records with a test "
-                              "image index, true and predicted class names and two probabilities")
-    return CheckpointInfo(path.name, path, config, history, metrics)
+        yield "metrics.json", ("confident_mistakes is not a list of records with a test image index, true and "
+                               "predicted class names and two probabilities")
 
 
 def is_mistake(record) -> bool:
     """A well-formed entry of metrics.json's confident_mistakes (as explain.confident_mistakes writes them)."""
     def probability(x) -> bool:
-        return isinstance(x, (int, float)) and not isinstance(x, bool) and 0.0 <= x <= 1.0
+        return is_number(x) and 0.0 <= x <= 1.0
 
     return (isinstance(record, dict) and isinstance(record.get("index"), int) and record["index"] >= 0
             and record.get("true") in CLASSES and record.get("predicted") in CLASSES

@@ -56,8 +56,8 @@ def png_bytes(size=(40, 30), color=(200, 30, 30)) -> bytes:
 
 @pytest.fixture(scope="module")
 def damaged_checkpoints(tiny_checkpoints, tmp_path_factory) -> Path:
-    """The two good checkpoints, plus: bad JSON, a missing metrics.json, an unknown model, truncated weights
-    and a copy shipped without weights."""
+    """The two good checkpoints, plus: bad JSON, a missing metrics.json, an unknown model, truncated weights,
+    a copy shipped without weights and one whose metrics.json holds a value of the wrong type."""
     root = tmp_path_factory.mktemp("damaged")
     for name in ("resnet20", "plain20"):
         shutil.copytree(tiny_checkpoints / name, root / name)
@@ -73,6 +73,9 @@ def damaged_checkpoints(tiny_checkpoints, tmp_path_factory) -> Path:
     weights.write_bytes(weights.read_bytes()[:1000])
     shutil.copytree(tiny_checkpoints / "resnet20", root / "curves-only")
     (root / "curves-only" / "model.safetensors").unlink()
+    shutil.copytree(tiny_checkpoints / "plain20", root / "hand-edited")  # a value of the wrong type
+    metrics = json.loads((root / "hand-edited" / "metrics.json").read_text())
+    (root / "hand-edited" / "metrics.json").write_text(json.dumps(dict(metrics, test_error="about 9 %")))
     return root
 
 
@@ -404,7 +407,7 @@ def test_broken_checkpoints_are_listed_and_the_rest_works(monkeypatch, damaged_c
         return  # needs no checkpoint
     warning = " ".join(w.value for w in at.warning)
     for folder, reason in [("broken-json", "not readable JSON"), ("no-metrics", "metrics.json: file is missing"),
-                           ("alien", "vgg16")]:
+                           ("alien", "vgg16"), ("hand-edited", "metrics.json: test_error not a number")]:
         assert f"**{folder}**" in warning and reason in warning
     if page is None:
         assert set(at.dataframe[0].value["checkpoint"]) == {"plain20", "resnet20", "truncated-weights", "curves-only"}
