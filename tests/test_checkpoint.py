@@ -189,3 +189,41 @@ def test_stored_precision_reads_the_file_header(tmp_path):
     save_file({k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()},
               str(folder / "model.safetensors"))
     assert stored_precision(folder) == "fp16"  # checkpoints published before the statistics were kept in fp32
+
+
+def test_no_value_of_the_wrong_type_reaches_the_app(tiny_checkpoints, tmp_path):
+    """Each top-level value of the three files (and each of a history record's and the recipe's), replaced in
+    turn by a value of another type: read_checkpoint refuses the folder, or every frame the app draws from it
+    is built without an exception."""
+    import copy
+    import inspect
+    import json
+
+    from resnet_core import zoo
+
+    frames = [f for name, f in inspect.getmembers(zoo, inspect.isfunction) if f.__module__ == zoo.__name__
+              and list(inspect.signature(f).parameters)[:1] == ["infos"] and not name.startswith("short_run")]
+    folder = shutil.copytree(tiny_checkpoints / "resnet20", tmp_path / "resnet20")
+    other = read_checkpoint(tiny_checkpoints / "plain20")
+    for file in ("config.json", "history.json", "metrics.json"):
+        original = json.loads((folder / file).read_text())
+        places = [(k,) for k in original] + [("records", 0, k) for k in original.get("records", [{}])[0]] + \
+                 [("recipe", k) for k in original.get("recipe", {})]
+        for place in places:
+            for bad in ("x", [], {}, None, -1, True, {"shortcut": "B", "x": 1}):
+                damaged = copy.deepcopy(original)
+                parent = damaged
+                for key in place[:-1]:
+                    parent = parent[key]
+                parent[place[-1]] = bad
+                (folder / file).write_text(json.dumps(damaged))
+                try:
+                    info = read_checkpoint(folder)
+                except CheckpointError:
+                    continue
+                for frame in frames:
+                    try:
+                        frame([info, other])
+                    except Exception as e:  # noqa: BLE001 - any exception is the failure under test
+                        pytest.fail(f"{file} {place} = {bad!r}: {frame.__name__} raised {e!r}")
+        (folder / file).write_text(json.dumps(original))
