@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch.func import functional_call
 from tqdm import tqdm
 
-from .checkpoint import read_json, atomic_write_json, load_pretrained, resolve_checkpoint
+from .checkpoint import atomic_write_json, is_number, load_pretrained, read_json, resolve_checkpoint
 from .data import CIFAR10_MEAN, CIFAR10_STD, load_cifar10, normalize, resolve_data_dir
 from .probes import autocast_for, eval_mode
 from .trainer import device_name
@@ -112,9 +112,16 @@ def read_landscape(checkpoint) -> dict | None:
         return None
     data = read_json(path)
     again = f"recompute it with `python -m resnet_core.landscape --model {data.get('model', '<model>')}`"
-    records = [data.get(key) for key in ("slice_1d", "surface_2d") if key in data]
-    if not records or not all(isinstance(r, list) and all(isinstance(x, dict) for x in r) for r in records):
+    parts = {key: data[key] for key in ("slice_1d", "surface_2d") if key in data}
+    if not parts or not all(isinstance(r, list) and all(isinstance(x, dict) for x in r) for r in parts.values()):
         raise ValueError(f"{path}: no slice_1d or surface_2d records; {again}")
+    for key, records in parts.items():
+        axes = AXES[:1] if key == "slice_1d" else AXES
+        for r in records:  # coefficients are numbers; a loss or error may be null (it overflowed)
+            if not (all(is_number(r.get(a)) for a in axes)
+                    and all(r.get(k) is None or is_number(r[k]) for k in ("loss", "error")) and "loss" in r):
+                raise ValueError(f"{path}: a {key} record that is not {', '.join(axes)}, loss and error as numbers "
+                                 f"({r}); {again}")
     measured_on, now = data.get("weights_sha256"), weights_digest(folder)
     if measured_on and now and measured_on != now:  # files from before the digest was recorded cannot be checked
         raise ValueError(f"{path} was measured on other weights than this checkpoint's model.safetensors "

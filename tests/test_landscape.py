@@ -149,6 +149,17 @@ def test_cli_end_to_end(tmp_path, shared_cifar, capsys):
     (path / "landscape.json").write_text(json.dumps({"model": "resnet20"}))
     with pytest.raises(ValueError, match="no slice_1d or surface_2d"):
         read_landscape(path)
+    unchecked = {k: v for k, v in data.items() if k != "weights_sha256"}
+    for key, record in [("slice_1d", {"alpha": "0.5", "loss": 1.0, "error": 5.0}),  # values of the wrong type
+                        ("surface_2d", {"alpha": 0.0, "loss": 1.0, "error": 5.0}),  # no beta
+                        ("slice_1d", {"alpha": 0.0, "loss": [1.0], "error": 5.0}),
+                        ("slice_1d", {"alpha": 0.0, "error": 5.0})]:
+        (path / "landscape.json").write_text(json.dumps(dict(unchecked, **{key: [record]})))
+        with pytest.raises(ValueError, match=f"a {key} record that is not"):
+            read_landscape(path)
+    (path / "landscape.json").write_text(json.dumps(dict(unchecked, slice_1d=[{"alpha": 0.0, "loss": None,
+                                                                                "error": None}])))
+    assert read_landscape(path)["slice_1d"][0]["loss"] is None  # an overflowed loss is null, and allowed
     with pytest.raises(SystemExit):
         main(argv + ["--grid", "4"])  # an even grid has no centre point
 
