@@ -236,6 +236,11 @@ def is_number(x) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
+def is_number_or_null(x) -> bool:
+    """A number, or null: what JSON makes of an inf or NaN (a deep plain net's responses can overflow)."""
+    return x is None or is_number(x)
+
+
 def problems(config: dict, history: dict, metrics: dict):
     """(file, what is wrong) for each missing key or wrongly typed value among those the app reads, config.json's
     first: a hand-edited or damaged file is refused with a reason instead of failing inside a chart."""
@@ -278,7 +283,7 @@ def problems(config: dict, history: dict, metrics: dict):
         if wrong:
             yield "history.json", f"epoch {r['epoch']}: {', '.join(wrong)} not a number"
         norms = r.get("grad_norms")
-        if norms is not None and not (isinstance(norms, list) and all(map(is_number, norms))):
+        if norms is not None and not (isinstance(norms, list) and all(map(is_number_or_null, norms))):
             yield "history.json", f"epoch {r['epoch']}: grad_norms is not a list of numbers"
         elif norms is not None and len(norms) != len(layers):
             yield "history.json", f"epoch {r['epoch']} has {len(norms)} gradient norms for {len(layers)} layers"
@@ -297,7 +302,7 @@ def problems(config: dict, history: dict, metrics: dict):
     responses = metrics.get("response_std")
     if responses is not None and not (isinstance(responses, list) and all(
             isinstance(r, dict) and isinstance(r.get("layer"), str) and isinstance(r.get("index"), int)
-            and is_number(r.get("std")) for r in responses)):
+            and "std" in r and is_number_or_null(r["std"]) for r in responses)):
         yield "metrics.json", "response_std is not a list of records with a layer name, index and std"
     if not isinstance(metrics.get("epochs_to_90"), (int, type(None))):
         yield "metrics.json", "epochs_to_90 is not a whole number of epochs"

@@ -79,14 +79,16 @@ def overlay(image, heat, scale: int = 8, alpha: float = 0.5) -> Image.Image:
 @torch.no_grad()
 def confident_mistakes(model, images_u8: torch.Tensor, labels: torch.Tensor, mean, std, k: int = 12,
                        batch_size: int = 500) -> list[dict]:
-    """The k wrong predictions made with the highest probability, highest first (ties: lower index first).
+    """The k wrong predictions made with the highest probability, highest first (ties: lower index first);
+    images whose probabilities are not finite (a net whose logits overflowed) are left out, having no ranking.
     Images (N, 32, 32, 3) uint8 and labels on the model's device. Records: {index, true, predicted,
     probability (of the predicted class), true_probability}, classes by name."""
     with eval_mode(model):
         probs = torch.cat([torch.softmax(model(normalize(images_u8[s:s + batch_size], mean, std)).float(), dim=1)
                            for s in range(0, len(labels), batch_size)])  # (N, num_classes)
     confidence, predicted = probs.max(dim=1)  # (N,), (N,)
-    wrong = (predicted != labels).nonzero().squeeze(1)  # (M,) indices of the mistakes
+    finite = torch.isfinite(probs).all(dim=1)  # (N,)
+    wrong = ((predicted != labels) & finite).nonzero().squeeze(1)  # (M,) indices of the mistakes
     order = torch.sort(confidence[wrong], descending=True, stable=True).indices[:k]
     return [dict(index=int(i), true=CLASSES[int(labels[i])], predicted=CLASSES[int(predicted[i])],
                  probability=float(confidence[i]), true_probability=float(probs[i, labels[i]]))

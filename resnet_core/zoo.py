@@ -134,9 +134,10 @@ def grad_norm_frame(infos: list[CheckpointInfo]) -> pd.DataFrame:
 
 
 def with_ranks(records: list[dict], value: str) -> pd.DataFrame:
-    """Records in layer order plus `rank`: 1 for the largest value (paper Fig. 7, bottom)."""
+    """Records in layer order plus `rank`: 1 for the largest value (paper Fig. 7, bottom); a missing value (null:
+    it overflowed) ranks first."""
     frame = pd.DataFrame(records)
-    frame["rank"] = frame[value].rank(ascending=False, method="first").astype(int)
+    frame["rank"] = frame[value].rank(ascending=False, method="first", na_option="top").astype(int)
     return frame
 
 
@@ -298,7 +299,8 @@ def response_comparison(plain: list[float], resnet: list[float]) -> str:
 
 
 def _responses(info: CheckpointInfo) -> list[float]:
-    return [r["std"] for r in info.metrics.get("response_std") or []]
+    """Each 3x3 layer's response std; null (JSON's inf or NaN) is a response that overflowed: infinite."""
+    return [math.inf if r["std"] is None else r["std"] for r in info.metrics.get("response_std") or []]
 
 
 def paper_checks(infos: list[CheckpointInfo]) -> pd.DataFrame:
@@ -351,7 +353,7 @@ SEED_PAIRS = ((18, "ResNet-18", "Plain-18"), (34, "ResNet-34", "Plain-34"))
 
 def grad_norm_spread(info: CheckpointInfo) -> tuple[float, float, float] | None:
     """5th percentile, median and 95th percentile of every layer's recorded gradient norm over all epochs."""
-    norms = [n for r in info.history["records"] for n in (r.get("grad_norms") or [])]
+    norms = [n for r in info.history["records"] for n in (r.get("grad_norms") or []) if n is not None]
     return tuple(float(q) for q in np.percentile(norms, [5, 50, 95])) if norms else None
 
 

@@ -227,3 +227,26 @@ def test_no_value_of_the_wrong_type_reaches_the_app(tiny_checkpoints, tmp_path):
                     except Exception as e:  # noqa: BLE001 - any exception is the failure under test
                         pytest.fail(f"{file} {place} = {bad!r}: {frame.__name__} raised {e!r}")
         (folder / file).write_text(json.dumps(original))
+
+
+def test_overflowed_values_are_read_as_not_recorded(tiny_checkpoints, tmp_path):
+    """A deep plain net's eval-mode responses and gradients can overflow; JSON stores inf and NaN as null. Such a
+    checkpoint is the trainer's own output: it is read, and every frame is drawn, with the value missing."""
+    import inspect
+    import json
+
+    from resnet_core import zoo
+
+    folder = shutil.copytree(tiny_checkpoints / "plain20", tmp_path / "plain20")
+    metrics = json.loads((folder / "metrics.json").read_text())
+    metrics["response_std"][0]["std"] = None
+    metrics["test_loss"] = None
+    (folder / "metrics.json").write_text(json.dumps(metrics))
+    history = json.loads((folder / "history.json").read_text())
+    history["records"][0]["grad_norms"][0] = None
+    (folder / "history.json").write_text(json.dumps(history))
+    infos = [read_checkpoint(folder), read_checkpoint(tiny_checkpoints / "resnet20")]
+    for name, frame in inspect.getmembers(zoo, inspect.isfunction):
+        if frame.__module__ == zoo.__name__ and list(inspect.signature(frame).parameters)[:1] == ["infos"] \
+                and not name.startswith("short_run"):
+            frame(infos)

@@ -113,6 +113,12 @@ def test_confident_mistakes_sorted_and_correct_ones_left_out():
     assert [m["index"] for m in confident_mistakes(model, images, labels, (0, 0, 0), (1, 1, 1), k=2)] == [2, 5]
     assert all(math.isclose(m["probability"], cases[m["index"]][2], rel_tol=1e-5) for m in mistakes)
 
+    probs = torch.tensor([probability_row(t, p, pp, q) for t, p, pp, q in cases])
+    probs[2, 0] = float("nan")  # overflowed logits: no probability to rank the image by
+    probs[4, :] = float("inf")
+    found = confident_mistakes(FixedLogits(probs), images, labels, (0, 0, 0), (1, 1, 1))
+    assert [m["index"] for m in found] == [5, 1] and all(math.isfinite(m["probability"]) for m in found)
+
 
 def test_record_mistakes_fills_in_a_checkpoint_published_without_them(tiny_checkpoints, shared_cifar, tmp_path,
                                                                       monkeypatch):
