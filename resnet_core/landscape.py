@@ -119,7 +119,7 @@ def read_landscape(checkpoint) -> dict | None:
         axes = AXES[:1] if key == "slice_1d" else AXES
         for r in records:  # coefficients are numbers; a loss or error may be null (it overflowed)
             if not (all(is_number(r.get(a)) for a in axes)
-                    and all(r.get(k) is None or is_number(r[k]) for k in ("loss", "error")) and "loss" in r):
+                    and all(k in r and (r[k] is None or is_number(r[k])) for k in ("loss", "error"))):
                 raise ValueError(f"{path}: a {key} record that is not {', '.join(axes)}, loss and error as numbers "
                                  f"({r}); {again}")
     measured_on, now = data.get("weights_sha256"), weights_digest(folder)
