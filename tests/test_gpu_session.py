@@ -113,6 +113,26 @@ def test_a_state_folder_is_packed_as_the_pair_state_json_names(tmp_path, monkeyp
     assert (tmp_path / "out2" / "runs-left.txt").read_text() == "plain56\n"
 
 
+def test_a_checkpoint_replaced_while_packed_is_left_whole_not_half_packed(tmp_path, monkeypatch):
+    ckpt = tmp_path / "ckpt"
+    for name in ("plain20", "resnet20"):
+        (ckpt / name).mkdir(parents=True)
+        for file in ("config.json", "metrics.json", "model.safetensors"):
+            (ckpt / name / file).write_text(f"{name} {file}")
+    real_open = open
+
+    def republished(path, *args, **kwargs):  # resnet20's folder swapped for a new one between listing and reading
+        if Path(path).parent.name == "resnet20" and Path(path).name == "metrics.json":
+            raise FileNotFoundError(path)
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(pack, "open", republished, raising=False)
+    assert pack.main([str(tmp_path / "out"), "ckpt", str(ckpt / "plain20"), str(ckpt / "resnet20")]) == 1
+    with tarfile.open(tmp_path / "out" / "ckpt-1.tgz") as tar:
+        assert sorted(tar.getnames()) == ["plain20/config.json", "plain20/metrics.json", "plain20/model.safetensors"]
+    assert (tmp_path / "out" / "ckpt-left.txt").read_text() == "resnet20\n"
+
+
 def test_every_poll_brings_back_a_snapshot(tmp_path):
     runs, ckpt, out, log = tmp_path / "runs", tmp_path / "ckpt", tmp_path / "out", tmp_path / "train.log"
     make_run(runs, "plain110", False, 1000)

@@ -22,7 +22,22 @@ MIB = 1 << 20
 
 
 def folder_size(path: Path) -> int:
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    """Bytes that would be packed: for a trainer state folder, state.json and the tensors file it names (not a
+    newer one being written beside it); a file that vanishes meanwhile counts nothing."""
+    files = list(path.rglob("*"))
+    meta = path / "state.json"
+    if meta.is_file():
+        try:
+            files = [meta, path / json.loads(meta.read_text()).get("tensors", "state.safetensors")]
+        except (OSError, ValueError):
+            pass
+    total = 0
+    for p in files:
+        try:
+            total += p.stat().st_size if p.is_file() else 0
+        except FileNotFoundError:
+            pass
+    return total
 
 
 def unfinished(path: Path) -> bool:
@@ -102,11 +117,21 @@ def add_state(tar: tarfile.TarFile, folder: Path, arcname: str, tries: int = 5) 
 
 
 def add_folder(tar: tarfile.TarFile, folder: Path, arcname: str) -> None:
-    """A folder into the archive; a trainer state folder (it holds state.json) as a consistent pair."""
+    """A folder into the archive; a trainer state folder (it holds state.json) as a consistent pair. Every file
+    is opened before the first is written, so a folder replaced meanwhile fails whole, never half-packed."""
     if (folder / "state.json").is_file():
         add_state(tar, folder, arcname)
-    else:
-        tar.add(folder, arcname=arcname)
+        return
+    files = sorted(p for p in folder.rglob("*") if p.is_file())
+    opened = []
+    try:
+        for p in files:
+            opened.append((p, open(p, "rb")))  # FileNotFoundError (an OSError) if it went meanwhile
+        for p, f in opened:
+            tar.addfile(tar.gettarinfo(arcname=f"{arcname}/{p.relative_to(folder).as_posix()}", fileobj=f), f)
+    finally:
+        for _, f in opened:
+            f.close()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -144,7 +169,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{archive.name}: {', '.join(packed)} ({archive.stat().st_size / MIB:.1f} MiB)")
     if left:
         (args.out / f"{args.name}-left.txt").write_text("\n".join(sorted(left)) + "\n")
-        print(f"NOT PACKED (no room in this call's return; collect with another call): {', '.join(sorted(left))}")
+        print(f"NOT PACKED (no room in this call's return, or changing while packed; collect with another call): "
+              f"{', '.join(sorted(left))}")
     if not folders:
         print(f"{args.name}: nothing to pack")
     return 1 if left else 0

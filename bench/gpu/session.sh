@@ -109,8 +109,8 @@ poll)  # device: wait (default 540 s, inside one call's 600), then show progress
     # Insurance: every poll brings back what collect would, as of now. If the machine is lost before collect,
     # `receive` the last poll's files_at. SNAPSHOT=0 skips it.
     if [ -n "${OUT:-}" ] && [ "${SNAPSHOT:-1}" = 1 ]; then
-        snapshot > /tmp/snapshot.txt 2>&1 || true
-        grep 'NOT PACKED' /tmp/snapshot.txt || true
+        snapshot > /tmp/snapshot.txt 2>&1 || echo "snapshot failed:"
+        grep -i 'NOT PACKED\|error\|Traceback' /tmp/snapshot.txt && tail -n 5 /tmp/snapshot.txt || true
         echo "snapshot: $(ls "$OUT" | grep -c 'tgz$') archives, $(du -sh "$OUT" | cut -f1) in \$OUT"
     fi
     ;;
