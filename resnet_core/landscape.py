@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch.func import functional_call
 from tqdm import tqdm
 
-from .checkpoint import atomic_write_json, is_number, load_pretrained, read_json, resolve_checkpoint
+from .checkpoint import atomic_write_json, is_number, is_number_or_null, load_pretrained, read_json, resolve_checkpoint
 from .data import CIFAR10_MEAN, CIFAR10_STD, load_cifar10, normalize, resolve_data_dir
 from .probes import autocast_for, eval_mode
 from .trainer import device_name
@@ -119,7 +119,7 @@ def read_landscape(checkpoint) -> dict | None:
         axes = AXES[:1] if key == "slice_1d" else AXES
         for r in records:  # coefficients are numbers; a loss or error may be null (it overflowed)
             if not (all(is_number(r.get(a)) for a in axes)
-                    and all(k in r and (r[k] is None or is_number(r[k])) for k in ("loss", "error"))):
+                    and all(k in r and is_number_or_null(r[k]) for k in ("loss", "error"))):
                 raise ValueError(f"{path}: a {key} record that is not {', '.join(axes)}, loss and error as numbers "
                                  f"({r}); {again}")
     measured_on, now = data.get("weights_sha256"), weights_digest(folder)
