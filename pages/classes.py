@@ -62,7 +62,7 @@ def mistakes_section(info) -> None:
     images, labels, indices, source, why_not_all = searched_images()
     if recorded is not None and why_not_all is None and matches(recorded, labels):
         found = recorded[:MISTAKES]  # measured when the checkpoint was published: no need to classify again
-        which = f"Read from {info.name}'s metrics.json: measured with {recorded_from(info)}."
+        which = recorded_from(info)
     else:
         model = load_model(info)  # says why, with the command that regenerates them, if the weights are not bundled
         if model is None:
@@ -94,7 +94,9 @@ def matches(recorded: list[dict], labels: torch.Tensor) -> bool:
 
 
 def recorded_from(info) -> str:
-    return info.metrics.get("confident_mistakes_from", "its weights at the time")
+    """Where the recorded mistakes come from, as a sentence."""
+    how = info.metrics.get("confident_mistakes_from", "its weights at the time")
+    return f"Read from {info.name}'s metrics.json: measured with {how}."
 
 
 def recorded_without_images(info, found: list[dict], why_not_all: str | None) -> None:
@@ -104,7 +106,7 @@ def recorded_without_images(info, found: list[dict], why_not_all: str | None) ->
         "test image": [f"#{r['index']}" for r in found], "predicted": [r["predicted"] for r in found],
         "probability (%)": [f"{100 * r['probability']:.1f}" for r in found], "true class": [r["true"] for r in found],
         "its probability (%)": [f"{100 * r['true_probability']:.1f}" for r in found]}))
-    st.caption(f"Read from {info.name}'s metrics.json: measured with {recorded_from(info)}. The CIFAR-10 test set "
+    st.caption(f"{recorded_from(info)} The CIFAR-10 test set "
                "was not found, so the images cannot be shown: set CIFAR10_DIR to its folder.", help=why_not_all)
 
 
