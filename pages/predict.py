@@ -9,7 +9,8 @@ from pages.common import (NET_COLORS, by_name, default_pair, gallery, header, lo
 from resnet_core import zoo
 from resnet_core.data import CLASSES
 from resnet_core.explain import grad_cam, input_saliency, overlay
-from resnet_core.predict import MAX_UPLOAD_BYTES, image_tensor, load_image, predict, to_model_input
+from resnet_core.predict import (MAX_UPLOAD_BYTES, image_tensor, input_notes, load_image, predict, preview,
+                                 to_model_input)
 
 IMAGE_TYPES = ["png", "jpg", "jpeg", "webp", "bmp", "gif"]
 ZOOM = 4  # 32x32 shown as 128x128, nearest neighbour, so every pixel the model sees stays visible
@@ -80,7 +81,7 @@ def show_prediction(key: str, image: Image.Image | None, img32: Image.Image, mod
     data["net"] = data["model"].map(lambda name: zoo.identity(checkpoints[name])["net"])
     columns = st.columns([1, 1, 4] if image is not None else [1, 5], vertical_alignment="center")
     if image is not None:
-        columns[0].image(image, caption="input", width=128)
+        columns[0].image(preview(image), caption=f"input ({image.width}x{image.height})")
     middle, right = columns[-2:]
     middle.image(img32.resize((32 * ZOOM, 32 * ZOOM), Image.Resampling.NEAREST), caption="what the model sees (32x32)")
     if true_label:
@@ -105,6 +106,8 @@ def loaded_models(infos, names: list[str]) -> dict:
 
 header("Predict", "Upload photos or pick a CIFAR-10 test image: both nets see the same 32x32 thumbnail; "
        "compare how sure each one is, and where each one looks.")
+st.caption(f"The nets know only CIFAR-10's ten classes ({', '.join(CLASSES)}): a photo of anything else still gets "
+           "one of them. They see the centre square of a photo, shrunk to 32x32 pixels, as in the middle column.")
 infos = usable_checkpoints()
 nets = {info.name: zoo.identity(info)["net"] for info in infos}
 models = loaded_models(infos, models_ui(infos, nets))
@@ -122,7 +125,8 @@ for n, upload in enumerate(uploads or []):
     except ValueError as e:  # predict's message is written for the user; the other files go on
         st.error(f"**{upload.name}**: {e}")
         continue
-    image.thumbnail((256, 256))
+    for note in input_notes(image):
+        st.caption(note)
     show_prediction(f"upload_{n}", image, img32, models, checkpoints)
 
 st.subheader("CIFAR-10 test images shipped with the app")

@@ -87,6 +87,29 @@ def to_model_input(image, size: int = 32) -> Image.Image:
     return img.crop((left, top, left + side, top + side)).resize((size, size), Image.Resampling.BICUBIC, reducing_gap=3.0)
 
 
+def preview(img: Image.Image, size: int = 128, background=(240, 242, 246)) -> Image.Image:
+    """The whole image fitted into a size x size square, letterboxed: any shape, even 4000x1, shows without
+    becoming zero pixels wide or tall when drawn."""
+    fitted = img.copy()
+    fitted.thumbnail((size, size), Image.Resampling.LANCZOS)
+    canvas = Image.new("RGB", (size, size), background)
+    canvas.paste(fitted, ((size - fitted.width) // 2, (size - fitted.height) // 2))
+    return canvas
+
+
+def input_notes(img: Image.Image, size: int = 32) -> list[str]:
+    """What the user should know about how `img` becomes the model's input: upscaled, or cropped hard."""
+    w, h = img.size
+    notes = []
+    if min(w, h) < size:
+        notes.append(f"The image is {w}x{h} pixels, smaller than the {size}x{size} the nets see: it is scaled up, "
+                     "so the nets see a blur of it.")
+    if max(w, h) > 2 * min(w, h):
+        kept = 100 * min(w, h) / max(w, h)
+        notes.append(f"The image is {w}x{h} pixels: the nets see only its centre square, {kept:.0f} % of it.")
+    return notes
+
+
 def image_tensor(img32: Image.Image, normalization: dict | None = None) -> torch.Tensor:
     """A 32x32 RGB PIL image -> normalised float tensor (1, 3, 32, 32)."""
     norm = normalization or {"mean": CIFAR10_MEAN, "std": CIFAR10_STD}

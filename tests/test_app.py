@@ -304,6 +304,17 @@ def test_predict_uploads_one_good_and_bad_files(monkeypatch, tiny_checkpoints):
     assert len(overlays(at)) == 8 and not at.exception
 
 
+def test_predict_shows_strips_and_specks_and_says_what_the_nets_see(monkeypatch, tiny_checkpoints):
+    at = open_app(monkeypatch, tiny_checkpoints, "pages/predict.py")
+    strip, speck = (png_bytes(size) for size in ((4000, 10), (1, 1)))
+    at.file_uploader[0].set_value([("strip.png", strip, "image/png"), ("speck.png", speck, "image/png")]).run()
+    assert not at.exception and not at.error
+    assert len(charts(at)) == 3  # both uploads and the gallery image
+    notes = " ".join(c.value for c in at.caption)
+    assert "4000x10 pixels: the nets see only its centre square" in notes and "1x1 pixels" in notes
+    assert "only CIFAR-10's ten classes" in notes
+
+
 def test_classes_compares_any_two(monkeypatch, tiny_checkpoints):
     at = open_app(monkeypatch, tiny_checkpoints, "pages/classes.py")
     confusion, accuracy, gains = charts(at)

@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from resnet_core import CLASSES, build_model, predict
-from resnet_core.predict import load_image, to_model_input
+from resnet_core.predict import input_notes, load_image, preview, to_model_input
 
 
 def encode(img: Image.Image, fmt: str, **kw) -> bytes:
@@ -59,6 +59,27 @@ def test_predict_odd_images(model, kind):
     assert probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1.0001
     seen = to_model_input(data)
     assert seen.size == (32, 32) and seen.mode == "RGB"
+
+
+@pytest.mark.parametrize("kind", sorted(ODD_IMAGES))
+def test_preview_of_any_shape_is_a_square_with_the_image_in_it(kind):
+    image = load_image(ODD_IMAGES[kind]())
+    shown = preview(image)
+    assert shown.size == (128, 128) and shown.mode == "RGB"
+    w, h = image.size
+    if w > 4 * h:  # a wide strip: letterboxed, so the rows above and below it are the background
+        column = [shown.getpixel((64, y)) for y in range(128)]
+        assert column[0] == column[-1] == (240, 242, 246)
+        assert any(pixel != (240, 242, 246) for pixel in column)  # the strip itself, at least one row of it
+
+
+def test_input_notes_say_when_the_nets_see_a_blur_or_a_crop():
+    assert input_notes(Image.new("RGB", (64, 48))) == []
+    small, = input_notes(Image.new("RGB", (20, 30)))
+    assert "20x30" in small and "scaled up" in small
+    strip = input_notes(Image.new("RGB", (4000, 10)))
+    assert len(strip) == 2 and "0 % of it" in strip[1]  # 10 of 4000 columns: 0.25 %
+    assert "25 % of it" in input_notes(Image.new("RGB", (400, 100)))[0]
 
 
 def test_predict_accepts_pil_and_all_classes(model):
