@@ -375,6 +375,9 @@ def train(configs: list[RunConfig], *, data_dir: str | None = None, out_dir: Pat
         meta = read_state_meta(state_dir, cfg.model)
         if meta and restart:
             meta = None
+        elif meta is None and resume and not restart:  # carried state missing: starting it afresh would waste the run
+            raise SystemExit(f"error: --resume, but {state_dir} holds no saved run of {cfg.model}; bring its state "
+                             f"folder there, or leave {cfg.model} out (or drop --resume to start it from scratch)")
         elif meta and not resume and not meta.get("finished"):
             raise SystemExit(f"error: {state_paths(state_dir, cfg.model)[1].parent} holds an unfinished run of "
                              f"{cfg.model} (iteration {meta['iteration']:,}); pass --resume to continue it "

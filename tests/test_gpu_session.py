@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -152,34 +153,99 @@ def test_every_poll_brings_back_a_snapshot(tmp_path):
     assert done.returncode == 0 and "snapshot" not in done.stdout
 
 
-def test_stage_fills_three_carry_folders_and_unpack_takes_whichever_came(tmp_path):
-    """All the data a session carries is staged before its first device call (three folders, two zips each), so
-    that the calls follow each other with nothing to do here in between; unpack takes whatever folder came along."""
+def staging_repo(tmp_path: Path, zip_bytes: int) -> tuple[Path, dict]:
+    """A git repo with the project's .gitignore, six fake CIFAR-10 zips of `zip_bytes` beside it, and the env."""
     zips = tmp_path / "cifar10"
     zips.mkdir()
     for name in ("train-1", "train-2", "train-3", "train-4", "train-5", "test"):
-        (zips / f"{name}.zip").write_bytes(name.encode())
+        (zips / f"{name}.zip").write_bytes(os.urandom(zip_bytes))
     repo = tmp_path / "repo"
     repo.mkdir()
     subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
     (repo / ".gitignore").write_text((REPO / ".gitignore").read_text())
     subprocess.run(["git", "add", ".gitignore"], cwd=repo, check=True)
-    script = REPO / "bench" / "gpu" / "session.sh"
     env = dict(os.environ, CIFAR_ZIPS=str(zips), PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
-    done = subprocess.run(["bash", str(script), "stage"], cwd=repo, env=env, capture_output=True, text=True)
+    return repo, env
+
+
+def stage(repo: Path, env: dict, *args: str) -> tuple[subprocess.CompletedProcess, dict[str, list[str]]]:
+    done = subprocess.run(["bash", str(REPO / "bench" / "gpu" / "session.sh"), "stage", *args], cwd=repo, env=env,
+                          capture_output=True, text=True)
+    return done, {f.name: sorted(z.name for z in f.iterdir()) for f in sorted(repo.glob(".gpu-*"))}
+
+
+KIB = 1024
+
+
+def test_stage_fills_carry_folders_under_the_limit_and_unpack_takes_whichever_came(tmp_path):
+    """All the data a session carries is staged before its first device call, as many zips a folder as fit beside
+    the tree under the call's limit, so that the calls follow each other with nothing to do here in between;
+    unpack takes whatever folder came along."""
+    repo, env = staging_repo(tmp_path, 90 * KIB)
+    env.update(TRAVEL_LIMIT_MIB=str(1 + 200 / 1024))  # 1 MiB margin + 200 KiB: two 90 KiB zips a call
+    done, staged = stage(repo, env)
     assert done.returncode == 0, done.stderr
-    staged = {folder.name: sorted(z.name for z in folder.iterdir()) for folder in repo.glob(".gpu-*")}
-    assert staged == {".gpu-1": ["train-1.zip", "train-2.zip"], ".gpu-2": ["train-3.zip", "train-4.zip"],
-                      ".gpu-3": ["test.zip", "train-5.zip"]}
-    assert "MiB travel with the tree (limit 64)" in done.stdout
+    assert sorted(map(len, staged.values())) == [2, 2, 2]
+    assert sorted(z for zips in staged.values() for z in zips) == sorted(
+        f"{n}.zip" for n in ("test", "train-1", "train-2", "train-3", "train-4", "train-5"))
+    assert "MiB travel with the tree (limit 1.19531)" in done.stdout and "3 carries" in done.stdout
     status = subprocess.run(["git", "status", "--porcelain", "--ignored"], cwd=repo, capture_output=True, text=True)
     assert "!! .gpu-1/" in status.stdout, "the staged zips are ignored: only a carry takes them along"
+
+    (repo / "notes.txt").write_bytes(os.urandom(40 * KIB))  # an untracked file travels too: one zip a call now
+    done, again = stage(repo, env)
+    assert done.returncode == 0 and sorted(map(len, again.values())) == [1] * 6
+    (repo / "notes.txt").unlink()
+    staged = stage(repo, env)[1]
 
     device = tmp_path / "device"  # the device's copy of the tree: only the carried folder came
     (device / ".gpu-2").mkdir(parents=True)
     for z in staged[".gpu-2"]:
         (device / ".gpu-2" / z).write_bytes((repo / ".gpu-2" / z).read_bytes())
     env.update(DATA=str(tmp_path / "data"), RUNS=str(tmp_path / "runs"))
-    done = subprocess.run(["bash", str(script), "unpack"], cwd=device, env=env, capture_output=True, text=True)
+    done = subprocess.run(["bash", str(REPO / "bench" / "gpu" / "session.sh"), "unpack"], cwd=device, env=env,
+                          capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["train-3.zip", "train-4.zip"]
+    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == staged[".gpu-2"]
+
+
+def fake_state(runs: Path, name: str, size: int, finished: bool = False) -> None:
+    (runs / name).mkdir(parents=True)
+    (runs / name / "state-00000100.safetensors").write_bytes(os.urandom(size))
+    (runs / name / "state.json").write_text(json.dumps(dict(finished=finished, iteration=100,
+                                                            tensors="state-00000100.safetensors")))
+
+
+def test_stage_carries_every_unfinished_state_however_many_calls_it_takes(tmp_path):
+    """A resumed --all: more state than one call can carry. Every unfinished run goes, over as many folders as
+    it takes (never a silent subset), the finished ones stay, and unpack puts each where the trainer reads it."""
+    repo, env = staging_repo(tmp_path, 90 * KIB)
+    env.update(TRAVEL_LIMIT_MIB=str(1 + 200 / 1024))
+    unfinished = [f"m{i}" for i in range(5)]
+    for i, name in enumerate(unfinished):
+        fake_state(repo / "runs", name, (60 + 20 * i) * KIB)
+    fake_state(repo / "runs", "done", 50 * KIB, finished=True)
+    done, staged = stage(repo, env)
+    assert done.returncode == 0, done.stderr + done.stdout
+    archives = [z for zips in staged.values() for z in zips if z.startswith("runs-")]
+    assert len(staged) >= 3 + 2 and archives  # 400 KiB of state beyond the data's three calls
+    device = tmp_path / "device"
+    for folder in staged:
+        shutil.copytree(repo / folder, device / folder)
+    env.update(DATA=str(tmp_path / "data"), RUNS=str(tmp_path / "device-runs"))
+    done = subprocess.run(["bash", str(REPO / "bench" / "gpu" / "session.sh"), "unpack"], cwd=device, env=env,
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in (tmp_path / "device-runs").iterdir()) == unfinished
+    for name in unfinished:
+        assert (tmp_path / "device-runs" / name / "state-00000100.safetensors").read_bytes() == \
+            (repo / "runs" / name / "state-00000100.safetensors").read_bytes()
+    assert stage(repo, env, "--no-state")[1].keys() == {".gpu-1", ".gpu-2", ".gpu-3"}
+
+
+def test_stage_refuses_a_tree_that_leaves_no_room(tmp_path):
+    repo, env = staging_repo(tmp_path, 90 * KIB)
+    env.update(TRAVEL_LIMIT_MIB=str(1 + 200 / 1024))
+    (repo / "big.bin").write_bytes(os.urandom(300 * KIB))
+    done, staged = stage(repo, env)
+    assert done.returncode != 0 and "the tree alone is" in done.stderr and not staged

@@ -92,6 +92,11 @@ def test_resume_reaches_the_same_result(tmp_path, shared_cifar):
     assert config["wall_time_s"] > first_part_s + sum(r["epoch_time_s"] for r in hb["records"]) and first_part_s > 0
     assert config["trained_alongside"] == []
     assert train.main(argv + ["--resume"]) == 0  # a finished run is skipped on --resume
+    # A model named for resuming whose state did not come along (a carry left behind): refuse, rather than
+    # train it from scratch beside the resumed ones.
+    with pytest.raises(SystemExit, match="holds no saved run of plain20"):
+        train.main(argv[:1] + ["resnet20", "plain20"] + argv[2:] + ["--resume"])
+    assert not (tmp_path / "runs-b" / "plain20").exists()
 
 
 def test_a_save_killed_halfway_resumes_from_the_previous_one(tmp_path, shared_cifar, monkeypatch):

@@ -2,9 +2,9 @@
 # ../shared/GPU.md for this project: one subcommand per `device run` call, so that a 30-minute session
 # spends its minutes training, not typing. Run from the repository root.
 #
-#   here:    bash bench/gpu/session.sh stage                     # .gpu-1/2/3: two CIFAR-10 zips each, all at once
-#   device:  bash bench/gpu/session.sh unpack                    # carry=[".gpu-1"]: its zips into /root/data
-#   device:  bash bench/gpu/session.sh unpack                    # carry=[".gpu-2"], then carry=[".gpu-3"]
+#   here:    bash bench/gpu/session.sh stage                     # .gpu-1, .gpu-2, ...: the data (+ state), all at once
+#   device:  bash bench/gpu/session.sh unpack                    # carry=[".gpu-1"]: zips into /root/data, state to runs
+#   device:  bash bench/gpu/session.sh unpack                    # carry=[".gpu-2"], and so on for each folder
 #   device:  bash bench/gpu/session.sh check                     # CUDA tests + throughput table (~3 min)
 #   device:  bash bench/gpu/session.sh start --all --time-budget 18   # train.py, detached; its log is /root/train.log
 #   device:  bash bench/gpu/session.sh poll 540                  # wait, show progress, snapshot as collect does
@@ -14,7 +14,7 @@
 #
 # Every device call follows the last with nothing to do here in between: the machine goes back after 30 s idle,
 # and all it holds with it. Everything a session carries is staged before its first call.
-# A later session resumes: `stage` and `stage-state` (runs/ as archives in .gpu-state), unpack each, and
+# A later session resumes: `stage` carries runs/' unfinished state too (more folders), unpack each, and
 # `start --model <the unfinished ones> --resume --time-budget N` (collect's status.txt names them).
 # Every poll returns what collect would: if the machine is lost before collect, `receive` the last poll's files.
 set -euo pipefail
@@ -56,20 +56,8 @@ PY
 }
 
 case "$cmd" in
-stage)  # here: .gpu-1, .gpu-2, .gpu-3 hold two zips each (train-1+2, train-3+4, train-5+test): one carry a call
-    src=${CIFAR_ZIPS:-../shared/datasets/cifar10}
-    tracked=$(git ls-files -z | xargs -0 du -cb | tail -n1 | cut -f1)
-    n=0
-    for pair in "train-1 train-2" "train-3 train-4" "train-5 test"; do
-        n=$((n + 1)); rm -rf ".gpu-$n"; mkdir ".gpu-$n"
-        for z in $pair; do cp "$src/$z.zip" ".gpu-$n/"; done
-        size=$(du -cb ".gpu-$n" | tail -n1 | cut -f1)
-        echo ".gpu-$n: $(ls .gpu-$n | tr '\n' ' ')-> $(( (tracked + size) >> 20 )) MiB travel with the tree (limit 64)"
-    done
-    ;;
-stage-state)  # here: the resumable state in runs/ as archives in .gpu-state (each <= 16 MiB; carry it alone)
-    rm -rf .gpu-state && mkdir .gpu-state
-    python3 bench/gpu/pack.py .gpu-state runs runs/* --unfinished-only --max-files 8 --total-mib 48
+stage)  # here: the six CIFAR-10 zips and runs/' unfinished state into .gpu-1, .gpu-2, ...: one carry a call
+    python3 "$(dirname "$0")/stage.py" "$@"
     ;;
 unpack)  # device: the carried zips into $DATA, the carried state archives into $RUNS; show the machine
     mkdir -p "$DATA" "$RUNS"
