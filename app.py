@@ -35,11 +35,17 @@ def checks_summary() -> None:
     if checks.empty:
         return
     counts = checks["holds"].value_counts()
-    failed = checks.loc[checks["holds"] == "no", "claim"].tolist()
-    st.markdown(f"**On these checkpoints** {counts.get('yes', 0)} of the paper's {len(checks)} CIFAR-10 claims hold, "
-                f"{counts.get('no', 0)} do not and {counts.get('not measured', 0)} are not measured yet; the "
-                "*Degradation curves* page gives the evidence for each." + (" Not holding:" if failed else "")
-                + "".join(f"\n- {claim}" for claim in failed))
+    words = {"yes": ("holds", "hold"), "partly": ("holds at some depths only", "hold at some depths only"),
+             "no": ("does not", "do not"),
+             "short run": ("is a Table 6 error, which waits for a run as long as the paper's",
+                           "are Table 6 errors, which wait for runs as long as the paper's"),
+             "not measured": ("is not measured yet", "are not measured yet")}
+    parts = [f"{counts[v]} {words[v][int(counts[v] > 1)]}" for v in zoo.VERDICTS if counts.get(v)]
+    listed = "".join(f"\n\n{title}" + "".join(f"\n- {claim}" for claim in checks.loc[checks["holds"] == v, "claim"])
+                     for v, title in (("no", "Not holding:"), ("partly", "Holding at some depths only:"))
+                     if counts.get(v))
+    st.markdown(f"**On these checkpoints**, of the paper's {len(checks)} CIFAR-10 claims: {'; '.join(parts)}. "
+                "The *Degradation curves* page gives the evidence for each." + listed)
 
 
 # What to look for on each page (by its URL path), in the order a lecture would take them.
