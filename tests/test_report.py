@@ -125,7 +125,7 @@ def test_results_markdown_from_real_checkpoints(tiny_checkpoints, tiny_seed_chec
         row = next(line for line in text.splitlines() if line.startswith(f"| {info.name} |"))
         assert f"| {info.metrics['test_error']:.2f} |" in row
         assert ("not bundled" in row) == info.name.endswith("18")
-    assert "| ResNet-20: test error at or below the paper's 8.75 % | no |" in text  # two epochs on 256 images
+    assert "| ResNet-20: test error at or below the paper's 8.75 % | short run |" in text  # two epochs on 256 images
     assert "short run" in text
     assert "#### Seed report 000" in text and "ours: ResNet-18" in text and "ours: ResNet-34" not in text
 
