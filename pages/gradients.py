@@ -95,6 +95,7 @@ def training_section(infos) -> None:
         color=model_legend(profile), detail="checkpoint:N",
         tooltip=["checkpoint", "layer", alt.Tooltip("grad_norm:Q", format=".3g", title="gradient norm")],
     ).properties(height=300, title=f"Gradient norm per layer at epoch {epoch}"), profile, "gradient_norms_epoch")
+    st.markdown(f"**Measured here**, epoch {epoch}, smallest to largest layer norm: {zoo.norm_spans(profile)}.")
     resnet_range, plain_range = SEED_REPORT_GRAD_NORMS["resnet18"], SEED_REPORT_GRAD_NORMS["plain18"]
     st.caption(f"For reference, seed report 000 states norms of {resnet_range[0]}-{resnet_range[1]} for ResNet-18 and "
                f"{plain_range[0]}-{plain_range[1]} for Plain-18 (its claim, not measured here). The epoch slider is "
@@ -134,14 +135,16 @@ def live_section() -> None:
         color=model_legend(shown),
         tooltip=["model", "layer", alt.Tooltip("grad_norm:Q", format=".3g", title="gradient norm")],
     ).properties(width=380, height=300).facet(column=PANELS), data, "gradient_norms_init", stretch=False)
+    st.markdown(f"**Measured here**, at initialisation, smallest to largest layer norm: "
+                f"{zoo.norm_spans(shown, by='model')}.")
     exceptions = ", ".join(f"{n} for {d} layers" for d, n in LIVE_IMAGES_PER_CLASS_BY_DEPTH.items())
     st.caption(f"Batch: the first {LIVE_IMAGES_PER_CLASS} shipped test images of each class ({exceptions}), seed 0, "
                "BN on batch statistics.")
 
 
-header("Gradient flow", "In deep plain nets the layers' gradient norms spread over orders of magnitude (at "
-       "initialisation the first layers get by far the largest); in residual nets every layer gets a gradient of "
-       "similar size.")
+header("Gradient flow", "How large a gradient each weight layer gets, during training and in a freshly "
+       "initialised net: does a deep plain net starve some layers (or flood them) where a residual net does not? "
+       "Each chart says what it measured.")
 st.caption("A measurement, not the paper's explanation of degradation: He et al. (Sec. 4.1) train their plain nets with "
            "BN, report that the backward gradients 'exhibit healthy norms', and conjecture that deep plain nets "
            "instead converge exponentially slowly. Vanishing gradients are not what they blame.")

@@ -133,6 +133,17 @@ def grad_norm_frame(infos: list[CheckpointInfo]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def norm_spans(profile: pd.DataFrame, by: str = "checkpoint") -> str:
+    """How far each net's per-layer gradient norms spread, in words: 'plain56: 0.014 (layer 1) to 0.24 (layer 22),
+    17x; ...', from a frame with `by`, index and grad_norm (finite, positive values only)."""
+    parts = []
+    for name, rows in profile[np.isfinite(profile["grad_norm"]) & (profile["grad_norm"] > 0)].groupby(by, sort=False):
+        low, high = rows.loc[rows["grad_norm"].idxmin()], rows.loc[rows["grad_norm"].idxmax()]
+        parts.append(f"{name}: {low['grad_norm']:.2g} (layer {low['index']}) to {high['grad_norm']:.2g} "
+                     f"(layer {high['index']}), {high['grad_norm'] / low['grad_norm']:.0f}x")
+    return "; ".join(parts)
+
+
 def with_ranks(records: list[dict], value: str) -> pd.DataFrame:
     """Records in layer order plus `rank`: 1 for the largest value (paper Fig. 7, bottom); a missing value (null:
     it overflowed) ranks first."""

@@ -189,6 +189,10 @@ def test_gradient_flow_from_history_and_live_at_init(monkeypatch, tiny_checkpoin
     assert not at.exception
     live = charts(at)[-1]
     assert set(live["model"]) == {"plain20", "resnet20"} and len(live) == 2 * 20
+    measured = [m.value for m in at.markdown if m.value.startswith("**Measured here**")]
+    assert len(measured) == 2 and "plain20: " in measured[0] and "resnet20: " in measured[1]
+    low = profile.loc[profile[profile["checkpoint"] == "plain20"]["grad_norm"].idxmin()]
+    assert f"plain20: {low['grad_norm']:.2g} (layer {low['index']}) to " in measured[0]  # from the drawn data
 
 
 def test_live_gradient_flow_at_1202_layers(monkeypatch, tmp_path):

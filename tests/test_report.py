@@ -6,6 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from resnet_core import report, zoo
@@ -175,3 +176,10 @@ def test_the_readme_shows_the_bundled_checkpoints_numbers():
     block = report.results_markdown(list_checkpoints(repo / "checkpoints")[0])
     readme = (repo / "README.md").read_text()
     assert report.BEGIN + "\n" + block in readme, "run `python -m resnet_core.report --verify --readme README.md`"
+
+
+def test_norm_spans_name_the_smallest_and_largest_layer_of_each_net():
+    profile = pd.DataFrame(dict(checkpoint=["plain56"] * 3 + ["resnet56"] * 3, index=[1, 2, 3] * 2,
+                                grad_norm=[0.01, 0.5, float("nan"), 0.2, 0.0, 0.4]))
+    assert zoo.norm_spans(profile) == ("plain56: 0.01 (layer 1) to 0.5 (layer 2), 50x; "
+                                       "resnet56: 0.2 (layer 1) to 0.4 (layer 3), 2x")  # NaN and 0 left out
