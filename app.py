@@ -12,7 +12,7 @@ REFERENCE_SHAPES = dict(zip(zoo.REFERENCES, ["diamond", "square", "triangle-down
 
 def home() -> None:
     header("ResNet Explorer", "In the paper, deeper plain nets train *worse* and deeper residual nets train better. "
-           "Our runs are the filled points; reference numbers from the paper and two reproduction reports are hollow.")
+           "Our runs are the filled points; reference numbers (the paper's, and reproductions') are hollow.")
     st.markdown(
         "Adding layers to a plain convolutional network should never hurt, since the extra layers could learn the "
         "identity, yet beyond about 20 layers plain nets reach a *higher training error*. "
@@ -107,6 +107,7 @@ def depth_chart() -> None:
             scale=alt.Scale(domain=sources, range=[REFERENCE_SHAPES[s] for s in sources])))
     chart = alt.layer(lines, points, references).resolve_scale(shape="independent").properties(height=380)
     show_chart(chart, data, "final_error_vs_depth")
+    st.caption(zoo.sources_note(sources))
 
 
 def zoo_table() -> None:

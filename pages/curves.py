@@ -16,6 +16,15 @@ def curves_ui(depths: list[int]) -> tuple[list[int], str, bool]:
     return chosen, metric, log
 
 
+def wrapped_table(frame, verdicts: str | None = None) -> None:
+    """A static table, so that long claims and evidence wrap (st.dataframe cuts them off), with the `verdicts`
+    column tinted: green where the claim holds, amber where it holds in part, red where it does not."""
+    tint = {"yes": "background-color: #d9f0d3", "partly": "background-color: #fbe5b6",
+            "no": "background-color: #f4cccc"}
+    style = frame.style.hide(axis="index")
+    st.table(style.map(lambda v: tint.get(v, ""), subset=[verdicts]) if verdicts else style)
+
+
 header("Degradation curves", "In the paper (Fig. 6), deeper plain nets end *above* the shallow ones, in training error "
        "(dashed) as well as test error (solid), while deeper residual nets end lower. The checks below the charts "
        "say which of that our runs show.")
@@ -34,34 +43,28 @@ chart = alt.Chart(data).mark_line(strokeWidth=1.8).encode(
     detail="checkpoint:N",
     tooltip=["checkpoint", "split", "epoch", "iteration", alt.Tooltip("value:Q", format=".3f", title=metric)],
 ).properties(width=400, height=320).facet(column=PANELS)
-show_chart(chart, data, f"curves_{metric.replace(' ', '_')}", stretch=False)
+if data.empty:
+    st.info("No curves to draw: pick at least one depth in the sidebar.")
+else:
+    show_chart(chart, data, f"curves_{metric.replace(' ', '_')}", stretch=False)
 st.caption("Both panels share the same axes. Pick depths, the metric and a log scale in the sidebar; every line is "
-           "one checkpoint, sampled once per epoch.")
+           "one checkpoint, sampled once per epoch. The dashed training curve is the running error on each epoch's "
+           "augmented batches (cropped and flipped, while the weights were still moving), as in the paper's Fig. 6.")
 
 st.subheader("Final errors next to the references")
-st.caption("Our errors (%) at the end of training: the train error is the final model's on the clean training set "
-           "(the last epoch's running error in checkpoints that did not record it). The reference columns are test "
-           "errors quoted from the paper (Table 6) and from two reproduction reports, never measured here; "
-           "'ours minus ...' is our test error minus theirs, in percentage points.")
 finals = frame(zoo.final_errors_frame)
 finals = finals[finals["depth"].isin(depths)]
 if (finals["model"] == finals["checkpoint"]).all():
     finals = finals.drop(columns="model")  # a folder named after its model says it twice
-labels = {"train_error": "train error % (final model)", "test_error": "test error %"}
-st.dataframe(finals, hide_index=True,
-             column_config={c: st.column_config.NumberColumn(labels.get(c, c + (" %" if c in zoo.REFERENCES else "")),
-                                                             format="%.2f")
-                            for c in finals.columns if finals[c].dtype.kind == "f" or c in zoo.REFERENCES})
-
-
-def wrapped_table(frame, verdicts: str | None = None) -> None:
-    """A static table, so that long claims and evidence wrap (st.dataframe cuts them off), with the `verdicts`
-    column tinted: green where the claim holds, amber where it holds in part, red where it does not."""
-    tint = {"yes": "background-color: #d9f0d3", "partly": "background-color: #fbe5b6",
-            "no": "background-color: #f4cccc"}
-    style = frame.style.hide(axis="index")
-    st.table(style.map(lambda v: tint.get(v, ""), subset=[verdicts]) if verdicts else style)
-
+table = zoo.final_errors_table(finals)
+st.caption("Our errors (%) at the end of training: the train error is the final model's on the clean training set "
+           "(the last epoch's running error in checkpoints that did not record it), which is why it differs from the "
+           "dashed curve's last point (the running error on augmented batches). Each reference column gives their "
+           "test error, never measured here, and in brackets ours minus theirs, in percentage points.")
+wrapped_table(table)
+st.caption(zoo.sources_note([c for c in zoo.REFERENCES if finals[c].notna().any()]))
+st.download_button("Download this table (CSV)", finals.to_csv(index=False).encode(), "final_errors.csv", "text/csv",
+                   key="csv-final-errors", on_click="ignore", icon=":material/download:")
 
 st.subheader("The paper's claims, checked on these runs")
 st.caption("Each claim of the paper's CIFAR-10 experiment against our checkpoints' final numbers (the final "

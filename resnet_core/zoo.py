@@ -22,6 +22,17 @@ CURVES = (("train_error", "train", "top-1 error"), ("test_error", "test", "top-1
 # Reference test errors by source, named for what each is (the reports are ../shared/seeds/000_* and 003_*).
 REFERENCES = {"paper (Table 6)": TABLE6_TEST_ERROR, "200-epoch reproduction (report 003)": SEED_REPORT_2_TEST_ERROR,
               "ResNet-18 reproduction (report 000)": {m: c["test_error"] for m, c in SEED_REPORT_CLAIMS.items()}}
+# Where each reference comes from, for a reader who wants to look it up.
+REFERENCE_SOURCES = {
+    "paper (Table 6)": "He et al., CVPR 2016, Table 6: the residual nets' CIFAR-10 test error (the paper gives the "
+                       "plain nets as curves only, in Fig. 6)",
+    "200-epoch reproduction (report 003)": "a public reproduction's README, one of the documents this project started "
+                                           "from (../shared/seeds/003_*.txt): plain and residual 20- and 56-layer nets, "
+                                           "200 epochs, lr divided by 10 at epochs 80 and 120",
+    "ResNet-18 reproduction (report 000)": "a reproduction report this project started from (../shared/seeds/000_*.txt):"
+                                           " CIFAR ResNet-18 against Plain-18, 200 epochs; the Degradation curves page "
+                                           "checks its claims point by point",
+}
 # What the headline's errors measure, by metrics.json key. Its train error is the final model's on the clean
 # training set, or, in checkpoints that predate that, the running error on the last epoch's augmented batches.
 MEASURES = {"train_error_clean": "train error (final model, clean training set)",
@@ -100,6 +111,26 @@ def final_errors_frame(infos: list[CheckpointInfo]) -> pd.DataFrame:
             row[f"ours minus {source}"] = None if ref is None else info.metrics["test_error"] - ref
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def sources_note(sources) -> str:
+    """'Sources: paper (Table 6): He et al. ...; ...' for the references among `sources`, in REFERENCES order."""
+    shown = [s for s in REFERENCES if s in set(sources)]
+    return "Sources: " + "; ".join(f"*{s}*: {REFERENCE_SOURCES[s]}" for s in shown) + "." if shown else ""
+
+
+def final_errors_table(finals: pd.DataFrame) -> pd.DataFrame:
+    """final_errors_frame for reading: each reference that quotes any of these models as one column, '8.75
+    (+5.85)' (theirs, and ours minus theirs in points), blank where it quotes none; our errors to 2 decimals."""
+    table = finals[[c for c in finals.columns if c not in REFERENCES and not c.startswith("ours minus ")]].copy()
+    for column in ("train_error", "test_error"):
+        table[column] = [("" if v is None or pd.isna(v) else f"{v:.2f}") for v in finals[column]]
+    for source in REFERENCES:
+        if finals[source].notna().any():
+            table[f"{source} % (ours minus it)"] = [
+                "" if pd.isna(ref) else f"{ref:.2f} ({diff:+.2f})"
+                for ref, diff in zip(finals[source], finals[f"ours minus {source}"])]
+    return table.rename(columns={"train_error": "train error % (final model)", "test_error": "test error %"})
 
 
 def headline_frame(infos: list[CheckpointInfo]) -> pd.DataFrame:

@@ -94,6 +94,9 @@ def test_home_lists_the_zoo_and_draws_error_against_depth(monkeypatch, tiny_chec
     assert set(train["measure"]) == {"train error (final model, clean training set)"}
     assert (train["error"] == zoo.set_index("checkpoint")["train_error_clean"]).all()
     assert "paper (Table 6)" in set(points["source"])  # the paper's points beside ours
+    sources = next(c.value for c in at.caption if c.value.startswith("Sources: "))
+    assert "*paper (Table 6)*: He et al." in sources and "../shared/seeds/003_" in sources  # each drawn, said where from
+    assert "report 000" not in sources  # it quotes only 18-layer nets, and there are none here
     assert not at.warning
     summary = next(m.value for m in at.markdown if m.value.startswith("**On these checkpoints**"))
     assert re.search(r"of the paper's \d+ CIFAR-10 claims: \d+ holds?", summary), summary
@@ -152,14 +155,17 @@ def test_curves_show_both_nets_and_the_references(monkeypatch, tiny_checkpoints)
     assert set(charts(at)[0]["split"]) == {"test"}  # top-5 is recorded on the test set only
     at.sidebar.toggle[0].set_value(True).run()
     assert not at.exception
-    finals = at.dataframe[0].value.set_index("checkpoint")
+    finals = at.table[0].value.set_index("checkpoint")
     assert "model" not in finals.columns  # each folder is named after its model: said once
-    assert finals.loc["resnet20", "paper (Table 6)"] == 8.75
-    assert finals.loc["resnet20", "ours minus paper (Table 6)"] == pytest.approx(finals.loc["resnet20", "test_error"] - 8.75)
-    checks = at.table[0].value.set_index("claim")
+    ours = float(finals.loc["resnet20", "test error %"])
+    assert finals.loc["resnet20", "paper (Table 6) % (ours minus it)"] == f"8.75 ({ours - 8.75:+.2f})"
+    assert finals.loc["plain20", "paper (Table 6) % (ours minus it)"] == ""  # the paper gives plain nets as curves
+    assert not any("report 000" in c for c in finals.columns)  # it quotes no 20-layer net: no empty column
+    assert "*paper (Table 6)*: He et al., CVPR 2016, Table 6" in " ".join(c.value for c in at.caption)
+    checks = at.table[1].value.set_index("claim")
     assert checks.loc["ResNet-20: test error at or below the paper's 8.75 %", "holds"] == "short run"  # 2 epochs
     assert checks.loc["Degradation: plain-56 has a higher final test error than plain-20", "holds"] == "not measured"
-    seed = at.table[1].value
+    seed = at.table[2].value
     assert list(seed.columns) == ["claim", "report: ResNet-18", "report: Plain-18"]  # nothing of ours to show yet
     assert "python train.py --depth 18 34 --both --recipe seed --no-weights" in " ".join(i.value for i in at.info)
 
@@ -169,7 +175,9 @@ def test_curves_compare_the_seed_report_point_by_point(monkeypatch, tiny_checkpo
     shutil.copytree(tiny_seed_checkpoints, root, dirs_exist_ok=True)
     at = open_app(monkeypatch, root, "pages/curves.py")
     assert set(charts(at)[0]["model"]) == {"resnet20", "plain20", "resnet18", "plain18"}
-    seed = at.table[1].value.set_index("claim")
+    finals = at.table[0].value.set_index("checkpoint")  # report 000 quotes the 18s: its column is there now
+    assert finals.loc["resnet18", "ResNet-18 reproduction (report 000) % (ours minus it)"].startswith("7.70 (")
+    seed = at.table[2].value.set_index("claim")
     metrics = json.loads((root / "resnet18" / "metrics.json").read_text())
     assert seed.loc["top-1 test accuracy (%)", "ours: ResNet-18"] == f"{100 - metrics['test_error']:.2f}"
     assert seed.loc["top-1 test accuracy (%)", "report: ResNet-18"] == "92.3"
