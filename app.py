@@ -134,8 +134,11 @@ def zoo_table() -> None:
         "iterations": st.column_config.NumberColumn("iterations", format="localized",
                                                     help=f"SGD steps of batch 128; the paper trains for {PAPER_ITERATIONS:,}."),
         "train_minutes": st.column_config.NumberColumn(
-            "training time (min)", format="%.1f", help="Wall-clock time of the run that trained it; models trained "
-            "side by side share one run, so each shows the whole run's time."),
+            "training time (min)", format="%.1f", help="Wall-clock time of the run that trained it, until it was "
+            "published: models trained side by side share one clock, so each shows nearly the whole run's time (the "
+            "one published last a little more). 'time counts' says where an older checkpoint counted its training "
+            "steps only."),
+        "time_counts": "time counts",
         "weights": st.column_config.CheckboxColumn("weights bundled")})
 
 

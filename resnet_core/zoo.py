@@ -68,6 +68,15 @@ def shortcuts(info: CheckpointInfo) -> str:
     return {"A": "A: identity, zero-padded", "B": "B: projection at stage changes"}.get(kind, kind)
 
 
+def time_counts(info: CheckpointInfo) -> str:
+    """What the checkpoint's wall_time_s counts. The trainer now times the whole run until publishing; older
+    checkpoints recorded the sum of their epochs' training steps, exactly, and are told apart by that."""
+    wall, steps = info.config.get("wall_time_s"), [r.get("epoch_time_s") for r in info.history["records"]]
+    if wall is None or not steps or any(t is None for t in steps):
+        return ""
+    return "training steps only" if math.isclose(wall, sum(steps), rel_tol=1e-9) else "whole run, evaluation included"
+
+
 def zoo_frame(infos: list[CheckpointInfo]) -> pd.DataFrame:
     """One row per checkpoint: size, final errors (%), the paper's Table 6 error, training time and device.
     Two training errors: `train_error` is the running error on the last epoch's augmented batches (the dashed
@@ -81,7 +90,7 @@ def zoo_frame(infos: list[CheckpointInfo]) -> pd.DataFrame:
                          train_error=m.get("train_error"), train_error_clean=m.get("train_error_clean"),
                          test_error=m["test_error"], paper_test_error=TABLE6_TEST_ERROR.get(c["model"]),
                          iterations=c["recipe"].get("iterations"), train_minutes=(c.get("wall_time_s") or math.nan) / 60,
-                         device=c.get("device"), weights=info.has_weights))
+                         time_counts=time_counts(info), device=c.get("device"), weights=info.has_weights))
     return pd.DataFrame(rows).sort_values(["net", "depth", "checkpoint"], ignore_index=True) if rows else pd.DataFrame()
 
 

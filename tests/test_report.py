@@ -183,3 +183,14 @@ def test_norm_spans_name_the_smallest_and_largest_layer_of_each_net():
                                 grad_norm=[0.01, 0.5, float("nan"), 0.2, 0.0, 0.4]))
     assert zoo.norm_spans(profile) == ("plain56: 0.01 (layer 1) to 0.5 (layer 2), 50x; "
                                        "resnet56: 0.2 (layer 1) to 0.4 (layer 3), 2x")  # NaN and 0 left out
+
+
+def test_time_counts_tells_old_step_only_times_from_whole_run_times():
+    info = fake("resnet20", 9.0)
+    assert zoo.time_counts(info) == ""  # no time recorded
+    info.history["records"][0]["epoch_time_s"] = 120.0
+    info.config["wall_time_s"] = 120.0  # what the trainer recorded before it timed the whole run
+    assert zoo.time_counts(info) == "training steps only"
+    info.config["wall_time_s"] = 151.5
+    assert zoo.time_counts(info) == "whole run, evaluation included"
+    assert zoo.zoo_frame([info]).loc[0, "time_counts"] == "whole run, evaluation included"
