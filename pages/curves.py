@@ -85,7 +85,9 @@ st.caption("A reproduction report we started from claims these numbers for a CIF
            "and ResNet-34 / Plain-34 as an extension. Where we disagree, the verdict says so.")
 if not have & {"resnet18", "plain18", "resnet34", "plain34"}:
     st.info("No 18- or 34-layer checkpoints yet, so only the report's side is filled in. Train them with\n\n"
-            "```\npython train.py --depth 18 34 --both --recipe seed --no-weights\n```")
+            "```\npython train.py --depth 18 34 --both --recipe seed --no-weights\n```\n\non a GPU (200 epochs of "
+            "ResNet-18 take about two days on 2 CPU cores). `--no-weights` publishes the curves and metrics without "
+            "the weights, which are too large to bundle (43 MB for ResNet-34 at fp16); leave it out to keep them.")
 # Only the columns that hold something: the report's side always, ours once measured, the verdict with both 18s.
 shown = seed[[c for c in seed.columns if not c.startswith("ours:") or seed[c].astype(bool).any()]]
 if (shown["verdict (18 layers)"] == "not measured yet").all():
