@@ -91,6 +91,7 @@ def surface_section(surface, chosen: list[str]) -> None:
         column=alt.Column("checkpoint:N", title=None, sort=chosen, header=PANEL_HEADER)).resolve_scale(color="shared")
     st.subheader("2-D surface: plain and residual")
     show_chart(chart, data, "loss_surfaces", stretch=False)
+    st.markdown(f"**Measured here**, training loss over each surface: {zoo.surface_summary(data)}.")
     overflowed = len(data) - len(shown)
     st.caption("Both panels share one colour scale: the same colour is the same loss. The cross marks the trained "
                "weights (alpha = beta = 0); the weights at (alpha, beta) are trained + alpha d1 + beta d2, where d1 "
@@ -116,9 +117,9 @@ def slice_section(slices, chosen: list[str]) -> None:
                "surface, a slice is the surface's beta = 0 row.")
 
 
-header("Loss landscape", "What we measured: the training loss as each net's trained weights move along random, "
-       "filter-normalised directions; Li et al. (2018) found a smooth, nearly convex basin around residual nets and "
-       "a chaotic one around deep plain nets.")
+header("Loss landscape", "The training loss as each net's trained weights move along random, filter-normalised "
+       "directions. Li et al. (2018) found a smooth, nearly convex basin around residual nets and a chaotic one "
+       "around deep plain nets; the numbers under the surfaces say what we measured.")
 infos = usable_checkpoints()
 found = measured(infos)
 missing = [info for info in infos if info.name not in {i.name for i, _ in found}]

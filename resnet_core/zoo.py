@@ -274,6 +274,22 @@ def landscape_frames(landscapes: list[tuple[CheckpointInfo, dict]]) -> tuple[pd.
     return tidy(slices, ["alpha"]), tidy(surfaces, ["alpha", "beta"]), pd.DataFrame(settings)
 
 
+def surface_summary(surface: pd.DataFrame) -> str:
+    """Each checkpoint's 2-D surface in numbers: the loss at the trained weights, the median and the largest over
+    the grid (and how many points overflowed), from landscape_frames' surface frame."""
+    parts = []
+    for name, rows in surface.groupby("checkpoint", sort=False):
+        centre = rows.loc[(rows["alpha"] == 0) & (rows["beta"] == 0), "loss"]
+        finite = rows["loss"][np.isfinite(rows["loss"])]
+        def num(v: float) -> str:  # 0.419, 61.6, 53,800: three figures, never an exponent
+            return f"{v:,.3g}" if abs(v) < 1000 else f"{float(f'{v:.3g}'):,.0f}"
+        text = (f"{name}: {num(centre.iloc[0])} at the trained weights, median {num(finite.median())}, "
+                f"largest {num(finite.max())}" if len(centre) and len(finite) else f"{name}: no finite loss")
+        overflowed = len(rows) - len(finite)
+        parts.append(text + (f" ({overflowed} points overflowed)" if overflowed else ""))
+    return "; ".join(parts)
+
+
 def prediction_frame(predictions: dict[str, list[tuple[str, float]]]) -> pd.DataFrame:
     """{model: [(class, probability), ...]} -> model, rank, class, probability (%)."""
     return pd.DataFrame([dict(model=model, rank=k + 1, **{"class": cls}, probability=100 * p)

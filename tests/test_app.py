@@ -245,6 +245,8 @@ def test_landscape_surfaces_side_by_side_and_slices_together(monkeypatch, tiny_l
     assert set(slices["net"]) == {"plain", "residual"} and len(slices) == 2 * 5
     recorded = json.loads((tiny_landscapes / "resnet20" / "landscape.json").read_text())
     assert centre.loc["resnet20", "loss"] == pytest.approx(recorded["center_loss"])
+    measured = next(m.value for m in at.markdown if m.value.startswith("**Measured here**"))
+    assert f"resnet20: {recorded['center_loss']:.3g} at the trained weights, median " in measured
     settings = at.dataframe[0].value.set_index("checkpoint")
     assert settings.loc["plain20", "points"] == 32 and settings.loc["plain20", "grid"] == 5
     assert settings.loc["plain20", "device"].startswith("cpu") and settings.loc["plain20", "seed"] == 0

@@ -194,3 +194,14 @@ def test_time_counts_tells_old_step_only_times_from_whole_run_times():
     info.config["wall_time_s"] = 151.5
     assert zoo.time_counts(info) == "whole run, evaluation included"
     assert zoo.zoo_frame([info]).loc[0, "time_counts"] == "whole run, evaluation included"
+
+
+def test_surface_summary_gives_centre_median_and_largest_loss():
+    grid = [(a, b) for a in (-1, 0, 1) for b in (-1, 0, 1)]
+    surface = pd.DataFrame([dict(checkpoint="plain56", alpha=a, beta=b, loss=1.38 if (a, b) == (0, 0) else 53_812.0 * (a == 1)
+                                 + 2.0) for a, b in grid]
+                           + [dict(checkpoint="resnet56", alpha=a, beta=b, loss=float("nan") if a == -1 else 0.419)
+                              for a, b in grid])
+    assert zoo.surface_summary(surface) == ("plain56: 1.38 at the trained weights, median 2, largest 53,800; "
+                                            "resnet56: 0.419 at the trained weights, median 0.419, largest 0.419 "
+                                            "(3 points overflowed)")
