@@ -89,7 +89,7 @@ def depth_chart() -> None:
     data = frame(zoo.headline_frame)
     ours, refs = data[data["source"] == "ours"], data[data["source"] != "ours"]
     # References sit beside our point of the same depth (xOffset), not on top of it.
-    x, offset = alt.X("depth:O", title="depth (weight layers)"), alt.XOffset("source:N", sort=["ours", *zoo.REFERENCES])
+    x, offset = alt.X("depth:O", title="depth (weight layers)", axis=alt.Axis(labelAngle=0)), alt.XOffset("source:N", sort=["ours", *zoo.REFERENCES])
     y = alt.Y("error:Q", title="final error (%)")
     color = alt.Color("net:N", scale=NET_COLORS, title="network")
     tooltip = ["source", "model", "checkpoint", "measure", alt.Tooltip("error:Q", format=".2f", title="error (%)")]

@@ -55,6 +55,9 @@ def block_diagram(block: str, width: int, residual: bool, shortcut: str) -> str:
 header("Architecture", "With identity shortcuts (option A, the paper's CIFAR nets) a residual block is a plain block "
        "plus one shortcut: the same layers, parameters and FLOPs, and a single addition more. Projection shortcuts "
        "(option B) add a 1x1 convolution where the shape changes.")
+st.caption("The paper's CIFAR nets have 6n+2 weight layers: a first 3x3 convolution, three stages of n blocks of two "
+           "3x3 convolutions (16, 32 and 64 filters; 6n layers in all) and the final fully connected layer. n = 3, 5, "
+           "7, 9, 18 and 200 give 20, 32, 44, 56, 110 and 1202 layers.")
 name = architecture_ui()
 info = model_info(name)
 table, block, width = layers(name)

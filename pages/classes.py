@@ -110,8 +110,8 @@ def recorded_without_images(info, found: list[dict], why_not_all: str | None) ->
                "was not found, so the images cannot be shown: set CIFAR10_DIR to its folder.", help=why_not_all)
 
 
-header("Classes", "Where the two nets differ class by class: the bottom chart shows how many points of accuracy "
-       "B gains over A on each class (a seed report claims shortcuts help 'bird' most).")
+header("Classes", "Where the two nets differ class by class: the chart *Which classes B gains on over A* shows how "
+       "many points of accuracy B gains over A on each class (a seed report claims shortcuts help 'bird' most).")
 infos = usable_checkpoints()
 a, b, wrong = classes_ui(infos)
 chosen = [a] if a == b else [a, b]

@@ -28,7 +28,6 @@ then reload this page (set `RESNET_CHECKPOINTS` to read another folder)."""
 PLAIN_SHADES = ("#fdae6b", "#7f2704")
 RESIDUAL_SHADES = ("#9ecae1", "#08306b")
 NET_COLORS = alt.Scale(domain=["plain", "residual"], range=["#e6550d", "#2171b5"])
-DEPTH_LADDER = (18, 20, 32, 34, 44, 56, 110, 1202)
 # Fig. 6's convention on every chart with both: training error dashed, test error solid.
 TRAIN_DASHED = alt.Scale(domain=["train", "test"], range=[[6, 4], [1, 0]])
 PANEL_HEADER = alt.Header(labelFontSize=15, labelFontWeight="bold")  # "plain" / "residual" over side-by-side panels
@@ -171,15 +170,20 @@ def _shade(pair: tuple[str, str], t: float) -> str:
     return "#" + "".join(f"{int(round(v)):02x}" for v in lo + (hi - lo) * t)
 
 
-def model_color(net: str, depth: int) -> str:
-    rank = sorted(set(DEPTH_LADDER) | {depth}).index(depth) / len(DEPTH_LADDER)
-    return _shade(PLAIN_SHADES if net == "plain" else RESIDUAL_SHADES, 0.25 + 0.75 * rank)
+def model_color(net: str, depth: int, depths) -> str:
+    """Oranges for plain, blues for residual, light to dark over the depths a chart draws (`depths`), so that four
+    depths on one chart use the whole range of the shade rather than a slice of it."""
+    ladder = sorted(set(depths) | {depth})
+    t = 0.8 if len(ladder) == 1 else 0.1 + 0.9 * ladder.index(depth) / (len(ladder) - 1)
+    return _shade(PLAIN_SHADES if net == "plain" else RESIDUAL_SHADES, t)
 
 
 def model_colors(data: pd.DataFrame) -> alt.Scale:
     """Colour scale over the frame's `model` column: plain first, then residual, shallow to deep."""
     models = data[["model", "net", "depth"]].drop_duplicates().sort_values(["net", "depth"])
-    return alt.Scale(domain=list(models["model"]), range=[model_color(n, d) for n, d in zip(models["net"], models["depth"])])
+    depths = set(models["depth"])
+    return alt.Scale(domain=list(models["model"]),
+                     range=[model_color(n, d, depths) for n, d in zip(models["net"], models["depth"])])
 
 
 def model_legend(data: pd.DataFrame) -> alt.Color:

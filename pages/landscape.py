@@ -66,7 +66,7 @@ def landscape_ui(found: list[tuple[CheckpointInfo, dict]]) -> tuple[list[str], l
         for kind in ("plain", "residual"):
             names = [info.name for info in with_surface if zoo.identity(info)["net"] == kind]
             if names:
-                surfaces.append(st.selectbox(f"{kind.capitalize()} surface", names, index=names.index(defaults[kind])))
+                surfaces.append(st.selectbox(f"{kind.capitalize()} checkpoint (surface)", names, index=names.index(defaults[kind])))
         slices = st.multiselect("1-D slices", with_slice, default=with_slice)
     return surfaces, slices
 

@@ -25,7 +25,7 @@ def models_ui(infos, nets: dict[str, str]) -> list[str]:
         for kind in ("plain", "residual"):
             names = [name for name, net in nets.items() if net == kind]
             if names:
-                chosen.append(st.selectbox(f"{kind.capitalize()} model", names, index=names.index(defaults[kind])))
+                chosen.append(st.selectbox(f"{kind.capitalize()} checkpoint", names, index=names.index(defaults[kind])))
     return chosen
 
 

@@ -270,7 +270,7 @@ def test_predict_gallery_shows_top5_of_both_nets(monkeypatch, tiny_checkpoints):
     assert top5.groupby("model")["class"].nunique().tolist() == [5, 5]
     assert set(top5["class"]) <= set(CLASSES)
     # plain on the left, residual on the right, in the sidebar, the bars and the maps alike
-    assert [box.label for box in at.sidebar.selectbox] == ["Plain model", "Residual model"]
+    assert [box.label for box in at.sidebar.selectbox] == ["Plain checkpoint", "Residual checkpoint"]
     assert json.loads(at.get("vega_lite_chart")[0].proto.spec)["facet"]["column"]["sort"] == ["plain20", "resnet20"]
     assert [c.rsplit(" (", 1)[0] for c in overlays(at)] == ["plain20: Grad-CAM", "plain20: input saliency",
                                                            "resnet20: Grad-CAM", "resnet20: input saliency"]
@@ -462,7 +462,7 @@ def test_mistakes_of_a_checkpoint_without_weights_with_the_test_set(monkeypatch,
 
 def test_checkpoints_without_usable_weights_explain_themselves(monkeypatch, damaged_checkpoints):
     at = open_app(monkeypatch, damaged_checkpoints, "pages/predict.py")
-    residual = lambda: next(box for box in at.sidebar.selectbox if box.label == "Residual model")  # noqa: E731
+    residual = lambda: next(box for box in at.sidebar.selectbox if box.label == "Residual checkpoint")  # noqa: E731
     residual().set_value("curves-only").run()
     assert "weights are not bundled" in " ".join(i.value for i in at.info)
     assert "python train.py" in " ".join(i.value for i in at.info)
