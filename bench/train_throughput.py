@@ -152,7 +152,10 @@ def main() -> None:
     cuda = device.type == "cuda"
     if cuda:
         torch.backends.cudnn.benchmark = True
-    steps, warmup = args.steps or (200 if cuda else 5), args.warmup or (20 if cuda else 2)
+    steps = args.steps if args.steps is not None else (200 if cuda else 5)
+    warmup = args.warmup if args.warmup is not None else (20 if cuda else 2)
+    if steps < 1 or warmup < 0:
+        p.error("--steps must be at least 1 and --warmup at least 0")
     min_seconds = 3.0 if cuda else 0.0  # ours is fast: time it long enough for several nvidia-smi samples
     images, labels = load_cifar10(resolve_data_dir(args.data_dir), "train", limit=args.images or (None if cuda else 2048))
     name = torch.cuda.get_device_name(device) if cuda else f"CPU, {torch.get_num_threads()} threads"

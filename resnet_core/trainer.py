@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import re
 import signal
@@ -109,7 +110,7 @@ class Lane:
     finished: bool = False
     lr_value: float | None = None            # the Python-side copy of `lr`, to skip needless fills
     last_test: dict | None = None            # evaluate() of the last epoch end, reused when publishing
-    saved_at: float = 0.0                    # perf_counter() of the last save_state in this process (0: none yet)
+    saved_at: float = -math.inf              # perf_counter() of the last save_state in this process (none yet)
 
     @property
     def name(self) -> str:

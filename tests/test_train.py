@@ -305,10 +305,11 @@ def test_torchrun_time_budget_stops_every_rank_together(tmp_path, shared_cifar):
     assert 0 < meta["iteration"] < 120 and meta["iteration"] % 4 == 0  # stopped at an epoch end (4 steps/epoch)
 
 
-@pytest.mark.parametrize("every_s, saves", [(0.0, 4), (1e9, 1)])
+@pytest.mark.parametrize("every_s, saves", [(0.0, [2, 4, 6, 8]), (1e9, [2, 8])])
 def test_state_is_saved_at_epoch_ends_at_most_once_a_minute_and_always_at_the_end(tmp_path, monkeypatch, every_s, saves):
     """Four epochs: with no minimum interval every epoch's end writes the state; with one longer than the run only
-    the model's end does (a GPU's epochs take seconds, and a hard kill loses at most SAVE_EVERY_S of training)."""
+    the first epoch's end and the model's end do (a GPU's epochs take seconds, and a hard kill loses at most
+    SAVE_EVERY_S of training). The first save does not depend on how long the machine has been up."""
     from resnet_core import trainer
 
     written = []
@@ -316,5 +317,5 @@ def test_state_is_saved_at_epoch_ends_at_most_once_a_minute_and_always_at_the_en
     monkeypatch.setattr(trainer, "SAVE_EVERY_S", every_s)
     monkeypatch.setattr(trainer, "save_state", lambda lane, *a: (written.append(lane.iteration), real(lane, *a)))
     train_tiny(tmp_path / "out", tmp_path / "runs", ("resnet20",), "--epochs", "4", "--limit-train", "128")
-    assert len(written) == saves and written[-1] == 8  # 4 epochs of 2 iterations (128 images, batch 64)
+    assert written == saves  # 4 epochs of 2 iterations (128 images, batch 64)
     assert json.loads((tmp_path / "runs" / "resnet20" / "state.json").read_text())["finished"]
