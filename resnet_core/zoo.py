@@ -173,14 +173,19 @@ def grad_norm_frame(infos: list[CheckpointInfo]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def figures(v: float) -> str:
+    """Three significant figures, and no exponent on large values: 0.419, 61.6, 53,800 (a tiny 2.5e-05 keeps its)."""
+    return f"{v:.3g}" if abs(v) < 1000 else f"{float(f'{v:.3g}'):,.0f}"
+
+
 def norm_spans(profile: pd.DataFrame, by: str = "checkpoint") -> str:
     """How far each net's per-layer gradient norms spread, in words: 'plain56: 0.014 (layer 1) to 0.24 (layer 22),
     17x; ...', from a frame with `by`, index and grad_norm (finite, positive values only)."""
     parts = []
     for name, rows in profile[np.isfinite(profile["grad_norm"]) & (profile["grad_norm"] > 0)].groupby(by, sort=False):
         low, high = rows.loc[rows["grad_norm"].idxmin()], rows.loc[rows["grad_norm"].idxmax()]
-        parts.append(f"{name}: {low['grad_norm']:.2g} (layer {low['index']}) to {high['grad_norm']:.2g} "
-                     f"(layer {high['index']}), {high['grad_norm'] / low['grad_norm']:.0f}x")
+        parts.append(f"{name}: {figures(low['grad_norm'])} (layer {low['index']}) to {figures(high['grad_norm'])} "
+                     f"(layer {high['index']}), {figures(high['grad_norm'] / low['grad_norm'])}x")
     return "; ".join(parts)
 
 
@@ -281,10 +286,8 @@ def surface_summary(surface: pd.DataFrame) -> str:
     for name, rows in surface.groupby("checkpoint", sort=False):
         centre = rows.loc[(rows["alpha"] == 0) & (rows["beta"] == 0), "loss"]
         finite = rows["loss"][np.isfinite(rows["loss"])]
-        def num(v: float) -> str:  # 0.419, 61.6, 53,800: three figures, never an exponent
-            return f"{v:,.3g}" if abs(v) < 1000 else f"{float(f'{v:.3g}'):,.0f}"
-        text = (f"{name}: {num(centre.iloc[0])} at the trained weights, median {num(finite.median())}, "
-                f"largest {num(finite.max())}" if len(centre) and len(finite) else f"{name}: no finite loss")
+        text = (f"{name}: {figures(centre.iloc[0])} at the trained weights, median {figures(finite.median())}, "
+                f"largest {figures(finite.max())}" if len(centre) and len(finite) else f"{name}: no finite loss")
         overflowed = len(rows) - len(finite)
         parts.append(text + (f" ({overflowed} points overflowed)" if overflowed else ""))
     return "; ".join(parts)

@@ -14,6 +14,7 @@ from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from resnet_core import read_checkpoint
+from resnet_core.zoo import figures
 from resnet_core.data import CLASSES, load_cifar10
 from resnet_core.gallery import load_gallery
 
@@ -200,7 +201,7 @@ def test_gradient_flow_from_history_and_live_at_init(monkeypatch, tiny_checkpoin
     measured = [m.value for m in at.markdown if m.value.startswith("**Measured here**")]
     assert len(measured) == 2 and "plain20: " in measured[0] and "resnet20: " in measured[1]
     low = profile.loc[profile[profile["checkpoint"] == "plain20"]["grad_norm"].idxmin()]
-    assert f"plain20: {low['grad_norm']:.2g} (layer {low['index']}) to " in measured[0]  # from the drawn data
+    assert f"plain20: {figures(low['grad_norm'])} (layer {low['index']}) to " in measured[0]  # from the drawn data
 
 
 def test_live_gradient_flow_at_1202_layers(monkeypatch, tmp_path):
