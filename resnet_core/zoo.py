@@ -174,8 +174,16 @@ def grad_norm_frame(infos: list[CheckpointInfo]) -> pd.DataFrame:
 
 
 def figures(v: float) -> str:
-    """Three significant figures, and no exponent on large values: 0.419, 61.6, 53,800 (a tiny 2.5e-05 keeps its)."""
-    return f"{v:.3g}" if abs(v) < 1000 else f"{float(f'{v:.3g}'):,.0f}"
+    """Three significant figures, as a reader says them: 0.419, 61.6, 53,800, 2.24 × 10^15 (a tiny 2.5e-05 stays)."""
+    if abs(v) < 1000:
+        return f"{v:.3g}"
+    if abs(v) < 1e6:
+        return f"{float(f'{v:.3g}'):,.0f}"
+    exponent = math.floor(math.log10(abs(v)))
+    mantissa = float(f"{v / 10 ** exponent:.3g}")
+    if abs(mantissa) >= 10:  # 9.996 rounds up to 10.0
+        mantissa, exponent = mantissa / 10, exponent + 1
+    return f"{mantissa:.3g} × 10^{exponent}"
 
 
 def norm_spans(profile: pd.DataFrame, by: str = "checkpoint") -> str:
