@@ -8,6 +8,8 @@ from resnet_core.checkpoint import REPO_ROOT, CheckpointInfo, default_checkpoint
 from resnet_core.landscape import FILE, read_landscape
 
 LOSS = alt.Scale(type="log", scheme="viridis")
+# Log-scale labels: 0.1, 1, 10, ... 10,000 as numbers, then powers of ten (a loss of 2e15 happens: plain-110).
+LOG_LABELS = "datum.value >= 100000 ? '10^' + format(round(log(datum.value) / LN10), 'd') : format(datum.value, ',~g')"
 # Filter-normalised directions: a step of 1 moves every filter by its own norm (Li et al., 2018), hence the unit.
 ALPHA, BETA = "alpha (along d1; 1 = one filter norm)", "beta (along d2; 1 = one filter norm)"
 # BN and augmentation are always eval and none (the caption says so); the long, constant direction goes last.
@@ -80,7 +82,7 @@ def surface_section(surface, chosen: list[str]) -> None:
         x=alt.X("a0:Q", title=ALPHA, scale=alt.Scale(nice=False, zero=False)), x2="a1:Q",
         y=alt.Y("b0:Q", title=BETA, scale=alt.Scale(nice=False, zero=False)), y2="b1:Q",
         color=alt.Color("loss:Q", scale=LOSS, title=["training loss", "(cross-entropy, log scale)"],
-                        legend=alt.Legend(format="~g")),
+                        legend=alt.Legend(labelExpr=LOG_LABELS)),
         tooltip=["checkpoint", alt.Tooltip("alpha:Q", format=".2f"), alt.Tooltip("beta:Q", format=".2f"),
                  alt.Tooltip("loss:Q", format=".4g"), alt.Tooltip("error:Q", format=".1f", title="error (%)")])
     trained = alt.Chart().mark_point(shape="cross", size=140, filled=True, color="white").encode(
@@ -107,13 +109,14 @@ def slice_section(slices, chosen: list[str]) -> None:
     st.subheader("1-D slices: every chosen checkpoint")
     show_chart(alt.Chart(shown).mark_line(point=alt.OverlayMarkDef(size=25)).encode(
         x=alt.X("alpha:Q", title="alpha (along one random direction; 1 = each filter moved by its own norm)"),
-        y=alt.Y("loss:Q", scale=alt.Scale(type="log"), title="training loss (cross-entropy, log scale)",
-                axis=alt.Axis(format="~g")),
+        y=alt.Y("loss:Q", scale=alt.Scale(type="log"), title="training loss (log scale)",
+                axis=alt.Axis(labelExpr=LOG_LABELS)),
         color=model_legend(shown), detail="checkpoint:N",
         tooltip=["checkpoint", alt.Tooltip("alpha:Q", format=".2f"), alt.Tooltip("loss:Q", format=".4g"),
                  alt.Tooltip("error:Q", format=".1f", title="error (%)")],
-    ).properties(height=320), data, "loss_slices")
-    st.caption("Plain nets in oranges, residual nets in blues, darker = deeper. Computed with the same seed as the "
+    ).properties(height=360), data, "loss_slices")
+    st.caption("Loss: the mean cross-entropy. Plain nets in oranges, residual nets in blues, darker = deeper. "
+               "Computed with the same seed as the "
                "surface, a slice is the surface's beta = 0 row.")
 
 
