@@ -175,6 +175,8 @@ def grad_norm_frame(infos: list[CheckpointInfo]) -> pd.DataFrame:
 
 def figures(v: float) -> str:
     """Three significant figures, as a reader says them: 0.419, 61.6, 53,800, 2.24 × 10^15 (a tiny 2.5e-05 stays)."""
+    if not math.isfinite(v):
+        return "overflowed" if math.isnan(v) else f"{v}"
     if abs(v) < 1000:
         return f"{v:.3g}"
     if abs(v) < 1e6:

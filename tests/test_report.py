@@ -209,6 +209,7 @@ def test_surface_summary_gives_centre_median_and_largest_loss():
 
 @pytest.mark.parametrize("value, text", [(0.419, "0.419"), (2.5e-05, "2.5e-05"), (61.63, "61.6"), (53_812.0, "53,800"),
                                          (999_999.0, "1,000,000"), (4_030_123.0, "4.03 × 10^6"),
-                                         (2_237_062_784_460_259.25, "2.24 × 10^15"), (9.996e7, "1 × 10^8")])
+                                         (2_237_062_784_460_259.25, "2.24 × 10^15"), (9.996e7, "1 × 10^8"),
+                                         (float("nan"), "overflowed"), (float("inf"), "inf")])
 def test_figures_reads_aloud(value, text):
     assert zoo.figures(value) == text
