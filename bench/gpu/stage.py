@@ -39,21 +39,13 @@ def travelling_bytes(repo: Path) -> int:
 
 
 def fill(items: dict[str, int], capacity: int) -> list[list[str]]:
-    """First-fit decreasing: item names in as few folders of `capacity` bytes as it finds, the zips in order."""
-    folders: list[list[str]] = []
-    used: list[int] = []
-    for name in sorted(items, key=lambda n: (-items[n], n)):
-        if items[name] > capacity:
-            raise SystemExit(f"error: {name} ({items[name] / MIB:.1f} MiB) does not fit one call "
-                             f"({capacity / MIB:.1f} MiB left beside the tree)")
-        for i, u in enumerate(used):
-            if u + items[name] <= capacity:
-                folders[i].append(name)
-                used[i] += items[name]
-                break
-        else:
-            folders.append([name])
-            used.append(items[name])
+    """Item names in as few folders of `capacity` bytes as pack.plan's first-fit decreasing finds."""
+    too_big = [n for n in items if items[n] > capacity]
+    if too_big:
+        raise SystemExit(f"error: {', '.join(too_big)} does not fit one call "
+                         f"({capacity / MIB:.1f} MiB left beside the tree)")
+    folders, left = pack.plan(items, capacity, files=len(items), total=sum(items.values()))
+    assert not left  # one folder an item at worst, and the total is everything
     return folders
 
 
