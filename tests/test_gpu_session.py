@@ -174,39 +174,77 @@ def stage(repo: Path, env: dict, *args: str) -> tuple[subprocess.CompletedProces
     return done, {f.name: sorted(z.name for z in f.iterdir()) for f in sorted(repo.glob(".gpu-*"))}
 
 
+def unpack(device: Path, env: dict, tmp_path: Path) -> subprocess.CompletedProcess:
+    """session.sh unpack in the device's copy of the tree, with whatever carried folders it holds."""
+    env = dict(env, DATA=str(tmp_path / "data"), RUNS=str(tmp_path / "device-runs"),
+               INCOMING=str(tmp_path / "incoming"))
+    return subprocess.run(["bash", str(REPO / "bench" / "gpu" / "session.sh"), "unpack"], cwd=device, env=env,
+                          capture_output=True, text=True)
+
+
+def carry(repo: Path, device: Path, folder: str) -> None:
+    """One call's carry: only this folder of the staged ones arrives in the device's tree."""
+    shutil.rmtree(device, ignore_errors=True)
+    shutil.copytree(repo / folder, device / folder)
+
+
 KIB = 1024
 
 
-def test_stage_fills_carry_folders_under_the_limit_and_unpack_takes_whichever_came(tmp_path):
-    """All the data a session carries is staged before its first device call, as many zips a folder as fit beside
-    the tree under the call's limit, so that the calls follow each other with nothing to do here in between;
-    unpack takes whatever folder came along."""
+def test_stage_fills_each_carry_and_unpack_joins_the_pieces_in_any_order(tmp_path):
+    """All the data a session carries is staged before its first device call, cut into pieces that fill each
+    folder to the room left beside the tree, so the calls are as few as the bytes need; on the device each file
+    is joined once all its pieces came, whatever order the folders came in, and checked against its SHA-256."""
     repo, env = staging_repo(tmp_path, 90 * KIB)
-    env.update(TRAVEL_LIMIT_MIB=str(1 + 200 / 1024))  # 1 MiB margin + 200 KiB: two 90 KiB zips a call
+    env.update(TRAVEL_LIMIT_MIB=str(1 + 200 / 1024))  # 1 MiB margin + 200 KiB, less 64 KiB for the manifest
     done, staged = stage(repo, env)
     assert done.returncode == 0, done.stderr
-    assert sorted(map(len, staged.values())) == [2, 2, 2]
-    assert sorted(z for zips in staged.values() for z in zips) == sorted(
-        f"{n}.zip" for n in ("test", "train-1", "train-2", "train-3", "train-4", "train-5"))
-    assert "MiB travel with the tree (limit 1.19531)" in done.stdout and "3 carries" in done.stdout
+    assert len(staged) == 4  # 540 KiB of zips in folders of 136 KiB: ceil(540 / 136) = 4, not one zip a call (6)
+    for folder in staged:
+        pieces = sum((repo / folder / name).stat().st_size for name in staged[folder] if name != "manifest.json")
+        assert pieces <= 136 * KIB
+        assert json.loads((repo / folder / "manifest.json").read_text())["files"]["test.zip"]["size"] == 90 * KIB
+    assert "4 carries" in done.stdout and "travel with the tree (limit 1.19531)" in done.stdout
     status = subprocess.run(["git", "status", "--porcelain", "--ignored"], cwd=repo, capture_output=True, text=True)
-    assert "!! .gpu-1/" in status.stdout, "the staged zips are ignored: only a carry takes them along"
+    assert "!! .gpu-1/" in status.stdout, "the staged pieces are ignored: only a carry takes them along"
 
-    (repo / "notes.txt").write_bytes(os.urandom(40 * KIB))  # an untracked file travels too: one zip a call now
-    done, again = stage(repo, env)
-    assert done.returncode == 0 and sorted(map(len, again.values())) == [1] * 6
+    (repo / "notes.txt").write_bytes(os.urandom(40 * KIB))  # an untracked file travels too: less room a call
+    assert len(stage(repo, env)[1]) == 6  # ceil(540 / 96)
     (repo / "notes.txt").unlink()
     staged = stage(repo, env)[1]
 
-    device = tmp_path / "device"  # the device's copy of the tree: only the carried folder came
-    (device / ".gpu-2").mkdir(parents=True)
-    for z in staged[".gpu-2"]:
-        (device / ".gpu-2" / z).write_bytes((repo / ".gpu-2" / z).read_bytes())
-    env.update(DATA=str(tmp_path / "data"), RUNS=str(tmp_path / "runs"))
-    done = subprocess.run(["bash", str(REPO / "bench" / "gpu" / "session.sh"), "unpack"], cwd=device, env=env,
-                          capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
-    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == staged[".gpu-2"]
+    device, data = tmp_path / "device", tmp_path / "data"
+    for n, folder in enumerate([".gpu-3", ".gpu-1", ".gpu-4", ".gpu-2"]):
+        carry(repo, device, folder)
+        if n == 2:  # a folder left on the device from an earlier call is skipped, not joined twice
+            shutil.copytree(repo / ".gpu-1", device / ".gpu-1")
+        done = unpack(device, env, tmp_path)
+        assert done.returncode == 0, done.stderr + done.stdout
+        if n < 3:
+            assert "waiting:" in done.stdout and "complete\n" not in done.stdout.replace(": complete", "")
+    assert "data: 6 of 6 zips" in done.stdout and ": complete" in done.stdout
+    zips = tmp_path / "cifar10"
+    assert sorted(p.name for p in data.iterdir()) == sorted(p.name for p in zips.iterdir())
+    for z in zips.iterdir():
+        assert (data / z.name).read_bytes() == z.read_bytes()
+    assert not [p for p in (tmp_path / "incoming").iterdir() if p.name != "done.json"], "pieces are cleaned up"
+
+
+def test_unpack_refuses_a_piece_damaged_on_the_way(tmp_path):
+    repo, env = staging_repo(tmp_path, 90 * KIB)
+    env.update(TRAVEL_LIMIT_MIB=str(1 + 200 / 1024))
+    staged = stage(repo, env)[1]
+    device = tmp_path / "device"
+    for folder in staged:
+        shutil.copytree(repo / folder, device / folder)
+    part = device / ".gpu-2" / next(n for n in staged[".gpu-2"] if n != "manifest.json")
+    damaged = bytearray(part.read_bytes())
+    damaged[100] ^= 1
+    part.write_bytes(bytes(damaged))
+    done = unpack(device, env, tmp_path)
+    name = part.name.split(".part")[0]
+    assert done.returncode != 0 and f"CORRUPT: {name}" in done.stdout
+    assert not (tmp_path / "data" / name).exists() and "data: 5 of 6 zips" in done.stdout
 
 
 def fake_state(runs: Path, name: str, size: int, finished: bool = False) -> None:
@@ -227,20 +265,20 @@ def test_stage_carries_every_unfinished_state_however_many_calls_it_takes(tmp_pa
     fake_state(repo / "runs", "done", 50 * KIB, finished=True)
     done, staged = stage(repo, env)
     assert done.returncode == 0, done.stderr + done.stdout
-    archives = [z for zips in staged.values() for z in zips if z.startswith("runs-")]
-    assert len(staged) >= 3 + 2 and archives  # 400 KiB of state beyond the data's three calls
+    files = json.loads((repo / ".gpu-1" / "manifest.json").read_text())["files"]
+    assert [name for name in files if name.startswith("runs-")] == ["runs-1.tgz"]  # 500 KiB: one archive
+    payload = sum(f["size"] for f in files.values())  # 540 KiB of zips + the (incompressible) state archives
+    assert len(staged) == -(-payload // (136 * KIB)), "every folder but the last is full"
     device = tmp_path / "device"
     for folder in staged:
         shutil.copytree(repo / folder, device / folder)
-    env.update(DATA=str(tmp_path / "data"), RUNS=str(tmp_path / "device-runs"))
-    done = subprocess.run(["bash", str(REPO / "bench" / "gpu" / "session.sh"), "unpack"], cwd=device, env=env,
-                          capture_output=True, text=True)
+    done = unpack(device, env, tmp_path)
     assert done.returncode == 0, done.stderr
     assert sorted(p.name for p in (tmp_path / "device-runs").iterdir()) == unfinished
     for name in unfinished:
         assert (tmp_path / "device-runs" / name / "state-00000100.safetensors").read_bytes() == \
             (repo / "runs" / name / "state-00000100.safetensors").read_bytes()
-    assert stage(repo, env, "--no-state")[1].keys() == {".gpu-1", ".gpu-2", ".gpu-3"}
+    assert stage(repo, env, "--no-state")[1].keys() == {".gpu-1", ".gpu-2", ".gpu-3", ".gpu-4"}
 
 
 def test_stage_refuses_a_tree_that_leaves_no_room(tmp_path):
@@ -249,3 +287,10 @@ def test_stage_refuses_a_tree_that_leaves_no_room(tmp_path):
     (repo / "big.bin").write_bytes(os.urandom(300 * KIB))
     done, staged = stage(repo, env)
     assert done.returncode != 0 and "the tree alone is" in done.stderr and not staged
+
+
+def test_start_refuses_before_the_data_is_complete(tmp_path):
+    (tmp_path / "data").mkdir()
+    done = subprocess.run(["bash", "bench/gpu/session.sh", "start", "--all"], cwd=REPO, capture_output=True, text=True,
+                          env=dict(os.environ, DATA=str(tmp_path / "data"), CKPT=str(tmp_path / "ckpt")))
+    assert done.returncode != 0 and "train-1.zip is missing" in done.stdout and not (tmp_path / "ckpt").exists()

@@ -1,27 +1,31 @@
 #!/usr/bin/env bash
-# ../shared/GPU.md for this project: one subcommand per `device run` call, so that a 30-minute session
-# spends its minutes training, not typing. Run from the repository root.
+# ../shared/GPU.md for this project: one subcommand per `device run` call, so that a session's device minutes
+# (15 at present, the machine's start included) go to training, not typing. Run from the repository root.
 #
-#   here:    bash bench/gpu/session.sh stage                     # .gpu-1, .gpu-2, ...: the data (+ state), all at once
-#   device:  bash bench/gpu/session.sh unpack                    # carry=[".gpu-1"]: zips into /root/data, state to runs
-#   device:  bash bench/gpu/session.sh unpack                    # carry=[".gpu-2"], and so on for each folder
-#   device:  bash bench/gpu/session.sh check                     # CUDA tests + throughput table (~3 min)
-#   device:  bash bench/gpu/session.sh start --all --time-budget 18   # train.py, detached; its log is /root/train.log
-#   device:  bash bench/gpu/session.sh poll 540                  # wait, show progress, snapshot as collect does
-#   device:  bash bench/gpu/session.sh landscape plain56 resnet56   # optional, once those are published
-#   device:  bash bench/gpu/session.sh collect                   # finished checkpoints + unfinished state -> $OUT
-#   here:    bash bench/gpu/session.sh receive FILES_AT          # into checkpoints/ and runs/, then verify
+#   here:    bash bench/gpu/session.sh stage          # .gpu-1 ... .gpu-N: the data (+ runs/' state), cut to fill each
+#   device:  bash bench/gpu/session.sh unpack         # carry=[".gpu-1"]; then .gpu-2, ... up to .gpu-N-1, one call each
+#   device:  bash bench/gpu/session.sh unpack && bash bench/gpu/session.sh start --all --time-budget T \
+#                && bash bench/gpu/session.sh poll 420      # carry=[".gpu-N"]: the last piece, then train at once
+#   device:  bash bench/gpu/session.sh poll 540       # chain these until train.py stops at T; each brings a snapshot
+#   here:    bash bench/gpu/session.sh receive FILES_AT   # the last poll's: into checkpoints/ and runs/, then verify
+#
+#   T (minutes) = the device minutes `status` leaves at the start call, less 3 for the last poll's trip back.
+#   Also, in a session with minutes to spare:
+#   device:  bash bench/gpu/session.sh check          # CUDA tests + throughput table (~3 min)
+#   device:  bash bench/gpu/session.sh landscape plain56 resnet56   # once those are published
+#   device:  bash bench/gpu/session.sh collect        # what a poll brings back, without the wait
 #
 # Every device call follows the last with nothing to do here in between: the machine goes back after 30 s idle,
 # and all it holds with it. Everything a session carries is staged before its first call.
-# A later session resumes: `stage` carries runs/' unfinished state too (more folders), unpack each, and
-# `start --model <the unfinished ones> --resume --time-budget N` (collect's status.txt names them).
-# Every poll returns what collect would: if the machine is lost before collect, `receive` the last poll's files.
+# A later session resumes: `stage` carries runs/' unfinished state too, and the last call starts
+# `start --model <the unfinished ones> --resume --time-budget T` (status.txt in every snapshot names them).
+# Every poll returns what collect would: if the machine is lost, `receive` the last poll's files.
 set -euo pipefail
 DATA=${DATA:-/root/data}
 CKPT=${CKPT:-/root/ckpt}
 RUNS=${RUNS:-/root/runs}
 LOG=${LOG:-/root/train.log}
+INCOMING=${INCOMING:-/root/incoming}
 cmd=${1:-help}
 shift || true
 
@@ -60,10 +64,8 @@ stage)  # here: the six CIFAR-10 zips and runs/' unfinished state into .gpu-1, .
     python3 "$(dirname "$0")/stage.py" "$@"
     ;;
 unpack)  # device: the carried zips into $DATA, the carried state archives into $RUNS; show the machine
-    mkdir -p "$DATA" "$RUNS"
-    for z in .gpu*/*.zip; do [ -e "$z" ] && cp "$z" "$DATA/"; done
-    for t in .gpu*/runs-*.tgz; do [ -e "$t" ] && tar -xzf "$t" -C "$RUNS"; done
-    ls -la "$DATA" "$RUNS"
+    # pieces wait in $INCOMING until their file is whole; then it is checked (SHA-256) and put in place
+    python3 "$(dirname "$0")/stage.py" unpack --data "$DATA" --runs "$RUNS" --incoming "$INCOMING"
     nvidia-smi --query-gpu=name,memory.used,memory.total,utilization.gpu --format=csv || true
     python3 -c 'import torch, sys; print("torch", torch.__version__, "cuda", torch.version.cuda, "python", sys.version.split()[0])'
     ;;
@@ -81,6 +83,9 @@ check)  # device: the CUDA-only tests, then the throughput table against the tex
     [ "$tests" = 0 ] && [ "$bench" = 0 ]
     ;;
 start)  # device: train.py detached (it outlives this call), writing outside the synced tree
+    for z in train-1 train-2 train-3 train-4 train-5 test; do  # fail now, not in a detached log a minute later
+        [ -f "$DATA/$z.zip" ] || { echo "error: $DATA/$z.zip is missing: unpack every staged folder first"; exit 1; }
+    done
     mkdir -p "$CKPT" "$RUNS"
     PYTHONUNBUFFERED=1 setsid nohup python3 train.py --data-dir "$DATA" --out "$CKPT" --state-dir "$RUNS" "$@" \
         > "$LOG" 2>&1 < /dev/null &
@@ -128,6 +133,6 @@ receive)  # here: unpack what collect returned (the reply's files_at) into check
     echo "next: python -m resnet_core.report --verify --readme README.md"
     ;;
 *)
-    sed -n '2,18p' "$0"
+    sed -n '2,22p' "$0"
     ;;
 esac

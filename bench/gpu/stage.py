@@ -1,21 +1,32 @@
-"""Stage everything a GPU session carries, before its first device call: the six CIFAR-10 zips and the resumable
-state of unfinished runs (runs/), spread over carry folders .gpu-1, .gpu-2, ... so that each call's working tree
-(what travels: tracked and untracked-not-ignored files, plus the one carried folder) stays under the device's
-64 MiB. Each folder is carried by one `session.sh unpack` call.
+"""Stage everything a GPU session carries, before its first device call, and put it back together there.
 
-    python3 bench/gpu/stage.py                 # session.sh stage calls this
+Here (`session.sh stage`): the six CIFAR-10 zips and the resumable state of unfinished runs (runs/), cut into
+pieces that fill carry folders .gpu-1, .gpu-2, ... to the brim, so that each call's working tree (what travels:
+tracked and untracked-not-ignored files, plus the one carried folder) stays under the device's 64 MiB and the
+data takes as few calls as its bytes need: ceil(payload / room beside the tree), not one zip a call once two no
+longer fit. Each folder holds a manifest.json naming every file's size and SHA-256 and the pieces it carries.
+
+On the device (`session.sh unpack`, once per carried folder, in any order): the pieces wait in a staging folder;
+a file whose pieces have all arrived is joined, checked against its SHA-256, and put where the trainer reads it
+(a zip into the data folder, a state archive unpacked into the runs folder). Each call says what is complete and
+what it still waits for.
+
+    python3 bench/gpu/stage.py                 # session.sh stage
     python3 bench/gpu/stage.py --no-state      # the data only, even if runs/ holds unfinished runs
+    python3 bench/gpu/stage.py unpack --data /root/data --runs /root/runs   # session.sh unpack
 
-How many folders it takes depends on the tree: two zips a call while the tree is under about 17 MiB, one
-beyond. Standard library only, like pack.py.
+Standard library only, like pack.py (the device machine has no extra packages).
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import os
 import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
 from pathlib import Path
 
@@ -24,6 +35,8 @@ import pack  # noqa: E402  (beside this file)
 
 MIB = 1 << 20
 ZIPS = ("train-1", "train-2", "train-3", "train-4", "train-5", "test")
+MANIFEST = "manifest.json"
+MANIFEST_ROOM = 64 << 10  # bytes kept in each folder for its manifest (a few KiB in practice)
 
 
 def travelling_bytes(repo: Path) -> int:
@@ -38,18 +51,50 @@ def travelling_bytes(repo: Path) -> int:
     return total
 
 
-def fill(items: dict[str, int], capacity: int) -> list[list[str]]:
-    """Item names in as few folders of `capacity` bytes as pack.plan's first-fit decreasing finds."""
-    too_big = [n for n in items if items[n] > capacity]
-    if too_big:
-        raise SystemExit(f"error: {', '.join(too_big)} does not fit one call "
-                         f"({capacity / MIB:.1f} MiB left beside the tree)")
-    folders, left = pack.plan(items, capacity, files=len(items), total=sum(items.values()))
-    assert not left  # one folder an item at worst, and the total is everything
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(MIB), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def cut(sizes: dict[str, int], capacity: int) -> list[list[tuple[str, int, int]]]:
+    """The files, in order, as one stream cut into folders of at most `capacity` bytes: per folder a list of
+    (name, offset, length) pieces. Every folder but the last is full, so the count is ceil(total / capacity)."""
+    folders: list[list[tuple[str, int, int]]] = [[]]
+    room = capacity
+    for name, size in sizes.items():
+        offset = 0
+        while True:
+            if room == 0 and offset < size:
+                folders.append([])
+                room = capacity
+            length = min(room, size - offset)
+            folders[-1].append((name, offset, length))
+            offset += length
+            room -= length
+            if offset == size:
+                break
     return folders
 
 
-def main(argv: list[str] | None = None) -> int:
+def copy_range(source: Path, offset: int, length: int, target: Path) -> None:
+    with open(source, "rb") as src, open(target, "wb") as dst:
+        src.seek(offset)
+        while length:
+            block = src.read(min(length, 8 * MIB))
+            if not block:
+                raise OSError(f"{source} ended early")
+            dst.write(block)
+            length -= len(block)
+
+
+def piece_name(name: str, index: int, count: int) -> str:
+    return f"{name}.part{index}of{count}"
+
+
+def stage(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--zips", type=Path, default=Path(os.environ.get("CIFAR_ZIPS", "../shared/datasets/cifar10")))
     parser.add_argument("--runs", type=Path, default=Path("runs"), help="state of unfinished runs to carry")
@@ -60,38 +105,104 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     repo = Path.cwd()
 
-    for old in repo.glob(".gpu-*"):  # a new plan replaces the last one whole
-        shutil.rmtree(old) if old.is_dir() else old.unlink()
     sources = {f"{z}.zip": args.zips / f"{z}.zip" for z in ZIPS}
     missing = [str(p) for p in sources.values() if not p.is_file()]
     if missing:
         raise SystemExit(f"error: no CIFAR-10 zip at {', '.join(missing)} (set CIFAR_ZIPS to their folder)")
     tree = travelling_bytes(repo)
-    capacity = int((args.limit_mib - args.margin_mib) * MIB) - tree
+    capacity = int((args.limit_mib - args.margin_mib) * MIB) - tree - MANIFEST_ROOM
     if capacity <= 0:
         raise SystemExit(f"error: the tree alone is {tree / MIB:.1f} MiB, over the {args.limit_mib:g} MiB a call takes "
                          "(less the margin): untrack or ignore something first")
     with tempfile.TemporaryDirectory(dir=repo, prefix=".gpu-pack-") as packed:
         states = [] if args.no_state or not args.runs.is_dir() else sorted(args.runs.iterdir())
-        archive_mib = min(15.5, capacity / MIB)  # each archive fits a call beside the tree
-        if states and pack.main([packed, "runs", *map(str, states), "--unfinished-only", "--max-files", "999",
-                                 "--total-mib", "1e6", "--max-mib", str(archive_mib)]) != 0:
-            raise SystemExit("error: some unfinished runs could not be packed (see above); nothing staged")
+        # one archive for all the state: the cut spreads it over the folders like any other file
+        if states and pack.main([packed, "runs", *map(str, states), "--unfinished-only", "--max-files", "1",
+                                 "--total-mib", "1e6", "--max-mib", "1e6"]) != 0:
+            raise SystemExit("error: some unfinished runs could not be packed (see above); the last staging stays")
+        for old in repo.glob(".gpu-*"):  # a new plan replaces the last one whole, once it is sure to be made
+            if old.name != Path(packed).name:
+                shutil.rmtree(old) if old.is_dir() else old.unlink()
         sources.update({p.name: p for p in sorted(Path(packed).glob("runs-*.tgz"))})
-        items = {name: path.stat().st_size for name, path in sources.items()}
-        plan = fill(items, capacity)
-        for n, names in enumerate(plan, 1):
+        files = {name: dict(size=path.stat().st_size, sha256=sha256(path)) for name, path in sources.items()}
+        plan = cut({name: f["size"] for name, f in files.items()}, capacity)
+        for name, f in files.items():
+            f["pieces"] = sum(p[0] == name for folder in plan for p in folder)
+        index = dict.fromkeys(files, 0)
+        for n, pieces in enumerate(plan, 1):
             folder = repo / f".gpu-{n}"
             folder.mkdir()
-            for name in names:
-                shutil.copyfile(sources[name], folder / name)
-            size = tree + sum(items[name] for name in names)
-            print(f".gpu-{n}: {' '.join(sorted(names))} -> {size / MIB:.1f} MiB travel with the tree "
+            carried = []
+            for name, offset, length in pieces:
+                index[name] += 1
+                part = piece_name(name, index[name], files[name]["pieces"])
+                copy_range(sources[name], offset, length, folder / part)
+                carried.append(dict(file=name, part=part, offset=offset, length=length))
+            (folder / MANIFEST).write_text(json.dumps(dict(files=files, pieces=carried), indent=2, sort_keys=True))
+            size = tree + sum(p.stat().st_size for p in folder.iterdir())
+            print(f".gpu-{n}: {', '.join(p['part'] for p in carried)} -> {size / MIB:.1f} MiB travel with the tree "
                   f"(limit {args.limit_mib:g})")
-    print(f"tree {tree / MIB:.1f} MiB; {len(plan)} carries: one `bash bench/gpu/session.sh unpack` call each, "
-          f"carry=[\".gpu-1\"] ... [\".gpu-{len(plan)}\"], back to back")
+    payload = sum(f["size"] for f in files.values())
+    print(f"tree {tree / MIB:.1f} MiB, payload {payload / MIB:.1f} MiB; {len(plan)} carries: one "
+          f"`bash bench/gpu/session.sh unpack` call each, carry=[\".gpu-1\"] ... [\".gpu-{len(plan)}\"], back to back")
     return 0
 
 
+def unpack(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="stage.py unpack")
+    parser.add_argument("--data", type=Path, required=True, help="where the zips go")
+    parser.add_argument("--runs", type=Path, required=True, help="where the state archives are unpacked")
+    parser.add_argument("--incoming", type=Path, required=True, help="where pieces wait for the rest of their file")
+    parser.add_argument("folders", nargs="*", type=Path, help="carried folders (default: ./.gpu-*)")
+    args = parser.parse_args(argv)
+    for d in (args.data, args.runs, args.incoming):
+        d.mkdir(parents=True, exist_ok=True)
+    done_path = args.incoming / "done.json"  # files already joined: a folder left from an earlier call is skipped
+    done = json.loads(done_path.read_text()) if done_path.is_file() else {}
+    files = {}
+    for folder in args.folders or sorted(Path.cwd().glob(".gpu-*")):
+        manifest = json.loads((folder / MANIFEST).read_text())
+        files.update(manifest["files"])
+        for piece in manifest["pieces"]:
+            if done.get(piece["file"]) != files[piece["file"]]["sha256"]:
+                shutil.copyfile(folder / piece["part"], args.incoming / piece["part"])
+    bad = []
+    for name, f in sorted(files.items()):
+        if done.get(name) == f["sha256"]:
+            continue
+        count = f["pieces"]
+        parts = [args.incoming / piece_name(name, i, count) for i in range(1, count + 1)]
+        if not all(p.is_file() for p in parts):
+            print(f"waiting: {name} ({sum(p.is_file() for p in parts)} of {count} pieces here)")
+            continue
+        joined = args.incoming / name
+        with open(joined, "wb") as out:
+            for part in parts:
+                with open(part, "rb") as f_in:
+                    shutil.copyfileobj(f_in, out, 8 * MIB)
+        if joined.stat().st_size != f["size"] or sha256(joined) != f["sha256"]:
+            bad.append(name)
+            print(f"CORRUPT: {name} joined from {count} pieces does not match its SHA-256; carry its folders again")
+            joined.unlink()
+            continue
+        if name.endswith(".tgz"):
+            with tarfile.open(joined) as tar:
+                tar.extractall(args.runs, filter="data")
+            joined.unlink()
+        else:
+            os.replace(joined, args.data / name)
+        for part in parts:
+            part.unlink()
+        done[name] = f["sha256"]
+        done_path.write_text(json.dumps(done, indent=2, sort_keys=True))
+        print(f"complete: {name} ({f['size'] / MIB:.1f} MiB, SHA-256 checked)")
+    zips = [z for z in ZIPS if (args.data / f"{z}.zip").is_file()]
+    print(f"data: {len(zips)} of {len(ZIPS)} zips in {args.data}"
+          f"{'' if len(zips) < len(ZIPS) else ': complete'}; runs: {', '.join(sorted(p.name for p in args.runs.iterdir())) or 'none'}")
+    return 1 if bad else 0
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    if sys.argv[1:2] == ["unpack"]:
+        sys.exit(unpack(sys.argv[2:]))
+    sys.exit(stage(sys.argv[1:]))
