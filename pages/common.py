@@ -11,7 +11,8 @@ import streamlit as st
 import torch
 
 from resnet_core import zoo
-from resnet_core.checkpoint import CheckpointError, CheckpointInfo, default_checkpoints_dir, list_checkpoints, load_pretrained
+from resnet_core.checkpoint import (CheckpointError, CheckpointInfo, default_checkpoints_dir, list_checkpoints, load_pretrained,
+                                    regenerate_command)
 from resnet_core.data import CIFAR10_MEAN, CIFAR10_STD, normalize
 from resnet_core.gallery import load_gallery
 
@@ -24,7 +25,8 @@ python train.py --depth 56 --plain   # one net: plain56
 
 then reload this page (set `RESNET_CHECKPOINTS` to read another folder)."""
 
-# Plain nets in oranges, residual nets in blues, darker = deeper: the same model has the same colour on every page.
+# Plain nets in oranges, residual nets in blues, darker = deeper, spread light to dark over the depths a chart
+# draws (model_color), so that neighbouring depths stay apart: a model's shade depends on its chart's company.
 PLAIN_SHADES = ("#fdae6b", "#7f2704")
 RESIDUAL_SHADES = ("#9ecae1", "#08306b")
 NET_COLORS = alt.Scale(domain=["plain", "residual"], range=["#e6550d", "#2171b5"])
@@ -136,7 +138,7 @@ def load_model(info: CheckpointInfo) -> torch.nn.Module | None:
     """The checkpoint's model, shared by every session; None (with the reason shown) if it has no usable weights."""
     if not info.has_weights:
         st.info(f"**{info.name}** ships curves and metrics only: its weights are not bundled. "
-                f"Regenerate them with\n\n```\n{info.config.get('command', 'python train.py')}\n```")
+                f"Regenerate them with\n\n```\n{regenerate_command(info.config)}\n```")
         return None
     try:
         return _model(str(info.path), weights_stamp(info))

@@ -88,6 +88,10 @@ def training_section(infos) -> None:
     st.caption("Both panels share one colour scale. Pick the checkpoints in the sidebar." + merged)
 
     profile = data[data["epoch"] == epoch]
+    if profile.empty:  # every norm of that epoch overflowed (null in history.json), or the epoch is not recorded
+        st.info(f"No finite gradient norm was recorded at epoch {epoch} for {' and '.join(chosen)}: the loss "
+                "overflowed there. Pick another epoch in the sidebar.")
+        return
     show_chart(alt.Chart(profile).mark_line(point=True).encode(
         x=alt.X("index:Q", title="layer (1 = first conv; last = fc)", axis=WHOLE,
                 scale=alt.Scale(domain=[1, int(profile["index"].max())], nice=False)),

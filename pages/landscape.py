@@ -9,7 +9,11 @@ from resnet_core.landscape import FILE, read_landscape
 
 LOSS = alt.Scale(type="log", scheme="viridis")
 # Log-scale labels: 0.1, 1, 10, ... 10,000 as numbers, then powers of ten (a loss of 2e15 happens: plain-110).
-LOG_LABELS = "datum.value >= 100000 ? '10^' + format(round(log(datum.value) / LN10), 'd') : format(datum.value, ',~g')"
+# Log-scale tick labels: 1 ... 10,000 as numbers, beyond as 10^5 or 2 × 10^5 (plain-110's loss reaches 10^15).
+_EXPONENT = "floor(log(datum.value) / LN10 + 1e-9)"
+LOG_LABELS = (f"datum.value < 100000 ? format(datum.value, ',~g') : "
+              f"(abs(datum.value / pow(10, {_EXPONENT}) - 1) < 0.001 ? '' : "
+              f"format(datum.value / pow(10, {_EXPONENT}), '.2~g') + ' × ') + '10^' + format({_EXPONENT}, 'd')")
 # Filter-normalised directions: a step of 1 moves every filter by its own norm (Li et al., 2018), hence the unit.
 ALPHA, BETA = "alpha (along d1; 1 = one filter norm)", "beta (along d2; 1 = one filter norm)"
 # BN and augmentation are always eval and none (the caption says so); the long, constant direction goes last.

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shlex
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -79,6 +80,27 @@ def atomic_save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: 
 
 
 # -- writing a checkpoint folder --------------------------------------------------------------------
+# train.py options of one machine or one sitting (paths, stops, resuming, leaving the weights out): a command that
+# regenerates a checkpoint elsewhere drops them, with their values where they take one.
+_SITTING_OPTIONS = {"--out": 1, "--state-dir": 1, "--data-dir": 1, "--time-budget": 1, "--stop-after": 1,
+                    "--push-to-hub": 1, "--resume": 0, "--restart": 0, "--no-weights": 0}
+
+
+def regenerate_command(config: dict) -> str:
+    """The train.py command that trains this checkpoint again on a fresh machine: the recorded one (config.json's
+    "command") without where it wrote, how long that sitting ran, --resume or --no-weights."""
+    words = shlex.split(config.get("command") or "python train.py")
+    kept, skip = [], 0
+    for word in words:
+        if skip:
+            skip -= 1
+        elif word.split("=")[0] in _SITTING_OPTIONS:
+            skip = 0 if "=" in word else _SITTING_OPTIONS[word]
+        else:
+            kept.append(word)
+    return shlex.join(kept)
+
+
 def model_card(config: dict, metrics: dict, has_weights: bool) -> str:
     recipe = config.get("recipe", {})
     lines = [
@@ -100,7 +122,7 @@ def model_card(config: dict, metrics: dict, has_weights: bool) -> str:
         "",
         "Final iterate, no test-set model selection. Weights: "
         + ("`model.safetensors` (fp16 weights, BatchNorm statistics in fp32)." if has_weights else
-           f"not bundled (too large); regenerate with `{config.get('command', 'python train.py')}`."),
+           f"not bundled (too large); regenerate with `{regenerate_command(config)}`."),
         "",
         "Load with `resnet_core.load_pretrained(\"<this folder>\")`.",
     ]
@@ -346,7 +368,7 @@ def load_pretrained(name_or_path: str | os.PathLike, device: str | torch.device 
     weights = path / "model.safetensors"
     if not weights.is_file():
         raise CheckpointError(f"{weights}: file is missing (this checkpoint ships curves and metrics only; "
-                              f"regenerate the weights with `{config.get('command', 'python train.py')}`)")
+                              f"regenerate the weights with `{regenerate_command(config)}`)")
     try:
         state = load_file(weights)
     except (SafetensorError, OSError, ValueError) as e:

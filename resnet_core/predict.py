@@ -106,7 +106,8 @@ def input_notes(img: Image.Image, size: int = 32) -> list[str]:
                      "so the nets see a blur of it.")
     if max(w, h) > 2 * min(w, h):
         kept = 100 * min(w, h) / max(w, h)
-        notes.append(f"The image is {w}x{h} pixels: the nets see only its centre square, {kept:.0f} % of it.")
+        share = f"{kept:.0f} %" if kept >= 1 else "under 1 %"  # a 4000x10 strip keeps 0.25 %, not "0 %"
+        notes.append(f"The image is {w}x{h} pixels: the nets see only its centre square, {share} of it.")
     return notes
 
 

@@ -204,6 +204,19 @@ def test_gradient_flow_from_history_and_live_at_init(monkeypatch, tiny_checkpoin
     assert f"plain20: {figures(low['grad_norm'])} (layer {low['index']}) to " in measured[0]  # from the drawn data
 
 
+def test_gradient_flow_says_when_an_epoch_overflowed(monkeypatch, tiny_checkpoints, tmp_path):
+    """A last epoch whose every gradient norm overflowed (null in history.json): the page says so, no crash."""
+    shutil.copytree(tiny_checkpoints, tmp_path, dirs_exist_ok=True)
+    for name in ("plain20", "resnet20"):
+        path = tmp_path / name / "history.json"
+        history = json.loads(path.read_text())
+        history["records"][-1]["grad_norms"] = [None] * len(history["records"][-1]["grad_norms"])
+        path.write_text(json.dumps(history))
+    at = open_app(monkeypatch, tmp_path, "pages/gradients.py")
+    assert any("No finite gradient norm was recorded at epoch 2" in i.value for i in at.info)
+    assert len(charts(at)) == 1  # the heatmap of the epochs that stayed finite; no layer profile
+
+
 def test_live_gradient_flow_at_1202_layers(monkeypatch, tmp_path):
     """The sidebar's 'Also 1202 layers' (one image per class, about 2 GB): plain-1202's backward pass overflows at
     initialisation, and the page says so and draws the layers that stayed finite beside all of resnet1202's."""

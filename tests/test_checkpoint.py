@@ -79,11 +79,19 @@ def test_a_crash_while_saving_keeps_the_old_checkpoint(saved, monkeypatch):
 
 
 def test_save_without_weights(tmp_path):
-    path = ckpt.save_checkpoint(tmp_path, "resnet34", None, dict(CONFIG, model="resnet34", command="python train.py --depth 34"),
+    """A checkpoint published without its weights says how to train them again: the recorded command without
+    what belonged to that sitting (its paths, its stop, --resume, and --no-weights itself)."""
+    command = ("python train.py --depth 34 --both --recipe seed --no-weights --out /tmp/x/ckpt --state-dir=/tmp/x/runs "
+               "--data-dir /root/data --time-budget 9 --resume --device cuda")
+    path = ckpt.save_checkpoint(tmp_path, "resnet34", None, dict(CONFIG, model="resnet34", command=command),
                                 HISTORY, METRICS)
     assert not (path / "model.safetensors").exists() and not read_checkpoint(path).has_weights
-    with pytest.raises(CheckpointError, match="model.safetensors: file is missing.*train.py --depth 34"):
+    again = "python train.py --depth 34 --both --recipe seed --device cuda"
+    assert ckpt.regenerate_command(read_checkpoint(path).config) == again
+    with pytest.raises(CheckpointError, match=f"model.safetensors: file is missing.*`{again}`"):
         load_pretrained(path)
+    assert f"regenerate with `{again}`" in (path / "README.md").read_text()
+    assert ckpt.regenerate_command({}) == "python train.py"
 
 
 def damage_truncate(path):

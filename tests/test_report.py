@@ -80,6 +80,10 @@ def test_paper_checks_say_no_where_the_numbers_disagree_and_label_short_runs():
     assert holds(checks, "Degradation: plain-56 has a higher final test") == "no"
     assert holds(checks, "Degradation: plain-110") == "not measured"
     assert holds(checks, "Plain nets: final training error rises") == "no"  # plain56 2.0 < plain20 3.0
+    infos += [fake("resnet32", 8.0), fake("resnet44", 9.9)]  # 9.0, 8.0, 9.9, 9.5: falls at 2 of 3 steps
+    trend = zoo.paper_checks(infos).set_index("claim").loc["Residual nets: test error falls with depth"]
+    assert trend["holds"] == "partly"
+    assert trend["evidence"].startswith("at 2 of 3 steps: 20 layers: 9.00 %, 32 layers: 8.00 %, 44 layers: 9.90 %")
     assert holds(checks, "Shortcuts help") == "no"  # resnet20 9.0 is not below plain20 9.0
     assert "20 layers: residual 9.00 % vs plain 9.00 %" in checks[checks["claim"].str.startswith("Shortcuts")].iloc[0]["evidence"]
     assert "best of 5 runs; their mean is 6.61 ± 0.16 %" in checks[checks["claim"].str.startswith("ResNet-110")].iloc[0]["claim"]
@@ -205,11 +209,18 @@ def test_surface_summary_gives_centre_median_and_largest_loss():
     assert zoo.surface_summary(surface) == ("plain56: 1.38 at the trained weights, median 2, largest 53,800; "
                                             "resnet56: 0.419 at the trained weights, median 0.419, largest 0.419 "
                                             "(3 points overflowed)")
+    even = pd.DataFrame([dict(checkpoint="resnet20", alpha=a, beta=b, loss=1.0 + a * a + b * b)
+                         for a in (-1.5, -0.5, 0.5, 1.5) for b in (-1.5, -0.5, 0.5, 1.5)])
+    assert zoo.surface_summary(even) == "resnet20: median 3.5, largest 5.5"  # no point at the trained weights
+    even.loc[0, "loss"] = float("inf")
+    assert zoo.surface_summary(even).endswith("largest 5.5 (1 point overflowed)")
+    assert zoo.surface_summary(even.assign(loss=float("nan"))) == "resnet20: every point overflowed"
 
 
 @pytest.mark.parametrize("value, text", [(0.419, "0.419"), (2.5e-05, "2.5e-05"), (61.63, "61.6"), (53_812.0, "53,800"),
-                                         (999_999.0, "1,000,000"), (4_030_123.0, "4.03 × 10^6"),
+                                         (999_999.0, "1 × 10^6"), (4_030_123.0, "4.03 × 10^6"),
                                          (2_237_062_784_460_259.25, "2.24 × 10^15"), (9.996e7, "1 × 10^8"),
-                                         (float("nan"), "overflowed"), (float("inf"), "inf")])
+                                         (999.95, "1,000"), (999.4, "999"), (-0.0, "0"), (-1234.0, "-1,230"),
+                                         (float("nan"), "overflowed"), (float("inf"), "overflowed")])
 def test_figures_reads_aloud(value, text):
     assert zoo.figures(value) == text
