@@ -8,6 +8,8 @@ import shutil
 import subprocess
 import sys
 import tarfile
+
+import pytest
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -294,3 +296,48 @@ def test_start_refuses_before_the_data_is_complete(tmp_path):
     done = subprocess.run(["bash", "bench/gpu/session.sh", "start", "--all"], cwd=REPO, capture_output=True, text=True,
                           env=dict(os.environ, DATA=str(tmp_path / "data"), CKPT=str(tmp_path / "ckpt")))
     assert done.returncode != 0 and "train-1.zip is missing" in done.stdout and not (tmp_path / "ckpt").exists()
+
+
+def test_the_runbook_end_to_end_on_the_cpu(tmp_path, shared_cifar):
+    """The device calls as a session makes them (start, then a poll that returns once the trainer stops at its
+    time budget), on the CPU with a tiny run, then receive here: the unfinished run's state and the log come
+    back, and the resume line in status.txt continues it to published checkpoints that receive puts in place."""
+    if not all((shared_cifar / f"{z}.zip").is_file() for z in ("train-1", "train-2", "train-3", "train-4", "train-5", "test")):
+        pytest.skip(f"the CIFAR-10 in {shared_cifar} is not the six zips that `start` looks for")
+    device, here = tmp_path / "device", tmp_path / "here"
+    env = dict(os.environ, DATA=str(shared_cifar), CKPT=str(device / "ckpt"), RUNS=str(device / "runs"),
+               LOG=str(device / "train.log"), START_WAIT="1", PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+
+    def call(*args, out=None, cwd=REPO):
+        if out is not None:
+            shutil.rmtree(out, ignore_errors=True)
+            out.mkdir(parents=True)
+        done = subprocess.run(["bash", str(REPO / "bench" / "gpu" / "session.sh"), *args], cwd=cwd, capture_output=True,
+                              text=True, env=dict(env, OUT=str(out)) if out else env)
+        assert done.returncode == 0, done.stdout + done.stderr
+        return done.stdout
+
+    tiny = ["--model", "resnet20", "--iterations", "8", "--milestones", "4", "6", "--limit-train", "256",
+            "--limit-test", "100", "--batch-size", "64", "--device", "cpu"]
+    call("start", *tiny, "--stop-after", "4")  # stands in for --time-budget: stops with state saved
+    printed = call("poll", "120", out=tmp_path / "out1")
+    assert "train.py: not running" in printed and "published:" not in printed
+    status = (tmp_path / "out1" / "status.txt").read_text()
+    assert "resnet20: at iteration 4 of 8" in status
+    resume = next(line for line in status.splitlines() if line.startswith("resume: "))[len("resume: "):]
+    assert resume == ("bash bench/gpu/session.sh start --iterations 8 --milestones 4 6 --limit-train 256 --limit-test 100 "
+                      "--batch-size 64 --device cpu --model resnet20 --resume --time-budget N")
+
+    here.mkdir()
+    call("receive", str(tmp_path / "out1"), cwd=here)  # the state comes here, as a later session's stage would find it
+    assert json.loads((here / "runs" / "resnet20" / "state.json").read_text())["iteration"] == 4
+    assert list(here.glob("runs/train-*.log")), "the device's log is kept"
+
+    call(*resume.split()[2:-1], "5")  # bash bench/gpu/session.sh start ... --time-budget 5
+    printed = call("poll", "120", out=tmp_path / "out2")
+    assert "train.py: not running" in printed and "published: resnet20" in printed
+    call("receive", str(tmp_path / "out2"), cwd=here)
+    from resnet_core.checkpoint import read_checkpoint
+    info = read_checkpoint(here / "checkpoints" / "resnet20")
+    assert info.config["recipe"]["iterations"] == 8 and [r["epoch"] for r in info.history["records"]] == [1, 2]
+    assert info.metrics == json.loads((device / "ckpt" / "resnet20" / "metrics.json").read_text())

@@ -36,6 +36,10 @@ progress() {  # the log without tqdm's carriage-return redraws: its last lines a
     tr '\r' '\n' < "$LOG" | grep 'it/s\] *$\|s/it\] *$' | tail -n 1 || true
 }
 
+training() {  # is the trainer that `start` launched (this $DATA, $CKPT) still running?
+    pgrep -f "train.py --data-dir $DATA --out $CKPT" > /dev/null
+}
+
 snapshot() {  # into $OUT: a status summary, the log, published checkpoints and unfinished runs' state
     python3 - "$RUNS" "$CKPT" > "$OUT/status.txt" <<'PY'
 import json, sys
@@ -95,9 +99,10 @@ start)  # device: train.py detached (it outlives this call), writing outside the
     ;;
 poll)  # device: wait (default 540 s, inside one call's 600), then show progress
     secs=${1:-540}
-    for _ in $(seq 1 $((secs / 30))); do sleep 30; pgrep -f "python3 train.py" > /dev/null || break; done
+    # checked every 5 s, so the call returns (and stops spending device time) soon after the trainer stops
+    for _ in $(seq 1 $((secs / 5))); do training || break; sleep 5; done
     progress 25
-    pgrep -f "python3 train.py" > /dev/null && echo "train.py: running" || echo "train.py: not running"
+    training && echo "train.py: running" || echo "train.py: not running"
     ls "$CKPT" 2>/dev/null | sed 's/^/published: /'
     # Insurance: every poll brings back what collect would, as of now. If the machine is lost before collect,
     # `receive` the last poll's files_at. SNAPSHOT=0 skips it.
