@@ -1,5 +1,6 @@
 """ResNet Explorer: the home page (the degradation problem and the model zoo) and the list of pages."""
 import altair as alt
+import pandas as pd
 import streamlit as st
 
 from pages.common import DEEP_LINK, NET_COLORS, ROUTED, TRAIN_DASHED, frame, header, show_chart, usable_checkpoints
@@ -118,6 +119,8 @@ def zoo_table() -> None:
                "not record it). FLOPs are multiply-adds per 32x32 image; the paper column is Table 6 (residual nets "
                "only: the paper gives the plain nets as curves).")
     table = frame(zoo.zoo_frame)
+    # Table 6 has no plain nets: a blank there, not the grey "None" a number column shows for a missing value
+    table = table.assign(paper_test_error=[f"{v:.2f}" if pd.notna(v) else "" for v in table["paper_test_error"]])
     # The errors first, so they are in sight without scrolling sideways; then size, recipe and provenance.
     first = ["checkpoint", "depth", "net", "test_error", "train_error_clean", "train_error", "paper_test_error",
              "iterations"]
@@ -130,7 +133,7 @@ def zoo_table() -> None:
         "train_error_clean": st.column_config.NumberColumn("train error % (final model)", format="%.2f",
                                                            help="The final model on the clean training set."),
         "test_error": st.column_config.NumberColumn("test error %", format="%.2f"),
-        "paper_test_error": st.column_config.NumberColumn("paper test error % (Table 6)", format="%.2f"),
+        "paper_test_error": st.column_config.TextColumn("paper test error % (Table 6)"),
         "iterations": st.column_config.NumberColumn("iterations", format="localized",
                                                     help=f"SGD steps of batch 128; the paper trains for {PAPER_ITERATIONS:,}."),
         "train_minutes": st.column_config.NumberColumn(

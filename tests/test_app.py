@@ -88,6 +88,7 @@ def test_home_lists_the_zoo_and_draws_error_against_depth(monkeypatch, tiny_chec
     assert sorted(zoo["checkpoint"]) == ["plain20", "resnet20"]
     assert set(zoo["net"]) == {"plain", "residual"} and (zoo["params"] > 250_000).all()
     assert zoo["train_error_clean"].between(0, 100).all() and zoo["train_error"].between(0, 100).all()
+    assert zoo.set_index("checkpoint")["paper_test_error"].to_dict() == {"plain20": "", "resnet20": "8.75"}
     points = charts(at)[0]
     ours = points[points["source"] == "ours"]
     assert set(ours["split"]) == {"train", "test"} and len(ours) == 4
