@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -341,3 +342,33 @@ def test_the_runbook_end_to_end_on_the_cpu(tmp_path, shared_cifar):
     info = read_checkpoint(here / "checkpoints" / "resnet20")
     assert info.config["recipe"]["iterations"] == 8 and [r["epoch"] for r in info.history["records"]] == [1, 2]
     assert info.metrics == json.loads((device / "ckpt" / "resnet20" / "metrics.json").read_text())
+
+
+def test_queue_trains_groups_in_turn_within_its_minutes(tmp_path, shared_cifar):
+    """`queue T GROUP...`: one train.py per group, in turn, each published before the next starts, all inside T
+    minutes; a group with under a minute left is not started, and the log says so."""
+    if not all((shared_cifar / f"{z}.zip").is_file() for z in ("train-1", "train-2", "train-3", "train-4", "train-5", "test")):
+        pytest.skip(f"the CIFAR-10 in {shared_cifar} is not the six zips that `queue` looks for")
+    device = tmp_path / "device"
+    env = dict(os.environ, DATA=str(shared_cifar), CKPT=str(device / "ckpt"), RUNS=str(device / "runs"),
+               LOG=str(device / "train.log"), START_WAIT="1", PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+    tiny = "--iterations 8 --milestones 4 6 --limit-train 256 --limit-test 100 --batch-size 64 --device cpu"
+    session = ["bash", str(REPO / "bench" / "gpu" / "session.sh")]
+    done = subprocess.run([*session, "queue", "5", f"--model resnet20 {tiny}", f"--model plain20 {tiny}"], cwd=REPO,
+                          env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    done = subprocess.run([*session, "poll", "120"], cwd=REPO, env=env, capture_output=True, text=True)
+    assert "train.py: not running" in done.stdout and "published: plain20" in done.stdout
+    log = (device / "train.log").read_text()
+    assert log.index("queue: train.py --model resnet20") < log.index("resnet20: finished; checkpoint written") \
+        < log.index("queue: train.py --model plain20") < log.index("queue: done")
+    budgets = [float(re.search(r"--time-budget ([\d.]+)", json.loads((device / "ckpt" / m / "config.json").read_text())
+                                ["command"]).group(1)) for m in ("resnet20", "plain20")]
+    assert 4.9 < budgets[0] <= 5 and budgets[1] < budgets[0], "each group gets the minutes left, not T again"
+
+    shutil.rmtree(device)
+    done = subprocess.run([*session, "queue", "0.5", f"--model resnet20 {tiny}"], cwd=REPO, env=env,
+                          capture_output=True, text=True)
+    subprocess.run([*session, "poll", "30"], cwd=REPO, env=env, capture_output=True, text=True)
+    assert "queue: not started, under a minute left: --model resnet20" in (device / "train.log").read_text()
+    assert not (device / "ckpt" / "resnet20").exists()

@@ -4,12 +4,15 @@
 #
 #   here:    bash bench/gpu/session.sh stage          # .gpu-1 ... .gpu-N: the data (+ runs/' state), cut to fill each
 #   device:  bash bench/gpu/session.sh unpack         # carry=[".gpu-1"]; then .gpu-2, ... up to .gpu-N-1, one call each
-#   device:  bash bench/gpu/session.sh unpack && bash bench/gpu/session.sh start --all --time-budget T \
-#                && bash bench/gpu/session.sh poll 420      # carry=[".gpu-N"]: the last piece, then train at once
+#   device:  bash bench/gpu/session.sh unpack && bash bench/gpu/session.sh queue T "--depth 20 32 44 --both" \
+#                "--depth 56 110 --both" && bash bench/gpu/session.sh poll 420   # carry=[".gpu-N"]: then train
 #   device:  bash bench/gpu/session.sh poll 540       # chain these until train.py stops at T; each brings a snapshot
 #   here:    bash bench/gpu/session.sh receive FILES_AT   # the last poll's: into checkpoints/ and runs/, then verify
 #
-#   T (minutes) = the device minutes `status` leaves at the start call, less 3 for the last poll's trip back.
+#   T (minutes) = the device minutes `status` leaves at that call, less 3 for the last poll's trip back.
+#   `queue` runs train.py once per group, in turn, inside T: a group's nets train side by side (the GPU busier)
+#   and publish together; the group the deadline stops saves its state. `start --all --time-budget T` is one
+#   group of all ten: none published before the slowest ends.
 #   Also, in a session with minutes to spare:
 #   device:  bash bench/gpu/session.sh check          # CUDA tests + throughput table (~3 min)
 #   device:  bash bench/gpu/session.sh landscape plain56 resnet56   # once those are published
@@ -18,7 +21,8 @@
 # Every device call follows the last with nothing to do here in between: the machine goes back after 30 s idle,
 # and all it holds with it. Everything a session carries is staged before its first call.
 # A later session resumes: `stage` carries runs/' unfinished state too, and the last call starts
-# `start --model <the unfinished ones> --resume --time-budget T` (status.txt in every snapshot names them).
+# `start --model <the unfinished ones> --resume --time-budget T` (status.txt in every snapshot names them), or
+# queue them: queue T "--model <the unfinished ones> --resume" "--depth <the ones not started> --both".
 # Every poll returns what collect would: if the machine is lost, `receive` the last poll's files.
 set -euo pipefail
 DATA=${DATA:-/root/data}
@@ -36,8 +40,21 @@ progress() {  # the log without tqdm's carriage-return redraws: its last lines a
     tr '\r' '\n' < "$LOG" | grep 'it/s\] *$\|s/it\] *$' | tail -n 1 || true
 }
 
-training() {  # is the trainer that `start` launched (this $DATA, $CKPT) still running?
-    pgrep -f "train.py --data-dir $DATA --out $CKPT" > /dev/null
+training() {  # is the trainer that `start` or `queue` launched (this $DATA, $CKPT), or queue's runner, running?
+    pgrep -f "train.py --data-dir $DATA --out $CKPT" > /dev/null || pgrep -f "session.sh run-queue" > /dev/null
+}
+
+need_data() {  # fail now, not in a detached log a minute later
+    for z in train-1 train-2 train-3 train-4 train-5 test; do
+        [ -f "$DATA/$z.zip" ] || { echo "error: $DATA/$z.zip is missing: unpack every staged folder first"; exit 1; }
+    done
+    mkdir -p "$CKPT" "$RUNS"
+}
+
+started() {  # what the detached trainer printed in its first minute or so
+    sleep "${START_WAIT:-75}"
+    progress 30
+    nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv || true
 }
 
 snapshot() {  # into $OUT: a status summary, the log, published checkpoints and unfinished runs' state
@@ -87,15 +104,34 @@ check)  # device: the CUDA-only tests, then the throughput table against the tex
     [ "$tests" = 0 ] && [ "$bench" = 0 ]
     ;;
 start)  # device: train.py detached (it outlives this call), writing outside the synced tree
-    for z in train-1 train-2 train-3 train-4 train-5 test; do  # fail now, not in a detached log a minute later
-        [ -f "$DATA/$z.zip" ] || { echo "error: $DATA/$z.zip is missing: unpack every staged folder first"; exit 1; }
-    done
-    mkdir -p "$CKPT" "$RUNS"
+    need_data
     PYTHONUNBUFFERED=1 setsid nohup python3 train.py --data-dir "$DATA" --out "$CKPT" --state-dir "$RUNS" "$@" \
         > "$LOG" 2>&1 < /dev/null &
-    sleep "${START_WAIT:-75}"
-    progress 30
-    nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv || true
+    started
+    ;;
+queue)  # device: like start, but train.py once per group of models, in turn, all within T minutes:
+        #   queue T "--depth 20 --both" "--depth 32 --both" ...   (a group may add --resume)
+        # a group that finishes is published before the next starts; the one the deadline stops saves its state
+    minutes=${1:?queue T GROUP...: T is the minutes for all the groups}
+    shift
+    need_data
+    deadline=$(python3 -c 'import sys, time; print(int(time.time() + 60 * float(sys.argv[1])))' "$minutes")
+    PYTHONUNBUFFERED=1 setsid nohup bash "$0" run-queue "$deadline" "$@" > "$LOG" 2>&1 < /dev/null &
+    started
+    ;;
+run-queue)  # (queue's detached runner) each group in turn, with the minutes left as its --time-budget
+    deadline=$1
+    shift
+    for group in "$@"; do
+        left=$((deadline - $(date +%s)))
+        if [ "$left" -lt 60 ]; then echo "queue: not started, under a minute left: $group"; continue; fi
+        echo "queue: train.py $group --time-budget $((left / 60)) min $((left % 60)) s"
+        # shellcheck disable=SC2086  # a group is several options
+        python3 train.py --data-dir "$DATA" --out "$CKPT" --state-dir "$RUNS" $group \
+            --time-budget "$(python3 -c 'import sys; print(int(sys.argv[1]) / 60)' "$left")" < /dev/null \
+            || echo "queue: train.py exited with $? for: $group"
+    done
+    echo "queue: done"
     ;;
 poll)  # device: wait (default 540 s, inside one call's 600), then show progress
     secs=${1:-540}
@@ -138,6 +174,6 @@ receive)  # here: unpack what collect returned (the reply's files_at) into check
     echo "next: python -m resnet_core.report --verify --readme README.md"
     ;;
 *)
-    sed -n '2,22p' "$0"
+    sed -n '2,26p' "$0"
     ;;
 esac
