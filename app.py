@@ -115,7 +115,7 @@ def zoo_table() -> None:
     st.subheader("Model zoo")
     st.caption("One row per checkpoint in the checkpoints folder. Two training errors: *last epoch* is the running "
                "error on the augmented batches of the last epoch (the dashed curves of Fig. 6), *final model* is the "
-               "trained net's error on the whole training set without augmentation (empty for checkpoints that did "
+               "trained net's error on the whole training set without augmentation (None for checkpoints that did "
                "not record it). FLOPs are multiply-adds per 32x32 image; the paper column is Table 6 (residual nets "
                "only: the paper gives the plain nets as curves).")
     table = frame(zoo.zoo_frame)

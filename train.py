@@ -23,7 +23,9 @@ from resnet_core.trainer import RunConfig, TrainingDiverged, paper_recipe, seed_
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    # no abbreviations: the command recorded in each checkpoint is read back by option name (regenerate_command)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                allow_abbrev=False)
     which = p.add_argument_group("which models")
     which.add_argument("--depth", type=int, nargs="+", help="20 32 44 56 110 1202 (6n+2 nets) or 18 34 (CIFAR ResNet-18/34)")
     which.add_argument("--plain", action="store_true", help="the plain net (no shortcuts) of that depth")

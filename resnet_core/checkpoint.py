@@ -80,25 +80,31 @@ def atomic_save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: 
 
 
 # -- writing a checkpoint folder --------------------------------------------------------------------
-# train.py options of one machine or one sitting (paths, stops, resuming, leaving the weights out): a command that
-# regenerates a checkpoint elsewhere drops them, with their values where they take one.
-_SITTING_OPTIONS = {"--out": 1, "--state-dir": 1, "--data-dir": 1, "--time-budget": 1, "--stop-after": 1,
-                    "--push-to-hub": 1, "--resume": 0, "--restart": 0, "--no-weights": 0}
+def without_options(command: str, names: set[str]) -> list[str]:
+    """The words of a train.py command line without the named options and their values (the words up to the
+    next option, or `--name=value`)."""
+    kept, skip = [], False
+    for word in shlex.split(command):
+        if word.startswith("--"):
+            skip = word.split("=", 1)[0] in names
+        if not skip:
+            kept.append(word)
+    return kept
+
+
+# train.py options of one machine or one sitting (paths, stops, resuming, leaving the weights out)
+SITTING_OPTIONS = {"--out", "--state-dir", "--data-dir", "--time-budget", "--stop-after", "--push-to-hub", "--resume",
+                   "--restart", "--no-weights"}
 
 
 def regenerate_command(config: dict) -> str:
     """The train.py command that trains this checkpoint again on a fresh machine: the recorded one (config.json's
     "command") without where it wrote, how long that sitting ran, --resume or --no-weights."""
-    words = shlex.split(config.get("command") or "python train.py")
-    kept, skip = [], 0
-    for word in words:
-        if skip:
-            skip -= 1
-        elif word.split("=")[0] in _SITTING_OPTIONS:
-            skip = 0 if "=" in word else _SITTING_OPTIONS[word]
-        else:
-            kept.append(word)
-    return shlex.join(kept)
+    command = config.get("command") or "python train.py"
+    try:
+        return shlex.join(without_options(command, SITTING_OPTIONS))
+    except ValueError:  # quoting damaged by hand: show it as recorded
+        return command
 
 
 def model_card(config: dict, metrics: dict, has_weights: bool) -> str:

@@ -92,6 +92,14 @@ def test_save_without_weights(tmp_path):
         load_pretrained(path)
     assert f"regenerate with `{again}`" in (path / "README.md").read_text()
     assert ckpt.regenerate_command({}) == "python train.py"
+    assert ckpt.regenerate_command(dict(command="python train.py --depth 'unclosed")) == "python train.py --depth 'unclosed"
+
+
+def test_train_refuses_abbreviated_options():
+    """Recorded commands are read back by full option names, so train.py takes no abbreviations."""
+    import train
+    with pytest.raises(SystemExit):
+        train.parse_args(["--depth", "20", "--time", "9"])
 
 
 def damage_truncate(path):

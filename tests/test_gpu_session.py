@@ -6,6 +6,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tarfile
@@ -18,6 +19,8 @@ sys.path.insert(0, str(REPO / "bench" / "gpu"))
 import pack  # noqa: E402
 
 MIB = 1 << 20
+# session.sh runs `python3`: let it be this interpreter, with torch, as the device machine's python3 has it
+PYTHON_FIRST = f"{Path(sys.executable).parent}:{os.environ['PATH']}"
 
 
 def test_plan_respects_the_per_file_count_and_total_limits():
@@ -34,7 +37,7 @@ def test_plan_respects_the_per_file_count_and_total_limits():
 
 
 def test_resume_command_keeps_the_recipe_and_drops_what_start_sets():
-    command = ("python train.py --data-dir /root/data --out /root/ckpt --state-dir /root/runs --all --iterations 60 "
+    command = ("python train.py --data-dir /root/data --out /root/ckpt --state-dir=/root/runs --all --iterations 60 "
                "--milestones 30 45 --limit-train 1024 --time-budget 0.5 --device cpu")
     assert pack.resume_command(command, ["plain20", "resnet20"]) == (
         "bash bench/gpu/session.sh start --iterations 60 --milestones 30 45 --limit-train 1024 --device cpu "
@@ -64,7 +67,7 @@ def test_collect_packs_unfinished_state_and_receive_unpacks_it(tmp_path):
     (ckpt / "resnet20" / "metrics.json").write_text("{}")
     log.write_text("resnet20: finished\r2 models: 50%|#####     | 1/2 [00:01<00:01,  1.00it/s]\n")
     out.mkdir()
-    env = dict(os.environ, OUT=str(out), RUNS=str(runs), CKPT=str(ckpt), LOG=str(log))
+    env = dict(os.environ, OUT=str(out), RUNS=str(runs), CKPT=str(ckpt), LOG=str(log), PATH=PYTHON_FIRST)
     done = subprocess.run(["bash", "bench/gpu/session.sh", "collect"], cwd=REPO, env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     status = (out / "status.txt").read_text()
@@ -144,7 +147,7 @@ def test_every_poll_brings_back_a_snapshot(tmp_path):
     (ckpt / "resnet20" / "metrics.json").write_text("{}")
     log.write_text("resnet20: published\n")
     out.mkdir()
-    env = dict(os.environ, OUT=str(out), RUNS=str(runs), CKPT=str(ckpt), LOG=str(log))
+    env = dict(os.environ, OUT=str(out), RUNS=str(runs), CKPT=str(ckpt), LOG=str(log), PATH=PYTHON_FIRST)
     done = subprocess.run(["bash", "bench/gpu/session.sh", "poll", "0"], cwd=REPO, env=env, capture_output=True,
                           text=True)
     assert done.returncode == 0, done.stderr
@@ -167,7 +170,7 @@ def staging_repo(tmp_path: Path, zip_bytes: int) -> tuple[Path, dict]:
     subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
     (repo / ".gitignore").write_text((REPO / ".gitignore").read_text())
     subprocess.run(["git", "add", ".gitignore"], cwd=repo, check=True)
-    env = dict(os.environ, CIFAR_ZIPS=str(zips), PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+    env = dict(os.environ, CIFAR_ZIPS=str(zips), PATH=PYTHON_FIRST)
     return repo, env
 
 
@@ -213,24 +216,30 @@ def test_stage_fills_each_carry_and_unpack_joins_the_pieces_in_any_order(tmp_pat
 
     (repo / "notes.txt").write_bytes(os.urandom(40 * KIB))  # an untracked file travels too: less room a call
     assert len(stage(repo, env)[1]) == 6  # ceil(540 / 96)
+    shutil.copytree(repo / ".gpu-6", tmp_path / "old-gpu-6")  # a folder of this staging, cut differently
     (repo / "notes.txt").unlink()
     staged = stage(repo, env)[1]
+    assert len(staged) == 4, "a new staging replaces the last one whole"
 
     device, data = tmp_path / "device", tmp_path / "data"
     for n, folder in enumerate([".gpu-3", ".gpu-1", ".gpu-4", ".gpu-2"]):
         carry(repo, device, folder)
         if n == 2:  # a folder left on the device from an earlier call is skipped, not joined twice
             shutil.copytree(repo / ".gpu-1", device / ".gpu-1")
+        if n == 3:  # and one left from an earlier staging is not mixed in
+            shutil.copytree(tmp_path / "old-gpu-6", device / ".gpu-6")
         done = unpack(device, env, tmp_path)
         assert done.returncode == 0, done.stderr + done.stdout
         if n < 3:
-            assert "waiting:" in done.stdout and "complete\n" not in done.stdout.replace(": complete", "")
+            assert "waiting:" in done.stdout and "data: 6 of 6" not in done.stdout
     assert "data: 6 of 6 zips" in done.stdout and ": complete" in done.stdout
+    assert "skipped .gpu-6: from an earlier staging" in done.stdout and "CORRUPT" not in done.stdout
     zips = tmp_path / "cifar10"
     assert sorted(p.name for p in data.iterdir()) == sorted(p.name for p in zips.iterdir())
     for z in zips.iterdir():
         assert (data / z.name).read_bytes() == z.read_bytes()
-    assert not [p for p in (tmp_path / "incoming").iterdir() if p.name != "done.json"], "pieces are cleaned up"
+    assert not [p for p in (tmp_path / "incoming").rglob("*") if p.is_file() and p.name != "done.json"], \
+        "pieces are cleaned up"
 
 
 def test_unpack_refuses_a_piece_damaged_on_the_way(tmp_path):
@@ -299,7 +308,20 @@ def test_start_refuses_before_the_data_is_complete(tmp_path):
     assert done.returncode != 0 and "train-1.zip is missing" in done.stdout and not (tmp_path / "ckpt").exists()
 
 
-def test_the_runbook_end_to_end_on_the_cpu(tmp_path, shared_cifar):
+@pytest.fixture
+def pidfile(tmp_path):
+    """Where `start` and `queue` note what they detached; whatever still runs there at the end is stopped, so a
+    failed test leaves no trainer behind (setsid made it lead its own process group)."""
+    path = tmp_path / "train.pid"
+    yield path
+    if path.is_file():
+        try:
+            os.killpg(int(path.read_text()), signal.SIGKILL)
+        except (ProcessLookupError, PermissionError, ValueError):
+            pass
+
+
+def test_the_runbook_end_to_end_on_the_cpu(tmp_path, shared_cifar, pidfile):
     """The device calls as a session makes them (start, then a poll that returns once the trainer stops at its
     time budget), on the CPU with a tiny run, then receive here: the unfinished run's state and the log come
     back, and the resume line in status.txt continues it to published checkpoints that receive puts in place."""
@@ -307,7 +329,8 @@ def test_the_runbook_end_to_end_on_the_cpu(tmp_path, shared_cifar):
         pytest.skip(f"the CIFAR-10 in {shared_cifar} is not the six zips that `start` looks for")
     device, here = tmp_path / "device", tmp_path / "here"
     env = dict(os.environ, DATA=str(shared_cifar), CKPT=str(device / "ckpt"), RUNS=str(device / "runs"),
-               LOG=str(device / "train.log"), START_WAIT="1", PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+               LOG=str(device / "train.log"), START_WAIT="1", PATH=PYTHON_FIRST,
+               PIDFILE=str(pidfile))
 
     def call(*args, out=None, cwd=REPO):
         if out is not None:
@@ -344,14 +367,15 @@ def test_the_runbook_end_to_end_on_the_cpu(tmp_path, shared_cifar):
     assert info.metrics == json.loads((device / "ckpt" / "resnet20" / "metrics.json").read_text())
 
 
-def test_queue_trains_groups_in_turn_within_its_minutes(tmp_path, shared_cifar):
+def test_queue_trains_groups_in_turn_within_its_minutes(tmp_path, shared_cifar, pidfile):
     """`queue T GROUP...`: one train.py per group, in turn, each published before the next starts, all inside T
     minutes; a group with under a minute left is not started, and the log says so."""
     if not all((shared_cifar / f"{z}.zip").is_file() for z in ("train-1", "train-2", "train-3", "train-4", "train-5", "test")):
         pytest.skip(f"the CIFAR-10 in {shared_cifar} is not the six zips that `queue` looks for")
     device = tmp_path / "device"
     env = dict(os.environ, DATA=str(shared_cifar), CKPT=str(device / "ckpt"), RUNS=str(device / "runs"),
-               LOG=str(device / "train.log"), START_WAIT="1", PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+               LOG=str(device / "train.log"), START_WAIT="1", PATH=PYTHON_FIRST,
+               PIDFILE=str(pidfile))
     tiny = "--iterations 8 --milestones 4 6 --limit-train 256 --limit-test 100 --batch-size 64 --device cpu"
     session = ["bash", str(REPO / "bench" / "gpu" / "session.sh")]
     done = subprocess.run([*session, "queue", "5", f"--model resnet20 {tiny}", f"--model plain20 {tiny}"], cwd=REPO,

@@ -6,7 +6,8 @@ most 16 MiB, 64 MiB together, under $OUT): folders are binned, largest first, in
 
 Sizes are bounded by the folders' uncompressed sizes, so an archive never exceeds its limit. What does not
 fit (the files or the total are used up) is listed on stdout and in $OUT/NAME-left.txt: collect it with
-another call. Standard library only (the device machine has no extra packages).
+another call. Standard library only, but for resume_command (it reads commands with resnet_core's parser, so
+it needs torch, as on the device machine).
 """
 from __future__ import annotations
 
@@ -60,14 +61,10 @@ def resume_command(command: str | None, models: list[str]) -> str:
     tail = f"--model {' '.join(models)} --resume --time-budget N"
     if not command:
         return f"bash bench/gpu/session.sh start <the first start's options> {tail}"
-    words, kept, skip = shlex.split(command)[2:], [], False  # after "python train.py"
-    for word in words:
-        if word.startswith("--"):
-            skip = word in SET_BY_START | CHOOSE_MODELS
-            if not skip:
-                kept.append(word)
-        elif not skip:
-            kept.append(word)
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+    from resnet_core.checkpoint import without_options  # the one parser of recorded commands
+
+    kept = without_options(command, SET_BY_START | CHOOSE_MODELS)[2:]  # after "python train.py"
     return f"bash bench/gpu/session.sh start {' '.join(shlex.quote(w) for w in kept)} {tail}"
 
 

@@ -30,6 +30,7 @@ CKPT=${CKPT:-/root/ckpt}
 RUNS=${RUNS:-/root/runs}
 LOG=${LOG:-/root/train.log}
 INCOMING=${INCOMING:-/root/incoming}
+PIDFILE=${PIDFILE:-/root/train.pid}
 cmd=${1:-help}
 shift || true
 
@@ -40,8 +41,8 @@ progress() {  # the log without tqdm's carriage-return redraws: its last lines a
     tr '\r' '\n' < "$LOG" | grep 'it/s\] *$\|s/it\] *$' | tail -n 1 || true
 }
 
-training() {  # is the trainer that `start` or `queue` launched (this $DATA, $CKPT), or queue's runner, running?
-    pgrep -f "train.py --data-dir $DATA --out $CKPT" > /dev/null || pgrep -f "session.sh run-queue" > /dev/null
+training() {  # is what `start` or `queue` launched (train.py, or queue's runner) still running?
+    [ -f "$PIDFILE" ] && kill -0 "$(cat "$PIDFILE")" 2> /dev/null
 }
 
 need_data() {  # fail now, not in a detached log a minute later
@@ -107,6 +108,7 @@ start)  # device: train.py detached (it outlives this call), writing outside the
     need_data
     PYTHONUNBUFFERED=1 setsid nohup python3 train.py --data-dir "$DATA" --out "$CKPT" --state-dir "$RUNS" "$@" \
         > "$LOG" 2>&1 < /dev/null &
+    echo $! > "$PIDFILE"  # setsid execs in place (a background job leads no process group): this is train.py
     started
     ;;
 queue)  # device: like start, but train.py once per group of models, in turn, all within T minutes:
@@ -117,11 +119,13 @@ queue)  # device: like start, but train.py once per group of models, in turn, al
     need_data
     deadline=$(python3 -c 'import sys, time; print(int(time.time() + 60 * float(sys.argv[1])))' "$minutes")
     PYTHONUNBUFFERED=1 setsid nohup bash "$0" run-queue "$deadline" "$@" > "$LOG" 2>&1 < /dev/null &
+    echo $! > "$PIDFILE"  # the runner, alive until its last group ends
     started
     ;;
 run-queue)  # (queue's detached runner) each group in turn, with the minutes left as its --time-budget
     deadline=$1
     shift
+    set -f  # a group's words are options: split them, never glob them
     for group in "$@"; do
         left=$((deadline - $(date +%s)))
         if [ "$left" -lt 60 ]; then echo "queue: not started, under a minute left: $group"; continue; fi
@@ -139,7 +143,7 @@ poll)  # device: wait (default 540 s, inside one call's 600), then show progress
     for _ in $(seq 1 $((secs / 5))); do training || break; sleep 5; done
     progress 25
     training && echo "train.py: running" || echo "train.py: not running"
-    ls "$CKPT" 2>/dev/null | sed 's/^/published: /'
+    ls "$CKPT" 2>/dev/null | sed 's/^/published: /' || true  # none yet is no failure: the snapshot still goes
     # Insurance: every poll brings back what collect would, as of now. If the machine is lost before collect,
     # `receive` the last poll's files_at. SNAPSHOT=0 skips it.
     if [ -n "${OUT:-}" ] && [ "${SNAPSHOT:-1}" = 1 ]; then

@@ -28,6 +28,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -120,17 +121,17 @@ def stage(argv: list[str] | None = None) -> int:
         if states and pack.main([packed, "runs", *map(str, states), "--unfinished-only", "--max-files", "1",
                                  "--total-mib", "1e6", "--max-mib", "1e6"]) != 0:
             raise SystemExit("error: some unfinished runs could not be packed (see above); the last staging stays")
-        for old in repo.glob(".gpu-*"):  # a new plan replaces the last one whole, once it is sure to be made
-            if old.name != Path(packed).name:
-                shutil.rmtree(old) if old.is_dir() else old.unlink()
         sources.update({p.name: p for p in sorted(Path(packed).glob("runs-*.tgz"))})
         files = {name: dict(size=path.stat().st_size, sha256=sha256(path)) for name, path in sources.items()}
         plan = cut({name: f["size"] for name, f in files.items()}, capacity)
         for name, f in files.items():
             f["pieces"] = sum(p[0] == name for folder in plan for p in folder)
+        # one id per staging, in time order: unpack takes the newest and skips a folder left from an older one
+        now = time.time_ns()
+        staging = time.strftime("%Y%m%dT%H%M%S", time.gmtime(now // 10**9)) + f".{now % 10**9:09d}"
         index = dict.fromkeys(files, 0)
-        for n, pieces in enumerate(plan, 1):
-            folder = repo / f".gpu-{n}"
+        for n, pieces in enumerate(plan, 1):  # built beside the last staging, which stays until this one is whole
+            folder = Path(packed) / f"new-{n}"
             folder.mkdir()
             carried = []
             for name, offset, length in pieces:
@@ -138,10 +139,16 @@ def stage(argv: list[str] | None = None) -> int:
                 part = piece_name(name, index[name], files[name]["pieces"])
                 copy_range(sources[name], offset, length, folder / part)
                 carried.append(dict(file=name, part=part, offset=offset, length=length))
-            (folder / MANIFEST).write_text(json.dumps(dict(files=files, pieces=carried), indent=2, sort_keys=True))
+            (folder / MANIFEST).write_text(json.dumps(dict(staging=staging, carry=n, carries=len(plan), files=files,
+                                                           pieces=carried), indent=2, sort_keys=True))
             size = tree + sum(p.stat().st_size for p in folder.iterdir())
             print(f".gpu-{n}: {', '.join(p['part'] for p in carried)} -> {size / MIB:.1f} MiB travel with the tree "
                   f"(limit {args.limit_mib:g})")
+        for old in repo.glob(".gpu-*"):  # the new staging replaces the last one whole
+            if old.name != Path(packed).name:
+                shutil.rmtree(old) if old.is_dir() else old.unlink()
+        for n in range(1, len(plan) + 1):
+            os.replace(Path(packed) / f"new-{n}", repo / f".gpu-{n}")
     payload = sum(f["size"] for f in files.values())
     print(f"tree {tree / MIB:.1f} MiB, payload {payload / MIB:.1f} MiB; {len(plan)} carries: one "
           f"`bash bench/gpu/session.sh unpack` call each, carry=[\".gpu-1\"] ... [\".gpu-{len(plan)}\"], back to back")
@@ -159,23 +166,33 @@ def unpack(argv: list[str] | None = None) -> int:
         d.mkdir(parents=True, exist_ok=True)
     done_path = args.incoming / "done.json"  # files already joined: a folder left from an earlier call is skipped
     done = json.loads(done_path.read_text()) if done_path.is_file() else {}
-    files = {}
+    carried = {}
     for folder in args.folders or sorted(Path.cwd().glob(".gpu-*")):
-        manifest = json.loads((folder / MANIFEST).read_text())
+        carried[folder] = json.loads((folder / MANIFEST).read_text())
+    if not carried:
+        print("no carried folder (.gpu-N) here: carry one of those that `session.sh stage` made")
+    newest = max((m.get("staging", "") for m in carried.values()), default="")
+    waiting = args.incoming / (newest or "unnamed")  # pieces of this staging until their file is whole
+    waiting.mkdir(exist_ok=True)
+    files = {}
+    for folder, manifest in sorted(carried.items(), key=lambda fm: fm[1].get("carry", 0)):
+        if manifest.get("staging", "") != newest:  # left on the machine by a call before a new `stage`
+            print(f"skipped {folder.name}: from an earlier staging ({manifest.get('staging') or 'unnamed'})")
+            continue
         files.update(manifest["files"])
         for piece in manifest["pieces"]:
             if done.get(piece["file"]) != files[piece["file"]]["sha256"]:
-                shutil.copyfile(folder / piece["part"], args.incoming / piece["part"])
+                shutil.copyfile(folder / piece["part"], waiting / piece["part"])
     bad = []
     for name, f in sorted(files.items()):
         if done.get(name) == f["sha256"]:
             continue
         count = f["pieces"]
-        parts = [args.incoming / piece_name(name, i, count) for i in range(1, count + 1)]
+        parts = [waiting / piece_name(name, i, count) for i in range(1, count + 1)]
         if not all(p.is_file() for p in parts):
             print(f"waiting: {name} ({sum(p.is_file() for p in parts)} of {count} pieces here)")
             continue
-        joined = args.incoming / name
+        joined = waiting / name
         with open(joined, "wb") as out:
             for part in parts:
                 with open(part, "rb") as f_in:
