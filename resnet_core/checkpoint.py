@@ -121,18 +121,31 @@ def model_card(config: dict, metrics: dict, has_weights: bool) -> str:
         f"| test top-5 error | {_pct(metrics.get('test_top5_error'))} |",
         f"| training error, final model on the clean training set | {_pct(metrics.get('train_error_clean'))} |",
         f"| training error, last epoch's augmented batches | {_pct(metrics.get('train_error'))} |",
-        f"| iterations | {recipe.get('iterations')} (batch {recipe.get('batch_size')}) |",
+        f"| iterations | {_count(recipe.get('iterations'))} (batch {recipe.get('batch_size')}) |",
         f"| wall time | {(config.get('wall_time_s') or 0) / 60:.1f} min on {config.get('device')}"
         + (f", side by side with {', '.join(config['trained_alongside'])}" if config.get("trained_alongside") else "")
         + " |",
         "",
         "Final iterate, no test-set model selection. Weights: "
         + ("`model.safetensors` (fp16 weights, BatchNorm statistics in fp32)." if has_weights else
-           f"not bundled (too large); regenerate with `{regenerate_command(config)}`."),
+           "not bundled (too large); regenerate them with the command below."),
         "",
-        "Load with `resnet_core.load_pretrained(\"<this folder>\")`.",
+        f"Recipe: SGD with momentum {recipe.get('momentum')} and weight decay {recipe.get('weight_decay')}; lr "
+        f"{recipe.get('lr')}, multiplied by {recipe.get('gamma', 0.1)} at iterations "
+        f"{' and '.join(_count(m) for m in recipe.get('milestones') or []) or '(none)'}"
+        + (f", warm-up at lr {recipe.get('warmup_lr')} for {_count(recipe.get('warmup_iters'))} iterations"
+           if recipe.get("warmup_iters") else "") + ". Train it again with:",
+        "",
+        f"    {regenerate_command(config)}",
+        "",
     ]
-    return "\n".join(lines) + "\n"
+    if has_weights:
+        lines += ["Load with `resnet_core.load_pretrained(\"<this folder>\")`.", ""]
+    return "\n".join(lines)
+
+
+def _count(n) -> str:
+    return f"{n:,}" if isinstance(n, int) else str(n)
 
 
 def _pct(x) -> str:

@@ -90,7 +90,9 @@ def test_save_without_weights(tmp_path):
     assert ckpt.regenerate_command(read_checkpoint(path).config) == again
     with pytest.raises(CheckpointError, match=f"model.safetensors: file is missing.*`{again}`"):
         load_pretrained(path)
-    assert f"regenerate with `{again}`" in (path / "README.md").read_text()
+    card = (path / "README.md").read_text()
+    assert "not bundled (too large); regenerate them with the command below." in card
+    assert f"\n    {again}\n" in card and "load_pretrained" not in card
     assert ckpt.regenerate_command({}) == "python train.py"
     assert ckpt.regenerate_command(dict(command="python train.py --depth 'unclosed")) == "python train.py --depth 'unclosed"
 
@@ -266,3 +268,14 @@ def test_overflowed_values_are_read_as_not_recorded(tiny_checkpoints, tmp_path):
         if frame.__module__ == zoo.__name__ and list(inspect.signature(frame).parameters)[:1] == ["infos"] \
                 and not name.startswith("short_run"):
             frame(infos)
+
+
+def test_model_card_gives_the_recipe_and_the_command(tiny_checkpoints):
+    """Each published folder's README says how it was trained, in a command that runs on a fresh machine."""
+    card = (tiny_checkpoints / "resnet20" / "README.md").read_text()
+    recipe = read_checkpoint(tiny_checkpoints / "resnet20").config["recipe"]
+    assert f"SGD with momentum {recipe['momentum']} and weight decay {recipe['weight_decay']}; lr {recipe['lr']}" in card
+    command = next(line.strip() for line in card.splitlines() if line.startswith("    python train.py"))
+    assert "--model resnet20 plain20 --epochs 2 --limit-train 256" in command
+    assert "--out" not in command and "--state-dir" not in command and "--data-dir" not in command
+    assert "Load with `resnet_core.load_pretrained" in card
