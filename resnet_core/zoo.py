@@ -352,6 +352,32 @@ def short_run_note(*infos: CheckpointInfo) -> str:
     return f" (short run: {length})" if length else ""
 
 
+def iterations(info: CheckpointInfo) -> int:
+    return info.config["recipe"].get("iterations") or 0
+
+
+def one_schedule(infos: list[CheckpointInfo]) -> tuple[list[CheckpointInfo], str]:
+    """A claim across depths compares nets trained for equally long: the checkpoints of the longest schedule that
+    at least two of them share, and a note naming the others, left out."""
+    groups: dict[int, list[CheckpointInfo]] = {}
+    for info in infos:
+        groups.setdefault(iterations(info), []).append(info)
+    if len(groups) <= 1:
+        return list(infos), ""
+    length = max(groups, key=lambda n: (len(groups[n]) >= 2, n))
+    left = [i for i in infos if iterations(i) != length]
+    return groups[length], (" (left out, trained for another length: "
+                            + ", ".join(f"{i.name} {iterations(i):,} iterations" for i in left) + ")")
+
+
+def different_lengths(*infos: CheckpointInfo) -> str:
+    """'' if they trained for equally long, else the evidence that they cannot be compared."""
+    if len({iterations(i) for i in infos}) <= 1:
+        return ""
+    return ("trained for different lengths (" + ", ".join(f"{i.name} {iterations(i):,}" for i in infos)
+            + " iterations): not comparable")
+
+
 # The verdicts paper_checks gives, in the order a summary lists them.
 VERDICTS = ("yes", "partly", "no", "short run", "not measured")
 
@@ -365,15 +391,18 @@ def _check(claim: str, holds: bool | str | None, evidence: str) -> dict:
 def _depth_trend(claim: str, have: dict[str, CheckpointInfo], kind: str, error, falls: bool) -> dict:
     """Does `error` fall (or rise) at every step in depth over the `kind` nets ("resnet" / "plain") we have? 'partly'
     where it does at some steps only, as Fig. 7's check is 'partly' at some depths."""
-    found = [(d, have[f"{kind}{d}"]) for d in SIX_N_PLUS_2 if f"{kind}{d}" in have]
-    points = [(d, error(i), i) for d, i in found if error(i) is not None]
+    measured = [have[f"{kind}{d}"] for d in SIX_N_PLUS_2 if f"{kind}{d}" in have and error(have[f"{kind}{d}"]) is not None]
+    kept, left_out = one_schedule(measured)
+    points = [(model_info(i.config["model"])["depth"], error(i), i) for i in kept]
     if len(points) < 2:
-        return _check(claim, None, f"fewer than two {'residual' if kind == 'resnet' else 'plain'} depths")
+        return _check(claim, None, f"fewer than two {'residual' if kind == 'resnet' else 'plain'} depths trained "
+                                   f"equally long{left_out}")
     errors = [e for _, e, _ in points]
     steps = [(a > b) if falls else (a < b) for a, b in zip(errors, errors[1:])]
     holds = all(steps) or ("partly" if any(steps) else False)
     return _check(claim, holds, (f"at {sum(steps)} of {len(steps)} steps: " if holds == "partly" else "")
-                  + ", ".join(f"{d} layers: {e:.2f} %" for d, e, _ in points) + short_run_note(*(i for _, _, i in points)))
+                  + ", ".join(f"{d} layers: {e:.2f} %" for d, e, _ in points) + short_run_note(*(i for _, _, i in points))
+                  + left_out)
 
 
 def responses_below(plain: list[float], resnet: list[float]) -> tuple[int, int]:
@@ -422,16 +451,22 @@ def paper_checks(infos: list[CheckpointInfo]) -> pd.DataFrame:
             claim = f"Degradation: plain-{deep} has a higher final {split} error than plain-{shallow}"
             if a is None or b is None or error(a) is None or error(b) is None:
                 rows.append(_check(claim, None, "needs both checkpoints"))
+            elif different_lengths(a, b):
+                rows.append(_check(claim, None, different_lengths(a, b)))
             else:
                 rows.append(_check(claim, error(b) > error(a), f"plain{deep} {error(b):.2f} % vs plain{shallow} "
                                    f"{error(a):.2f} %" + short_run_note(a, b)))
     pairs = [(have[f"plain{d}"], have[f"resnet{d}"]) for d in SIX_N_PLUS_2 if f"plain{d}" in have and f"resnet{d}" in have]
+    unequal = [f"{p.name} / {r.name}" for p, r in pairs if different_lengths(p, r)]
+    pairs = [(p, r) for p, r in pairs if not different_lengths(p, r)]  # a pair compares nets trained equally long
+    unequal_note = f" (left out, each net trained for another length: {', '.join(unequal)})" if unequal else ""
     rows.append(_check("Shortcuts help at every depth: residual test error below plain", None if not pairs else
                        all(r.metrics["test_error"] < p.metrics["test_error"] for p, r in pairs),
                        "; ".join(f"{model_info(r.config['model'])['depth']} layers: residual "
                                  f"{r.metrics['test_error']:.2f} % vs plain {p.metrics['test_error']:.2f} %"
-                                 for p, r in pairs) + short_run_note(*(i for pair in pairs for i in pair))
-                       if pairs else "needs a plain and a residual net of the same depth"))
+                                 for p, r in pairs) + short_run_note(*(i for pair in pairs for i in pair)) + unequal_note
+                       if pairs else "needs a plain and a residual net of the same depth, trained equally long"
+                       + unequal_note))
     claim = "Layer responses: residual nets' are smaller than plain nets' at most layers (Fig. 7)"
     pairs = [(_responses(p), _responses(r), p, r) for p, r in pairs if _responses(p) and _responses(r)]
     if pairs:
@@ -440,7 +475,7 @@ def paper_checks(infos: list[CheckpointInfo]) -> pd.DataFrame:
         rows.append(_check(claim, holds, (f"at {sum(most)} of {len(most)} depths: " if holds == "partly" else "")
                            + "; ".join(f"{model_info(r.config['model'])['depth']} layers: "
                                                    + response_comparison(p_std, r_std) for p_std, r_std, _, r in pairs)
-                           + short_run_note(*(i for _, _, p, r in pairs for i in (p, r)))))
+                           + short_run_note(*(i for _, _, p, r in pairs for i in (p, r))) + unequal_note))
     else:
         rows.append(_check(claim, None, "needs recorded responses of a plain and a residual net of the same depth"))
     return pd.DataFrame(rows)

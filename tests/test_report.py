@@ -75,18 +75,42 @@ def test_paper_checks_say_no_where_the_numbers_disagree_and_label_short_runs():
     assert checks[checks["claim"].str.startswith("ResNet-20:")].iloc[0]["evidence"] == \
         "ours 9.00 % after 5,850 of the paper's 64,000 iterations: not comparable until trained for all of them"
     assert holds(checks, "ResNet-56:") == "no"  # a full-length run is held to it: 9.5 % > 6.97 %
-    assert holds(checks, "Residual nets: test error falls") == "no"
+    trend = checks.set_index("claim").loc["Residual nets: test error falls with depth"]
+    assert trend["holds"] == "not measured"  # 20 layers for 5,850 iterations, 56 for 64,000: not comparable
+    assert trend["evidence"] == ("fewer than two residual depths trained equally long (left out, trained for another "
+                                 "length: resnet20 5,850 iterations)")
     assert holds(checks, "Degradation: plain-56 has a higher final training") == "no"
     assert holds(checks, "Degradation: plain-56 has a higher final test") == "no"
     assert holds(checks, "Degradation: plain-110") == "not measured"
     assert holds(checks, "Plain nets: final training error rises") == "no"  # plain56 2.0 < plain20 3.0
-    infos += [fake("resnet32", 8.0), fake("resnet44", 9.9)]  # 9.0, 8.0, 9.9, 9.5: falls at 2 of 3 steps
+    infos += [fake("resnet32", 8.0), fake("resnet44", 9.9)]  # 8.0, 9.9, 9.5 at 64k: falls at 1 of 2 steps
     trend = zoo.paper_checks(infos).set_index("claim").loc["Residual nets: test error falls with depth"]
     assert trend["holds"] == "partly"
-    assert trend["evidence"].startswith("at 2 of 3 steps: 20 layers: 9.00 %, 32 layers: 8.00 %, 44 layers: 9.90 %")
-    assert holds(checks, "Shortcuts help") == "no"  # resnet20 9.0 is not below plain20 9.0
-    assert "20 layers: residual 9.00 % vs plain 9.00 %" in checks[checks["claim"].str.startswith("Shortcuts")].iloc[0]["evidence"]
+    assert trend["evidence"] == ("at 1 of 2 steps: 32 layers: 8.00 %, 44 layers: 9.90 %, 56 layers: 9.50 % (left out, "
+                                 "trained for another length: resnet20 5,850 iterations)")
+    assert holds(checks, "Shortcuts help") == "no"  # resnet56 9.5 is not below plain56 8.0
+    assert checks[checks["claim"].str.startswith("Shortcuts")].iloc[0]["evidence"] == (
+        "56 layers: residual 9.50 % vs plain 8.00 % (left out, each net trained for another length: plain20 / resnet20)")
     assert "best of 5 runs; their mean is 6.61 ± 0.16 %" in checks[checks["claim"].str.startswith("ResNet-110")].iloc[0]["claim"]
+
+
+def test_paper_checks_compare_like_with_like_when_schedules_are_mixed():
+    """After a GPU session that published the 20-44 layer pairs (64k iterations) beside the short CPU runs of
+    56 and 110 layers: trends across depth use the long runs, a pair of different lengths is not compared."""
+    infos = [fake(f"resnet{d}", e) for d, e in ((20, 8.5), (32, 7.4), (44, 7.1))] + \
+            [fake(f"plain{d}", e, t) for d, e, t in ((20, 9.0, 1.0), (32, 10.0, 2.0), (44, 11.0, 3.0))] + \
+            [fake("resnet56", 17.8, iterations=5_850), fake("plain56", 52.8, 52.6, iterations=5_850),
+             fake("resnet110", 13.9, iterations=5_850), fake("plain110", 89.4, 89.3, iterations=5_850)]
+    checks = zoo.paper_checks(infos).set_index("claim")
+    trend = checks.loc["Residual nets: test error falls with depth"]
+    assert trend["holds"] == "yes" and trend["evidence"] == (
+        "20 layers: 8.50 %, 32 layers: 7.40 %, 44 layers: 7.10 % (left out, trained for another length: "
+        "resnet56 5,850 iterations, resnet110 5,850 iterations)")
+    deg = checks.loc["Degradation: plain-56 has a higher final test error than plain-20"]
+    assert deg["holds"] == "not measured" and deg["evidence"] == \
+        "trained for different lengths (plain20 64,000, plain56 5,850 iterations): not comparable"
+    assert checks.loc["Degradation: plain-110 has a higher final test error than plain-56", "holds"] == "yes"
+    assert checks.loc["Shortcuts help at every depth: residual test error below plain", "holds"] == "yes"
 
 
 def test_seed_report_frame_compares_point_by_point():
