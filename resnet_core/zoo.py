@@ -370,11 +370,11 @@ def one_schedule(infos: list[CheckpointInfo]) -> tuple[list[CheckpointInfo], str
                             + ", ".join(f"{i.name} {iterations(i):,} iterations" for i in left) + ")")
 
 
-def different_lengths(*infos: CheckpointInfo) -> str:
+def different_lengths(*runs: CheckpointInfo) -> str:
     """'' if they trained for equally long, else the evidence that they cannot be compared."""
-    if len({iterations(i) for i in infos}) <= 1:
+    if len({iterations(i) for i in runs}) <= 1:
         return ""
-    return ("trained for different lengths (" + ", ".join(f"{i.name} {iterations(i):,}" for i in infos)
+    return ("trained for different lengths (" + ", ".join(f"{i.name} {iterations(i):,}" for i in runs)
             + " iterations): not comparable")
 
 
