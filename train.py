@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from resnet_core.checkpoint import REPO_ROOT, push_to_hub
-from resnet_core.data import DatasetError
+from resnet_core.data import DatasetError, download_cifar10
 from resnet_core.models import PLAIN_VS_RESIDUAL_DEPTHS, list_models, model_info
 from resnet_core.trainer import RunConfig, TrainingDiverged, paper_recipe, seed_recipe, train
 
@@ -51,6 +51,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     data = p.add_argument_group("data")
     data.add_argument("--data-dir", help="CIFAR-10: the shared zips, their unpacked folder, or torchvision's "
                       "cifar-10-batches-py (default: $CIFAR10_DIR, ./data, ../shared/datasets/cifar10)")
+    data.add_argument("--download", action="store_true", help="on a connected machine: fetch CIFAR-10 with torchvision "
+                      "into --data-dir (default ./data) first, MD5-checked; nothing is fetched if it is there")
     data.add_argument("--limit-train", type=int, help="use only the first N training images (tiny runs, tests)")
     data.add_argument("--limit-test", type=int, help="use only the first N test images")
     run = p.add_argument_group("run")
@@ -133,6 +135,16 @@ def main(argv=None) -> int:
     names = model_names(args)
     n_train = args.limit_train or 50_000
     configs = [make_config(n, args, n_train) for n in names]
+    if args.download:
+        if "RANK" in os.environ:  # every rank would fetch into the same folder at once
+            print("error: --download under torchrun: fetch CIFAR-10 first, in one process: python -c "
+                  "'from resnet_core.data import download_cifar10; download_cifar10(\"data\")'", file=sys.stderr)
+            return 2
+        try:
+            args.data_dir = str(download_cifar10(args.data_dir or "data"))
+        except (OSError, RuntimeError) as e:  # URLError is an OSError; a bad MD5 is a RuntimeError
+            print(f"error: could not download CIFAR-10 ({e}); offline? Pass --data-dir to a local copy.", file=sys.stderr)
+            return 2
     device = init_distributed() or args.device
     print("configuration:", file=sys.stderr)
     for c in configs:

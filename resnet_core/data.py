@@ -53,7 +53,22 @@ def resolve_data_dir(data_dir: str | None = None) -> Path:
     for path in tried:
         if path.exists():
             return path.resolve()
-    raise DatasetError(f"no CIFAR-10 folder found: tried {', '.join(map(str, tried))}. Pass --data-dir or set CIFAR10_DIR.")
+    raise DatasetError(f"no CIFAR-10 folder found: tried {', '.join(map(str, tried))}. Pass --data-dir or set CIFAR10_DIR; "
+                       "on a connected machine, `python train.py --download` fetches it into ./data.")
+
+
+def download_cifar10(root) -> Path:
+    """On a connected machine: torchvision's CIFAR-10 archive, fetched into root/cifar-10-batches-py and checked
+    against torchvision's MD5 (nothing is fetched if it is there already). Only downloaded and unpacked here: the
+    batches are read later by this module's restricted unpickler, never by torchvision's plain one."""
+    from torchvision.datasets import CIFAR10
+    from torchvision.datasets.utils import check_integrity, download_and_extract_archive
+
+    root = Path(root).expanduser().resolve()
+    folder = root / CIFAR10.base_folder
+    if not all(check_integrity(str(folder / name), md5) for name, md5 in CIFAR10.train_list + CIFAR10.test_list):
+        download_and_extract_archive(CIFAR10.url, str(root), filename=CIFAR10.filename, md5=CIFAR10.tgz_md5)
+    return root
 
 
 def load_cifar10(data_dir, split, limit=None, cache_dir=None):

@@ -209,6 +209,37 @@ def test_missing_data_dir_is_one_clear_message(tmp_path, capsys):
     assert "error:" in err and "nowhere" in err and "Traceback" not in err
 
 
+def test_download_fetches_into_the_data_dir_then_trains(tmp_path, shared_cifar, monkeypatch, capsys):
+    """--download (a connected machine's path): torchvision's archive into --data-dir, then training reads it; an
+    offline machine gets one clear message. No network here: the fetch is stood in for."""
+    from urllib.error import URLError
+
+    from resnet_core import data
+    from torchvision.datasets import utils
+
+    fetched = []
+
+    def offline(url, root, filename=None, md5=None):
+        fetched.append((url, Path(root), filename, md5))
+        raise URLError("no route to host")
+
+    monkeypatch.setattr(utils, "download_and_extract_archive", offline)
+    argv = ["--model", "resnet20", *TINY, "--out", str(tmp_path / "o"), "--state-dir", str(tmp_path / "r"), "--download"]
+    assert train.main([*argv, "--data-dir", str(tmp_path / "cifar")]) == 2
+    assert fetched == [("https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz", tmp_path / "cifar",
+                        "cifar-10-python.tar.gz", "c58f30108f718f92721af3b95e74349a")]
+    err = capsys.readouterr().err
+    assert "could not download CIFAR-10" in err and "offline?" in err and "Traceback" not in err
+
+    monkeypatch.setattr(train, "download_cifar10", lambda root: shared_cifar)  # as if fetched: the path it returns
+    assert train.main([*argv, "--data-dir", str(tmp_path / "cifar")]) == 0
+    assert read_checkpoint(tmp_path / "o" / "resnet20").metrics["test_error"] >= 0
+
+    monkeypatch.setattr(utils, "check_integrity", lambda path, md5: True)  # every batch there, MD5 right
+    fetched.clear()
+    assert data.download_cifar10(tmp_path / "cifar") == tmp_path / "cifar" and fetched == [], "nothing fetched again"
+
+
 def test_sigterm_saves_state_then_resume_finishes(tmp_path, shared_cifar):
     argv = [sys.executable, "train.py", "--model", "resnet20", "--epochs", "40", "--limit-train", "256",
             "--limit-test", "100", "--batch-size", "64", "--device", "cpu", "--data-dir", str(shared_cifar),

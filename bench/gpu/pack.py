@@ -50,8 +50,9 @@ def unfinished(path: Path) -> bool:
         return True
 
 
-# train.py options that session.sh's `start` sets itself, or that name the models or the stop: a resume drops them
-SET_BY_START = {"--data-dir", "--out", "--state-dir", "--time-budget", "--stop-after"}
+# train.py options that session.sh's `start` sets itself (or that need a network the device lacks), or that name
+# the models or the stop: a resume drops them
+SET_BY_START = {"--data-dir", "--out", "--state-dir", "--time-budget", "--stop-after", "--download"}
 CHOOSE_MODELS = {"--depth", "--model", "--all", "--plain", "--both", "--resume", "--restart"}
 
 
