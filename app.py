@@ -36,14 +36,14 @@ def checks_summary() -> None:
     if checks.empty:
         return
     counts = checks["holds"].value_counts()
-    words = {"yes": ("holds", "hold"), "partly": ("holds at some depths only", "hold at some depths only"),
+    words = {"yes": ("holds", "hold"), "partly": ("holds in part", "hold in part"),
              "no": ("does not", "do not"),
              "short run": ("is a Table 6 error, which waits for a run as long as the paper's",
                            "are Table 6 errors, which wait for runs as long as the paper's"),
              "not measured": ("is not measured yet", "are not measured yet")}
     parts = [f"{counts[v]} {words[v][int(counts[v] > 1)]}" for v in zoo.VERDICTS if counts.get(v)]
     listed = "".join(f"\n\n{title}" + "".join(f"\n- {claim}" for claim in checks.loc[checks["holds"] == v, "claim"])
-                     for v, title in (("no", "Not holding:"), ("partly", "Holding at some depths only:"))
+                     for v, title in (("no", "Not holding:"), ("partly", "Holding in part (at some depths, or some steps in depth):"))
                      if counts.get(v))
     st.markdown(f"**On these checkpoints**, of the paper's {len(checks)} CIFAR-10 claims: {'; '.join(parts)}. "
                 "The *Degradation curves* page gives the evidence for each." + listed)

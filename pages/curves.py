@@ -70,7 +70,7 @@ st.subheader("The paper's claims, checked on these runs")
 st.caption("Each claim of the paper's CIFAR-10 experiment against our checkpoints' final numbers (the final "
            "iterate: the test set never chose anything). Runs shorter than the paper's "
            f"{PAPER_ITERATIONS:,} iterations say so, and are not held to Table 6's own errors ('short run'); "
-           "'partly' is a claim that holds at some depths and not at others.")
+           "'partly' is a claim that holds at some depths (or steps in depth) and not at others.")
 checks = frame(zoo.paper_checks)
 wrapped_table(checks, verdicts="holds")
 st.download_button("Download this table (CSV)", checks.to_csv(index=False).encode(), "paper_claims.csv", "text/csv",
