@@ -40,6 +40,8 @@ def checks_summary() -> None:
              "no": ("does not", "do not"),
              "short run": ("is a Table 6 error, which waits for a run as long as the paper's",
                            "are Table 6 errors, which wait for runs as long as the paper's"),
+             "not comparable": ("cannot be judged yet, its nets having trained for different lengths",
+                                "cannot be judged yet, their nets having trained for different lengths"),
              "not measured": ("is not measured yet", "are not measured yet")}
     parts = [f"{counts[v]} {words[v][int(counts[v] > 1)]}" for v in zoo.VERDICTS if counts.get(v)]
     listed = "".join(f"\n\n{title}" + "".join(f"\n- {claim}" for claim in checks.loc[checks["holds"] == v, "claim"])

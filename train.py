@@ -13,6 +13,8 @@ import dataclasses
 import os
 import shlex
 import sys
+import tarfile
+from http.client import HTTPException
 from pathlib import Path
 
 from resnet_core.checkpoint import REPO_ROOT, push_to_hub
@@ -141,8 +143,8 @@ def main(argv=None) -> int:
                   "'from resnet_core.data import download_cifar10; download_cifar10(\"data\")'", file=sys.stderr)
             return 2
         try:
-            args.data_dir = str(download_cifar10(args.data_dir or "data"))
-        except (OSError, RuntimeError) as e:  # URLError is an OSError; a bad MD5 is a RuntimeError
+            args.data_dir = str(download_cifar10(args.data_dir or os.environ.get("CIFAR10_DIR") or "data"))
+        except (OSError, RuntimeError, HTTPException, tarfile.TarError) as e:  # URLError is an OSError; bad MD5: Runtime
             print(f"error: could not download CIFAR-10 ({e}); offline? Pass --data-dir to a local copy.", file=sys.stderr)
             return 2
     device = init_distributed() or args.device

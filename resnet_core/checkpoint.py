@@ -107,7 +107,9 @@ def regenerate_command(config: dict) -> str:
         return command
 
 
-def model_card(config: dict, metrics: dict, has_weights: bool) -> str:
+def model_card(config: dict, metrics: dict, precision: str) -> str:
+    """The folder's README.md: the numbers, how the weights are stored (`precision`, as stored_precision reads
+    them; '' when not bundled), the recipe and a command that trains the net again."""
     recipe = config.get("recipe", {})
     lines = [
         "---", "library_name: pytorch", "tags: [resnet, cifar10, image-classification, resnet-explorer]", "---",
@@ -127,21 +129,33 @@ def model_card(config: dict, metrics: dict, has_weights: bool) -> str:
         + " |",
         "",
         "Final iterate, no test-set model selection. Weights: "
-        + ("`model.safetensors` (fp16 weights, BatchNorm statistics in fp32)." if has_weights else
+        + (f"`model.safetensors` ({precision})." if precision else
            "not bundled (too large); regenerate them with the command below."),
         "",
-        f"Recipe: SGD with momentum {recipe.get('momentum')} and weight decay {recipe.get('weight_decay')}; lr "
-        f"{recipe.get('lr')}, multiplied by {recipe.get('gamma', 0.1)} at iterations "
-        f"{' and '.join(_count(m) for m in recipe.get('milestones') or []) or '(none)'}"
-        + (f", warm-up at lr {recipe.get('warmup_lr')} for {_count(recipe.get('warmup_iters'))} iterations"
-           if recipe.get("warmup_iters") else "") + ". Train it again with:",
+        f"Recipe: {recipe_words(recipe)}. Train it again with:",
         "",
         f"    {regenerate_command(config)}",
         "",
     ]
-    if has_weights:
+    if precision:
         lines += ["Load with `resnet_core.load_pretrained(\"<this folder>\")`.", ""]
     return "\n".join(lines)
+
+
+def recipe_words(recipe: dict) -> str:
+    """'SGD with momentum 0.9 and weight decay 0.0001; lr 0.1, multiplied by 0.1 at iterations 32,000 and
+    48,000; warm-up at lr 0.01 for 400 iterations', from what the recipe records (nothing it lacks is said)."""
+    said = []
+    if "momentum" in recipe and "weight_decay" in recipe:
+        said.append(f"SGD with momentum {recipe['momentum']} and weight decay {recipe['weight_decay']}")
+    if "lr" in recipe:
+        steps = [_count(m) for m in recipe.get("milestones") or []]
+        said.append(f"lr {recipe['lr']}, multiplied by {recipe.get('gamma', 0.1)} at iterations "
+                    + (", ".join(steps[:-1]) + " and " + steps[-1] if len(steps) > 1 else steps[0])
+                    if steps else f"lr {recipe['lr']}, constant")
+    if recipe.get("warmup_iters") and "warmup_lr" in recipe:
+        said.append(f"warm-up at lr {recipe['warmup_lr']} for {_count(recipe['warmup_iters'])} iterations")
+    return "; ".join(said) or "not recorded"
 
 
 def _count(n) -> str:
@@ -204,7 +218,7 @@ def save_checkpoint(root: Path, name: str, model: ResNet | None, config: dict, h
         atomic_write_json(tmp / "config.json", config)
         atomic_write_json(tmp / "history.json", history)
         atomic_write_json(tmp / "metrics.json", metrics)
-        atomic_write_bytes(tmp / "README.md", model_card(config, metrics, model is not None).encode())
+        atomic_write_bytes(tmp / "README.md", model_card(config, metrics, stored_precision(tmp)).encode())
         final, old = root / name, root / f".{name}.old"
         if old.exists():
             shutil.rmtree(old)

@@ -59,12 +59,18 @@ def resolve_data_dir(data_dir: str | None = None) -> Path:
 
 def download_cifar10(root) -> Path:
     """On a connected machine: torchvision's CIFAR-10 archive, fetched into root/cifar-10-batches-py and checked
-    against torchvision's MD5 (nothing is fetched if it is there already). Only downloaded and unpacked here: the
-    batches are read later by this module's restricted unpickler, never by torchvision's plain one."""
+    against torchvision's MD5. Nothing is fetched where root already holds both splits in a layout this module
+    reads (the shared zips, say), or torchvision's intact batches. Only downloaded and unpacked here: the batches
+    are read later by this module's restricted unpickler, never by torchvision's plain one."""
     from torchvision.datasets import CIFAR10
     from torchvision.datasets.utils import check_integrity, download_and_extract_archive
 
     root = Path(root).expanduser().resolve()
+    try:
+        if not any(find_source(root, split).missing for split in SPLIT_SIZES):
+            return root
+    except DatasetError:
+        pass
     folder = root / CIFAR10.base_folder
     if not all(check_integrity(str(folder / name), md5) for name, md5 in CIFAR10.train_list + CIFAR10.test_list):
         download_and_extract_archive(CIFAR10.url, str(root), filename=CIFAR10.filename, md5=CIFAR10.tgz_md5)

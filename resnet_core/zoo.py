@@ -335,14 +335,19 @@ def final_train_error(info: CheckpointInfo) -> float | None:
     return info.metrics[key] if key else None
 
 
+def iterations(info: CheckpointInfo) -> int:
+    """SGD steps it trained for, as its recipe records."""
+    return info.config["recipe"].get("iterations") or 0
+
+
 def is_short(info: CheckpointInfo) -> bool:
     """Trained for fewer iterations than the paper's 64k: its numbers are not Table 6's."""
-    return (info.config["recipe"].get("iterations") or 0) < PAPER_ITERATIONS
+    return iterations(info) < PAPER_ITERATIONS
 
 
 def short_run_length(*infos: CheckpointInfo) -> str:
     """'5,850 of the paper's 64,000 iterations' for the short ones among them ('' if none is short)."""
-    iters = sorted({i.config["recipe"].get("iterations") or 0 for i in infos if is_short(i)})
+    iters = sorted({iterations(i) for i in infos if is_short(i)})
     return f"{', '.join(f'{n:,}' for n in iters)} of the paper's {PAPER_ITERATIONS:,} iterations" if iters else ""
 
 
@@ -352,34 +357,28 @@ def short_run_note(*infos: CheckpointInfo) -> str:
     return f" (short run: {length})" if length else ""
 
 
-def iterations(info: CheckpointInfo) -> int:
-    return info.config["recipe"].get("iterations") or 0
-
-
-def one_schedule(infos: list[CheckpointInfo]) -> tuple[list[CheckpointInfo], str]:
-    """A claim across depths compares nets trained for equally long: the checkpoints of the longest schedule that
-    at least two of them share, and a note naming the others, left out."""
+def schedules(infos: list[CheckpointInfo]) -> list[list[CheckpointInfo]]:
+    """The checkpoints grouped by how long they trained, longest first (each group in the order given)."""
     groups: dict[int, list[CheckpointInfo]] = {}
     for info in infos:
         groups.setdefault(iterations(info), []).append(info)
-    if len(groups) <= 1:
-        return list(infos), ""
-    length = max(groups, key=lambda n: (len(groups[n]) >= 2, n))
-    left = [i for i in infos if iterations(i) != length]
-    return groups[length], (" (left out, trained for another length: "
-                            + ", ".join(f"{i.name} {iterations(i):,} iterations" for i in left) + ")")
+    return [groups[n] for n in sorted(groups, reverse=True)]
+
+
+def lengths(*runs: CheckpointInfo) -> str:
+    """'plain20 64,000, plain56 5,850 iterations'."""
+    return ", ".join(f"{i.name} {iterations(i):,}" for i in runs) + " iterations"
 
 
 def different_lengths(*runs: CheckpointInfo) -> str:
     """'' if they trained for equally long, else the evidence that they cannot be compared."""
     if len({iterations(i) for i in runs}) <= 1:
         return ""
-    return ("trained for different lengths (" + ", ".join(f"{i.name} {iterations(i):,}" for i in runs)
-            + " iterations): not comparable")
+    return f"trained for different lengths ({lengths(*runs)}): not comparable"
 
 
 # The verdicts paper_checks gives, in the order a summary lists them.
-VERDICTS = ("yes", "partly", "no", "short run", "not measured")
+VERDICTS = ("yes", "partly", "no", "short run", "not comparable", "not measured")
 
 
 def _check(claim: str, holds: bool | str | None, evidence: str) -> dict:
@@ -389,20 +388,33 @@ def _check(claim: str, holds: bool | str | None, evidence: str) -> dict:
 
 
 def _depth_trend(claim: str, have: dict[str, CheckpointInfo], kind: str, error, falls: bool) -> dict:
-    """Does `error` fall (or rise) at every step in depth over the `kind` nets ("resnet" / "plain") we have? 'partly'
-    where it does at some steps only, as Fig. 7's check is 'partly' at some depths."""
+    """Does `error` fall (or rise) at every step in depth over the `kind` nets ("resnet" / "plain") we have? Judged
+    on the longest schedule that two or more of them share ('partly' where it holds at some steps only, as Fig. 7's
+    check is 'partly' at some depths); any other schedule's nets are reported beside it, never mixed in."""
     measured = [have[f"{kind}{d}"] for d in SIX_N_PLUS_2 if f"{kind}{d}" in have and error(have[f"{kind}{d}"]) is not None]
-    kept, left_out = one_schedule(measured)
-    points = [(model_info(i.config["model"])["depth"], error(i), i) for i in kept]
-    if len(points) < 2:
-        return _check(claim, None, f"fewer than two {'residual' if kind == 'resnet' else 'plain'} depths trained "
-                                   f"equally long{left_out}")
-    errors = [e for _, e, _ in points]
-    steps = [(a > b) if falls else (a < b) for a, b in zip(errors, errors[1:])]
-    holds = all(steps) or ("partly" if any(steps) else False)
-    return _check(claim, holds, (f"at {sum(steps)} of {len(steps)} steps: " if holds == "partly" else "")
-                  + ", ".join(f"{d} layers: {e:.2f} %" for d, e, _ in points) + short_run_note(*(i for _, _, i in points))
-                  + left_out)
+    nets = "residual" if kind == "resnet" else "plain"
+    groups = schedules(measured)
+    judged = [g for g in groups if len(g) >= 2]
+    if not judged:
+        return (_check(claim, "not comparable", f"no two {nets} depths trained equally long ({lengths(*measured)})")
+                if len(measured) >= 2 else _check(claim, None, f"fewer than two {nets} depths"))
+
+    def trend(group):
+        errors = [error(i) for i in group]
+        steps = [(a > b) if falls else (a < b) for a, b in zip(errors, errors[1:])]
+        return all(steps) or ("partly" if any(steps) else False), steps, ", ".join(
+            f"{model_info(i.config['model'])['depth']} layers: {e:.2f} %" for i, e in zip(group, errors))
+
+    holds, steps, points = trend(judged[0])
+    evidence = (f"at {sum(steps)} of {len(steps)} steps: " if holds == "partly" else "") + points + short_run_note(*judged[0])
+    for group in judged[1:]:
+        also, also_steps, also_points = trend(group)
+        said = {True: "holds", False: "does not hold"}.get(also, f"holds at {sum(also_steps)} of {len(also_steps)} steps")
+        evidence += f"; separately, at {iterations(group[0]):,} iterations: {also_points} ({said})"
+    alone = [i for g in groups if len(g) < 2 for i in g]
+    if alone:
+        evidence += f" (left out, no other {nets} depth trained as long: {lengths(*alone)})"
+    return _check(claim, holds, evidence)
 
 
 def responses_below(plain: list[float], resnet: list[float]) -> tuple[int, int]:
@@ -452,32 +464,43 @@ def paper_checks(infos: list[CheckpointInfo]) -> pd.DataFrame:
             if a is None or b is None or error(a) is None or error(b) is None:
                 rows.append(_check(claim, None, "needs both checkpoints"))
             elif different_lengths(a, b):
-                rows.append(_check(claim, None, different_lengths(a, b)))
+                rows.append(_check(claim, "not comparable", different_lengths(a, b)))
             else:
                 rows.append(_check(claim, error(b) > error(a), f"plain{deep} {error(b):.2f} % vs plain{shallow} "
                                    f"{error(a):.2f} %" + short_run_note(a, b)))
     pairs = [(have[f"plain{d}"], have[f"resnet{d}"]) for d in SIX_N_PLUS_2 if f"plain{d}" in have and f"resnet{d}" in have]
-    unequal = [f"{p.name} / {r.name}" for p, r in pairs if different_lengths(p, r)]
+    unequal = [(p, r) for p, r in pairs if different_lengths(p, r)]
     pairs = [(p, r) for p, r in pairs if not different_lengths(p, r)]  # a pair compares nets trained equally long
-    unequal_note = f" (left out, each net trained for another length: {', '.join(unequal)})" if unequal else ""
-    rows.append(_check("Shortcuts help at every depth: residual test error below plain", None if not pairs else
-                       all(r.metrics["test_error"] < p.metrics["test_error"] for p, r in pairs),
-                       "; ".join(f"{model_info(r.config['model'])['depth']} layers: residual "
-                                 f"{r.metrics['test_error']:.2f} % vs plain {p.metrics['test_error']:.2f} %"
-                                 for p, r in pairs) + short_run_note(*(i for pair in pairs for i in pair)) + unequal_note
-                       if pairs else "needs a plain and a residual net of the same depth, trained equally long"
-                       + unequal_note))
+    unequal_note = (" (left out, trained for different lengths: " + "; ".join(lengths(p, r) for p, r in unequal) + ")"
+                    if unequal else "")
+    mixed = len({iterations(p) for p, _ in pairs}) > 1  # then each depth says its length
+
+    def at(r):
+        return f"{model_info(r.config['model'])['depth']} layers" + (f" ({iterations(r):,} iterations)" if mixed else "")
+
+    def runs_note(runs):
+        return ("" if mixed else short_run_note(*runs)) + unequal_note
+
+    claim = "Shortcuts help at every depth: residual test error below plain"
+    if pairs:
+        rows.append(_check(claim, all(r.metrics["test_error"] < p.metrics["test_error"] for p, r in pairs),
+                           "; ".join(f"{at(r)}: residual {r.metrics['test_error']:.2f} % vs plain "
+                                     f"{p.metrics['test_error']:.2f} %" for p, r in pairs)
+                           + runs_note([i for pair in pairs for i in pair])))
+    else:
+        rows.append(_check(claim, "not comparable" if unequal else None,
+                           "needs a plain and a residual net of the same depth, trained equally long" + unequal_note))
     claim = "Layer responses: residual nets' are smaller than plain nets' at most layers (Fig. 7)"
     pairs = [(_responses(p), _responses(r), p, r) for p, r in pairs if _responses(p) and _responses(r)]
     if pairs:
         most = [2 * below > layers for below, layers in (responses_below(p, r) for p, r, _, _ in pairs)]
         holds = all(most) or ("partly" if any(most) else False)  # at every depth, at some, at none
         rows.append(_check(claim, holds, (f"at {sum(most)} of {len(most)} depths: " if holds == "partly" else "")
-                           + "; ".join(f"{model_info(r.config['model'])['depth']} layers: "
-                                                   + response_comparison(p_std, r_std) for p_std, r_std, _, r in pairs)
-                           + short_run_note(*(i for _, _, p, r in pairs for i in (p, r))) + unequal_note))
+                           + "; ".join(f"{at(r)}: " + response_comparison(p_std, r_std) for p_std, r_std, _, r in pairs)
+                           + runs_note([i for _, _, p, r in pairs for i in (p, r)])))
     else:
-        rows.append(_check(claim, None, "needs recorded responses of a plain and a residual net of the same depth"))
+        rows.append(_check(claim, "not comparable" if unequal else None, "needs recorded responses of a plain and a "
+                           "residual net of the same depth, trained equally long" + unequal_note))
     return pd.DataFrame(rows)
 
 

@@ -207,6 +207,7 @@ def test_stored_precision_reads_the_file_header(tmp_path):
     save_file({k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()},
               str(folder / "model.safetensors"))
     assert stored_precision(folder) == "fp16"  # checkpoints published before the statistics were kept in fp32
+    assert "Weights: `model.safetensors` (fp16).\n" in ckpt.model_card(CONFIG, METRICS, stored_precision(folder))
 
 
 def test_no_value_of_the_wrong_type_reaches_the_app(tiny_checkpoints, tmp_path):
@@ -279,3 +280,16 @@ def test_model_card_gives_the_recipe_and_the_command(tiny_checkpoints):
     assert "--model resnet20 plain20 --epochs 2 --limit-train 256" in command
     assert "--out" not in command and "--state-dir" not in command and "--data-dir" not in command
     assert "Load with `resnet_core.load_pretrained" in card
+    assert "Weights: `model.safetensors` (fp16, BN statistics fp32)." in card  # what the file holds, read back
+    milestones = " and ".join(f"{m:,}" for m in recipe["milestones"])
+    assert f"multiplied by 0.1 at iterations {milestones}." in card
+
+
+def test_recipe_in_words_says_only_what_is_recorded():
+    paper = dict(momentum=0.9, weight_decay=1e-4, lr=0.1, gamma=0.1, milestones=[32_000, 48_000],
+                 warmup_iters=400, warmup_lr=0.01)
+    assert ckpt.recipe_words(paper) == ("SGD with momentum 0.9 and weight decay 0.0001; lr 0.1, multiplied by 0.1 at "
+                                        "iterations 32,000 and 48,000; warm-up at lr 0.01 for 400 iterations")
+    assert ckpt.recipe_words(dict(paper, milestones=[1, 2, 3], warmup_iters=0)).endswith("iterations 1, 2 and 3")
+    assert ckpt.recipe_words(dict(lr=0.05, milestones=[])) == "lr 0.05, constant"
+    assert ckpt.recipe_words({}) == "not recorded"

@@ -76,9 +76,9 @@ def test_paper_checks_say_no_where_the_numbers_disagree_and_label_short_runs():
         "ours 9.00 % after 5,850 of the paper's 64,000 iterations: not comparable until trained for all of them"
     assert holds(checks, "ResNet-56:") == "no"  # a full-length run is held to it: 9.5 % > 6.97 %
     trend = checks.set_index("claim").loc["Residual nets: test error falls with depth"]
-    assert trend["holds"] == "not measured"  # 20 layers for 5,850 iterations, 56 for 64,000: not comparable
-    assert trend["evidence"] == ("fewer than two residual depths trained equally long (left out, trained for another "
-                                 "length: resnet20 5,850 iterations)")
+    assert trend["holds"] == "not comparable"  # 20 layers for 5,850 iterations, 56 for 64,000
+    assert trend["evidence"] == ("no two residual depths trained equally long (resnet20 5,850, resnet56 64,000 "
+                                 "iterations)")
     assert holds(checks, "Degradation: plain-56 has a higher final training") == "no"
     assert holds(checks, "Degradation: plain-56 has a higher final test") == "no"
     assert holds(checks, "Degradation: plain-110") == "not measured"
@@ -87,10 +87,11 @@ def test_paper_checks_say_no_where_the_numbers_disagree_and_label_short_runs():
     trend = zoo.paper_checks(infos).set_index("claim").loc["Residual nets: test error falls with depth"]
     assert trend["holds"] == "partly"
     assert trend["evidence"] == ("at 1 of 2 steps: 32 layers: 8.00 %, 44 layers: 9.90 %, 56 layers: 9.50 % (left out, "
-                                 "trained for another length: resnet20 5,850 iterations)")
+                                 "no other residual depth trained as long: resnet20 5,850 iterations)")
     assert holds(checks, "Shortcuts help") == "no"  # resnet56 9.5 is not below plain56 8.0
     assert checks[checks["claim"].str.startswith("Shortcuts")].iloc[0]["evidence"] == (
-        "56 layers: residual 9.50 % vs plain 8.00 % (left out, each net trained for another length: plain20 / resnet20)")
+        "56 layers: residual 9.50 % vs plain 8.00 % (left out, trained for different lengths: plain20 64,000, resnet20 "
+        "5,850 iterations)")
     assert "best of 5 runs; their mean is 6.61 ± 0.16 %" in checks[checks["claim"].str.startswith("ResNet-110")].iloc[0]["claim"]
 
 
@@ -103,14 +104,33 @@ def test_paper_checks_compare_like_with_like_when_schedules_are_mixed():
              fake("resnet110", 13.9, iterations=5_850), fake("plain110", 89.4, 89.3, iterations=5_850)]
     checks = zoo.paper_checks(infos).set_index("claim")
     trend = checks.loc["Residual nets: test error falls with depth"]
-    assert trend["holds"] == "yes" and trend["evidence"] == (
-        "20 layers: 8.50 %, 32 layers: 7.40 %, 44 layers: 7.10 % (left out, trained for another length: "
-        "resnet56 5,850 iterations, resnet110 5,850 iterations)")
+    assert trend["holds"] == "yes" and trend["evidence"] == (  # judged on the long runs; the short ones said apart
+        "20 layers: 8.50 %, 32 layers: 7.40 %, 44 layers: 7.10 %; separately, at 5,850 iterations: 56 layers: "
+        "17.80 %, 110 layers: 13.90 % (holds)")
     deg = checks.loc["Degradation: plain-56 has a higher final test error than plain-20"]
-    assert deg["holds"] == "not measured" and deg["evidence"] == \
+    assert deg["holds"] == "not comparable" and deg["evidence"] == \
         "trained for different lengths (plain20 64,000, plain56 5,850 iterations): not comparable"
     assert checks.loc["Degradation: plain-110 has a higher final test error than plain-56", "holds"] == "yes"
-    assert checks.loc["Shortcuts help at every depth: residual test error below plain", "holds"] == "yes"
+    shortcuts = checks.loc["Shortcuts help at every depth: residual test error below plain"]
+    assert shortcuts["holds"] == "yes" and shortcuts["evidence"].startswith(  # each depth says its length
+        "20 layers (64,000 iterations): residual 8.50 % vs plain 9.00 %; ")
+    assert "56 layers (5,850 iterations): residual 17.80 % vs plain 52.80 %" in shortcuts["evidence"]
+    assert "short run:" not in shortcuts["evidence"]
+
+    # the reverse: the deep pairs long, the shallow ones short; and one long run among short ones
+    flipped = [fake(i.name, i.metrics["test_error"], i.metrics["train_error_clean"],
+                    iterations=5_850 if iterations(i) == 64_000 else 64_000) for i in infos]
+    trend = zoo.paper_checks(flipped).set_index("claim").loc["Residual nets: test error falls with depth"]
+    assert trend["evidence"].startswith("56 layers: 17.80 %, 110 layers: 13.90 %; separately, at 5,850 iterations: "
+                                        "20 layers: 8.50 %, 32 layers: 7.40 %, 44 layers: 7.10 % (holds)")
+    one_long = [fake("resnet20", 8.5), fake("resnet32", 13.4, iterations=5_850), fake("resnet44", 18.0, iterations=5_850)]
+    trend = zoo.paper_checks(one_long).set_index("claim").loc["Residual nets: test error falls with depth"]
+    assert trend["holds"] == "no" and trend["evidence"].endswith(
+        "(left out, no other residual depth trained as long: resnet20 64,000 iterations)")
+
+
+def iterations(info) -> int:
+    return info.config["recipe"]["iterations"]
 
 
 def test_seed_report_frame_compares_point_by_point():

@@ -212,6 +212,7 @@ def test_missing_data_dir_is_one_clear_message(tmp_path, capsys):
 def test_download_fetches_into_the_data_dir_then_trains(tmp_path, shared_cifar, monkeypatch, capsys):
     """--download (a connected machine's path): torchvision's archive into --data-dir, then training reads it; an
     offline machine gets one clear message. No network here: the fetch is stood in for."""
+    from http.client import IncompleteRead
     from urllib.error import URLError
 
     from resnet_core import data
@@ -231,12 +232,19 @@ def test_download_fetches_into_the_data_dir_then_trains(tmp_path, shared_cifar, 
     err = capsys.readouterr().err
     assert "could not download CIFAR-10" in err and "offline?" in err and "Traceback" not in err
 
-    monkeypatch.setattr(train, "download_cifar10", lambda root: shared_cifar)  # as if fetched: the path it returns
-    assert train.main([*argv, "--data-dir", str(tmp_path / "cifar")]) == 0
+    def cut_off(url, root, filename=None, md5=None):
+        raise IncompleteRead(b"partial")  # a connection dropped mid-download: not an OSError
+
+    monkeypatch.setattr(utils, "download_and_extract_archive", cut_off)
+    assert train.main([*argv, "--data-dir", str(tmp_path / "cifar")]) == 2
+    assert "could not download CIFAR-10" in capsys.readouterr().err
+    monkeypatch.setattr(utils, "download_and_extract_archive", offline)
+
+    fetched.clear()  # a folder that holds CIFAR-10 already (the shared zips here): nothing fetched, it trains
+    assert train.main([*argv, "--data-dir", str(shared_cifar)]) == 0 and fetched == []
     assert read_checkpoint(tmp_path / "o" / "resnet20").metrics["test_error"] >= 0
 
-    monkeypatch.setattr(utils, "check_integrity", lambda path, md5: True)  # every batch there, MD5 right
-    fetched.clear()
+    monkeypatch.setattr(utils, "check_integrity", lambda path, md5: True)  # torchvision's batches there, intact
     assert data.download_cifar10(tmp_path / "cifar") == tmp_path / "cifar" and fetched == [], "nothing fetched again"
 
 
