@@ -96,11 +96,13 @@ def depth_chart() -> None:
     y = alt.Y("error:Q", title="final error (%)")
     color = alt.Color("net:N", scale=NET_COLORS, title="network")
     tooltip = ["source", "model", "checkpoint", "measure", alt.Tooltip("error:Q", format=".2f", title="error (%)")]
+    # one line per net and schedule: a 64k-iteration run and a short one at the next depth are never joined
     lines = alt.Chart(ours).mark_line().encode(
-        x, offset, y, color, strokeDash=alt.StrokeDash("split:N", scale=TRAIN_DASHED, legend=None), detail="net:N")
+        x, offset, y, color, strokeDash=alt.StrokeDash("split:N", scale=TRAIN_DASHED, legend=None),
+        detail=["net:N", "iterations:O"])
     measures = [m for m in MEASURE_SHAPES if m in set(ours["measure"])]
     points = alt.Chart(ours).mark_point(filled=True, size=70).encode(
-        x, offset, y, color, tooltip=tooltip, shape=alt.Shape(
+        x, offset, y, color, tooltip=[*tooltip, alt.Tooltip("iterations:Q", format=",")], shape=alt.Shape(
             "measure:N", title=["ours", "(train dashed, test solid)"],
             scale=alt.Scale(domain=measures, range=[MEASURE_SHAPES[m] for m in measures])))
     sources = [s for s in REFERENCE_SHAPES if s in set(refs["source"])]

@@ -143,15 +143,16 @@ def final_errors_table(finals: pd.DataFrame) -> pd.DataFrame:
 
 
 def headline_frame(infos: list[CheckpointInfo]) -> pd.DataFrame:
-    """Final train and test error (%) against depth: ours per checkpoint, and the references' test errors
-    for the 6n+2 family and for any other model we have a checkpoint of; `measure` says which error (MEASURES)."""
+    """Final train and test error (%) against depth: ours per checkpoint (with the iterations it trained for), and
+    the references' test errors for the 6n+2 family and for any other model we have a checkpoint of; `measure` says
+    which error (MEASURES)."""
     rows, ours = [], {info.config["model"] for info in infos}
     for info in infos:
         for split, keys in (("train", TRAIN_ERROR_KEYS), ("test", ("test_error",))):
             key = first_recorded(info, keys)
             if key:
                 rows.append(dict(identity(info), split=split, source="ours", measure=MEASURES[key],
-                                 error=info.metrics[key]))
+                                 error=info.metrics[key], iterations=iterations(info)))
     for source, table in REFERENCES.items():
         for model, error in table.items():
             spec = model_info(model)

@@ -96,6 +96,9 @@ def test_home_lists_the_zoo_and_draws_error_against_depth(monkeypatch, tiny_chec
     assert set(train["measure"]) == {"train error (final model, clean training set)"}
     assert (train["error"] == zoo.set_index("checkpoint")["train_error_clean"]).all()
     assert "paper (Table 6)" in set(points["source"])  # the paper's points beside ours
+    assert (ours["iterations"] == 8).all()  # each of our points says how long it trained (2 epochs of 4 here)
+    lines = json.loads(at.get("vega_lite_chart")[0].proto.spec)["layer"][0]["encoding"]["detail"]
+    assert [d["field"] for d in lines] == ["net", "iterations"], "a line never joins runs of different lengths"
     sources = next(c.value for c in at.caption if c.value.startswith("Sources: "))
     assert "*paper (Table 6)*: He et al." in sources and "../shared/seeds/003_" in sources  # each drawn, said where from
     assert "report 000" not in sources  # it quotes only 18-layer nets, and there are none here
