@@ -81,7 +81,7 @@ def short_run_notice() -> None:
     short = table[table["iterations"] < PAPER_ITERATIONS]
     if len(short):
         # One entry per schedule and machine: eight interim runs of one kind read as one list, not eight repeats.
-        runs = "; ".join(f"{', '.join(group['checkpoint'])} ({iterations:,} iterations each on {device})"
+        runs = "; ".join(f"{', '.join(group['checkpoint'])}: {iterations:,} iterations each, on {device}"
                          for (iterations, device), group in short.groupby(["iterations", "device"], sort=False))
         st.info(f"Short runs: {runs}. The paper trains for {PAPER_ITERATIONS:,} iterations, so these errors are "
                 f"higher than Table 6's; the paper-recipe checkpoints replace them once trained on a GPU.",

@@ -114,7 +114,7 @@ def test_home_lists_the_zoo_and_draws_error_against_depth(monkeypatch, tiny_chec
                     ("architecture", "Architecture")]
     notice = at.info[0].value  # 8-iteration runs are called short, with their length, once for the pair
     assert "Short runs" in notice and "64,000" in notice
-    assert re.search(r"(plain20, resnet20|resnet20, plain20) \(8 iterations each on cpu", notice), notice
+    assert re.search(r"(plain20, resnet20|resnet20, plain20): 8 iterations each, on cpu", notice), notice
 
 
 def test_home_falls_back_to_the_running_train_error(monkeypatch, tiny_checkpoints, tmp_path):
