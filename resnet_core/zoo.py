@@ -438,8 +438,9 @@ def _responses(info: CheckpointInfo) -> list[float]:
 
 def paper_checks(infos: list[CheckpointInfo]) -> pd.DataFrame:
     """The paper's CIFAR-10 claims, each checked on the checkpoints we have: claim, holds (one of VERDICTS: 'partly'
-    where it holds at some depths or depth steps only, 'short run' for an absolute Table 6 number that a run shorter than the
-    paper's cannot test) and the evidence (our numbers; short runs are labelled as such)."""
+    where it holds at some depths or depth steps only, 'short run' for an absolute Table 6 number that a run
+    shorter than the paper's cannot test, 'not comparable' where the nets it needs trained for different lengths)
+    and the evidence (our numbers; short runs are labelled as such)."""
     have, rows = by_model(infos), []
     for depth in SIX_N_PLUS_2:
         name, ref = f"resnet{depth}", TABLE6_TEST_ERROR[f"resnet{depth}"]
