@@ -148,11 +148,12 @@ def recipe_words(recipe: dict) -> str:
     said = []
     if "momentum" in recipe and "weight_decay" in recipe:
         said.append(f"SGD with momentum {recipe['momentum']} and weight decay {recipe['weight_decay']}")
-    if "lr" in recipe:
-        steps = [_count(m) for m in recipe.get("milestones") or []]
-        said.append(f"lr {recipe['lr']}, multiplied by {recipe.get('gamma', 0.1)} at iterations "
-                    + (", ".join(steps[:-1]) + " and " + steps[-1] if len(steps) > 1 else steps[0])
-                    if steps else f"lr {recipe['lr']}, constant")
+    steps = [_count(m) for m in recipe.get("milestones") or []]
+    if "lr" in recipe and steps:
+        at = " and ".join([", ".join(steps[:-1]), steps[-1]] if len(steps) > 1 else steps)
+        said.append(f"lr {recipe['lr']}, multiplied by {recipe.get('gamma', 0.1)} at iterations {at}")
+    elif "lr" in recipe:
+        said.append(f"lr {recipe['lr']}, constant")
     if recipe.get("warmup_iters") and "warmup_lr" in recipe:
         said.append(f"warm-up at lr {recipe['warmup_lr']} for {_count(recipe['warmup_iters'])} iterations")
     return "; ".join(said) or "not recorded"

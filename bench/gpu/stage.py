@@ -15,7 +15,7 @@ what it still waits for.
     python3 bench/gpu/stage.py --no-state      # the data only, even if runs/ holds unfinished runs
     python3 bench/gpu/stage.py unpack --data /root/data --runs /root/runs   # session.sh unpack
 
-Standard library only, like pack.py (the device machine has no extra packages).
+Standard library only (of pack.py it uses the packer, not resume_command, the one part that needs torch).
 """
 from __future__ import annotations
 
