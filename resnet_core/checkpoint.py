@@ -127,6 +127,7 @@ def model_card(config: dict, metrics: dict, precision: str) -> str:
         f"| wall time | {(config.get('wall_time_s') or 0) / 60:.1f} min on {config.get('device')}"
         + (f", side by side with {', '.join(config['trained_alongside'])}" if config.get("trained_alongside") else "")
         + " |",
+        *([f"| arithmetic in training | {config['precision']} |"] if config.get("precision") else []),
         "",
         "Final iterate, no test-set model selection. Weights: "
         + (f"`model.safetensors` ({precision})." if precision else

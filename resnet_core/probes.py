@@ -10,10 +10,11 @@ from .data import normalize
 
 
 def autocast_for(device: torch.device, enabled: bool):
-    """bf16 autocast on CUDA (BN stays in float, as autocast keeps it); nothing on the CPU. The weight
-    cast cache is off because CUDA graph capture requires it (the casts are then recorded in the graph)."""
-    if enabled and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=False)
+    """bf16 autocast on `device` when enabled (BN stays in float, as autocast keeps it); callers decide
+    where it pays (trainer.uses_bf16). The weight cast cache is off because CUDA graph capture requires it
+    (the casts are then recorded in the graph)."""
+    if enabled:
+        return torch.autocast(device.type, dtype=torch.bfloat16, cache_enabled=False)
     return nullcontext()
 
 

@@ -71,6 +71,23 @@ def test_side_by_side_models_share_one_clock_and_say_what_ran(tiny_checkpoints):
         assert f"clean training set | {info.metrics['train_error_clean']:.2f} %" in card
 
 
+def test_cpu_bf16_computes_in_bf16_on_the_cpu_and_says_so(tmp_path, tiny_checkpoints, shared_cifar):
+    """--cpu-bf16: the same run as the fp32 fixture's resnet20 (same seed, data and order) but under bf16 autocast,
+    so its weights differ; config.json and the model card say bf16, and the recorded test error is the fp32 re-eval's
+    within bf16's rounding (a few of the 200 images)."""
+    train_tiny(tmp_path / "out", tmp_path / "runs", ("resnet20",), "--cpu-bf16")
+    info = read_checkpoint(tmp_path / "out/resnet20")
+    assert info.config["cpu_bf16"] and info.config["precision"] == "bf16 autocast"
+    assert "| arithmetic in training | bf16 autocast |" in (info.path / "README.md").read_text()
+    fp32 = load_file(tiny_checkpoints / "resnet20/model.safetensors")
+    bf16 = load_file(info.path / "model.safetensors")
+    assert fp32.keys() == bf16.keys() and not torch.equal(fp32["fc.weight"], bf16["fc.weight"])
+    model = load_pretrained(info.path)
+    x, y = load_cifar10(shared_cifar, "test", limit=200)
+    again = evaluate(model, x, y, torch.tensor(model.normalization["mean"]), torch.tensor(model.normalization["std"]))
+    assert abs(again["test_error"] - info.metrics["test_error"]) <= 3.0
+
+
 def test_resume_reaches_the_same_result(tmp_path, shared_cifar):
     train_tiny(tmp_path / "a", tmp_path / "runs-a", ("resnet20",))
     # Interrupted mid-epoch (4 iterations per epoch), then resumed.
