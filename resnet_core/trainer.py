@@ -362,7 +362,10 @@ def train(configs: list[RunConfig], *, data_dir: str | None = None, out_dir: Pat
           warmup_steps: int = 3, command: str | None = None, log=print) -> dict[str, str]:
     """Train `configs` side by side, in lockstep on one shared, identically augmented batch stream.
     Returns {model: "finished" | "stopped" | "skipped"}. A lane whose loss goes NaN/inf stops there (its last
-    good state kept) while the others go on; then TrainingDiverged is raised at the end, naming each one."""
+    good state kept) while the others go on; then TrainingDiverged is raised at the end, naming each one.
+    time_budget_s counts from this call, the data's loading and the models' set-up included, so that a run given
+    the minutes a device session has left stops inside them."""
+    t_called = time.perf_counter()
     first = configs[0]
     for c in configs:
         if (c.recipe.batch_size, c.seed, c.limit_train) != (first.recipe.batch_size, first.seed, first.limit_train):
@@ -497,7 +500,7 @@ def train(configs: list[RunConfig], *, data_dir: str | None = None, out_dir: Pat
                         save_state(lane, state_dir, command)
                         lane.saved_at = time.perf_counter()
                 epoch_t0, epoch_it0 = time.perf_counter(), it
-            over_time = time_budget_s is not None and time.perf_counter() - t_start > time_budget_s
+            over_time = time_budget_s is not None and time.perf_counter() - t_called > time_budget_s
             reason = Stop.requested or ("time budget" if over_time else None) or \
                 ("--stop-after" if stop_after is not None and it - start >= stop_after else None)
             if ddp:  # every rank must stop at the same iteration, or the others hang in all-reduce

@@ -375,3 +375,16 @@ def test_state_is_saved_at_epoch_ends_at_most_once_a_minute_and_always_at_the_en
     train_tiny(tmp_path / "out", tmp_path / "runs", ("resnet20",), "--epochs", "4", "--limit-train", "128")
     assert written == saves  # 4 epochs of 2 iterations (128 images, batch 64)
     assert json.loads((tmp_path / "runs" / "resnet20" / "state.json").read_text())["finished"]
+
+
+def test_time_budget_counts_the_set_up_too(tmp_path, shared_cifar, monkeypatch):
+    """A budget spent while the data loads: the run stops after its first iteration, state saved, rather than
+    training a whole budget past the deadline a device session gave it."""
+    from resnet_core import trainer
+
+    real = trainer.load_data
+    monkeypatch.setattr(trainer, "load_data", lambda *a, **k: (time.sleep(1.0), real(*a, **k))[1])
+    argv = ["--model", "resnet20", *TINY, "--epochs", "30", "--data-dir", str(shared_cifar), "--out", str(tmp_path / "out"),
+            "--state-dir", str(tmp_path / "runs"), "--time-budget", str(0.5 / 60)]
+    assert train.main(argv) == 0
+    assert json.loads((tmp_path / "runs/resnet20/state.json").read_text())["iteration"] == 1

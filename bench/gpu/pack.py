@@ -42,8 +42,12 @@ def folder_size(path: Path) -> int:
 
 
 def unfinished(path: Path) -> bool:
-    """A trainer state folder whose state.json does not say finished (a folder without one counts as unfinished)."""
+    """A trainer state folder whose state.json does not say finished. A folder without a state.json is no run's
+    state (a CPU run's own --out and --state-dir kept under runs/, say) and is left where it is; one whose
+    state.json cannot be read goes, for the trainer to say what is wrong with it."""
     meta = path / "state.json"
+    if not meta.is_file():
+        return False
     try:
         return not json.loads(meta.read_text()).get("finished", False)
     except (OSError, ValueError):
