@@ -16,6 +16,7 @@ from safetensors.torch import load_file, save_file
 
 from .data import CLASSES
 from .models import ResNet, build_model, model_info
+from .paper import PAPER_ITERATIONS
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 FORMAT_VERSION = 1
@@ -123,7 +124,7 @@ def model_card(config: dict, metrics: dict, precision: str) -> str:
         f"| test top-5 error | {_pct(metrics.get('test_top5_error'))} |",
         f"| training error, final model on the clean training set | {_pct(metrics.get('train_error_clean'))} |",
         f"| training error, last epoch's augmented batches | {_pct(metrics.get('train_error'))} |",
-        f"| iterations | {_count(recipe.get('iterations'))} (batch {recipe.get('batch_size')}) |",
+        f"| iterations | {_count(recipe.get('iterations'))} (batch {recipe.get('batch_size')}){_short(recipe)} |",
         f"| wall time | {(config.get('wall_time_s') or 0) / 60:.1f} min on {config.get('device')}"
         + (f", side by side with {', '.join(config['trained_alongside'])}" if config.get("trained_alongside") else "")
         + " |",
@@ -141,6 +142,16 @@ def model_card(config: dict, metrics: dict, precision: str) -> str:
     if precision:
         lines += ["Load with `resnet_core.load_pretrained(\"<this folder>\")`.", ""]
     return "\n".join(lines)
+
+
+def _short(recipe: dict) -> str:
+    """', a short run: 9 % of the paper's 64,000' for a run shorter than the paper's (its errors are not Table 6's)."""
+    n = recipe.get("iterations")
+    if not isinstance(n, int) or n >= PAPER_ITERATIONS:
+        return ""
+    share = 100 * n / PAPER_ITERATIONS
+    share_words = f"{share:.0f} %" if share >= 1 else "under 1 %"
+    return f"; a short run, {share_words} of the paper's {PAPER_ITERATIONS:,}: its errors are not Table 6's"
 
 
 def recipe_words(recipe: dict) -> str:
@@ -380,7 +391,8 @@ def is_mistake(record) -> bool:
 
 
 def list_checkpoints(root: Path | None = None) -> tuple[list[CheckpointInfo], dict[str, str]]:
-    """All readable checkpoints under root, and {folder: reason} for every unreadable one."""
+    """All readable checkpoints under root, residual nets first, each kind by depth (resnet20 ... resnet110, then
+    plain20 ...; not plain110 before plain20, as names sort), and {folder: reason} for every unreadable one."""
     root = Path(root) if root is not None else default_checkpoints_dir()
     good, bad = [], {}
     for path in sorted(p for p in root.glob("*") if p.is_dir() and not p.name.startswith(".")) if root.is_dir() else []:
@@ -388,7 +400,10 @@ def list_checkpoints(root: Path | None = None) -> tuple[list[CheckpointInfo], di
             good.append(read_checkpoint(path))
         except CheckpointError as e:
             bad[path.name] = str(e)
-    return good, bad
+    def order(info: CheckpointInfo) -> tuple:
+        known = model_info(str(info.config["model"]))  # read_checkpoint refused any model the registry lacks
+        return not known["residual"], known["depth"], info.name
+    return sorted(good, key=order), bad
 
 
 def load_pretrained(name_or_path: str | os.PathLike, device: str | torch.device = "cpu") -> ResNet:

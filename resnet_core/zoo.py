@@ -457,8 +457,18 @@ def paper_checks(infos: list[CheckpointInfo]) -> pd.DataFrame:
             rows.append(_check(claim, info.metrics["test_error"] <= ref, f"ours {info.metrics['test_error']:.2f} %"))
     rows.append(_depth_trend("Residual nets: test error falls with depth", have, "resnet",
                              lambda i: i.metrics["test_error"], falls=True))
+    rows.append(_depth_trend("Residual nets: final training error falls with depth (Fig. 6, middle)", have, "resnet",
+                             final_train_error, falls=True))
     rows.append(_depth_trend("Plain nets: final training error rises with depth (Fig. 6, left)", have, "plain",
                              final_train_error, falls=False))
+    def control(shallow, deep, error, plain) -> str:
+        """The residual nets of the same two depths, trained as long: a short run's deeper plain net may only be
+        slower, and the residual pair, as deep and as short, tells slowness from degradation."""
+        r = [have.get(f"resnet{d}") for d in (shallow, deep)]
+        if None in r or any(error(i) is None for i in r) or different_lengths(plain, *r):
+            return ""
+        return f"; residual nets of these depths: resnet{deep} {error(r[1]):.2f} % vs resnet{shallow} {error(r[0]):.2f} %"
+
     for shallow, deep in ((20, 56), (56, 110)):
         a, b = have.get(f"plain{shallow}"), have.get(f"plain{deep}")
         for split, error in (("training", final_train_error), ("test", lambda i: i.metrics["test_error"])):
@@ -469,7 +479,7 @@ def paper_checks(infos: list[CheckpointInfo]) -> pd.DataFrame:
                 rows.append(_check(claim, "not comparable", different_lengths(a, b)))
             else:
                 rows.append(_check(claim, error(b) > error(a), f"plain{deep} {error(b):.2f} % vs plain{shallow} "
-                                   f"{error(a):.2f} %" + short_run_note(a, b)))
+                                   f"{error(a):.2f} %" + short_run_note(a, b) + control(shallow, deep, error, a)))
     pairs = [(have[f"plain{d}"], have[f"resnet{d}"]) for d in SIX_N_PLUS_2 if f"plain{d}" in have and f"resnet{d}" in have]
     unequal = [(p, r) for p, r in pairs if different_lengths(p, r)]
     pairs = [(p, r) for p, r in pairs if not different_lengths(p, r)]  # a pair compares nets trained equally long

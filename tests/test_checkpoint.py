@@ -1,5 +1,6 @@
 """Checkpoint folders: round trip, atomic replacement, and clear errors for every kind of damage."""
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -149,6 +150,12 @@ def test_damaged_checkpoints_raise_naming_the_file(saved, damage, file, message)
     assert str(path / file) in str(e.value)
 
 
+def test_bundled_checkpoints_are_listed_residual_first_each_kind_by_depth():
+    good, bad = list_checkpoints(Path(__file__).resolve().parents[1] / "checkpoints")
+    depths = (20, 32, 44, 56, 110)  # by name, plain110 would come before plain20
+    assert [c.name for c in good] == [f"resnet{d}" for d in depths] + [f"plain{d}" for d in depths] and bad == {}
+
+
 def test_list_checkpoints_reports_the_unreadable_and_keeps_the_rest(saved):
     _, path = saved
     shutil.copytree(path, path.parent / "plain20")
@@ -281,6 +288,10 @@ def test_model_card_gives_the_recipe_and_the_command(tiny_checkpoints):
     assert "--out" not in command and "--state-dir" not in command and "--data-dir" not in command
     assert "Load with `resnet_core.load_pretrained" in card
     assert "Weights: `model.safetensors` (fp16, BN statistics fp32)." in card  # what the file holds, read back
+    # 8 iterations: the card says it is no paper-length run (on the Hub it would otherwise read as a reproduction)
+    assert "| iterations | 8 (batch 64); a short run, under 1 % of the paper's 64,000: its errors are not Table 6's |" in card
+    full = ckpt.model_card(dict(CONFIG, recipe=dict(recipe, iterations=64_000)), {}, "fp16")
+    assert "| iterations | 64,000 (batch 64) |" in full
     milestones = " and ".join(f"{m:,}" for m in recipe["milestones"])
     assert f"multiplied by 0.1 at iterations {milestones}." in card
 

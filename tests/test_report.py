@@ -49,6 +49,24 @@ def test_paper_checks_pass_on_a_faithful_reproduction():
     assert not checks["evidence"].str.contains("short run").any()
 
 
+def test_degradation_evidence_has_the_residual_control_and_residual_training_error_its_own_trend():
+    """On short runs a deeper plain net may only be slower: each degradation row gives the residual nets of the same
+    depths and length beside it, and the residual nets' training error across depth is a claim of its own."""
+    short = dict(iterations=5_850)
+    infos = [fake("resnet20", 14.6, 11.6, **short), fake("resnet56", 17.8, 15.3, **short), fake("resnet110", 13.9, 10.5, **short),
+             fake("plain20", 16.3, 13.4, **short), fake("plain56", 52.8, 52.6, **short), fake("plain110", 89.4, 89.3, **short)]
+    checks = zoo.paper_checks(infos).set_index("claim")
+    trend = checks.loc["Residual nets: final training error falls with depth (Fig. 6, middle)"]
+    assert trend["holds"] == "partly" and trend["evidence"].startswith("at 1 of 2 steps: 20 layers: 11.60 %")
+    row = checks.loc["Degradation: plain-56 has a higher final training error than plain-20"]
+    assert row["holds"] == "yes" and row["evidence"] == (
+        "plain56 52.60 % vs plain20 13.40 % (short run: 5,850 of the paper's 64,000 iterations); "
+        "residual nets of these depths: resnet56 15.30 % vs resnet20 11.60 %")
+    infos[1] = fake("resnet56", 17.8, 15.3)  # trained for the paper's 64k: no control for 5,850-iteration plain nets
+    row = zoo.paper_checks(infos).set_index("claim").loc["Degradation: plain-56 has a higher final test error than plain-20"]
+    assert row["evidence"] == "plain56 52.80 % vs plain20 16.30 % (short run: 5,850 of the paper's 64,000 iterations)"
+
+
 def test_response_check_counts_layers_and_needs_most_of_them():
     plain20, resnet20 = fake("plain20", 9.0, 1.0), fake("resnet20", 8.0)
     plain56, resnet56 = fake("plain56", 12.0, 5.0), fake("resnet56", 7.0)

@@ -52,7 +52,7 @@ def test_published_checkpoint_is_complete_and_loads(tiny_checkpoints, shared_cif
         assert all(r["true"] == CLASSES[y[r["index"]]] != r["predicted"] for r in found)
         assert all(r["probability"] > r["true_probability"] for r in found)
     good, bad = list_checkpoints(tiny_checkpoints)
-    assert [c.name for c in good] == ["plain20", "resnet20"] and bad == {}
+    assert [c.name for c in good] == ["resnet20", "plain20"] and bad == {}
 
 
 def test_side_by_side_models_share_one_clock_and_say_what_ran(tiny_checkpoints):
