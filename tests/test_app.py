@@ -94,7 +94,7 @@ def test_home_lists_the_zoo_and_draws_error_against_depth(monkeypatch, tiny_chec
     assert set(ours["split"]) == {"train", "test"} and len(ours) == 4
     train = ours[ours["split"] == "train"].set_index("checkpoint")
     assert set(train["measure"]) == {"train error (final model, clean training set)"}
-    assert (train["error"] == zoo.set_index("checkpoint")["train_error_clean"]).all()
+    assert train["error"].to_dict() == zoo.set_index("checkpoint")["train_error_clean"].to_dict()
     assert "paper (Table 6)" in set(points["source"])  # the paper's points beside ours
     assert (ours["iterations"] == 8).all()  # each of our points says how long it trained (2 epochs of 4 here)
     lines = json.loads(at.get("vega_lite_chart")[0].proto.spec)["layer"][0]["encoding"]["detail"]
