@@ -136,7 +136,7 @@ def final_errors_table(finals: pd.DataFrame) -> pd.DataFrame:
         table[column] = [("" if v is None or pd.isna(v) else f"{v:.2f}") for v in finals[column]]
     for source in REFERENCES:
         if finals[source].notna().any():
-            table[f"{source} % (ours minus it)"] = [
+            table[f"{source} % (ours minus theirs, in points)"] = [
                 "" if pd.isna(ref) else f"{ref:.2f} ({diff:+.2f})"
                 for ref, diff in zip(finals[source], finals[f"ours minus {source}"])]
     return table.rename(columns={"train_error": "train error % (final model)", "test_error": "test error %"})

@@ -163,8 +163,8 @@ def test_curves_show_both_nets_and_the_references(monkeypatch, tiny_checkpoints)
     finals = at.table[0].value.set_index("checkpoint")
     assert "model" not in finals.columns  # each folder is named after its model: said once
     ours = float(finals.loc["resnet20", "test error %"])
-    assert finals.loc["resnet20", "paper (Table 6) % (ours minus it)"] == f"8.75 ({ours - 8.75:+.2f})"
-    assert finals.loc["plain20", "paper (Table 6) % (ours minus it)"] == ""  # the paper gives plain nets as curves
+    assert finals.loc["resnet20", "paper (Table 6) % (ours minus theirs, in points)"] == f"8.75 ({ours - 8.75:+.2f})"
+    assert finals.loc["plain20", "paper (Table 6) % (ours minus theirs, in points)"] == ""  # the paper gives plain nets as curves
     assert not any("report 000" in c for c in finals.columns)  # it quotes no 20-layer net: no empty column
     assert "*paper (Table 6)*: He et al., CVPR 2016, Table 6" in " ".join(c.value for c in at.caption)
     checks = at.table[1].value.set_index("claim")
@@ -181,7 +181,7 @@ def test_curves_compare_the_seed_report_point_by_point(monkeypatch, tiny_checkpo
     at = open_app(monkeypatch, root, "pages/curves.py")
     assert set(charts(at)[0]["model"]) == {"resnet20", "plain20", "resnet18", "plain18"}
     finals = at.table[0].value.set_index("checkpoint")  # report 000 quotes the 18s: its column is there now
-    assert finals.loc["resnet18", "ResNet-18 reproduction (report 000) % (ours minus it)"].startswith("7.70 (")
+    assert finals.loc["resnet18", "ResNet-18 reproduction (report 000) % (ours minus theirs, in points)"].startswith("7.70 (")
     seed = at.table[2].value.set_index("claim")
     metrics = json.loads((root / "resnet18" / "metrics.json").read_text())
     assert seed.loc["top-1 test accuracy (%)", "ours: ResNet-18"] == f"{100 - metrics['test_error']:.2f}"
