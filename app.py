@@ -38,8 +38,9 @@ def checks_summary() -> None:
     counts = checks["holds"].value_counts()
     words = {"yes": ("holds", "hold"), "partly": ("holds in part", "hold in part"),
              "no": ("does not", "do not"),
-             "short run": ("is a Table 6 error, which waits for a run as long as the paper's",
-                           "are Table 6 errors, which wait for runs as long as the paper's"),
+             "short run": ("compares with the paper's Table 6 test error and waits for a run of the paper's full "
+                           "schedule", "compare with the paper's Table 6 test errors and wait for runs of the paper's "
+                           "full schedule"),
              "not comparable": ("cannot be judged yet, its nets having trained for different lengths",
                                 "cannot be judged yet, their nets having trained for different lengths"),
              "not measured": ("is not measured yet", "are not measured yet")}
@@ -68,9 +69,10 @@ def tour() -> None:
     st.subheader("Where to look")
     for page in pages:
         if page.url_path in TOUR:
-            link, text = st.columns([1, 4], vertical_alignment="center")
-            link.page_link(page)
-            text.markdown(TOUR[page.url_path])
+            # a link of fixed width, not a share of the row: a 1024 px window cut "Degradation curves" short
+            with st.container(horizontal=True, vertical_alignment="center", wrap=False):
+                st.page_link(page, width=190)
+                st.markdown(TOUR[page.url_path], width="stretch")
 
 
 def short_run_notice() -> None:
@@ -103,15 +105,17 @@ def depth_chart() -> None:
     measures = [m for m in MEASURE_SHAPES if m in set(ours["measure"])]
     points = alt.Chart(ours).mark_point(filled=True, size=70).encode(
         x, offset, y, color, tooltip=[*tooltip, alt.Tooltip("iterations:Q", format=",")], shape=alt.Shape(
-            "measure:N", title=["ours", "(train dashed, test solid)"],
+            "measure:N", title=["ours", "(train dashed, test solid)"], legend=alt.Legend(columns=1),
             scale=alt.Scale(domain=measures, range=[MEASURE_SHAPES[m] for m in measures])))
     sources = [s for s in REFERENCE_SHAPES if s in set(refs["source"])]
     references = alt.Chart(refs).mark_point(filled=False, size=110, strokeWidth=2).encode(
         x, offset, y, color, tooltip=tooltip, shape=alt.Shape(
-            "source:N", title="reference (test error)",
+            "source:N", title="reference (test error)", legend=alt.Legend(columns=2),
             scale=alt.Scale(domain=sources, range=[REFERENCE_SHAPES[s] for s in sources])))
     chart = alt.layer(lines, points, references).resolve_scale(shape="independent").properties(height=380)
-    show_chart(chart, data, "final_error_vs_depth")
+    # Legends below: beside the plot their long labels squeezed it to 230 px in a 1024 px window. Below, each
+    # legend's entries are in columns (shapes' columns=) that fit that width even with all three measures or sources.
+    show_chart(chart, data, "final_error_vs_depth", legends_below=True)
     st.caption(zoo.sources_note(sources))
 
 

@@ -7,8 +7,8 @@ import streamlit as st
 import torch
 from PIL import Image
 
-from pages.common import (PANEL_HEADER, by_name, default_pair, frame, gallery, header, load_model, model_legend,
-                          show_chart, usable_checkpoints, weights_stamp)
+from pages.common import (by_name, default_pair, frame, gallery, header, load_model, model_legend, show_chart,
+                          show_panels, usable_checkpoints, weights_stamp)
 from resnet_core import zoo
 from resnet_core.data import CIFAR10_MEAN, CIFAR10_STD, CLASSES, DatasetError, load_cifar10, resolve_data_dir
 from resnet_core.explain import confident_mistakes
@@ -110,6 +110,21 @@ def recorded_without_images(info, found: list[dict], why_not_all: str | None) ->
                "was not found, so the images cannot be shown: set CIFAR10_DIR to its folder.", help=why_not_all)
 
 
+def confusion_panel(rows: pd.DataFrame) -> alt.LayerChart:
+    """One checkpoint's confusion matrix: cells coloured by the percentage of the true class, with the number."""
+    cells = alt.Chart().encode(
+        x=alt.X("predicted:N", sort=list(CLASSES), title="predicted class"),
+        y=alt.Y("true:N", sort=list(CLASSES), title="true class"))
+    heat = cells.mark_rect().encode(
+        color=alt.Color("percent:Q", scale=alt.Scale(scheme="blues", domain=[0, 100]), title="% of the true class"),
+        tooltip=["checkpoint", "true", "predicted", "count",
+                 alt.Tooltip("percent:Q", format=".1f", title="% of true class")])
+    labels = cells.mark_text(fontSize=9).encode(
+        text=alt.Text("percent:Q", format=".0f"),
+        color=alt.condition("datum.percent > 50", alt.value("white"), alt.value("black")))
+    return alt.layer(heat, labels, data=rows).properties(height=330)
+
+
 header("Classes", "Where the two nets differ class by class: the chart *Which classes B gains on over A* shows how "
        "many points of accuracy B gains over A on each class (a seed report claims shortcuts help 'bird' most).")
 infos = usable_checkpoints()
@@ -118,18 +133,7 @@ chosen = [a] if a == b else [a, b]
 
 confusion = frame(zoo.confusion_frame)
 confusion = confusion[confusion["checkpoint"].isin(chosen)]
-cells = alt.Chart().encode(
-    x=alt.X("predicted:N", sort=list(CLASSES), title="predicted class"),
-    y=alt.Y("true:N", sort=list(CLASSES), title="true class"))
-heat = cells.mark_rect().encode(
-    color=alt.Color("percent:Q", scale=alt.Scale(scheme="blues", domain=[0, 100]), title="% of the true class"),
-    tooltip=["checkpoint", "true", "predicted", "count", alt.Tooltip("percent:Q", format=".1f", title="% of true class")])
-labels = cells.mark_text(fontSize=9).encode(
-    text=alt.Text("percent:Q", format=".0f"),
-    color=alt.condition("datum.percent > 50", alt.value("white"), alt.value("black")))
-show_chart(alt.layer(heat, labels, data=confusion).properties(width=330, height=330).facet(
-    column=alt.Column("checkpoint:N", title=None, sort=chosen, header=PANEL_HEADER)),
-    confusion, "confusion_matrices", stretch=False)
+show_panels(confusion_panel, confusion, "confusion_matrices", by="checkpoint", order=chosen)
 st.caption("Rows are the true class and add up to 100 %; the diagonal is the per-class accuracy on the test set.")
 
 accuracy = frame(zoo.class_accuracy_frame)
@@ -155,7 +159,8 @@ if a != b:
         x, y, shape=alt.Shape("source:N", title="reference", scale=alt.Scale(range=["diamond"])), tooltip=tooltip)
     # A heading rather than a chart title: a layered chart's title is drawn over the button above it.
     st.markdown(f"**Which classes B ({b}) gains on over A ({a})**")
-    show_chart((bars + ticks).properties(height=280), pd.concat([gain, claims], ignore_index=True), "class_gains")
+    show_chart((bars + ticks).properties(height=280), pd.concat([gain, claims], ignore_index=True), "class_gains",
+               legends_below=True)
 st.caption("Choose checkpoints A and B in the sidebar; any two checkpoints can be compared.")
 
 mistakes_section(by_name(infos)[wrong])

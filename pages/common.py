@@ -32,8 +32,15 @@ RESIDUAL_SHADES = ("#9ecae1", "#08306b")
 NET_COLORS = alt.Scale(domain=["plain", "residual"], range=["#e6550d", "#2171b5"])
 # Fig. 6's convention on every chart with both: training error dashed, test error solid.
 TRAIN_DASHED = alt.Scale(domain=["train", "test"], range=[[6, 4], [1, 0]])
-PANEL_HEADER = alt.Header(labelFontSize=15, labelFontWeight="bold")  # "plain" / "residual" over side-by-side panels
-PANELS = alt.Column("net:N", title=None, sort=["plain", "residual"], header=PANEL_HEADER)
+# Side-by-side panels (plain | residual) are charts of this width in a row that wraps (show_panels): two abreast
+# from a 1280 px window with the sidebar open, one above the other on a 1024 px projector.
+PANEL_WIDTH = 390
+PANEL_TITLE = dict(fontSize=15, fontWeight="bold", anchor="middle")  # "plain" / "residual" over each panel
+# Legends under the plot, one under another, where beside it they would squeeze the plot in a 1024 px window
+# (Vega-Lite takes Vega's legend layout only as an expression). Such a chart fits its width alone ("fit-x"): its
+# height is the plot's, the legends adding to it rather than squashing the plot.
+LEGENDS_BELOW = dict(orient="bottom", layout=alt.ExprRef(expr="{bottom: {direction: 'vertical', anchor: 'start'}}"))
+FIT_WIDTH = alt.AutoSizeParams(type="fit-x", contains="padding")
 
 
 ROUTED = "routed_by_app"  # set by app.py on every run, before the page runs
@@ -117,14 +124,21 @@ def by_name(infos: list[CheckpointInfo]) -> dict[str, CheckpointInfo]:
     return {info.name: info for info in infos}
 
 
+# The pair every page starts on: the paper's own example of degradation (Fig. 1: 20 vs 56 layers). The deepest pair
+# would open a lecture on plain-110, which may not train at all (chance on every image, Predict's bars flat).
+DEFAULT_DEPTH = 56
+
+
 def default_pair(infos: list[CheckpointInfo]) -> tuple[str | None, str | None]:
-    """(plain, residual) checkpoint names to start with: the deepest depth that has both, else the deepest of each."""
+    """(plain, residual) checkpoint names to start with: the 56-layer pair, else the deepest depth that has both,
+    else the deepest of each."""
     ids = sorted((zoo.identity(info) for info in infos), key=lambda r: (r["depth"], r["checkpoint"]))
     plain = {r["depth"]: r["checkpoint"] for r in ids if r["net"] == "plain"}
     residual = {r["depth"]: r["checkpoint"] for r in ids if r["net"] == "residual"}
     both = sorted(set(plain) & set(residual))
     if both:
-        return plain[both[-1]], residual[both[-1]]
+        depth = DEFAULT_DEPTH if DEFAULT_DEPTH in both else both[-1]
+        return plain[depth], residual[depth]
     return next(reversed(plain.values()), None), next(reversed(residual.values()), None)
 
 
@@ -188,14 +202,43 @@ def model_colors(data: pd.DataFrame) -> alt.Scale:
                      range=[model_color(n, d, depths) for n, d in zip(models["net"], models["depth"])])
 
 
-def model_legend(data: pd.DataFrame) -> alt.Color:
-    return alt.Color("model:N", scale=model_colors(data), title="model", sort=None)
+def model_legend(data: pd.DataFrame, **legend) -> alt.Color:
+    """Colour by model (model_colors); `legend`: alt.Legend's options, such as columns for a legend below."""
+    return alt.Color("model:N", scale=model_colors(data), title="model", sort=None, legend=alt.Legend(**legend))
 
 
-def show_chart(chart: alt.TopLevelMixin, data: pd.DataFrame, name: str, stretch: bool = True) -> None:
-    """Draw an Altair chart and offer exactly the data it draws as CSV. Charts of fixed width (side-by-side
-    panels) get their legends below, where a narrow window cannot cut them off."""
-    legend = dict(labelLimit=0, titleLimit=0, orient="right" if stretch else "bottom")
-    st.altair_chart(chart.configure_legend(**legend), width="stretch" if stretch else "content")
+def show_chart(chart: alt.TopLevelMixin, data: pd.DataFrame, name: str, legends_below: bool = False) -> None:
+    """Draw an Altair chart as wide as the page (a faceted one at its own size: Vega-Lite cannot fit facets to a
+    width), its legends on the right or (`legends_below`) below, and offer exactly the data it draws as CSV."""
+    _draw(chart, legends_below, width="content" if isinstance(chart, alt.FacetChart) else "stretch")
+    csv_button(data, name)
+
+
+def show_panels(draw, data: pd.DataFrame, name: str, by: str = "net", order=("plain", "residual")) -> None:
+    """One panel per value of `by` found in `data`, in `order`: the chart `draw(rows)` titled with the value,
+    PANEL_WIDTH wide, legends below, in a row that wraps instead of running off the page (Vega-Lite cannot fit a
+    faceted chart to its container). Panels share a scale only where `draw` fixes its domain. Then one CSV of
+    all the panels' data."""
+    with st.container(horizontal=True):
+        for value in [v for v in order if (data[by] == v).any()]:
+            panel = draw(data[data[by] == value]).properties(width=PANEL_WIDTH, title=alt.Title(value, **PANEL_TITLE))
+            _draw(panel, legends_below=True, width="content")
+    csv_button(data, name)
+
+
+def _draw(chart: alt.TopLevelMixin, legends_below: bool, width: str) -> None:
+    """st.altair_chart with the legends placed, their labels and titles never cut short."""
+    if legends_below and not isinstance(chart, alt.FacetChart):  # a faceted chart is its panels' height already
+        chart = chart.properties(autosize=FIT_WIDTH)
+    placed = LEGENDS_BELOW if legends_below else dict(orient="right")
+    st.altair_chart(chart.configure_legend(labelLimit=0, titleLimit=0, **placed), width=width)
+
+
+def span(data: pd.DataFrame, low: str, high: str | None = None) -> list[float]:
+    """[smallest `low`, largest `high` (default: `low`)] over `data`: a domain every panel of show_panels shares."""
+    return [float(data[low].min()), float(data[high or low].max())]
+
+
+def csv_button(data: pd.DataFrame, name: str) -> None:
     st.download_button("Download this chart's data (CSV)", data.to_csv(index=False).encode(), f"{name}.csv",
                        "text/csv", key=f"csv-{name}", on_click="ignore", icon=":material/download:")

@@ -1,8 +1,11 @@
 """Degradation curves: the paper's Fig. 6 for our runs, plain and residual side by side."""
+from functools import partial
+
 import altair as alt
+import pandas as pd
 import streamlit as st
 
-from pages.common import PANELS, TRAIN_DASHED, frame, header, model_legend, show_chart, usable_checkpoints
+from pages.common import TRAIN_DASHED, frame, header, model_legend, show_panels, span, usable_checkpoints
 from resnet_core import zoo
 from resnet_core.paper import PAPER_ITERATIONS
 
@@ -25,6 +28,22 @@ def wrapped_table(frame, verdicts: str | None = None) -> None:
     st.table(style.map(lambda v: tint.get(v, ""), subset=[verdicts]) if verdicts else style)
 
 
+def curves_panel(rows: pd.DataFrame, shown: pd.DataFrame, metric: str, log: bool) -> alt.Chart:
+    """One net's curves (`rows`), on axes that span all the `shown` curves: both panels the same."""
+    title = "cross-entropy loss" if metric == "loss" else f"{metric} (%)"
+    iterations = alt.Scale(domain=[0, span(shown, "iteration")[1]], nice=True)
+    values = alt.Scale(type="log" if log else "linear", domain=span(shown, "value"), nice=True)
+    return alt.Chart(rows).mark_line(strokeWidth=1.8).encode(
+        x=alt.X("iteration:Q", title="iteration (SGD steps)", scale=iterations),
+        y=alt.Y("value:Q", title=title, scale=values),
+        color=model_legend(rows, columns=4),
+        strokeDash=alt.StrokeDash("split:N", scale=TRAIN_DASHED, title="measured on",
+                                  legend=alt.Legend(symbolSize=600, symbolStrokeWidth=2)),
+        detail="checkpoint:N",
+        tooltip=["checkpoint", "split", "epoch", "iteration", alt.Tooltip("value:Q", format=".3f", title=title)],
+    ).properties(height=320)
+
+
 header("Degradation curves", "In the paper (Fig. 6), deeper plain nets end *above* the shallow ones, in training error "
        "(dashed) as well as test error (solid), while deeper residual nets end lower. The checks below the charts "
        "say which of that our runs show.")
@@ -34,19 +53,10 @@ depths, metric, log = curves_ui(sorted(history["depth"].unique().tolist()))
 data = history[history["depth"].isin(depths) & (history["metric"] == metric)]
 if log:
     data = data[data["value"] > 0]  # a log axis has no room for an error of exactly 0
-unit = "" if metric == "loss" else " (%)"
-chart = alt.Chart(data).mark_line(strokeWidth=1.8).encode(
-    x=alt.X("iteration:Q", title="iteration (SGD steps)"),
-    y=alt.Y("value:Q", title=f"{metric}{unit}", scale=alt.Scale(type="log" if log else "linear", zero=False)),
-    color=model_legend(data), strokeDash=alt.StrokeDash("split:N", scale=TRAIN_DASHED, title="measured on",
-                              legend=alt.Legend(symbolSize=600, symbolStrokeWidth=2)),
-    detail="checkpoint:N",
-    tooltip=["checkpoint", "split", "epoch", "iteration", alt.Tooltip("value:Q", format=".3f", title=metric)],
-).properties(width=400, height=320).facet(column=PANELS)
 if data.empty:
     st.info("No curves to draw: pick at least one depth in the sidebar.")
 else:
-    show_chart(chart, data, f"curves_{metric.replace(' ', '_')}", stretch=False)
+    show_panels(partial(curves_panel, shown=data, metric=metric, log=log), data, f"curves_{metric.replace(' ', '_')}")
 st.caption("Both panels share the same axes. Pick depths, the metric and a log scale in the sidebar; every line is "
            "one checkpoint, sampled once per epoch. The dashed training curve is the running error on each epoch's "
            "augmented batches (cropped and flipped, while the weights were still moving), as in the paper's Fig. 6.")
@@ -68,8 +78,8 @@ st.download_button("Download this table (CSV)", finals.to_csv(index=False).encod
 
 st.subheader("The paper's claims, checked on these runs")
 st.caption("Each claim of the paper's CIFAR-10 experiment against our checkpoints' final numbers (the final "
-           "iterate: the test set never chose anything). Runs shorter than the paper's "
-           f"{PAPER_ITERATIONS:,} iterations say so, and are not held to Table 6's own errors ('short run'); "
+           "weights after the last iteration, not the best epoch's: the test set chose nothing). Runs shorter than the "
+           f"paper's {PAPER_ITERATIONS:,} iterations say so, and are not held to Table 6's own errors ('short run'); "
            "'partly' is a claim that holds at some depths (or steps in depth) and not at others.")
 checks = frame(zoo.paper_checks)
 wrapped_table(checks, verdicts="holds")

@@ -1,11 +1,13 @@
 """Gradient flow: per-layer gradient norms during training (from the history) and at initialisation (live)."""
+from functools import partial
+
 import altair as alt
 import numpy as np
 import pandas as pd
 import streamlit as st
 
-from pages.common import (PANELS, by_name, default_pair, frame, gallery_batch, header, model_legend, show_chart,
-                          usable_checkpoints)
+from pages.common import (by_name, default_pair, frame, gallery_batch, header, model_legend, show_chart,
+                          show_panels, span, usable_checkpoints)
 from resnet_core import zoo
 from resnet_core.models import PLAIN_VS_RESIDUAL_DEPTHS
 from resnet_core.paper import SEED_REPORT_GRAD_NORMS
@@ -14,7 +16,6 @@ from resnet_core.paper import SEED_REPORT_GRAD_NORMS
 # nets keep every activation of 1202 layers for the backward pass, so they get 1 per class (about 2 GB).
 LIVE_IMAGES_PER_CLASS = 5
 LIVE_IMAGES_PER_CLASS_BY_DEPTH = {1202: 1}
-NORM = alt.Scale(type="log", scheme="viridis")
 WHOLE = alt.Axis(format="d", tickMinStep=1)  # epochs and layers are counted, never fractional
 MAX_COLUMNS = 60  # epochs per heatmap row before neighbours are merged: 164 x 110 cells per panel draw slowly
 
@@ -63,6 +64,32 @@ def epoch_cells(data: pd.DataFrame) -> pd.DataFrame:
                         e1=cells["first_epoch"] + width - 0.5, l0=cells["index"] - 0.5, l1=cells["index"] + 0.5)
 
 
+def heatmap_panel(rows: pd.DataFrame, shown: pd.DataFrame) -> alt.Chart:
+    """One net's heatmap cells (`rows`), on the axes and colour scale of all the `shown` cells: both panels alike."""
+    return alt.Chart(rows).mark_rect().encode(
+        x=alt.X("e0:Q", title="epoch", axis=WHOLE, scale=alt.Scale(domain=span(shown, "e0", "e1"), nice=False)),
+        x2="e1:Q",
+        y=alt.Y("l0:Q", title="layer (1 = first conv; last = fc)", axis=WHOLE,
+                scale=alt.Scale(domain=span(shown, "l0", "l1"), reverse=True, nice=False)),
+        y2="l1:Q",
+        color=alt.Color("grad_norm:Q", title=["gradient norm", "(L2, log scale)"],
+                        scale=alt.Scale(type="log", scheme="viridis", domain=span(shown, "grad_norm"))),
+        tooltip=["checkpoint", "first_epoch", "last_epoch", "index", "layer",
+                 alt.Tooltip("grad_norm:Q", format=".3g", title="gradient norm")],
+    ).properties(height=300)
+
+
+def init_panel(rows: pd.DataFrame, shown: pd.DataFrame) -> alt.Chart:
+    """One kind of net's gradient norms at initialisation (`rows`), on the axes of all the `shown` ones."""
+    return alt.Chart(rows).mark_line().encode(
+        x=alt.X("index:Q", title="layer (1 = first conv; last = fc)", scale=alt.Scale(domain=span(shown, "index"))),
+        y=alt.Y("grad_norm:Q", title="gradient norm (L2, log scale)",
+                scale=alt.Scale(type="log", domain=span(shown, "grad_norm"), nice=True)),
+        color=model_legend(rows, columns=4),
+        tooltip=["model", "layer", alt.Tooltip("grad_norm:Q", format=".3g", title="gradient norm")],
+    ).properties(height=300)
+
+
 def training_section(infos) -> None:
     chosen, epoch = pair_ui(infos)
     data = frame(zoo.grad_norm_frame)
@@ -72,17 +99,7 @@ def training_section(infos) -> None:
         return
     st.subheader("During training: every layer, every epoch")
     cells = epoch_cells(data)
-    heatmap = alt.Chart(cells).mark_rect().encode(
-        x=alt.X("e0:Q", title="epoch", scale=alt.Scale(nice=False, zero=False), axis=WHOLE),
-        x2="e1:Q",
-        y=alt.Y("l0:Q", title="layer (1 = first conv; last = fc)", scale=alt.Scale(reverse=True, nice=False, zero=False),
-                axis=WHOLE),
-        y2="l1:Q",
-        color=alt.Color("grad_norm:Q", scale=NORM, title=["gradient norm", "(L2, log scale)"]),
-        tooltip=["checkpoint", "first_epoch", "last_epoch", "index", "layer",
-                 alt.Tooltip("grad_norm:Q", format=".3g", title="gradient norm")],
-    ).properties(width=380, height=300).facet(column=PANELS)
-    show_chart(heatmap, cells, "gradient_norms_training", stretch=False)
+    show_panels(partial(heatmap_panel, shown=cells), cells, "gradient_norms_training")
     merged = "" if cells["first_epoch"].nunique() == data["epoch"].nunique() else (
         f" Long runs are drawn with at most {MAX_COLUMNS} columns: each cell is the geometric mean of neighbouring epochs.")
     st.caption("Both panels share one colour scale. Pick the checkpoints in the sidebar." + merged)
@@ -133,12 +150,7 @@ def live_section() -> None:
     if zero:
         st.info(f"Some layers of {', '.join(zero)} got no gradient at all (norm 0): a log axis cannot show them.")
     shown = data[finite & (data["grad_norm"] > 0)]
-    show_chart(alt.Chart(shown).mark_line().encode(
-        x=alt.X("index:Q", title="layer (1 = first conv; last = fc)"),
-        y=alt.Y("grad_norm:Q", scale=alt.Scale(type="log"), title="gradient norm (L2, log scale)"),
-        color=model_legend(shown),
-        tooltip=["model", "layer", alt.Tooltip("grad_norm:Q", format=".3g", title="gradient norm")],
-    ).properties(width=380, height=300).facet(column=PANELS), data, "gradient_norms_init", stretch=False)
+    show_panels(partial(init_panel, shown=shown), shown, "gradient_norms_init")
     st.markdown(f"**Measured here**, at initialisation, smallest to largest layer norm: "
                 f"{zoo.norm_spans(shown, by='model')}.")
     exceptions = ", ".join(f"{n} for {d} layers" for d, n in LIVE_IMAGES_PER_CLASS_BY_DEPTH.items())

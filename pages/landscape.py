@@ -1,14 +1,15 @@
 """Loss landscape: the training loss around trained plain and residual nets along random directions (Li et al., 2018)."""
+from functools import partial
+
 import altair as alt
 import streamlit as st
 
-from pages.common import PANEL_HEADER, default_pair, file_stamp, header, model_legend, show_chart, usable_checkpoints
+from pages.common import (default_pair, file_stamp, header, model_legend, show_chart, show_panels, span,
+                          usable_checkpoints)
 from resnet_core import zoo
 from resnet_core.checkpoint import REPO_ROOT, CheckpointInfo, default_checkpoints_dir
 from resnet_core.landscape import FILE, read_landscape
 
-LOSS = alt.Scale(type="log", scheme="viridis")
-# Log-scale labels: 0.1, 1, 10, ... 10,000 as numbers, then powers of ten (a loss of 2e15 happens: plain-110).
 # Log-scale tick labels: 1 ... 10,000 as numbers, beyond as 10^5 or 2 × 10^5 (plain-110's loss reaches 10^15).
 _EXPONENT = "floor(log(datum.value) / LN10 + 1e-9)"
 LOG_LABELS = (f"datum.value < 100000 ? format(datum.value, ',~g') : "
@@ -77,15 +78,14 @@ def landscape_ui(found: list[tuple[CheckpointInfo, dict]]) -> tuple[list[str], l
     return surfaces, slices
 
 
-def surface_section(surface, chosen: list[str]) -> None:
-    data = surface[surface["checkpoint"].isin(chosen)]
-    if data.empty:
-        return
-    shown = data[data["loss"] > 0]  # a log scale has no place for an overflowed (NaN) or zero loss
+def surface_panel(rows, shown) -> alt.LayerChart:
+    """One checkpoint's loss surface (`rows`) with a cross on the trained weights, on the axes and colour scale of
+    all the `shown` surfaces: the same colour is the same loss in every panel."""
     cells = alt.Chart().mark_rect().encode(
-        x=alt.X("a0:Q", title=ALPHA, scale=alt.Scale(nice=False, zero=False)), x2="a1:Q",
-        y=alt.Y("b0:Q", title=BETA, scale=alt.Scale(nice=False, zero=False)), y2="b1:Q",
-        color=alt.Color("loss:Q", scale=LOSS, title=["training loss", "(cross-entropy, log scale)"],
+        x=alt.X("a0:Q", title=ALPHA, scale=alt.Scale(domain=span(shown, "a0", "a1"), nice=False)), x2="a1:Q",
+        y=alt.Y("b0:Q", title=BETA, scale=alt.Scale(domain=span(shown, "b0", "b1"), nice=False)), y2="b1:Q",
+        color=alt.Color("loss:Q", title=["training loss", "(cross-entropy, log scale)"],
+                        scale=alt.Scale(type="log", scheme="viridis", domain=span(shown, "loss")),
                         legend=alt.Legend(labelExpr=LOG_LABELS)),
         tooltip=["checkpoint", alt.Tooltip("alpha:Q", format=".2f"), alt.Tooltip("beta:Q", format=".2f"),
                  alt.Tooltip("loss:Q", format=".4g"), alt.Tooltip("error:Q", format=".1f", title="error (%)")])
@@ -93,10 +93,16 @@ def surface_section(surface, chosen: list[str]) -> None:
         x=alt.X("alpha:Q", title=ALPHA), y=alt.Y("beta:Q", title=BETA),
         tooltip=[alt.Tooltip("checkpoint", title="trained weights of")]
     ).transform_filter("datum.alpha == 0 && datum.beta == 0")
-    chart = alt.layer(cells, trained, data=shown).properties(width=330, height=330).facet(
-        column=alt.Column("checkpoint:N", title=None, sort=chosen, header=PANEL_HEADER)).resolve_scale(color="shared")
+    return alt.layer(cells, trained, data=rows).properties(height=330)
+
+
+def surface_section(surface, chosen: list[str]) -> None:
+    data = surface[surface["checkpoint"].isin(chosen)]
+    if data.empty:
+        return
+    shown = data[data["loss"] > 0]  # a log scale has no place for an overflowed (NaN) or zero loss
     st.subheader("2-D surface: plain and residual")
-    show_chart(chart, data, "loss_surfaces", stretch=False)
+    show_panels(partial(surface_panel, shown=shown), shown, "loss_surfaces", by="checkpoint", order=chosen)
     st.markdown(f"**Measured here**, training loss over each surface: {zoo.surface_summary(data)}.")
     overflowed = len(data) - len(shown)
     st.caption("Both panels share one colour scale: the same colour is the same loss. The cross marks the trained "

@@ -9,16 +9,20 @@ from pages.common import (NET_COLORS, by_name, default_pair, gallery, header, lo
 from resnet_core import zoo
 from resnet_core.data import CLASSES
 from resnet_core.explain import grad_cam, input_saliency, overlay
-from resnet_core.predict import (MAX_UPLOAD_BYTES, image_tensor, input_notes, load_image, predict, preview,
-                                 to_model_input)
+from resnet_core.predict import (MAX_UPLOAD_BYTES, framed, image_tensor, input_notes, load_image, predict, preview,
+                                 stored_size, to_model_input)
 
+# Each model's name over its top-5 bars, left-aligned, not turned on its side to the left of them.
+MODEL_HEADER = alt.Header(labelOrient="top", labelAngle=0, labelAnchor="start", labelFontSize=13,
+                          labelFontWeight="bold")
 IMAGE_TYPES = ["png", "jpg", "jpeg", "webp", "bmp", "gif"]
 ZOOM = 4  # 32x32 shown as 128x128, nearest neighbour, so every pixel the model sees stays visible
+TILE = 64  # gallery thumbnails (pixels): wide enough for the test-image number on the button under each
 
 
 def models_ui(infos, nets: dict[str, str]) -> list[str]:
-    """Sidebar: one plain and one residual checkpoint, in the order every panel shows them, plain on the left (either
-    kind may be missing from the zoo)."""
+    """Sidebar: one plain and one residual checkpoint, in the order every panel shows them, plain first (either kind
+    may be missing from the zoo)."""
     defaults = dict(zip(("plain", "residual"), default_pair(infos)))
     chosen = []
     with st.sidebar:
@@ -41,10 +45,12 @@ def gallery_ui() -> int:
     picked = st.session_state.get("gallery_pick", positions[0])
     if picked not in positions:  # the last pick was of another class: show this class's first image, not that one
         picked = positions[0]
-    for column, i in zip(st.columns(len(positions)), positions):
-        column.image(Image.fromarray(images[i]).resize((64, 64), Image.Resampling.NEAREST))
-        column.button(f"#{indices[i]}", key=f"gallery-{i}", help="Classify this image", on_click=pick, args=(i,),
-                      type="primary" if i == picked else "secondary")
+    with st.container(horizontal=True):  # wraps onto a second row in a narrow window, never squeezing a tile
+        for i in positions:
+            with st.container(width=TILE):
+                st.image(Image.fromarray(images[i]).resize((TILE, TILE), Image.Resampling.NEAREST))
+                st.button(f"#{indices[i]}", key=f"gallery-{i}", help="Classify this image", on_click=pick, args=(i,),
+                          type="primary" if i == picked else "secondary", width="stretch")
     return picked
 
 
@@ -62,11 +68,12 @@ def where_it_looks(pixels: bytes, checkpoint: str, stamp: int | None, _model) ->
 
 def show_where_they_look(img32: Image.Image, models: dict, checkpoints: dict) -> None:
     """Per model, side by side: its Grad-CAM and its input saliency, each for its own top class."""
-    columns = iter(st.columns(2 * len(models) + 1))
-    for name, model in models.items():
-        cam, saliency, top = where_it_looks(img32.tobytes(), name, weights_stamp(checkpoints[name]), model)
-        next(columns).image(cam, caption=f"{name}: Grad-CAM ({top})", width=32 * ZOOM)
-        next(columns).image(saliency, caption=f"{name}: input saliency ({top})", width=32 * ZOOM)
+    with st.container(horizontal=True):  # a model's two maps side by side; the models' pairs wrap if need be
+        for name, model in models.items():
+            cam, saliency, top = where_it_looks(img32.tobytes(), name, weights_stamp(checkpoints[name]), model)
+            with st.container(horizontal=True, width="content"):
+                st.image(cam, caption=f"{name}: Grad-CAM ({top})", width=32 * ZOOM)
+                st.image(saliency, caption=f"{name}: input saliency ({top})", width=32 * ZOOM)
     st.caption("Both maps are for the class each model predicts. Grad-CAM: bright where the last stage's feature maps "
                "raise that class's score (coarse: one cell per feature-map position, 8x8 for the 6n+2 nets, 4x4 for "
                "ResNet-18/34). Input saliency: bright where changing a pixel moves the score most, up or down "
@@ -79,21 +86,25 @@ def show_prediction(key: str, image: Image.Image | None, img32: Image.Image, mod
     on if `looks`) where each model looks."""
     data = zoo.prediction_frame({name: predict(model, img32) for name, model in models.items()})
     data["net"] = data["model"].map(lambda name: zoo.identity(checkpoints[name])["net"])
-    columns = st.columns([1, 1, 4] if image is not None else [1, 5], vertical_alignment="center")
-    if image is not None:
-        columns[0].image(preview(image), caption=f"input ({image.width}x{image.height})")
-    middle, right = columns[-2:]
-    middle.image(img32.resize((32 * ZOOM, 32 * ZOOM), Image.Resampling.NEAREST), caption="what the model sees (32x32)")
-    if true_label:
-        middle.markdown(f"true label: **{true_label}**")
+    # One model's top-5 under the other's, on one probability axis: narrow enough to sit beside the images
+    # in a 1024 px window; the row wraps (the bars under the images) where it cannot.
     bars = alt.Chart(data).mark_bar().encode(
         x=alt.X("probability:Q", title="probability (%)", scale=alt.Scale(domain=[0, 100])),
         y=alt.Y("class:N", sort="-x", title=None), color=alt.Color("net:N", scale=NET_COLORS, title="network"),
         tooltip=["model", "rank", "class", alt.Tooltip("probability:Q", format=".1f", title="probability (%)")],
-    ).properties(width=210, height=150).facet(column=alt.Column("model:N", title=None, sort=list(models)))
-    bars = bars.resolve_scale(y="independent")
-    with right:
-        show_chart(bars, data, f"top5_{key}", stretch=False)
+    ).properties(width=300, height=110).facet(row=alt.Row("model:N", title=None, sort=list(models),
+                                                          header=MODEL_HEADER))
+    with st.container(horizontal=True, vertical_alignment="center"):
+        if image is not None:
+            width, height = stored_size(image)
+            st.image(preview(image), caption=f"input ({width}x{height})")
+        with st.container(width=32 * ZOOM + 2):  # the framed image's width: the label wraps under it
+            st.image(framed(img32.resize((32 * ZOOM, 32 * ZOOM), Image.Resampling.NEAREST)),
+                     caption="what the model sees (32x32)")
+            if true_label:
+                st.markdown(f"true label: **{true_label}**")
+        with st.container(width="content"):  # the chart and its CSV button as one item of the row
+            show_chart(bars.resolve_scale(y="independent"), data, f"top5_{key}", legends_below=True)
     if st.toggle("Show where each model looks", value=looks, key=f"looks_{key}"):
         show_where_they_look(img32, models, checkpoints)
 

@@ -6,16 +6,23 @@ import warnings
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from .data import CIFAR10_MEAN, CIFAR10_STD, CLASSES
 
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024
 MAX_PIXELS = 50_000_000  # a 50-megapixel photo is fine; a decompression bomb is not
+STORED_SIZE = "stored_size"  # key in a loaded image's info: its upright size in the file (see stored_size)
+FRAME = (190, 194, 201)  # the 1-pixel line round shown images, so that a white one stands out from the page
 
 
 class ImageRejected(ValueError):
-    """An upload this module refuses, with a message written for the user."""
+    """An upload this module refuses, with a message written for the user: what is wrong, and what to do."""
+
+
+def _too_many_pixels(size: str) -> ImageRejected:
+    return ImageRejected(f"the image is {size}, more than the {MAX_PIXELS // 1_000_000} megapixels allowed: shrink "
+                         "it (the nets see only 32x32 pixels) and upload it again")
 
 
 def _open(image) -> Image.Image:
@@ -25,43 +32,64 @@ def _open(image) -> Image.Image:
         raise ImageRejected(f"expected image bytes or a PIL image, got {type(image).__name__}")
     data = bytes(image)
     if not data:
-        raise ImageRejected("the file is empty")
+        raise ImageRejected("the file is empty: save the image again and upload the new file")
     if len(data) > MAX_UPLOAD_BYTES:
-        raise ImageRejected(f"the file is {len(data) / 2**20:.1f} MB; the limit is {MAX_UPLOAD_BYTES // 2**20} MB")
+        raise ImageRejected(f"the file is {len(data) / 2**20:.1f} MB, more than the {MAX_UPLOAD_BYTES // 2**20} MB "
+                            "allowed: save the image smaller (as a JPEG, say) and upload it again")
     try:
-        img = Image.open(io.BytesIO(data))
+        with warnings.catch_warnings():
+            # Pillow warns from 89 megapixels: load_image's own, lower limit says it with the image's size
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            return Image.open(io.BytesIO(data))
     except UnidentifiedImageError:
-        raise ImageRejected("this file is not an image Pillow can read (try PNG, JPEG, WebP, BMP or GIF)") from None
-    return img
+        raise ImageRejected("this file is not an image the app can read: upload a PNG, JPEG, WebP, BMP or "
+                            "GIF") from None
+    except Image.DecompressionBombError:  # over twice Pillow's limit, refused before the size can be read
+        raise _too_many_pixels(f"over {2 * Image.MAX_IMAGE_PIXELS // 1_000_000} megapixels") from None
 
 
 def load_image(image) -> Image.Image:
-    """Bytes or a PIL image -> an RGB PIL image, upright (EXIF), first frame, transparency over white.
-    Anything unreadable, truncated or absurdly large raises ValueError with a message for the user."""
+    """Bytes or a PIL image -> an RGB PIL image, upright (EXIF), first frame, transparency over white; large JPEGs
+    are decoded at a fraction of their size, and `stored_size` gives the size in the file. Anything unreadable,
+    truncated or absurdly large raises ValueError with a message for the user."""
     try:
+        img = _open(image)
+        w, h = img.size  # as stored: the draft below may decode fewer pixels
+        if w < 1 or h < 1:
+            raise ImageRejected("the image is 0 pixels wide or tall: save it again and upload the new file")
+        if w * h > MAX_PIXELS:
+            raise _too_many_pixels(f"{w}x{h} pixels ({w * h / 1e6:.0f} megapixels)")
         with warnings.catch_warnings():
-            # Pillow only *warns* between MAX_IMAGE_PIXELS and twice that: treat it as the error it is.
+            # A frame larger than the header said (GIF) only makes Pillow warn: treat it as the error it is.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = _open(image)
-            w, h = img.size
-            if w < 1 or h < 1:
-                raise ImageRejected("the image has no pixels")
-            if w * h > MAX_PIXELS:
-                raise ImageRejected(f"the image is {w}x{h} pixels; the limit is {MAX_PIXELS // 1_000_000} megapixels")
             img.seek(0)  # first frame of an animation
             if img.format == "JPEG":
                 img.draft("RGB", (max(64, w // 8), max(64, h // 8)))  # decode large JPEGs at reduced size
             img.load()
-            img = ImageOps.exif_transpose(img)
-            return _to_rgb(img)
+        turned = img.getexif().get(ExifTags.Base.Orientation, 1) > 4  # orientations 5 to 8 swap width and height
+        img = _to_rgb(ImageOps.exif_transpose(img))
+        img.info[STORED_SIZE] = (h, w) if turned else (w, h)
+        return img
     except ImageRejected:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise ImageRejected("the image is too large to decode safely (decompression bomb guard)") from None
-    except ValueError as e:  # Pillow's own, e.g. a PNG text chunk that would inflate past MAX_TEXT_CHUNK
-        raise ImageRejected(f"the image could not be read safely ({e})") from None
-    except (OSError, SyntaxError, EOFError, MemoryError, TypeError, IndexError, KeyError) as e:
-        raise ImageRejected(f"the image could not be decoded ({type(e).__name__}: {e}); it may be truncated or corrupt") from None
+        raise _too_many_pixels(f"over {Image.MAX_IMAGE_PIXELS // 1_000_000} megapixels once decoded") from None
+    except MemoryError:
+        raise ImageRejected("the server ran out of memory decoding this image: upload a smaller one") from None
+    except ValueError as e:  # Pillow's own guards (a PNG text chunk inflating past MAX_TEXT_CHUNK), or a bad field
+        why = ("holds a block of data that would unpack to far more than an image needs, so it was not read"
+               if "too large" in str(e).lower() else "does not hold what its format promises, so it cannot be read")
+        raise ImageRejected(f"the file {why}: open it in an image editor, save it as a new PNG or JPEG and upload "
+                            "that") from None
+    except (OSError, SyntaxError, EOFError, TypeError, IndexError, KeyError):
+        raise ImageRejected("the image data is cut short or damaged, so it cannot be decoded: download or export "
+                            "the image again and upload the new file") from None
+
+
+def stored_size(img: Image.Image) -> tuple[int, int]:
+    """(width, height) of a load_image result as the file stores it, upright: what the user uploaded, even where
+    the decode was at reduced size. Any other image: its own size."""
+    return img.info.get(STORED_SIZE, img.size)
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:
@@ -88,18 +116,28 @@ def to_model_input(image, size: int = 32) -> Image.Image:
 
 
 def preview(img: Image.Image, size: int = 128, background=(240, 242, 246)) -> Image.Image:
-    """The whole image fitted into a size x size square, letterboxed: any shape, even 4000x1, shows without
-    becoming zero pixels wide or tall when drawn."""
-    fitted = img.copy()
-    fitted.thumbnail((size, size), Image.Resampling.LANCZOS)
+    """The whole image fitted into a size x size square, letterboxed and framed: any shape, even 4000x1, shows
+    without becoming zero pixels wide or tall, and a small one is enlarged by a whole factor with visible pixels
+    (nearest neighbour), so that a 1x1 image is a square, not a dot."""
+    factor = size // max(img.size)
+    if factor > 1:
+        fitted = img.resize((img.width * factor, img.height * factor), Image.Resampling.NEAREST)
+    else:
+        fitted = img.copy()
+        fitted.thumbnail((size, size), Image.Resampling.LANCZOS)
     canvas = Image.new("RGB", (size, size), background)
     canvas.paste(fitted, ((size - fitted.width) // 2, (size - fitted.height) // 2))
-    return canvas
+    return framed(canvas)
+
+
+def framed(img: Image.Image) -> Image.Image:
+    """`img` with a 1-pixel FRAME round it (2 pixels wider and taller): a white image stays visible on the page."""
+    return ImageOps.expand(img, border=1, fill=FRAME)
 
 
 def input_notes(img: Image.Image, size: int = 32) -> list[str]:
     """What the user should know about how `img` becomes the model's input: upscaled, or cropped hard."""
-    w, h = img.size
+    w, h = stored_size(img)
     notes = []
     if min(w, h) < size:
         notes.append(f"The image is {w}x{h} pixels, smaller than the {size}x{size} the nets see: it is scaled up, "

@@ -14,6 +14,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from PIL import Image
 from websockets.sync.client import connect
 
 REPO = Path(__file__).resolve().parents[1]
@@ -41,6 +42,35 @@ STATE = """JSON.stringify({title: !!document.querySelector('h1'),
   charts: [...document.querySelectorAll('[data-testid="stVegaLiteChart"]')].map(c => !!c.querySelector('canvas, svg')),
   diagrams: [...document.querySelectorAll('[data-testid="stGraphVizChart"]')].map(c => !!c.querySelector('svg'))})"""
 EXCEPTIONS = """[...document.querySelectorAll('[data-testid="stException"]')].map(e => e.innerText)"""
+# What does not fit the window: the page scrolling sideways; a chart or image past the right edge of its column
+# (or of the page) or drawn over another; a button's or link's label cut short ("#.." for "#128").
+MISFITS = """(() => {
+  const misfits = [], main = document.querySelector('[data-testid="stMain"]');
+  for (const [what, el] of [["page", document.documentElement], ["main area", main]])
+    if (el.scrollWidth > el.clientWidth)
+      misfits.push(`${what} scrolls sideways: ${el.scrollWidth} > ${el.clientWidth} px`);
+  const charts = [...main.querySelectorAll('[data-testid="stVegaLiteChart"]')];
+  const name = el => el.tagName === "IMG" ? `image "${el.closest('[data-testid="stImage"]').innerText}"`
+    : `chart ${charts.indexOf(el.closest('[data-testid="stVegaLiteChart"]')) + 1}`;
+  const shown = [...main.querySelectorAll('[data-testid="stVegaLiteChart"] :is(svg, canvas).marks, '
+                                          + '[data-testid="stImage"] img')]
+    .map(el => [el, el.getBoundingClientRect()]).filter(([, r]) => r.width > 0);
+  const page = main.querySelector('[data-testid="stMainBlockContainer"]');
+  for (const [el, r] of shown) {
+    const column = (el.closest('[data-testid="stColumn"]') || page).getBoundingClientRect();
+    if (r.right > Math.min(column.right, document.documentElement.clientWidth) + 1)
+      misfits.push(`${name(el)} ends at ${Math.round(r.right)} px, past its column's ${Math.round(column.right)} px`);
+  }
+  const apart = (a0, a1, b0, b1) => Math.min(a1, b1) - Math.max(a0, b0) <= 1;
+  shown.forEach(([a, p], i) => shown.slice(i + 1).forEach(([b, q]) => {
+    if (!apart(p.left, p.right, q.left, q.right) && !apart(p.top, p.bottom, q.top, q.bottom))
+      misfits.push(`${name(a)} and ${name(b)} overlap`);
+  }));
+  for (const el of main.querySelectorAll('button *, a *'))
+    if (getComputedStyle(el).textOverflow === "ellipsis" && el.scrollWidth > el.clientWidth)
+      misfits.push(`label "${el.innerText}" cut short`);
+  return misfits;
+})()"""
 
 
 def free_port() -> int:
@@ -117,6 +147,11 @@ class Browser:
         """Load url and wait until the Streamlit page has finished; returns the seconds it took."""
         start = time.monotonic()
         self.call("Page.navigate", url=url)
+        self.settle(timeout, url)
+        return time.monotonic() - start - 0.2 * (STEADY_CHECKS - 1)
+
+    def settle(self, timeout: float, what: str) -> None:
+        """Wait until the page is READY and stays so."""
         steady = 0
 
         def settled() -> bool:
@@ -124,15 +159,27 @@ class Browser:
             steady = steady + 1 if self.evaluate(READY) else 0
             return steady >= STEADY_CHECKS
 
-        wait_for(settled, timeout, f"{url} to render", lambda: self.evaluate(STATE))
-        return time.monotonic() - start - 0.2 * (STEADY_CHECKS - 1)
+        wait_for(settled, timeout, f"{what} to render", lambda: self.evaluate(STATE))
 
-    def screenshot(self, path: Path) -> None:
+    def window(self, width: int, height: int) -> None:
+        self.call("Emulation.setDeviceMetricsOverride", width=width, height=height, deviceScaleFactor=1, mobile=False)
+
+    def upload(self, files: list[Path], timeout: float = 60) -> None:
+        """Give the page's file uploader these images, as a visitor choosing them would, and wait until Predict has
+        drawn a chart for each."""
+        count = """document.querySelectorAll('[data-testid="stVegaLiteChart"]').length"""
+        before = self.evaluate(count)
+        root = self.call("DOM.getDocument")["root"]["nodeId"]
+        node = self.call("DOM.querySelector", nodeId=root, selector='input[type="file"]')["nodeId"]
+        self.call("DOM.setFileInputFiles", nodeId=node, files=[str(f) for f in files])
+        wait_for(lambda: self.evaluate(count) >= before + len(files), timeout, "a chart per upload")
+        self.settle(timeout, "the uploads")
+
+    def screenshot(self, path: Path, width: int = 1400) -> None:
         """The whole page, not just the window: Streamlit scrolls inside its own container, so size the window to it."""
         height = self.evaluate("""Math.max(...[...document.querySelectorAll('[data-testid="stMain"], section, body')]
                                   .map(e => e.scrollHeight))""") or 1000
-        self.call("Emulation.setDeviceMetricsOverride", width=1400, height=min(int(height) + 40, 8000),
-                  deviceScaleFactor=1, mobile=False)
+        self.window(width, min(int(height) + 40, 8000))
         time.sleep(0.8)  # charts re-layout to the new size
         path.write_bytes(base64.b64decode(self.call("Page.captureScreenshot", format="png")["data"]))
         self.call("Emulation.clearDeviceMetricsOverride")
@@ -180,6 +227,29 @@ def test_every_page_renders_in_chromium(app_url):
     finally:
         browser.close()
 
+
+@pytest.mark.skipif(not CHROMIUM.is_file(), reason="needs Debian's chromium at /usr/bin/chromium")
+def test_every_page_fits_a_projector_and_a_wide_window(app_url, tmp_path):
+    """At a projector's 1024x768 with the sidebar open, and at 1400x1000, nothing misfits (MISFITS): no page scrolls
+    sideways, no chart or image runs out of its column or over another, no label is cut short. Predict also with
+    uploads (a 1x1 speck, a white photo and a strip) above the gallery image. Screenshots: <page>-<width>.png."""
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    uploads = {"speck.png": (1, 1), "white.png": (300, 200), "strip.png": (2000, 40)}
+    for name, size in uploads.items():
+        Image.new("RGB", size, (255, 255, 255) if name == "white.png" else (200, 30, 30)).save(tmp_path / name)
+    browser = Browser()
+    try:
+        for width, height in ((1024, 768), (1400, 1000)):
+            for name, path in PAGES.items():
+                browser.window(width, height)
+                browser.open(app_url + path)
+                if name == "predict":
+                    browser.upload([tmp_path / n for n in uploads])
+                misfits = browser.evaluate(MISFITS)
+                browser.screenshot(SCREENSHOTS / f"{name}-{width}.png", width)
+                assert not misfits, f"{name} at {width}x{height}: {misfits}"
+    finally:
+        browser.close()
 
 
 # -- load: `python tests/test_browser.py CHECKPOINTS --sessions 1 10` (127.0.0.1 only) ------------------------

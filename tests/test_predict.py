@@ -1,5 +1,6 @@
 """predict() on ordinary, odd and hostile uploads: a result or a ValueError fit for a user, nothing else."""
 import io
+import re
 import struct
 import zlib
 
@@ -9,7 +10,7 @@ import torch
 from PIL import Image
 
 from resnet_core import CLASSES, build_model, predict
-from resnet_core.predict import input_notes, load_image, preview, to_model_input
+from resnet_core.predict import FRAME, framed, input_notes, load_image, preview, stored_size, to_model_input
 
 
 def encode(img: Image.Image, fmt: str, **kw) -> bytes:
@@ -62,15 +63,53 @@ def test_predict_odd_images(model, kind):
 
 
 @pytest.mark.parametrize("kind", sorted(ODD_IMAGES))
-def test_preview_of_any_shape_is_a_square_with_the_image_in_it(kind):
+def test_preview_of_any_shape_is_a_framed_square_with_the_image_in_it(kind):
     image = load_image(ODD_IMAGES[kind]())
     shown = preview(image)
-    assert shown.size == (128, 128) and shown.mode == "RGB"
+    assert shown.size == (130, 130) and shown.mode == "RGB"  # 128x128 and a 1-pixel frame
+    assert {shown.getpixel((x, y)) for x, y in [(0, 0), (129, 65), (65, 129), (0, 65)]} == {FRAME}
     w, h = image.size
     if w > 4 * h:  # a wide strip: letterboxed, so the rows above and below it are the background
-        column = [shown.getpixel((64, y)) for y in range(128)]
+        column = [shown.getpixel((65, y)) for y in range(1, 129)]
         assert column[0] == column[-1] == (240, 242, 246)
         assert any(pixel != (240, 242, 246) for pixel in column)  # the strip itself, at least one row of it
+
+
+@pytest.mark.parametrize("side, shown", [(1, 128), (33, 99), (64, 128), (100, 100), (500, 128)])
+def test_preview_enlarges_small_images_with_visible_pixels(side, shown):
+    """A 1x1 image fills the square instead of showing as a dot; a small one grows by a whole factor, nearest
+    neighbour (33x33 by 3); one over half the square stays as it is, a large one shrinks."""
+    checker = np.indices((side, side)).sum(axis=0) % 2 * 255  # alternate black and white pixels
+    image = Image.fromarray(np.stack([checker] * 3, axis=-1).astype(np.uint8))
+    a = np.asarray(preview(image))[1:-1, 1:-1]  # inside the frame
+    margin = (128 - shown) // 2
+    inside = a[margin:margin + shown, margin:margin + shown]
+    assert (a[:margin] == (240, 242, 246)).all() and (a[margin + shown:] == (240, 242, 246)).all()
+    if shown % side == 0:  # enlarged (or kept) by a whole factor: every source pixel a square of one colour
+        factor = shown // side
+        assert (inside == np.repeat(np.repeat(np.asarray(image), factor, axis=0), factor, axis=1)).all()
+
+
+def test_white_images_are_framed():
+    white = Image.new("RGB", (128, 128), (255, 255, 255))
+    shown = np.asarray(framed(white))
+    assert shown.shape == (130, 130, 3) and (shown[1:-1, 1:-1] == 255).all()
+    for edge in (shown[0], shown[-1], shown[:, 0], shown[:, -1]):
+        assert (edge == FRAME).all()
+    assert (np.asarray(preview(load_image(encode(white, "PNG"))))[0] == FRAME).all()
+
+
+def test_large_jpegs_report_the_size_they_were_uploaded_at():
+    """Decoded at an eighth of the size (Pillow's draft), a 6000x4000 JPEG still says 6000x4000, turned upright."""
+    data = encode(halves(6000, 4000), "JPEG", quality=80)
+    image = load_image(data)
+    assert image.size == (750, 500) and stored_size(image) == (6000, 4000)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored landscape, shown portrait
+    upright = load_image(encode(halves(6000, 2000), "JPEG", exif=exif, quality=80))
+    assert stored_size(upright) == (2000, 6000) and upright.size[0] < upright.size[1]
+    assert input_notes(upright) == ["The image is 2000x6000 pixels: the nets see only its centre square, 33 % of it."]
+    assert stored_size(Image.new("RGB", (20, 10))) == (20, 10)  # any other image: its own size
 
 
 def test_input_notes_say_when_the_nets_see_a_blur_or_a_crop():
@@ -115,30 +154,40 @@ def png_header_only(width: int, height: int) -> bytes:
 
 
 HOSTILE = {
-    "empty": (b"", "empty"),
-    "text": (b"hello, I am not an image\n" * 10, "not an image"),
-    "pdf": (b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n1 0 obj<<>>endobj\n", "not an image"),
-    "svg": (b'<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"/>', "not an image"),
-    "random": (bytes(np.random.default_rng(0).integers(0, 256, 5000, dtype=np.uint8)), "not an image"),
-    "truncated-png": (encode(halves(256, 256), "PNG")[:400], "truncated or corrupt"),
-    "truncated-jpeg": (encode(halves(256, 256), "JPEG")[:300], "truncated or corrupt"),
-    "bomb-png": (png_header_only(100_000, 100_000), "too large"),
-    "wide-bomb": (png_header_only(60_000, 1_000), "megapixels"),
-    "zero-width": (png_header_only(0, 10), "no pixels|not an image|truncated or corrupt"),
+    "empty": (b"", "the file is empty"),
+    "text": (b"hello, I am not an image\n" * 10, "not an image the app can read"),
+    "pdf": (b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n1 0 obj<<>>endobj\n", "not an image the app can read"),
+    "svg": (b'<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"/>', "not an image the app can read"),
+    "random": (bytes(np.random.default_rng(0).integers(0, 256, 5000, dtype=np.uint8)), "not an image the app can read"),
+    "truncated-png": (encode(halves(256, 256), "PNG")[:400], "cut short or damaged"),
+    "truncated-jpeg": (encode(halves(256, 256), "JPEG")[:300], "cut short or damaged"),
+    "wide-bomb": (png_header_only(60_000, 1_000), r"is 60000x1000 pixels \(60 megapixels\), more than the 50"),
+    # Over Pillow's warning threshold (89 megapixels), said the same way as any other image over the limit
+    "hundred-megapixels": (png_header_only(10_000, 10_000),
+                           r"is 10000x10000 pixels \(100 megapixels\), more than the 50"),
+    # Over twice it: Pillow refuses to open it, so its size is not known
+    "bomb-png": (png_header_only(100_000, 100_000), r"is over 178 megapixels, more than the 50"),
+    "zero-width": (png_header_only(0, 10), "0 pixels wide or tall|not an image|cut short or damaged"),
     "text-chunk-bomb": (encode(halves(8, 8), "PNG")[:33] + png_chunk(b"zTXt", b"k\x00\x00" + zlib.compress(b"a" * 50_000_000))
-                        + encode(halves(8, 8), "PNG")[33:], "could not be read safely"),
+                        + encode(halves(8, 8), "PNG")[33:], "would unpack to far more than an image needs"),
 }
+JARGON = re.compile(r"Error|Plugin|MAX_|Pillow|decompression bomb|chunk|\(\w+:")
 
 
 @pytest.mark.parametrize("kind", sorted(HOSTILE))
 def test_hostile_uploads_raise_value_error(model, kind):
     data, message = HOSTILE[kind]
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(ValueError, match=message) as raised:
         predict(model, data)
+    # A plain sentence: what is wrong with the file, then what to do, without Pillow's or Python's words.
+    text = str(raised.value)
+    assert not JARGON.search(text) and ": " in text and "upload" in text.rpartition(": ")[2], text
+    if "megapixels" in message:
+        assert text.endswith("megapixels allowed: shrink it (the nets see only 32x32 pixels) and upload it again")
 
 
 def test_oversized_upload_and_wrong_type(model):
-    with pytest.raises(ValueError, match="limit is 20 MB"):
+    with pytest.raises(ValueError, match="the file is 21.0 MB, more than the 20 MB allowed: save the image smaller"):
         predict(model, b"\x89PNG" + b"\x00" * (21 * 2**20))
     with pytest.raises(ValueError, match="expected image bytes"):
         predict(model, "cat.png")

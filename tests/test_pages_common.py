@@ -1,0 +1,17 @@
+"""pages/common.py's choices that every page shares, on the bundled checkpoints' own records."""
+from pathlib import Path
+
+from pages.common import default_pair
+from resnet_core import list_checkpoints
+
+CHECKPOINTS = Path(__file__).resolve().parents[1] / "checkpoints"
+
+
+def test_pages_open_on_the_56_layer_pair_else_the_deepest_pair():
+    """The paper's own example of degradation, not plain-110 at chance; without a 56-layer pair, the deepest pair."""
+    infos, _ = list_checkpoints(CHECKPOINTS)
+    assert default_pair(infos) == ("plain56", "resnet56")
+    without_56 = [i for i in infos if i.name not in ("plain56", "resnet56")]
+    assert default_pair(without_56) == ("plain110", "resnet110")
+    assert default_pair([i for i in infos if i.name in ("plain20", "resnet32")]) == ("plain20", "resnet32")
+    assert default_pair([]) == (None, None)
