@@ -18,16 +18,16 @@ def responses_ui(infos) -> tuple[list[str], str]:
         chosen = st.multiselect("Checkpoints", names, default=[n for n in default_pair(infos) if n])
         source = st.radio("Responses", [RECORDED, LIVE],
                           help="Recorded: metrics.json, on the first 1,000 test images. Live: needs the weights.")
-        log = st.toggle("Logarithmic std axis", help="Spreads out the small responses when a few layers are large")
+        # On by default: a net that cannot train (plain-110) has layers a thousand times larger than the rest
+        log = st.toggle("Logarithmic std axis", value=True,
+                        help="Spreads out the small responses when a few layers are large")
     return chosen, source, log
 
 
 def measured(data: pd.DataFrame) -> str:
     """'Measured here: ...' for each depth with a plain and a residual net among `data`, '' without such a pair."""
-    std = {(g["net"].iloc[0], g["depth"].iloc[0]): g["std"].tolist()
-           for _, g in data.sort_values("index").groupby("checkpoint")}
-    lines = [f"{depth} layers: " + zoo.response_comparison(std[("plain", depth)], std[("residual", depth)])
-             for depth in sorted({d for _, d in std}) if ("plain", depth) in std and ("residual", depth) in std]
+    lines = [f"{depth} layers: " + zoo.response_comparison(plain, residual)
+             for depth, (plain, residual) in zoo.response_pairs(data).items()]
     return "Measured here: " + "; ".join(lines) + "." if lines else ""
 
 
@@ -69,6 +69,16 @@ if data.empty:
     st.stop()
 if line := measured(data):
     st.markdown(line)
+if source == LIVE:  # one batch of 100 images against the recorded 1,000: say where they tell different stories
+    stored = frame(zoo.response_frame)
+    recorded = zoo.response_pairs(stored[stored["checkpoint"].isin(chosen)]) if len(stored) else {}
+    for depth, pair in zoo.response_pairs(data).items():
+        below, layers = zoo.responses_below(*pair)
+        was = zoo.responses_below(*recorded[depth]) if depth in recorded else None
+        if was and (2 * was[0] > was[1]) != (2 * below > layers):
+            st.warning(f"At {depth} layers these 100 images and the recorded 1,000 disagree: the residual net responds "
+                       f"less at {below} of {layers} layers here, at {was[0]} of {was[1]} there. The responses depend on "
+                       "the images, so neither batch settles Fig. 7 at this depth.")
 tooltip = ["checkpoint", "layer", "index", "rank", alt.Tooltip("std:Q", format=".3f", title="std")]
 base = alt.Chart(data).mark_line(point=alt.OverlayMarkDef(size=18)).encode(
     y=alt.Y("std:Q", title="std of BN output" + (" (log scale)" if log else ""),

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from resnet_core import read_checkpoint
+from resnet_core import read_checkpoint, zoo
 from resnet_core.zoo import figures
 from resnet_core.data import CLASSES, load_cifar10
 from resnet_core.gallery import load_gallery
@@ -273,11 +273,34 @@ def test_layer_responses_recorded_and_live(monkeypatch, tiny_checkpoints):
     std = {name: recorded.loc[recorded["checkpoint"] == name].sort_values("index")["std"] for name in ("plain20", "resnet20")}
     below = int((std["resnet20"].to_numpy() < std["plain20"].to_numpy()).sum())
     assert f"Measured here: 20 layers: residual smaller at {below} of 19 layers (median std " in at.markdown[1].value
-    at.sidebar.toggle[0].set_value(True).run()
-    assert "log" in json.dumps(specs(at)[0])
+    assert "log" in json.dumps(specs(at)[0])  # log by default: a net that cannot train has huge early layers
+    at.sidebar.toggle[0].set_value(False).run()
+    assert "log" not in json.dumps(specs(at)[0])
     at.sidebar.radio[0].set_value(at.sidebar.radio[0].options[1]).run()
     live = plotted(at)[0]
     assert len(live) == 2 * 19 and (live["std"] > 0).all()
+    live_below = zoo.responses_below(*zoo.response_pairs(live)[20])[0]
+    disagree = (2 * below > 19) != (2 * live_below > 19)
+    assert bool(at.warning) == disagree  # warned exactly when the 100 images tell another story than the 200
+
+
+def test_live_responses_warn_where_the_recorded_batch_disagrees(monkeypatch, tiny_checkpoints, tmp_path):
+    """Recorded responses edited so that the residual net responds less at every layer, where the live batch says
+    otherwise at some: the page says the two batches disagree, with both counts."""
+    root = tmp_path / "checkpoints"
+    for name in ("plain20", "resnet20"):
+        shutil.copytree(tiny_checkpoints / name, root / name)
+    for name, std in (("plain20", 1e6), ("resnet20", 1e-6)):
+        path = root / name / "metrics.json"
+        metrics = json.loads(path.read_text())
+        metrics["response_std"] = [dict(r, std=std) for r in metrics["response_std"]]
+        path.write_text(json.dumps(metrics))
+    at = open_app(monkeypatch, root, "pages/responses.py")
+    assert not at.warning
+    at.sidebar.radio[0].set_value(at.sidebar.radio[0].options[1]).run()
+    live_below = zoo.responses_below(*zoo.response_pairs(plotted(at)[0])[20])[0]
+    assert 2 * live_below <= 19, "the tiny resnet20 must respond more than plain20 at some layers live, for a disagreement"
+    assert any(f"less at {live_below} of 19 layers here, at 19 of 19 there" in w.value for w in at.warning)
 
 
 def test_landscape_surfaces_side_by_side_and_slices_together(monkeypatch, tiny_landscapes):
