@@ -68,7 +68,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                      help="bf16 autocast on the CPU too: 1.5x faster where the CPU has AVX-512 BF16 or AMX, slower elsewhere")
     run.add_argument("--no-cuda-graphs", action="store_true", help="eager steps on the GPU")
     run.add_argument("--no-channels-last", action="store_true")
-    run.add_argument("--time-budget", type=float, help="minutes, data loading included; then save state and exit (continue with --resume)")
+    run.add_argument("--time-budget", type=float, help="minutes from when training's set-up starts, data loading included; then save state and exit "
+                          "(continue with --resume)")
     run.add_argument("--stop-after", type=int, help="iterations; then save state and exit, as if interrupted")
     run.add_argument("--no-weights", action="store_true", help="publish curves and metrics without model.safetensors")
     run.add_argument("--push-to-hub", metavar="REPO", help="upload each finished checkpoint to REPO-<model> on the Hub")

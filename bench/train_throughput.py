@@ -71,12 +71,13 @@ def baseline_images_per_s(name, images, labels, device, batch, steps, warmup, wo
     return steps * batch / (time.perf_counter() - t0)
 
 
-def ours_images_per_s(name, images, labels, device, batch, steps, warmup, lanes, util=None, min_seconds=0.0) -> float:
+def ours_images_per_s(name, images, labels, device, batch, steps, warmup, lanes, util=None, min_seconds=0.0,
+                      cpu_bf16=False) -> float:
     """Aggregate images/s over `lanes` copies of the model trained side by side (1 = a single model), timed over
     at least `steps` iterations and `min_seconds`; `util` samples the GPU over exactly that window."""
     data = Data(images.to(device), labels.to(device), images[:0].to(device), labels[:0].to(device),
                 torch.tensor(CIFAR10_MEAN, device=device), torch.tensor(CIFAR10_STD, device=device))
-    cfg = RunConfig(model=name, recipe=Recipe(batch_size=batch))
+    cfg = RunConfig(model=name, recipe=Recipe(batch_size=batch), cpu_bf16=cpu_bf16)
     group = [make_lane(cfg, device) for _ in range(lanes)]
     if device.type == "cuda":
         for lane in group:
@@ -147,6 +148,7 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--workers", type=int, default=4, help="baseline DataLoader workers")
     p.add_argument("--lanes", type=int, default=1, help="also time this many copies side by side (ours only)")
+    p.add_argument("--cpu-bf16", action="store_true", help="ours in bf16 autocast on the CPU too (train.py --cpu-bf16)")
     args = p.parse_args()
     device = torch.device(args.device)
     cuda = device.type == "cuda"
@@ -160,7 +162,8 @@ def main() -> None:
     images, labels = load_cifar10(resolve_data_dir(args.data_dir), "train", limit=args.images or (None if cuda else 2048))
     name = torch.cuda.get_device_name(device) if cuda else f"CPU, {torch.get_num_threads()} threads"
     print(f"device: {name}; torch {torch.__version__}; batch {args.batch_size}; {steps} timed iterations "
-          f"after {warmup} warm-up; baseline DataLoader workers: {args.workers}")
+          f"after {warmup} warm-up; baseline DataLoader workers: {args.workers}; ours in "
+          f"{'bf16 autocast' if cuda or args.cpu_bf16 else 'fp32'}")
     print(f"{'model':<10} {'baseline img/s':>15} {'ours img/s':>12} {'speed-up':>9} {'GPU util %':>11}"
           + (f" {f'ours x{args.lanes} lanes img/s':>24} {'speed-up':>9} {'GPU util %':>11}" if args.lanes > 1 else ""))
     for model in args.models:
@@ -168,7 +171,8 @@ def main() -> None:
         line = f"{model:<10} {base:15,.0f}"
         for lanes in sorted({1, args.lanes}):
             util = GPUUtilization() if cuda else None
-            ours = ours_images_per_s(model, images, labels, device, args.batch_size, steps, warmup, lanes, util, min_seconds)
+            ours = ours_images_per_s(model, images, labels, device, args.batch_size, steps, warmup, lanes, util,
+                                     min_seconds, args.cpu_bf16)
             busy = util.mean if util is not None else float("nan")
             line += f" {ours:{12 if lanes == 1 else 24},.0f} {ours / base:8.1f}x {busy:11.0f}"
         print(line, flush=True)

@@ -22,7 +22,8 @@ def classes_ui(infos) -> tuple[str, str, str]:
     """Sidebar: checkpoints A and B to compare, and whose mistakes to show (B to start with)."""
     names = [info.name for info in infos]
     plain, residual = default_pair(infos)
-    first, second = plain or names[0], residual or names[-1]
+    first = plain or names[0]
+    second = residual or next((n for n in reversed(names) if n != first), first)  # B differs from A where it can
     with st.sidebar:
         a = st.selectbox("Checkpoint A (usually plain)", names, index=names.index(first))
         b = st.selectbox("Checkpoint B (usually residual)", names, index=names.index(second))

@@ -234,9 +234,12 @@ def _draw(chart: alt.TopLevelMixin, legends_below: bool, width: str) -> None:
     st.altair_chart(chart.configure_legend(labelLimit=0, titleLimit=0, **placed), width=width)
 
 
-def span(data: pd.DataFrame, low: str, high: str | None = None) -> list[float]:
-    """[smallest `low`, largest `high` (default: `low`)] over `data`: a domain every panel of show_panels shares."""
-    return [float(data[low].min()), float(data[high or low].max())]
+def span(data: pd.DataFrame, low: str, high: str | None = None):
+    """[smallest `low`, largest `high` (default: `low`)] over `data`'s finite values: a domain every panel of
+    show_panels shares; Undefined (Vega-Lite's own domain) where there are none (an inf in a spec breaks the chart)."""
+    lows, highs = (pd.to_numeric(data[c], errors="coerce") for c in (low, high or low))
+    lows, highs = lows[np.isfinite(lows)], highs[np.isfinite(highs)]
+    return [float(lows.min()), float(highs.max())] if len(lows) and len(highs) else alt.Undefined
 
 
 def csv_button(data: pd.DataFrame, name: str) -> None:

@@ -31,7 +31,8 @@ def wrapped_table(frame, verdicts: str | None = None) -> None:
 def curves_panel(rows: pd.DataFrame, shown: pd.DataFrame, metric: str, log: bool) -> alt.Chart:
     """One net's curves (`rows`), on axes that span all the `shown` curves: both panels the same."""
     title = "cross-entropy loss" if metric == "loss" else f"{metric} (%)"
-    iterations = alt.Scale(domain=[0, span(shown, "iteration")[1]], nice=True)
+    last = span(shown, "iteration")
+    iterations = alt.Scale(domain=alt.Undefined if last is alt.Undefined else [0, last[1]], nice=True)
     values = alt.Scale(type="log" if log else "linear", domain=span(shown, "value"), nice=True)
     return alt.Chart(rows).mark_line(strokeWidth=1.8).encode(
         x=alt.X("iteration:Q", title="iteration (SGD steps)", scale=iterations),

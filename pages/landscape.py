@@ -78,12 +78,13 @@ def landscape_ui(found: list[tuple[CheckpointInfo, dict]]) -> tuple[list[str], l
     return surfaces, slices
 
 
-def surface_panel(rows, shown) -> alt.LayerChart:
-    """One checkpoint's loss surface (`rows`) with a cross on the trained weights, on the axes and colour scale of
-    all the `shown` surfaces: the same colour is the same loss in every panel."""
+def surface_panel(rows, shown, grid) -> alt.LayerChart:
+    """One checkpoint's loss surface (`rows`) with a cross on the trained weights, on the axes of all the `grid`
+    cells (an overflowed one stays in place, blank) and the colour scale of all the `shown` ones: the same colour
+    is the same loss in every panel."""
     cells = alt.Chart().mark_rect().encode(
-        x=alt.X("a0:Q", title=ALPHA, scale=alt.Scale(domain=span(shown, "a0", "a1"), nice=False)), x2="a1:Q",
-        y=alt.Y("b0:Q", title=BETA, scale=alt.Scale(domain=span(shown, "b0", "b1"), nice=False)), y2="b1:Q",
+        x=alt.X("a0:Q", title=ALPHA, scale=alt.Scale(domain=span(grid, "a0", "a1"), nice=False)), x2="a1:Q",
+        y=alt.Y("b0:Q", title=BETA, scale=alt.Scale(domain=span(grid, "b0", "b1"), nice=False)), y2="b1:Q",
         color=alt.Color("loss:Q", title=["training loss", "(cross-entropy, log scale)"],
                         scale=alt.Scale(type="log", scheme="viridis", domain=span(shown, "loss")),
                         legend=alt.Legend(labelExpr=LOG_LABELS)),
@@ -102,7 +103,7 @@ def surface_section(surface, chosen: list[str]) -> None:
         return
     shown = data[data["loss"] > 0]  # a log scale has no place for an overflowed (NaN) or zero loss
     st.subheader("2-D surface: plain and residual")
-    show_panels(partial(surface_panel, shown=shown), shown, "loss_surfaces", by="checkpoint", order=chosen)
+    show_panels(partial(surface_panel, shown=shown, grid=data), shown, "loss_surfaces", by="checkpoint", order=chosen)
     st.markdown(f"**Measured here**, training loss over each surface: {zoo.surface_summary(data)}.")
     overflowed = len(data) - len(shown)
     st.caption("Both panels share one colour scale: the same colour is the same loss. The cross marks the trained "
@@ -124,7 +125,7 @@ def slice_section(slices, chosen: list[str]) -> None:
         color=model_legend(shown), detail="checkpoint:N",
         tooltip=["checkpoint", alt.Tooltip("alpha:Q", format=".2f"), alt.Tooltip("loss:Q", format=".4g"),
                  alt.Tooltip("error:Q", format=".1f", title="error (%)")],
-    ).properties(height=360), data, "loss_slices")
+    ).properties(height=360), shown, "loss_slices")
     st.caption("Loss: the mean cross-entropy. Plain nets in oranges, residual nets in blues, darker = deeper. "
                "Computed with the same seed as the "
                "surface, a slice is the surface's beta = 0 row.")

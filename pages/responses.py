@@ -17,7 +17,7 @@ def responses_ui(infos) -> tuple[list[str], str]:
     with st.sidebar:
         chosen = st.multiselect("Checkpoints", names, default=[n for n in default_pair(infos) if n])
         source = st.radio("Responses", [RECORDED, LIVE],
-                          help="Recorded: metrics.json, on the first 1,000 test images. Live: needs the weights.")
+                          help="Recorded: metrics.json, on the first 1,000 test images (fewer in a tiny run). Live: needs the weights.")
         # On by default: a net that cannot train (plain-110) has layers a thousand times larger than the rest
         log = st.toggle("Logarithmic std axis", value=True,
                         help="Spreads out the small responses when a few layers are large")
@@ -69,16 +69,16 @@ if data.empty:
     st.stop()
 if line := measured(data):
     st.markdown(line)
-if source == LIVE:  # one batch of 100 images against the recorded 1,000: say where they tell different stories
+if source == LIVE:  # one batch of 100 images against the recorded one: say where they tell different stories
     stored = frame(zoo.response_frame)
     recorded = zoo.response_pairs(stored[stored["checkpoint"].isin(chosen)]) if len(stored) else {}
     for depth, pair in zoo.response_pairs(data).items():
         below, layers = zoo.responses_below(*pair)
         was = zoo.responses_below(*recorded[depth]) if depth in recorded else None
         if was and (2 * was[0] > was[1]) != (2 * below > layers):
-            st.warning(f"At {depth} layers these 100 images and the recorded 1,000 disagree: the residual net responds "
-                       f"less at {below} of {layers} layers here, at {was[0]} of {was[1]} there. The responses depend on "
-                       "the images, so neither batch settles Fig. 7 at this depth.")
+            st.warning(f"At {depth} layers these 100 images and the batch recorded at the end of training disagree: "
+                       f"the residual net responds less at {below} of {layers} layers here, at {was[0]} of {was[1]} "
+                       "there. The responses depend on the images, so neither batch settles Fig. 7 at this depth.")
 tooltip = ["checkpoint", "layer", "index", "rank", alt.Tooltip("std:Q", format=".3f", title="std")]
 base = alt.Chart(data).mark_line(point=alt.OverlayMarkDef(size=18)).encode(
     y=alt.Y("std:Q", title="std of BN output" + (" (log scale)" if log else ""),

@@ -16,7 +16,7 @@ from safetensors.torch import load_file, save_file
 
 from .data import CLASSES
 from .models import ResNet, build_model, model_info
-from .paper import PAPER_ITERATIONS
+from .paper import PAPER_ITERATIONS, TABLE6_TEST_ERROR
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 FORMAT_VERSION = 1
@@ -124,7 +124,7 @@ def model_card(config: dict, metrics: dict, precision: str) -> str:
         f"| test top-5 error | {_pct(metrics.get('test_top5_error'))} |",
         f"| training error, final model on the clean training set | {_pct(metrics.get('train_error_clean'))} |",
         f"| training error, last epoch's augmented batches | {_pct(metrics.get('train_error'))} |",
-        f"| iterations | {_count(recipe.get('iterations'))} (batch {recipe.get('batch_size')}){_short(recipe)} |",
+        f"| iterations | {_count(recipe.get('iterations'))} (batch {recipe.get('batch_size')}){_short(config)} |",
         f"| wall time | {(config.get('wall_time_s') or 0) / 60:.1f} min on {config.get('device')}"
         + (f", side by side with {', '.join(config['trained_alongside'])}" if config.get("trained_alongside") else "")
         + " |",
@@ -144,14 +144,15 @@ def model_card(config: dict, metrics: dict, precision: str) -> str:
     return "\n".join(lines)
 
 
-def _short(recipe: dict) -> str:
-    """', a short run: 9 % of the paper's 64,000' for a run shorter than the paper's (its errors are not Table 6's)."""
-    n = recipe.get("iterations")
+def _short(config: dict) -> str:
+    """'; a short run, 9 % of the paper's 64,000' for a run shorter than the paper's, and for a net of Table 6
+    ': its errors are not Table 6's'."""
+    n = config.get("recipe", {}).get("iterations")
     if not isinstance(n, int) or n >= PAPER_ITERATIONS:
         return ""
     share = 100 * n / PAPER_ITERATIONS
-    share_words = f"{share:.0f} %" if share >= 1 else "under 1 %"
-    return f"; a short run, {share_words} of the paper's {PAPER_ITERATIONS:,}: its errors are not Table 6's"
+    said = f"; a short run, {f'{share:.0f} %' if share >= 1 else 'under 1 %'} of the paper's {PAPER_ITERATIONS:,}"
+    return said + (": its errors are not Table 6's" if config.get("model") in TABLE6_TEST_ERROR else "")
 
 
 def recipe_words(recipe: dict) -> str:
@@ -263,7 +264,9 @@ def read_json(path: Path) -> dict:
     if not path.is_file():
         raise CheckpointError(f"{path}: file is missing")
     try:
-        obj = json.loads(path.read_text())
+        # Infinity and NaN (Python's json.dump writes them; JSON has no such values) read as null, as our own
+        # writer stores them: "overflowed, not recorded", which every reader handles, never a number to plot
+        obj = json.loads(path.read_text(), parse_constant=lambda name: None)
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise CheckpointError(f"{path}: not readable JSON ({e})") from None
     if not isinstance(obj, dict):
@@ -400,10 +403,13 @@ def list_checkpoints(root: Path | None = None) -> tuple[list[CheckpointInfo], di
             good.append(read_checkpoint(path))
         except CheckpointError as e:
             bad[path.name] = str(e)
-    def order(info: CheckpointInfo) -> tuple:
-        known = model_info(str(info.config["model"]))  # read_checkpoint refused any model the registry lacks
-        return not known["residual"], known["depth"], info.name
-    return sorted(good, key=order), bad
+    return sorted(good, key=checkpoint_order), bad
+
+
+def checkpoint_order(info: CheckpointInfo) -> tuple:
+    """Sort key: residual nets first, each kind by depth, then by folder name."""
+    known = model_info(str(info.config["model"]))  # read_checkpoint refuses any model the registry lacks
+    return not known["residual"], known["depth"], info.name
 
 
 def load_pretrained(name_or_path: str | os.PathLike, device: str | torch.device = "cpu") -> ResNet:

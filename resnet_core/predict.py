@@ -66,7 +66,8 @@ def load_image(image) -> Image.Image:
             if img.format == "JPEG":
                 img.draft("RGB", (max(64, w // 8), max(64, h // 8)))  # decode large JPEGs at reduced size
             img.load()
-        turned = img.getexif().get(ExifTags.Base.Orientation, 1) > 4  # orientations 5 to 8 swap width and height
+        # orientations 5 to 8 swap width and height; any other value (text, out of range) leaves the image as it is
+        turned = img.getexif().get(ExifTags.Base.Orientation) in (5, 6, 7, 8)
         img = _to_rgb(ImageOps.exif_transpose(img))
         img.info[STORED_SIZE] = (h, w) if turned else (w, h)
         return img

@@ -20,9 +20,9 @@ import torch
 from tqdm import tqdm
 
 from . import zoo
-from .checkpoint import CheckpointInfo, list_checkpoints, load_pretrained, stored_precision
+from .checkpoint import CheckpointInfo, checkpoint_order, list_checkpoints, load_pretrained, stored_precision
 from .data import CIFAR10_MEAN, CIFAR10_STD, DatasetError, load_cifar10, resolve_data_dir
-from .models import PLAIN_VS_RESIDUAL_DEPTHS, model_info
+from .models import PLAIN_VS_RESIDUAL_DEPTHS
 from .paper import TABLE6_RESNET110_MEAN_STD, TABLE6_TEST_ERROR
 from .probes import evaluate
 from .trainer import device_name
@@ -55,8 +55,7 @@ PAPER_PLAIN = {f"plain{d}" for d in PLAIN_VS_RESIDUAL_DEPTHS}  # the plain nets 
 def reproduction_frame(infos: list[CheckpointInfo]) -> pd.DataFrame:
     """One row per checkpoint (residual first, by depth): errors next to Table 6, iterations, wall time, device."""
     rows = []
-    for info in sorted(infos, key=lambda i: (not model_info(i.config["model"])["residual"],
-                                             model_info(i.config["model"])["depth"], i.name)):
+    for info in sorted(infos, key=checkpoint_order):
         c, m = info.config, info.metrics
         ref = TABLE6_TEST_ERROR.get(c["model"])
         minutes = c.get("wall_time_s")

@@ -111,6 +111,7 @@ class Lane:
     finished: bool = False
     lr_value: float | None = None            # the Python-side copy of `lr`, to skip needless fills
     last_test: dict | None = None            # evaluate() of the last epoch end, reused when publishing
+    sittings: list = field(default_factory=list)  # {start (iteration), device, precision} of each run that trained it
     saved_at: float = -math.inf              # perf_counter() of the last save_state in this process (none yet)
 
     @property
@@ -208,6 +209,7 @@ def uses_bf16(cfg: RunConfig, device: torch.device) -> bool:
 
 
 def precision(cfg: RunConfig, device: torch.device) -> str:
+    """uses_bf16 in words, as config.json and the model card say it."""
     return "bf16 autocast" if uses_bf16(cfg, device) else "fp32"
 
 
@@ -264,7 +266,7 @@ def save_state(lane: Lane, state_dir: Path, command: str | None = None) -> None:
     atomic_save_tensors(tensors_path, tensors)
     atomic_write_json(meta_path, dict(config=lane.cfg.to_dict(), iteration=lane.iteration, wall_time_s=lane.wall_time_s,
                                       history=lane.history, finished=lane.finished, layers=lane.layer_names,
-                                      command=command, tensors=tensors_path.name))
+                                      command=command, tensors=tensors_path.name, sittings=lane.sittings))
     for old in [legacy, *meta_path.parent.glob("state-*.safetensors")]:
         if old != tensors_path:
             old.unlink(missing_ok=True)
@@ -307,6 +309,28 @@ def load_state(lane: Lane, state_dir: Path, meta: dict) -> None:
             v.copy_(tensors[f"stats.{k}"])
     lane.iteration, lane.wall_time_s = meta["iteration"], meta["wall_time_s"]
     lane.history, lane.finished = meta["history"], meta["finished"]
+    lane.sittings = meta.get("sittings") or [legacy_sitting(saved)]
+
+
+def legacy_sitting(config: dict) -> dict:
+    """The first sitting of a state saved before sittings were recorded: its device is unknown, and so is its
+    arithmetic, unless its flags give the same on any device."""
+    amp, cpu_bf16 = config.get("amp", True), config.get("cpu_bf16", False)
+    return dict(start=0, device=None, precision="fp32" if not amp else ("bf16 autocast" if cpu_bf16 else None))
+
+
+def run_precision(sittings: list[dict]) -> str:
+    """The arithmetic of a run over all its sittings: 'bf16 autocast', or 'mixed: fp32 for iterations 0 to 7, then
+    bf16 autocast' where a resume changed it (an unknown one reads 'unrecorded')."""
+    spans = []  # [precision, first iteration], a resume that kept the arithmetic continuing the span before it
+    for sitting in sittings:
+        said = sitting.get("precision") or "unrecorded"
+        if not spans or spans[-1][0] != said:
+            spans.append([said, sitting["start"]])
+    if len(spans) == 1:
+        return spans[0][0]
+    return "mixed: " + ", then ".join(f"{said} for iterations {start:,} to {end:,}" for (said, start), (_, end)
+                                      in zip(spans, spans[1:])) + f", then {spans[-1][0]}"
 
 
 # -- data ---------------------------------------------------------------------------------------------
@@ -401,6 +425,7 @@ def train(configs: list[RunConfig], *, data_dir: str | None = None, out_dir: Pat
                 say(f"{cfg.model}: already finished ({lane.iteration:,} iterations); skipping")
                 continue
             say(f"{cfg.model}: resuming at iteration {lane.iteration:,} of {cfg.recipe.iterations:,}")
+        lane.sittings.append(dict(start=lane.iteration, device=device_name(device), precision=precision(cfg, device)))
         lanes.append(lane)
     if not lanes:
         return status
@@ -604,7 +629,7 @@ def publish(lane: Lane, data: Data, out_dir: Path, device: torch.device, world: 
         train_error=last["train_error"], train_loss=last["train_loss"],
         train_error_clean=train_clean["test_error"], train_loss_clean=train_clean["test_loss"],
         confusion_matrix=test["confusion_matrix"], per_class_accuracy=per_class_accuracy(test["confusion_matrix"]),
-        classes=list(CLASSES), response_std=response_std(model, fixed), response_batch="first 1,000 test images",
+        classes=list(CLASSES), response_std=response_std(model, fixed), response_batch=f"first {len(fixed):,} test images",
         epochs_to_90=first_epoch_reaching(lane.history, 90.0), iterations=lane.iteration,
         test_images=len(data.test_y), train_images=len(data.train_y),
         confident_mistakes=confident_mistakes(model, data.test_x, data.test_y, data.mean, data.std,
@@ -615,7 +640,7 @@ def publish(lane: Lane, data: Data, out_dir: Path, device: torch.device, world: 
     # cfg's amp, cpu_bf16, cuda_graphs and channels_last are the flags as asked for; autocast acts on CUDA (on the
     # CPU only with cpu_bf16) and graphs only on CUDA (not under DDP, and only once captured), so these say what
     # took effect.
-    used = dict(precision=precision(cfg, device), cuda_graphs_used=lane.graph is not None,
+    used = dict(precision=run_precision(lane.sittings), sittings=lane.sittings, cuda_graphs_used=lane.graph is not None,
                 channels_last_used=lane.layer_weights[0].is_contiguous(memory_format=torch.channels_last))
     config = dict(cfg.to_dict(), **used, depth=info["depth"], residual=info["residual"], family=info["family"],
                   dataset="CIFAR-10", normalization=dict(mean=list(CIFAR10_MEAN), std=list(CIFAR10_STD)),

@@ -216,8 +216,9 @@ def response_frame(infos: list[CheckpointInfo]) -> pd.DataFrame:
 
 def response_pairs(data: pd.DataFrame) -> dict[int, tuple[list[float], list[float]]]:
     """{depth: (plain std per 3x3 layer, residual std per 3x3 layer)}, in layer order, for each depth with a plain and
-    a residual net in `data` (a response_frame, or live responses with identity columns)."""
-    std = {(g["net"].iloc[0], g["depth"].iloc[0]): g["std"].tolist()
+    a residual net in `data` (a response_frame, or live responses with identity columns). A response that overflowed
+    (null, NaN here) is infinite, as paper_checks counts it."""
+    std = {(g["net"].iloc[0], g["depth"].iloc[0]): g["std"].fillna(math.inf).tolist()
            for _, g in data.sort_values("index").groupby("checkpoint")}
     return {int(depth): (std[("plain", depth)], std[("residual", depth)])
             for depth in sorted({d for _, d in std}) if ("plain", depth) in std and ("residual", depth) in std}

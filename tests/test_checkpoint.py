@@ -271,6 +271,11 @@ def test_overflowed_values_are_read_as_not_recorded(tiny_checkpoints, tmp_path):
     history = json.loads((folder / "history.json").read_text())
     history["records"][0]["grad_norms"][0] = None
     (folder / "history.json").write_text(json.dumps(history))
+    history["records"][0]["train_loss"] = float("inf")  # Python's json.dump writes Infinity, which JSON lacks
+    history["records"][-1]["test_loss"] = float("nan")
+    (folder / "history.json").write_text(json.dumps(history))
+    records = read_checkpoint(folder).history["records"]
+    assert records[0]["train_loss"] is None and records[-1]["test_loss"] is None  # read as our writer stores them
     infos = [read_checkpoint(folder), read_checkpoint(tiny_checkpoints / "resnet20")]
     for name, frame in inspect.getmembers(zoo, inspect.isfunction):
         if frame.__module__ == zoo.__name__ and list(inspect.signature(frame).parameters)[:1] == ["infos"] \

@@ -40,8 +40,8 @@ def test_resume_command_keeps_the_recipe_and_drops_what_start_sets():
     command = ("python train.py --data-dir /root/data --out /root/ckpt --state-dir=/root/runs --all --iterations 60 "
                "--milestones 30 45 --limit-train 1024 --time-budget 0.5 --device cpu")
     assert pack.resume_command(command, ["plain20", "resnet20"]) == (
-        "bash bench/gpu/session.sh start --iterations 60 --milestones 30 45 --limit-train 1024 --device cpu "
-        "--model plain20 resnet20 --resume --time-budget N")
+        "bash bench/gpu/session.sh start --iterations 60 --milestones 30 45 --limit-train 1024 "
+        "--model plain20 resnet20 --resume --time-budget N")  # no --device cpu: it goes on on the device's GPU
     again = pack.resume_command("python train.py --model plain20 resnet20 --iterations 60 --resume --time-budget 5",
                                 ["plain20"])  # a resumed run's own command
     assert again == "bash bench/gpu/session.sh start --iterations 60 --model plain20 --resume --time-budget N"
@@ -354,7 +354,7 @@ def test_the_runbook_end_to_end_on_the_cpu(tmp_path, shared_cifar, pidfile):
     assert "resnet20: at iteration 4 of 8" in status
     resume = next(line for line in status.splitlines() if line.startswith("resume: "))[len("resume: "):]
     assert resume == ("bash bench/gpu/session.sh start --iterations 8 --milestones 4 6 --limit-train 256 --limit-test 100 "
-                      "--batch-size 64 --device cpu --model resnet20 --resume --time-budget N")
+                      "--batch-size 64 --model resnet20 --resume --time-budget N")
 
     here.mkdir()
     call("receive", str(tmp_path / "out1"), cwd=here)  # the state comes here, as a later session's stage would find it
@@ -400,3 +400,10 @@ def test_queue_trains_groups_in_turn_within_its_minutes(tmp_path, shared_cifar, 
     subprocess.run([*session, "poll", "30"], cwd=REPO, env=env, capture_output=True, text=True)
     assert re.search(r"queue: not started, [12]?\d s left \(under 60\): --model resnet20", (device / "train.log").read_text())
     assert not (device / "ckpt" / "resnet20").exists()
+
+
+def test_help_prints_the_whole_runbook_header():
+    done = subprocess.run(["bash", "bench/gpu/session.sh", "help"], cwd=REPO, capture_output=True, text=True)
+    second_line = (REPO / "bench/gpu/session.sh").read_text().splitlines()[1]
+    assert done.returncode == 0 and done.stdout.startswith(second_line + "\n")
+    assert "`receive` the last poll's files." in done.stdout and "set -euo" not in done.stdout

@@ -1,7 +1,10 @@
 """pages/common.py's choices that every page shares, on the bundled checkpoints' own records."""
 from pathlib import Path
 
-from pages.common import default_pair
+import altair as alt
+import pandas as pd
+
+from pages.common import default_pair, span
 from resnet_core import list_checkpoints
 
 CHECKPOINTS = Path(__file__).resolve().parents[1] / "checkpoints"
@@ -15,3 +18,11 @@ def test_pages_open_on_the_56_layer_pair_else_the_deepest_pair():
     assert default_pair(without_56) == ("plain110", "resnet110")
     assert default_pair([i for i in infos if i.name in ("plain20", "resnet32")]) == ("plain20", "resnet32")
     assert default_pair([]) == (None, None)
+
+
+def test_shared_axis_domains_span_the_finite_values_only():
+    """An inf in a Vega-Lite spec breaks both panels that share it: domains leave inf and NaN out, and leave the
+    domain to Vega-Lite where no value is finite."""
+    data = pd.DataFrame(dict(low=[0.5, float("nan"), 2.0, float("-inf")], high=[1.0, float("inf"), 3.0, None]))
+    assert span(data, "low") == [0.5, 2.0] and span(data, "low", "high") == [0.5, 3.0]
+    assert span(pd.DataFrame(dict(low=[float("inf"), None])), "low") is alt.Undefined

@@ -110,6 +110,13 @@ def test_large_jpegs_report_the_size_they_were_uploaded_at():
     assert stored_size(upright) == (2000, 6000) and upright.size[0] < upright.size[1]
     assert input_notes(upright) == ["The image is 2000x6000 pixels: the nets see only its centre square, 33 % of it."]
     assert stored_size(Image.new("RGB", (20, 10))) == (20, 10)  # any other image: its own size
+    exif[0x0112] = 9  # out of range: the image is shown as stored, and says so
+    image = load_image(encode(halves(4000, 10), "JPEG", exif=exif, quality=80))
+    assert stored_size(image) == (4000, 10) and image.size[0] > image.size[1]
+    # stored as text, "6" (one TIFF entry, type 2 = ASCII): read, as Pillow itself reads it, not refused as damaged
+    entry = struct.pack("<HHI", 0x0112, 2, 2) + b"6\x00\x00\x00"
+    text = b"Exif\x00\x00II*\x00" + struct.pack("<I", 8) + struct.pack("<H", 1) + entry + struct.pack("<I", 0)
+    assert stored_size(load_image(encode(halves(120, 60), "JPEG", exif=text))) == (120, 60)
 
 
 def test_input_notes_say_when_the_nets_see_a_blur_or_a_crop():

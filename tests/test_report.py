@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from resnet_core import report, zoo
-from resnet_core.checkpoint import CheckpointInfo, list_checkpoints
+from resnet_core.checkpoint import CheckpointInfo, list_checkpoints, read_checkpoint
 from resnet_core.data import CLASSES
 
 
@@ -65,6 +65,18 @@ def test_degradation_evidence_has_the_residual_control_and_residual_training_err
     infos[1] = fake("resnet56", 17.8, 15.3)  # trained for the paper's 64k: no control for 5,850-iteration plain nets
     row = zoo.paper_checks(infos).set_index("claim").loc["Degradation: plain-56 has a higher final test error than plain-20"]
     assert row["evidence"] == "plain56 52.80 % vs plain20 16.30 % (short run: 5,850 of the paper's 64,000 iterations)"
+
+
+def test_the_responses_page_counts_overflowed_layers_as_the_claims_do(tiny_checkpoints):
+    """A plain net's response that overflowed (null in metrics.json): infinite, larger than the residual net's, in
+    the page's pairs as in the claim check, so the two never give different counts."""
+    plain20, resnet20 = (read_checkpoint(tiny_checkpoints / n) for n in ("plain20", "resnet20"))
+    for r in plain20.metrics["response_std"][:10]:
+        r["std"] = None
+    plain, residual = zoo.response_pairs(zoo.response_frame([plain20, resnet20]))[20]
+    assert plain[:10] == [float("inf")] * 10
+    row = zoo.paper_checks([plain20, resnet20]).set_index("claim").filter(like="Layer", axis=0).iloc[0]
+    assert row["evidence"].startswith(f"20 layers: residual smaller at {zoo.responses_below(plain, residual)[0]} of 19")
 
 
 def test_response_check_counts_layers_and_needs_most_of_them():

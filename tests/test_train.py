@@ -88,6 +88,33 @@ def test_cpu_bf16_computes_in_bf16_on_the_cpu_and_says_so(tmp_path, tiny_checkpo
     assert abs(again["test_error"] - info.metrics["test_error"]) <= 3.0
 
 
+def test_a_resume_that_changes_the_arithmetic_is_recorded_as_mixed(tmp_path, shared_cifar):
+    """Seven iterations in fp32, the eighth after a resume with --cpu-bf16: config.json and the card say both, with
+    where the change came, never one arithmetic for the whole run."""
+    argv = ["--model", "resnet20", *TINY, "--data-dir", str(shared_cifar), "--out", str(tmp_path / "out"),
+            "--state-dir", str(tmp_path / "runs")]
+    assert train.main(argv + ["--stop-after", "7"]) == 0
+    assert train.main(argv + ["--resume", "--cpu-bf16"]) == 0
+    info = read_checkpoint(tmp_path / "out/resnet20")
+    assert info.config["precision"] == "mixed: fp32 for iterations 0 to 7, then bf16 autocast"
+    assert [(s["start"], s["precision"]) for s in info.config["sittings"]] == [(0, "fp32"), (7, "bf16 autocast")]
+    assert "| arithmetic in training | mixed: fp32 for iterations 0 to 7, then bf16 autocast |" in \
+        (info.path / "README.md").read_text()
+
+
+def test_a_state_saved_before_sittings_were_recorded_says_what_its_flags_allow():
+    """Its first sitting's device is unknown: bf16 on both devices with --cpu-bf16, fp32 on both with --no-amp,
+    and otherwise unknown ('unrecorded'); resumes that keep the arithmetic are one span."""
+    from resnet_core.trainer import legacy_sitting, run_precision
+
+    later = dict(start=4_290, device="cpu (2 cores)", precision="bf16 autocast")
+    assert run_precision([legacy_sitting(dict(amp=True, cpu_bf16=True)), later]) == "bf16 autocast"
+    assert run_precision([legacy_sitting(dict(amp=False)), later]) == \
+        "mixed: fp32 for iterations 0 to 4,290, then bf16 autocast"
+    assert run_precision([legacy_sitting(dict(amp=True)), later, dict(later, start=9_000)]) == \
+        "mixed: unrecorded for iterations 0 to 4,290, then bf16 autocast"
+
+
 def test_resume_reaches_the_same_result(tmp_path, shared_cifar):
     train_tiny(tmp_path / "a", tmp_path / "runs-a", ("resnet20",))
     # Interrupted mid-epoch (4 iterations per epoch), then resumed.

@@ -56,7 +56,8 @@ def unfinished(path: Path) -> bool:
 
 # train.py options that session.sh's `start` sets itself (or that need a network the device lacks), or that name
 # the models or the stop: a resume drops them
-SET_BY_START = {"--data-dir", "--out", "--state-dir", "--time-budget", "--stop-after", "--download"}
+# --device too: a run started on a CPU (--device cpu) goes on on the device machine's GPU
+SET_BY_START = {"--data-dir", "--out", "--state-dir", "--time-budget", "--stop-after", "--download", "--device"}
 CHOOSE_MODELS = {"--depth", "--model", "--all", "--plain", "--both", "--resume", "--restart"}
 
 
@@ -141,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("out", type=Path)
     parser.add_argument("name")
     parser.add_argument("folders", nargs="*", type=Path)
-    parser.add_argument("--unfinished-only", action="store_true", help="skip trainer states marked finished")
+    parser.add_argument("--unfinished-only", action="store_true", help="only trainer states (a folder with a state.json) not marked finished")
     parser.add_argument("--max-mib", type=float, default=15.5, help="per archive (the limit is 16 MiB)")
     parser.add_argument("--max-files", type=int, default=7, help="files under OUT in all (the limit is 8)")
     parser.add_argument("--total-mib", type=float, default=63.0, help="everything under OUT (the limit is 64 MiB)")

@@ -97,8 +97,10 @@ unpack)  # device: the carried zips into $DATA, the carried state archives into 
     ;;
 smoke)  # device: train.py's CUDA-only paths end to end on synthetic data (graphs, lanes on streams, bf16, resume,
         # publish), and the ten lanes' memory and projected wall time of the paper's schedule: ~1 min
-    PYTHONUNBUFFERED=1 python3 -m pytest -q -s -x tests/test_gpu.py -p no:cacheprovider -k "end_to_end or ten_lanes" \
+    PYTHONUNBUFFERED=1 python3 -m pytest -q -s -x -rs tests/test_gpu.py -p no:cacheprovider -k "end_to_end or ten_lanes" \
         2>&1 | tee "${OUT:-/tmp}/smoke.txt" | tail -n 30
+    # skipped (no CUDA) is no pass: the groups would then need --no-cuda-graphs too
+    grep -q "2 passed" "${OUT:-/tmp}/smoke.txt" || { echo "smoke: not passed"; exit 1; }
     ;;
 check)  # device: the CUDA-only tests, then the throughput table against the textbook baseline
     export PYTHONUNBUFFERED=1
@@ -191,6 +193,6 @@ receive)  # here: unpack what collect returned (the reply's files_at) into check
     echo "next: python -m resnet_core.report --verify --readme README.md"
     ;;
 *)
-    sed -n '2,26p' "$0"
+    sed -n '2,/^set -euo/p' "$0" | sed '$d'  # the header comment, however long it grows
     ;;
 esac
