@@ -65,11 +65,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     run.add_argument("--device", help="cuda, cuda:1, cpu (default: cuda if available)")
     run.add_argument("--no-amp", action="store_true", help="fp32 on the GPU instead of bf16 autocast")
     run.add_argument("--cpu-bf16", action="store_true",
-                     help="bf16 autocast on the CPU too: 1.5x faster where the CPU has AVX-512 BF16 or AMX, slower elsewhere")
+                     help="bf16 autocast on the CPU too: 1.6-1.75x faster where the CPU has AVX-512 BF16 or AMX, "
+                          "slower elsewhere")
     run.add_argument("--no-cuda-graphs", action="store_true", help="eager steps on the GPU")
     run.add_argument("--no-channels-last", action="store_true")
-    run.add_argument("--time-budget", type=float, help="minutes from when training's set-up starts, data loading included; then save state and exit "
-                          "(continue with --resume)")
+    run.add_argument("--time-budget", type=float,
+                     help="minutes from when training's set-up starts, data loading included; then save state and "
+                          "exit (continue with --resume)")
     run.add_argument("--stop-after", type=int, help="iterations; then save state and exit, as if interrupted")
     run.add_argument("--no-weights", action="store_true", help="publish curves and metrics without model.safetensors")
     run.add_argument("--push-to-hub", metavar="REPO", help="upload each finished checkpoint to REPO-<model> on the Hub")
@@ -107,8 +109,9 @@ def make_config(name: str, args, n_train: int) -> RunConfig:
                                  warmup_iters=args.warmup_iters, warmup_lr=args.warmup_lr).items() if v is not None})
     arch = {"shortcut": args.shortcut} if args.shortcut and model_info(name)["residual"] else {}
     return RunConfig(model=name, recipe=recipe, arch=arch, seed=args.seed, limit_train=args.limit_train,
-                     limit_test=args.limit_test, amp=not args.no_amp, cpu_bf16=args.cpu_bf16, channels_last=not args.no_channels_last,
-                     cuda_graphs=not args.no_cuda_graphs, publish_weights=not args.no_weights)
+                     limit_test=args.limit_test, amp=not args.no_amp, cpu_bf16=args.cpu_bf16,
+                     channels_last=not args.no_channels_last, cuda_graphs=not args.no_cuda_graphs,
+                     publish_weights=not args.no_weights)
 
 
 def init_distributed():

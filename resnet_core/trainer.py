@@ -203,8 +203,8 @@ def run_step(lane: Lane, x: torch.Tensor, y: torch.Tensor) -> None:
 
 def uses_bf16(cfg: RunConfig, device: torch.device) -> bool:
     """Whether the run computes in bf16 autocast on `device`: on CUDA unless --no-amp; on the CPU only when
-    asked (--cpu-bf16), since it is 1.5x faster with AVX-512 BF16 (resnet20, batch 128: 146 against 225 ms a
-    step on the development machine's 2 cores) and far slower without."""
+    asked (--cpu-bf16), since it is 1.6-1.75x faster with AVX-512 BF16 (bench/train_throughput.py on the
+    development machine's 2 cores: resnet20 902 against 568 images/s) and far slower without."""
     return cfg.amp and (device.type == "cuda" or (device.type == "cpu" and cfg.cpu_bf16))
 
 
@@ -629,7 +629,8 @@ def publish(lane: Lane, data: Data, out_dir: Path, device: torch.device, world: 
         train_error=last["train_error"], train_loss=last["train_loss"],
         train_error_clean=train_clean["test_error"], train_loss_clean=train_clean["test_loss"],
         confusion_matrix=test["confusion_matrix"], per_class_accuracy=per_class_accuracy(test["confusion_matrix"]),
-        classes=list(CLASSES), response_std=response_std(model, fixed), response_batch=f"first {len(fixed):,} test images",
+        classes=list(CLASSES), response_std=response_std(model, fixed),
+        response_batch=f"first {len(fixed):,} test images",
         epochs_to_90=first_epoch_reaching(lane.history, 90.0), iterations=lane.iteration,
         test_images=len(data.test_y), train_images=len(data.train_y),
         confident_mistakes=confident_mistakes(model, data.test_x, data.test_y, data.mean, data.std,
