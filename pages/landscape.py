@@ -2,6 +2,7 @@
 from functools import partial
 
 import altair as alt
+import numpy as np
 import streamlit as st
 
 from pages.common import (default_pair, file_stamp, header, model_legend, show_chart, show_panels, span,
@@ -15,6 +16,8 @@ _EXPONENT = "floor(log(datum.value) / LN10 + 1e-9)"
 LOG_LABELS = (f"datum.value < 100000 ? format(datum.value, ',~g') : "
               f"(abs(datum.value / pow(10, {_EXPONENT}) - 1) < 0.001 ? '' : "
               f"format(datum.value / pow(10, {_EXPONENT}), '.2~g') + ' × ') + '10^' + format({_EXPONENT}, 'd')")
+# The colour scale stops at a panel's highest loss where another panel's is over this many times larger.
+CAP_RATIO = 10
 # Filter-normalised directions: a step of 1 moves every filter by its own norm (Li et al., 2018), hence the unit.
 ALPHA, BETA = "alpha (along d1; 1 = one filter norm)", "beta (along d2; 1 = one filter norm)"
 # BN and augmentation are always eval and none (the caption says so); the long, constant direction goes last.
@@ -29,6 +32,10 @@ HOW_TO_COMPUTE = """No `landscape.json` beside {which} yet. Compute one per chec
 Each evaluates the training loss at hundreds of points (by default a 21x21 grid and a 21-point slice, each point
 on 2,000 training images, close to a million forward passes of one image): minutes on a GPU. On the CPU use a smaller
 sample and grid, for example `--device cpu --points 256 --grid 9`. Then reload this page."""
+
+
+def loss_words(loss: float) -> str:
+    return f"{loss:,.0f}" if loss >= 1000 else f"{loss:.3g}"
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
@@ -78,15 +85,35 @@ def landscape_ui(found: list[tuple[CheckpointInfo, dict]]) -> tuple[list[str], l
     return surfaces, slices
 
 
+def colour_domain(shown) -> tuple[list[float] | None, str | None]:
+    """The shared colour scale's [low, high] over the `shown` surfaces, and the checkpoint whose highest loss caps
+    it (None when nothing is capped). A diverging plain net reaches 10^15 where the residual net beside it stays
+    under 10^5: on one scale from the lowest to the highest loss the residual surface would be a single colour.
+    So where the panels' highest losses differ more than tenfold, the scale ends at the lowest of them: every panel
+    uses the whole palette up to it, and a cell above it is drawn in the top colour (its tooltip keeps its loss).
+    None where no loss is finite."""
+    finite = shown[np.isfinite(shown["loss"])]
+    if finite.empty:
+        return None, None
+    highest = finite.groupby("checkpoint")["loss"].max()
+    low = float(finite["loss"].min())
+    if highest.max() <= CAP_RATIO * highest.min():
+        return [low, float(highest.max())], None
+    return [low, float(highest.min())], str(highest.idxmin())
+
+
 def surface_panel(rows, shown, grid) -> alt.LayerChart:
     """One checkpoint's loss surface (`rows`) with a cross on the trained weights, on the axes of all the `grid`
-    cells (an overflowed one stays in place, blank) and the colour scale of all the `shown` ones: the same colour
-    is the same loss in every panel."""
+    cells (an overflowed one stays in place, blank) and the colour scale of colour_domain(`shown`): the same colour
+    is the same loss in every panel, up to the cap."""
+    domain, capped_by = colour_domain(shown)
+    title = ["training loss", "(cross-entropy, log scale)"] + ([f"yellow: {loss_words(domain[1])} or more"]
+                                                              if capped_by else [])
     cells = alt.Chart().mark_rect().encode(
         x=alt.X("a0:Q", title=ALPHA, scale=alt.Scale(domain=span(grid, "a0", "a1"), nice=False)), x2="a1:Q",
         y=alt.Y("b0:Q", title=BETA, scale=alt.Scale(domain=span(grid, "b0", "b1"), nice=False)), y2="b1:Q",
-        color=alt.Color("loss:Q", title=["training loss", "(cross-entropy, log scale)"],
-                        scale=alt.Scale(type="log", scheme="viridis", domain=span(shown, "loss")),
+        color=alt.Color("loss:Q", title=title,
+                        scale=alt.Scale(type="log", scheme="viridis", domain=domain or alt.Undefined, clamp=True),
                         legend=alt.Legend(labelExpr=LOG_LABELS)),
         tooltip=["checkpoint", alt.Tooltip("alpha:Q", format=".2f"), alt.Tooltip("beta:Q", format=".2f"),
                  alt.Tooltip("loss:Q", format=".4g"), alt.Tooltip("error:Q", format=".1f", title="error (%)")])
@@ -106,7 +133,14 @@ def surface_section(surface, chosen: list[str]) -> None:
     show_panels(partial(surface_panel, shown=shown, grid=data), shown, "loss_surfaces", by="checkpoint", order=chosen)
     st.markdown(f"**Measured here**, training loss over each surface: {zoo.surface_summary(data)}.")
     overflowed = len(data) - len(shown)
-    st.caption("Both panels share one colour scale: the same colour is the same loss. The cross marks the trained "
+    domain, capped_by = colour_domain(shown)
+    cap = ""
+    if capped_by:
+        above = shown[shown["loss"] > domain[1]].groupby("checkpoint").size()
+        cap = (f" The scale ends at {capped_by}'s highest loss, {loss_words(domain[1])}: the cells above it "
+               f"({', '.join(f'{n} of {name}' for name, n in above.items())}) are drawn in the top colour; hover "
+               "for their loss.")
+    st.caption("Both panels share one colour scale: the same colour is the same loss." + cap + " The cross marks the trained "
                "weights (alpha = beta = 0); the weights at (alpha, beta) are trained + alpha d1 + beta d2, where d1 "
                "and d2 are random directions rescaled filter by filter to the trained filters' norms. Pick the "
                "checkpoints in the sidebar." + (f" {overflowed} points overflowed and are left blank." if overflowed else ""))

@@ -323,6 +323,47 @@ def test_landscape_surfaces_side_by_side_and_slices_together(monkeypatch, tiny_l
     assert set(plotted(at)[1]["checkpoint"]) == {"resnet20"}
 
 
+def test_landscape_colour_scale_stops_where_a_diverging_net_leaves_the_other_behind(monkeypatch, tiny_landscapes,
+                                                                                    tmp_path):
+    """Plain-110's loss reaches 10^15 where ResNet-110's stays under 10^5: the shared scale ends at the residual
+    surface's highest loss, so it keeps the whole palette, and the plain cells above are clamped, and counted."""
+    root = shutil.copytree(tiny_landscapes, tmp_path / "checkpoints")
+    path = root / "plain20" / "landscape.json"
+    data = json.loads(path.read_text())
+    for point in data["surface_2d"][:3]:
+        point["loss"] = 1e15
+    path.write_text(json.dumps(data))
+    residual = json.loads((root / "resnet20" / "landscape.json").read_text())
+    highest = max(p["loss"] for p in residual["surface_2d"])
+    words = f"{highest:,.0f}" if highest >= 1000 else f"{highest:.3g}"  # thousands in full, smaller losses to 3 digits
+    at = open_app(monkeypatch, root, "pages/landscape.py")
+    for panel in specs(at)[:2]:
+        colour = panel["layer"][0]["encoding"]["color"]
+        assert colour["scale"]["domain"][1] == pytest.approx(highest) and colour["scale"]["clamp"] is True
+        assert colour["title"][-1] == f"yellow: {words} or more"
+    above = sum(p["loss"] > highest for p in data["surface_2d"])
+    assert above >= 3
+    assert (f"The scale ends at resnet20's highest loss, {words}: the cells above it ({above} of plain20) are "
+            "drawn in the top colour") in " ".join(c.value for c in at.caption)
+
+
+def test_landscape_colour_scale_spans_every_loss_when_the_panels_are_alike(monkeypatch, tiny_landscapes, tmp_path):
+    """Highest losses within tenfold of each other: one scale from the lowest loss to the highest, nothing clamped."""
+    root = shutil.copytree(tiny_landscapes, tmp_path / "checkpoints")
+    residual = json.loads((root / "resnet20" / "landscape.json").read_text())
+    plain = json.loads((root / "plain20" / "landscape.json").read_text())
+    plain["surface_2d"] = [dict(p, loss=p["loss"] * 9) for p in residual["surface_2d"]]
+    (root / "plain20" / "landscape.json").write_text(json.dumps(plain))
+    at = open_app(monkeypatch, root, "pages/landscape.py")
+    surface = plotted(at)[0]
+    assert surface["loss"].max() == pytest.approx(9 * max(p["loss"] for p in residual["surface_2d"]))
+    for panel in specs(at)[:2]:
+        assert panel["layer"][0]["encoding"]["color"]["scale"]["domain"] == pytest.approx(
+            [surface["loss"].min(), surface["loss"].max()])
+    assert "The scale ends at" not in " ".join(c.value for c in at.caption)
+    assert "or more" not in specs(at)[0]["layer"][0]["encoding"]["color"]["title"][-1]
+
+
 def test_landscape_page_survives_a_damaged_file(monkeypatch, tiny_landscapes, tmp_path):
     root = shutil.copytree(tiny_landscapes, tmp_path / "checkpoints")
     (root / "plain20" / "landscape.json").write_text("{not json")
