@@ -7,7 +7,7 @@ import streamlit as st
 
 from pages.common import TRAIN_DASHED, frame, header, model_legend, show_panels, span, usable_checkpoints
 from resnet_core import zoo
-from resnet_core.paper import PAPER_ITERATIONS
+from resnet_core.paper import PAPER_ITERATIONS, RUN_TO_RUN_NOISE
 
 
 def curves_ui(depths: list[int]) -> tuple[list[int], str, bool]:
@@ -81,7 +81,9 @@ st.subheader("The paper's claims, checked on these runs")
 st.caption("Each claim of the paper's CIFAR-10 experiment against our checkpoints' final numbers (the final "
            "weights after the last iteration, not the best epoch's: the test set chose nothing). Runs shorter than the "
            f"paper's {PAPER_ITERATIONS:,} iterations say so, and are not held to Table 6's own errors ('short run'); "
-           "'partly' is a claim that holds at some depths (or steps in depth) and not at others.")
+           "'partly' is a claim that holds at some depths (or steps in depth) and not at others. Each net is one run, "
+           f"so a difference counts only beyond {RUN_TO_RUN_NOISE:.2f} points: twice the spread expected between two "
+           "runs of one net, from the paper's five ResNet-110 runs (± 0.16); smaller ones are named as noise.")
 checks = frame(zoo.paper_checks)
 wrapped_table(checks, verdicts="holds")
 st.download_button("Download this table (CSV)", checks.to_csv(index=False).encode(), "paper_claims.csv", "text/csv",

@@ -23,7 +23,7 @@ from . import zoo
 from .checkpoint import CheckpointInfo, checkpoint_order, list_checkpoints, load_pretrained, stored_precision
 from .data import CIFAR10_MEAN, CIFAR10_STD, DatasetError, load_cifar10, resolve_data_dir
 from .models import PLAIN_VS_RESIDUAL_DEPTHS
-from .paper import TABLE6_RESNET110_MEAN_STD, TABLE6_TEST_ERROR
+from .paper import RUN_TO_RUN_NOISE, TABLE6_RESNET110_MEAN_STD, TABLE6_TEST_ERROR
 from .probes import evaluate
 from .trainer import device_name
 
@@ -83,7 +83,10 @@ def results_markdown(infos: list[CheckpointInfo]) -> str:
              "Table 6's ResNet-110 figure is the best of 5 runs (their mean: {:.2f} ± {:.2f} %); every other figure, "
              "the paper's and ours, is one run.".format(*TABLE6_RESNET110_MEAN_STD), "",
              "#### The paper's claims, checked on these checkpoints", "",
-             markdown(zoo.paper_checks(infos)), ""]
+             markdown(zoo.paper_checks(infos)), "",
+             f"A difference between two of these single runs counts only beyond {RUN_TO_RUN_NOISE:.2f} points, twice "
+             "the spread expected between two runs of one net (Table 6's five ResNet-110 runs: ± {:.2f}).".format(
+                 TABLE6_RESNET110_MEAN_STD[1]), ""]
     have = zoo.by_model(infos)
     if any(f"{kind}{depth}" in have for kind in ("resnet", "plain") for depth, _, _ in zoo.SEED_PAIRS):
         seed = zoo.seed_report_frame(infos)

@@ -12,8 +12,9 @@ from .checkpoint import CheckpointInfo
 from .data import CLASSES
 from .flops import count_macs, count_params, layer_table
 from .models import PLAIN_VS_RESIDUAL_DEPTHS, build_model, model_info
-from .paper import (PAPER_ITERATIONS, SEED_REPORT_2_TEST_ERROR, SEED_REPORT_CLAIMS, SEED_REPORT_CLASS_GAINS,
-                    SEED_REPORT_GRAD_NORMS, TABLE1_GFLOPS, TABLE6_PARAMS_M, TABLE6_RESNET110_MEAN_STD, TABLE6_TEST_ERROR)
+from .paper import (PAPER_ITERATIONS, RUN_TO_RUN_NOISE, SEED_REPORT_2_TEST_ERROR, SEED_REPORT_CLAIMS,
+                    SEED_REPORT_CLASS_GAINS, SEED_REPORT_GRAD_NORMS, TABLE1_GFLOPS, TABLE6_PARAMS_M,
+                    TABLE6_RESNET110_MEAN_STD, TABLE6_TEST_ERROR)
 from .probes import gradient_norms, per_class_accuracy
 
 # (record key, split, metric) for every curve history.json holds; the training split has no top-5.
@@ -392,6 +393,11 @@ def different_lengths(*runs: CheckpointInfo) -> str:
 VERDICTS = ("yes", "partly", "no", "short run", "not comparable", "not measured")
 
 
+def within_noise(difference: float) -> str:
+    """Words for a difference between two single runs too small to count (RUN_TO_RUN_NOISE or less)."""
+    return f" (within run-to-run noise, {RUN_TO_RUN_NOISE:.2f} points)" if abs(difference) <= RUN_TO_RUN_NOISE else ""
+
+
 def _check(claim: str, holds: bool | str | None, evidence: str) -> dict:
     """A row of paper_checks: holds is True / False / None (not measured), or a verdict of VERDICTS."""
     verdict = holds if isinstance(holds, str) else {True: "yes", False: "no", None: "not measured"}[holds]
@@ -401,7 +407,8 @@ def _check(claim: str, holds: bool | str | None, evidence: str) -> dict:
 def _depth_trend(claim: str, have: dict[str, CheckpointInfo], kind: str, error, falls: bool) -> dict:
     """Does `error` fall (or rise) at every step in depth over the `kind` nets ("resnet" / "plain") we have? Judged
     on the longest schedule that two or more of them share ('partly' where it holds at some steps only, as Fig. 7's
-    check is 'partly' at some depths); any other schedule's nets are reported beside it, never mixed in."""
+    check is 'partly' at some depths); any other schedule's nets are reported beside it, never mixed in. A step
+    counts only where the error moves by more than RUN_TO_RUN_NOISE; smaller ones are named as noise."""
     measured = [have[f"{kind}{d}"] for d in SIX_N_PLUS_2 if f"{kind}{d}" in have and error(have[f"{kind}{d}"]) is not None]
     nets = "residual" if kind == "resnet" else "plain"
     groups = schedules(measured)
@@ -411,16 +418,23 @@ def _depth_trend(claim: str, have: dict[str, CheckpointInfo], kind: str, error, 
                 if len(measured) >= 2 else _check(claim, None, f"fewer than two {nets} depths"))
 
     def trend(group):
+        """(verdict, how many steps hold, the errors in words). A step holds where the error moves the claimed way
+        by more than RUN_TO_RUN_NOISE; a smaller move either way is noise, and said to be."""
         errors = [error(i) for i in group]
-        steps = [(a > b) if falls else (a < b) for a, b in zip(errors, errors[1:])]
-        return all(steps) or ("partly" if any(steps) else False), steps, ", ".join(
-            f"{model_info(i.config['model'])['depth']} layers: {e:.2f} %" for i, e in zip(group, errors))
+        depths = [model_info(i.config["model"])["depth"] for i in group]
+        moves = [(b - a) * (-1 if falls else 1) for a, b in zip(errors, errors[1:])]  # > 0: the claimed way
+        held = sum(m > RUN_TO_RUN_NOISE for m in moves)
+        noise = [f"{d0} to {d1} layers, {b - a:+.2f}" for d0, d1, a, b, m in
+                 zip(depths, depths[1:], errors, errors[1:], moves) if abs(m) <= RUN_TO_RUN_NOISE]
+        words = ", ".join(f"{d} layers: {e:.2f} %" for d, e in zip(depths, errors)) + (
+            f" (within run-to-run noise, {RUN_TO_RUN_NOISE:.2f} points: {'; '.join(noise)})" if noise else "")
+        return held == len(moves) or ("partly" if held else False), held, len(moves), words
 
-    holds, steps, points = trend(judged[0])
-    evidence = (f"at {sum(steps)} of {len(steps)} steps: " if holds == "partly" else "") + points + short_run_note(*judged[0])
+    holds, held, steps, points = trend(judged[0])
+    evidence = (f"at {held} of {steps} steps: " if holds == "partly" else "") + points + short_run_note(*judged[0])
     for group in judged[1:]:
-        also, also_steps, also_points = trend(group)
-        said = {True: "holds", False: "does not hold"}.get(also, f"holds at {sum(also_steps)} of {len(also_steps)} steps")
+        also, also_held, also_steps, also_points = trend(group)
+        said = {True: "holds", False: "does not hold"}.get(also, f"holds at {also_held} of {also_steps} steps")
         evidence += f"; separately, at {iterations(group[0]):,} iterations: {also_points} ({said})"
     alone = [i for g in groups if len(g) < 2 for i in g]
     if alone:
@@ -488,8 +502,9 @@ def paper_checks(infos: list[CheckpointInfo]) -> pd.DataFrame:
             elif different_lengths(a, b):
                 rows.append(_check(claim, "not comparable", different_lengths(a, b)))
             else:
-                rows.append(_check(claim, error(b) > error(a), f"plain{deep} {error(b):.2f} % vs plain{shallow} "
-                                   f"{error(a):.2f} %" + short_run_note(a, b) + control(shallow, deep, error, a)))
+                rows.append(_check(claim, error(b) - error(a) > RUN_TO_RUN_NOISE, f"plain{deep} {error(b):.2f} % vs "
+                                   f"plain{shallow} {error(a):.2f} %" + within_noise(error(b) - error(a))
+                                   + short_run_note(a, b) + control(shallow, deep, error, a)))
     pairs = [(have[f"plain{d}"], have[f"resnet{d}"]) for d in SIX_N_PLUS_2 if f"plain{d}" in have and f"resnet{d}" in have]
     unequal = [(p, r) for p, r in pairs if different_lengths(p, r)]
     pairs = [(p, r) for p, r in pairs if not different_lengths(p, r)]  # a pair compares nets trained equally long
@@ -505,9 +520,11 @@ def paper_checks(infos: list[CheckpointInfo]) -> pd.DataFrame:
 
     claim = "Shortcuts help at every depth: residual test error below plain"
     if pairs:
-        rows.append(_check(claim, all(r.metrics["test_error"] < p.metrics["test_error"] for p, r in pairs),
+        gaps = [p.metrics["test_error"] - r.metrics["test_error"] for p, r in pairs]
+        rows.append(_check(claim, all(gap > RUN_TO_RUN_NOISE for gap in gaps),
                            "; ".join(f"{at(r)}: residual {r.metrics['test_error']:.2f} % vs plain "
-                                     f"{p.metrics['test_error']:.2f} %" for p, r in pairs)
+                                     f"{p.metrics['test_error']:.2f} %" + within_noise(gap)
+                                     for (p, r), gap in zip(pairs, gaps))
                            + runs_note([i for pair in pairs for i in pair])))
     else:
         rows.append(_check(claim, "not comparable" if unequal else None,
