@@ -122,26 +122,31 @@ def depth_chart() -> None:
 def zoo_table() -> None:
     st.subheader("Model zoo")
     st.caption("One row per checkpoint in the checkpoints folder. Two training errors: *last epoch* is the running "
-               "error on the augmented batches of the last epoch (the dashed curves of Fig. 6), *final model* is the "
+               "error on the augmented batches of the last epoch (the dashed curves of Fig. 6), *final* is the "
                "trained net's error on the whole training set without augmentation (None for checkpoints that did "
                "not record it). FLOPs are multiply-adds per 32x32 image; the paper column is Table 6 (residual nets "
                "only: the paper gives the plain nets as curves).")
     table = frame(zoo.zoo_frame)
     # Table 6 has no plain nets: a blank there, not the grey "None" a number column shows for a missing value
     table = table.assign(paper_test_error=[f"{v:.2f}" if pd.notna(v) else "" for v in table["paper_test_error"]])
-    # The errors first, so they are in sight without scrolling sideways; then size, recipe and provenance.
-    first = ["checkpoint", "depth", "net", "test_error", "train_error_clean", "train_error", "paper_test_error",
+    # The errors first, ours beside the paper's, in sight at 1024 px without scrolling sideways (narrow columns, short
+    # labels with the long ones as help); then size, recipe and provenance.
+    first = ["checkpoint", "depth", "net", "test_error", "paper_test_error", "train_error_clean", "train_error",
              "iterations"]
     order = first + [c for c in table.columns if c not in first and c != "model"]
     st.dataframe(table, hide_index=True, column_order=order, column_config={
-        "checkpoint": "checkpoint", "net": "network", "params": st.column_config.NumberColumn("parameters", format="compact"),
+        "checkpoint": "checkpoint", "depth": st.column_config.NumberColumn("depth", width=55),
+        "net": st.column_config.TextColumn("network", width=75), "params": st.column_config.NumberColumn("parameters", format="compact"),
         "flops": st.column_config.NumberColumn("FLOPs (mult-adds)", format="compact"),
-        "train_error": st.column_config.NumberColumn("train error % (last epoch)", format="%.2f",
+        "train_error": st.column_config.NumberColumn("train % (last epoch)", format="%.2f", width=135,
                                                      help="Running error on the augmented batches of the last epoch."),
-        "train_error_clean": st.column_config.NumberColumn("train error % (final model)", format="%.2f",
-                                                           help="The final model on the clean training set."),
-        "test_error": st.column_config.NumberColumn("test error %", format="%.2f"),
-        "paper_test_error": st.column_config.TextColumn("paper test error % (Table 6)"),
+        "train_error_clean": st.column_config.NumberColumn("train % (final)", format="%.2f", width=105,
+                                                           help="Training error, %, of the final model on the "
+                                                                "clean training set."),
+        "test_error": st.column_config.NumberColumn("test %", format="%.2f", width=65, help=(
+            "Test error, %, of the final weights on the 10,000 test images.")),
+        "paper_test_error": st.column_config.TextColumn("paper test %", width=95,
+                                                     help="The paper's Table 6 test error (residual nets only)."),
         "iterations": st.column_config.NumberColumn("iterations", format="localized",
                                                     help=f"SGD steps of batch 128; the paper trains for {PAPER_ITERATIONS:,}."),
         "train_minutes": st.column_config.NumberColumn(
