@@ -21,9 +21,10 @@ def curves_ui(depths: list[int]) -> tuple[list[int], str, bool]:
 
 def wrapped_table(frame, verdicts: str | None = None) -> None:
     """A static table, so that long claims and evidence wrap (st.dataframe cuts them off), with the `verdicts`
-    column tinted: green where the claim holds, amber where it holds in part, red where it does not."""
+    column tinted: green where the claim holds, amber where it holds in part, grey where the numbers are too close
+    to tell, red where it does not."""
     tint = {"yes": "background-color: #d9f0d3", "partly": "background-color: #fbe5b6",
-            "no": "background-color: #f4cccc"}
+            "within noise": "background-color: #e4e8ef", "no": "background-color: #f4cccc"}
     style = frame.style.hide(axis="index")
     st.table(style.map(lambda v: tint.get(v, ""), subset=[verdicts]) if verdicts else style)
 
@@ -81,9 +82,11 @@ st.subheader("The paper's claims, checked on these runs")
 st.caption("Each claim of the paper's CIFAR-10 experiment against our checkpoints' final numbers (the final "
            "weights after the last iteration, not the best epoch's: the test set chose nothing). Runs shorter than the "
            f"paper's {PAPER_ITERATIONS:,} iterations say so, and are not held to Table 6's own errors ('short run'); "
-           "'partly' is a claim that holds at some depths (or steps in depth) and not at others. Each net is one run, "
-           f"so a difference counts only beyond {RUN_TO_RUN_NOISE:.2f} points: twice the spread expected between two "
-           "runs of one net, from the paper's five ResNet-110 runs (± 0.16); smaller ones are named as noise.")
+           "Each net is one run, so a difference counts, for a claim or against it, only beyond "
+           f"{RUN_TO_RUN_NOISE:.2f} points: twice the spread between two runs of one net that the paper's five "
+           "ResNet-110 runs show (± 0.16; short runs likely vary more). 'yes': some differences are for the claim and "
+           "none against it; 'partly': some each way (at some depths, or steps in depth, and not at others); "
+           "'within noise': every difference is too small to tell.")
 checks = frame(zoo.paper_checks)
 wrapped_table(checks, verdicts="holds")
 st.download_button("Download this table (CSV)", checks.to_csv(index=False).encode(), "paper_claims.csv", "text/csv",

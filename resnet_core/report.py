@@ -84,9 +84,10 @@ def results_markdown(infos: list[CheckpointInfo]) -> str:
              "the paper's and ours, is one run.".format(*TABLE6_RESNET110_MEAN_STD), "",
              "#### The paper's claims, checked on these checkpoints", "",
              markdown(zoo.paper_checks(infos)), "",
-             f"A difference between two of these single runs counts only beyond {RUN_TO_RUN_NOISE:.2f} points, twice "
-             "the spread expected between two runs of one net (Table 6's five ResNet-110 runs: ± {:.2f}).".format(
-                 TABLE6_RESNET110_MEAN_STD[1]), ""]
+             f"A difference between two of these single runs counts, for a claim or against it, only beyond "
+             f"{RUN_TO_RUN_NOISE:.2f} points: twice the spread between two runs of one net that Table 6's five "
+             "ResNet-110 runs show (± {:.2f}); short runs likely vary more. 'within noise': every difference a claim "
+             "rests on is smaller.".format(TABLE6_RESNET110_MEAN_STD[1]), ""]
     have = zoo.by_model(infos)
     if any(f"{kind}{depth}" in have for kind in ("resnet", "plain") for depth, _, _ in zoo.SEED_PAIRS):
         seed = zoo.seed_report_frame(infos)
