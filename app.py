@@ -37,6 +37,8 @@ def checks_summary() -> None:
         return
     counts = checks["holds"].value_counts()
     words = {"yes": ("holds", "hold"), "partly": ("holds in part", "hold in part"),
+             "within noise": ("is too close to call (within run-to-run noise)",
+                              "are too close to call (within run-to-run noise)"),
              "no": ("does not", "do not"),
              "short run": ("compares with the paper's Table 6 test error and waits for a run of the paper's full "
                            "schedule", "compare with the paper's Table 6 test errors and wait for runs of the paper's "
@@ -46,7 +48,8 @@ def checks_summary() -> None:
              "not measured": ("is not measured yet", "are not measured yet")}
     parts = [f"{counts[v]} {words[v][int(counts[v] > 1)]}" for v in zoo.VERDICTS if counts.get(v)]
     listed = "".join(f"\n\n{title}" + "".join(f"\n- {claim}" for claim in checks.loc[checks["holds"] == v, "claim"])
-                     for v, title in (("no", "Not holding:"), ("partly", "Holding in part (at some depths, or some steps in depth):"))
+                     for v, title in (("no", "Not holding:"), ("partly", "Holding in part (at some depths, or some steps in depth):"),
+                                      ("within noise", "Too close to call:"))
                      if counts.get(v))
     st.markdown(f"**On these checkpoints**, of the paper's {len(checks)} CIFAR-10 claims: {'; '.join(parts)}. "
                 "The *Degradation curves* page gives the evidence for each." + listed)
@@ -124,8 +127,8 @@ def zoo_table() -> None:
     st.caption("One row per checkpoint in the checkpoints folder. Two training errors: *last epoch* is the running "
                "error on the augmented batches of the last epoch (the dashed curves of Fig. 6), *final* is the "
                "trained net's error on the whole training set without augmentation (None for checkpoints that did "
-               "not record it). FLOPs are multiply-adds per 32x32 image; the paper column is Table 6 (residual nets "
-               "only: the paper gives the plain nets as curves).")
+               "not record it). FLOPs are multiply-adds per 32x32 image; *Table 6* is the paper's test error (residual "
+               "nets only: the paper gives the plain nets as curves).")
     table = frame(zoo.zoo_frame)
     # Table 6 has no plain nets: a blank there, not the grey "None" a number column shows for a missing value
     table = table.assign(paper_test_error=[f"{v:.2f}" if pd.notna(v) else "" for v in table["paper_test_error"]])
@@ -134,19 +137,17 @@ def zoo_table() -> None:
     first = ["checkpoint", "depth", "net", "test_error", "paper_test_error", "train_error_clean", "train_error",
              "iterations"]
     order = first + [c for c in table.columns if c not in first and c != "model"]
+    number, text = st.column_config.NumberColumn, st.column_config.TextColumn
     st.dataframe(table, hide_index=True, column_order=order, column_config={
-        "checkpoint": "checkpoint", "depth": st.column_config.NumberColumn("depth", width=55),
-        "net": st.column_config.TextColumn("network", width=75), "params": st.column_config.NumberColumn("parameters", format="compact"),
-        "flops": st.column_config.NumberColumn("FLOPs (mult-adds)", format="compact"),
-        "train_error": st.column_config.NumberColumn("train % (last epoch)", format="%.2f", width=135,
-                                                     help="Running error on the augmented batches of the last epoch."),
-        "train_error_clean": st.column_config.NumberColumn("train % (final)", format="%.2f", width=105,
-                                                           help="Training error, %, of the final model on the "
-                                                                "clean training set."),
-        "test_error": st.column_config.NumberColumn("test %", format="%.2f", width=65, help=(
-            "Test error, %, of the final weights on the 10,000 test images.")),
-        "paper_test_error": st.column_config.TextColumn("paper test %", width=95,
-                                                     help="The paper's Table 6 test error (residual nets only)."),
+        "checkpoint": "checkpoint", "depth": number("depth", width=55), "net": text("network", width=75),
+        "test_error": number("test error %", format="%.2f", width=90,
+                             help="Test error, %, of the final weights on the 10,000 test images."),
+        "paper_test_error": text("Table 6 %", width=80, help="The paper's test error, Table 6 (residual nets only)."),
+        "train_error_clean": number("train error % (final)", format="%.2f", width=140,
+                                    help="Training error, %, of the final model on the clean training set."),
+        "train_error": number("train error % (last epoch)", format="%.2f", width=175,
+                              help="Running error on the augmented batches of the last epoch."),
+        "params": number("parameters", format="compact"), "flops": number("FLOPs (mult-adds)", format="compact"),
         "iterations": st.column_config.NumberColumn("iterations", format="localized",
                                                     help=f"SGD steps of batch 128; the paper trains for {PAPER_ITERATIONS:,}."),
         "train_minutes": st.column_config.NumberColumn(

@@ -34,10 +34,6 @@ on 2,000 training images, close to a million forward passes of one image): minut
 sample and grid, for example `--device cpu --points 256 --grid 9`. Then reload this page."""
 
 
-def loss_words(loss: float) -> str:
-    return f"{loss:,.0f}" if loss >= 1000 else f"{loss:.3g}"
-
-
 @st.cache_data(max_entries=64, show_spinner=False)
 def landscape(folder: str, stamp: int | None) -> dict | None:
     # `stamp` (landscape.json's mtime) is only part of the cache key, so a recomputed file is read afresh.
@@ -89,9 +85,9 @@ def colour_domain(shown) -> tuple[list[float] | None, str | None]:
     """The shared colour scale's [low, high] over the `shown` surfaces, and the checkpoint whose highest loss caps
     it (None when nothing is capped). A diverging plain net reaches 10^15 where the residual net beside it stays
     under 10^5: on one scale from the lowest to the highest loss the residual surface would be a single colour.
-    So where the panels' highest losses differ more than tenfold, the scale ends at the lowest of them: every panel
-    uses the whole palette up to it, and a cell above it is drawn in the top colour (its tooltip keeps its loss).
-    None where no loss is finite."""
+    So where the panels' highest losses differ more than tenfold, the scale ends at the lowest of them: that panel
+    spans the whole palette, and a cell of another above it is drawn in the top colour (its tooltip keeps its
+    loss). None where no loss is finite."""
     finite = shown[np.isfinite(shown["loss"])]
     if finite.empty:
         return None, None
@@ -107,7 +103,7 @@ def surface_panel(rows, shown, grid) -> alt.LayerChart:
     cells (an overflowed one stays in place, blank) and the colour scale of colour_domain(`shown`): the same colour
     is the same loss in every panel, up to the cap."""
     domain, capped_by = colour_domain(shown)
-    title = ["training loss", "(cross-entropy, log scale)"] + ([f"yellow: {loss_words(domain[1])} or more"]
+    title = ["training loss", "(cross-entropy, log scale)"] + ([f"yellow: {zoo.figures(domain[1])} or more"]
                                                               if capped_by else [])
     cells = alt.Chart().mark_rect().encode(
         x=alt.X("a0:Q", title=ALPHA, scale=alt.Scale(domain=span(grid, "a0", "a1"), nice=False)), x2="a1:Q",
@@ -136,10 +132,10 @@ def surface_section(surface, chosen: list[str]) -> None:
     domain, capped_by = colour_domain(shown)
     cap = ""
     if capped_by:
-        above = shown[shown["loss"] > domain[1]].groupby("checkpoint").size()
-        cap = (f" The scale ends at {capped_by}'s highest loss, {loss_words(domain[1])}: the cells above it "
-               f"({', '.join(f'{n} of {name}' for name, n in above.items())}) are drawn in the top colour; hover "
-               "for their loss.")
+        cells = shown.groupby("checkpoint")["loss"].agg(above=lambda loss: int((loss > domain[1]).sum()), total="size")
+        above = ", ".join(f"{row.above} of {name}'s {row.total}" for name, row in cells.iterrows() if row.above)
+        cap = (f" The scale ends at {capped_by}'s highest loss, {zoo.figures(domain[1])}: the cells above it "
+               f"({above}) are drawn in the top colour; hover for their loss.")
     st.caption("Both panels share one colour scale: the same colour is the same loss." + cap + " The cross marks the trained "
                "weights (alpha = beta = 0); the weights at (alpha, beta) are trained + alpha d1 + beta d2, where d1 "
                "and d2 are random directions rescaled filter by filter to the trained filters' norms. Pick the "

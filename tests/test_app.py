@@ -106,6 +106,11 @@ def test_home_lists_the_zoo_and_draws_error_against_depth(monkeypatch, tiny_chec
     assert set(zoo["net"]) == {"plain", "residual"} and (zoo["params"] > 250_000).all()
     assert zoo["train_error_clean"].between(0, 100).all() and zoo["train_error"].between(0, 100).all()
     assert zoo.set_index("checkpoint")["paper_test_error"].to_dict() == {"plain20": "", "resnet20": "8.75"}
+    shown = at.dataframe[0].proto  # ours beside the paper's, first, in sight at 1024 px: labels short, widths set
+    assert list(shown.column_order)[:5] == ["checkpoint", "depth", "net", "test_error", "paper_test_error"]
+    config = json.loads(shown.columns)
+    assert config["paper_test_error"]["label"] == "Table 6 %" and config["test_error"]["label"] == "test error %"
+    assert sum(config[c]["width"] for c in ("depth", "net", "test_error", "paper_test_error")) <= 300
     points = plotted(at)[0]
     ours = points[points["source"] == "ours"]
     assert set(ours["split"]) == {"train", "test"} and len(ours) == 4
@@ -323,40 +328,42 @@ def test_landscape_surfaces_side_by_side_and_slices_together(monkeypatch, tiny_l
     assert set(plotted(at)[1]["checkpoint"]) == {"resnet20"}
 
 
+@pytest.mark.parametrize("diverging, other", [("plain20", "resnet20"), ("resnet20", "plain20")])
 def test_landscape_colour_scale_stops_where_a_diverging_net_leaves_the_other_behind(monkeypatch, tiny_landscapes,
-                                                                                    tmp_path):
-    """Plain-110's loss reaches 10^15 where ResNet-110's stays under 10^5: the shared scale ends at the residual
-    surface's highest loss, so it keeps the whole palette, and the plain cells above are clamped, and counted."""
+                                                                                    tmp_path, diverging, other):
+    """Plain-110's loss reaches 10^15 where ResNet-110's stays under 10^5: the shared scale ends at the other
+    surface's highest loss, so that one keeps the whole palette, and the cells above are clamped, and counted.
+    Whichever net diverges."""
     root = shutil.copytree(tiny_landscapes, tmp_path / "checkpoints")
-    path = root / "plain20" / "landscape.json"
+    path = root / diverging / "landscape.json"
     data = json.loads(path.read_text())
+    kept = json.loads((root / other / "landscape.json").read_text())
+    highest = max(p["loss"] for p in kept["surface_2d"])
+    for point in data["surface_2d"]:  # the diverging surface: ten times the other's losses, three cells at 10^15
+        point["loss"] = 10 * highest * (1 + point["loss"])
     for point in data["surface_2d"][:3]:
         point["loss"] = 1e15
     path.write_text(json.dumps(data))
-    residual = json.loads((root / "resnet20" / "landscape.json").read_text())
-    highest = max(p["loss"] for p in residual["surface_2d"])
-    words = f"{highest:,.0f}" if highest >= 1000 else f"{highest:.3g}"  # thousands in full, smaller losses to 3 digits
     at = open_app(monkeypatch, root, "pages/landscape.py")
     for panel in specs(at)[:2]:
         colour = panel["layer"][0]["encoding"]["color"]
         assert colour["scale"]["domain"][1] == pytest.approx(highest) and colour["scale"]["clamp"] is True
-        assert colour["title"][-1] == f"yellow: {words} or more"
-    above = sum(p["loss"] > highest for p in data["surface_2d"])
-    assert above >= 3
-    assert (f"The scale ends at resnet20's highest loss, {words}: the cells above it ({above} of plain20) are "
-            "drawn in the top colour") in " ".join(c.value for c in at.caption)
+        assert colour["title"][-1] == f"yellow: {figures(highest)} or more"
+    assert (f"The scale ends at {other}'s highest loss, {figures(highest)}: the cells above it (25 of {diverging}'s 25) "
+            "are drawn in the top colour") in " ".join(c.value for c in at.caption)
 
 
 def test_landscape_colour_scale_spans_every_loss_when_the_panels_are_alike(monkeypatch, tiny_landscapes, tmp_path):
-    """Highest losses within tenfold of each other: one scale from the lowest loss to the highest, nothing clamped."""
+    """Highest losses within tenfold of each other (here exactly tenfold): one scale from the lowest loss to the
+    highest, nothing clamped."""
     root = shutil.copytree(tiny_landscapes, tmp_path / "checkpoints")
     residual = json.loads((root / "resnet20" / "landscape.json").read_text())
     plain = json.loads((root / "plain20" / "landscape.json").read_text())
-    plain["surface_2d"] = [dict(p, loss=p["loss"] * 9) for p in residual["surface_2d"]]
+    plain["surface_2d"] = [dict(p, loss=p["loss"] * 10) for p in residual["surface_2d"]]
     (root / "plain20" / "landscape.json").write_text(json.dumps(plain))
     at = open_app(monkeypatch, root, "pages/landscape.py")
     surface = plotted(at)[0]
-    assert surface["loss"].max() == pytest.approx(9 * max(p["loss"] for p in residual["surface_2d"]))
+    assert surface["loss"].max() == pytest.approx(10 * max(p["loss"] for p in residual["surface_2d"]))
     for panel in specs(at)[:2]:
         assert panel["layer"][0]["encoding"]["color"]["scale"]["domain"] == pytest.approx(
             [surface["loss"].min(), surface["loss"].max()])
