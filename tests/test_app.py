@@ -142,6 +142,17 @@ def test_home_lists_the_zoo_and_draws_error_against_depth(monkeypatch, tiny_chec
     assert re.search(r"(plain20, resnet20|resnet20, plain20): 8 iterations each, on cpu", notice), notice
 
 
+def test_home_lists_a_claim_within_noise_as_too_close_to_call(monkeypatch, tiny_checkpoints, tmp_path):
+    root = shutil.copytree(tiny_checkpoints, tmp_path / "close")
+    resnet = json.loads((root / "resnet20" / "metrics.json").read_text())
+    path = root / "plain20" / "metrics.json"
+    path.write_text(json.dumps(dict(json.loads(path.read_text()), test_error=resnet["test_error"] + 0.2)))
+    at = open_app(monkeypatch, root)
+    summary = next(m.value for m in at.markdown if m.value.startswith("**On these checkpoints**"))
+    assert "CIFAR-10 claims: 1 is too close to call (within run-to-run noise); " in summary, summary
+    assert summary.endswith("Too close to call:\n- Shortcuts help at every depth: residual test error below plain")
+
+
 def test_home_falls_back_to_the_running_train_error(monkeypatch, tiny_checkpoints, tmp_path):
     root = shutil.copytree(tiny_checkpoints, tmp_path / "older")
     metrics = json.loads((root / "plain20" / "metrics.json").read_text())
