@@ -7,7 +7,7 @@ import streamlit as st
 
 from pages.common import TRAIN_DASHED, frame, header, model_legend, show_panels, span, usable_checkpoints
 from resnet_core import zoo
-from resnet_core.paper import PAPER_ITERATIONS, RUN_TO_RUN_NOISE
+from resnet_core.paper import PAPER_ITERATIONS, RUN_TO_RUN_NOISE, TABLE6_RESNET110_MEAN_STD
 
 
 def curves_ui(depths: list[int]) -> tuple[list[int], str, bool]:
@@ -81,10 +81,11 @@ st.download_button("Download this table (CSV)", finals.to_csv(index=False).encod
 st.subheader("The paper's claims, checked on these runs")
 st.caption("Each claim of the paper's CIFAR-10 experiment against our checkpoints' final numbers (the final "
            "weights after the last iteration, not the best epoch's: the test set chose nothing). Runs shorter than the "
-           f"paper's {PAPER_ITERATIONS:,} iterations say so, and are not held to Table 6's own errors ('short run'); "
+           f"paper's {PAPER_ITERATIONS:,} iterations say so, and are not held to Table 6's own errors ('short run'). "
            "Each net is one run, so a difference counts, for a claim or against it, only beyond "
            f"{RUN_TO_RUN_NOISE:.2f} points: twice the spread between two runs of one net that the paper's five "
-           "ResNet-110 runs show (± 0.16; short runs likely vary more). 'yes': some differences are for the claim and "
+           f"ResNet-110 runs show (± {TABLE6_RESNET110_MEAN_STD[1]:.2f}; short runs likely vary more). 'yes': some "
+           "differences are for the claim and "
            "none against it; 'partly': some each way (at some depths, or steps in depth, and not at others); "
            "'within noise': every difference is too small to tell.")
 checks = frame(zoo.paper_checks)
