@@ -395,7 +395,7 @@ VERDICTS = ("yes", "partly", "within noise", "no", "short run", "not comparable"
 
 def within_noise(difference: float) -> str:
     """Words for a difference between two single runs too small to count (RUN_TO_RUN_NOISE or less)."""
-    return f" (within run-to-run noise, {RUN_TO_RUN_NOISE:.2f} points)" if abs(difference) <= RUN_TO_RUN_NOISE else ""
+    return f" (within run-to-run noise, {RUN_TO_RUN_NOISE:.2f} points)" if side(difference) == 0 else ""
 
 
 def side(difference: float) -> int:
@@ -457,7 +457,8 @@ def _depth_trend(claim: str, have: dict[str, CheckpointInfo], kind: str, error, 
     for group in judged[1:]:
         also, also_sides, also_points = trend(group)
         said = {"yes": "holds", "partly": "holds in part", "no": "does not hold"}.get(also, also)
-        said += f", {counted(also_sides, 'steps')[:-2]}" if counted(also_sides, "steps") else ""
+        steps = counted(also_sides, "steps")
+        said += f", {steps[:-2]}" if steps else ""
         evidence += f"; separately, at {iterations(group[0]):,} iterations: {also_points} ({said})"
     alone = [i for g in groups if len(g) < 2 for i in g]
     if alone:
