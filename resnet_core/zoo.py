@@ -336,6 +336,26 @@ def by_model(infos: list[CheckpointInfo]) -> dict[str, CheckpointInfo]:
     return found
 
 
+def longest(infos: list[CheckpointInfo]) -> dict[str, CheckpointInfo]:
+    """{model: its longest-trained checkpoint}; between folders of one model trained as long, as by_model picks."""
+    found: dict[str, CheckpointInfo] = {}
+    for group in schedules(infos):
+        for model, info in by_model(group).items():
+            found.setdefault(model, info)
+    return found
+
+
+def equally_trained(infos: list[CheckpointInfo], *models: str) -> list[CheckpointInfo] | None:
+    """A checkpoint of each of `models`, all trained for the same number of iterations: from the longest schedule
+    that has every one of them (within it, as by_model picks); None where none has them all. So a short run kept
+    beside a long run of the same model is still the equal of the other short runs."""
+    for group in schedules(infos):
+        have = by_model(group)
+        if all(m in have for m in models):
+            return [have[m] for m in models]
+    return None
+
+
 def first_recorded(info: CheckpointInfo, keys: tuple[str, ...]) -> str | None:
     """The first of `keys` that the checkpoint's metrics.json holds a value for."""
     return next((k for k in keys if info.metrics.get(k) is not None), None)
@@ -427,19 +447,22 @@ def _check(claim: str, holds: bool | str | None, evidence: str) -> dict:
     return dict(claim=claim, holds=verdict, evidence=evidence)
 
 
-def _depth_trend(claim: str, have: dict[str, CheckpointInfo], kind: str, error, falls: bool) -> dict:
+def _depth_trend(claim: str, infos: list[CheckpointInfo], kind: str, error, falls: bool) -> dict:
     """Does `error` fall (or rise) at every step in depth over the `kind` nets ("resnet" / "plain") we have? Judged
     on the longest schedule that two or more of them share ('partly' where it holds at some steps only, as Fig. 7's
     check is 'partly' at some depths); any other schedule's nets are reported beside it, never mixed in. A step
     counts for the claim, or against it, only where the error moves by more than RUN_TO_RUN_NOISE; smaller ones are
     neither, and named as noise (tally() gives the verdict)."""
-    measured = [have[f"{kind}{d}"] for d in SIX_N_PLUS_2 if f"{kind}{d}" in have and error(have[f"{kind}{d}"]) is not None]
-    nets = "residual" if kind == "resnet" else "plain"
-    groups = schedules(measured)
+    nets, groups = ("residual" if kind == "resnet" else "plain"), []
+    for schedule in schedules(infos):  # within each, one checkpoint per depth
+        have = by_model(schedule)
+        group = [have[f"{kind}{d}"] for d in SIX_N_PLUS_2 if f"{kind}{d}" in have and error(have[f"{kind}{d}"]) is not None]
+        groups += [group] if group else []
+    measured = sorted((i for g in groups for i in g), key=lambda i: model_info(i.config["model"])["depth"])
     judged = [g for g in groups if len(g) >= 2]
     if not judged:
         return (_check(claim, "not comparable", f"no two {nets} depths trained equally long ({lengths(*measured)})")
-                if len(measured) >= 2 else _check(claim, None, f"fewer than two {nets} depths"))
+                if len({i.config["model"] for i in measured}) >= 2 else _check(claim, None, f"fewer than two {nets} depths"))
 
     def trend(group):
         """(verdict, each step's side(), the errors in words, with the steps within noise named)."""
@@ -488,8 +511,9 @@ def paper_checks(infos: list[CheckpointInfo]) -> pd.DataFrame:
     """The paper's CIFAR-10 claims, each checked on the checkpoints we have: claim, holds (one of VERDICTS: 'partly'
     where it holds at some depths or depth steps only, 'short run' for an absolute Table 6 number that a run
     shorter than the paper's cannot test, 'not comparable' where the nets it needs trained for different lengths)
-    and the evidence (our numbers; short runs are labelled as such)."""
-    have, rows = by_model(infos), []
+    and the evidence (our numbers; short runs are labelled as such). A Table 6 row takes the model's longest run;
+    a comparison takes nets trained equally long, from the longest schedule that has them all (equally_trained)."""
+    have, rows = longest(infos), []
     for depth in SIX_N_PLUS_2:
         name, ref = f"resnet{depth}", TABLE6_TEST_ERROR[f"resnet{depth}"]
         claim = f"ResNet-{depth}: test error at or below the paper's {ref:.2f} %"
@@ -505,22 +529,22 @@ def paper_checks(infos: list[CheckpointInfo]) -> pd.DataFrame:
             ours = info.metrics["test_error"]  # at or below it holds; above it by the noise or less is a tie
             rows.append(_check(claim, "yes" if ours <= ref else tally([side(ref - ours)]),
                                f"ours {ours:.2f} %" + (within_noise(ref - ours) if ours > ref else "")))
-    rows.append(_depth_trend("Residual nets: test error falls with depth", have, "resnet",
+    rows.append(_depth_trend("Residual nets: test error falls with depth", infos, "resnet",
                              lambda i: i.metrics["test_error"], falls=True))
-    rows.append(_depth_trend("Residual nets: final training error falls with depth (Fig. 6, middle)", have, "resnet",
+    rows.append(_depth_trend("Residual nets: final training error falls with depth (Fig. 6, middle)", infos, "resnet",
                              final_train_error, falls=True))
-    rows.append(_depth_trend("Plain nets: final training error rises with depth (Fig. 6, left)", have, "plain",
+    rows.append(_depth_trend("Plain nets: final training error rises with depth (Fig. 6, left)", infos, "plain",
                              final_train_error, falls=False))
     def control(shallow, deep, error, plain) -> str:
         """The residual nets of the same two depths, trained as long: a short run's deeper plain net may only be
         slower, and the residual pair, as deep and as short, tells slowness from degradation."""
-        r = [have.get(f"resnet{d}") for d in (shallow, deep)]
-        if None in r or any(error(i) is None for i in r) or different_lengths(plain, *r):
+        r = equally_trained([i for i in infos if iterations(i) == iterations(plain)], f"resnet{shallow}", f"resnet{deep}")
+        if r is None or any(error(i) is None for i in r):
             return ""
         return f"; residual nets of these depths: resnet{deep} {error(r[1]):.2f} % vs resnet{shallow} {error(r[0]):.2f} %"
 
     for shallow, deep in ((20, 56), (56, 110)):
-        a, b = have.get(f"plain{shallow}"), have.get(f"plain{deep}")
+        a, b = equally_trained(infos, f"plain{shallow}", f"plain{deep}") or (have.get(f"plain{shallow}"), have.get(f"plain{deep}"))
         for split, error in (("training", final_train_error), ("test", lambda i: i.metrics["test_error"])):
             claim = f"Degradation: plain-{deep} has a higher final {split} error than plain-{shallow}"
             if a is None or b is None or error(a) is None or error(b) is None:
@@ -531,9 +555,13 @@ def paper_checks(infos: list[CheckpointInfo]) -> pd.DataFrame:
                 rows.append(_check(claim, tally([side(error(b) - error(a))]), f"plain{deep} {error(b):.2f} % vs "
                                    f"plain{shallow} {error(a):.2f} %" + within_noise(error(b) - error(a))
                                    + short_run_note(a, b) + control(shallow, deep, error, a)))
-    pairs = [(have[f"plain{d}"], have[f"resnet{d}"]) for d in SIX_N_PLUS_2 if f"plain{d}" in have and f"resnet{d}" in have]
-    unequal = [(p, r) for p, r in pairs if different_lengths(p, r)]
-    pairs = [(p, r) for p, r in pairs if not different_lengths(p, r)]  # a pair compares nets trained equally long
+    pairs, unequal = [], []  # a pair compares nets trained equally long
+    for d in SIX_N_PLUS_2:
+        pair = equally_trained(infos, f"plain{d}", f"resnet{d}")
+        if pair:
+            pairs.append(tuple(pair))
+        elif f"plain{d}" in have and f"resnet{d}" in have:
+            unequal.append((have[f"plain{d}"], have[f"resnet{d}"]))
     unequal_note = (" (left out, trained for different lengths: " + "; ".join(lengths(p, r) for p, r in unequal) + ")"
                     if unequal else "")
     mixed = len({iterations(p) for p, _ in pairs}) > 1  # then each depth says its length

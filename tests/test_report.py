@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -215,6 +216,36 @@ def test_paper_checks_compare_like_with_like_when_schedules_are_mixed():
     trend = zoo.paper_checks(one_long).set_index("claim").loc["Residual nets: test error falls with depth"]
     assert trend["holds"] == "no" and trend["evidence"].endswith(
         "(left out, no other residual depth trained as long: resnet20 64,000 iterations)")
+
+
+def test_a_short_run_kept_beside_a_long_run_of_its_model_is_compared_with_its_equals():
+    """The 20-layer pair trained for the paper's 64k iterations, its 15-epoch pair kept (as resnet20-15ep and
+    plain20-15ep) beside the 15-epoch runs of 32 to 110 layers: Table 6 gets the long run, every comparison across
+    depth the short runs, trained as long as each other."""
+    short = dict(iterations=5_850)
+    infos = [fake("resnet20", 8.6, 1.5), fake("plain20", 9.9, 2.9),
+             replace(fake("resnet20", 14.6, 11.6, **short), name="resnet20-15ep"),
+             replace(fake("plain20", 16.3, 13.4, **short), name="plain20-15ep"),
+             fake("resnet56", 17.8, 15.3, **short), fake("plain56", 52.8, 52.6, **short),
+             fake("resnet110", 13.9, 10.5, **short), fake("plain110", 89.4, 89.3, **short)]
+    checks = zoo.paper_checks(infos).set_index("claim")
+    assert checks.loc["ResNet-20: test error at or below the paper's 8.75 %", "evidence"] == "ours 8.60 %"
+    trend = checks.loc["Plain nets: final training error rises with depth (Fig. 6, left)"]
+    assert trend["holds"] == "yes" and trend["evidence"] == (
+        "20 layers: 13.40 %, 56 layers: 52.60 %, 110 layers: 89.30 % (short run: 5,850 of the paper's 64,000 iterations)"
+        " (left out, no other plain depth trained as long: plain20 64,000 iterations)")
+    row = checks.loc["Degradation: plain-56 has a higher final training error than plain-20"]
+    assert row["holds"] == "yes" and row["evidence"] == (
+        "plain56 52.60 % vs plain20 13.40 % (short run: 5,850 of the paper's 64,000 iterations); "
+        "residual nets of these depths: resnet56 15.30 % vs resnet20 11.60 %")
+    shortcuts = checks.loc["Shortcuts help at every depth: residual test error below plain"]
+    assert shortcuts["holds"] == "yes" and shortcuts["evidence"].startswith(  # the longest equal pair at each depth
+        "20 layers (64,000 iterations): residual 8.60 % vs plain 9.90 %; 56 layers (5,850 iterations): ")
+    assert "left out" not in shortcuts["evidence"]
+    # without the short 20-layer pair the 20-to-56 comparison has no equal: said, not made
+    alone = [i for i in infos if not i.name.endswith("-15ep")]
+    row = zoo.paper_checks(alone).set_index("claim").loc["Degradation: plain-56 has a higher final test error than plain-20"]
+    assert row["holds"] == "not comparable"
 
 
 def iterations(info) -> int:
