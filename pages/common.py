@@ -131,15 +131,17 @@ DEFAULT_DEPTH = 56
 
 def default_pair(infos: list[CheckpointInfo]) -> tuple[str | None, str | None]:
     """(plain, residual) checkpoint names to start with: the 56-layer pair, else the deepest depth that has both,
-    else the deepest of each."""
-    ids = sorted((zoo.identity(info) for info in infos), key=lambda r: (r["depth"], r["checkpoint"]))
-    plain = {r["depth"]: r["checkpoint"] for r in ids if r["net"] == "plain"}
-    residual = {r["depth"]: r["checkpoint"] for r in ids if r["net"] == "residual"}
+    else the deepest of each. Where a depth has runs of several lengths, the longest pair trained equally long."""
+    longest = zoo.longest(infos)  # {model: its longest run}
+    ids = sorted((zoo.identity(info) for info in longest.values()), key=lambda r: (r["depth"], r["checkpoint"]))
+    plain = {r["depth"]: r["model"] for r in ids if r["net"] == "plain"}
+    residual = {r["depth"]: r["model"] for r in ids if r["net"] == "residual"}
     both = sorted(set(plain) & set(residual))
     if both:
         depth = DEFAULT_DEPTH if DEFAULT_DEPTH in both else both[-1]
-        return plain[depth], residual[depth]
-    return next(reversed(plain.values()), None), next(reversed(residual.values()), None)
+        pair = zoo.equally_trained(infos, plain[depth], residual[depth])
+        return tuple(i.name for i in pair) if pair else (longest[plain[depth]].name, longest[residual[depth]].name)
+    return tuple(longest[kind[max(kind)]].name if kind else None for kind in (plain, residual))
 
 
 @st.cache_resource(max_entries=16, show_spinner="Loading the model...")

@@ -1,4 +1,5 @@
 """pages/common.py's choices that every page shares, on the bundled checkpoints' own records."""
+from dataclasses import replace
 from pathlib import Path
 
 import altair as alt
@@ -18,6 +19,19 @@ def test_pages_open_on_the_56_layer_pair_else_the_deepest_pair():
     assert default_pair(without_56) == ("plain110", "resnet110")
     assert default_pair([i for i in infos if i.name in ("plain20", "resnet32")]) == ("plain20", "resnet32")
     assert default_pair([]) == (None, None)
+
+
+def test_where_a_depth_has_runs_of_two_lengths_pages_open_on_the_longer_equal_pair():
+    infos, _ = list_checkpoints(CHECKPOINTS)
+    short = {i.name: i for i in infos}
+
+    def long(name: str):  # the same run, as if trained for the paper's 64k iterations, in a folder of its own
+        info = short[name]
+        return replace(info, name=f"{name}-64k", config={**info.config, "recipe": {**info.config["recipe"], "iterations": 64_000}})
+
+    assert default_pair(infos + [long("plain56"), long("resnet56")]) == ("plain56-64k", "resnet56-64k")
+    assert default_pair(infos + [long("resnet56")]) == ("plain56", "resnet56")  # no long plain-56: the short pair
+    assert default_pair([short["plain20"], long("resnet32")]) == ("plain20", "resnet32-64k")
 
 
 def test_shared_axis_domains_span_the_finite_values_only():
