@@ -10,6 +10,20 @@ from resnet_core import zoo
 from resnet_core.paper import PAPER_ITERATIONS, RUN_TO_RUN_NOISE, TABLE6_RESNET110_MEAN_STD
 
 
+def schedule_ui(infos) -> list[str]:
+    """The checkpoints of one training length, where there are several: on one iteration axis a 64k-iteration run
+    would squeeze 15-epoch runs into its first tenth. It opens on the length with the most runs (the longer of a tie)."""
+    runs = {n: [i.name for i in group] for n, group in ((zoo.iterations(g[0]), g) for g in zoo.schedules(infos))}
+    if len(runs) < 2:
+        return [i.name for i in infos]
+    start = max(runs, key=lambda n: (len(runs[n]), n))
+    with st.sidebar:
+        n = st.radio("Training length", list(runs), index=list(runs).index(start),
+                     format_func=lambda n: f"{n:,} iterations ({len(runs[n])} runs)",
+                     help="Runs of one length at a time, on one iteration axis.")
+    return runs[n]
+
+
 def curves_ui(depths: list[int]) -> tuple[list[int], str, bool]:
     with st.sidebar:
         chosen = st.multiselect("Depths", depths, default=depths, help="One line per depth and kind of net.")
@@ -51,6 +65,7 @@ header("Degradation curves", "In the paper (Fig. 6), deeper plain nets end *abov
        "say which of that our runs show.")
 infos = usable_checkpoints()
 history = frame(zoo.history_frame)
+history = history[history["checkpoint"].isin(schedule_ui(infos))]
 depths, metric, log = curves_ui(sorted(history["depth"].unique().tolist()))
 data = history[history["depth"].isin(depths) & (history["metric"] == metric)]
 if log:

@@ -219,6 +219,25 @@ def test_curves_show_both_nets_and_the_references(monkeypatch, tiny_checkpoints)
     assert "python train.py --depth 18 34 --both --recipe seed --no-weights" in " ".join(i.value for i in at.info)
 
 
+def test_curves_show_one_training_length_at_a_time(monkeypatch, tiny_checkpoints, tmp_path):
+    """A longer run kept beside short ones (here the tiny pair, copied as if trained for 64k iterations): on one
+    iteration axis the short curves would be squeezed into its first tenth, so the page shows one length at a time,
+    opening on the one with the most runs (here a tie: the longer)."""
+    root = shutil.copytree(tiny_checkpoints, tmp_path / "mixed")
+    for name in ("resnet20", "plain20"):
+        long = shutil.copytree(root / name, root / f"{name}-64k")
+        config = json.loads((long / "config.json").read_text())
+        (long / "config.json").write_text(json.dumps(dict(config, recipe=dict(config["recipe"], iterations=64_000))))
+    at = open_app(monkeypatch, root, "pages/curves.py")
+    length = next(r for r in at.sidebar.radio if r.label == "Training length")
+    short = json.loads((root / "resnet20" / "config.json").read_text())["recipe"]["iterations"]
+    assert length.options == ["64,000 iterations (2 runs)", f"{short:,} iterations (2 runs)"]
+    assert set(plotted(at)[0]["checkpoint"]) == {"resnet20-64k", "plain20-64k"}
+    length.set_value(short).run()
+    assert set(plotted(at)[0]["checkpoint"]) == {"resnet20", "plain20"}
+    assert set(at.table[0].value["checkpoint"]) == {"resnet20", "plain20", "resnet20-64k", "plain20-64k"}  # all
+
+
 def test_curves_compare_the_seed_report_point_by_point(monkeypatch, tiny_checkpoints, tiny_seed_checkpoints, tmp_path):
     root = shutil.copytree(tiny_checkpoints, tmp_path / "checkpoints")
     shutil.copytree(tiny_seed_checkpoints, root, dirs_exist_ok=True)
