@@ -541,7 +541,7 @@ def paper_checks(infos: list[CheckpointInfo]) -> pd.DataFrame:
         r = equally_trained([i for i in infos if iterations(i) == iterations(plain)], f"resnet{shallow}", f"resnet{deep}")
         if r is None or any(error(i) is None for i in r):
             return ""
-        return f"; residual nets of these depths: resnet{deep} {error(r[1]):.2f} % vs resnet{shallow} {error(r[0]):.2f} %"
+        return f"; residual nets of these depths: {r[1].name} {error(r[1]):.2f} % vs {r[0].name} {error(r[0]):.2f} %"
 
     for shallow, deep in ((20, 56), (56, 110)):
         a, b = equally_trained(infos, f"plain{shallow}", f"plain{deep}") or (have.get(f"plain{shallow}"), have.get(f"plain{deep}"))
@@ -552,8 +552,8 @@ def paper_checks(infos: list[CheckpointInfo]) -> pd.DataFrame:
             elif different_lengths(a, b):
                 rows.append(_check(claim, "not comparable", different_lengths(a, b)))
             else:
-                rows.append(_check(claim, tally([side(error(b) - error(a))]), f"plain{deep} {error(b):.2f} % vs "
-                                   f"plain{shallow} {error(a):.2f} %" + within_noise(error(b) - error(a))
+                rows.append(_check(claim, tally([side(error(b) - error(a))]), f"{b.name} {error(b):.2f} % vs "
+                                   f"{a.name} {error(a):.2f} %" + within_noise(error(b) - error(a))
                                    + short_run_note(a, b) + control(shallow, deep, error, a)))
     pairs, unequal = [], []  # a pair compares nets trained equally long
     for d in SIX_N_PLUS_2:
