@@ -26,8 +26,9 @@ def responses_ui(infos) -> tuple[list[str], str]:
 
 def measured(data: pd.DataFrame) -> str:
     """'Measured here: ...' for each depth with a plain and a residual net among `data`, '' without such a pair."""
-    lines = [f"{depth} layers: " + zoo.response_comparison(plain, residual)
-             for depth, (plain, residual) in zoo.response_pairs(data).items()]
+    pairs = zoo.response_pairs(data)
+    lines = [f"{zoo.run_label(run, pairs)}: " + zoo.response_comparison(plain, residual)
+             for run, (plain, residual) in pairs.items()]
     return "Measured here: " + "; ".join(lines) + "." if lines else ""
 
 
@@ -72,11 +73,12 @@ if line := measured(data):
 if source == LIVE:  # one batch of 100 images against the recorded one: say where they tell different stories
     stored = frame(zoo.response_frame)
     recorded = zoo.response_pairs(stored[stored["checkpoint"].isin(chosen)]) if len(stored) else {}
-    for depth, pair in zoo.response_pairs(data).items():
+    pairs = zoo.response_pairs(data)
+    for run, pair in pairs.items():
         below, layers = zoo.responses_below(*pair)
-        was = zoo.responses_below(*recorded[depth]) if depth in recorded else None
+        was = zoo.responses_below(*recorded[run]) if run in recorded else None
         if was and (2 * was[0] > was[1]) != (2 * below > layers):
-            st.warning(f"At {depth} layers these 100 images and the batch recorded at the end of training disagree: "
+            st.warning(f"At {zoo.run_label(run, pairs)} these 100 images and the batch recorded at the end of training disagree: "
                        f"the residual net responds less at {below} of {layers} layers here, at {was[0]} of {was[1]} "
                        "there. The responses depend on the images, so neither batch settles Fig. 7 at this depth.")
 tooltip = ["checkpoint", "layer", "index", "rank", alt.Tooltip("std:Q", format=".3f", title="std")]

@@ -49,9 +49,11 @@ def net_kind(residual: bool) -> str:
 
 
 def identity(info: CheckpointInfo) -> dict:
-    """The columns every frame starts with: which checkpoint, which model, its depth and kind."""
+    """The columns every frame starts with: which checkpoint, which model, its depth and kind, and how many
+    iterations it trained for (two runs of one model may differ in that alone)."""
     spec = model_info(info.config["model"])
-    return dict(checkpoint=info.name, model=info.config["model"], depth=spec["depth"], net=net_kind(spec["residual"]))
+    return dict(checkpoint=info.name, model=info.config["model"], depth=spec["depth"], net=net_kind(spec["residual"]),
+                iterations=iterations(info))
 
 
 @lru_cache(maxsize=64)
@@ -215,14 +217,22 @@ def response_frame(infos: list[CheckpointInfo]) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
-def response_pairs(data: pd.DataFrame) -> dict[int, tuple[list[float], list[float]]]:
-    """{depth: (plain std per 3x3 layer, residual std per 3x3 layer)}, in layer order, for each depth with a plain and
-    a residual net in `data` (a response_frame, or live responses with identity columns). A response that overflowed
-    (null, NaN here) is infinite, as paper_checks counts it."""
-    std = {(g["net"].iloc[0], g["depth"].iloc[0]): g["std"].fillna(math.inf).tolist()
+def response_pairs(data: pd.DataFrame) -> dict[tuple[int, int], tuple[list[float], list[float]]]:
+    """{(depth, iterations): (plain std per 3x3 layer, residual std per 3x3 layer)}, in layer order, for each depth
+    and training length with a plain and a residual net in `data` (a response_frame, or live responses with identity
+    columns): nets trained for different lengths are never paired. A response that overflowed (null, NaN here) is
+    infinite, as paper_checks counts it."""
+    std = {(g["net"].iloc[0], int(g["depth"].iloc[0]), int(g["iterations"].iloc[0])): g["std"].fillna(math.inf).tolist()
            for _, g in data.sort_values("index").groupby("checkpoint")}
-    return {int(depth): (std[("plain", depth)], std[("residual", depth)])
-            for depth in sorted({d for _, d in std}) if ("plain", depth) in std and ("residual", depth) in std}
+    runs = sorted({(d, n) for _, d, n in std}, key=lambda run: (run[0], -run[1]))
+    return {run: (std[("plain", *run)], std[("residual", *run)])
+            for run in runs if ("plain", *run) in std and ("residual", *run) in std}
+
+
+def run_label(run: tuple[int, int], runs) -> str:
+    """'20 layers', or '20 layers (64,000 iterations)' where `runs` (response_pairs' keys) differ in length."""
+    depth, length = run
+    return f"{depth} layers" + (f" ({length:,} iterations)" if len({n for _, n in runs}) > 1 else "")
 
 
 def class_accuracy_frame(infos: list[CheckpointInfo]) -> pd.DataFrame:

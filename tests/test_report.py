@@ -74,10 +74,29 @@ def test_the_responses_page_counts_overflowed_layers_as_the_claims_do(tiny_check
     plain20, resnet20 = (read_checkpoint(tiny_checkpoints / n) for n in ("plain20", "resnet20"))
     for r in plain20.metrics["response_std"][:10]:
         r["std"] = None
-    plain, residual = zoo.response_pairs(zoo.response_frame([plain20, resnet20]))[20]
+    ((depth, _), (plain, residual)), = zoo.response_pairs(zoo.response_frame([plain20, resnet20])).items()
+    assert depth == 20
     assert plain[:10] == [float("inf")] * 10
     row = zoo.paper_checks([plain20, resnet20]).set_index("claim").filter(like="Layer", axis=0).iloc[0]
     assert row["evidence"].startswith(f"20 layers: residual smaller at {zoo.responses_below(plain, residual)[0]} of 19")
+
+
+def test_response_pairs_pair_only_nets_trained_as_long():
+    """The Layer responses page's sentence: plain20 (64k iterations) is paired with resnet20, never with
+    resnet20-15ep; with both 20-layer pairs chosen, each says its length."""
+    def run(model, name, std, iterations):
+        info = replace(fake(model, 9.0, iterations=iterations), name=name)
+        info.metrics["response_std"] = [dict(index=i, layer=f"l{i}", std=s) for i, s in enumerate(std)]
+        return info
+
+    plain, resnet = run("plain20", "plain20", [2.0, 2.0], 64_000), run("resnet20", "resnet20", [1.0, 3.0], 64_000)
+    short = run("resnet20", "resnet20-15ep", [1.0, 1.0], 5_850)
+    assert zoo.response_pairs(zoo.response_frame([plain, short])) == {}
+    pairs = zoo.response_pairs(zoo.response_frame([plain, resnet, short]))
+    assert pairs == {(20, 64_000): ([2.0, 2.0], [1.0, 3.0])} and zoo.run_label((20, 64_000), pairs) == "20 layers"
+    pairs = zoo.response_pairs(zoo.response_frame([plain, resnet, short, run("plain20", "plain20-15ep", [2.0, 2.0], 5_850)]))
+    assert list(pairs) == [(20, 64_000), (20, 5_850)] and pairs[(20, 5_850)] == ([2.0, 2.0], [1.0, 1.0])
+    assert zoo.run_label((20, 5_850), pairs) == "20 layers (5,850 iterations)"
 
 
 def test_response_check_counts_layers_and_needs_most_of_them():
