@@ -188,25 +188,36 @@ def _shade(pair: tuple[str, str], t: float) -> str:
     return "#" + "".join(f"{int(round(v)):02x}" for v in lo + (hi - lo) * t)
 
 
-def model_color(net: str, depth: int, depths) -> str:
+def model_color(net: str, depth, depths) -> str:
     """Oranges for plain, blues for residual, light to dark over the depths a chart draws (`depths`), so that four
-    depths on one chart use the whole range of the shade rather than a slice of it."""
+    depths on one chart use the whole range of the shade rather than a slice of it. A depth may be any sortable
+    rung, such as (depth, iterations)."""
     ladder = sorted(set(depths) | {depth})
     t = 0.8 if len(ladder) == 1 else 0.1 + 0.9 * ladder.index(depth) / (len(ladder) - 1)
     return _shade(PLAIN_SHADES if net == "plain" else RESIDUAL_SHADES, t)
 
 
-def model_colors(data: pd.DataFrame) -> alt.Scale:
-    """Colour scale over the frame's `model` column: plain first, then residual, shallow to deep."""
-    models = data[["model", "net", "depth"]].drop_duplicates().sort_values(["net", "depth"])
-    depths = set(models["depth"])
-    return alt.Scale(domain=list(models["model"]),
-                     range=[model_color(n, d, depths) for n, d in zip(models["net"], models["depth"])])
+def colour_key(data: pd.DataFrame) -> str:
+    """'model', or 'checkpoint' where `data` holds more than one checkpoint of a model (a long and a short run); fresh
+    nets at initialisation are of no checkpoint."""
+    several = "checkpoint" in data and len(data) and data.groupby("model")["checkpoint"].nunique().max() > 1
+    return "checkpoint" if several else "model"
+
+
+def model_colors(data: pd.DataFrame, by: str = "model") -> alt.Scale:
+    """Colour scale over the frame's `by` column (model or checkpoint): plain first, then residual, shallow to deep,
+    and at one depth the shorter run lighter."""
+    rungs = data.assign(rung=list(zip(data["depth"], data["iterations"] if "iterations" in data else [0] * len(data))))
+    keys = rungs[[by, "net", "rung"]].drop_duplicates(by).sort_values(["net", "rung"])
+    ladder = set(keys["rung"])
+    return alt.Scale(domain=list(keys[by]), range=[model_color(n, r, ladder) for n, r in zip(keys["net"], keys["rung"])])
 
 
 def model_legend(data: pd.DataFrame, **legend) -> alt.Color:
-    """Colour by model (model_colors); `legend`: alt.Legend's options, such as columns for a legend below."""
-    return alt.Color("model:N", scale=model_colors(data), title="model", sort=None, legend=alt.Legend(**legend))
+    """Colour by model, or by checkpoint where a model has several (colour_key; model_colors); `legend`: alt.Legend's
+    options, such as columns for a legend below."""
+    by = colour_key(data)
+    return alt.Color(f"{by}:N", scale=model_colors(data, by), title=by, sort=None, legend=alt.Legend(**legend))
 
 
 def show_chart(chart: alt.TopLevelMixin, data: pd.DataFrame, name: str, legends_below: bool = False) -> None:

@@ -5,7 +5,7 @@ from pathlib import Path
 import altair as alt
 import pandas as pd
 
-from pages.common import default_pair, span
+from pages.common import colour_key, default_pair, model_colors, model_legend, span
 from resnet_core import list_checkpoints
 
 CHECKPOINTS = Path(__file__).resolve().parents[1] / "checkpoints"
@@ -25,13 +25,33 @@ def test_where_a_depth_has_runs_of_two_lengths_pages_open_on_the_longer_equal_pa
     infos, _ = list_checkpoints(CHECKPOINTS)
     short = {i.name: i for i in infos}
 
-    def long(name: str):  # the same run, as if trained for the paper's 64k iterations, in a folder of its own
+    def long(name: str, folder: str | None = None):  # the same run, as if trained for the paper's 64k iterations
         info = short[name]
-        return replace(info, name=f"{name}-64k", config={**info.config, "recipe": {**info.config["recipe"], "iterations": 64_000}})
+        return replace(info, name=folder or f"{name}-64k",
+                       config={**info.config, "recipe": {**info.config["recipe"], "iterations": 64_000}})
 
+    # as bundled: the long pair named after its models, the short one kept as plain56-15ep and resnet56-15ep
+    bundled = [replace(short[n], name=f"{n}-15ep") for n in ("plain56", "resnet56")] + [long(n, n) for n in ("plain56", "resnet56")]
+    assert default_pair(bundled) == ("plain56", "resnet56")
     assert default_pair(infos + [long("plain56"), long("resnet56")]) == ("plain56-64k", "resnet56-64k")
     assert default_pair(infos + [long("resnet56")]) == ("plain56", "resnet56")  # no long plain-56: the short pair
     assert default_pair([short["plain20"], long("resnet32")]) == ("plain20", "resnet32-64k")
+
+
+def test_two_runs_of_one_model_get_colours_of_their_own():
+    """resnet20 (64k iterations) beside resnet20-15ep on one chart: coloured and named by checkpoint, the shorter
+    run lighter; with one checkpoint per model, by model as before."""
+    rows = pd.DataFrame(dict(checkpoint=["plain20", "resnet20", "resnet20-15ep", "resnet56"],
+                             model=["plain20", "resnet20", "resnet20", "resnet56"], depth=[20, 20, 20, 56],
+                             net=["plain", "residual", "residual", "residual"], iterations=[64_000, 64_000, 5_850, 5_850]))
+    assert colour_key(rows) == "checkpoint" and colour_key(rows.iloc[[0, 1, 3]]) == "model"
+    assert colour_key(rows.drop(columns="checkpoint")) == "model"  # fresh nets at initialisation
+    legend = model_legend(rows).to_dict()
+    assert legend["field"] == "checkpoint" and legend["title"] == "checkpoint"
+    scale = model_colors(rows, "checkpoint")
+    assert scale.domain == ["plain20", "resnet20-15ep", "resnet20", "resnet56"]
+    light, dark = scale.range[1:3]
+    assert light != dark and sum(int(light[i:i + 2], 16) for i in (1, 3, 5)) > sum(int(dark[i:i + 2], 16) for i in (1, 3, 5))
 
 
 def test_shared_axis_domains_span_the_finite_values_only():
