@@ -121,6 +121,7 @@ def test_home_lists_the_zoo_and_draws_error_against_depth(monkeypatch, tiny_chec
     assert (ours["iterations"] == 8).all()  # each of our points says how long it trained (2 epochs of 4 here)
     lines = specs(at)[0]["layer"][0]["encoding"]["detail"]
     assert [d["field"] for d in lines] == ["net", "iterations"], "a line never joins runs of different lengths"
+    assert "opacity" not in specs(at)[0]["layer"][0]["encoding"]  # one length: nothing faded
     sources = next(c.value for c in at.caption if c.value.startswith("Sources: "))
     assert "*paper (Table 6)*: He et al." in sources and "../shared/seeds/003_" in sources  # each drawn, said where from
     assert "report 000" not in sources  # it quotes only 18-layer nets, and there are none here
@@ -219,15 +220,32 @@ def test_curves_show_both_nets_and_the_references(monkeypatch, tiny_checkpoints)
     assert "python train.py --depth 18 34 --both --recipe seed --no-weights" in " ".join(i.value for i in at.info)
 
 
-def test_curves_show_one_training_length_at_a_time(monkeypatch, tiny_checkpoints, tmp_path):
-    """A longer run kept beside short ones (here the tiny pair, copied as if trained for 64k iterations): on one
-    iteration axis the short curves would be squeezed into its first tenth, so the page shows one length at a time,
-    opening on the one with the most runs (here a tie: the longer)."""
-    root = shutil.copytree(tiny_checkpoints, tmp_path / "mixed")
+def with_a_long_copy(tiny_checkpoints: Path, root: Path) -> Path:
+    """The tiny pair, and a copy of it as if trained for 64k iterations (resnet20-64k, plain20-64k): runs of two
+    lengths of each model, as when a paper-recipe pair is bundled beside 15-epoch ones."""
+    root = shutil.copytree(tiny_checkpoints, root)
     for name in ("resnet20", "plain20"):
         long = shutil.copytree(root / name, root / f"{name}-64k")
         config = json.loads((long / "config.json").read_text())
         (long / "config.json").write_text(json.dumps(dict(config, recipe=dict(config["recipe"], iterations=64_000))))
+    return root
+
+
+def test_home_fades_the_shorter_runs_where_lengths_differ(monkeypatch, tiny_checkpoints, tmp_path):
+    at = open_app(monkeypatch, with_a_long_copy(tiny_checkpoints, tmp_path / "mixed"))
+    lines, points = specs(at)[0]["layer"][:2]
+    for layer in (lines, points):
+        fade = layer["encoding"]["opacity"]
+        assert fade["field"] == "length" and fade["scale"] == {"domain": ["64,000 iterations", "8 iterations"],
+                                                               "range": [1.0, 0.35]}
+    ours = plotted(at)[0].query("source == 'ours'").set_index(["checkpoint", "split"])["length"]
+    assert ours[("resnet20-64k", "test")] == "64,000 iterations" and ours[("resnet20", "test")] == "8 iterations"
+
+
+def test_curves_show_one_training_length_at_a_time(monkeypatch, tiny_checkpoints, tmp_path):
+    """A longer run kept beside short ones: on one iteration axis the short curves would be squeezed into its first
+    tenth, so the page shows one length at a time, opening on the one with the most runs (here a tie: the longer)."""
+    root = with_a_long_copy(tiny_checkpoints, tmp_path / "mixed")
     at = open_app(monkeypatch, root, "pages/curves.py")
     length = next(r for r in at.sidebar.radio if r.label == "Training length")
     short = json.loads((root / "resnet20" / "config.json").read_text())["recipe"]["iterations"]
@@ -242,7 +260,10 @@ def test_curves_compare_the_seed_report_point_by_point(monkeypatch, tiny_checkpo
     root = shutil.copytree(tiny_checkpoints, tmp_path / "checkpoints")
     shutil.copytree(tiny_seed_checkpoints, root, dirs_exist_ok=True)
     at = open_app(monkeypatch, root, "pages/curves.py")
-    assert set(plotted(at)[0]["model"]) == {"resnet20", "plain20", "resnet18", "plain18"}
+    length = next(r for r in at.sidebar.radio if r.label == "Training length")  # the 18s trained for fewer iterations
+    assert set(plotted(at)[0]["model"]) == {"resnet20", "plain20"}
+    length.set_value(json.loads((root / "resnet18" / "config.json").read_text())["recipe"]["iterations"]).run()
+    assert set(plotted(at)[0]["model"]) == {"resnet18", "plain18"}
     finals = at.table[0].value.set_index("checkpoint")  # report 000 quotes the 18s: its column is there now
     assert finals.loc["resnet18", "ResNet-18 reproduction (report 000) % (ours minus theirs, in points)"].startswith("7.70 (")
     seed = at.table[2].value.set_index("claim")
@@ -314,7 +335,8 @@ def test_layer_responses_recorded_and_live(monkeypatch, tiny_checkpoints):
     at.sidebar.radio[0].set_value(at.sidebar.radio[0].options[1]).run()
     live = plotted(at)[0]
     assert len(live) == 2 * 19 and (live["std"] > 0).all()
-    live_below = zoo.responses_below(*zoo.response_pairs(live)[20])[0]
+    (pair,) = zoo.response_pairs(live).values()  # the one depth and length
+    live_below = zoo.responses_below(*pair)[0]
     disagree = (2 * below > 19) != (2 * live_below > 19)
     assert bool(at.warning) == disagree  # warned exactly when the 100 images tell another story than the 200
 
@@ -333,7 +355,8 @@ def test_live_responses_warn_where_the_recorded_batch_disagrees(monkeypatch, tin
     at = open_app(monkeypatch, root, "pages/responses.py")
     assert not at.warning
     at.sidebar.radio[0].set_value(at.sidebar.radio[0].options[1]).run()
-    live_below = zoo.responses_below(*zoo.response_pairs(plotted(at)[0])[20])[0]
+    (pair,) = zoo.response_pairs(plotted(at)[0]).values()
+    live_below = zoo.responses_below(*pair)[0]
     assert 2 * live_below <= 19, "the tiny resnet20 must respond more than plain20 at some layers live, for a disagreement"
     assert any(f"less at {live_below} of 19 layers here, at 19 of 19 there" in w.value for w in at.warning)
 
