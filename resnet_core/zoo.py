@@ -355,11 +355,12 @@ def longest(infos: list[CheckpointInfo]) -> dict[str, CheckpointInfo]:
     return found
 
 
-def equally_trained(infos: list[CheckpointInfo], *models: str) -> list[CheckpointInfo] | None:
+def equally_trained(infos: list[CheckpointInfo], *models: str, usable=None) -> list[CheckpointInfo] | None:
     """A checkpoint of each of `models`, all trained for the same number of iterations: from the longest schedule
-    that has every one of them (within it, as by_model picks); None where none has them all. So a short run kept
-    beside a long run of the same model is still the equal of the other short runs."""
-    for group in schedules(infos):
+    that has every one of them (within it, as by_model picks) among the checkpoints `usable` accepts (all by
+    default: a claim may need a number that older checkpoints did not record); None where none has them all. So a
+    short run kept beside a long run of the same model is still the equal of the other short runs."""
+    for group in schedules([i for i in infos if usable is None or usable(i)]):
         have = by_model(group)
         if all(m in have for m in models):
             return [have[m] for m in models]
@@ -548,14 +549,16 @@ def paper_checks(infos: list[CheckpointInfo]) -> pd.DataFrame:
     def control(shallow, deep, error, plain) -> str:
         """The residual nets of the same two depths, trained as long: a short run's deeper plain net may only be
         slower, and the residual pair, as deep and as short, tells slowness from degradation."""
-        r = equally_trained([i for i in infos if iterations(i) == iterations(plain)], f"resnet{shallow}", f"resnet{deep}")
-        if r is None or any(error(i) is None for i in r):
+        r = equally_trained([i for i in infos if iterations(i) == iterations(plain)], f"resnet{shallow}", f"resnet{deep}",
+                            usable=lambda i: error(i) is not None)
+        if r is None:
             return ""
         return f"; residual nets of these depths: {r[1].name} {error(r[1]):.2f} % vs {r[0].name} {error(r[0]):.2f} %"
 
     for shallow, deep in ((20, 56), (56, 110)):
-        a, b = equally_trained(infos, f"plain{shallow}", f"plain{deep}") or (have.get(f"plain{shallow}"), have.get(f"plain{deep}"))
         for split, error in (("training", final_train_error), ("test", lambda i: i.metrics["test_error"])):
+            a, b = (equally_trained(infos, f"plain{shallow}", f"plain{deep}", usable=lambda i: error(i) is not None)
+                    or (have.get(f"plain{shallow}"), have.get(f"plain{deep}")))
             claim = f"Degradation: plain-{deep} has a higher final {split} error than plain-{shallow}"
             if a is None or b is None or error(a) is None or error(b) is None:
                 rows.append(_check(claim, None, "needs both checkpoints"))
@@ -574,32 +577,34 @@ def paper_checks(infos: list[CheckpointInfo]) -> pd.DataFrame:
             unequal.append((have[f"plain{d}"], have[f"resnet{d}"]))
     unequal_note = (" (left out, trained for different lengths: " + "; ".join(lengths(p, r) for p, r in unequal) + ")"
                     if unequal else "")
-    mixed = len({iterations(p) for p, _ in pairs}) > 1  # then each depth says its length
 
-    def at(r):
+    def at(r, pairs):  # where the pairs differ in length, each depth says its own
+        mixed = len({iterations(p) for p, *_ in pairs}) > 1
         return f"{model_info(r.config['model'])['depth']} layers" + (f" ({iterations(r):,} iterations)" if mixed else "")
 
-    def runs_note(runs):
-        return ("" if mixed else short_run_note(*runs)) + unequal_note
+    def runs_note(pairs):
+        mixed = len({iterations(p) for p, *_ in pairs}) > 1
+        return ("" if mixed else short_run_note(*[i for p, r, *_ in pairs for i in (p, r)])) + unequal_note
 
     claim = "Shortcuts help at every depth: residual test error below plain"
     if pairs:
         gaps = [p.metrics["test_error"] - r.metrics["test_error"] for p, r in pairs]
         sides = [side(gap) for gap in gaps]
         rows.append(_check(claim, tally(sides), counted(sides, "depths") + "; ".join(
-            f"{at(r)}: residual {r.metrics['test_error']:.2f} % vs plain {p.metrics['test_error']:.2f} %"
-            + within_noise(gap) for (p, r), gap in zip(pairs, gaps)) + runs_note([i for pair in pairs for i in pair])))
+            f"{at(r, pairs)}: residual {r.metrics['test_error']:.2f} % vs plain {p.metrics['test_error']:.2f} %"
+            + within_noise(gap) for (p, r), gap in zip(pairs, gaps)) + runs_note(pairs)))
     else:
         rows.append(_check(claim, "not comparable" if unequal else None,
                            "needs a plain and a residual net of the same depth, trained equally long" + unequal_note))
     claim = "Layer responses: residual nets' are smaller than plain nets' at most layers (Fig. 7)"
-    pairs = [(_responses(p), _responses(r), p, r) for p, r in pairs if _responses(p) and _responses(r)]
+    pairs = [equally_trained(infos, f"plain{d}", f"resnet{d}", usable=lambda i: bool(_responses(i))) for d in SIX_N_PLUS_2]
+    pairs = [(p, r, _responses(p), _responses(r)) for p, r in filter(None, pairs)]
     if pairs:
-        most = [2 * below > layers for below, layers in (responses_below(p, r) for p, r, _, _ in pairs)]
+        most = [2 * below > layers for below, layers in (responses_below(p, r) for _, _, p, r in pairs)]
         holds = all(most) or ("partly" if any(most) else False)  # at every depth, at some, at none
         rows.append(_check(claim, holds, (f"at {sum(most)} of {len(most)} depths: " if holds == "partly" else "")
-                           + "; ".join(f"{at(r)}: " + response_comparison(p_std, r_std) for p_std, r_std, _, r in pairs)
-                           + runs_note([i for _, _, p, r in pairs for i in (p, r)])))
+                           + "; ".join(f"{at(r, pairs)}: " + response_comparison(p_std, r_std) for _, r, p_std, r_std in pairs)
+                           + runs_note(pairs)))
     else:
         rows.append(_check(claim, "not comparable" if unequal else None, "needs recorded responses of a plain and a "
                            "residual net of the same depth, trained equally long" + unequal_note))

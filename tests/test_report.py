@@ -261,6 +261,13 @@ def test_a_short_run_kept_beside_a_long_run_of_its_model_is_compared_with_its_eq
     assert shortcuts["holds"] == "yes" and shortcuts["evidence"].startswith(  # the longest equal pair at each depth
         "20 layers (64,000 iterations): residual 8.60 % vs plain 9.90 %; 56 layers (5,850 iterations): ")
     assert "left out" not in shortcuts["evidence"]
+    # the 64k pair recorded no layer responses (as checkpoints before Fig. 7's probe): the short pair speaks for 20 layers
+    for info, std in ((infos[2], [1.0, 1.0, 3.0]), (infos[3], [2.0, 2.0, 2.0])):
+        info.metrics["response_std"] = [dict(index=i, layer=f"l{i}", std=v) for i, v in enumerate(std)]
+    fig7 = zoo.paper_checks(infos).set_index("claim").loc[
+        "Layer responses: residual nets' are smaller than plain nets' at most layers (Fig. 7)"]
+    assert fig7["holds"] == "yes" and fig7["evidence"].startswith("20 layers: residual smaller at 2 of 3 layers")
+    assert "(short run: 5,850 of the paper's 64,000 iterations)" in fig7["evidence"]
     # without the short 20-layer pair the 20-to-56 comparison has no equal: said, not made
     alone = [i for i in infos if not i.name.endswith("-15ep")]
     row = zoo.paper_checks(alone).set_index("claim").loc["Degradation: plain-56 has a higher final test error than plain-20"]
