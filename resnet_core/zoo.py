@@ -92,7 +92,7 @@ def zoo_frame(infos: list[CheckpointInfo]) -> pd.DataFrame:
         rows.append(dict(identity(info), shortcuts=shortcuts(info), params=params, flops=macs,
                          train_error=m.get("train_error"), train_error_clean=m.get("train_error_clean"),
                          test_error=m["test_error"], paper_test_error=TABLE6_TEST_ERROR.get(c["model"]),
-                         iterations=c["recipe"].get("iterations"), train_minutes=(c.get("wall_time_s") or math.nan) / 60,
+                         train_minutes=(c.get("wall_time_s") or math.nan) / 60,
                          time_counts=time_counts(info), device=c.get("device"), weights=info.has_weights))
     return pd.DataFrame(rows).sort_values(["net", "depth", "checkpoint"], ignore_index=True) if rows else pd.DataFrame()
 
@@ -137,6 +137,8 @@ def final_errors_table(finals: pd.DataFrame) -> pd.DataFrame:
     table = finals[[c for c in finals.columns if c not in REFERENCES and not c.startswith("ours minus ")]].copy()
     for column in ("train_error", "test_error"):
         table[column] = [("" if v is None or pd.isna(v) else f"{v:.2f}") for v in finals[column]]
+    if "iterations" in table:  # how long each trained: two runs of one model may differ in that alone
+        table["iterations"] = [f"{int(n):,}" for n in finals["iterations"]]
     for source in REFERENCES:
         if finals[source].notna().any():
             table[f"{source} % (ours minus theirs, in points)"] = [
@@ -155,7 +157,7 @@ def headline_frame(infos: list[CheckpointInfo]) -> pd.DataFrame:
             key = first_recorded(info, keys)
             if key:
                 rows.append(dict(identity(info), split=split, source="ours", measure=MEASURES[key],
-                                 error=info.metrics[key], iterations=iterations(info)))
+                                 error=info.metrics[key]))
     for source, table in REFERENCES.items():
         for model, error in table.items():
             spec = model_info(model)
@@ -303,7 +305,7 @@ def landscape_frames(landscapes: list[tuple[CheckpointInfo, dict]]) -> tuple[pd.
         settings.append(dict(ident, parts=", ".join(parts), **{k: data.get(k) for k in LANDSCAPE_SETTINGS}))
 
     def tidy(frames: list[pd.DataFrame], axes: list[str]) -> pd.DataFrame:
-        columns = ["checkpoint", "model", "depth", "net", *axes, "loss", "error"]
+        columns = ["checkpoint", "model", "depth", "net", "iterations", *axes, "loss", "error"]
         frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
         return frame.astype({"loss": float, "error": float})  # null (an overflow in the JSON) -> NaN
 
@@ -558,10 +560,14 @@ def paper_checks(infos: list[CheckpointInfo]) -> pd.DataFrame:
     for shallow, deep in ((20, 56), (56, 110)):
         for split, error in (("training", final_train_error), ("test", lambda i: i.metrics["test_error"])):
             a, b = (equally_trained(infos, f"plain{shallow}", f"plain{deep}", usable=lambda i: error(i) is not None)
+                    or equally_trained(infos, f"plain{shallow}", f"plain{deep}")  # then it says which number is missing
                     or (have.get(f"plain{shallow}"), have.get(f"plain{deep}")))
             claim = f"Degradation: plain-{deep} has a higher final {split} error than plain-{shallow}"
-            if a is None or b is None or error(a) is None or error(b) is None:
+            if a is None or b is None:
                 rows.append(_check(claim, None, "needs both checkpoints"))
+            elif error(a) is None or error(b) is None:
+                missing = " and ".join(i.name for i in (a, b) if error(i) is None)
+                rows.append(_check(claim, None, f"needs both nets' final {split} error: {missing} recorded none"))
             elif different_lengths(a, b):
                 rows.append(_check(claim, "not comparable", different_lengths(a, b)))
             else:

@@ -81,6 +81,24 @@ def test_the_responses_page_counts_overflowed_layers_as_the_claims_do(tiny_check
     assert row["evidence"].startswith(f"20 layers: residual smaller at {zoo.responses_below(plain, residual)[0]} of 19")
 
 
+def test_a_degradation_row_takes_the_longest_pair_that_recorded_its_error():
+    """The 64k plain pair without a training error (as checkpoints older than the probe would be): the training row
+    falls back to the 15-epoch pair that has one, the test row keeps the 64k pair; with no other pair, it says why."""
+    short = dict(iterations=5_850)
+    infos = [fake("plain20", 9.9), fake("plain56", 12.0),
+             replace(fake("plain20", 16.3, 13.4, **short), name="plain20-15ep"),
+             replace(fake("plain56", 52.8, 52.6, **short), name="plain56-15ep")]
+    checks = zoo.paper_checks(infos).set_index("claim")
+    train = checks.loc["Degradation: plain-56 has a higher final training error than plain-20"]
+    assert train["holds"] == "yes" and train["evidence"].startswith("plain56-15ep 52.60 % vs plain20-15ep 13.40 % (short run")
+    test = checks.loc["Degradation: plain-56 has a higher final test error than plain-20"]
+    assert test["holds"] == "yes" and test["evidence"] == "plain56 12.00 % vs plain20 9.90 %"
+    train = zoo.paper_checks(infos[:2]).set_index("claim").loc[
+        "Degradation: plain-56 has a higher final training error than plain-20"]
+    assert train["holds"] == "not measured"
+    assert train["evidence"] == "needs both nets' final training error: plain20 and plain56 recorded none"
+
+
 def test_response_pairs_pair_only_nets_trained_as_long():
     """The Layer responses page's sentence: plain20 (64k iterations) is paired with resnet20, never with
     resnet20-15ep; with both 20-layer pairs chosen, each says its length."""
