@@ -102,22 +102,23 @@ def depth_chart() -> None:
     y = alt.Y("error:Q", title="final error (%)")
     color = alt.Color("net:N", scale=NET_COLORS, title="network")
     tooltip = ["source", "model", "checkpoint", "measure", alt.Tooltip("error:Q", format=".2f", title="error (%)")]
-    # Runs of several lengths (a 64k-iteration pair beside 15-epoch ones): the shorter fainter, so that two points
-    # of one net at one depth say which is which at a glance.
+    # Runs of several lengths (a 64k-iteration pair beside 15-epoch ones): the longer run's points larger, so that two
+    # points of one net at one depth say which is which at a glance (fading the short ones would fade the story).
     lengths = sorted({int(n) for n in ours["iterations"]}, reverse=True)
     ours = ours.assign(length=[f"{int(n):,} iterations" for n in ours["iterations"]])
-    fade = dict(opacity=alt.Opacity("length:N", title="training length", legend=alt.Legend(columns=1), scale=alt.Scale(
-        domain=[f"{n:,} iterations" for n in lengths], range=np.linspace(1, 0.35, len(lengths)).round(2).tolist())))
-    fade = fade if len(lengths) > 1 else {}
+    named = [f"{n:,} iterations" for n in lengths]
+    size = dict(size=alt.Size("length:O", title="training length", sort=named, legend=alt.Legend(columns=1),
+                              scale=alt.Scale(domain=named, range=np.linspace(170, 60, len(lengths)).round().tolist())))
+    size = size if len(lengths) > 1 else {}
     # one line per net and schedule: a 64k-iteration run and a short one at the next depth are never joined
     lines = alt.Chart(ours).mark_line().encode(
         x, offset, y, color, strokeDash=alt.StrokeDash("split:N", scale=TRAIN_DASHED, legend=None),
-        detail=["net:N", "iterations:O"], **fade)
+        detail=["net:N", "iterations:O"])
     measures = [m for m in MEASURE_SHAPES if m in set(ours["measure"])]
     points = alt.Chart(ours).mark_point(filled=True, size=70).encode(
         x, offset, y, color, tooltip=[*tooltip, alt.Tooltip("iterations:Q", format=",")], shape=alt.Shape(
             "measure:N", title=["ours", "(train dashed, test solid)"], legend=alt.Legend(columns=1),
-            scale=alt.Scale(domain=measures, range=[MEASURE_SHAPES[m] for m in measures])), **fade)
+            scale=alt.Scale(domain=measures, range=[MEASURE_SHAPES[m] for m in measures])), **size)
     sources = [s for s in REFERENCE_SHAPES if s in set(refs["source"])]
     references = alt.Chart(refs).mark_point(filled=False, size=110, strokeWidth=2).encode(
         x, offset, y, color, tooltip=tooltip, shape=alt.Shape(

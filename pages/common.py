@@ -25,8 +25,9 @@ python train.py --depth 56 --plain   # one net: plain56
 
 then reload this page (set `RESNET_CHECKPOINTS` to read another folder)."""
 
-# Plain nets in oranges, residual nets in blues, darker = deeper, spread light to dark over the depths a chart
-# draws (model_color), so that neighbouring depths stay apart: a model's shade depends on its chart's company.
+# Plain nets in oranges, residual nets in blues, darker = deeper (and of two runs of one depth, the longer), spread
+# light to dark over the depths a chart draws (model_color), so that neighbouring depths stay apart: a model's shade
+# depends on its chart's company.
 PLAIN_SHADES = ("#fdae6b", "#7f2704")
 RESIDUAL_SHADES = ("#9ecae1", "#08306b")
 NET_COLORS = alt.Scale(domain=["plain", "residual"], range=["#e6550d", "#2171b5"])
@@ -207,7 +208,8 @@ def colour_key(data: pd.DataFrame) -> str:
 def model_colors(data: pd.DataFrame, by: str = "model") -> alt.Scale:
     """Colour scale over the frame's `by` column (model or checkpoint): plain first, then residual, shallow to deep,
     and at one depth the shorter run lighter."""
-    rungs = data.assign(rung=list(zip(data["depth"], data["iterations"] if "iterations" in data else [0] * len(data))))
+    length = data["iterations"] if "iterations" in data else [0] * len(data)
+    rungs = data.assign(rung=list(zip(data["depth"], length, data[by])))  # a step of its own for every `by`
     keys = rungs[[by, "net", "rung"]].drop_duplicates(by).sort_values(["net", "rung"])
     ladder = set(keys["rung"])
     return alt.Scale(domain=list(keys[by]), range=[model_color(n, r, ladder) for n, r in zip(keys["net"], keys["rung"])])

@@ -25,10 +25,16 @@ def responses_ui(infos) -> tuple[list[str], str]:
 
 
 def measured(data: pd.DataFrame) -> str:
-    """'Measured here: ...' for each depth with a plain and a residual net among `data`, '' without such a pair."""
+    """'Measured here: ...' for each depth and training length with a plain and a residual net among `data`, and
+    'not compared' for a depth whose plain and residual nets trained for different lengths; '' without either."""
     pairs = zoo.response_pairs(data)
     lines = [f"{zoo.run_label(run, pairs)}: " + zoo.response_comparison(plain, residual)
              for run, (plain, residual) in pairs.items()]
+    paired = {depth for depth, _ in pairs}
+    for depth, group in data.groupby("depth"):
+        if depth not in paired and group["net"].nunique() == 2:
+            lines.append(f"{depth} layers: {' and '.join(sorted(set(group['checkpoint'])))} trained for different "
+                         "lengths, so they are not compared")
     return "Measured here: " + "; ".join(lines) + "." if lines else ""
 
 

@@ -121,7 +121,7 @@ def test_home_lists_the_zoo_and_draws_error_against_depth(monkeypatch, tiny_chec
     assert (ours["iterations"] == 8).all()  # each of our points says how long it trained (2 epochs of 4 here)
     lines = specs(at)[0]["layer"][0]["encoding"]["detail"]
     assert [d["field"] for d in lines] == ["net", "iterations"], "a line never joins runs of different lengths"
-    assert "opacity" not in specs(at)[0]["layer"][0]["encoding"]  # one length: nothing faded
+    assert "size" not in specs(at)[0]["layer"][1]["encoding"]  # one length: every point alike
     sources = next(c.value for c in at.caption if c.value.startswith("Sources: "))
     assert "*paper (Table 6)*: He et al." in sources and "../shared/seeds/003_" in sources  # each drawn, said where from
     assert "report 000" not in sources  # it quotes only 18-layer nets, and there are none here
@@ -231,13 +231,11 @@ def with_a_long_copy(tiny_checkpoints: Path, root: Path) -> Path:
     return root
 
 
-def test_home_fades_the_shorter_runs_where_lengths_differ(monkeypatch, tiny_checkpoints, tmp_path):
+def test_home_draws_the_longer_runs_points_larger_where_lengths_differ(monkeypatch, tiny_checkpoints, tmp_path):
     at = open_app(monkeypatch, with_a_long_copy(tiny_checkpoints, tmp_path / "mixed"))
-    lines, points = specs(at)[0]["layer"][:2]
-    for layer in (lines, points):
-        fade = layer["encoding"]["opacity"]
-        assert fade["field"] == "length" and fade["scale"] == {"domain": ["64,000 iterations", "8 iterations"],
-                                                               "range": [1.0, 0.35]}
+    size = specs(at)[0]["layer"][1]["encoding"]["size"]
+    assert size["field"] == "length" and size["scale"] == {"domain": ["64,000 iterations", "8 iterations"],
+                                                           "range": [170.0, 60.0]}
     ours = plotted(at)[0].query("source == 'ours'").set_index(["checkpoint", "split"])["length"]
     assert ours[("resnet20-64k", "test")] == "64,000 iterations" and ours[("resnet20", "test")] == "8 iterations"
 
@@ -253,7 +251,9 @@ def test_curves_show_one_training_length_at_a_time(monkeypatch, tiny_checkpoints
     assert set(plotted(at)[0]["checkpoint"]) == {"resnet20-64k", "plain20-64k"}
     length.set_value(short).run()
     assert set(plotted(at)[0]["checkpoint"]) == {"resnet20", "plain20"}
-    assert set(at.table[0].value["checkpoint"]) == {"resnet20", "plain20", "resnet20-64k", "plain20-64k"}  # all
+    finals = at.table[0].value.set_index("checkpoint")  # every length, each saying its own
+    assert set(finals.index) == {"resnet20", "plain20", "resnet20-64k", "plain20-64k"}
+    assert finals.loc["resnet20-64k", "iterations"] == "64,000" and finals.loc["resnet20", "iterations"] == f"{short:,}"
 
 
 def test_curves_compare_the_seed_report_point_by_point(monkeypatch, tiny_checkpoints, tiny_seed_checkpoints, tmp_path):
@@ -339,6 +339,19 @@ def test_layer_responses_recorded_and_live(monkeypatch, tiny_checkpoints):
     live_below = zoo.responses_below(*pair)[0]
     disagree = (2 * below > 19) != (2 * live_below > 19)
     assert bool(at.warning) == disagree  # warned exactly when the 100 images tell another story than the 200
+
+
+def test_layer_responses_compare_only_nets_trained_as_long(monkeypatch, tiny_checkpoints, tmp_path):
+    at = open_app(monkeypatch, with_a_long_copy(tiny_checkpoints, tmp_path / "mixed"), "pages/responses.py")
+    assert at.sidebar.multiselect[0].value == ["plain20-64k", "resnet20-64k"]  # the longest equal pair
+    at.sidebar.multiselect[0].set_value(["plain20-64k", "resnet20"]).run()
+    line = next(m.value for m in at.markdown if m.value.startswith("Measured here"))
+    assert line == "Measured here: 20 layers: plain20-64k and resnet20 trained for different lengths, so they are not compared."
+    at.sidebar.multiselect[0].set_value(["plain20-64k", "resnet20", "resnet20-64k"]).run()
+    line = next(m.value for m in at.markdown if m.value.startswith("Measured here"))
+    assert line.startswith("Measured here: 20 layers: residual smaller at ")  # plain20-64k with resnet20-64k only
+    colour = re.search(r'"color": \{[^{}]*"field": "(\w+)"', json.dumps(specs(at)[0]))
+    assert colour and colour.group(1) == "checkpoint"  # two runs of resnet20: coloured apart
 
 
 def test_live_responses_warn_where_the_recorded_batch_disagrees(monkeypatch, tiny_checkpoints, tmp_path):
