@@ -5,8 +5,8 @@
 #   here:    bash bench/gpu/session.sh stage          # .gpu-1 ... .gpu-N: the data (+ runs/' state), cut to fill each
 #   device:  bash bench/gpu/session.sh unpack         # carry=[".gpu-1"]; then .gpu-2, ... up to .gpu-N-1, one call each
 #   device:  bash bench/gpu/session.sh unpack && bash bench/gpu/session.sh smoke   # the second call: CUDA paths, ~1 min
-#   device:  bash bench/gpu/session.sh unpack && bash bench/gpu/session.sh queue T "--depth 20 --both" \
-#                "--depth 32 44 --both" "--depth 56 110 --both" && bash bench/gpu/session.sh poll 420   # carry=[".gpu-N"]
+#   device:  bash bench/gpu/session.sh unpack && bash bench/gpu/session.sh queue T "--depth 32 44 --both" \
+#                "--depth 56 110 --both" && bash bench/gpu/session.sh poll 420   # carry=[".gpu-N"] (20 layers: done on the CPU)
 #   device:  bash bench/gpu/session.sh poll 540       # chain these until train.py stops at T; each brings a snapshot
 #   here:    give_back, then bash bench/gpu/session.sh receive FILES_AT   # the last poll's: into checkpoints/, runs/
 #
