@@ -382,7 +382,7 @@ def final_train_error(info: CheckpointInfo) -> float | None:
 
 def iterations(info: CheckpointInfo) -> int:
     """SGD steps it trained for, as its recipe records."""
-    return info.config["recipe"].get("iterations") or 0
+    return info.config.get("recipe", {}).get("iterations") or 0  # 0: unrecorded, as in a hand-made CheckpointInfo
 
 
 def is_short(info: CheckpointInfo) -> bool:
