@@ -192,7 +192,7 @@ def _shade(pair: tuple[str, str], t: float) -> str:
 def model_color(net: str, depth, depths) -> str:
     """Oranges for plain, blues for residual, light to dark over the depths a chart draws (`depths`), so that four
     depths on one chart use the whole range of the shade rather than a slice of it. A depth may be any sortable
-    rung, such as (depth, iterations)."""
+    rung, such as model_colors' (depth, iterations, name)."""
     ladder = sorted(set(depths) | {depth})
     t = 0.8 if len(ladder) == 1 else 0.1 + 0.9 * ladder.index(depth) / (len(ladder) - 1)
     return _shade(PLAIN_SHADES if net == "plain" else RESIDUAL_SHADES, t)

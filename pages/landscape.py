@@ -156,9 +156,9 @@ def slice_section(slices, chosen: list[str]) -> None:
         tooltip=["checkpoint", alt.Tooltip("alpha:Q", format=".2f"), alt.Tooltip("loss:Q", format=".4g"),
                  alt.Tooltip("error:Q", format=".1f", title="error (%)")],
     ).properties(height=360), shown, "loss_slices")
-    st.caption("Loss: the mean cross-entropy. Plain nets in oranges, residual nets in blues, darker = deeper (and of two runs of one model, the longer). "
-               "Computed with the same seed as the "
-               "surface, a slice is the surface's beta = 0 row.")
+    st.caption("Loss: the mean cross-entropy. Plain nets in oranges, residual nets in blues, darker = deeper (and of "
+               "two runs of one model, the longer). Computed with the same seed as the surface, a slice is the "
+               "surface's beta = 0 row.")
 
 
 header("Loss landscape", "The training loss as each net's trained weights move along random, filter-normalised "

@@ -84,8 +84,8 @@ if source == LIVE:  # one batch of 100 images against the recorded one: say wher
         below, layers = zoo.responses_below(*pair)
         was = zoo.responses_below(*recorded[run]) if run in recorded else None
         if was and (2 * was[0] > was[1]) != (2 * below > layers):
-            st.warning(f"At {zoo.run_label(run, pairs)} these 100 images and the batch recorded at the end of training disagree: "
-                       f"the residual net responds less at {below} of {layers} layers here, at {was[0]} of {was[1]} "
+            st.warning(f"At {zoo.run_label(run, pairs)} these 100 images and the batch recorded at the end of "
+                       f"training disagree: the residual net responds less at {below} of {layers} layers here, at {was[0]} of {was[1]} "
                        "there. The responses depend on the images, so neither batch settles Fig. 7 at this depth.")
 tooltip = ["checkpoint", "layer", "index", "rank", alt.Tooltip("std:Q", format=".3f", title="std")]
 base = alt.Chart(data).mark_line(point=alt.OverlayMarkDef(size=18)).encode(

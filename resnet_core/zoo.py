@@ -584,13 +584,14 @@ def paper_checks(infos: list[CheckpointInfo]) -> pd.DataFrame:
     unequal_note = (" (left out, trained for different lengths: " + "; ".join(lengths(p, r) for p, r in unequal) + ")"
                     if unequal else "")
 
-    def at(r, pairs):  # where the pairs differ in length, each depth says its own
-        mixed = len({iterations(p) for p, *_ in pairs}) > 1
-        return f"{model_info(r.config['model'])['depth']} layers" + (f" ({iterations(r):,} iterations)" if mixed else "")
+    def mixed(pairs) -> bool:  # the pairs differ in length: then each depth says its own
+        return len({iterations(p) for p, *_ in pairs}) > 1
+
+    def at(r, pairs):
+        return f"{model_info(r.config['model'])['depth']} layers" + (f" ({iterations(r):,} iterations)" if mixed(pairs) else "")
 
     def runs_note(pairs):
-        mixed = len({iterations(p) for p, *_ in pairs}) > 1
-        return ("" if mixed else short_run_note(*[i for p, r, *_ in pairs for i in (p, r)])) + unequal_note
+        return ("" if mixed(pairs) else short_run_note(*[i for p, r, *_ in pairs for i in (p, r)])) + unequal_note
 
     claim = "Shortcuts help at every depth: residual test error below plain"
     if pairs:
