@@ -1,6 +1,7 @@
 """The training loop: several models side by side ("lanes") on one device, resumable, NaN-guarded, CUDA-graph fast."""
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import math
@@ -11,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,7 +22,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 from tqdm import tqdm
 
-from .checkpoint import REPO_ROOT, atomic_save_tensors, atomic_write_json, save_checkpoint
+from .checkpoint import REPO_ROOT, atomic_save_tensors, atomic_write_json, save_checkpoint, storage_state
 from .data import CIFAR10_MEAN, CIFAR10_STD, CLASSES, augment_batch, augmentation_plan, load_cifar10, normalize, resolve_data_dir
 from .explain import RECORDED_MISTAKES, confident_mistakes
 from .models import build_model, model_info
@@ -110,7 +112,6 @@ class Lane:
     eager_steps: int = 0                     # steps run eagerly on `stream` in this process: the warm-up before capture
     finished: bool = False
     lr_value: float | None = None            # the Python-side copy of `lr`, to skip needless fills
-    last_test: dict | None = None            # evaluate() of the last epoch end, reused when publishing
     sittings: list = field(default_factory=list)  # {start (iteration), device, precision} of each run that trained it
     saved_at: float = -math.inf              # perf_counter() of the last save_state in this process (none yet)
 
@@ -591,8 +592,8 @@ def end_epoch(lane: Lane, data: Data, epoch: int, elapsed: float, images: int, w
             dist.all_reduce(s[k])
     steps = max(1, int(s["steps"]))
     seen = steps * lane.cfg.recipe.batch_size
-    test = lane.last_test = evaluate(lane.model, data.test_x, data.test_y, data.mean, data.std, batch_size=EVAL_BATCH,
-                                     amp=uses_bf16(lane.cfg, data.test_x.device))
+    test = evaluate(lane.model, data.test_x, data.test_y, data.mean, data.std, batch_size=EVAL_BATCH,
+                    amp=uses_bf16(lane.cfg, data.test_x.device))
     record = dict(epoch=epoch, iteration=lane.iteration, lr=lr_at(lane.iteration - 1, lane.cfg.recipe),
                   train_loss=float(s["loss_sum"]) / (steps * world),
                   train_error=100.0 * (1 - int(s["correct"]) / seen),
@@ -612,30 +613,65 @@ def format_record(name: str, r: dict) -> str:
             f"{r['images_per_s']:8,.0f} img/s {r['epoch_time_s']:6.1f} s")
 
 
+@contextmanager
+def strict_fp32():
+    """fp32 arithmetic inside, TF32 off: cuDNN may run fp32 convolutions in TF32 (a 10-bit mantissa) by default,
+    and a GPU's final evaluation would then not be the fp32 re-evaluation that `report --verify` does."""
+    old = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = old
+
+
+def as_stored(model: torch.nn.Module) -> torch.nn.Module:
+    """A copy of `model` holding the weights its checkpoint stores (storage_state: parameters rounded to fp16,
+    BN statistics fp32), back in fp32: the net that load_pretrained gives whoever loads the checkpoint."""
+    stored = copy.deepcopy(model)
+    stored.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in storage_state(model).items()})
+    return stored
+
+
+@torch.no_grad()
+def final_metrics(model, test_x: torch.Tensor, test_y: torch.Tensor, train_x: torch.Tensor, train_y: torch.Tensor,
+                  mean: torch.Tensor, std: torch.Tensor) -> dict:
+    """What metrics.json records of a net's final weights, all in fp32 (no autocast, no TF32), so that the
+    figures are the ones `report --verify` re-evaluates: test loss, top-1/top-5 error, confusion matrix and
+    per-class accuracy; the error on the clean (un-augmented) training set; Fig. 7's response std on the first
+    1,000 test images; the most confident mistakes. Images (N, 32, 32, 3) uint8 on the model's device."""
+    with strict_fp32():
+        test = evaluate(model, test_x, test_y, mean, std)
+        train_clean = evaluate(model, train_x, train_y, mean, std)
+        fixed = normalize(test_x[:1000], mean, std)
+        return dict(
+            test_error=test["test_error"], test_top5_error=test["test_top5_error"], test_loss=test["test_loss"],
+            train_error_clean=train_clean["test_error"], train_loss_clean=train_clean["test_loss"],
+            confusion_matrix=test["confusion_matrix"], per_class_accuracy=per_class_accuracy(test["confusion_matrix"]),
+            classes=list(CLASSES), response_std=response_std(model, fixed),
+            response_batch=f"first {len(fixed):,} test images", test_images=len(test_y), train_images=len(train_y),
+            confident_mistakes=confident_mistakes(model, test_x, test_y, mean, std, k=RECORDED_MISTAKES,
+                                                  batch_size=EVAL_BATCH))
+
+
 def publish(lane: Lane, data: Data, out_dir: Path, device: torch.device, world: int, command: str | None,
             session_models: list[str]) -> None:
-    """Final analysis (test metrics, clean training error, Fig. 7 responses) and the checkpoint folder.
+    """Final analysis (final_metrics of the weights as published) and the checkpoint folder.
     session_models: every model trained in this run, side by side with this one (its wall time is theirs too)."""
     if dist.is_available() and dist.is_initialized() and dist.get_rank() != 0:
         return
     cfg, model = lane.cfg, lane.model
-    test = lane.last_test  # the final epoch's evaluation: the weights have not changed since
-    train_clean = evaluate(model, data.train_x, data.train_y, data.mean, data.std, amp=uses_bf16(cfg, device))
-    fixed = normalize(data.test_x[:1000], data.mean, data.std)
-    last = lane.history[-1]
-    info = model_info(cfg.model)
+    # Scored as stored: the fp16 rounding of the weights is in the recorded figures, which a reload reproduces.
+    scored = as_stored(model) if cfg.publish_weights else model
+    which = "its final weights as stored in model.safetensors" if cfg.publish_weights else \
+        "its final weights (fp32; not bundled)"
+    last, info = lane.history[-1], model_info(cfg.model)
     metrics = dict(
-        test_error=test["test_error"], test_top5_error=test["test_top5_error"], test_loss=test["test_loss"],
+        final_metrics(scored, data.test_x, data.test_y, data.train_x, data.train_y, data.mean, data.std),
         train_error=last["train_error"], train_loss=last["train_loss"],
-        train_error_clean=train_clean["test_error"], train_loss_clean=train_clean["test_loss"],
-        confusion_matrix=test["confusion_matrix"], per_class_accuracy=per_class_accuracy(test["confusion_matrix"]),
-        classes=list(CLASSES), response_std=response_std(model, fixed),
-        response_batch=f"first {len(fixed):,} test images",
         epochs_to_90=first_epoch_reaching(lane.history, 90.0), iterations=lane.iteration,
-        test_images=len(data.test_y), train_images=len(data.train_y),
-        confident_mistakes=confident_mistakes(model, data.test_x, data.test_y, data.mean, data.std,
-                                              k=RECORDED_MISTAKES, batch_size=EVAL_BATCH),
-        confident_mistakes_from=f"its final weights in fp32 on {device_name(device)} when it was published, over "
+        final_evaluation=f"{which}, fp32 arithmetic, on {device_name(device)} when it was published",
+        confident_mistakes_from=f"{which} in fp32 on {device_name(device)} when it was published, over "
                                 f"{len(data.test_y):,} test images")
     lane.stamp_wall_time()  # the final analysis included
     # cfg's amp, cpu_bf16, cuda_graphs and channels_last are the flags as asked for; autocast acts on CUDA (on the

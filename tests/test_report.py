@@ -376,6 +376,39 @@ def test_verify_reevaluates_the_published_weights(tiny_checkpoints, tiny_seed_ch
     assert "| NO |" in capsys.readouterr().out
 
 
+def test_rescore_records_what_the_published_weights_score(tiny_checkpoints, shared_cifar, tmp_path, capsys):
+    """A checkpoint whose metrics.json records figures its weights do not give (as one published with the trainer's
+    last bf16-autocast evaluation did): --rescore records the fp32 evaluation of the weights as stored, says so
+    and what was recorded before, keeps the training history, and --verify then agrees exactly."""
+    root = shutil.copytree(tiny_checkpoints, tmp_path / "checkpoints")
+    path = root / "plain20"
+    m = json.loads((path / "metrics.json").read_text())
+    wrong = dict(m, test_error=m["test_error"] + 1.5, test_loss=m["test_loss"] + 0.25, train_error_clean=77.0)
+    (path / "metrics.json").write_text(json.dumps(wrong))
+    history = (path / "history.json").read_text()
+    argv = ["--checkpoints", str(root), "--data-dir", str(shared_cifar)]
+    assert report.main(argv + ["--rescore", "plain20"]) == 0
+    err = capsys.readouterr().err
+    assert f"plain20: test error {wrong['test_error']:.2f} % -> {m['test_error']:.2f} %" in err
+    again = json.loads((path / "metrics.json").read_text())
+    for key in ("test_error", "test_loss", "train_error_clean", "test_images", "train_images"):
+        assert again[key] == pytest.approx(m[key]), key  # the fp32 figures publish() recorded for these weights
+    assert again["confusion_matrix"] == m["confusion_matrix"]
+    assert again["test_error_before_rescore"] == wrong["test_error"]
+    assert "re-scored on" in again["final_evaluation"] and f"{wrong['test_error']:.2f} %" in again["final_evaluation"]
+    assert (path / "history.json").read_text() == history
+    assert "re-scored on" in (path / "README.md").read_text()  # the model card says it too
+    table = report.verify(list_checkpoints(root)[0], str(shared_cifar)).set_index("model")
+    assert table.loc["plain20", "difference (points)"] == "+0.00"
+    # Again: the figure first recorded at publication is kept, not the re-scored one.
+    assert report.main(argv + ["--rescore", "plain20"]) == 0
+    assert json.loads((path / "metrics.json").read_text())["test_error_before_rescore"] == wrong["test_error"]
+    (path / "model.safetensors").unlink()
+    capsys.readouterr()
+    assert report.main(argv + ["--rescore", "plain20"]) == 2
+    assert "plain20: no model.safetensors" in capsys.readouterr().err
+
+
 def test_verify_without_data_says_so(tiny_checkpoints, tmp_path, capsys):
     code = report.main(["--checkpoints", str(tiny_checkpoints), "--verify", "--data-dir", str(tmp_path / "nothing")])
     assert code == 2 and "cannot verify" in capsys.readouterr().err
