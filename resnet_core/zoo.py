@@ -709,7 +709,6 @@ def _seed_verdicts(resnet: CheckpointInfo | None, plain: CheckpointInfo | None) 
 def seed_report_frame(infos: list[CheckpointInfo]) -> pd.DataFrame:
     """Seed report 000 point by point: each claim, what it states for ResNet-18 and Plain-18, what we measured
     for the 18- and 34-layer pairs (strings, since the rows mix units), and a verdict on the 18-layer pair."""
-    have = by_model(infos)
     claims, grads = SEED_REPORT_CLAIMS, SEED_REPORT_GRAD_NORMS
     rows = [("top1", "top-1 test accuracy (%)", 100 - claims["resnet18"]["test_error"], 100 - claims["plain18"]["test_error"]),
             ("top5", "top-5 test accuracy (%)", 100 - claims["resnet18"]["test_top5_error"],
@@ -721,8 +720,19 @@ def seed_report_frame(infos: list[CheckpointInfo]) -> pd.DataFrame:
             ("worst", "class gaining least from shortcuts (points)", f"truck {SEED_REPORT_CLASS_GAINS['truck']:+.1f}", ""),
             ("norms", "per-layer gradient norms (ours: 5th-95th percentile over layers and epochs)",
              f"{grads['resnet18'][0]}-{grads['resnet18'][1]}", f"{grads['plain18'][0]}-{grads['plain18'][1]}")]
-    measured = {depth: _seed_measures(have.get(f"resnet{depth}"), have.get(f"plain{depth}")) for depth, _, _ in SEED_PAIRS}
-    verdicts = _seed_verdicts(have.get("resnet18"), have.get("plain18"))
+    measured, verdicts = {}, {}
+    for depth, _, _ in SEED_PAIRS:
+        pair = equally_trained(infos, f"resnet{depth}", f"plain{depth}")
+        if pair is not None:  # trained as long: the pair's gaps (per class, the verdicts) mean something
+            measured[depth] = _seed_measures(*pair)
+            verdicts = _seed_verdicts(*pair) if depth == 18 else verdicts
+            continue
+        # Each model's own longest run, shown side by side but never set against the other.
+        resnet, plain = (longest(infos).get(f"{kind}{depth}") for kind in ("resnet", "plain"))
+        alone = _seed_measures(resnet, None), _seed_measures(None, plain)
+        measured[depth] = {key: (alone[0][key][0], alone[1][key][1]) for key in alone[0]}
+        if depth == 18 and resnet is not None and plain is not None:
+            verdicts = dict.fromkeys(alone[0], different_lengths(resnet, plain))
     table = []
     for key, what, claim_r, claim_p in rows:
         row = {"claim": what, "report: ResNet-18": str(claim_r), "report: Plain-18": str(claim_p)}

@@ -320,6 +320,25 @@ def test_seed_report_frame_compares_point_by_point():
     assert "we do not see that" not in norms["verdict (18 layers)"]
 
 
+def test_seed_report_frame_compares_only_an_equally_trained_pair():
+    """A long ResNet-18 beside a short Plain-18: each shows its own numbers, no gap or class gain is drawn between
+    them and every verdict says why; a short ResNet-18 beside the short Plain-18 is compared with it."""
+    long_resnet = fake("resnet18", 6.0, iterations=78_000)
+    infos = [long_resnet, fake("plain18", 20.0, iterations=3_900)]
+    frame = zoo.seed_report_frame(infos).set_index("claim")
+    top1 = frame.loc["top-1 test accuracy (%)"]
+    assert (top1["ours: ResNet-18"], top1["ours: Plain-18"]) == ("94.00", "80.00")
+    best = frame.loc[[c for c in frame.index if c.startswith("class gaining most")][0]]
+    assert best["ours: ResNet-18"] == ""  # a class gain needs both nets trained as long
+    assert (frame["verdict (18 layers)"] == "trained for different lengths (resnet18 78,000, plain18 3,900 "
+                                            "iterations): not comparable").all()
+    short_resnet = replace(fake("resnet18", 12.0, iterations=3_900), name="resnet18-short")
+    frame = zoo.seed_report_frame(infos + [short_resnet]).set_index("claim")
+    top1 = frame.loc["top-1 test accuracy (%)"]
+    assert (top1["ours: ResNet-18"], top1["ours: Plain-18"]) == ("88.00", "80.00")
+    assert "ours +8.00 points" in top1["verdict (18 layers)"]
+
+
 def test_seed_report_frame_without_checkpoints_says_not_measured():
     frame = zoo.seed_report_frame([fake("resnet20", 8.0)])
     assert (frame["verdict (18 layers)"] == "not measured yet").all()
