@@ -150,31 +150,42 @@ def rescore(infos: list[CheckpointInfo], data_dir: str | None = None, device: st
     missing = [info.name for info in infos if not info.has_weights]
     if missing:
         raise CheckpointError(f"{', '.join(missing)}: no model.safetensors, so nothing to score again")
-    n_test = max((info.metrics.get("test_images") or 10_000 for info in infos), default=0)
-    n_train = max((info.metrics.get("train_images") or 50_000 for info in infos), default=0)
+    sizes = {info.name: (info.metrics.get("test_images") or 10_000, info.metrics.get("train_images") or 50_000)
+             for info in infos}  # the first N of each split, as each was scored on
+    n_test, n_train = (max((pair[k] for pair in sizes.values()), default=0) for k in (0, 1))
     root, dev = resolve_data_dir(data_dir), torch.device(device)
     test_x, test_y = (t.to(dev) for t in load_cifar10(root, "test", limit=n_test))
     train_x, train_y = (t.to(dev) for t in load_cifar10(root, "train", limit=n_train))
     mean, std = (torch.tensor(v, device=dev) for v in (CIFAR10_MEAN, CIFAR10_STD))
     said, today = [], time.strftime("%Y-%m-%d")
-    for info in tqdm(infos, desc="re-scoring", unit="checkpoint", file=sys.stderr):
-        before, n, m = info.metrics["test_error"], info.metrics.get("test_images") or 10_000, \
-            info.metrics.get("train_images") or 50_000
+    bar = tqdm(total=sum(map(sum, sizes.values())), desc="re-scoring", unit="img", file=sys.stderr)
+    for info in infos:
+        old, (n, m) = info.metrics, sizes[info.name]
+        bar.set_postfix_str(info.name)
         found = final_metrics(load_pretrained(info.path, dev), test_x[:n], test_y[:n], train_x[:m], train_y[:m],
                               mean, std)
-        arithmetic = info.config.get("precision") or "its run's arithmetic (unrecorded)"
+        bar.update(n + m)
+        # What publishing recorded, kept through later re-scorings: the trainer's last end-of-epoch evaluation in
+        # checkpoints published before it scored the stored weights in fp32 (which then has final_evaluation).
+        legacy = f"the trainer's last end-of-epoch evaluation ({info.config.get('precision') or 'arithmetic unrecorded'})"
+        if "test_error_before_rescore" in old:
+            published, how = old["test_error_before_rescore"], old.get("published_evaluation", legacy)
+        else:
+            published = old["test_error"]
+            how = "the fp32 score of its weights as stored, made when publishing" if old.get("final_evaluation") else legacy
         which = f"its published weights as stored in model.safetensors ({stored_precision(info.path)})"
-        published = info.metrics.get("test_error_before_rescore", before)  # re-scored before: keep the first
-        metrics = dict(info.metrics, **found, test_error_before_rescore=published, final_evaluation=(
+        metrics = dict(old, **found, test_error_before_rescore=published, published_evaluation=how, final_evaluation=(
             f"{which}, fp32 arithmetic, on {device_name(dev)}, re-scored on {today} by `{command}`; when it was "
-            f"published it recorded {published:.2f} %, the trainer's last end-of-epoch evaluation ({arithmetic})"),
+            f"published it recorded {published:.2f} %, {how}"),
             confident_mistakes_from=f"{which} in fp32 on {device_name(dev)}, re-scored on {today}, over {n:,} "
                                     "test images")
         atomic_write_json(info.path / "metrics.json", metrics)
         atomic_write_bytes(info.path / "README.md", model_card(info.config, metrics, stored_precision(info.path)).encode())
+        before = old["test_error"]
         said.append(f"{info.name}: test error {before:.2f} % -> {found['test_error']:.2f} % "
                     f"({found['test_error'] - before:+.2f} points), clean training error "
-                    f"{_num(info.metrics.get('train_error_clean'))} -> {found['train_error_clean']:.2f} %")
+                    f"{_num(old.get('train_error_clean'))} -> {found['train_error_clean']:.2f} %")
+    bar.close()
     return said
 
 

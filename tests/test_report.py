@@ -403,6 +403,7 @@ def test_rescore_records_what_the_published_weights_score(tiny_checkpoints, shar
     path = root / "plain20"
     m = json.loads((path / "metrics.json").read_text())
     wrong = dict(m, test_error=m["test_error"] + 1.5, test_loss=m["test_loss"] + 0.25, train_error_clean=77.0)
+    del wrong["final_evaluation"]  # as published before the trainer scored the stored weights itself
     (path / "metrics.json").write_text(json.dumps(wrong))
     history = (path / "history.json").read_text()
     argv = ["--checkpoints", str(root), "--data-dir", str(shared_cifar)]
@@ -414,14 +415,17 @@ def test_rescore_records_what_the_published_weights_score(tiny_checkpoints, shar
         assert again[key] == pytest.approx(m[key]), key  # the fp32 figures publish() recorded for these weights
     assert again["confusion_matrix"] == m["confusion_matrix"]
     assert again["test_error_before_rescore"] == wrong["test_error"]
-    assert "re-scored on" in again["final_evaluation"] and f"{wrong['test_error']:.2f} %" in again["final_evaluation"]
+    assert "re-scored on" in again["final_evaluation"] and again["final_evaluation"].endswith(
+        f"it recorded {wrong['test_error']:.2f} %, the trainer's last end-of-epoch evaluation (fp32)")
     assert (path / "history.json").read_text() == history
     assert "re-scored on" in (path / "README.md").read_text()  # the model card says it too
     table = report.verify(list_checkpoints(root)[0], str(shared_cifar)).set_index("model")
     assert table.loc["plain20", "difference (points)"] == "+0.00"
     # Again: the figure first recorded at publication is kept, not the re-scored one.
     assert report.main(argv + ["--rescore", "plain20"]) == 0
-    assert json.loads((path / "metrics.json").read_text())["test_error_before_rescore"] == wrong["test_error"]
+    twice = json.loads((path / "metrics.json").read_text())
+    assert twice["test_error_before_rescore"] == wrong["test_error"]
+    assert twice["final_evaluation"].endswith("the trainer's last end-of-epoch evaluation (fp32)")
     (path / "model.safetensors").unlink()
     capsys.readouterr()
     assert report.main(argv + ["--rescore", "plain20"]) == 2
