@@ -86,7 +86,10 @@ if (finals["model"] == finals["checkpoint"]).all():
 table = zoo.final_errors_table(finals)
 st.caption("Our errors (%) at the end of training: the train error is the final model's on the clean training set "
            "(the last epoch's running error in checkpoints that did not record it), which is why it differs from the "
-           "dashed curve's last point (the running error on augmented batches). Each reference column gives their "
+           "dashed curve's last point (the running error on augmented batches). Both are the final weights' as "
+           "published (fp16), scored in fp32, which is what reloading the checkpoint gives; the solid curve is the "
+           "trainer's evaluation at each epoch's end in the run's own arithmetic (bf16 autocast on a GPU), so its "
+           "last point can differ from the test error here by a few test images. Each reference column gives their "
            "test error, never measured here, and in brackets ours minus theirs, in percentage points.")
 wrapped_table(table)
 st.caption(zoo.sources_note([c for c in zoo.REFERENCES if finals[c].notna().any()]))
@@ -125,5 +128,7 @@ shown = seed[[c for c in seed.columns if not c.startswith("ours:") or seed[c].as
 if (shown["verdict (18 layers)"] == "not measured yet").all():
     shown = shown.drop(columns="verdict (18 layers)")
 wrapped_table(shown)
+if note := zoo.seed_runs_note(infos):
+    st.caption(note)
 st.download_button("Download this table (CSV)", seed.to_csv(index=False).encode(), "seed_report_000.csv", "text/csv",
                    key="csv-seed-report", on_click="ignore", icon=":material/download:")

@@ -38,6 +38,7 @@ os.environ.setdefault("CUDA_DEVICE_MAX_CONNECTIONS", "32")
 SAVE_EVERY_S = 60.0
 CPU_HINT_ITERATIONS = 10_000  # longer runs on the CPU get a note on what they cost and the alternatives
 EVAL_BATCH = 2500  # test images per forward pass at each epoch's end
+FINAL_BATCH = 1000  # per forward pass in the final fp32 scoring, as in report --verify: the same shapes, the same kernels
 
 
 # -- configuration ----------------------------------------------------------------------------------
@@ -628,7 +629,7 @@ def strict_fp32():
 def as_stored(model: torch.nn.Module) -> torch.nn.Module:
     """A copy of `model` holding the weights its checkpoint stores (storage_state: parameters rounded to fp16,
     BN statistics fp32), back in fp32: the net that load_pretrained gives whoever loads the checkpoint."""
-    stored = copy.deepcopy(model)
+    stored = copy.deepcopy(model).to(memory_format=torch.contiguous_format)  # as load_pretrained builds it
     stored.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in storage_state(model).items()})
     return stored
 
@@ -641,8 +642,8 @@ def final_metrics(model, test_x: torch.Tensor, test_y: torch.Tensor, train_x: to
     per-class accuracy; the error on the clean (un-augmented) training set; Fig. 7's response std on the first
     1,000 test images; the most confident mistakes. Images (N, 32, 32, 3) uint8 on the model's device."""
     with strict_fp32():
-        test = evaluate(model, test_x, test_y, mean, std)
-        train_clean = evaluate(model, train_x, train_y, mean, std)
+        test = evaluate(model, test_x, test_y, mean, std, batch_size=FINAL_BATCH)
+        train_clean = evaluate(model, train_x, train_y, mean, std, batch_size=FINAL_BATCH)
         fixed = normalize(test_x[:1000], mean, std)
         return dict(
             test_error=test["test_error"], test_top5_error=test["test_top5_error"], test_loss=test["test_loss"],
@@ -651,7 +652,7 @@ def final_metrics(model, test_x: torch.Tensor, test_y: torch.Tensor, train_x: to
             classes=list(CLASSES), response_std=response_std(model, fixed),
             response_batch=f"first {len(fixed):,} test images", test_images=len(test_y), train_images=len(train_y),
             confident_mistakes=confident_mistakes(model, test_x, test_y, mean, std, k=RECORDED_MISTAKES,
-                                                  batch_size=EVAL_BATCH))
+                                                  batch_size=FINAL_BATCH))
 
 
 def publish(lane: Lane, data: Data, out_dir: Path, device: torch.device, world: int, command: str | None,

@@ -706,6 +706,31 @@ def _seed_verdicts(resnet: CheckpointInfo | None, plain: CheckpointInfo | None) 
                 norms=norms)
 
 
+def seed_runs(depth: int, infos: list[CheckpointInfo]) -> tuple[CheckpointInfo | None, CheckpointInfo | None, bool]:
+    """(residual, plain, equally trained) for one of the seed report's depths: the longest pair trained as long
+    where there is one (its gaps mean something), else each model's own longest run, to be shown side by side but
+    never set against the other."""
+    pair = equally_trained(infos, f"resnet{depth}", f"plain{depth}")
+    if pair is not None:
+        return pair[0], pair[1], True
+    have = longest(infos)
+    return have.get(f"resnet{depth}"), have.get(f"plain{depth}"), False
+
+
+def seed_runs_note(infos: list[CheckpointInfo]) -> str:
+    """'Runs shown: resnet18 and plain18, 78,000 iterations each; resnet34 78,000, plain34 3,900 iterations (not
+    set against each other: not trained as long).', or '' without any of the seed report's models."""
+    said = []
+    for depth, _, _ in SEED_PAIRS:
+        resnet, plain, equal = seed_runs(depth, infos)
+        if equal:
+            said.append(f"{resnet.name} and {plain.name}, {iterations(resnet):,} iterations each")
+        elif resnet is not None or plain is not None:
+            runs = [i for i in (resnet, plain) if i is not None]
+            said.append(lengths(*runs) + (" (not set against each other: not trained as long)" if len(runs) == 2 else ""))
+    return f"Runs shown: {'; '.join(said)}." if said else ""
+
+
 def seed_report_frame(infos: list[CheckpointInfo]) -> pd.DataFrame:
     """Seed report 000 point by point: each claim, what it states for ResNet-18 and Plain-18, what we measured
     for the 18- and 34-layer pairs (strings, since the rows mix units), and a verdict on the 18-layer pair."""
@@ -722,13 +747,11 @@ def seed_report_frame(infos: list[CheckpointInfo]) -> pd.DataFrame:
              f"{grads['resnet18'][0]}-{grads['resnet18'][1]}", f"{grads['plain18'][0]}-{grads['plain18'][1]}")]
     measured, verdicts = {}, {}
     for depth, _, _ in SEED_PAIRS:
-        pair = equally_trained(infos, f"resnet{depth}", f"plain{depth}")
-        if pair is not None:  # trained as long: the pair's gaps (per class, the verdicts) mean something
-            measured[depth] = _seed_measures(*pair)
-            verdicts = _seed_verdicts(*pair) if depth == 18 else verdicts
+        resnet, plain, equal = seed_runs(depth, infos)
+        if equal:  # trained as long: the pair's gaps (per class, the verdicts) mean something
+            measured[depth] = _seed_measures(resnet, plain)
+            verdicts = _seed_verdicts(resnet, plain) if depth == 18 else verdicts
             continue
-        # Each model's own longest run, shown side by side but never set against the other.
-        resnet, plain = (longest(infos).get(f"{kind}{depth}") for kind in ("resnet", "plain"))
         alone = _seed_measures(resnet, None), _seed_measures(None, plain)
         measured[depth] = {key: (alone[0][key][0], alone[1][key][1]) for key in alone[0]}
         if depth == 18 and resnet is not None and plain is not None:

@@ -332,11 +332,15 @@ def test_seed_report_frame_compares_only_an_equally_trained_pair():
     assert best["ours: ResNet-18"] == ""  # a class gain needs both nets trained as long
     assert (frame["verdict (18 layers)"] == "trained for different lengths (resnet18 78,000, plain18 3,900 "
                                             "iterations): not comparable").all()
+    assert zoo.seed_runs_note(infos) == ("Runs shown: resnet18 78,000, plain18 3,900 iterations (not set against "
+                                         "each other: not trained as long).")
     short_resnet = replace(fake("resnet18", 12.0, iterations=3_900), name="resnet18-short")
     frame = zoo.seed_report_frame(infos + [short_resnet]).set_index("claim")
     top1 = frame.loc["top-1 test accuracy (%)"]
     assert (top1["ours: ResNet-18"], top1["ours: Plain-18"]) == ("88.00", "80.00")
     assert "ours +8.00 points" in top1["verdict (18 layers)"]
+    assert zoo.seed_runs_note(infos + [short_resnet]) == "Runs shown: resnet18-short and plain18, 3,900 iterations each."
+    assert zoo.seed_runs_note([fake("resnet20", 8.0)]) == ""
 
 
 def test_seed_report_frame_without_checkpoints_says_not_measured():
