@@ -580,7 +580,8 @@ def test_mistakes_recorded_at_publishing_are_shown_from_the_full_test_set(monkey
     recorded = read_checkpoint(tiny_checkpoints / "resnet20").metrics["confident_mistakes"]
     found = mistakes(at)
     assert found == [(r["predicted"], r["true"], r["index"]) for r in recorded[:12]]
-    assert "Read from resnet20's metrics.json: measured with its final weights in fp32 on cpu" in " ".join(
+    assert "Read from resnet20's metrics.json: measured with its final weights as stored in model.safetensors in " \
+           "fp32 on cpu" in " ".join(
         c.value for c in at.caption)
     _, labels = load_cifar10(test_set_300, "test", limit=300)
     assert all(true == CLASSES[labels[index]] for _, true, index in found)
