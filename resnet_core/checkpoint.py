@@ -131,7 +131,8 @@ def model_card(config: dict, metrics: dict, precision: str) -> str:
         *([f"| arithmetic in training | {config['precision']} |"] if config.get("precision") else []),
         "",
         "Final iterate, no test-set model selection. "
-        + (f"The test and clean-training figures above are of {metrics['final_evaluation']}. " if metrics.get("final_evaluation") else "")
+        + (f"The test and clean-training figures above are of {metrics['final_evaluation']}. "
+           if metrics.get("final_evaluation") else "")
         + "Weights: "
         + (f"`model.safetensors` ({precision})." if precision else
            "not bundled (too large); regenerate them with the command below."),

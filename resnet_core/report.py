@@ -165,7 +165,7 @@ def rescore(infos: list[CheckpointInfo], data_dir: str | None = None, device: st
     said, today = [], time.strftime("%Y-%m-%d")
     bar = tqdm(total=sum(map(sum, sizes.values())), desc="re-scoring", unit="img", file=sys.stderr)
     for info in infos:
-        old, (n, m) = info.metrics, sizes[info.name]
+        old, (n, m), before = info.metrics, sizes[info.name], info.metrics["test_error"]
         bar.set_postfix_str(info.name)
         found = final_metrics(load_pretrained(info.path, dev), test_x[:n], test_y[:n], train_x[:m], train_y[:m],
                               mean, std)
@@ -176,7 +176,7 @@ def rescore(infos: list[CheckpointInfo], data_dir: str | None = None, device: st
         if "test_error_before_rescore" in old:
             published, how = old["test_error_before_rescore"], old.get("published_evaluation", legacy)
         else:
-            published = old["test_error"]
+            published = before
             how = "the fp32 score of its weights as stored, made when publishing" if old.get("final_evaluation") else legacy
         which = f"its published weights as stored in model.safetensors ({stored_precision(info.path)})"
         metrics = dict(old, **found, test_error_before_rescore=published, published_evaluation=how, final_evaluation=(
@@ -186,7 +186,6 @@ def rescore(infos: list[CheckpointInfo], data_dir: str | None = None, device: st
                                     "test images")
         atomic_write_json(info.path / "metrics.json", metrics)
         atomic_write_bytes(info.path / "README.md", model_card(info.config, metrics, stored_precision(info.path)).encode())
-        before = old["test_error"]
         said.append(f"{info.name}: test error {before:.2f} % -> {found['test_error']:.2f} % "
                     f"({found['test_error'] - before:+.2f} points), clean training error "
                     f"{_num(old.get('train_error_clean'))} -> {found['train_error_clean']:.2f} %")
