@@ -407,3 +407,48 @@ def test_help_prints_the_whole_runbook_header():
     second_line = (REPO / "bench/gpu/session.sh").read_text().splitlines()[1]
     assert done.returncode == 0 and done.stdout.startswith(second_line + "\n")
     assert "`receive` the last poll's files." in done.stdout and "set -euo" not in done.stdout
+
+
+def test_lean_leaves_checkpoints_out_of_what_travels_and_unlean_restores_the_branch(tmp_path):
+    """`lean` makes a temporary branch on which checkpoints/ is untracked and ignored (stage's measure of the tree,
+    like the device's, is git's): on disk nothing changes. `receive` refuses until `unlean` has switched back."""
+    repo = tmp_path / "repo"
+    (repo / "checkpoints" / "resnet20").mkdir(parents=True)
+    (repo / "checkpoints" / "resnet20" / "model.safetensors").write_bytes(os.urandom(64 * KIB))
+    (repo / "code.py").write_text("print('hi')\n")
+    env = dict(os.environ, GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@example.org", GIT_COMMITTER_NAME="t",
+               GIT_COMMITTER_EMAIL="t@example.org")
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=repo, env=env, capture_output=True, text=True, check=True).stdout
+
+    def session(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["bash", str(REPO / "bench" / "gpu" / "session.sh"), *args], cwd=repo, env=env,
+                              capture_output=True, text=True)
+
+    git("init", "-q", "-b", "main")
+    git("add", ".")
+    git("commit", "-q", "-m", "first")
+    import stage as stage_module  # beside pack, on the path already
+    before = stage_module.travelling_bytes(repo)
+
+    (repo / "code.py").write_text("print('changed')\n")
+    refused = session("lean")
+    assert refused.returncode != 0 and "uncommitted" in refused.stdout and git("branch", "--show-current") == "main\n"
+    git("checkout", "code.py")
+
+    done = session("lean")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert git("branch", "--show-current") == "gpu-lean\n" and git("status", "--porcelain") == ""
+    assert "checkpoints" not in git("ls-files") and (repo / "checkpoints" / "resnet20" / "model.safetensors").is_file()
+    assert stage_module.travelling_bytes(repo) < before - 60 * KIB
+    assert session("lean").returncode != 0  # not twice
+    refused = session("receive", str(tmp_path))
+    assert refused.returncode != 0 and "unlean first" in refused.stdout
+
+    done = session("unlean")
+    assert done.returncode == 0 and "checkpoints/ tracked" in done.stdout, done.stdout + done.stderr
+    assert git("branch", "--show-current") == "main\n" and git("status", "--porcelain") == ""
+    assert "gpu-lean" not in git("branch") and "checkpoints/resnet20/model.safetensors" in git("ls-files")
+    assert "/checkpoints/" not in (repo / ".git" / "info" / "exclude").read_text()
+    assert session("unlean").returncode != 0  # nothing to undo

@@ -2,24 +2,27 @@
 # ../shared/GPU.md for this project: one subcommand per `device run` call, so that a session's device minutes
 # (15 at present, the machine's start included) go to training, not typing. Run from the repository root.
 #
+#   here:    bash bench/gpu/session.sh lean           # first: checkpoints/ out of the tree that travels (a call fewer)
 #   here:    bash bench/gpu/session.sh stage          # .gpu-1 ... .gpu-N: the data (+ runs/' state), cut to fill each
-#   device:  bash bench/gpu/session.sh unpack         # carry=[".gpu-1"]; then .gpu-2, ... up to .gpu-N-1, one call each
-#   device:  bash bench/gpu/session.sh unpack && bash bench/gpu/session.sh smoke   # the second call: CUDA paths, ~1 min
-#   device:  bash bench/gpu/session.sh unpack && bash bench/gpu/session.sh queue T "--depth 32 44 --both" \
-#                "--depth 56 110 --both" && bash bench/gpu/session.sh poll 420   # carry=[".gpu-N"] (20 layers: done on the CPU)
-#   device:  bash bench/gpu/session.sh poll 540       # chain these until train.py stops at T; each brings a snapshot
-#   here:    give_back, then bash bench/gpu/session.sh receive FILES_AT   # the last poll's: into checkpoints/, runs/
+#   device:  bash bench/gpu/session.sh unpack && bash bench/gpu/session.sh check --images 10000 --lanes 2
+#                # carry=[".gpu-1"]: the machine's start, the CUDA tests and the throughput table (~1.5 min)
+#   device:  bash bench/gpu/session.sh unpack         # carry=[".gpu-2"], ... up to .gpu-N-1, one call each
+#   device:  bash bench/gpu/session.sh unpack && START_WAIT=30 bash bench/gpu/session.sh queue T "--model plain44 \
+#                resnet44 --resume" "--depth 32 --both" && bash bench/gpu/session.sh poll 540   # carry=[".gpu-N"]
+#   device:  bash bench/gpu/session.sh poll 540       # if T is longer than that call: chain these until it stops
+#   here:    give_back, then bash bench/gpu/session.sh unlean, then receive FILES_AT   # the last poll's files
 #
-#   T (minutes) = the device minutes `status` leaves at that call, less 4: the carry and unpack before the
-#   deadline starts, and after it the last poll's snapshot and trip back, all count. If `smoke` failed, add
-#   --no-cuda-graphs to every group (eager steps: slower, but the path the CPU tests run).
+#   T (minutes) = the device seconds the previous call's reply left (lease.budget_left_s), less 110, over 60: the
+#   gap before the call, its carry and unpack (~15 s), and after the deadline the trainer's stop, the last
+#   poll's snapshot and the trip back (~45 s) all count. If the CUDA tests failed (`check`, or `smoke` alone),
+#   add --no-cuda-graphs to every group (eager steps: slower, but the path the CPU tests run).
 #   `queue` runs train.py once per group, in turn, inside T: a group's nets train side by side (the GPU busier)
-#   and publish together; the group the deadline stops saves its state. The 20-layer pair goes alone first, so
-#   that even a slow session publishes a pair. `start --all --time-budget T` is one group of all ten: none
-#   published before the slowest ends.
-#   Also, in a session with minutes to spare:
-#   device:  bash bench/gpu/session.sh check          # CUDA tests + throughput table (~3 min)
-#   device:  bash bench/gpu/session.sh landscape plain56 resnet56   # once those are published
+#   and publish together; the group the deadline stops saves its state, and a group with under 5 minutes left
+#   does not start. Order the groups by what the session can finish (an H200, 2026-11-30: the 56-layer pair in
+#   8.2 min, the 44-layer pair at 162 iterations/s, about 6.6 min). `start --all --time-budget T` is one group
+#   of all ten: none published before the slowest ends (30 min projected on an H200).
+#   Also, with minutes to spare before give_back (the machine and its data are still there):
+#   device:  bash bench/gpu/session.sh landscape plain56 resnet56   # once those are published (~15 s each)
 #   device:  bash bench/gpu/session.sh collect        # what a poll brings back, without the wait
 #
 # Every device call follows the last with nothing to do here in between: the machine goes back after 30 s idle,
@@ -178,8 +181,42 @@ collect)  # device: published checkpoints, unfinished state, the log and a statu
     cat "$OUT/status.txt"
     ls -la "$OUT"
     ;;
+lean)  # here, before stage, on a clean tree: a temporary branch that leaves checkpoints/ untracked and ignored,
+       # so that it does not travel with every call (the device needs none of it) and each carry holds more data
+    gitdir=$(git rev-parse --git-dir)
+    [ ! -f "$gitdir/gpu-lean-from" ] || { echo "lean: already lean; unlean first"; exit 1; }
+    [ -z "$(git status --porcelain)" ] || { echo "lean: the tree has uncommitted changes: commit them first"; exit 1; }
+    from=$(git symbolic-ref --quiet --short HEAD) || { echo "lean: not on a branch"; exit 1; }
+    git switch -q -c gpu-lean
+    git rm -r -q --cached checkpoints
+    mkdir -p "$gitdir/info" && echo "/checkpoints/" >> "$gitdir/info/exclude"
+    git commit -q -m "gpu-lean: checkpoints/ left out of the tree that travels to the device (temporary: never merge)"
+    echo "$from" > "$gitdir/gpu-lean-from"
+    echo "lean: on branch gpu-lean (from $from); checkpoints/ stays on disk but does not travel. After the device" \
+         "calls: unlean, then receive."
+    ;;
+unlean)  # here, after the device calls and before receive: back to the branch lean left, checkpoints/ tracked again
+    gitdir=$(git rev-parse --git-dir)
+    from=$(cat "$gitdir/gpu-lean-from" 2> /dev/null) || { echo "unlean: not lean (no $gitdir/gpu-lean-from)"; exit 1; }
+    hold="$gitdir/gpu-lean-hold"
+    rm -rf "$hold" && mv checkpoints "$hold"  # the switch back would refuse to overwrite it, untracked once unignored
+    sed -i '\#^/checkpoints/$#d' "$gitdir/info/exclude"
+    if ! git switch -q "$from"; then  # put everything back as lean left it
+        echo "/checkpoints/" >> "$gitdir/info/exclude"; mv "$hold" checkpoints
+        echo "unlean: could not switch back to $from; still lean"; exit 1
+    fi
+    git branch -q -D gpu-lean
+    rm "$gitdir/gpu-lean-from"
+    if diff -r -q "$hold" checkpoints > /dev/null; then
+        rm -rf "$hold"; echo "unlean: back on $from, checkpoints/ tracked"
+    else  # changed while lean: keep that copy for the person to look at
+        echo "unlean: back on $from; checkpoints/ had changed while lean: that copy is kept in $hold"
+    fi
+    ;;
 receive)  # here: unpack what collect returned (the reply's files_at) into checkpoints/ and runs/
     from=${1:?the files_at folder of the collect call}
+    # unlean's switch back would put the old checkpoints back over the new ones
+    [ ! -f "$(git rev-parse --git-dir 2> /dev/null)/gpu-lean-from" ] || { echo "receive: unlean first"; exit 1; }
     for kind in ckpt:checkpoints runs:runs; do  # each folder replaces the one of that name whole: nothing
         into=${kind#*:}; tmp="$into/.receiving"   # of the old one (a landscape.json, say) stays beside the new
         mkdir -p "$into"; rm -rf "$tmp"; mkdir "$tmp"
