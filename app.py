@@ -90,7 +90,8 @@ def short_run_notice() -> None:
         runs = "; ".join(f"{', '.join(group['checkpoint'])}: {iterations:,} iterations each, on {device}"
                          for (iterations, device), group in short.groupby(["iterations", "device"], sort=False))
         st.info(f"Short runs: {runs}. The paper trains for {PAPER_ITERATIONS:,} iterations, so these errors are "
-                f"higher than Table 6's; the paper-recipe checkpoints replace them once trained on a GPU.",
+                f"higher than Table 6's: compare them with runs as short (Degradation curves shows one length at a "
+                f"time). Depths without a paper-recipe run get one in a later session on a GPU.",
                 icon=":material/info:")
 
 

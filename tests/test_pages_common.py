@@ -15,7 +15,7 @@ def test_pages_open_on_the_56_layer_pair_else_the_deepest_pair():
     """The paper's own example of degradation, not plain-110 at chance; without a 56-layer pair, the deepest pair."""
     infos, _ = list_checkpoints(CHECKPOINTS)
     assert default_pair(infos) == ("plain56", "resnet56")
-    without_56 = [i for i in infos if i.name not in ("plain56", "resnet56")]
+    without_56 = [i for i in infos if i.config["model"] not in ("plain56", "resnet56")]  # both lengths
     assert default_pair(without_56) == ("plain110", "resnet110")
     assert default_pair([i for i in infos if i.name in ("plain20", "resnet32")]) == ("plain20", "resnet32")
     assert default_pair([]) == (None, None)
@@ -23,19 +23,21 @@ def test_pages_open_on_the_56_layer_pair_else_the_deepest_pair():
 
 def test_where_a_depth_has_runs_of_two_lengths_pages_open_on_the_longer_equal_pair():
     infos, _ = list_checkpoints(CHECKPOINTS)
-    short = {i.name: i for i in infos}
+    bundled = {i.name: i for i in infos}
 
     def long(name: str, folder: str | None = None):  # the same run, as if trained for the paper's 64k iterations
-        info = short[name]
+        info = bundled[name]
         return replace(info, name=folder or f"{name}-64k",
                        config={**info.config, "recipe": {**info.config["recipe"], "iterations": 64_000}})
 
-    # as bundled: the long pair named after its models, the short one kept as plain56-15ep and resnet56-15ep
-    bundled = [replace(short[n], name=f"{n}-15ep") for n in ("plain56", "resnet56")] + [long(n, n) for n in ("plain56", "resnet56")]
-    assert default_pair(bundled) == ("plain56", "resnet56")
-    assert default_pair(infos + [long("plain56"), long("resnet56")]) == ("plain56-64k", "resnet56-64k")
-    assert default_pair(infos + [long("resnet56")]) == ("plain56", "resnet56")  # no long plain-56: the short pair
-    assert default_pair([short["plain20"], long("resnet32")]) == ("plain20", "resnet32-64k")
+    # as bundled: the paper-recipe pair named after its models, the 15-epoch one beside it as plain56-15ep, resnet56-15ep
+    assert {bundled[n].config["recipe"]["iterations"] for n in ("plain56", "resnet56")} == {64_000}
+    assert default_pair(infos) == ("plain56", "resnet56")
+    without_long = [i for i in infos if i.name not in ("plain56", "resnet56")]
+    assert default_pair(without_long) == ("plain56-15ep", "resnet56-15ep")
+    # a long residual net without a long plain one: the short pair, trained equally long
+    assert default_pair(without_long + [bundled["resnet56"]]) == ("plain56-15ep", "resnet56-15ep")
+    assert default_pair([bundled["plain20"], long("resnet32")]) == ("plain20", "resnet32-64k")
 
 
 def test_two_runs_of_one_model_get_colours_of_their_own():
