@@ -409,46 +409,88 @@ def test_help_prints_the_whole_runbook_header():
     assert "`receive` the last poll's files." in done.stdout and "set -euo" not in done.stdout
 
 
+
+class LeanRepo:
+    """A git repo with a tracked checkpoints/ and code.py, and session.sh and git run in it."""
+
+    def __init__(self, tmp_path: Path):
+        self.root, self.tmp = tmp_path / "repo", tmp_path
+        (self.root / "checkpoints" / "resnet20").mkdir(parents=True)
+        (self.root / "checkpoints" / "resnet20" / "model.safetensors").write_bytes(os.urandom(64 * KIB))
+        (self.root / "code.py").write_text("print('hi')\n")
+        self.env = dict(os.environ, GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@example.org", GIT_COMMITTER_NAME="t",
+                        GIT_COMMITTER_EMAIL="t@example.org")
+        self.git("init", "-q", "-b", "main")
+        self.git("add", ".")
+        self.git("commit", "-q", "-m", "first")
+
+    def git(self, *args: str) -> str:
+        return subprocess.run(["git", *args], cwd=self.root, env=self.env, capture_output=True, text=True,
+                              check=True).stdout
+
+    def session(self, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+        return subprocess.run(["bash", str(REPO / "bench" / "gpu" / "session.sh"), *args], cwd=cwd or self.root,
+                              env=self.env, capture_output=True, text=True)
+
+    def as_before(self) -> bool:
+        """On main, checkpoints/ tracked, nothing ignored or held, no gpu-lean branch: where lean started."""
+        exclude = self.root / ".git" / "info" / "exclude"
+        return (self.git("branch", "--show-current") == "main\n" and self.git("status", "--porcelain") == ""
+                and "checkpoints/resnet20/model.safetensors" in self.git("ls-files") and "gpu-lean" not in self.git("branch")
+                and (not exclude.exists() or "/checkpoints/" not in exclude.read_text())
+                and not (self.root / ".git" / "gpu-lean-from").exists() and not (self.root / ".git" / "gpu-lean-hold").exists())
+
+
 def test_lean_leaves_checkpoints_out_of_what_travels_and_unlean_restores_the_branch(tmp_path):
     """`lean` makes a temporary branch on which checkpoints/ is untracked and ignored (stage's measure of the tree,
     like the device's, is git's): on disk nothing changes. `receive` refuses until `unlean` has switched back."""
-    repo = tmp_path / "repo"
-    (repo / "checkpoints" / "resnet20").mkdir(parents=True)
-    (repo / "checkpoints" / "resnet20" / "model.safetensors").write_bytes(os.urandom(64 * KIB))
-    (repo / "code.py").write_text("print('hi')\n")
-    env = dict(os.environ, GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@example.org", GIT_COMMITTER_NAME="t",
-               GIT_COMMITTER_EMAIL="t@example.org")
-
-    def git(*args: str) -> str:
-        return subprocess.run(["git", *args], cwd=repo, env=env, capture_output=True, text=True, check=True).stdout
-
-    def session(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run(["bash", str(REPO / "bench" / "gpu" / "session.sh"), *args], cwd=repo, env=env,
-                              capture_output=True, text=True)
-
-    git("init", "-q", "-b", "main")
-    git("add", ".")
-    git("commit", "-q", "-m", "first")
+    repo = LeanRepo(tmp_path)
     import stage as stage_module  # beside pack, on the path already
-    before = stage_module.travelling_bytes(repo)
+    before = stage_module.travelling_bytes(repo.root)
 
-    (repo / "code.py").write_text("print('changed')\n")
-    refused = session("lean")
-    assert refused.returncode != 0 and "uncommitted" in refused.stdout and git("branch", "--show-current") == "main\n"
-    git("checkout", "code.py")
+    (repo.root / "code.py").write_text("print('changed')\n")
+    refused = repo.session("lean")
+    assert refused.returncode != 0 and "uncommitted" in refused.stdout and repo.git("branch", "--show-current") == "main\n"
+    repo.git("checkout", "code.py")
 
-    done = session("lean")
+    done = repo.session("lean", cwd=repo.root / "checkpoints")  # from a subfolder too: it works from the top
     assert done.returncode == 0, done.stdout + done.stderr
-    assert git("branch", "--show-current") == "gpu-lean\n" and git("status", "--porcelain") == ""
-    assert "checkpoints" not in git("ls-files") and (repo / "checkpoints" / "resnet20" / "model.safetensors").is_file()
-    assert stage_module.travelling_bytes(repo) < before - 60 * KIB
-    assert session("lean").returncode != 0  # not twice
-    refused = session("receive", str(tmp_path))
+    assert repo.git("branch", "--show-current") == "gpu-lean\n" and repo.git("status", "--porcelain") == ""
+    assert "checkpoints" not in repo.git("ls-files") and (repo.root / "checkpoints/resnet20/model.safetensors").is_file()
+    assert stage_module.travelling_bytes(repo.root) < before - 60 * KIB
+    assert repo.session("lean").returncode != 0  # not twice
+    refused = repo.session("receive", str(tmp_path))
     assert refused.returncode != 0 and "unlean first" in refused.stdout
 
-    done = session("unlean")
+    done = repo.session("unlean")
     assert done.returncode == 0 and "checkpoints/ tracked" in done.stdout, done.stdout + done.stderr
-    assert git("branch", "--show-current") == "main\n" and git("status", "--porcelain") == ""
-    assert "gpu-lean" not in git("branch") and "checkpoints/resnet20/model.safetensors" in git("ls-files")
-    assert "/checkpoints/" not in (repo / ".git" / "info" / "exclude").read_text()
-    assert session("unlean").returncode != 0  # nothing to undo
+    assert repo.as_before()
+    assert repo.session("unlean").returncode != 0  # nothing to undo
+
+
+def test_lean_that_fails_halfway_leaves_the_repo_as_it_was(tmp_path):
+    repo = LeanRepo(tmp_path)
+    hook = repo.root / ".git" / "hooks" / "pre-commit"
+    hook.write_text("#!/bin/sh\nexit 1\n")
+    hook.chmod(0o755)
+    done = repo.session("lean")
+    assert done.returncode != 0 and "failed; back on main" in done.stdout, done.stdout + done.stderr
+    assert repo.as_before()
+
+
+def test_unlean_refuses_to_drop_commits_made_while_lean_or_to_run_off_the_lean_branch(tmp_path):
+    repo = LeanRepo(tmp_path)
+    assert repo.session("lean").returncode == 0
+    (repo.root / "code.py").write_text("print('fixed between device calls')\n")
+    repo.git("commit", "-q", "-am", "a fix made while lean")
+    refused = repo.session("unlean")
+    assert refused.returncode != 0 and "1 commit(s) beyond" in refused.stdout
+    assert repo.git("branch", "--show-current") == "gpu-lean\n" and (repo.root / "checkpoints/resnet20").is_dir()
+    repo.git("reset", "-q", "--hard", "HEAD~1")  # the fix moved elsewhere: now it may go back
+    repo.git("switch", "-q", "main")  # ...but not from another branch
+    refused = repo.session("unlean")
+    assert refused.returncode != 0 and "not on branch gpu-lean" in refused.stdout
+    assert (repo.root / "checkpoints/resnet20/model.safetensors").is_file()
+    repo.git("switch", "-q", "gpu-lean")  # which takes checkpoints/ off the disk: main tracks it, gpu-lean does not
+    assert repo.session("unlean").returncode == 0 and repo.as_before()
+    assert (repo.root / "checkpoints/resnet20/model.safetensors").is_file()

@@ -5,7 +5,7 @@
 #   here:    bash bench/gpu/session.sh lean           # first: checkpoints/ out of the tree that travels (a call fewer)
 #   here:    bash bench/gpu/session.sh stage          # .gpu-1 ... .gpu-N: the data (+ runs/' state), cut to fill each
 #   device:  bash bench/gpu/session.sh unpack && bash bench/gpu/session.sh check --images 10000 --lanes 2
-#                # carry=[".gpu-1"]: the machine's start, the CUDA tests and the throughput table (~1.5 min)
+#                # carry=[".gpu-1"]: the machine's start, the CUDA tests and the throughput table (~2 min)
 #   device:  bash bench/gpu/session.sh unpack         # carry=[".gpu-2"], ... up to .gpu-N-1, one call each
 #   device:  bash bench/gpu/session.sh unpack && START_WAIT=30 bash bench/gpu/session.sh queue T "--model plain44 \
 #                resnet44 --resume" "--depth 32 --both" && bash bench/gpu/session.sh poll 540   # carry=[".gpu-N"]
@@ -183,31 +183,54 @@ collect)  # device: published checkpoints, unfinished state, the log and a statu
     ;;
 lean)  # here, before stage, on a clean tree: a temporary branch that leaves checkpoints/ untracked and ignored,
        # so that it does not travel with every call (the device needs none of it) and each carry holds more data
-    gitdir=$(git rev-parse --git-dir)
-    [ ! -f "$gitdir/gpu-lean-from" ] || { echo "lean: already lean; unlean first"; exit 1; }
+    cd "$(git rev-parse --show-toplevel)"
+    marker=$(git rev-parse --git-path gpu-lean-from); hold=$(git rev-parse --git-path gpu-lean-hold)
+    exclude=$(git rev-parse --git-path info/exclude)
+    [ ! -e "$marker" ] || { echo "lean: already lean; unlean first"; exit 1; }
+    [ ! -e "$hold" ] || { echo "lean: $hold holds a copy an earlier unlean kept: look at it, then remove it"; exit 1; }
     [ -z "$(git status --porcelain)" ] || { echo "lean: the tree has uncommitted changes: commit them first"; exit 1; }
     from=$(git symbolic-ref --quiet --short HEAD) || { echo "lean: not on a branch"; exit 1; }
+    [ -n "$(git ls-files checkpoints)" ] || { echo "lean: nothing under checkpoints/ is tracked: nothing to leave out"; exit 1; }
+    ! git rev-parse --quiet --verify refs/heads/gpu-lean > /dev/null || { echo "lean: a branch gpu-lean exists already"; exit 1; }
+    undo() {  # a step failed: back to where lean started, nothing left behind
+        git reset -q "$from" -- checkpoints 2> /dev/null || true
+        sed -i '\#^/checkpoints/$#d' "$exclude" 2> /dev/null || true
+        git switch -q "$from" 2> /dev/null && git branch -q -D gpu-lean 2> /dev/null || true
+        rm -f "$marker"
+        echo "lean: failed; back on $from as before"
+    }
+    trap undo ERR
     git switch -q -c gpu-lean
+    echo "$from" > "$marker"
     git rm -r -q --cached checkpoints
-    mkdir -p "$gitdir/info" && echo "/checkpoints/" >> "$gitdir/info/exclude"
+    mkdir -p "$(dirname "$exclude")" && echo "/checkpoints/" >> "$exclude"
     git commit -q -m "gpu-lean: checkpoints/ left out of the tree that travels to the device (temporary: never merge)"
-    echo "$from" > "$gitdir/gpu-lean-from"
+    trap - ERR
     echo "lean: on branch gpu-lean (from $from); checkpoints/ stays on disk but does not travel. After the device" \
-         "calls: unlean, then receive."
+         "calls: unlean, then receive. Commit nothing here."
     ;;
 unlean)  # here, after the device calls and before receive: back to the branch lean left, checkpoints/ tracked again
-    gitdir=$(git rev-parse --git-dir)
-    from=$(cat "$gitdir/gpu-lean-from" 2> /dev/null) || { echo "unlean: not lean (no $gitdir/gpu-lean-from)"; exit 1; }
-    hold="$gitdir/gpu-lean-hold"
-    rm -rf "$hold" && mv checkpoints "$hold"  # the switch back would refuse to overwrite it, untracked once unignored
-    sed -i '\#^/checkpoints/$#d' "$gitdir/info/exclude"
+    cd "$(git rev-parse --show-toplevel)"
+    marker=$(git rev-parse --git-path gpu-lean-from); hold=$(git rev-parse --git-path gpu-lean-hold)
+    exclude=$(git rev-parse --git-path info/exclude)
+    from=$(cat "$marker" 2> /dev/null) || { echo "unlean: not lean (no $marker)"; exit 1; }
+    [ "$(git symbolic-ref --quiet --short HEAD)" = gpu-lean ] || { echo "unlean: not on branch gpu-lean"; exit 1; }
+    [ ! -e "$hold" ] || { echo "unlean: $hold holds a copy an earlier unlean kept: look at it, then remove it"; exit 1; }
+    extra=$(git rev-list --count "$from"..gpu-lean)
+    [ "$extra" = 1 ] || { echo "unlean: gpu-lean has $((extra - 1)) commit(s) beyond lean's own: move them to $from" \
+        "(git cherry-pick) and drop them here first: \`git log $from..gpu-lean\`"; exit 1; }
+    [ -z "$(git status --porcelain)" ] || { echo "unlean: uncommitted changes on gpu-lean: commit them on $from instead"; exit 1; }
+    # The switch back would refuse to overwrite checkpoints/, untracked once unignored. (It is gone if someone
+    # switched to $from and back by hand: the switch back to $from then restores it.)
+    [ ! -e checkpoints ] || mv checkpoints "$hold"
+    sed -i '\#^/checkpoints/$#d' "$exclude"
     if ! git switch -q "$from"; then  # put everything back as lean left it
-        echo "/checkpoints/" >> "$gitdir/info/exclude"; mv "$hold" checkpoints
+        echo "/checkpoints/" >> "$exclude"; [ ! -e "$hold" ] || mv "$hold" checkpoints
         echo "unlean: could not switch back to $from; still lean"; exit 1
     fi
-    git branch -q -D gpu-lean
-    rm "$gitdir/gpu-lean-from"
-    if diff -r -q "$hold" checkpoints > /dev/null; then
+    git branch -D gpu-lean
+    rm "$marker"
+    if [ ! -e "$hold" ] || diff -r -q "$hold" checkpoints > /dev/null; then
         rm -rf "$hold"; echo "unlean: back on $from, checkpoints/ tracked"
     else  # changed while lean: keep that copy for the person to look at
         echo "unlean: back on $from; checkpoints/ had changed while lean: that copy is kept in $hold"
@@ -216,7 +239,7 @@ unlean)  # here, after the device calls and before receive: back to the branch l
 receive)  # here: unpack what collect returned (the reply's files_at) into checkpoints/ and runs/
     from=${1:?the files_at folder of the collect call}
     # unlean's switch back would put the old checkpoints back over the new ones
-    [ ! -f "$(git rev-parse --git-dir 2> /dev/null)/gpu-lean-from" ] || { echo "receive: unlean first"; exit 1; }
+    [ ! -e "$(git rev-parse --git-path gpu-lean-from 2> /dev/null)" ] || { echo "receive: unlean first"; exit 1; }
     for kind in ckpt:checkpoints runs:runs; do  # each folder replaces the one of that name whole: nothing
         into=${kind#*:}; tmp="$into/.receiving"   # of the old one (a landscape.json, say) stays beside the new
         mkdir -p "$into"; rm -rf "$tmp"; mkdir "$tmp"
