@@ -89,10 +89,13 @@ def short_run_notice() -> None:
         # One entry per schedule and machine: eight interim runs of one kind read as one list, not eight repeats.
         runs = "; ".join(f"{', '.join(group['checkpoint'])}: {iterations:,} iterations each, on {device}"
                          for (iterations, device), group in short.groupby(["iterations", "device"], sort=False))
+        full = set(table.loc[table["iterations"] >= PAPER_ITERATIONS, "depth"])
+        waiting = [str(d) for d in sorted(set(table["depth"]) - full)]  # depths with short runs only
+        waiting = ", ".join(waiting[:-1]) + " and " + waiting[-1] if len(waiting) > 1 else "".join(waiting)
         st.info(f"Short runs: {runs}. The paper trains for {PAPER_ITERATIONS:,} iterations, so these errors are "
                 f"higher than Table 6's: compare them with runs as short (Degradation curves shows one length at a "
-                f"time). Depths without a paper-recipe run get one in a later session on a GPU.",
-                icon=":material/info:")
+                f"time)." + (f" No run of the paper's length yet at {waiting} layers."
+                             if waiting else ""), icon=":material/info:")
 
 
 def depth_chart() -> None:

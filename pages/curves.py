@@ -5,18 +5,23 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from pages.common import TRAIN_DASHED, frame, header, model_legend, show_panels, span, usable_checkpoints
+from pages.common import (TRAIN_DASHED, default_pair, frame, header, model_legend, show_panels, span,
+                          usable_checkpoints)
 from resnet_core import zoo
 from resnet_core.paper import PAPER_ITERATIONS, RUN_TO_RUN_NOISE, TABLE6_RESNET110_MEAN_STD
 
 
 def schedule_ui(infos) -> list[str]:
     """The checkpoints of one training length, where there are several: on one iteration axis a 64k-iteration run
-    would squeeze 15-epoch runs into its first tenth. It opens on the length with the most runs (the longer of a tie)."""
+    would squeeze 15-epoch runs into its first tenth. It opens on the length of the pair every page opens on
+    (default_pair: the 56-layer one, the longest trained equally), else on the length with the most runs (the
+    longer of a tie)."""
     runs = {n: [i.name for i in group] for n, group in ((zoo.iterations(g[0]), g) for g in zoo.schedules(infos))}
     if len(runs) < 2:
         return [i.name for i in infos]
-    start = max(runs, key=lambda n: (len(runs[n]), n))
+    pair = default_pair(infos)
+    lengths = {zoo.iterations(i) for i in infos if i.name in pair}
+    start = lengths.pop() if len(lengths) == 1 else max(runs, key=lambda n: (len(runs[n]), n))
     with st.sidebar:
         n = st.radio("Training length", list(runs), index=list(runs).index(start),
                      format_func=lambda n: f"{n:,} iterations ({len(runs[n])} runs)",

@@ -141,6 +141,7 @@ def test_home_lists_the_zoo_and_draws_error_against_depth(monkeypatch, tiny_chec
     notice = at.info[0].value  # 8-iteration runs are called short, with their length, once for the pair
     assert "Short runs" in notice and "64,000" in notice
     assert re.search(r"(plain20, resnet20|resnet20, plain20): 8 iterations each, on cpu", notice), notice
+    assert notice.endswith("No run of the paper's length yet at 20 layers."), notice
 
 
 def test_home_lists_a_claim_within_noise_as_too_close_to_call(monkeypatch, tiny_checkpoints, tmp_path):
@@ -254,6 +255,17 @@ def test_curves_show_one_training_length_at_a_time(monkeypatch, tiny_checkpoints
     finals = at.table[0].value.set_index("checkpoint")  # every length, each saying its own
     assert set(finals.index) == {"resnet20", "plain20", "resnet20-64k", "plain20-64k"}
     assert finals.loc["resnet20-64k", "iterations"] == "64,000" and finals.loc["resnet20", "iterations"] == f"{short:,}"
+
+
+def test_curves_open_on_the_length_of_the_pair_every_page_opens_on(monkeypatch, tiny_checkpoints, tmp_path):
+    """More short runs than long ones: the page still opens on the long pair, the one Home and the other pages show."""
+    root = with_a_long_copy(tiny_checkpoints, tmp_path / "mixed")
+    for name in ("resnet20", "plain20"):
+        shutil.copytree(root / name, root / f"{name}-again")
+    at = open_app(monkeypatch, root, "pages/curves.py")
+    length = next(r for r in at.sidebar.radio if r.label == "Training length")
+    assert length.value == 64_000 and "(4 runs)" in length.options[1]
+    assert set(plotted(at)[0]["checkpoint"]) == {"resnet20-64k", "plain20-64k"}
 
 
 def test_curves_compare_the_seed_report_point_by_point(monkeypatch, tiny_checkpoints, tiny_seed_checkpoints, tmp_path):

@@ -35,6 +35,8 @@ def test_where_a_depth_has_runs_of_two_lengths_pages_open_on_the_longer_equal_pa
     assert default_pair(infos) == ("plain56", "resnet56")
     without_long = [i for i in infos if i.name not in ("plain56", "resnet56")]
     assert default_pair(without_long) == ("plain56-15ep", "resnet56-15ep")
+    # the longer pair wins whatever its folders are called, not the one named after its models
+    assert default_pair(without_long + [long("plain56-15ep", "p-long"), long("resnet56-15ep", "r-long")]) == ("p-long", "r-long")
     # a long residual net without a long plain one: the short pair, trained equally long
     assert default_pair(without_long + [bundled["resnet56"]]) == ("plain56-15ep", "resnet56-15ep")
     assert default_pair([bundled["plain20"], long("resnet32")]) == ("plain20", "resnet32-64k")
