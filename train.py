@@ -62,6 +62,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     run.add_argument("--state-dir", type=Path, default=REPO_ROOT / "runs", help="resumable state of unfinished runs")
     run.add_argument("--resume", action="store_true", help="continue the runs saved in --state-dir")
     run.add_argument("--restart", action="store_true", help="discard saved unfinished runs and start over")
+    run.add_argument("--overwrite", action="store_true",
+                     help="replace checkpoints already published in --out by the models this run trains; without it "
+                          "the trainer refuses to start when one is there (publish elsewhere with --out DIR)")
     run.add_argument("--device", help="cuda, cuda:1, cpu (default: cuda if available)")
     run.add_argument("--no-amp", action="store_true", help="fp32 on the GPU instead of bf16 autocast")
     run.add_argument("--cpu-bf16", action="store_true",
@@ -160,7 +163,8 @@ def main(argv=None) -> int:
     command = "python train.py " + shlex.join(argv if argv is not None else sys.argv[1:])
     try:
         status = train(configs, data_dir=args.data_dir, out_dir=args.out, state_dir=args.state_dir, device=device,
-                       resume=args.resume, restart=args.restart, stop_after=args.stop_after, command=command,
+                       resume=args.resume, restart=args.restart, overwrite=args.overwrite,
+                       stop_after=args.stop_after, command=command,
                        time_budget_s=args.time_budget * 60 if args.time_budget else None,
                        log=lambda *a, **k: print(*a, file=sys.stderr, **k))
     except DatasetError as e:

@@ -95,12 +95,12 @@ def without_options(command: str, names: set[str]) -> list[str]:
 
 # train.py options of one machine or one sitting (paths, stops, resuming, leaving the weights out)
 SITTING_OPTIONS = {"--out", "--state-dir", "--data-dir", "--time-budget", "--stop-after", "--push-to-hub", "--resume",
-                   "--restart", "--no-weights"}
+                   "--restart", "--no-weights", "--overwrite"}  # --overwrite: a copied command asks before replacing
 
 
 def regenerate_command(config: dict) -> str:
     """The train.py command that trains this checkpoint again on a fresh machine: the recorded one (config.json's
-    "command") without where it wrote, how long that sitting ran, --resume or --no-weights."""
+    "command") without where it wrote, how long that sitting ran, --resume, --overwrite or --no-weights."""
     command = config.get("command") or "python train.py"
     try:
         return shlex.join(without_options(command, SITTING_OPTIONS))

@@ -382,13 +382,36 @@ class TrainingDiverged(RuntimeError):
     pass
 
 
+def published_checkpoint(folder: Path) -> str | None:
+    """What the checkpoint folder a model publishes into holds, in words ("a published checkpoint of resnet56
+    (64,000 iterations on NVIDIA H200)", as far as its config.json says), or None when it holds none (no
+    config.json: nothing published there)."""
+    path = folder / "config.json"
+    if not (path.exists() or path.is_symlink()):
+        return None
+    try:
+        config = json.loads(path.read_text())
+    except (OSError, ValueError):  # unreadable, not UTF-8 or not JSON: still a checkpoint's place
+        return "a published checkpoint"
+    config = config if isinstance(config, dict) else {}
+    recipe = config.get("recipe") if isinstance(config.get("recipe"), dict) else {}
+    iterations, device, model = recipe.get("iterations"), config.get("device"), config.get("model")
+    said = " ".join(w for w in (
+        f"{iterations:,} iterations" if isinstance(iterations, int) and not isinstance(iterations, bool) else "",
+        f"on {device}" if isinstance(device, str) and device else "") if w)
+    return (f"a published checkpoint{f' of {model}' if isinstance(model, str) and model else ''}"
+            f"{f' ({said})' if said else ''}")
+
+
 def train(configs: list[RunConfig], *, data_dir: str | None = None, out_dir: Path = REPO_ROOT / "checkpoints",
           state_dir: Path = REPO_ROOT / "runs", device: str | torch.device | None = None, resume: bool = False,
           restart: bool = False, time_budget_s: float | None = None, stop_after: int | None = None,
-          warmup_steps: int = 3, command: str | None = None, log=print) -> dict[str, str]:
+          warmup_steps: int = 3, command: str | None = None, overwrite: bool = False, log=print) -> dict[str, str]:
     """Train `configs` side by side, in lockstep on one shared, identically augmented batch stream.
     Returns {model: "finished" | "stopped" | "skipped"}. A lane whose loss goes NaN/inf stops there (its last
     good state kept) while the others go on; then TrainingDiverged is raised at the end, naming each one.
+    A model that would publish into a folder of out_dir that holds a published checkpoint already is refused at
+    the start (SystemExit), before any data is loaded, unless overwrite=True.
     time_budget_s counts from this call, the data's loading and the models' set-up included, so that a run given
     the minutes a device session has left stops inside them."""
     t_called = time.perf_counter()
@@ -429,6 +452,17 @@ def train(configs: list[RunConfig], *, data_dir: str | None = None, out_dir: Pat
             say(f"{cfg.model}: resuming at iteration {lane.iteration:,} of {cfg.recipe.iterations:,}")
         lane.sittings.append(dict(start=lane.iteration, device=device_name(device), precision=precision(cfg, device)))
         lanes.append(lane)
+    # Nor replace a published checkpoint by accident: each model this call trains (a resumed one too; not one
+    # skipped as finished) publishes into out_dir/<model> at its end, and that replaces the folder whole. A pure
+    # file check, before any collective: under DDP every rank reads the same files and decides alike.
+    in_the_way = [] if overwrite else \
+        [(lane, held) for lane in lanes if (held := published_checkpoint(Path(out_dir) / lane.name)) is not None]
+    if in_the_way:
+        folders = "; ".join(f"{Path(out_dir) / lane.name} holds {held}, which this run "
+                            f"({lane.cfg.recipe.iterations:,} iterations) would replace when it finishes"
+                            for lane, held in in_the_way)
+        raise SystemExit(f"error: {folders}; pass --out DIR to publish elsewhere, or --overwrite to replace "
+                         f"{'it' if len(in_the_way) == 1 else 'them'}")
     if not lanes:
         return status
 

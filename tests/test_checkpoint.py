@@ -81,9 +81,9 @@ def test_a_crash_while_saving_keeps_the_old_checkpoint(saved, monkeypatch):
 
 def test_save_without_weights(tmp_path):
     """A checkpoint published without its weights says how to train them again: the recorded command without
-    what belonged to that sitting (its paths, its stop, --resume, and --no-weights itself)."""
+    what belonged to that sitting (its paths, its stop, --resume, --overwrite, and --no-weights itself)."""
     command = ("python train.py --depth 34 --both --recipe seed --no-weights --out /tmp/x/ckpt --state-dir=/tmp/x/runs "
-               "--data-dir /root/data --time-budget 9 --resume --device cuda")
+               "--data-dir /root/data --time-budget 9 --resume --overwrite --device cuda")
     path = ckpt.save_checkpoint(tmp_path, "resnet34", None, dict(CONFIG, model="resnet34", command=command),
                                 HISTORY, METRICS)
     assert not (path / "model.safetensors").exists() and not read_checkpoint(path).has_weights

@@ -217,6 +217,100 @@ def test_resume_refuses_a_changed_recipe(tmp_path, shared_cifar):
     assert train.main(argv + ["--restart", "--stop-after", "1"]) == 0  # --restart discards it on purpose
 
 
+def folder_bytes(root: Path) -> dict[str, bytes]:
+    """Every file under root (hidden ones too), byte for byte, by its path under root."""
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_a_published_checkpoint_is_never_replaced_silently(tmp_path, shared_cifar, monkeypatch):
+    """Training a model into an out dir that holds its published checkpoint (the bundled checkpoints/, say, and
+    the short CPU command a model card prints) is refused at the start, before any data loads or state is
+    written: the folder stays byte for byte as it was, and the message names it, what it holds and the two ways
+    out. --no-weights runs publish too; a resumed unfinished run would publish there at its end, so it is refused
+    as well. --overwrite replaces it; a model --resume skips as finished is no conflict."""
+    from resnet_core import trainer
+
+    out = tmp_path / "out"
+    train_tiny(out, tmp_path / "runs-a", ("resnet20",), "--epochs", "1")  # 4 iterations, published
+    before = folder_bytes(out)
+    loads = []
+    real = trainer.load_data
+    monkeypatch.setattr(trainer, "load_data", lambda *a, **k: (loads.append(a), real(*a, **k))[1])
+    runs = tmp_path / "runs-b"
+    argv = ["--model", "resnet20", *TINY, "--data-dir", str(shared_cifar), "--out", str(out), "--state-dir", str(runs)]
+    refusal = (f"error: {out / 'resnet20'} holds a published checkpoint of resnet20 (4 iterations on cpu "
+               f"({os.cpu_count()} cores)), which this run (8 iterations) would replace when it finishes; "
+               f"pass --out DIR to publish elsewhere, or --overwrite to replace it")
+    for extra in ([], ["--no-weights"], ["--restart"]):
+        with pytest.raises(SystemExit) as refused:
+            train.main(argv + extra)
+        assert str(refused.value) == refusal, extra
+    assert loads == [] and not runs.exists() and folder_bytes(out) == before
+
+    # An unfinished run in the state dir (stopped while publishing elsewhere): resuming it here would replace it too.
+    elsewhere = [*argv[:-4], "--out", str(tmp_path / "elsewhere"), "--state-dir", str(runs)]
+    assert train.main(elsewhere + ["--stop-after", "2"]) == 0
+    loads.clear()
+    with pytest.raises(SystemExit) as refused:
+        train.main(argv + ["--resume"])
+    assert str(refused.value) == refusal and loads == [] and folder_bytes(out) == before
+
+    assert train.main(argv + ["--resume", "--overwrite"]) == 0  # on purpose: replaced
+    info = read_checkpoint(out / "resnet20")
+    assert info.metrics["iterations"] == info.config["recipe"]["iterations"] == 8 and folder_bytes(out) != before
+    assert info.config["sittings"][0]["start"] == 0 and info.config["sittings"][-1]["start"] == 2  # the resumed run
+    assert train.main(argv + ["--resume"]) == 0  # finished, so skipped: nothing would be replaced
+
+
+def test_the_refusal_names_every_folder_in_the_way_and_overwrite_replaces_them(tmp_path, shared_cifar):
+    """trainer.train itself: every published folder in the way is named with what its config.json says (only that
+    it holds a published checkpoint when config.json is unreadable); overwrite=True publishes over them."""
+    from resnet_core.trainer import Recipe, RunConfig, train as run
+
+    out = tmp_path / "out"
+    (out / "resnet20").mkdir(parents=True)
+    (out / "resnet20" / "config.json").write_text(
+        json.dumps(dict(model="resnet20", recipe=dict(iterations=64_000), device="NVIDIA H200")))
+    (out / "resnet20" / "model.safetensors").write_bytes(b"the H200's weights")
+    (out / "plain20").mkdir()
+    (out / "plain20" / "config.json").write_text("{not json")
+    before = folder_bytes(out)
+    recipe = Recipe(iterations=4, batch_size=64, milestones=(2, 3))
+    configs = [RunConfig(m, recipe, limit_train=256, limit_test=200) for m in ("resnet20", "plain20")]
+    kwargs = dict(data_dir=str(shared_cifar), out_dir=out, state_dir=tmp_path / "runs", device="cpu",
+                  log=lambda *a, **k: None)
+    with pytest.raises(SystemExit) as refused:
+        run(configs, **kwargs)
+    assert str(refused.value) == (
+        f"error: {out / 'resnet20'} holds a published checkpoint of resnet20 (64,000 iterations on NVIDIA H200), "
+        f"which this run (4 iterations) would replace when it finishes; {out / 'plain20'} holds a published "
+        f"checkpoint, which this run (4 iterations) would replace when it finishes; pass --out DIR to publish "
+        f"elsewhere, or --overwrite to replace them")
+    assert folder_bytes(out) == before and not (tmp_path / "runs").exists()
+    assert run(configs, **kwargs, overwrite=True) == {"resnet20": "finished", "plain20": "finished"}
+    for name in ("resnet20", "plain20"):
+        info = read_checkpoint(out / name)
+        assert info.config["recipe"]["iterations"] == 4 and info.config["device"].startswith("cpu")
+    load_pretrained(out / "resnet20")
+
+
+def test_torchrun_ranks_all_refuse_a_published_checkpoint(tmp_path, shared_cifar):
+    """Under torchrun every rank reads the same folder and refuses alike, before any collective: the run exits
+    with the message and no rank is left waiting."""
+    out = tmp_path / "out"
+    (out / "resnet20").mkdir(parents=True)
+    (out / "resnet20" / "config.json").write_text(json.dumps(dict(model="resnet20", recipe=dict(iterations=64_000))))
+    argv = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "train.py",
+            "--model", "resnet20", "--epochs", "1", "--limit-train", "256", "--limit-test", "100", "--batch-size", "64",
+            "--data-dir", str(shared_cifar), "--out", str(out), "--state-dir", str(tmp_path / "runs")]
+    done = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=180,
+                          env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert done.returncode != 0
+    assert f"error: {out / 'resnet20'} holds a published checkpoint of resnet20 (64,000 iterations)" in done.stderr
+    assert "--overwrite to replace it" in done.stderr and "training resnet20" not in done.stderr
+    assert sorted(p.name for p in (out / "resnet20").iterdir()) == ["config.json"] and not (tmp_path / "runs").exists()
+
+
 def test_a_long_run_on_the_cpu_says_what_it_costs(tmp_path, shared_cifar, capsys):
     base = ["--model", "resnet20", "--limit-train", "256", "--limit-test", "100", "--batch-size", "64", "--device",
             "cpu", "--data-dir", str(shared_cifar), "--out", str(tmp_path / "out"), "--stop-after", "1"]
