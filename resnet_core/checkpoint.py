@@ -135,7 +135,8 @@ def model_card(config: dict, metrics: dict, precision: str) -> str:
            if metrics.get("final_evaluation") else "")
         + "Weights: "
         + (f"`model.safetensors` ({precision})." if precision else
-           "not bundled (too large); regenerate them with the command below."),
+           f"not bundled ({config.get('weights_not_bundled') or 'too large'}); regenerate them with the command "
+           "below."),
         "",
         f"Recipe: {recipe_words(recipe)}. Train it again with:",
         "",
@@ -216,6 +217,20 @@ def stored_precision(folder) -> str:
                 dtypes[kind].add(dtype.replace("BF16", "bf16").replace("F", "fp"))
     weights_dtype, stats_dtype = (", ".join(sorted(d)) for d in dtypes.values())
     return weights_dtype if stats_dtype in ("", weights_dtype) else f"{weights_dtype}, BN statistics {stats_dtype}"
+
+
+def unbundle_weights(folder: Path, reason: str) -> Path:
+    """Take model.safetensors out of a published checkpoint and keep all the rest (history, metrics, landscape):
+    config.json says the weights are not bundled and why, and the model card how to train them again. For runs
+    kept for their curves once a longer run of the same net takes their room in checkpoints/."""
+    info = read_checkpoint(folder)
+    if not info.has_weights:
+        raise CheckpointError(f"{info.path}: no model.safetensors to take out")
+    config = dict(info.config, has_weights=False, weights_not_bundled=reason)
+    atomic_write_json(info.path / "config.json", config)
+    atomic_write_bytes(info.path / "README.md", model_card(config, info.metrics, "").encode())
+    (info.path / "model.safetensors").unlink()  # last: until here the folder loads as before
+    return info.path
 
 
 def save_checkpoint(root: Path, name: str, model: ResNet | None, config: dict, history: dict, metrics: dict,

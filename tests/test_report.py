@@ -491,3 +491,26 @@ def test_surface_summary_gives_centre_median_and_largest_loss():
                                          (float("nan"), "overflowed"), (float("inf"), "overflowed")])
 def test_figures_reads_aloud(value, text):
     assert zoo.figures(value) == text
+
+
+def test_unbundle_takes_the_weights_out_and_keeps_the_rest(tiny_checkpoints, shared_cifar, tmp_path, capsys):
+    """A short run that a longer one replaces in the bundle keeps its curves, metrics and landscape; its weights go,
+    config.json and the model card say why, the tables still list it, and --verify says it has no weights to check."""
+    root = shutil.copytree(tiny_checkpoints, tmp_path / "checkpoints")
+    path = root / "plain20"
+    (path / "landscape.json").write_text('{"kept": true}')
+    kept = {f: (path / f).read_bytes() for f in ("history.json", "metrics.json", "landscape.json")}
+    assert report.main(["--checkpoints", str(root), "--unbundle", "plain20"]) == 0
+    assert f"{path}: weights taken out ({report.UNBUNDLED})" in capsys.readouterr().err
+    info = read_checkpoint(path)
+    assert not (path / "model.safetensors").exists() and not info.has_weights
+    assert info.config["has_weights"] is False and info.config["weights_not_bundled"] == report.UNBUNDLED
+    assert {f: (path / f).read_bytes() for f in kept} == kept
+    card = (path / "README.md").read_text()
+    assert f"not bundled ({report.UNBUNDLED}); regenerate them with the command below." in card
+    assert "load_pretrained" not in card
+    assert "plain20" in {i.name for i in list_checkpoints(root)[0]}
+    table = report.verify(list_checkpoints(root)[0], str(shared_cifar)).set_index("model")
+    assert table.loc["plain20", "within 0.1"] == "weights not bundled" and table.loc["resnet20", "within 0.1"] == "yes"
+    assert report.main(["--checkpoints", str(root), "--unbundle", "plain20"]) == 2  # nothing left to take out
+    assert "no model.safetensors to take out" in capsys.readouterr().err
