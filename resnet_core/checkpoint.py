@@ -98,19 +98,26 @@ SITTING_OPTIONS = {"--out", "--state-dir", "--data-dir", "--time-budget", "--sto
                    "--restart", "--no-weights", "--overwrite"}  # --overwrite: a copied command asks before replacing
 
 
-def regenerate_command(config: dict) -> str:
+REGENERATED = "regenerated"  # where a renamed checkpoint's command publishes: not over the run that took its name
+
+
+def regenerate_command(config: dict, folder: str | None = None) -> str:
     """The train.py command that trains this checkpoint again on a fresh machine: the recorded one (config.json's
-    "command") without where it wrote, how long that sitting ran, --resume, --overwrite or --no-weights."""
+    "command") without where it wrote, how long that sitting ran, --resume, --overwrite or --no-weights. A
+    checkpoint kept under another name than its model's (`folder`, say resnet56-15ep beside a longer resnet56)
+    gets `--out regenerated`: into checkpoints/ it would publish over the run that has its model's name."""
     command = config.get("command") or "python train.py"
+    elsewhere = ["--out", REGENERATED] if folder and folder != config.get("model") else []
     try:
-        return shlex.join(without_options(command, SITTING_OPTIONS))
+        return shlex.join(without_options(command, SITTING_OPTIONS) + elsewhere)
     except ValueError:  # quoting damaged by hand: show it as recorded
         return command
 
 
-def model_card(config: dict, metrics: dict, precision: str) -> str:
+def model_card(config: dict, metrics: dict, precision: str, folder: str | None = None) -> str:
     """The folder's README.md: the numbers, how the weights are stored (`precision`, as stored_precision reads
-    them; '' when not bundled), the recipe and a command that trains the net again."""
+    them; '' when not bundled), the recipe and a command that trains the net again (`folder`: the checkpoint's
+    folder name, when it may differ from its model's)."""
     recipe = config.get("recipe", {})
     lines = [
         "---", "library_name: pytorch", "tags: [resnet, cifar10, image-classification, resnet-explorer]", "---",
@@ -140,7 +147,7 @@ def model_card(config: dict, metrics: dict, precision: str) -> str:
         "",
         f"Recipe: {recipe_words(recipe)}. Train it again with:",
         "",
-        f"    {regenerate_command(config)}",
+        f"    {regenerate_command(config, folder)}",
         "",
     ]
     if precision:
@@ -228,7 +235,7 @@ def unbundle_weights(folder: Path, reason: str) -> Path:
         raise CheckpointError(f"{info.path}: no model.safetensors to take out")
     config = dict(info.config, has_weights=False, weights_not_bundled=reason)
     atomic_write_json(info.path / "config.json", config)
-    atomic_write_bytes(info.path / "README.md", model_card(config, info.metrics, "").encode())
+    atomic_write_bytes(info.path / "README.md", model_card(config, info.metrics, "", info.path.name).encode())
     (info.path / "model.safetensors").unlink()  # last: until here the folder loads as before
     return info.path
 
@@ -250,7 +257,7 @@ def save_checkpoint(root: Path, name: str, model: ResNet | None, config: dict, h
         atomic_write_json(tmp / "config.json", config)
         atomic_write_json(tmp / "history.json", history)
         atomic_write_json(tmp / "metrics.json", metrics)
-        atomic_write_bytes(tmp / "README.md", model_card(config, metrics, stored_precision(tmp)).encode())
+        atomic_write_bytes(tmp / "README.md", model_card(config, metrics, stored_precision(tmp), name).encode())
         final, old = root / name, root / f".{name}.old"
         if old.exists():
             shutil.rmtree(old)
@@ -442,7 +449,7 @@ def load_pretrained(name_or_path: str | os.PathLike, device: str | torch.device 
     weights = path / "model.safetensors"
     if not weights.is_file():
         raise CheckpointError(f"{weights}: file is missing (this checkpoint ships curves and metrics only; "
-                              f"regenerate the weights with `{regenerate_command(config)}`)")
+                              f"regenerate the weights with `{regenerate_command(config, path.name)}`)")
     try:
         state = load_file(weights)
     except (SafetensorError, OSError, ValueError) as e:

@@ -188,7 +188,8 @@ def rescore(infos: list[CheckpointInfo], data_dir: str | None = None, device: st
             confident_mistakes_from=f"{which} in fp32 on {device_name(dev)}, re-scored on {today}, over {n:,} "
                                     "test images")
         atomic_write_json(info.path / "metrics.json", metrics)
-        atomic_write_bytes(info.path / "README.md", model_card(info.config, metrics, stored_precision(info.path)).encode())
+        atomic_write_bytes(info.path / "README.md", model_card(info.config, metrics, stored_precision(info.path),
+                                                                 info.name).encode())
         said.append(f"{info.name}: test error {before:.2f} % -> {found['test_error']:.2f} % "
                     f"({found['test_error'] - before:+.2f} points), clean training error "
                     f"{_num(old.get('train_error_clean'))} -> {found['train_error_clean']:.2f} %")
@@ -215,9 +216,14 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.unbundle:
         root = Path(args.checkpoints) if args.checkpoints else None
-        try:
-            for name in args.unbundle:  # a name in --checkpoints (default: the usual folder), or a folder
-                path = unbundle_weights(root / name if root else name, args.reason)
+        try:  # every name read first: a typo in the last stops the command before it touches the first
+            chosen = [read_checkpoint(root / name if root else name) for name in args.unbundle]
+            for info in chosen:
+                if not info.has_weights and info.config.get("weights_not_bundled"):  # a rerun: done already
+                    print(f"{info.path}: no weights to take out (already: {info.config['weights_not_bundled']})",
+                          file=sys.stderr)
+                    continue
+                path = unbundle_weights(info.path, args.reason)
                 print(f"{path}: weights taken out ({args.reason})", file=sys.stderr)
         except CheckpointError as e:
             print(f"cannot unbundle: {e}", file=sys.stderr)

@@ -89,6 +89,9 @@ def test_save_without_weights(tmp_path):
     assert not (path / "model.safetensors").exists() and not read_checkpoint(path).has_weights
     again = "python train.py --depth 34 --both --recipe seed --device cuda"
     assert ckpt.regenerate_command(read_checkpoint(path).config) == again
+    assert ckpt.regenerate_command(read_checkpoint(path).config, "resnet34") == again  # its own model's name
+    # kept under another name (a short run beside a longer one that took its model's name): published elsewhere
+    assert ckpt.regenerate_command(read_checkpoint(path).config, "resnet34-15ep") == again + " --out regenerated"
     with pytest.raises(CheckpointError, match=f"model.safetensors: file is missing.*`{again}`"):
         load_pretrained(path)
     card = (path / "README.md").read_text()

@@ -512,5 +512,10 @@ def test_unbundle_takes_the_weights_out_and_keeps_the_rest(tiny_checkpoints, sha
     assert "plain20" in {i.name for i in list_checkpoints(root)[0]}
     table = report.verify(list_checkpoints(root)[0], str(shared_cifar)).set_index("model")
     assert table.loc["plain20", "within 0.1"] == "weights not bundled" and table.loc["resnet20", "within 0.1"] == "yes"
-    assert report.main(["--checkpoints", str(root), "--unbundle", "plain20"]) == 2  # nothing left to take out
-    assert "no model.safetensors to take out" in capsys.readouterr().err
+    # Again, with a misspelt name after it: nothing is touched, then the corrected rerun finishes the rest.
+    assert report.main(["--checkpoints", str(root), "--unbundle", "plain20", "resnet2O"]) == 2
+    assert "cannot unbundle" in capsys.readouterr().err and (root / "resnet20" / "model.safetensors").is_file()
+    assert report.main(["--checkpoints", str(root), "--unbundle", "plain20", "resnet20"]) == 0
+    err = capsys.readouterr().err
+    assert f"{path}: no weights to take out (already: {report.UNBUNDLED})" in err
+    assert not (root / "resnet20" / "model.safetensors").exists()
