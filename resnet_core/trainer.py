@@ -22,7 +22,8 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 from tqdm import tqdm
 
-from .checkpoint import REPO_ROOT, atomic_save_tensors, atomic_write_json, save_checkpoint, storage_state
+from .checkpoint import (REPO_ROOT, CheckpointError, atomic_save_tensors, atomic_write_json, read_json,
+                         save_checkpoint, storage_state)
 from .data import CIFAR10_MEAN, CIFAR10_STD, CLASSES, augment_batch, augmentation_plan, load_cifar10, normalize, resolve_data_dir
 from .explain import RECORDED_MISTAKES, confident_mistakes
 from .models import build_model, model_info
@@ -390,10 +391,9 @@ def published_checkpoint(folder: Path) -> str | None:
     if not (path.exists() or path.is_symlink()):
         return None
     try:
-        config = json.loads(path.read_text())
-    except (OSError, ValueError):  # unreadable, not UTF-8 or not JSON: still a checkpoint's place
+        config = read_json(path)
+    except CheckpointError:  # unreadable, not JSON, not an object: still a checkpoint's place
         return "a published checkpoint"
-    config = config if isinstance(config, dict) else {}
     recipe = config.get("recipe") if isinstance(config.get("recipe"), dict) else {}
     iterations, device, model = recipe.get("iterations"), config.get("device"), config.get("model")
     said = " ".join(w for w in (
