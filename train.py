@@ -72,6 +72,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                           "slower elsewhere")
     run.add_argument("--no-cuda-graphs", action="store_true", help="eager steps on the GPU")
     run.add_argument("--no-channels-last", action="store_true")
+    run.add_argument("--compile", action="store_true",
+                     help="run each block through torch.compile (fuses BN, ReLU and the addition; costs compile "
+                          "time at the start; not under torchrun). bench/train_throughput.py --compile measures it")
     run.add_argument("--time-budget", type=float,
                      help="minutes from when training's set-up starts, data loading included; then save state and "
                           "exit (continue with --resume)")
@@ -114,7 +117,7 @@ def make_config(name: str, args, n_train: int) -> RunConfig:
     return RunConfig(model=name, recipe=recipe, arch=arch, seed=args.seed, limit_train=args.limit_train,
                      limit_test=args.limit_test, amp=not args.no_amp, cpu_bf16=args.cpu_bf16,
                      channels_last=not args.no_channels_last, cuda_graphs=not args.no_cuda_graphs,
-                     publish_weights=not args.no_weights)
+                     compile=args.compile, publish_weights=not args.no_weights)
 
 
 def init_distributed():

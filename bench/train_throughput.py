@@ -3,9 +3,12 @@
 Baseline: torchvision Dataset + DataLoader with per-image PIL transforms (4-pixel pad + random crop,
 flip, ToTensor, Normalize), fp32, eager, torch.optim.SGD. Ours: the trainer's own step (data on the
 device, batch augmentation, bf16 autocast, channels_last, CUDA graphs, lanes side by side on CUDA).
+With --compile, ours is timed a second time with train.py --compile (each block through torch.compile), in a
+column of its own, after its compile time (printed, not timed).
 
     python bench/train_throughput.py                        # resnet20/56/110 on the best device
     python bench/train_throughput.py --models resnet56 --steps 50 --lanes 10
+    python bench/train_throughput.py --models resnet56 --compile
 """
 from __future__ import annotations
 
@@ -72,12 +75,13 @@ def baseline_images_per_s(name, images, labels, device, batch, steps, warmup, wo
 
 
 def ours_images_per_s(name, images, labels, device, batch, steps, warmup, lanes, util=None, min_seconds=0.0,
-                      cpu_bf16=False) -> float:
+                      cpu_bf16=False, compile=False, untimed=None) -> float:
     """Aggregate images/s over `lanes` copies of the model trained side by side (1 = a single model), timed over
-    at least `steps` iterations and `min_seconds`; `util` samples the GPU over exactly that window."""
+    at least `steps` iterations and `min_seconds`; `util` samples the GPU over exactly that window. `untimed`, a
+    list, gets the seconds of the warm-up iterations before the window (compile time, with --compile)."""
     data = Data(images.to(device), labels.to(device), images[:0].to(device), labels[:0].to(device),
                 torch.tensor(CIFAR10_MEAN, device=device), torch.tensor(CIFAR10_STD, device=device))
-    cfg = RunConfig(model=name, recipe=Recipe(batch_size=batch), cpu_bf16=cpu_bf16)
+    cfg = RunConfig(model=name, recipe=Recipe(batch_size=batch), cpu_bf16=cpu_bf16, compile=compile)
     group = [make_lane(cfg, device) for _ in range(lanes)]
     if device.type == "cuda":
         for lane in group:
@@ -86,10 +90,12 @@ def ours_images_per_s(name, images, labels, device, batch, steps, warmup, lanes,
     y = torch.zeros(batch, dtype=torch.long, device=device)
     perm, offsets, flips = augmentation_plan(len(labels), 0, 0, device)
     per_epoch = len(labels) // batch
-    it, t0 = 0, None
+    it, t0, t_warm = 0, None, time.perf_counter()
     while t0 is None or it < warmup + steps or time.perf_counter() - t0 < min_seconds:
         if it == warmup:
             sync(device)
+            if untimed is not None:
+                untimed.append(time.perf_counter() - t_warm)
             if util is not None:
                 util.start()
             t0 = time.perf_counter()
@@ -149,6 +155,7 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=4, help="baseline DataLoader workers")
     p.add_argument("--lanes", type=int, default=1, help="also time this many copies side by side (ours only)")
     p.add_argument("--cpu-bf16", action="store_true", help="ours in bf16 autocast on the CPU too (train.py --cpu-bf16)")
+    p.add_argument("--compile", action="store_true", help="also time ours with train.py --compile, alone and with --lanes")
     args = p.parse_args()
     device = torch.device(args.device)
     cuda = device.type == "cuda"
@@ -164,18 +171,27 @@ def main() -> None:
     print(f"device: {name}; torch {torch.__version__}; batch {args.batch_size}; {steps} timed iterations "
           f"after {warmup} warm-up; baseline DataLoader workers: {args.workers}; ours in "
           f"{'bf16 autocast' if cuda or args.cpu_bf16 else 'fp32'}")
-    print(f"{'model':<10} {'baseline img/s':>15} {'ours img/s':>12} {'speed-up':>9} {'GPU util %':>11}"
-          + (f" {f'ours x{args.lanes} lanes img/s':>24} {'speed-up':>9} {'GPU util %':>11}" if args.lanes > 1 else ""))
+    runs = [(compiled, lanes) for compiled in sorted({False, args.compile}) for lanes in sorted({1, args.lanes})]
+    heads = {(False, 1): "ours img/s", (True, 1): "compiled img/s"}
+    print(f"{'model':<10} {'baseline img/s':>15}"
+          + "".join(f" {heads.get(r) or f'{heads[r[0], 1][:-6]} x{r[1]} lanes img/s':>{width(r)}} {'speed-up':>9} "
+                    f"{'GPU util %':>11}" for r in runs)
+          + (f" {'compile s':>10}" if args.compile else ""))
     for model in args.models:
         base = baseline_images_per_s(model, images, labels, device, args.batch_size, steps, warmup, args.workers)
-        line = f"{model:<10} {base:15,.0f}"
-        for lanes in sorted({1, args.lanes}):
+        line, warm_s = f"{model:<10} {base:15,.0f}", []
+        for compiled, lanes in runs:
             util = GPUUtilization() if cuda else None
             ours = ours_images_per_s(model, images, labels, device, args.batch_size, steps, warmup, lanes, util,
-                                     min_seconds, args.cpu_bf16)
+                                     min_seconds, args.cpu_bf16, compiled, warm_s if compiled and lanes == 1 else None)
             busy = util.mean if util is not None else float("nan")
-            line += f" {ours:{12 if lanes == 1 else 24},.0f} {ours / base:8.1f}x {busy:11.0f}"
-        print(line, flush=True)
+            line += f" {ours:{width((compiled, lanes))},.0f} {ours / base:8.1f}x {busy:11.0f}"
+        print(line + (f" {warm_s[0]:10.1f}" if warm_s else ""), flush=True)
+
+
+def width(run: tuple[bool, int]) -> int:
+    """The column width of a timing of ours: (compiled, lanes)."""
+    return {(False, 1): 12, (True, 1): 16}.get(run, 30)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -85,6 +86,7 @@ class RunConfig:
     cpu_bf16: bool = False                       # bf16 autocast on the CPU too: pays only with AVX-512 BF16 or AMX
     channels_last: bool = True
     cuda_graphs: bool = True                     # capture each training step as one CUDA graph
+    compile: bool = False                        # blocks through torch.compile (inductor): see compiled_forward
     publish_weights: bool = True                 # False: publish curves and metrics only (too-large models)
 
     def to_dict(self) -> dict:
@@ -108,7 +110,7 @@ class Lane:
     iteration: int = 0
     wall_time_s: float = 0.0                 # training so far, as of the last stamp_wall_time() (saved in state.json)
     clock_zero: float = 0.0                  # the perf_counter() reading at which this lane's wall_time_s was 0
-    forward: torch.nn.Module | None = None   # the DDP wrapper, or the model itself
+    forward: object = None                   # the DDP wrapper, compiled_forward(model), or the model itself
     graph: object = None
     stream: object = None
     eager_steps: int = 0                     # steps run eagerly on `stream` in this process: the warm-up before capture
@@ -150,7 +152,36 @@ def make_lane(cfg: RunConfig, device: torch.device) -> Lane:
     names, weights = zip(*model.weight_layers())
     return Lane(cfg=cfg, model=model, params=params, momentum=[torch.zeros_like(p) for p in params],
                 layer_names=list(names), layer_weights=list(weights),
-                lr=torch.tensor(lr_at(0, cfg.recipe), device=device), stats=new_stats(len(names), device), forward=model)
+                lr=torch.tensor(lr_at(0, cfg.recipe), device=device), stats=new_stats(len(names), device),
+                forward=compiled_forward(model) if cfg.compile else model)
+
+
+def compiled_forward(model: torch.nn.Module):
+    """model's forward with every block called through one torch.compile'd function: inductor fuses each block's
+    BN, ReLU and addition, which eager runs as separate kernels. The function is shared, so blocks of one shape
+    share one compiled graph whichever lane or depth they belong to (ten shapes for the ten 6n+2 nets, plain and
+    residual), and inductor's cache on disk serves a later run. The stem and head stay eager. The model itself is
+    left as it was: evaluation, probes and publishing call it uncompiled. Training only: the step's forward."""
+    limit = "recompile_limit" if hasattr(torch._dynamo.config, "recompile_limit") else "cache_size_limit"
+    setattr(torch._dynamo.config, limit, max(getattr(torch._dynamo.config, limit), 64))
+    blocks = model.blocks()
+
+    def forward(x):
+        x = model.stem(x)
+        for block in blocks:
+            x = block_compiler()(block, x)
+        return model.forward_head(x)
+    return forward
+
+
+def _call_block(block: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    return block(x)
+
+
+@functools.cache
+def block_compiler():
+    """The one compiled block function of this process (torch.compile compiles on first call, per block shape)."""
+    return torch.compile(_call_block, dynamic=False)
 
 
 def sgd_step(params, grads, momentum, lr: torch.Tensor, mu: float, weight_decay: float) -> None:
@@ -477,7 +508,7 @@ def train(configs: list[RunConfig], *, data_dir: str | None = None, out_dir: Pat
     use_graphs = device.type == "cuda" and not ddp
     slowest = max(map(lane_cost, lanes))
     for lane in lanes:
-        if ddp:
+        if ddp:  # DDP calls the model's own forward: compile is not used under torchrun (config.json says so)
             lane.forward = torch.nn.parallel.DistributedDataParallel(
                 lane.model, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False)
         if use_graphs and lane.cfg.cuda_graphs:  # the deepest lanes set the pace of the lockstep: first call on the SMs
@@ -709,10 +740,11 @@ def publish(lane: Lane, data: Data, out_dir: Path, device: torch.device, world: 
         confident_mistakes_from=f"{which} in fp32 on {device_name(device)} when it was published, over "
                                 f"{len(data.test_y):,} test images")
     lane.stamp_wall_time()  # the final analysis included
-    # cfg's amp, cpu_bf16, cuda_graphs and channels_last are the flags as asked for; autocast acts on CUDA (on the
-    # CPU only with cpu_bf16) and graphs only on CUDA (not under DDP, and only once captured), so these say what
-    # took effect.
+    # cfg's amp, cpu_bf16, cuda_graphs, channels_last and compile are the flags as asked for; autocast acts on CUDA
+    # (on the CPU only with cpu_bf16), graphs only on CUDA (not under DDP, and only once captured) and compile not
+    # under DDP, so these say what took effect.
     used = dict(precision=run_precision(lane.sittings), sittings=lane.sittings, cuda_graphs_used=lane.graph is not None,
+                compile_used=cfg.compile and not isinstance(lane.forward, torch.nn.parallel.DistributedDataParallel),
                 channels_last_used=lane.layer_weights[0].is_contiguous(memory_format=torch.channels_last))
     config = dict(cfg.to_dict(), **used, depth=info["depth"], residual=info["residual"], family=info["family"],
                   dataset="CIFAR-10", normalization=dict(mean=list(CIFAR10_MEAN), std=list(CIFAR10_STD)),

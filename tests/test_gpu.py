@@ -102,6 +102,23 @@ def test_bf16_graphed_training_learns():
     assert accuracy > 0.3, accuracy  # chance is 0.1
 
 
+def test_compiled_lanes_capture_and_match_eager_steps():
+    """train.py --compile under CUDA graphs: inductor's kernels replay in the captured step and compute the eager
+    step (different kernels, so fp32 rounding apart; a small lr keeps that from growing), and bf16 learns."""
+    for model in ("resnet20", "plain20"):
+        cfg = RunConfig(model=model, recipe=Recipe(batch_size=128, lr=0.01, milestones=()), amp=False)
+        data = synthetic_data()
+        eager = run_lanes([cfg], data, 10, streams=False)[0]
+        compiled = run_lanes([dataclasses.replace(cfg, compile=True)], data, 10, streams=True)[0]
+        assert compiled.graph is not None and compiled.forward is not compiled.model
+        torch.testing.assert_close(compiled.stats["loss_sum"], eager.stats["loss_sum"], rtol=1e-3, atol=0)
+        for a, b in zip(eager.params, compiled.params):
+            torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-4)
+    lane = run_lanes([RunConfig(model="resnet20", recipe=Recipe(batch_size=128, lr=0.05), compile=True)],
+                     synthetic_data(4096), 120, streams=True)[0]
+    assert int(lane.stats["first_bad"]) == -1 and int(lane.stats["correct"]) / (120 * 128) > 0.3
+
+
 def test_train_end_to_end_on_gpu_with_resume(tmp_path, monkeypatch):
     monkeypatch.setattr(trainer, "load_data", lambda *a, **k: synthetic_data(1024))
     configs = [RunConfig(model=m, recipe=Recipe(iterations=24, batch_size=128, milestones=(12, 18))) for m in

@@ -59,6 +59,36 @@ def test_published_checkpoint_is_complete_and_loads(tiny_checkpoints, shared_cif
     assert [c.name for c in good] == ["resnet20", "plain20"] and bad == {}
 
 
+def test_a_compiled_step_computes_what_the_eager_step_does():
+    """compiled_forward (inductor, one compiled function shared by every block) changes how a step runs, not
+    what it computes: from the same weights, one SGD step gives the same loss, gradients, weights and BN running
+    statistics up to fp32 rounding. (Over many steps at lr 0.1 such rounding grows, as between any two kernels.)"""
+    from resnet_core import trainer
+    cpu = torch.device("cpu")
+    eager, compiled = (trainer.make_lane(trainer.RunConfig(model="resnet20", recipe=trainer.Recipe(batch_size=64),
+                                                           compile=c), cpu) for c in (False, True))
+    assert eager.forward is eager.model and compiled.forward is not compiled.model
+    torch.manual_seed(1)
+    x, y = torch.randn(64, 3, 32, 32).contiguous(memory_format=torch.channels_last), torch.randint(0, 10, (64,))
+    for lane in (eager, compiled):
+        trainer.train_step(lane, x, y)
+    assert float(compiled.stats["loss_sum"]) == pytest.approx(float(eager.stats["loss_sum"]), rel=1e-5)
+    torch.testing.assert_close(compiled.stats["grad_norm_sum"], eager.stats["grad_norm_sum"], rtol=1e-3, atol=0)
+    for (name, a), b in zip(compiled.model.state_dict().items(), eager.model.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-4, msg=name)  # weights after the step, BN statistics
+    assert not hasattr(compiled.model, "_compiled_call_impl") or compiled.model._compiled_call_impl is None
+
+
+def test_compile_from_the_command_line_trains_and_says_so(tmp_path, tiny_checkpoints, shared_cifar):
+    train_tiny(tmp_path / "out", tmp_path / "runs", ("resnet20",), "--compile")
+    compiled, eager = read_checkpoint(tmp_path / "out" / "resnet20"), read_checkpoint(tiny_checkpoints / "resnet20")
+    assert compiled.config["compile"] and compiled.config["compile_used"]
+    assert not eager.config["compile"] and not eager.config["compile_used"]
+    for c, e in zip(compiled.history["records"], eager.history["records"], strict=True):  # the same run, near enough
+        assert c["train_loss"] == pytest.approx(e["train_loss"], rel=1e-2)
+    load_pretrained(tmp_path / "out" / "resnet20")
+
+
 def test_side_by_side_models_share_one_clock_and_say_what_ran(tiny_checkpoints):
     """resnet20 and plain20 trained side by side: each names the other, and each one's wall time is the run's
     clock, beyond its epochs' training steps by the evaluations and publishing. On the CPU the bf16 autocast and
