@@ -121,6 +121,13 @@ def usable_checkpoints(stop: bool = True, short_runs: bool = True) -> list[Check
     return infos
 
 
+def percent(p: float, unit: str = " %") -> str:
+    """A probability in percent to one decimal, never rounded to a certainty the net did not give: 0.99996
+    reads '>99.9 %' and 4e-5 reads '<0.1 %' (not 100.0 and 0.0)."""
+    v = 100 * float(p)
+    return f">99.9{unit}" if v >= 99.95 else f"<0.1{unit}" if v < 0.05 else f"{v:.1f}{unit}"
+
+
 def by_name(infos: list[CheckpointInfo]) -> dict[str, CheckpointInfo]:
     return {info.name: info for info in infos}
 
@@ -128,6 +135,22 @@ def by_name(infos: list[CheckpointInfo]) -> dict[str, CheckpointInfo]:
 # The pair every page starts on: the paper's own example of degradation (Fig. 1: 20 vs 56 layers). The deepest pair
 # would open a lecture on plain-110, which may not train at all (chance on every image, Predict's bars flat).
 DEFAULT_DEPTH = 56
+
+
+def length_ui(infos: list[CheckpointInfo], help: str) -> list[CheckpointInfo]:
+    """Sidebar: the checkpoints of one training length, where there are several. On one axis a 64k-iteration run
+    would squeeze 15-epoch ones into its first tenth, and a 64k net beside a 15-epoch one compares training
+    lengths, not shortcuts. Opens on the length of the pair every page opens on (default_pair: the 56-layer one,
+    the longest trained equally), else on the length with the most runs (the longer of a tie)."""
+    runs = {zoo.iterations(group[0]): group for group in zoo.schedules(infos)}
+    if len(runs) < 2:
+        return infos
+    lengths = {zoo.iterations(info) for info in infos if info.name in default_pair(infos)}
+    start = lengths.pop() if len(lengths) == 1 else max(runs, key=lambda n: (len(runs[n]), n))
+    with st.sidebar:
+        n = st.radio("Training length", list(runs), index=list(runs).index(start),
+                     format_func=lambda n: f"{n:,} iterations ({len(runs[n])} runs)", help=help)
+    return runs[n]
 
 
 def default_pair(infos: list[CheckpointInfo]) -> tuple[str | None, str | None]:

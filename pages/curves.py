@@ -5,28 +5,10 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from pages.common import (TRAIN_DASHED, default_pair, frame, header, model_legend, show_panels, span,
+from pages.common import (TRAIN_DASHED, frame, header, length_ui, model_legend, show_panels, span,
                           usable_checkpoints)
 from resnet_core import zoo
 from resnet_core.paper import PAPER_ITERATIONS, RUN_TO_RUN_NOISE, TABLE6_RESNET110_MEAN_STD
-
-
-def schedule_ui(infos) -> list[str]:
-    """The checkpoints of one training length, where there are several: on one iteration axis a 64k-iteration run
-    would squeeze 15-epoch runs into its first tenth. It opens on the length of the pair every page opens on
-    (default_pair: the 56-layer one, the longest trained equally), else on the length with the most runs (the
-    longer of a tie)."""
-    runs = {n: [i.name for i in group] for n, group in ((zoo.iterations(g[0]), g) for g in zoo.schedules(infos))}
-    if len(runs) < 2:
-        return [i.name for i in infos]
-    pair = default_pair(infos)
-    lengths = {zoo.iterations(i) for i in infos if i.name in pair}
-    start = lengths.pop() if len(lengths) == 1 else max(runs, key=lambda n: (len(runs[n]), n))
-    with st.sidebar:
-        n = st.radio("Training length", list(runs), index=list(runs).index(start),
-                     format_func=lambda n: f"{n:,} iterations ({len(runs[n])} runs)",
-                     help="Runs of one length at a time, on one iteration axis.")
-    return runs[n]
 
 
 def curves_ui(depths: list[int]) -> tuple[list[int], str, bool]:
@@ -70,7 +52,8 @@ header("Degradation curves", "In the paper (Fig. 6), deeper plain nets end *abov
        "say which of that our runs show.")
 infos = usable_checkpoints()
 history = frame(zoo.history_frame)
-history = history[history["checkpoint"].isin(schedule_ui(infos))]
+shown_runs = [i.name for i in length_ui(infos, "Runs of one length at a time, on one iteration axis.")]
+history = history[history["checkpoint"].isin(shown_runs)]
 depths, metric, log = curves_ui(sorted(history["depth"].unique().tolist()))
 data = history[history["depth"].isin(depths) & (history["metric"] == metric)]
 if log:
@@ -85,7 +68,7 @@ st.caption("Both panels share the same axes. Pick depths, the metric and a log s
 
 st.subheader("Final errors next to the references")
 finals = frame(zoo.final_errors_frame)
-finals = finals[finals["depth"].isin(depths)]
+finals = finals[finals["checkpoint"].isin(shown_runs) & finals["depth"].isin(depths)]  # the runs drawn above
 if (finals["model"] == finals["checkpoint"]).all():
     finals = finals.drop(columns="model")  # a folder named after its model says it twice
 table = zoo.final_errors_table(finals)
@@ -93,9 +76,11 @@ st.caption("Our errors (%) at the end of training: the train error is the final 
            "(the last epoch's running error in checkpoints that did not record it), which is why it differs from the "
            "dashed curve's last point (the running error on augmented batches). Both are the final weights' as "
            "published (fp16), scored in fp32, which is what reloading the checkpoint gives; the solid curve is the "
-           "trainer's evaluation at each epoch's end in the run's own arithmetic (bf16 autocast on a GPU), so its "
-           "last point can differ from the test error here by a few test images. Each reference column gives their "
-           "test error, never measured here, and in brackets ours minus theirs, in percentage points.")
+           "trainer's evaluation at each epoch's end in the run's own arithmetic (bf16 autocast or fp32, as each "
+           "model card says), so its last point can differ from the test error here by a few test images. Each "
+           "reference column gives their test error, never measured here, and in brackets ours minus theirs, in "
+           f"percentage points; a run shorter than the paper's {PAPER_ITERATIONS:,} iterations gets no difference "
+           "('short run'), since every reference trained for longer.")
 wrapped_table(table)
 st.caption(zoo.sources_note([c for c in zoo.REFERENCES if finals[c].notna().any()]))
 st.download_button("Download this table (CSV)", finals.to_csv(index=False).encode(), "final_errors.csv", "text/csv",

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from pages.common import (by_name, default_pair, frame, gallery_batch, header, model_legend, show_chart,
+from pages.common import (by_name, default_pair, frame, gallery_batch, header, length_ui, model_legend, show_chart,
                           show_panels, span, usable_checkpoints)
 from resnet_core import zoo
 from resnet_core.models import PLAIN_VS_RESIDUAL_DEPTHS
@@ -91,7 +91,7 @@ def init_panel(rows: pd.DataFrame, shown: pd.DataFrame) -> alt.Chart:
 
 
 def training_section(infos) -> None:
-    chosen, epoch = pair_ui(infos)
+    chosen, epoch = pair_ui(length_ui(infos, "Plain and residual runs of one length at a time, on one epoch axis."))
     data = frame(zoo.grad_norm_frame)
     data = data[data["checkpoint"].isin(chosen) & (data["grad_norm"] > 0)] if len(data) else data
     if data.empty:
@@ -102,7 +102,8 @@ def training_section(infos) -> None:
     show_panels(partial(heatmap_panel, shown=cells), cells, "gradient_norms_training")
     merged = "" if cells["first_epoch"].nunique() == data["epoch"].nunique() else (
         f" Long runs are drawn with at most {MAX_COLUMNS} columns: each cell is the geometric mean of neighbouring epochs.")
-    st.caption("Both panels share one colour scale. Pick the checkpoints in the sidebar." + merged)
+    st.caption("Both panels share one colour scale and one epoch axis: the two runs trained equally long. Pick the "
+               "checkpoints (and, where there are several, the training length) in the sidebar." + merged)
 
     profile = data[data["epoch"] == epoch]
     if profile.empty:  # every norm of that epoch overflowed (null in history.json), or the epoch is not recorded

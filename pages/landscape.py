@@ -3,9 +3,10 @@ from functools import partial
 
 import altair as alt
 import numpy as np
+import pandas as pd
 import streamlit as st
 
-from pages.common import (default_pair, file_stamp, header, model_legend, show_chart, show_panels, span,
+from pages.common import (default_pair, file_stamp, header, length_ui, model_legend, show_chart, show_panels, span,
                           usable_checkpoints)
 from resnet_core import zoo
 from resnet_core.checkpoint import REPO_ROOT, CheckpointInfo, default_checkpoints_dir
@@ -20,6 +21,9 @@ LOG_LABELS = (f"datum.value < 100000 ? format(datum.value, ',~g') : "
 CAP_RATIO = 10
 # Filter-normalised directions: a step of 1 moves every filter by its own norm (Li et al., 2018), hence the unit.
 ALPHA, BETA = "alpha (along d1; 1 = one filter norm)", "beta (along d2; 1 = one filter norm)"
+# What makes two landscapes' losses the same measurement, point for point (the device and the time taken do not).
+COMPARED_SETTINGS = {"points": "training images", "precision": "precision", "grid": "grid", "span": "span",
+                     "seed": "seed", "direction": "directions", "bn": "BN", "augmentation": "augmentation"}
 # BN and augmentation are always eval and none (the caption says so); the long, constant direction goes last.
 SETTINGS_COLUMNS = ["checkpoint", "parts", "points", "grid", "span", "seed", "device", "precision", "wall_time_s",
                     "center_loss", "center_error", "direction"]
@@ -67,9 +71,16 @@ def how_to_compute(missing: list[CheckpointInfo], which: str) -> str:
 
 
 def landscape_ui(found: list[tuple[CheckpointInfo, dict]]) -> tuple[list[str], list[str]]:
-    """Sidebar: one plain and one residual 2-D surface (either kind may be missing), and the 1-D slices to draw."""
+    """Sidebar: the training length, one plain and one residual 2-D surface of it (either kind may be missing), and
+    the 1-D slices to draw, of that length too: by default the surfaces' own, else (landscapes computed with
+    `--dims 1`) default_pair's. All at once, they mix samples of 500 to 2,000 images, and plain-110's 10^9 squeezes
+    the rest into the bottom of a log axis."""
+    kept = {info.name for info in length_ui([info for info, _ in found], "Plain and residual runs of one length at a "
+                                                                          "time, surfaces and slices alike.")}
+    found = [(info, data) for info, data in found if info.name in kept]
     with_surface = [info for info, data in found if data.get("surface_2d")]
-    with_slice = [info.name for info, data in found if data.get("slice_1d")]
+    sliced = [info for info, data in found if data.get("slice_1d")]
+    with_slice = [info.name for info in sliced]
     defaults = dict(zip(("plain", "residual"), default_pair(with_surface)))
     surfaces = []
     with st.sidebar:
@@ -77,8 +88,30 @@ def landscape_ui(found: list[tuple[CheckpointInfo, dict]]) -> tuple[list[str], l
             names = [info.name for info in with_surface if zoo.identity(info)["net"] == kind]
             if names:
                 surfaces.append(st.selectbox(f"{kind.capitalize()} checkpoint (surface)", names, index=names.index(defaults[kind])))
-        slices = st.multiselect("1-D slices", with_slice, default=with_slice)
+        drawn = [n for n in surfaces if n in with_slice] or [n for n in default_pair(sliced) if n]
+        slices = st.multiselect("1-D slices", with_slice, default=drawn)
     return surfaces, slices
+
+
+def differences(settings, chosen: list[str]) -> str:
+    """'training images: plain20 500, resnet56 2,000; precision: ...' for each of COMPARED_SETTINGS in which the
+    `chosen` checkpoints' landscapes differ; '' where they were measured alike."""
+    def words(value) -> str:  # 2,000 images, span 1, 'bf16 autocast'; a file older than the setting lacks it
+        return value if isinstance(value, str) else "not recorded" if pd.isna(value) else f"{value:,g}"
+
+    rows = settings.set_index("checkpoint").loc[chosen]
+    return "; ".join(f"{label}: " + ", ".join(f"{name} {words(value)}" for name, value in rows[column].items())
+                     for column, label in COMPARED_SETTINGS.items() if rows[column].astype(str).nunique() > 1)
+
+
+def not_alike(settings, chosen: list[str], what: str) -> bool:
+    """Warn (and say True) where the `chosen` landscapes were measured with different settings."""
+    differ = differences(settings, chosen)
+    if differ:
+        st.warning(f"**{what} were measured differently** ({differ}): the same colour or height is not the same "
+                   "measurement, and part of a difference between them may be the measurement's, not the nets'. The "
+                   "table at the bottom gives every setting; `python -m resnet_core.landscape` recomputes a landscape.")
+    return bool(differ)
 
 
 def colour_domain(shown) -> tuple[list[float] | None, str | None]:
@@ -120,12 +153,13 @@ def surface_panel(rows, shown, grid) -> alt.LayerChart:
     return alt.layer(cells, trained, data=rows).properties(height=330)
 
 
-def surface_section(surface, chosen: list[str]) -> None:
+def surface_section(surface, settings, chosen: list[str]) -> None:
     data = surface[surface["checkpoint"].isin(chosen)]
     if data.empty:
         return
     shown = data[data["loss"] > 0]  # a log scale has no place for an overflowed (NaN) or zero loss
     st.subheader("2-D surface: plain and residual")
+    unlike = not_alike(settings, chosen, f"The surfaces of {' and '.join(chosen)}")
     show_panels(partial(surface_panel, shown=shown, grid=data), shown, "loss_surfaces", by="checkpoint", order=chosen)
     st.markdown(f"**Measured here**, training loss over each surface: {zoo.surface_summary(data)}.")
     overflowed = len(data) - len(shown)
@@ -136,18 +170,21 @@ def surface_section(surface, chosen: list[str]) -> None:
         above = ", ".join(f"{row.above} of {name}'s {row.total}" for name, row in cells.iterrows() if row.above)
         cap = (f" The scale ends at {capped_by}'s highest loss, {zoo.figures(domain[1])}: the cells above it "
                f"({above}) are drawn in the top colour; hover for their loss.")
-    st.caption("Both panels share one colour scale: the same colour is the same loss." + cap + " The cross marks the trained "
+    scale = ("Both panels share one colour scale, over surfaces measured differently (see the warning above)."
+             if unlike else "Both panels share one colour scale: the same colour is the same loss.")
+    st.caption(scale + cap + " The cross marks the trained "
                "weights (alpha = beta = 0); the weights at (alpha, beta) are trained + alpha d1 + beta d2, where d1 "
                "and d2 are random directions rescaled filter by filter to the trained filters' norms. Pick the "
                "checkpoints in the sidebar." + (f" {overflowed} points overflowed and are left blank." if overflowed else ""))
 
 
-def slice_section(slices, chosen: list[str]) -> None:
+def slice_section(slices, settings, chosen: list[str]) -> None:
     data = slices[slices["checkpoint"].isin(chosen)]
     if data.empty:
         return
     shown = data[data["loss"] > 0]
     st.subheader("1-D slices: every chosen checkpoint")
+    not_alike(settings, chosen, "These slices")
     show_chart(alt.Chart(shown).mark_line(point=alt.OverlayMarkDef(size=25)).encode(
         x=alt.X("alpha:Q", title="alpha (along one random direction; 1 = each filter moved by its own norm)"),
         y=alt.Y("loss:Q", scale=alt.Scale(type="log"), title="training loss (log scale)",
@@ -158,7 +195,8 @@ def slice_section(slices, chosen: list[str]) -> None:
     ).properties(height=360), shown, "loss_slices")
     st.caption("Loss: the mean cross-entropy. Plain nets in oranges, residual nets in blues, darker = deeper (and of "
                "two runs of one model, the longer). Computed with the same seed as the surface, a slice is the "
-               "surface's beta = 0 row.")
+               "surface's beta = 0 row. By default the two surfaces' slices; add others of the same training length "
+               "in the sidebar.")
 
 
 header("Loss landscape", "The training loss as each net's trained weights move along random, filter-normalised "
@@ -173,8 +211,8 @@ if not found:
 
 surfaces, slice_names = landscape_ui(found)
 slices, surface, settings = zoo.landscape_frames(found)
-surface_section(surface, surfaces)
-slice_section(slices, slice_names)
+surface_section(surface, settings, surfaces)
+slice_section(slices, settings, slice_names)
 
 st.subheader("How each landscape was measured")
 st.dataframe(settings, hide_index=True, column_order=SETTINGS_COLUMNS, column_config={
