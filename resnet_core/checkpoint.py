@@ -105,9 +105,14 @@ def regenerate_command(config: dict, folder: str | None = None) -> str:
     """The train.py command that trains this checkpoint again on a fresh machine: the recorded one (config.json's
     "command") without where it wrote, how long that sitting ran, --resume, --overwrite or --no-weights. A
     checkpoint kept under another name than its model's (`folder`, say resnet56-15ep beside a longer resnet56)
-    gets `--out regenerated`: into checkpoints/ it would publish over the run that has its model's name."""
+    gets `--out regenerated`: into checkpoints/ it would publish over the run that has its model's name. One
+    without weights under its model's name gets `--overwrite`: the trainer refuses to publish over a checkpoint
+    unless told, and this folder holds only the curves that the new run, weights included, replaces."""
     command = config.get("command") or "python train.py"
-    elsewhere = ["--out", REGENERATED] if folder and folder != config.get("model") else []
+    if folder and folder != config.get("model"):
+        elsewhere = ["--out", REGENERATED]
+    else:
+        elsewhere = ["--overwrite"] if config.get("has_weights") is False else []
     try:
         return shlex.join(without_options(command, SITTING_OPTIONS) + elsewhere)
     except ValueError:  # quoting damaged by hand: show it as recorded

@@ -2,6 +2,7 @@
 import dataclasses
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -15,6 +16,7 @@ from safetensors.torch import load_file
 import train
 from conftest import REPO, train_tiny
 from resnet_core import list_checkpoints, load_pretrained, read_checkpoint
+from resnet_core.checkpoint import regenerate_command
 from resnet_core.data import CLASSES, load_cifar10
 from resnet_core.probes import evaluate, per_class_accuracy
 
@@ -321,6 +323,20 @@ def test_the_refusal_names_every_folder_in_the_way_and_overwrite_replaces_them(t
     for name in ("resnet20", "plain20"):
         info = read_checkpoint(out / name)
         assert info.config["recipe"]["iterations"] == 4 and info.config["device"].startswith("cpu")
+    load_pretrained(out / "resnet20")
+
+
+def test_the_printed_command_regenerates_a_weightless_checkpoint(tmp_path, shared_cifar):
+    """What the app and the model card print for a checkpoint without weights does what they say: run where that
+    checkpoint is (here given its --out and data, which the printed command leaves to the machine), it trains
+    the net again and replaces the folder, weights included, instead of stopping at the overwrite guard."""
+    out = tmp_path / "checkpoints"
+    train_tiny(out, tmp_path / "runs", ("resnet20",), "--no-weights")
+    assert not read_checkpoint(out / "resnet20").has_weights
+    printed = regenerate_command(read_checkpoint(out / "resnet20").config, "resnet20")
+    argv = shlex.split(printed)[2:]  # after "python train.py"
+    assert train.main(argv + ["--out", str(out), "--state-dir", str(tmp_path / "fresh"), "--data-dir", str(shared_cifar)]) == 0
+    assert read_checkpoint(out / "resnet20").has_weights
     load_pretrained(out / "resnet20")
 
 
