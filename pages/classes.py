@@ -7,7 +7,7 @@ import streamlit as st
 import torch
 from PIL import Image
 
-from pages.common import (by_name, default_pair, frame, gallery, header, load_model, model_legend, show_chart,
+from pages.common import (by_name, default_pair, frame, gallery, header, load_model, model_legend, percent, show_chart,
                           show_panels, usable_checkpoints, weights_stamp)
 from resnet_core import zoo
 from resnet_core.data import CIFAR10_MEAN, CIFAR10_STD, CLASSES, DatasetError, load_cifar10, resolve_data_dir
@@ -81,8 +81,8 @@ def mistakes_section(info) -> None:
         for column, r in zip(st.columns(PER_ROW), found[start:start + PER_ROW]):
             pixels = Image.fromarray(images[r["index"]].numpy()).resize((32 * ZOOM, 32 * ZOOM), Image.Resampling.NEAREST)
             column.image(pixels, caption=f"test image #{indices[r['index']]}")
-            column.markdown(f"**{r['predicted']}** {100 * r['probability']:.1f} %  \n"
-                            f"true: {r['true']} ({100 * r['true_probability']:.1f} %)")
+            column.markdown(f"**{r['predicted']}** {percent(r['probability'])}  \n"
+                            f"true: {r['true']} ({percent(r['true_probability'])})")
     st.caption(f"{which} Under each image: the class {info.name} predicts, in bold, with its probability, "
                "then the true class with the probability the net gave it. Pick the checkpoint in the sidebar.",
                help=why_not_all)
@@ -105,8 +105,8 @@ def recorded_without_images(info, found: list[dict], why_not_all: str | None) ->
     test set that holds the recorded ones is not here."""
     st.table(pd.DataFrame({
         "test image": [f"#{r['index']}" for r in found], "predicted": [r["predicted"] for r in found],
-        "probability (%)": [f"{100 * r['probability']:.1f}" for r in found], "true class": [r["true"] for r in found],
-        "its probability (%)": [f"{100 * r['true_probability']:.1f}" for r in found]}))
+        "probability (%)": [percent(r["probability"], "") for r in found], "true class": [r["true"] for r in found],
+        "its probability (%)": [percent(r["true_probability"], "") for r in found]}))
     st.caption(f"{recorded_from(info)} The CIFAR-10 test set "
                "was not found, so the images cannot be shown: set CIFAR10_DIR to its folder.", help=why_not_all)
 

@@ -5,7 +5,7 @@ from pathlib import Path
 import altair as alt
 import pandas as pd
 
-from pages.common import colour_key, default_pair, model_colors, model_legend, span
+from pages.common import colour_key, default_pair, model_colors, model_legend, percent, span
 from resnet_core import list_checkpoints
 
 CHECKPOINTS = Path(__file__).resolve().parents[1] / "checkpoints"
@@ -64,3 +64,9 @@ def test_shared_axis_domains_span_the_finite_values_only():
     data = pd.DataFrame(dict(low=[0.5, float("nan"), 2.0, float("-inf")], high=[1.0, float("inf"), 3.0, None]))
     assert span(data, "low") == [0.5, 2.0] and span(data, "low", "high") == [0.5, 3.0]
     assert span(pd.DataFrame(dict(low=[float("inf"), None])), "low") is alt.Undefined
+
+
+def test_probabilities_never_round_to_a_certainty():
+    assert [percent(p) for p in (0.5, 0.99949, 0.9995, 0.99996, 1.0)] == ["50.0 %", "99.9 %", ">99.9 %", ">99.9 %",
+                                                                           ">99.9 %"]
+    assert [percent(p, "") for p in (0.0005, 0.0004999, 4e-5, 0.0)] == ["0.1", "<0.1", "<0.1", "<0.1"]
