@@ -124,8 +124,9 @@ def read_landscape(checkpoint) -> dict | None:
                                  f"({r}); {again}")
     measured_on, now = data.get("weights_sha256"), weights_digest(folder)
     if measured_on and now and measured_on != now:  # files from before the digest was recorded cannot be checked
-        raise ValueError(f"{path} was measured on other weights than this checkpoint's model.safetensors "
-                         f"(retrained since?); {again}")
+        raise ValueError(f"{path} was measured on other weights than the checkpoint's model.safetensors holds "
+                         f"now (retrained since, or the file damaged or cut short: if `load_pretrained` fails on it, "
+                         f"copy the checkpoint again); {again}")
     return data
 
 
