@@ -14,8 +14,10 @@ TABLE6_RESNET110_MEAN_STD = (6.61, 0.16)
 RUN_TO_RUN_NOISE = round(2 * 2 ** 0.5 * TABLE6_RESNET110_MEAN_STD[1], 2)
 
 # He et al. (2016), Table 1: multiply-adds (GFLOPs) of the ImageNet nets at 224x224.
+# Its columns are the 18- to 152-layer architectures; the plain 18/34 nets are the same layers without shortcuts
+# (Sec. 3.3: "Our 34-layer baseline has 3.6 billion FLOPs").
 TABLE1_GFLOPS = {"imagenet-resnet18": 1.8, "imagenet-resnet34": 3.6, "imagenet-resnet50": 3.8,
-                 "imagenet-resnet101": 7.6, "imagenet-resnet152": 11.3}
+                 "imagenet-resnet101": 7.6, "imagenet-resnet152": 11.3, "imagenet-plain18": 1.8, "imagenet-plain34": 3.6}
 
 # He et al. (2016), Table 6 parameter counts (millions) of the CIFAR nets.
 TABLE6_PARAMS_M = {"resnet20": 0.27, "resnet32": 0.46, "resnet44": 0.66, "resnet56": 0.85,
