@@ -100,10 +100,15 @@ def short_run_notice() -> None:
 
 def depth_chart() -> None:
     data = frame(zoo.headline_frame)
+    # A short run's or plain-110's large error puts the paper-length runs (7 to 13 %) in the bottom of a linear axis.
+    log = st.toggle("Log scale", help="Spreads out the small errors: 1 %, 10 % and 100 % are evenly spaced.")
+    if log:
+        data = data[data["error"] > 0]  # a log axis has no room for an error of exactly 0
     ours, refs = data[data["source"] == "ours"], data[data["source"] != "ours"]
     # References sit beside our point of the same depth (xOffset), not on top of it.
     x, offset = alt.X("depth:O", title="depth (weight layers)", axis=alt.Axis(labelAngle=0)), alt.XOffset("source:N", sort=["ours", *zoo.REFERENCES])
-    y = alt.Y("error:Q", title="final error (%)")
+    y = alt.Y("error:Q", title="final error (%)" + (", log scale" if log else ""),
+              scale=alt.Scale(type="log") if log else alt.Undefined)
     color = alt.Color("net:N", scale=NET_COLORS, title="network")
     tooltip = ["source", "model", "checkpoint", "measure", alt.Tooltip("error:Q", format=".2f", title="error (%)")]
     # Runs of several lengths (a 64k-iteration pair beside 15-epoch ones): the longer run's points larger, so that two
