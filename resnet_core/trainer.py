@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -118,6 +119,7 @@ class Lane:
     lr_value: float | None = None            # the Python-side copy of `lr`, to skip needless fills
     sittings: list = field(default_factory=list)  # {start (iteration), device, precision} of each run that trained it
     saved_at: float = -math.inf              # perf_counter() of the last save_state in this process (none yet)
+    run_id: str = field(default_factory=lambda: uuid.uuid4().hex)  # one run, whatever its sittings: state and checkpoint
 
     @property
     def name(self) -> str:
@@ -300,7 +302,8 @@ def save_state(lane: Lane, state_dir: Path, command: str | None = None) -> None:
     atomic_save_tensors(tensors_path, tensors)
     atomic_write_json(meta_path, dict(config=lane.cfg.to_dict(), iteration=lane.iteration, wall_time_s=lane.wall_time_s,
                                       history=lane.history, finished=lane.finished, layers=lane.layer_names,
-                                      command=command, tensors=tensors_path.name, sittings=lane.sittings))
+                                      command=command, tensors=tensors_path.name, sittings=lane.sittings,
+                                      run_id=lane.run_id))
     for old in [legacy, *meta_path.parent.glob("state-*.safetensors")]:
         if old != tensors_path:
             old.unlink(missing_ok=True)
@@ -344,6 +347,7 @@ def load_state(lane: Lane, state_dir: Path, meta: dict) -> None:
     lane.iteration, lane.wall_time_s = meta["iteration"], meta["wall_time_s"]
     lane.history, lane.finished = meta["history"], meta["finished"]
     lane.sittings = meta.get("sittings") or [legacy_sitting(saved)]
+    lane.run_id = meta.get("run_id") or lane.run_id  # a state saved before runs had an id gets one now
 
 
 def legacy_sitting(config: dict) -> dict:
@@ -414,6 +418,16 @@ class TrainingDiverged(RuntimeError):
     pass
 
 
+def published_by(folder: Path) -> str | None:
+    """The run_id of the run that published the checkpoint in `folder` (None: none there, or one published
+    before runs had an id)."""
+    try:
+        run_id = read_json(folder / "config.json").get("run_id")
+    except CheckpointError:
+        return None
+    return run_id if isinstance(run_id, str) else None
+
+
 def published_checkpoint(folder: Path) -> str | None:
     """What the checkpoint folder a model publishes into holds, in words ("a published checkpoint of resnet56
     (64,000 iterations on NVIDIA H200)", as far as its config.json says), or None when it holds none (no
@@ -479,6 +493,11 @@ def train(configs: list[RunConfig], *, data_dir: str | None = None, out_dir: Pat
             if lane.finished:
                 status[cfg.model] = "skipped"
                 say(f"{cfg.model}: already finished ({lane.iteration:,} iterations); skipping")
+                continue
+            if published_by(Path(out_dir) / cfg.model) == lane.run_id:  # stopped between publishing and saving
+                status[cfg.model] = "skipped"
+                say(f"{cfg.model}: already published by this run in {Path(out_dir) / cfg.model} (it stopped before "
+                    f"saving its final state, at iteration {lane.iteration:,}); skipping")
                 continue
             say(f"{cfg.model}: resuming at iteration {lane.iteration:,} of {cfg.recipe.iterations:,}")
         lane.sittings.append(dict(start=lane.iteration, device=device_name(device), precision=precision(cfg, device)))
@@ -750,6 +769,7 @@ def publish(lane: Lane, data: Data, out_dir: Path, device: torch.device, world: 
                   dataset="CIFAR-10", normalization=dict(mean=list(CIFAR10_MEAN), std=list(CIFAR10_STD)),
                   torch_version=torch.__version__, device=device_name(device), world_size=world,
                   wall_time_s=lane.wall_time_s, trained_alongside=sorted(set(session_models) - {cfg.model}),
+                  run_id=lane.run_id,
                   git_commit=git_commit(), command=command or "python train.py",
                   classes=list(CLASSES))
     history = dict(layers=lane.layer_names, records=lane.history)

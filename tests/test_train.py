@@ -439,6 +439,37 @@ def test_download_fetches_into_the_data_dir_then_trains(tmp_path, shared_cifar, 
     assert data.download_cifar10(tmp_path / "cifar") == tmp_path / "cifar" and fetched == [], "nothing fetched again"
 
 
+def test_a_run_killed_between_publishing_and_its_last_save_resumes_as_done(tmp_path, shared_cifar, monkeypatch,
+                                                                          capsys):
+    """Killed after publishing its checkpoint and before saving its final state, a run's --resume finds its own
+    checkpoint (the run_id in config.json is the state's) and skips the model, instead of refusing to publish over
+    it or training it again; the checkpoint stays as published."""
+    from resnet_core import trainer
+
+    class Killed(BaseException):
+        pass
+
+    real_save = trainer.save_state
+
+    def killed_at_the_last_save(lane, *args, **kwargs):
+        if lane.finished:
+            raise Killed
+        real_save(lane, *args, **kwargs)
+
+    out, runs = tmp_path / "out", tmp_path / "runs"
+    monkeypatch.setattr(trainer, "save_state", killed_at_the_last_save)
+    with pytest.raises(Killed):
+        train_tiny(out, runs, ("resnet20",))
+    monkeypatch.setattr(trainer, "save_state", real_save)
+    published = (out / "resnet20" / "model.safetensors").read_bytes()
+    meta = json.loads((runs / "resnet20" / "state.json").read_text())
+    assert not meta["finished"] and meta["run_id"] == read_checkpoint(out / "resnet20").config["run_id"]
+    capsys.readouterr()
+    train_tiny(out, runs, ("resnet20",), "--resume")
+    assert f"resnet20: already published by this run in {out / 'resnet20'}" in capsys.readouterr().err
+    assert (out / "resnet20" / "model.safetensors").read_bytes() == published
+
+
 def test_sigterm_saves_state_then_resume_finishes(tmp_path, shared_cifar):
     argv = [sys.executable, "train.py", "--model", "resnet20", "--epochs", "40", "--limit-train", "256",
             "--limit-test", "100", "--batch-size", "64", "--device", "cpu", "--data-dir", str(shared_cifar),
