@@ -1,5 +1,7 @@
 """Predict: classify uploaded images or shipped CIFAR-10 test images with a residual and a plain net side by side,
 and show where each one looks."""
+import hashlib
+
 import altair as alt
 import streamlit as st
 from PIL import Image
@@ -9,8 +11,7 @@ from pages.common import (NET_COLORS, by_name, default_pair, gallery, header, lo
 from resnet_core import zoo
 from resnet_core.data import CLASSES
 from resnet_core.explain import grad_cam, input_saliency, overlay
-from resnet_core.predict import (MAX_UPLOAD_BYTES, framed, image_tensor, input_notes, load_image, predict, preview,
-                                 stored_size, to_model_input)
+from resnet_core.predict import MAX_UPLOAD_BYTES, Upload, framed, image_tensor, predict, read_upload
 
 # Each model's name over its top-5 bars, left-aligned, not turned on its side to the left of them.
 MODEL_HEADER = alt.Header(labelOrient="top", labelAngle=0, labelAnchor="start", labelFontSize=13,
@@ -18,6 +19,7 @@ MODEL_HEADER = alt.Header(labelOrient="top", labelAngle=0, labelAnchor="start", 
 IMAGE_TYPES = ["png", "jpg", "jpeg", "webp", "bmp", "gif"]
 ZOOM = 4  # 32x32 shown as 128x128, nearest neighbour, so every pixel the model sees stays visible
 TILE = 64  # gallery thumbnails (pixels): wide enough for the test-image number on the button under each
+MAX_FILES = 20  # uploads shown per run: each is a row of images and charts, all drawn again on every click
 
 
 def models_ui(infos, nets: dict[str, str]) -> list[str]:
@@ -80,10 +82,21 @@ def show_where_they_look(img32: Image.Image, models: dict, checkpoints: dict) ->
                "(the gradient's size, not its sign).")
 
 
-def show_prediction(key: str, image: Image.Image | None, img32: Image.Image, models: dict, checkpoints: dict,
+@st.cache_data(max_entries=256, show_spinner=False)
+def read(digest: str, _data: bytes) -> tuple[Upload | None, str]:
+    """(what the page shows of the upload `_data`, "") or (None, why it cannot be read), from one decode; a rerun
+    (any click) decodes nothing again, and a bad file is not read twice either. Keyed by `digest`, the SHA-256 of
+    the bytes: handed the bytes, Streamlit would copy them to hash them, on every run."""
+    try:
+        return read_upload(_data), ""
+    except ValueError as e:  # load_image's message is written for the user
+        return None, str(e)
+
+
+def show_prediction(key: str, upload: Upload | None, img32: Image.Image, models: dict, checkpoints: dict,
                     true_label: str | None = None, looks: bool = False) -> None:
-    """The image (if it is not the 32x32 itself), what the model sees, each model's top-5 as bars, and (a toggle,
-    on if `looks`) where each model looks."""
+    """The uploaded image (none for a gallery one: it is the 32x32 itself), what the model sees, each model's top-5
+    as bars, and (a toggle, on if `looks`) where each model looks."""
     data = zoo.prediction_frame({name: predict(model, img32) for name, model in models.items()})
     data["net"] = data["model"].map(lambda name: zoo.identity(checkpoints[name])["net"])
     # One model's top-5 under the other's, on one probability axis: narrow enough to sit beside the images
@@ -95,9 +108,9 @@ def show_prediction(key: str, image: Image.Image | None, img32: Image.Image, mod
     ).properties(width=300, height=110).facet(row=alt.Row("model:N", title=None, sort=list(models),
                                                           header=MODEL_HEADER))
     with st.container(horizontal=True, vertical_alignment="center"):
-        if image is not None:
-            width, height = stored_size(image)
-            st.image(preview(image), caption=f"input ({width}x{height})")
+        if upload is not None:
+            width, height = upload.stored_size
+            st.image(upload.preview, caption=f"input ({width}x{height})")
         with st.container(width=32 * ZOOM + 2):  # the framed image's width: the label wraps under it
             st.image(framed(img32.resize((32 * ZOOM, 32 * ZOOM), Image.Resampling.NEAREST)),
                      caption="what the model sees (32x32)")
@@ -127,18 +140,20 @@ if not models:
     st.stop()
 
 uploads = st.file_uploader("Images (PNG, JPEG, WebP, BMP, GIF; several at once)", type=IMAGE_TYPES,
-                           accept_multiple_files=True, max_upload_size=MAX_UPLOAD_BYTES // 2**20)
-for n, upload in enumerate(uploads or []):
+                           accept_multiple_files=True, max_upload_size=MAX_UPLOAD_BYTES // 2**20) or []
+if len(uploads) > MAX_FILES:
+    st.warning(f"{len(uploads)} files uploaded, {MAX_FILES} at most are shown: the last {len(uploads) - MAX_FILES} "
+               "were skipped. Remove some files to see those.")
+for n, upload in enumerate(uploads[:MAX_FILES]):
     st.markdown(f"**{upload.name}**")
-    try:
-        data = upload.getvalue()
-        image, img32 = load_image(data), to_model_input(data)
-    except ValueError as e:  # predict's message is written for the user; the other files go on
-        st.error(f"**{upload.name}**: {e}")
+    data = upload.getvalue()
+    shown, refused = read(hashlib.sha256(data).hexdigest(), data)
+    if shown is None:  # the other files go on
+        st.error(f"**{upload.name}**: {refused}")
         continue
-    for note in input_notes(image):
+    for note in shown.notes:
         st.caption(note)
-    show_prediction(f"upload_{n}", image, img32, models, checkpoints)
+    show_prediction(f"upload_{n}", shown, shown.model_input, models, checkpoints)
 
 st.subheader("CIFAR-10 test images shipped with the app")
 st.caption("The first ten test images of each class. Pick a class, then press the number under an image.")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import io
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -14,6 +15,15 @@ MAX_UPLOAD_BYTES = 20 * 1024 * 1024
 MAX_PIXELS = 50_000_000  # a 50-megapixel photo is fine; a decompression bomb is not
 STORED_SIZE = "stored_size"  # key in a loaded image's info: its upright size in the file (see stored_size)
 FRAME = (190, 194, 201)  # the 1-pixel line round shown images, so that a white one stands out from the page
+# Right after decoding, a large image is averaged down to no less than this on its short side: 8 times the 32 the
+# nets see and twice the 128 of a preview, so both come out as from the full image, in a fraction of the memory.
+WORKING_SIDE = 256
+WIDE_MODES = ("I", "I;16", "I;16B", "I;16L", "F")  # 16-bit and float greyscale, scaled to 0..255 by _to_rgb
+# EXIF orientation -> the turn that shows the image upright, as ImageOps.exif_transpose turns it (which needs the
+# EXIF on the image it turns: a shrunk image has none)
+UPRIGHT = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+           5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+           8: Image.Transpose.ROTATE_90}
 
 
 class ImageRejected(ValueError):
@@ -49,9 +59,10 @@ def _open(image) -> Image.Image:
 
 
 def load_image(image) -> Image.Image:
-    """Bytes or a PIL image -> an RGB PIL image, upright (EXIF), first frame, transparency over white; large JPEGs
-    are decoded at a fraction of their size, and `stored_size` gives the size in the file. Anything unreadable,
-    truncated or absurdly large raises ValueError with a message for the user."""
+    """Bytes or a PIL image -> an RGB PIL image, upright (EXIF), first frame, transparency over white. A large image
+    comes back shrunk (see _shrunk; a JPEG is even decoded at a fraction of its size), and `stored_size` gives the
+    size in the file. Anything unreadable, truncated or absurdly large raises ValueError with a message for the
+    user."""
     try:
         img = _open(image)
         w, h = img.size  # as stored: the draft below may decode fewer pixels
@@ -66,10 +77,15 @@ def load_image(image) -> Image.Image:
             if img.format == "JPEG":
                 img.draft("RGB", (max(64, w // 8), max(64, h // 8)))  # decode large JPEGs at reduced size
             img.load()
-        # orientations 5 to 8 swap width and height; any other value (text, out of range) leaves the image as it is
-        turned = img.getexif().get(ExifTags.Base.Orientation) in (5, 6, 7, 8)
-        img = _to_rgb(ImageOps.exif_transpose(img))
-        img.info[STORED_SIZE] = (h, w) if turned else (w, h)
+        orientation = img.getexif().get(ExifTags.Base.Orientation)
+        # The range 16-bit and float values are stretched from, taken before averaging narrows it
+        value_range = img.getextrema() if img.mode in WIDE_MODES else None
+        # Shrunk before anything else, so that no turn, conversion or compositing ever copies the full-size image.
+        img = _shrunk(img)
+        if orientation in UPRIGHT:  # any other value (text, out of range) leaves the image as it is
+            img = img.transpose(UPRIGHT[orientation])
+        img = _to_rgb(img, value_range)
+        img.info[STORED_SIZE] = (h, w) if orientation in (5, 6, 7, 8) else (w, h)  # 5 to 8 swap width and height
         return img
     except ImageRejected:
         raise
@@ -93,11 +109,44 @@ def stored_size(img: Image.Image) -> tuple[int, int]:
     return img.info.get(STORED_SIZE, img.size)
 
 
-def _to_rgb(img: Image.Image) -> Image.Image:
-    if img.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
-        # 16-bit and float greyscale: scale the real range to 0..255 rather than clipping it.
+def _shrunk(img: Image.Image) -> Image.Image:
+    """`img` averaged down by a whole factor to no less than WORKING_SIDE on its short side (each pixel the mean of a
+    factor x factor box, as Image.reduce does it), or as it is if it is not twice that. Strip by strip, each strip
+    converted first where its mode cannot be averaged (palette indices, 1-bit, 16-bit): apart from the decoded
+    image itself, only a strip is ever held at full resolution, never a full-size copy (a 7000x7000 RGBA PNG is
+    196 MB decoded; converting and compositing it at full size took 1.3 GB)."""
+    factor = min(img.size) // WORKING_SIDE
+    if factor < 2:
+        return img
+    w, h = img.size
+    # Strips start at multiples of factor, so the boxes are those of one reduce over the whole image; with
+    # factor <= h / WORKING_SIDE, a strip holds at most w * h / 16 pixels.
+    rows = 16 * factor
+    strips = [_averageable(img.crop((0, top, w, min(top + rows, h)))).reduce(factor) for top in range(0, h, rows)]
+    small = Image.new(strips[0].mode, (-(-w // factor), -(-h // factor)))
+    for i, strip in enumerate(strips):
+        small.paste(strip, (0, i * rows // factor))
+    return small
+
+
+def _averageable(img: Image.Image) -> Image.Image:
+    """`img` in a mode whose pixels Image.reduce can average (it averages RGBA and LA weighted by alpha): palette
+    and 1-bit images become RGB, or RGBA where they have transparency; 16-bit ones 32-bit."""
+    if img.mode in ("L", "LA", "RGB", "RGBA", "I", "F"):
+        return img
+    if img.mode in WIDE_MODES:
+        return img.convert("I")
+    if img.mode == "PA" or (img.mode == "P" and "transparency" in img.info):
+        return img.convert("RGBA")
+    return img.convert("RGB")  # P, 1, CMYK, YCbCr...: as _to_rgb would convert them
+
+
+def _to_rgb(img: Image.Image, value_range: tuple[float, float] | None) -> Image.Image:
+    if img.mode in WIDE_MODES:
+        # 16-bit and float greyscale: scale the real range (value_range: the lowest and highest value, NaN left out)
+        # to 0..255 rather than clipping it.
         a = np.asarray(img, dtype=np.float64)
-        lo, hi = float(np.nanmin(a)), float(np.nanmax(a))
+        lo, hi = map(float, value_range)
         a = np.zeros_like(a) if hi <= lo else (a - lo) / (hi - lo) * 255
         img = Image.fromarray(np.nan_to_num(a).astype(np.uint8), "L")
     if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
@@ -109,11 +158,30 @@ def _to_rgb(img: Image.Image) -> Image.Image:
 
 def to_model_input(image, size: int = 32) -> Image.Image:
     """What the model sees: the centre square of the image, resized to size x size."""
-    img = load_image(image)
+    return _centre_square(load_image(image), size)
+
+
+def _centre_square(img: Image.Image, size: int) -> Image.Image:
     w, h = img.size
     side = min(w, h)
     left, top = (w - side) // 2, (h - side) // 2
     return img.crop((left, top, left + side, top + side)).resize((size, size), Image.Resampling.BICUBIC, reducing_gap=3.0)
+
+
+@dataclass(frozen=True)
+class Upload:
+    """One uploaded image as the Predict page shows it, every part of it small enough to keep in a cache."""
+    model_input: Image.Image  # what the nets see: size x size RGB
+    preview: Image.Image  # the whole image, framed (see preview)
+    stored_size: tuple[int, int]  # (width, height), upright, as the file stores it
+    notes: list[str]  # see input_notes
+
+
+def read_upload(image, size: int = 32) -> Upload:
+    """All the page shows of one upload (bytes or PIL), from one decode: load_image, then each part from its result.
+    Raises ValueError as load_image does."""
+    img = load_image(image)
+    return Upload(_centre_square(img, size), preview(img), stored_size(img), input_notes(img, size))
 
 
 def preview(img: Image.Image, size: int = 128, background=(240, 242, 246)) -> Image.Image:

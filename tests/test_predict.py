@@ -1,8 +1,12 @@
-"""predict() on ordinary, odd and hostile uploads: a result or a ValueError fit for a user, nothing else."""
+"""predict() on ordinary, odd, large and hostile uploads: a result or a ValueError fit for a user, nothing else."""
+import importlib
 import io
 import re
 import struct
+import subprocess
+import sys
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,7 +14,11 @@ import torch
 from PIL import Image
 
 from resnet_core import CLASSES, build_model, predict
-from resnet_core.predict import FRAME, framed, input_notes, load_image, preview, stored_size, to_model_input
+from resnet_core.predict import (FRAME, framed, input_notes, load_image, preview, read_upload, stored_size,
+                                 to_model_input)
+
+predict_module = importlib.import_module("resnet_core.predict")  # `resnet_core.predict` is the function
+REPO = Path(__file__).resolve().parents[1]
 
 
 def encode(img: Image.Image, fmt: str, **kw) -> bytes:
@@ -198,3 +206,167 @@ def test_oversized_upload_and_wrong_type(model):
         predict(model, b"\x89PNG" + b"\x00" * (21 * 2**20))
     with pytest.raises(ValueError, match="expected image bytes"):
         predict(model, "cat.png")
+
+
+BIG = 6000  # a 6000x6000 RGBA PNG: 0.5 MB as a file, 144 MB decoded
+
+
+@pytest.fixture(scope="module")
+def big_png() -> bytes:
+    """One colour, half transparent: it compresses to nothing, yet every pixel must be decoded and composited."""
+    return encode(Image.new("RGBA", (BIG, BIG), (10, 20, 30, 128)), "PNG", compress_level=1)
+
+
+def count_opens(monkeypatch, files: list[bytes]) -> list[int]:
+    """The position in `files` of each file Image.open is given, as it is given it (Streamlit opens images too)."""
+    opened = []
+    real_open = Image.open
+
+    def counting(fp, *args, **kwargs):
+        if isinstance(fp, io.BytesIO) and fp.getvalue() in files:
+            opened.append(files.index(fp.getvalue()))
+        return real_open(fp, *args, **kwargs)
+
+    monkeypatch.setattr(Image, "open", counting)
+    return opened
+
+
+def test_a_large_upload_is_decoded_once_and_never_converted_at_full_size(monkeypatch, big_png):
+    opened, converted = count_opens(monkeypatch, [big_png]), []
+    real_convert, real_composite = Image.Image.convert, Image.alpha_composite
+    monkeypatch.setattr(Image.Image, "convert", lambda self, *a, **k: converted.append(self.size) or
+                        real_convert(self, *a, **k))
+    monkeypatch.setattr(Image, "alpha_composite", lambda under, over: converted.append(over.size) or
+                        real_composite(under, over))
+    upload = read_upload(big_png)
+    assert opened == [0]
+    # Nothing but strips of at most a sixteenth of the image is converted, and it is composited once small.
+    assert converted and max(w * h for w, h in converted) <= BIG * BIG // 16, converted
+    assert upload.stored_size == (BIG, BIG) and upload.notes == []
+    # (10, 20, 30) at alpha 128 over white, as an 8x8 image of it comes out
+    expected = np.asarray(to_model_input(encode(Image.new("RGBA", (8, 8), (10, 20, 30, 128)), "PNG")), np.int16)
+    assert np.abs(np.asarray(upload.model_input, np.int16) - expected).max() <= 1
+    assert upload.preview.size == (130, 130) and upload.preview.getpixel((65, 65)) == tuple(expected[0, 0])
+
+
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="peak memory is read from Linux's /proc")
+def test_a_large_upload_takes_little_more_memory_than_its_decoded_pixels(tmp_path, big_png):
+    """Peak memory in a fresh process (tracemalloc does not see Pillow's buffers, and a child's ru_maxrss starts at
+    its parent's): decoding the PNG needs its 144 MB; before, decoding it twice and converting, compositing and
+    cropping it at full size took 0.8 GB more."""
+    path = tmp_path / "big.png"
+    path.write_bytes(big_png)
+    script = ("import sys\n"
+              "from resnet_core.predict import read_upload\n"
+              "def peak():\n"  # kilobytes
+              "    return next(int(row.split()[1]) for row in open('/proc/self/status') if row.startswith('VmHWM:'))\n"
+              "data = open(sys.argv[1], 'rb').read()\n"
+              "open('/proc/self/clear_refs', 'w').write('5')\n"  # forget the peak so far: it is the memory in use now
+              "before = peak()\n"
+              "read_upload(data)\n"
+              "print(peak() - before)\n")
+    done = subprocess.run([sys.executable, "-c", script, str(path)], cwd=REPO, capture_output=True, text=True,
+                          check=True)
+    decoded = BIG * BIG * 4
+    assert int(done.stdout) * 1024 < 1.5 * decoded, f"peak {int(done.stdout) / 1024:.0f} MB more"
+
+
+def photo(w: int, h: int) -> Image.Image:
+    """Smooth colours, noise and a block with hard edges, a little like a photo."""
+    y, x = np.mgrid[0:h, 0:w] / max(w, h)
+    a = np.stack([128 + 100 * np.sin(9 * x + 3 * y), 128 + 100 * np.cos(7 * y), 255 * x], axis=-1)
+    a[h // 3: h // 2, w // 4: w // 2] = (250, 30, 30)
+    a += np.random.default_rng(0).normal(0, 12, a.shape)
+    return Image.fromarray(a.clip(0, 255).astype(np.uint8))
+
+
+def with_alpha(img: Image.Image) -> Image.Image:
+    """`img` transparent on the left, opaque on the right."""
+    rgba = img.convert("RGBA")
+    rgba.putalpha(Image.linear_gradient("L").rotate(90).resize(img.size))
+    return rgba
+
+
+def turned_exif() -> Image.Exif:
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored landscape, shown portrait
+    return exif
+
+
+def grey16_with_a_hot_pixel() -> Image.Image:
+    a = np.asarray(photo(1200, 800).convert("L"), np.uint16) * 4 + 1000
+    a[10, 10] = 60_000  # one pixel sets the top of the range that is stretched to 0..255
+    return Image.fromarray(a)
+
+
+LARGE_IMAGES = {  # short side 800: shrunk by 3 as soon as it is decoded
+    "png-rgb": lambda: encode(photo(1200, 800), "PNG"),
+    "png-rgba": lambda: encode(with_alpha(photo(1200, 800)), "PNG"),
+    "png-la": lambda: encode(with_alpha(photo(1200, 800)).convert("LA"), "PNG"),
+    "png-palette-transparent": lambda: encode(photo(1200, 800).quantize(64), "PNG", transparency=3),
+    "png-1bit": lambda: encode(photo(1200, 800).convert("1"), "PNG"),
+    "png-grey16": lambda: encode(grey16_with_a_hot_pixel(), "PNG"),
+    "png-exif-turned": lambda: encode(photo(1200, 800), "PNG", exif=turned_exif()),
+    "webp-rgba": lambda: encode(with_alpha(photo(1200, 800)), "WEBP", quality=95),
+    "gif-animated": lambda: encode(photo(1200, 800), "GIF", save_all=True, append_images=[halves(1200, 800)]),
+    "bmp-tall": lambda: encode(photo(800, 4000), "BMP"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(LARGE_IMAGES))
+def test_large_images_shrunk_first_look_as_from_the_full_image(monkeypatch, kind):
+    """What the nets see and the preview, from the shrunk image and from the full one (WORKING_SIDE out of reach):
+    the same on average to a level or so (of 0 to 255), a few more at a hard edge, where the boxes averaged differ.
+    The preview of a dithered 1-bit image differs most, by 1.2 on average."""
+    data = LARGE_IMAGES[kind]()
+    shrunk = read_upload(data)
+    assert load_image(data).size[0] < 500  # it was shrunk
+    monkeypatch.setattr(predict_module, "WORKING_SIDE", 10**6)
+    full = read_upload(data)
+    assert shrunk.stored_size == full.stored_size and shrunk.notes == full.notes
+    for ours, theirs, mean, most in [(shrunk.model_input, full.model_input, 1, 10),
+                                     (shrunk.preview, full.preview, 1.5, 16)]:
+        difference = np.abs(np.asarray(ours, np.int16) - np.asarray(theirs, np.int16))
+        assert difference.mean() < mean and difference.max() <= most, (difference.mean(), difference.max())
+
+
+def test_large_images_shrink_strip_by_strip_as_in_one_reduce():
+    """The strips' boxes line up with those of one Image.reduce over the whole image, partial ones at the edges
+    included, and the image is turned upright after shrinking."""
+    img = Image.fromarray(np.random.default_rng(1).integers(0, 256, (1030, 1101, 3), dtype=np.uint8))
+    assert np.array_equal(np.asarray(load_image(encode(img, "PNG"))), np.asarray(img.reduce(4)))
+    upright = load_image(encode(halves(1200, 600), "PNG", exif=turned_exif()))
+    assert upright.size == (300, 600) and stored_size(upright) == (600, 1200)
+    top, bottom = np.asarray(upright)[2, 150], np.asarray(upright)[-3, 150]
+    assert top[0] > 200 and top[2] < 60 and bottom[2] > 200 and bottom[0] < 60  # red on top
+
+
+def test_the_page_decodes_each_upload_once_whatever_is_clicked(monkeypatch, tiny_checkpoints, big_png):
+    import streamlit as st
+
+    from tests.test_app import open_app, plotted
+
+    st.cache_data.clear()  # another test may have shown these very bytes
+    at = open_app(monkeypatch, tiny_checkpoints, "pages/predict.py")
+    files = [big_png, encode(halves(), "PNG")[:60]]
+    opened = count_opens(monkeypatch, files)
+    at.file_uploader[0].set_value([("big.png", files[0], "image/png"), ("cut.png", files[1], "image/png")]).run()
+    assert not at.exception and len(plotted(at)) == 2  # big.png and the gallery image
+    assert "cut short or damaged" in at.error[0].value
+    assert opened == [0, 1]  # one decode per file, the damaged one included
+    at.toggle(key="looks_upload_0").set_value(True).run()
+    at.button(key="gallery-1").click().run()
+    assert not at.exception and len(plotted(at)) == 2 and opened == [0, 1]  # reruns decode nothing
+
+
+def test_the_page_shows_twenty_uploads_at_most_and_says_how_many_it_skipped(monkeypatch, tiny_checkpoints):
+    from tests.test_app import open_app, png_bytes
+
+    at = open_app(monkeypatch, tiny_checkpoints, "pages/predict.py")
+    at.file_uploader[0].set_value([(f"photo{i}.png", png_bytes(color=(i, 90, 160)), "image/png")
+                                   for i in range(23)]).run()
+    assert not at.exception and not at.error
+    assert [w.value for w in at.warning] == ["23 files uploaded, 20 at most are shown: the last 3 were skipped. "
+                                             "Remove some files to see those."]
+    shown = [m.value for m in at.markdown if m.value.startswith("**photo")]
+    assert shown == [f"**photo{i}.png**" for i in range(20)]
