@@ -11,8 +11,7 @@ import streamlit as st
 import torch
 
 from resnet_core import zoo
-from resnet_core.checkpoint import (CheckpointError, CheckpointInfo, default_checkpoints_dir, list_checkpoints, load_pretrained,
-                                    regenerate_command)
+from resnet_core.checkpoint import (CheckpointError, CheckpointInfo, default_checkpoints_dir, list_checkpoints, load_pretrained)
 from resnet_core.data import CIFAR10_MEAN, CIFAR10_STD, normalize
 from resnet_core.gallery import load_gallery
 
@@ -178,7 +177,7 @@ def load_model(info: CheckpointInfo) -> torch.nn.Module | None:
     """The checkpoint's model, shared by every session; None (with the reason shown) if it has no usable weights."""
     if not info.has_weights:
         st.info(f"**{info.name}** ships curves and metrics only: its weights are not bundled. "
-                f"Regenerate them with\n\n```\n{regenerate_command(info.config, info.name)}\n```")
+                f"Regenerate them with\n\n```\n{info.regenerate_command()}\n```")
         return None
     try:
         return _model(str(info.path), weights_stamp(info))

@@ -6,7 +6,7 @@ import streamlit as st
 from pages.common import (by_name, default_pair, frame, gallery_batch, header, model_legend, show_chart,
                           usable_checkpoints, weights_stamp)
 from resnet_core import zoo
-from resnet_core.checkpoint import CheckpointError, load_pretrained, regenerate_command
+from resnet_core.checkpoint import CheckpointError, load_pretrained
 from resnet_core.probes import response_std
 
 RECORDED, LIVE = "recorded at the end of training", "live, on the 100 shipped test images"
@@ -52,7 +52,7 @@ def live_frame(infos) -> pd.DataFrame:
     for info in infos:
         if not info.has_weights:
             st.info(f"**{info.name}**: weights not bundled, so no live responses; regenerate them with "
-                    f"`{regenerate_command(info.config, info.name)}`.")
+                    f"`{info.regenerate_command()}`.")
             continue
         try:
             frames.append(live_responses(str(info.path), weights_stamp(info)).assign(**zoo.identity(info)))

@@ -99,6 +99,7 @@ SITTING_OPTIONS = {"--out", "--state-dir", "--data-dir", "--time-budget", "--sto
 
 
 REGENERATED = "regenerated"  # where a renamed checkpoint's command publishes: not over the run that took its name
+MODEL_OPTIONS = {"--depth", "--plain", "--both", "--all", "--model"}  # train.py's choice of models
 
 
 def regenerate_command(config: dict, folder: str | None = None) -> str:
@@ -107,14 +108,17 @@ def regenerate_command(config: dict, folder: str | None = None) -> str:
     checkpoint kept under another name than its model's (`folder`, say resnet56-15ep beside a longer resnet56)
     gets `--out regenerated`: into checkpoints/ it would publish over the run that has its model's name. One
     without weights under its model's name gets `--overwrite`: the trainer refuses to publish over a checkpoint
-    unless told, and this folder holds only the curves that the new run, weights included, replaces."""
+    unless told, and this folder holds only the curves that the new run, weights included, replaces. That command
+    trains this model alone (`--model NAME`), so that --overwrite replaces nothing else: the nets it was trained
+    beside keep their checkpoints (alone or side by side, a net sees the same batches)."""
     command = config.get("command") or "python train.py"
+    leave_out, extra = SITTING_OPTIONS, []
     if folder and folder != config.get("model"):
-        elsewhere = ["--out", REGENERATED]
-    else:
-        elsewhere = ["--overwrite"] if config.get("has_weights") is False else []
+        extra = ["--out", REGENERATED]
+    elif config.get("has_weights") is False and config.get("model"):
+        leave_out, extra = SITTING_OPTIONS | MODEL_OPTIONS, ["--model", config["model"], "--overwrite"]
     try:
-        return shlex.join(without_options(command, SITTING_OPTIONS) + elsewhere)
+        return shlex.join(without_options(command, leave_out) + extra)
     except ValueError:  # quoting damaged by hand: show it as recorded
         return command
 
@@ -289,6 +293,10 @@ class CheckpointInfo:
     def has_weights(self) -> bool:
         return (self.path / "model.safetensors").is_file()
 
+    def regenerate_command(self) -> str:
+        """regenerate_command for the folder as it is now: with its weights or without (published so, or lost)."""
+        return regenerate_command(dict(self.config, has_weights=self.has_weights), self.name)
+
 
 def read_json(path: Path) -> dict:
     if not path.is_file():
@@ -453,8 +461,11 @@ def load_pretrained(name_or_path: str | os.PathLike, device: str | torch.device 
         raise CheckpointError(f"{path / 'config.json'}: cannot rebuild the model ({e})") from None
     weights = path / "model.safetensors"
     if not weights.is_file():
-        raise CheckpointError(f"{weights}: file is missing (this checkpoint ships curves and metrics only; "
-                              f"regenerate the weights with `{regenerate_command(config, path.name)}`)")
+        # whatever config.json says of its weights (a file lost in a copy too): the command that brings them back
+        again = regenerate_command(dict(config, has_weights=False), path.name)
+        why = ("this checkpoint ships curves and metrics only" if config.get("has_weights") is False else
+               "config.json says it was published with its weights: copied only in part?")
+        raise CheckpointError(f"{weights}: file is missing ({why}; regenerate the weights with `{again}`)")
     try:
         state = load_file(weights)
     except (SafetensorError, OSError, ValueError) as e:

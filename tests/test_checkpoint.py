@@ -88,16 +88,18 @@ def test_save_without_weights(tmp_path):
                                 HISTORY, METRICS)
     assert not (path / "model.safetensors").exists() and not read_checkpoint(path).has_weights
     again = "python train.py --depth 34 --both --recipe seed --device cuda"
-    # under its own model's name: the new run replaces these curves, which the trainer does only when told
-    assert ckpt.regenerate_command(read_checkpoint(path).config) == again + " --overwrite"
-    assert ckpt.regenerate_command(read_checkpoint(path).config, "resnet34") == again + " --overwrite"
+    # under its own model's name: the new run replaces these curves, which the trainer does only when told, and
+    # trains this net alone, so that the --overwrite replaces nothing of plain34, trained beside it
+    alone = "python train.py --recipe seed --device cuda --model resnet34 --overwrite"
+    assert ckpt.regenerate_command(read_checkpoint(path).config) == alone
+    assert ckpt.regenerate_command(read_checkpoint(path).config, "resnet34") == alone
     # kept under another name (a short run beside a longer one that took its model's name): published elsewhere
     assert ckpt.regenerate_command(read_checkpoint(path).config, "resnet34-15ep") == again + " --out regenerated"
-    with pytest.raises(CheckpointError, match=f"model.safetensors: file is missing.*`{again} --overwrite`"):
+    with pytest.raises(CheckpointError, match=f"model.safetensors: file is missing.*`{alone}`"):
         load_pretrained(path)
     card = (path / "README.md").read_text()
     assert "not bundled (too large); regenerate them with the command below." in card
-    assert f"\n    {again} --overwrite\n" in card and "load_pretrained" not in card
+    assert f"\n    {alone}\n" in card and "load_pretrained" not in card
     assert ckpt.regenerate_command({}) == "python train.py"
     assert ckpt.regenerate_command(dict(command="python train.py --depth 'unclosed")) == "python train.py --depth 'unclosed"
 
@@ -152,6 +154,18 @@ def test_damaged_checkpoints_raise_naming_the_file(saved, damage, file, message)
     with pytest.raises(CheckpointError, match=message) as e:
         load_pretrained(path)
     assert str(path / file) in str(e.value)
+
+
+def test_weights_lost_from_a_checkpoint_that_had_them_print_a_command_that_brings_them_back(saved):
+    """config.json says weights were published, the file is gone (a partial copy): the message's command trains the
+    net alone with --overwrite, as for a checkpoint published without weights; the guard would refuse it without."""
+    _, path = saved
+    assert "--overwrite" not in read_checkpoint(path).regenerate_command()  # with its weights, the guard stays
+    (path / "model.safetensors").unlink()
+    assert read_checkpoint(path).regenerate_command() == "python train.py --model resnet20 --overwrite"  # as pages say
+    with pytest.raises(CheckpointError, match=r"file is missing \(config.json says it was published with its weights: "
+                                              r"copied only in part\?; .*--model resnet20 --overwrite`"):
+        load_pretrained(path)
 
 
 def test_bundled_checkpoints_are_listed_residual_first_each_kind_by_depth():

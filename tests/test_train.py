@@ -331,13 +331,16 @@ def test_the_printed_command_regenerates_a_weightless_checkpoint(tmp_path, share
     checkpoint is (here given its --out and data, which the printed command leaves to the machine), it trains
     the net again and replaces the folder, weights included, instead of stopping at the overwrite guard."""
     out = tmp_path / "checkpoints"
-    train_tiny(out, tmp_path / "runs", ("resnet20",), "--no-weights")
+    train_tiny(out, tmp_path / "runs", ("resnet20", "plain20"), "--no-weights")
     assert not read_checkpoint(out / "resnet20").has_weights
+    beside = {f.name: f.read_bytes() for f in (out / "plain20").iterdir()}
     printed = regenerate_command(read_checkpoint(out / "resnet20").config, "resnet20")
     argv = shlex.split(printed)[2:]  # after "python train.py"
     assert train.main(argv + ["--out", str(out), "--state-dir", str(tmp_path / "fresh"), "--data-dir", str(shared_cifar)]) == 0
     assert read_checkpoint(out / "resnet20").has_weights
     load_pretrained(out / "resnet20")
+    # the net trained beside it is not trained again, nor its checkpoint replaced: --overwrite is for this one alone
+    assert {f.name: f.read_bytes() for f in (out / "plain20").iterdir()} == beside
 
 
 def test_torchrun_ranks_all_refuse_a_published_checkpoint(tmp_path, shared_cifar):
