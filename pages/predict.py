@@ -11,7 +11,7 @@ from pages.common import (NET_COLORS, by_name, default_pair, gallery, header, lo
 from resnet_core import zoo
 from resnet_core.data import CLASSES
 from resnet_core.explain import grad_cam, input_saliency, overlay
-from resnet_core.predict import MAX_UPLOAD_BYTES, Upload, framed, image_tensor, predict, read_upload
+from resnet_core.predict import MAX_UPLOAD_BYTES, OutOfMemory, Upload, framed, image_tensor, predict, read_upload
 
 # Each model's name over its top-5 bars, left-aligned, not turned on its side to the left of them.
 MODEL_HEADER = alt.Header(labelOrient="top", labelAngle=0, labelAnchor="start", labelFontSize=13,
@@ -89,6 +89,8 @@ def read(digest: str, _data: bytes) -> tuple[Upload | None, str]:
     the bytes: handed the bytes, Streamlit would copy them to hash them, on every run."""
     try:
         return read_upload(_data), ""
+    except OutOfMemory:
+        raise  # not kept: the next run may have the memory (the caller shows it)
     except ValueError as e:  # load_image's message is written for the user
         return None, str(e)
 
@@ -147,7 +149,10 @@ if len(uploads) > MAX_FILES:
 for n, upload in enumerate(uploads[:MAX_FILES]):
     st.markdown(f"**{upload.name}**")
     data = upload.getvalue()
-    shown, refused = read(hashlib.sha256(data).hexdigest(), data)
+    try:
+        shown, refused = read(hashlib.sha256(data).hexdigest(), data)
+    except OutOfMemory as e:
+        shown, refused = None, str(e)
     if shown is None:  # the other files go on
         st.error(f"**{upload.name}**: {refused}")
         continue

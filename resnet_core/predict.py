@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import math
 import warnings
 from dataclasses import dataclass
 
@@ -28,6 +29,10 @@ UPRIGHT = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4:
 
 class ImageRejected(ValueError):
     """An upload this module refuses, with a message written for the user: what is wrong, and what to do."""
+
+
+class OutOfMemory(ImageRejected):
+    """Refused for want of memory at that moment: the same file may load once the server has more free."""
 
 
 def _too_many_pixels(size: str) -> ImageRejected:
@@ -79,7 +84,7 @@ def load_image(image) -> Image.Image:
             img.load()
         orientation = img.getexif().get(ExifTags.Base.Orientation)
         # The range 16-bit and float values are stretched from, taken before averaging narrows it
-        value_range = img.getextrema() if img.mode in WIDE_MODES else None
+        value_range = _value_range(img) if img.mode in WIDE_MODES else None
         # Shrunk before anything else, so that no turn, conversion or compositing ever copies the full-size image.
         img = _shrunk(img)
         if orientation in UPRIGHT:  # any other value (text, out of range) leaves the image as it is
@@ -92,7 +97,7 @@ def load_image(image) -> Image.Image:
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise _too_many_pixels(f"over {Image.MAX_IMAGE_PIXELS // 1_000_000} megapixels once decoded") from None
     except MemoryError:
-        raise ImageRejected("the server ran out of memory decoding this image: upload a smaller one") from None
+        raise OutOfMemory("the server ran out of memory decoding this image: upload a smaller one") from None
     except ValueError as e:  # Pillow's own guards (a PNG text chunk inflating past MAX_TEXT_CHUNK), or a bad field
         why = ("holds a block of data that would unpack to far more than an image needs, so it was not read"
                if "too large" in str(e).lower() else "does not hold what its format promises, so it cannot be read")
@@ -127,6 +132,18 @@ def _shrunk(img: Image.Image) -> Image.Image:
     for i, strip in enumerate(strips):
         small.paste(strip, (0, i * rows // factor))
     return small
+
+
+def _value_range(img: Image.Image, pixels: int = 1 << 22) -> tuple[float, float]:
+    """The lowest and highest value of a 16-bit or float image, NaN left out ((0, 0) if all are NaN), read `pixels`
+    at a time: Pillow's getextrema takes a NaN first pixel for the range and refuses the byte-order modes I;16B/L."""
+    w, h = img.size
+    lo, hi, rows = math.inf, -math.inf, max(1, pixels // max(w, 1))
+    for top in range(0, h, rows):
+        a = np.asarray(img.crop((0, top, w, min(top + rows, h))), dtype=np.float64)
+        if not np.isnan(a).all():
+            lo, hi = min(lo, float(np.nanmin(a))), max(hi, float(np.nanmax(a)))
+    return (lo, hi) if lo <= hi else (0.0, 0.0)
 
 
 def _averageable(img: Image.Image) -> Image.Image:
