@@ -357,6 +357,13 @@ def legacy_sitting(config: dict) -> dict:
     return dict(start=0, device=None, precision="fp32" if not amp else ("bf16 autocast" if cpu_bf16 else None))
 
 
+def run_compiled(sittings: list[dict]) -> bool | str:
+    """Whether the run's step went through compiled_forward: True or False when every sitting agrees (one that did
+    not record it, from before --compile, was not compiled), else 'partly' (each sitting's `compile` says when)."""
+    used = {bool(sitting.get("compile")) for sitting in sittings}
+    return used.pop() if len(used) == 1 else "partly"
+
+
 def run_precision(sittings: list[dict]) -> str:
     """The arithmetic of a run over all its sittings: 'bf16 autocast', or 'mixed: fp32 for iterations 0 to 7, then
     bf16 autocast' where a resume changed it (an unknown one reads 'unrecorded')."""
@@ -484,9 +491,13 @@ def train(configs: list[RunConfig], *, data_dir: str | None = None, out_dir: Pat
             raise SystemExit(f"error: --resume, but {state_dir} holds no saved run of {cfg.model}; bring its state "
                              f"folder there, or leave {cfg.model} out (or drop --resume to start it from scratch)")
         elif meta and not resume and not meta.get("finished"):
-            raise SystemExit(f"error: {state_paths(state_dir, cfg.model)[1].parent} holds an unfinished run of "
-                             f"{cfg.model} (iteration {meta['iteration']:,}); pass --resume to continue it "
-                             f"or --restart to start over")
+            folder = state_paths(state_dir, cfg.model)[1].parent
+            if meta.get("run_id") and published_by(Path(out_dir) / cfg.model) == meta["run_id"]:
+                raise SystemExit(f"error: {folder} holds a run of {cfg.model} that published {Path(out_dir) / cfg.model} "
+                                 f"and stopped before saving its final state (at iteration {meta['iteration']:,}): "
+                                 f"nothing is left to train; leave {cfg.model} out, or pass --restart to train it again")
+            raise SystemExit(f"error: {folder} holds an unfinished run of {cfg.model} (iteration "
+                             f"{meta['iteration']:,}); pass --resume to continue it or --restart to start over")
         lane = make_lane(cfg, device)
         if meta and resume:
             load_state(lane, state_dir, meta)
@@ -500,7 +511,8 @@ def train(configs: list[RunConfig], *, data_dir: str | None = None, out_dir: Pat
                     f"saving its final state, at iteration {lane.iteration:,}); skipping")
                 continue
             say(f"{cfg.model}: resuming at iteration {lane.iteration:,} of {cfg.recipe.iterations:,}")
-        lane.sittings.append(dict(start=lane.iteration, device=device_name(device), precision=precision(cfg, device)))
+        lane.sittings.append(dict(start=lane.iteration, device=device_name(device), precision=precision(cfg, device),
+                                  compile=cfg.compile and not ddp))  # DDP calls the model's forward: not compiled
         lanes.append(lane)
     # Nor replace a published checkpoint by accident: each model this call trains (a resumed one too; not one
     # skipped as finished) publishes into out_dir/<model> at its end, and that replaces the folder whole. A pure
@@ -763,7 +775,7 @@ def publish(lane: Lane, data: Data, out_dir: Path, device: torch.device, world: 
     # (on the CPU only with cpu_bf16), graphs only on CUDA (not under DDP, and only once captured) and compile not
     # under DDP, so these say what took effect.
     used = dict(precision=run_precision(lane.sittings), sittings=lane.sittings, cuda_graphs_used=lane.graph is not None,
-                compile_used=cfg.compile and not isinstance(lane.forward, torch.nn.parallel.DistributedDataParallel),
+                compile_used=run_compiled(lane.sittings),
                 channels_last_used=lane.layer_weights[0].is_contiguous(memory_format=torch.channels_last))
     config = dict(cfg.to_dict(), **used, depth=info["depth"], residual=info["residual"], family=info["family"],
                   dataset="CIFAR-10", normalization=dict(mean=list(CIFAR10_MEAN), std=list(CIFAR10_STD)),

@@ -81,6 +81,13 @@ def test_a_compiled_step_computes_what_the_eager_step_does():
     assert not hasattr(compiled.model, "_compiled_call_impl") or compiled.model._compiled_call_impl is None
 
 
+def test_a_run_compiled_in_some_sittings_only_says_so():
+    from resnet_core.trainer import run_compiled
+    assert run_compiled([dict(start=0, compile=True), dict(start=900, compile=True)]) is True
+    assert run_compiled([dict(start=0), dict(start=900, compile=False)]) is False  # from before --compile: eager
+    assert run_compiled([dict(start=0, compile=True), dict(start=900, compile=False)]) == "partly"
+
+
 def test_compile_from_the_command_line_trains_and_says_so(tmp_path, tiny_checkpoints, shared_cifar):
     train_tiny(tmp_path / "out", tmp_path / "runs", ("resnet20",), "--compile")
     compiled, eager = read_checkpoint(tmp_path / "out" / "resnet20"), read_checkpoint(tiny_checkpoints / "resnet20")
@@ -467,6 +474,9 @@ def test_a_run_killed_between_publishing_and_its_last_save_resumes_as_done(tmp_p
     published = (out / "resnet20" / "model.safetensors").read_bytes()
     meta = json.loads((runs / "resnet20" / "state.json").read_text())
     assert not meta["finished"] and meta["run_id"] == read_checkpoint(out / "resnet20").config["run_id"]
+    with pytest.raises(SystemExit, match=f"holds a run of resnet20 that published {out / 'resnet20'} and stopped "
+                                         "before saving its final state.*nothing is left to train"):
+        train_tiny(out, runs, ("resnet20",))  # without --resume: not "an unfinished run ... pass --resume"
     capsys.readouterr()
     train_tiny(out, runs, ("resnet20",), "--resume")
     assert f"resnet20: already published by this run in {out / 'resnet20'}" in capsys.readouterr().err
