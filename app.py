@@ -102,8 +102,8 @@ def depth_chart() -> None:
     data = frame(zoo.headline_frame)
     # A short run's or plain-110's large error puts the paper-length runs (7 to 13 %) in the bottom of a linear axis.
     log = st.toggle("Log scale", help="Spreads out the small errors: 1 %, 10 % and 100 % are evenly spaced.")
-    if log:
-        data = data[data["error"] > 0]  # a log axis has no room for an error of exactly 0
+    zero = data[data["error"] <= 0] if log else data.iloc[:0]  # a log axis has no room for an error of exactly 0
+    data = data.drop(zero.index)
     ours, refs = data[data["source"] == "ours"], data[data["source"] != "ours"]
     # References sit beside our point of the same depth (xOffset), not on top of it.
     x, offset = alt.X("depth:O", title="depth (weight layers)", axis=alt.Axis(labelAngle=0)), alt.XOffset("source:N", sort=["ours", *zoo.REFERENCES])
@@ -137,7 +137,10 @@ def depth_chart() -> None:
     # Legends below: beside the plot their long labels squeezed it to 230 px in a 1024 px window. Below, each
     # legend's entries are in columns (shapes' columns=) that fit that width even with all three measures or sources.
     show_chart(chart, data, "final_error_vs_depth", legends_below=True)
-    st.caption(zoo.sources_note(sources))
+    left_out = "; ".join(f"{r.checkpoint or r.source} ({r.split} error)" for r in zero.itertuples()
+                         ) if len(zero) else ""
+    st.caption(zoo.sources_note(sources) + (f" Not on the log axis, at an error of exactly 0: {left_out}."
+                                            if left_out else ""))
 
 
 def zoo_table() -> None:

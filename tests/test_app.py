@@ -238,6 +238,18 @@ def test_home_depth_chart_has_a_log_scale(monkeypatch, tiny_checkpoints):
     next(t for t in at.toggle if t.label == "Log scale").set_value(True).run()
     y = specs(at)[0]["layer"][1]["encoding"]["y"]
     assert y["scale"] == {"type": "log"} and y["title"] == "final error (%), log scale" and not at.exception
+    assert not any("Not on the log axis" in c.value for c in at.caption)
+
+
+def test_home_log_scale_says_which_errors_of_zero_it_leaves_out(monkeypatch, tiny_checkpoints, tmp_path):
+    root = shutil.copytree(tiny_checkpoints, tmp_path / "perfect")
+    path = root / "resnet20" / "metrics.json"
+    path.write_text(json.dumps(dict(json.loads(path.read_text()), train_error_clean=0.0)))  # fits every image
+    at = open_app(monkeypatch, root)
+    next(t for t in at.toggle if t.label == "Log scale").set_value(True).run()
+    assert "Not on the log axis, at an error of exactly 0: resnet20 (train error)." in " ".join(c.value for c in at.caption)
+    ours = plotted(at)[0].query("source == 'ours'")
+    assert not ((ours["checkpoint"] == "resnet20") & (ours["split"] == "train")).any()
 
 
 def test_home_draws_the_longer_runs_points_larger_where_lengths_differ(monkeypatch, tiny_checkpoints, tmp_path):
