@@ -4,7 +4,9 @@ Baseline: torchvision Dataset + DataLoader with per-image PIL transforms (4-pixe
 flip, ToTensor, Normalize), fp32, eager, torch.optim.SGD. Ours: the trainer's own step (data on the
 device, batch augmentation, bf16 autocast, channels_last, CUDA graphs, lanes side by side on CUDA).
 With --compile, ours is timed a second time with train.py --compile (each block through torch.compile), in a
-column of its own, after its compile time (printed, not timed).
+column of its own, after its warm-up (printed as "warm-up s", not timed), which holds the compiling: the compiled
+graphs are shared by every block of a shape, so the first model of a kind compiles them and the next ones (deeper
+nets of the same kind) find most of them done, as the lanes of one training run do.
 
     python bench/train_throughput.py                        # resnet20/56/110 on the best device
     python bench/train_throughput.py --models resnet56 --steps 50 --lanes 10
@@ -176,7 +178,7 @@ def main() -> None:
     print(f"{'model':<10} {'baseline img/s':>15}"
           + "".join(f" {heads.get(r) or f'{heads[r[0], 1][:-6]} x{r[1]} lanes img/s':>{width(r)}} {'speed-up':>9} "
                     f"{'GPU util %':>11}" for r in runs)
-          + (f" {'compile s':>10}" if args.compile else ""))
+          + (f" {'warm-up s':>10}" if args.compile else ""))
     for model in args.models:
         base = baseline_images_per_s(model, images, labels, device, args.batch_size, steps, warmup, args.workers)
         line, warm_s = f"{model:<10} {base:15,.0f}", []
