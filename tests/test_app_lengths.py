@@ -1,6 +1,8 @@
-"""AppTest on the bundled checkpoints: Gradient flow and Loss landscape compare only runs of one training length."""
+"""AppTest on checkpoint folders of two training lengths: Gradient flow and Loss landscape compare only runs of one."""
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -8,22 +10,35 @@ import pytest
 from pages.common import default_pair
 from resnet_core import zoo
 from resnet_core.checkpoint import list_checkpoints
-from tests.test_app import open_app, plotted
-
-BUNDLED = Path(__file__).resolve().parents[1] / "checkpoints"
+from tests.test_app import open_app, plotted, with_a_long_copy
 
 
 @pytest.fixture(scope="module")
-def lengths() -> dict[int, list]:
-    """{iterations: the bundled checkpoints trained that long}, longest first: full-recipe runs beside 15-epoch ones."""
-    infos, _ = list_checkpoints(BUNDLED)
+def two_lengths(tiny_landscapes, tmp_path_factory) -> Path:
+    """The tiny pair twice over (plain20, resnet20 and their -again copies) beside a 64k-iteration copy of it
+    (plain20-64k, resnet20-64k), each with its landscape: the short length has the most runs, the long one holds the
+    pair every page opens on (default_pair: the longest pair trained equally), so the two starts differ."""
+    root = with_a_long_copy(tiny_landscapes, tmp_path_factory.mktemp("lengths") / "checkpoints")
+    for name in ("resnet20", "plain20"):
+        shutil.copytree(root / name, root / f"{name}-again")
+    return root
+
+
+@pytest.fixture(scope="module")
+def lengths(two_lengths) -> dict[int, list]:
+    """{iterations: the checkpoints trained that long}, longest first."""
+    infos, bad = list_checkpoints(two_lengths)
+    assert not bad, bad
     runs = {zoo.iterations(group[0]): group for group in zoo.schedules(infos)}
-    assert len(runs) >= 2, "the bundle holds runs of two lengths"
+    assert [len(group) for group in runs.values()] == [2, 4] and max(runs) == 64_000
+    assert set(default_pair(infos)) == {"plain20-64k", "resnet20-64k"}  # on the length with the fewer runs
     return runs
 
 
 def widget(widgets, label: str):
-    return next(w for w in widgets if w.label == label)
+    found = [w for w in widgets if w.label == label]
+    assert found, f"no {label!r} among {[w.label for w in widgets]}"
+    return found[0]
 
 
 def names(group) -> dict[str, set[str]]:
@@ -34,13 +49,19 @@ def names(group) -> dict[str, set[str]]:
     return kinds
 
 
-def test_gradient_flow_pairs_only_runs_of_one_length(monkeypatch, lengths):
-    """Opens on the pair every page opens on (plain56 and resnet56, 64k iterations), offers only its length's runs,
-    and the radio switches to the 15-epoch ones: never a 64k run on one epoch axis with a 15-epoch one."""
-    at = open_app(monkeypatch, BUNDLED, "pages/gradients.py")
+def opens_on_the_default_pairs_length(at, lengths):
+    """The 'Training length' radio: one option per length, on the default pair's (not the one with the most runs)."""
     length = widget(at.sidebar.radio, "Training length")
-    assert length.value == max(lengths) and set(length.options) == {f"{n:,} iterations ({len(g)} runs)"
-                                                                   for n, g in lengths.items()}
+    assert length.options == [f"{n:,} iterations ({len(group)} runs)" for n, group in lengths.items()]
+    assert length.value == 64_000
+    return length
+
+
+def test_gradient_flow_pairs_only_runs_of_one_length(monkeypatch, two_lengths, lengths):
+    """Opens on the default pair's length, offers only its runs, and the radio switches to the other length's:
+    never a 64k run on one epoch axis with a short one."""
+    at = open_app(monkeypatch, two_lengths, "pages/gradients.py")
+    length = opens_on_the_default_pairs_length(at, lengths)
     for n, group in lengths.items():
         length.set_value(n).run()
         assert not at.exception, [e.value for e in at.exception]
@@ -53,14 +74,16 @@ def test_gradient_flow_pairs_only_runs_of_one_length(monkeypatch, lengths):
         assert heatmap["last_epoch"].max() == last and profile["epoch"].unique().tolist() == [last]
         measured = next(m.value for m in at.markdown if m.value.startswith("**Measured here**"))
         assert f"{plain.value}: " in measured and f"{residual.value}: " in measured
+    plain.set_value("plain20-again").run()  # the other run of the same length: the charts follow the choice
+    assert set(plotted(at)[0]["checkpoint"]) == {"plain20-again", "resnet20"}
 
 
-def test_landscape_offers_one_length_and_slices_the_two_surfaces(monkeypatch, lengths):
-    """Surfaces and slices of the chosen length only; the slices open on the two surfaces drawn, not on all 14 (a
-    log axis from 0.0025 to 6 x 10^9 in seven oranges and seven blues); the default pairs were measured alike."""
-    at = open_app(monkeypatch, BUNDLED, "pages/landscape.py")
-    length = widget(at.sidebar.radio, "Training length")
-    assert length.value == max(lengths)
+def test_landscape_offers_one_length_and_slices_the_two_surfaces(monkeypatch, two_lengths, lengths):
+    """Surfaces and slices of the chosen length only; the slices open on the two surfaces drawn, not on every one
+    (14 in the bundle: a log axis from 0.0025 to 6 x 10^9 in seven oranges and seven blues); the pairs were measured
+    alike, so nothing is warned and the shared colour scale means the same loss."""
+    at = open_app(monkeypatch, two_lengths, "pages/landscape.py")
+    length = opens_on_the_default_pairs_length(at, lengths)
     for n, group in lengths.items():
         length.set_value(n).run()
         assert not at.exception and not at.warning, [w.value for w in at.warning]
@@ -72,20 +95,35 @@ def test_landscape_offers_one_length_and_slices_the_two_surfaces(monkeypatch, le
         surface, sliced = plotted(at)
         assert set(surface["checkpoint"]) == set(sliced["checkpoint"]) == {plain.value, residual.value}
         assert "the same colour is the same loss" in " ".join(c.value for c in at.caption)
-    slices.set_value(sorted(slices.options)).run()  # the user may add every other run of this length
+    slices.set_value(sorted(slices.options)).run()  # the reader may add every other run of this length
     assert set(plotted(at)[1]["checkpoint"]) == {info.name for info in group}
 
 
-def test_landscape_warns_where_the_surfaces_were_measured_differently(monkeypatch, lengths):
-    """plain20 (500 training images, fp32 on a CPU) beside resnet56 (2,000 images, bf16 on an H200): both 64k
-    iterations, but the shared colour scale no longer means the same loss, and the page says why."""
-    at = open_app(monkeypatch, BUNDLED, "pages/landscape.py")
-    widget(at.sidebar.selectbox, "Plain checkpoint (surface)").set_value("plain20").run()
-    assert not at.exception
+@pytest.mark.parametrize("setting, value, named", [
+    ("points", 2000, "training images: plain20-remeasured 2,000, resnet20 32"),
+    ("precision", "bf16 autocast", "precision: plain20-remeasured bf16 autocast, resnet20 fp32")])
+def test_landscape_warns_where_the_surfaces_were_measured_differently(monkeypatch, tiny_landscapes, tmp_path,
+                                                                      setting, value, named):
+    """A second plain20 whose landscape says it was measured on 2,000 images (or in bf16) where resnet20's was on 32
+    in fp32: the same length, but the shared colour scale no longer means the same loss, and the page says why.
+    Beside the plain20 measured alike, it says nothing."""
+    root = shutil.copytree(tiny_landscapes, tmp_path / "checkpoints")
+    remeasured = shutil.copytree(root / "plain20", root / "plain20-remeasured") / "landscape.json"
+    data = json.loads(remeasured.read_text())
+    assert data["points"] == 32 and data["precision"] == "fp32" and data[setting] != value
+    remeasured.write_text(json.dumps(dict(data, **{setting: value})))
+    at = open_app(monkeypatch, root, "pages/landscape.py")
+    plain = widget(at.sidebar.selectbox, "Plain checkpoint (surface)")
+    assert plain.value == "plain20" and not at.warning, [w.value for w in at.warning]
+    assert "the same colour is the same loss" in " ".join(c.value for c in at.caption)
+    plain.set_value("plain20-remeasured").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert set(plotted(at)[0]["checkpoint"]) == {"plain20-remeasured", "resnet20"}
     warned = [w.value for w in at.warning]
-    assert len(warned) == 2  # the surfaces, and the slices that follow them
-    assert "The surfaces of plain20 and resnet56 were measured differently" in warned[0]
-    assert "training images: plain20 500, resnet56 2,000" in warned[0]
-    assert "precision: plain20 fp32, resnet56 bf16 autocast" in warned[0]
+    assert len(warned) == 2, warned  # the surfaces, and the slices that follow them
+    assert "The surfaces of plain20-remeasured and resnet20 were measured differently" in warned[0]
+    assert "These slices were measured differently" in warned[1]
+    assert all(named in w for w in warned), warned
+    assert sum(label in warned[0] for label in ("training images:", "precision:", "grid:", "seed:")) == 1  # only it
     captions = " ".join(c.value for c in at.caption)
     assert "the same colour is the same loss" not in captions and "measured differently" in captions
