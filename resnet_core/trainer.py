@@ -117,7 +117,7 @@ class Lane:
     eager_steps: int = 0                     # steps run eagerly on `stream` in this process: the warm-up before capture
     finished: bool = False
     lr_value: float | None = None            # the Python-side copy of `lr`, to skip needless fills
-    sittings: list = field(default_factory=list)  # {start (iteration), device, precision} of each run that trained it
+    sittings: list = field(default_factory=list)  # {start (iteration), device, precision, compile} of each sitting
     saved_at: float = -math.inf              # perf_counter() of the last save_state in this process (none yet)
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex)  # one run, whatever its sittings: state and checkpoint
 
@@ -358,8 +358,9 @@ def legacy_sitting(config: dict) -> dict:
 
 
 def run_compiled(sittings: list[dict]) -> bool | str:
-    """Whether the run's step went through compiled_forward: True or False when every sitting agrees (one that did
-    not record it, from before --compile, was not compiled), else 'partly' (each sitting's `compile` says when)."""
+    """Whether the run's step went through compiled_forward: True or False when every sitting agrees, else 'partly'
+    (each sitting's `compile` says when). A sitting that did not record it counts as eager: sittings record it since
+    --compile came, and no state of a compiled run saved before that exists."""
     used = {bool(sitting.get("compile")) for sitting in sittings}
     return used.pop() if len(used) == 1 else "partly"
 
@@ -485,30 +486,28 @@ def train(configs: list[RunConfig], *, data_dir: str | None = None, out_dir: Pat
     lanes, status = [], {}
     for cfg in configs:
         meta = read_state_meta(state_dir, cfg.model)
+        published = Path(out_dir) / cfg.model
         if meta and restart:
             meta = None
+        elif meta and not meta.get("finished") and meta.get("run_id") and published_by(published) == meta["run_id"]:
+            # killed after publishing and before saving its final state: done, with or without --resume
+            status[cfg.model] = "skipped"
+            say(f"{cfg.model}: already published by this run in {published} (it stopped before saving its final "
+                f"state, at iteration {meta['iteration']:,}); skipping. To train it again: --restart --overwrite")
+            continue
         elif meta is None and resume and not restart:  # carried state missing: starting it afresh would waste the run
             raise SystemExit(f"error: --resume, but {state_dir} holds no saved run of {cfg.model}; bring its state "
                              f"folder there, or leave {cfg.model} out (or drop --resume to start it from scratch)")
         elif meta and not resume and not meta.get("finished"):
-            folder = state_paths(state_dir, cfg.model)[1].parent
-            if meta.get("run_id") and published_by(Path(out_dir) / cfg.model) == meta["run_id"]:
-                raise SystemExit(f"error: {folder} holds a run of {cfg.model} that published {Path(out_dir) / cfg.model} "
-                                 f"and stopped before saving its final state (at iteration {meta['iteration']:,}): "
-                                 f"nothing is left to train; leave {cfg.model} out, or pass --restart to train it again")
-            raise SystemExit(f"error: {folder} holds an unfinished run of {cfg.model} (iteration "
-                             f"{meta['iteration']:,}); pass --resume to continue it or --restart to start over")
+            raise SystemExit(f"error: {state_paths(state_dir, cfg.model)[1].parent} holds an unfinished run of "
+                             f"{cfg.model} (iteration {meta['iteration']:,}); pass --resume to continue it "
+                             f"or --restart to start over")
         lane = make_lane(cfg, device)
         if meta and resume:
             load_state(lane, state_dir, meta)
             if lane.finished:
                 status[cfg.model] = "skipped"
                 say(f"{cfg.model}: already finished ({lane.iteration:,} iterations); skipping")
-                continue
-            if published_by(Path(out_dir) / cfg.model) == lane.run_id:  # stopped between publishing and saving
-                status[cfg.model] = "skipped"
-                say(f"{cfg.model}: already published by this run in {Path(out_dir) / cfg.model} (it stopped before "
-                    f"saving its final state, at iteration {lane.iteration:,}); skipping")
                 continue
             say(f"{cfg.model}: resuming at iteration {lane.iteration:,} of {cfg.recipe.iterations:,}")
         lane.sittings.append(dict(start=lane.iteration, device=device_name(device), precision=precision(cfg, device),

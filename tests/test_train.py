@@ -474,13 +474,15 @@ def test_a_run_killed_between_publishing_and_its_last_save_resumes_as_done(tmp_p
     published = (out / "resnet20" / "model.safetensors").read_bytes()
     meta = json.loads((runs / "resnet20" / "state.json").read_text())
     assert not meta["finished"] and meta["run_id"] == read_checkpoint(out / "resnet20").config["run_id"]
-    with pytest.raises(SystemExit, match=f"holds a run of resnet20 that published {out / 'resnet20'} and stopped "
-                                         "before saving its final state.*nothing is left to train"):
-        train_tiny(out, runs, ("resnet20",))  # without --resume: not "an unfinished run ... pass --resume"
     capsys.readouterr()
-    train_tiny(out, runs, ("resnet20",), "--resume")
-    assert f"resnet20: already published by this run in {out / 'resnet20'}" in capsys.readouterr().err
+    for again in ([], ["--resume"]):  # without --resume too: not "an unfinished run ... pass --resume"
+        train_tiny(out, runs, ("resnet20",), *again)
+        said = capsys.readouterr().err
+        assert f"resnet20: already published by this run in {out / 'resnet20'}" in said
+        assert "To train it again: --restart --overwrite" in said
     assert (out / "resnet20" / "model.safetensors").read_bytes() == published
+    train_tiny(out, runs, ("resnet20",), "--restart", "--overwrite")  # what the message says does train it again
+    assert read_checkpoint(out / "resnet20").config["run_id"] != meta["run_id"]
 
 
 def test_sigterm_saves_state_then_resume_finishes(tmp_path, shared_cifar):
