@@ -177,7 +177,7 @@ def load_model(info: CheckpointInfo) -> torch.nn.Module | None:
     """The checkpoint's model, shared by every session; None (with the reason shown) if it has no usable weights."""
     if not info.has_weights:
         st.info(f"**{info.name}** ships curves and metrics only: its weights are not bundled. "
-                f"Regenerate them with\n\n```\n{info.regenerate_command()}\n```")
+                f"Regenerate them with\n\n```\n{info.regenerate_command()}\n```\n\n{info.regenerate_note()}")
         return None
     try:
         return _model(str(info.path), weights_stamp(info))

@@ -52,7 +52,7 @@ def live_frame(infos) -> pd.DataFrame:
     for info in infos:
         if not info.has_weights:
             st.info(f"**{info.name}**: weights not bundled, so no live responses; regenerate them with "
-                    f"`{info.regenerate_command()}`.")
+                    f"`{info.regenerate_command()}`. {info.regenerate_note()}")
             continue
         try:
             frames.append(live_responses(str(info.path), weights_stamp(info)).assign(**zoo.identity(info)))

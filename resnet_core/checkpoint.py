@@ -108,15 +108,14 @@ def regenerate_command(config: dict, folder: str | None = None) -> str:
     checkpoint kept under another name than its model's (`folder`, say resnet56-15ep beside a longer resnet56)
     gets `--out regenerated`: into checkpoints/ it would publish over the run that has its model's name. One
     without weights under its model's name gets `--overwrite`: the trainer refuses to publish over a checkpoint
-    unless told, and this folder holds only the curves that the new run, weights included, replaces. That command
-    trains this model alone (`--model NAME`), so that --overwrite replaces nothing else: the nets it was trained
-    beside keep their checkpoints (alone or side by side, a net sees the same batches)."""
+    unless told, and this folder holds only the curves that the new run, weights included, replaces. The command
+    for a checkpoint without weights trains its model alone (`--model NAME`): --overwrite replaces nothing else, and
+    no time goes to the nets it was trained beside (alone or side by side, a net sees the same batches)."""
     command = config.get("command") or "python train.py"
-    leave_out, extra = SITTING_OPTIONS, []
-    if folder and folder != config.get("model"):
-        extra = ["--out", REGENERATED]
-    elif config.get("has_weights") is False and config.get("model"):
-        leave_out, extra = SITTING_OPTIONS | MODEL_OPTIONS, ["--model", config["model"], "--overwrite"]
+    model, renamed = config.get("model"), bool(folder and folder != config.get("model"))
+    leave_out, extra = SITTING_OPTIONS, ["--out", REGENERATED] if renamed else []
+    if config.get("has_weights") is False and model:  # for its weights: this net alone
+        leave_out, extra = SITTING_OPTIONS | MODEL_OPTIONS, ["--model", model] + (extra if renamed else ["--overwrite"])
     try:
         return shlex.join(without_options(command, leave_out) + extra)
     except ValueError:  # quoting damaged by hand: show it as recorded
@@ -296,6 +295,14 @@ class CheckpointInfo:
     def regenerate_command(self) -> str:
         """regenerate_command for the folder as it is now: with its weights or without (published so, or lost)."""
         return regenerate_command(dict(self.config, has_weights=self.has_weights), self.name)
+
+    def regenerate_note(self) -> str:
+        """Where that command publishes, when it is not this folder (a renamed one); else ''."""
+        model = self.config.get("model")
+        if model == self.name:
+            return ""
+        return (f"It publishes into `{REGENERATED}/{model}`: move that folder into this checkpoints folder as "
+                f"`{self.name}`, in place of this one.")
 
 
 def read_json(path: Path) -> dict:

@@ -94,7 +94,15 @@ def test_save_without_weights(tmp_path):
     assert ckpt.regenerate_command(read_checkpoint(path).config) == alone
     assert ckpt.regenerate_command(read_checkpoint(path).config, "resnet34") == alone
     # kept under another name (a short run beside a longer one that took its model's name): published elsewhere
-    assert ckpt.regenerate_command(read_checkpoint(path).config, "resnet34-15ep") == again + " --out regenerated"
+    assert ckpt.regenerate_command(read_checkpoint(path).config, "resnet34-15ep") == \
+        "python train.py --recipe seed --device cuda --model resnet34 --out regenerated"
+    assert ckpt.regenerate_command(dict(read_checkpoint(path).config, has_weights=True), "resnet34-15ep") == \
+        again + " --out regenerated"  # with its weights: the command as it ran, published elsewhere
+    renamed = shutil.copytree(path, tmp_path / "resnet34-15ep")
+    assert read_checkpoint(renamed).regenerate_note() == ("It publishes into `regenerated/resnet34`: move that folder "
+                                                          "into this checkpoints folder as `resnet34-15ep`, in place "
+                                                          "of this one.")
+    assert read_checkpoint(path).regenerate_note() == ""
     with pytest.raises(CheckpointError, match=f"model.safetensors: file is missing.*`{alone}`"):
         load_pretrained(path)
     card = (path / "README.md").read_text()
