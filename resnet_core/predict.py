@@ -135,14 +135,16 @@ def _shrunk(img: Image.Image) -> Image.Image:
 
 
 def _value_range(img: Image.Image, pixels: int = 1 << 22) -> tuple[float, float]:
-    """The lowest and highest value of a 16-bit or float image, NaN left out ((0, 0) if all are NaN), read `pixels`
-    at a time: Pillow's getextrema takes a NaN first pixel for the range and refuses the byte-order modes I;16B/L."""
+    """The lowest and highest finite value of a 16-bit or float image (NaN and infinities left out; (0, 0) if none
+    is finite), read `pixels` at a time: Pillow's getextrema takes a NaN first pixel or an infinity for the range,
+    which turns the rest black, and refuses the byte-order modes I;16B/L."""
     w, h = img.size
     lo, hi, rows = math.inf, -math.inf, max(1, pixels // max(w, 1))
     for top in range(0, h, rows):
         a = np.asarray(img.crop((0, top, w, min(top + rows, h))), dtype=np.float64)
-        if not np.isnan(a).all():
-            lo, hi = min(lo, float(np.nanmin(a))), max(hi, float(np.nanmax(a)))
+        a = a[np.isfinite(a)]
+        if a.size:
+            lo, hi = min(lo, float(a.min())), max(hi, float(a.max()))
     return (lo, hi) if lo <= hi else (0.0, 0.0)
 
 
@@ -160,12 +162,12 @@ def _averageable(img: Image.Image) -> Image.Image:
 
 def _to_rgb(img: Image.Image, value_range: tuple[float, float] | None) -> Image.Image:
     if img.mode in WIDE_MODES:
-        # 16-bit and float greyscale: scale the real range (value_range: the lowest and highest value, NaN left out)
-        # to 0..255 rather than clipping it.
+        # 16-bit and float greyscale: scale the real range (value_range: the lowest and highest finite value) to
+        # 0..255 rather than clipping it; NaN reads black, +inf white and -inf black.
         a = np.asarray(img, dtype=np.float64)
         lo, hi = map(float, value_range)
         a = np.zeros_like(a) if hi <= lo else (a - lo) / (hi - lo) * 255
-        img = Image.fromarray(np.nan_to_num(a).astype(np.uint8), "L")
+        img = Image.fromarray(np.clip(np.nan_to_num(a, nan=0.0, posinf=255.0, neginf=0.0), 0, 255).astype(np.uint8), "L")
     if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
         rgba = img.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))

@@ -189,13 +189,14 @@ HOSTILE = {
 JARGON = re.compile(r"Error|Plugin|MAX_|Pillow|decompression bomb|chunk|\(\w+:")
 
 
-def wide_tiff(mode: str, side: int, nan_first: bool = False) -> bytes:
-    """A side x side ramp over the whole range of a 16-bit (big-endian or native) or float greyscale TIFF."""
+def wide_tiff(mode: str, side: int, first=None) -> bytes:
+    """A side x side ramp over the whole range of a 16-bit (big-endian or native) or float greyscale TIFF; a float
+    one may have another `first` pixel (NaN, an infinity)."""
     ramp = np.linspace(0, 1, side * side).reshape(side, side)
     if mode == "F":
         ramp = (ramp * 1000).astype(np.float32)
-        if nan_first:
-            ramp[0, 0] = np.nan
+        if first is not None:
+            ramp[0, 0] = first
         img = Image.fromarray(ramp, "F")
     else:
         img = Image.frombytes(mode, (side, side), (ramp * 65535).astype(">u2" if mode == "I;16B" else "<u2").tobytes())
@@ -205,11 +206,13 @@ def wide_tiff(mode: str, side: int, nan_first: bool = False) -> bytes:
 
 
 @pytest.mark.parametrize("side", [40, 1200])  # as it is, and shrunk first
-@pytest.mark.parametrize("mode, nan_first", [("I;16B", False), ("I;16", False), ("F", False), ("F", True)])
-def test_16_bit_and_float_images_are_stretched_over_their_own_range(mode, nan_first, side):
-    """A ramp over the whole range comes out a ramp over 0..255, mean about 127: not black where the first pixel is
-    NaN (Pillow's getextrema would take it for the range), not refused in the byte-order modes (it rejects them)."""
-    img = np.asarray(load_image(wide_tiff(mode, side, nan_first)), dtype=np.float64)
+@pytest.mark.parametrize("mode, first", [("I;16B", None), ("I;16", None), ("F", None), ("F", np.nan), ("F", np.inf),
+                                         ("F", -np.inf)])
+def test_16_bit_and_float_images_are_stretched_over_their_own_range(mode, first, side):
+    """A ramp over the whole range comes out a ramp over 0..255, mean about 127: not black where a pixel is NaN or
+    infinite (Pillow's getextrema would take it for the range), not refused in the byte-order modes (it rejects
+    them)."""
+    img = np.asarray(load_image(wide_tiff(mode, side, first)), dtype=np.float64)
     assert img.mean() == pytest.approx(127.5, abs=2) and img.min() <= 1 and img.max() >= 254
 
 
