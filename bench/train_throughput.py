@@ -30,7 +30,7 @@ from PIL import Image
 
 from resnet_core.data import CIFAR10_MEAN, CIFAR10_STD, augmentation_plan, load_cifar10, resolve_data_dir
 from resnet_core.models import build_model
-from resnet_core.trainer import Data, Recipe, RunConfig, fill_batch, make_lane, step_lanes
+from resnet_core.trainer import Data, Recipe, RunConfig, compile_failure, fill_batch, make_lane, step_lanes
 
 
 class PILDataset(torch.utils.data.Dataset):
@@ -135,8 +135,10 @@ class GPUUtilization:
         self._thread.start()
 
     def stop(self):
+        """Stop sampling (also when it never started: a timing that failed in its warm-up)."""
         self._stop.set()
-        self._thread.join()
+        if self._thread.is_alive():
+            self._thread.join()
 
     @property
     def mean(self) -> float:
@@ -184,8 +186,17 @@ def main() -> None:
         line, warm_s = f"{model:<10} {base:15,.0f}", []
         for compiled, lanes in runs:
             util = GPUUtilization() if cuda else None
-            ours = ours_images_per_s(model, images, labels, device, args.batch_size, steps, warmup, lanes, util,
-                                     min_seconds, args.cpu_bf16, compiled, warm_s if compiled and lanes == 1 else None)
+            try:
+                ours = ours_images_per_s(model, images, labels, device, args.batch_size, steps, warmup, lanes, util,
+                                         min_seconds, args.cpu_bf16, compiled, warm_s if compiled and lanes == 1 else None)
+            except Exception as e:  # --compile that cannot run here: say why, and keep the eager columns
+                if not (compiled and compile_failure(e)):
+                    raise
+                if util is not None:
+                    util.stop()
+                print(f"{model}: --compile failed: {type(e).__name__}: {str(e).strip()[:300]}", file=sys.stderr)
+                line += f" {'failed':>{width((compiled, lanes))}} {'':>9} {'':>11}"
+                continue
             busy = util.mean if util is not None else float("nan")
             line += f" {ours:{width((compiled, lanes))},.0f} {ours / base:8.1f}x {busy:11.0f}"
         print(line + (f" {warm_s[0]:10.1f}" if warm_s else ""), flush=True)

@@ -176,6 +176,14 @@ def compiled_forward(model: torch.nn.Module):
     return forward
 
 
+def compile_failure(error: BaseException) -> bool:
+    """Whether `error` is torch.compile's own (tracing, or inductor's code generation: no C++ compiler, no Triton,
+    an unsupported op): --compile cannot run on this machine, which a training run then says in one line."""
+    import torch._dynamo.exc  # loaded by any torch.compile call; here for the isinstance
+    return isinstance(error, torch._dynamo.exc.TorchDynamoException) or \
+        type(error).__module__.startswith("torch._inductor")
+
+
 def _call_block(block: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     return block(x)
 
@@ -597,7 +605,14 @@ def train(configs: list[RunConfig], *, data_dir: str | None = None, out_dir: Pat
                 plan_epoch = epoch
             fill_batch(data, perm[step * batch + rank * local: step * batch + (rank + 1) * local], offsets, flips, x, y)
             active = [l for l in lanes if l.iteration == it and it < l.cfg.recipe.iterations]
-            step_lanes(active, x, y, it, capture=use_graphs, warmup=warmup_steps)
+            try:
+                step_lanes(active, x, y, it, capture=use_graphs, warmup=warmup_steps)
+            except Exception as e:
+                if any(lane.cfg.compile for lane in active) and compile_failure(e):
+                    raise SystemExit(f"error: --compile failed at iteration {it:,} on {device_name(device)} "
+                                     f"({type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}); "
+                                     "train without --compile (with --resume, from the last saved state)") from e
+                raise
             it += 1
             bar.update(1)
             epoch_end = (it % steps_per_epoch == 0) or it == end or any(l.iteration == l.cfg.recipe.iterations for l in active)

@@ -81,6 +81,25 @@ def test_a_compiled_step_computes_what_the_eager_step_does():
     assert not hasattr(compiled.model, "_compiled_call_impl") or compiled.model._compiled_call_impl is None
 
 
+def test_compile_that_cannot_run_here_is_one_clear_message(tmp_path, shared_cifar, monkeypatch):
+    """No C++ compiler or Triton, an op inductor cannot lower: the run stops at once, saying to train without
+    --compile, not with a compiler's traceback; any other error still propagates as itself."""
+    import torch._dynamo.exc
+
+    from resnet_core import trainer
+
+    def cannot_compile():
+        def call(block, x):
+            raise torch._dynamo.exc.TorchDynamoException("backend 'inductor' failed: no working C++ compiler found")
+        return call
+
+    monkeypatch.setattr(trainer, "block_compiler", cannot_compile)
+    with pytest.raises(SystemExit, match=r"--compile failed at iteration 0 on cpu .*TorchDynamoException: backend "
+                                         r"'inductor' failed: no working C\+\+ compiler found\); train without --compile"):
+        train_tiny(tmp_path / "out", tmp_path / "runs", ("resnet20",), "--compile")
+    assert not trainer.compile_failure(ValueError("a bug of ours")) and not (tmp_path / "out" / "resnet20").exists()
+
+
 def test_a_run_compiled_in_some_sittings_only_says_so():
     from resnet_core.trainer import run_compiled
     assert run_compiled([dict(start=0, compile=True), dict(start=900, compile=True)]) is True

@@ -1,0 +1,49 @@
+"""bench/train_throughput.py on the CPU, tiny: the table it prints, and a --compile that cannot run on the machine."""
+import runpy
+import sys
+
+import pytest
+import torch._dynamo.exc
+
+from conftest import REPO
+
+BENCH = str(REPO / "bench" / "train_throughput.py")
+
+
+def run_bench(monkeypatch, capsys, *args: str) -> tuple[list[str], str]:
+    monkeypatch.setattr(sys, "argv", ["train_throughput.py", "--models", "resnet20", "--images", "256", "--steps", "1",
+                                      "--warmup", "1", "--workers", "0", *args])
+    runpy.run_path(BENCH, run_name="__main__")
+    out = capsys.readouterr()
+    return out.out.splitlines(), out.err
+
+
+def test_the_table_has_a_row_per_model_with_both_pipelines(monkeypatch, capsys, shared_cifar):
+    lines, _ = run_bench(monkeypatch, capsys, "--data-dir", str(shared_cifar), "--lanes", "2")
+    head, row = lines[-2].split(), lines[-1].split()
+    assert head[:4] == ["model", "baseline", "img/s", "ours"] and "x2" in head
+    assert row[0] == "resnet20" and float(row[1].replace(",", "")) > 0 and row[3].endswith("x")
+
+
+def test_a_compile_that_cannot_run_here_leaves_the_eager_columns(monkeypatch, capsys, shared_cifar):
+    from resnet_core import trainer
+
+    def cannot_compile():
+        def call(block, x):
+            raise torch._dynamo.exc.TorchDynamoException("no Triton on this machine")
+        return call
+
+    monkeypatch.setattr(trainer, "block_compiler", cannot_compile)
+    lines, err = run_bench(monkeypatch, capsys, "--data-dir", str(shared_cifar), "--compile")
+    assert "resnet20: --compile failed: TorchDynamoException: no Triton on this machine" in err
+    row = lines[-1].split()
+    assert row[0] == "resnet20" and row[3].endswith("x") and row[-1] == "failed"  # eager timed, compiled said failed
+
+    def a_bug():
+        def call(block, x):
+            raise ValueError("a bug of ours")
+        return call
+
+    monkeypatch.setattr(trainer, "block_compiler", a_bug)
+    with pytest.raises(ValueError, match="a bug of ours"):  # not taken for the machine's lack
+        run_bench(monkeypatch, capsys, "--data-dir", str(shared_cifar), "--compile")
