@@ -30,7 +30,7 @@ from PIL import Image
 
 from resnet_core.data import CIFAR10_MEAN, CIFAR10_STD, augmentation_plan, load_cifar10, resolve_data_dir
 from resnet_core.models import build_model
-from resnet_core.trainer import Data, Recipe, RunConfig, compile_failure, fill_batch, make_lane, step_lanes
+from resnet_core.trainer import Data, Recipe, RunConfig, compile_failure, error_line, fill_batch, make_lane, step_lanes
 
 
 class PILDataset(torch.utils.data.Dataset):
@@ -176,10 +176,8 @@ def main() -> None:
           f"after {warmup} warm-up; baseline DataLoader workers: {args.workers}; ours in "
           f"{'bf16 autocast' if cuda or args.cpu_bf16 else 'fp32'}")
     runs = [(compiled, lanes) for compiled in sorted({False, args.compile}) for lanes in sorted({1, args.lanes})]
-    heads = {(False, 1): "ours img/s", (True, 1): "compiled img/s"}
     print(f"{'model':<10} {'baseline img/s':>15}"
-          + "".join(f" {heads.get(r) or f'{heads[r[0], 1][:-6]} x{r[1]} lanes img/s':>{width(r)}} {'speed-up':>9} "
-                    f"{'GPU util %':>11}" for r in runs)
+          + "".join(f" {heading(r):>{width(r)}} {'speed-up':>9} {'GPU util %':>11}" for r in runs)
           + (f" {'warm-up s':>10}" if args.compile else ""))
     for model in args.models:
         base = baseline_images_per_s(model, images, labels, device, args.batch_size, steps, warmup, args.workers)
@@ -194,12 +192,18 @@ def main() -> None:
                     raise
                 if util is not None:
                     util.stop()
-                print(f"{model}: --compile failed: {type(e).__name__}: {str(e).strip()[:300]}", file=sys.stderr)
+                print(f"{model}: --compile failed: {error_line(e)}", file=sys.stderr)
                 line += f" {'failed':>{width((compiled, lanes))}} {'':>9} {'':>11}"
                 continue
             busy = util.mean if util is not None else float("nan")
             line += f" {ours:{width((compiled, lanes))},.0f} {ours / base:8.1f}x {busy:11.0f}"
         print(line + (f" {warm_s[0]:10.1f}" if warm_s else ""), flush=True)
+
+
+def heading(run: tuple[bool, int]) -> str:
+    """The column heading of a timing of ours: (compiled, lanes)."""
+    compiled, lanes = run
+    return f"{'compiled' if compiled else 'ours'}{f' x{lanes} lanes' if lanes > 1 else ''} img/s"
 
 
 def width(run: tuple[bool, int]) -> int:

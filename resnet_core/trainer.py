@@ -184,6 +184,12 @@ def compile_failure(error: BaseException) -> bool:
         type(error).__module__.startswith("torch._inductor")
 
 
+def error_line(error: BaseException) -> str:
+    """'TorchDynamoException: backend failed ...': the error's type and the first line of its message."""
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
+
+
 def _call_block(block: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     return block(x)
 
@@ -610,8 +616,8 @@ def train(configs: list[RunConfig], *, data_dir: str | None = None, out_dir: Pat
             except Exception as e:
                 if any(lane.cfg.compile for lane in active) and compile_failure(e):
                     raise SystemExit(f"error: --compile failed at iteration {it:,} on {device_name(device)} "
-                                     f"({type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}); "
-                                     "train without --compile (with --resume, from the last saved state)") from e
+                                     f"({error_line(e)}); train without --compile (with --resume, from the last "
+                                     "saved state)") from e
                 raise
             it += 1
             bar.update(1)
