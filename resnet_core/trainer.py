@@ -450,6 +450,11 @@ def published_by(folder: Path) -> str | None:
     return run_id if isinstance(run_id, str) else None
 
 
+def diverted_name(model: str, run_id: str) -> str:
+    """The folder a finished run publishes into when another run published `model` while it trained."""
+    return f"{model}-run{run_id[:8]}"
+
+
 def published_checkpoint(folder: Path) -> str | None:
     """What the checkpoint folder a model publishes into holds, in words ("a published checkpoint of resnet56
     (64,000 iterations on NVIDIA H200)", as far as its config.json says), or None when it holds none (no
@@ -503,10 +508,12 @@ def train(configs: list[RunConfig], *, data_dir: str | None = None, out_dir: Pat
         published = Path(out_dir) / cfg.model
         if meta and restart:
             meta = None
-        elif meta and not meta.get("finished") and meta.get("run_id") and published_by(published) == meta["run_id"]:
+        elif meta and not meta.get("finished") and meta.get("run_id") and (
+                ours := next((f for f in (published, Path(out_dir) / diverted_name(cfg.model, meta["run_id"]))
+                              if published_by(f) == meta["run_id"]), None)):
             # killed after publishing and before saving its final state: done, with or without --resume
             status[cfg.model] = "skipped"
-            say(f"{cfg.model}: already published by this run in {published} (it stopped before saving its final "
+            say(f"{cfg.model}: already published by this run in {ours} (it stopped before saving its final "
                 f"state, at iteration {meta['iteration']:,}); skipping. To train it again: --restart --overwrite")
             continue
         elif meta is None and resume and not restart:  # carried state missing: starting it afresh would waste the run
@@ -634,10 +641,11 @@ def train(configs: list[RunConfig], *, data_dir: str | None = None, out_dir: Pat
                         bar.write(format_record(lane.name, record), file=sys.stderr)
                     if lane.iteration >= lane.cfg.recipe.iterations:
                         lane.finished = True
-                        publish(lane, data, out_dir, device, world, command, session_models)
+                        written = publish(lane, data, out_dir, device, world, command, session_models, overwrite,
+                                          log=lambda line: bar.write(line, file=sys.stderr))
                         status[lane.name] = "finished"
                         if is_main:
-                            bar.write(f"{lane.name}: finished; checkpoint written to {out_dir / lane.name}", file=sys.stderr)
+                            bar.write(f"{lane.name}: finished; checkpoint written to {written}", file=sys.stderr)
                     if is_main and (lane.finished or time.perf_counter() - lane.saved_at >= SAVE_EVERY_S):
                         lane.stamp_wall_time()
                         save_state(lane, state_dir, command)
@@ -772,12 +780,22 @@ def final_metrics(model, test_x: torch.Tensor, test_y: torch.Tensor, train_x: to
 
 
 def publish(lane: Lane, data: Data, out_dir: Path, device: torch.device, world: int, command: str | None,
-            session_models: list[str]) -> None:
-    """Final analysis (final_metrics of the weights as published) and the checkpoint folder.
-    session_models: every model trained in this run, side by side with this one (its wall time is theirs too)."""
+            session_models: list[str], overwrite: bool = False, log=print) -> Path:
+    """Final analysis (final_metrics of the weights as published) and the checkpoint folder, out_dir/<model>;
+    returns the folder. session_models: every model trained in this run, side by side with this one (its wall
+    time is theirs too). train() refused at the start if that folder held a checkpoint, unless overwrite; one that
+    another run published there since is kept, and this run goes to out_dir/<model>-run<id> instead, said in log."""
+    cfg, folder = lane.cfg, Path(out_dir) / lane.cfg.model
+    if not overwrite and (held := published_checkpoint(folder)) is not None and published_by(folder) != lane.run_id:
+        folder = Path(out_dir) / diverted_name(cfg.model, lane.run_id)
+    else:
+        held = None
     if dist.is_available() and dist.is_initialized() and dist.get_rank() != 0:
-        return
-    cfg, model = lane.cfg, lane.model
+        return folder
+    if held:
+        log(f"{cfg.model}: {Path(out_dir) / cfg.model} now holds {held}, published by another run while this one "
+            f"trained; that one is kept, and this run publishes to {folder} instead")
+    model = lane.model
     # Scored as stored: the fp16 rounding of the weights is in the recorded figures, which a reload reproduces.
     scored = as_stored(model) if cfg.publish_weights else model
     which = "its final weights as stored in model.safetensors" if cfg.publish_weights else \
@@ -805,4 +823,5 @@ def publish(lane: Lane, data: Data, out_dir: Path, device: torch.device, world: 
                   git_commit=git_commit(), command=command or "python train.py",
                   classes=list(CLASSES))
     history = dict(layers=lane.layer_names, records=lane.history)
-    save_checkpoint(out_dir, cfg.model, model if cfg.publish_weights else None, config, history, metrics)
+    return save_checkpoint(folder.parent, folder.name, model if cfg.publish_weights else None, config, history,
+                           metrics)

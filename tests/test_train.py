@@ -3,6 +3,7 @@ import dataclasses
 import json
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -502,6 +503,50 @@ def test_a_run_killed_between_publishing_and_its_last_save_resumes_as_done(tmp_p
     assert (out / "resnet20" / "model.safetensors").read_bytes() == published
     train_tiny(out, runs, ("resnet20",), "--restart", "--overwrite")  # what the message says does train it again
     assert read_checkpoint(out / "resnet20").config["run_id"] != meta["run_id"]
+
+
+def test_a_checkpoint_published_by_another_run_meanwhile_is_kept(tmp_path, shared_cifar, monkeypatch, capsys):
+    """The overwrite guard runs at the start; a checkpoint that another run publishes into the same folder while
+    this one trains is not replaced at the end either: this run publishes beside it, into <model>-run<id>, and
+    says so. Killed after that publish and before its last state save, a later start finds it there and skips."""
+    from resnet_core import trainer
+
+    other = tmp_path / "other"
+    train_tiny(other, tmp_path / "runs-other", ("resnet20",), "--epochs", "1")
+    out, runs = tmp_path / "out", tmp_path / "runs"
+    real_publish, real_save = trainer.publish, trainer.save_state
+
+    class Killed(BaseException):
+        pass
+
+    def another_run_publishes_first(lane, data, out_dir, *args, **kwargs):
+        shutil.copytree(other / "resnet20", out_dir / "resnet20")
+        return real_publish(lane, data, out_dir, *args, **kwargs)
+
+    def killed_at_the_last_save(lane, *args, **kwargs):
+        if lane.finished:
+            raise Killed
+        real_save(lane, *args, **kwargs)
+
+    monkeypatch.setattr(trainer, "publish", another_run_publishes_first)
+    monkeypatch.setattr(trainer, "save_state", killed_at_the_last_save)
+    capsys.readouterr()
+    with pytest.raises(Killed):
+        train_tiny(out, runs, ("resnet20",))
+    monkeypatch.setattr(trainer, "publish", real_publish)
+    monkeypatch.setattr(trainer, "save_state", real_save)
+    run_id = json.loads((runs / "resnet20" / "state.json").read_text())["run_id"]
+    ours = out / f"resnet20-run{run_id[:8]}"
+    said = capsys.readouterr().err
+    assert (f"resnet20: {out / 'resnet20'} now holds a published checkpoint of resnet20 (4 iterations on cpu "
+            f"({os.cpu_count()} cores)), published by another run while this one trained; that one is kept, and "
+            f"this run publishes to {ours} instead") in said
+    assert folder_bytes(out / "resnet20") == folder_bytes(other / "resnet20")  # the other run's, untouched
+    info = read_checkpoint(ours)
+    assert info.config["run_id"] == run_id and info.metrics["iterations"] == 8
+    load_pretrained(ours)
+    train_tiny(out, runs, ("resnet20",), "--resume")
+    assert f"resnet20: already published by this run in {ours}" in capsys.readouterr().err
 
 
 def test_sigterm_saves_state_then_resume_finishes(tmp_path, shared_cifar):
