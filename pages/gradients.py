@@ -17,6 +17,10 @@ from resnet_core.paper import SEED_REPORT_GRAD_NORMS
 LIVE_IMAGES_PER_CLASS = 5
 LIVE_IMAGES_PER_CLASS_BY_DEPTH = {1202: 1}
 WHOLE = alt.Axis(format="d", tickMinStep=1)  # epochs and layers are counted, never fractional
+MEASURE = (" Each value is the L2 norm of one layer's weight gradient of the mean cross-entropy (weight decay not "
+           "included), per training step on the augmented batch, averaged over the epoch's steps. Layer k is the "
+           "k-th weight layer on the main path in both nets (a 1x1 projection shortcut, as in ResNet-18/34, is left "
+           "out).")
 MAX_COLUMNS = 60  # epochs per heatmap row before neighbours are merged: 164 x 110 cells per panel draw slowly
 
 
@@ -103,7 +107,7 @@ def training_section(infos) -> None:
     merged = "" if cells["first_epoch"].nunique() == data["epoch"].nunique() else (
         f" Long runs are drawn with at most {MAX_COLUMNS} columns: each cell is the geometric mean of neighbouring epochs.")
     st.caption("Both panels share one colour scale and one epoch axis: the two runs trained equally long. Pick the "
-               "checkpoints (and, where there are several, the training length) in the sidebar." + merged)
+               "checkpoints (and, where there are several, the training length) in the sidebar." + merged + MEASURE)
 
     profile = data[data["epoch"] == epoch]
     if profile.empty:  # every norm of that epoch overflowed (null in history.json), or the epoch is not recorded
@@ -156,7 +160,8 @@ def live_section() -> None:
                 f"{zoo.norm_spans(shown, by='model')}.")
     exceptions = ", ".join(f"{n} for {d} layers" for d, n in LIVE_IMAGES_PER_CLASS_BY_DEPTH.items())
     st.caption(f"Batch: the first {LIVE_IMAGES_PER_CLASS} shipped test images of each class ({exceptions}), seed 0, "
-               "BN on batch statistics.")
+               "BN on batch statistics. Layer k is the k-th weight layer on the main path in every net (a 1x1 "
+               "projection shortcut, as in ResNet-18/34, is left out).")
 
 
 header("Gradient flow", "How large a gradient each weight layer gets, during training and in a freshly "

@@ -171,14 +171,29 @@ def headline_frame(infos: list[CheckpointInfo]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def is_shortcut_layer(name: str) -> bool:
+    """A conv on a shortcut (option B's 1x1 projections), not on the main path that plain nets share."""
+    return ".shortcut." in f".{name}."
+
+
+def path_index(layers: list[str]) -> dict[str, int]:
+    """Position of each main-path weight layer (1 = first conv, last = fc): layer k is the same place in a plain
+    net and in its residual twin, projection shortcuts or not (those are left out)."""
+    on_path = [name for name in layers if not is_shortcut_layer(name)]
+    return {name: i + 1 for i, name in enumerate(on_path)}
+
+
 def grad_norm_frame(infos: list[CheckpointInfo]) -> pd.DataFrame:
-    """Per-layer gradient norms recorded during training: checkpoint, ..., epoch, index, layer, grad_norm."""
+    """Per-layer gradient norms recorded during training: checkpoint, ..., epoch, index, layer, grad_norm, for
+    the main-path layers (path_index)."""
     rows = []
     for info in infos:
         ident, layers = identity(info), info.history.get("layers", [])
+        index = path_index(layers)
         for r in info.history["records"]:
-            for i, (layer, norm) in enumerate(zip(layers, r.get("grad_norms") or [])):
-                rows.append(dict(ident, epoch=r["epoch"], index=i + 1, layer=layer, grad_norm=norm))
+            for layer, norm in zip(layers, r.get("grad_norms") or []):
+                if layer in index:
+                    rows.append(dict(ident, epoch=r["epoch"], index=index[layer], layer=layer, grad_norm=norm))
     return pd.DataFrame(rows)
 
 
@@ -260,11 +275,14 @@ def confusion_frame(infos: list[CheckpointInfo]) -> pd.DataFrame:
 
 
 def gradient_norms_at_init(name: str, images: torch.Tensor, labels: torch.Tensor, seed: int = 0) -> pd.DataFrame:
-    """A freshly initialised `name` (seeded), one backward pass on the batch: gradient norm per layer."""
+    """A freshly initialised `name` (seeded), one backward pass on the batch: gradient norm per main-path layer
+    (path_index)."""
     torch.manual_seed(seed)
     model = build_model(name)
     spec = model_info(name)
-    frame = pd.DataFrame(gradient_norms(model, images, labels))
+    records = gradient_norms(model, images, labels)
+    index = path_index([r["layer"] for r in records])
+    frame = pd.DataFrame([dict(r, index=index[r["layer"]]) for r in records if r["layer"] in index])
     return frame.assign(model=name, depth=spec["depth"], net=net_kind(spec["residual"]))
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 
 from resnet_core import report, zoo
 from resnet_core.checkpoint import CheckpointInfo, list_checkpoints, read_checkpoint
@@ -454,6 +455,28 @@ def test_norm_spans_name_the_smallest_and_largest_layer_of_each_net():
                                 grad_norm=[0.01, 0.5, float("nan"), 0.2, 0.0, 0.4]))
     assert zoo.norm_spans(profile) == ("plain56: 0.01 (layer 1) to 0.5 (layer 2), 50x; "
                                        "resnet56: 0.2 (layer 1) to 0.4 (layer 3), 2x")  # NaN and 0 left out
+
+
+def test_gradient_layers_line_up_on_the_main_path_with_projection_shortcuts():
+    """ResNet-18's three 1x1 projection shortcuts (option B) are not on Plain-18's path: left out of the gradient
+    profile, layer k is the same conv in both nets, from the recorded history and live at initialisation alike."""
+    from resnet_core.models import build_model
+
+    images, labels = torch.zeros(4, 3, 32, 32).normal_(generator=torch.Generator().manual_seed(0)), torch.arange(4)
+    live = {name: zoo.gradient_norms_at_init(name, images, labels) for name in ("resnet18", "plain18")}
+    assert len(build_model("resnet18").weight_layers()) == 21 and len(live["resnet18"]) == len(live["plain18"]) == 18
+    for frame in live.values():
+        assert frame["index"].tolist() == list(range(1, 19)) and not frame["layer"].str.contains("shortcut").any()
+    assert (live["resnet18"]["layer"] == live["plain18"]["layer"]).all()  # position k: the same conv, by name
+
+    layers = [name for name, _ in build_model("resnet18").weight_layers()]
+    info = fake("resnet18", 9.0)
+    info.history.update(layers=layers, records=[dict(info.history["records"][0], grad_norms=list(range(1, 22)))])
+    recorded = zoo.grad_norm_frame([info])
+    assert recorded["layer"].tolist() == live["plain18"]["layer"].tolist()
+    assert recorded["index"].tolist() == list(range(1, 19))
+    skipped = [i + 1 for i, name in enumerate(layers) if "shortcut" in name]
+    assert recorded["grad_norm"].tolist() == [v for v in range(1, 22) if v not in skipped]
 
 
 def test_time_counts_tells_old_step_only_times_from_whole_run_times():
