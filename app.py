@@ -167,7 +167,9 @@ def zoo_table() -> None:
         "train_error_clean": number("train error % (final)", format="%.2f", width=140,
                                     help="Training error, %, of the final model on the clean training set."),
         "train_error": number("train error % (last epoch)", format="%.2f", width=175,
-                              help="Running error on the augmented batches of the last epoch."),
+                              help="Running error on the augmented batches of the last recorded epoch: in a "
+                                   "64,000-iteration run, its last 40 iterations (64,000 = 164 x 390 + 40), so a "
+                                   "noisier figure than the final one."),
         "params": number("parameters", format="compact"), "flops": number("FLOPs (mult-adds)", format="compact"),
         "iterations": st.column_config.NumberColumn("iterations", format="localized",
                                                     help=f"SGD steps of batch 128; the paper trains for {PAPER_ITERATIONS:,}."),

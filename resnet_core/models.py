@@ -117,7 +117,7 @@ class ResNet(nn.Module):
         self.fc = nn.Linear(in_planes, num_classes)
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
-                # He et al. (2015) init, which the paper uses for plain and residual nets alike.
+                # He et al. (2015) init, which the paper uses for plain and residual nets alike (fan-out mode, as torchvision).
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
             elif isinstance(m, nn.BatchNorm2d):
                 nn.init.ones_(m.weight)

@@ -52,7 +52,7 @@ class Recipe:
     batch_size: int = 128
     lr: float = 0.1
     momentum: float = 0.9
-    weight_decay: float = 1e-4        # applied to every parameter, as in the paper's Caffe setup
+    weight_decay: float = 1e-4        # on every parameter (the paper does not say which; reference code decays all)
     milestones: tuple[int, ...] = (32_000, 48_000)  # lr is multiplied by `gamma` at each
     gamma: float = 0.1
     warmup_iters: int = 0             # paper: ResNet-110 uses lr 0.01 for ~400 iterations, then 0.1
