@@ -267,7 +267,9 @@ def test_a_short_run_kept_beside_a_long_run_of_its_model_is_compared_with_its_eq
              fake("resnet56", 17.8, 15.3, **short), fake("plain56", 52.8, 52.6, **short),
              fake("resnet110", 13.9, 10.5, **short), fake("plain110", 89.4, 89.3, **short)]
     checks = zoo.paper_checks(infos).set_index("claim")
-    assert checks.loc["ResNet-20: test error at or below the paper's 8.75 %", "evidence"] == "ours 8.60 %"
+    # at or below holds; below by no more than one run's noise is said to be a match, not a win
+    assert checks.loc["ResNet-20: test error at or below the paper's 8.75 %", "evidence"] == \
+        "ours 8.60 % (within run-to-run noise, 0.45 points)"
     trend = checks.loc["Plain nets: final training error rises with depth (Fig. 6, left)"]
     assert trend["holds"] == "yes" and trend["evidence"] == (
         "20 layers: 13.40 %, 56 layers: 52.60 %, 110 layers: 89.30 % (short run: 5,850 of the paper's 64,000 iterations)"
