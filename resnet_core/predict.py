@@ -14,6 +14,11 @@ from .data import CIFAR10_MEAN, CIFAR10_STD, CLASSES
 
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024
 MAX_PIXELS = 50_000_000  # a 50-megapixel photo is fine; a decompression bomb is not
+MAX_SIDE = 65_535  # JPEG's own limit: a 1 x 50,000,000 strip is within MAX_PIXELS, yet costs Pillow 8 bytes a row
+# The formats Image.open may try, whatever the file is called: what the page asks for, TIFF and netpbm for 16-bit
+# and float images (JPEG opens a camera's MPO too). Never EPS (it would run Ghostscript on the upload), nor formats
+# that decode a whole embedded image before its size is known (ICO) or that Pillow reads only in part (DDS, BLP).
+FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "GIF", "TIFF", "PPM")
 STORED_SIZE = "stored_size"  # key in a loaded image's info: its upright size in the file (see stored_size)
 FRAME = (190, 194, 201)  # the 1-pixel line round shown images, so that a white one stands out from the page
 # Right after decoding, a large image is averaged down to no less than this on its short side: 8 times the 32 the
@@ -55,7 +60,8 @@ def _open(image) -> Image.Image:
         with warnings.catch_warnings():
             # Pillow warns from 89 megapixels: load_image's own, lower limit says it with the image's size
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            return Image.open(io.BytesIO(data))
+            Image.init()  # every plugin registered: open() looks each of FORMATS up and fails on one not loaded yet
+            return Image.open(io.BytesIO(data), formats=FORMATS)
     except UnidentifiedImageError:
         raise ImageRejected("this file is not an image the app can read: upload a PNG, JPEG, WebP, BMP or "
                             "GIF") from None
@@ -75,16 +81,21 @@ def load_image(image) -> Image.Image:
             raise ImageRejected("the image is 0 pixels wide or tall: save it again and upload the new file")
         if w * h > MAX_PIXELS:
             raise _too_many_pixels(f"{w}x{h} pixels ({w * h / 1e6:.0f} megapixels)")
+        if max(w, h) > MAX_SIDE:
+            raise ImageRejected(f"the image is {w}x{h} pixels, longer than the {MAX_SIDE:,} pixels allowed on a side: "
+                                "crop or shrink it (the nets see only its centre square) and upload it again")
         with warnings.catch_warnings():
             # A frame larger than the header said (GIF) only makes Pillow warn: treat it as the error it is.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             img.seek(0)  # first frame of an animation
-            if img.format == "JPEG":
+            if img.format in ("JPEG", "MPO"):
                 img.draft("RGB", (max(64, w // 8), max(64, h // 8)))  # decode large JPEGs at reduced size
             img.load()
-        orientation = img.getexif().get(ExifTags.Base.Orientation)
-        # The range 16-bit and float values are stretched from, taken before averaging narrows it
-        value_range = _value_range(img) if img.mode in WIDE_MODES else None
+        orientation = _orientation(img)
+        # 16-bit images keep their scale, as 8-bit ones do (65535 is white); float and 32-bit ones have none, so
+        # their real range is stretched to 0..255, taken before averaging narrows it
+        value_range = (0.0, 65535.0) if img.mode.startswith("I;16") else \
+            _value_range(img) if img.mode in WIDE_MODES else None
         # Shrunk before anything else, so that no turn, conversion or compositing ever copies the full-size image.
         img = _shrunk(img)
         if orientation in UPRIGHT:  # any other value (text, out of range) leaves the image as it is
@@ -103,9 +114,18 @@ def load_image(image) -> Image.Image:
                if "too large" in str(e).lower() else "does not hold what its format promises, so it cannot be read")
         raise ImageRejected(f"the file {why}: open it in an image editor, save it as a new PNG or JPEG and upload "
                             "that") from None
-    except (OSError, SyntaxError, EOFError, TypeError, IndexError, KeyError):
+    except Exception:  # OSError, SyntaxError, EOFError, struct.error, NotImplementedError...: whatever a decoder
+        # raises on a file it cannot read is the file's fault, said to the user; never a traceback on the page
         raise ImageRejected("the image data is cut short or damaged, so it cannot be decoded: download or export "
                             "the image again and upload the new file") from None
+
+
+def _orientation(img: Image.Image) -> int | None:
+    """The EXIF orientation, or None where there is none or the EXIF block is damaged (the image is still good)."""
+    try:
+        return img.getexif().get(ExifTags.Base.Orientation)
+    except Exception:  # a truncated EXIF block raises struct.error, among others
+        return None
 
 
 def stored_size(img: Image.Image) -> tuple[int, int]:
@@ -162,12 +182,13 @@ def _averageable(img: Image.Image) -> Image.Image:
 
 def _to_rgb(img: Image.Image, value_range: tuple[float, float] | None) -> Image.Image:
     if img.mode in WIDE_MODES:
-        # 16-bit and float greyscale: scale the real range (value_range: the lowest and highest finite value) to
+        # 16-bit and float greyscale: value_range (65535 for 16-bit; else the lowest and highest finite value) to
         # 0..255 rather than clipping it; NaN reads black, +inf white and -inf black.
-        a = np.asarray(img, dtype=np.float64)
+        raw = np.asarray(img, dtype=np.float64)
         lo, hi = map(float, value_range)
-        a = np.zeros_like(a) if hi <= lo else (a - lo) / (hi - lo) * 255
-        img = Image.fromarray(np.clip(np.nan_to_num(a, nan=0.0, posinf=255.0, neginf=0.0), 0, 255).astype(np.uint8), "L")
+        a = np.zeros_like(raw) if hi <= lo else (raw - lo) / (hi - lo) * 255
+        a = np.where(np.isposinf(raw), 255.0, np.nan_to_num(a, nan=0.0, posinf=255.0, neginf=0.0))
+        img = Image.fromarray(np.clip(a, 0, 255).astype(np.uint8), "L")
     if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
         rgba = img.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))

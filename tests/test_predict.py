@@ -186,6 +186,24 @@ HOSTILE = {
     "text-chunk-bomb": (encode(halves(8, 8), "PNG")[:33] + png_chunk(b"zTXt", b"k\x00\x00" + zlib.compress(b"a" * 50_000_000))
                         + encode(halves(8, 8), "PNG")[33:], "would unpack to far more than an image needs"),
 }
+
+
+def ico_holding(side: int) -> bytes:
+    """An ICO that declares one 16x16 icon but embeds a side x side PNG (decoded whole when Pillow opens it)."""
+    png = encode(Image.new("RGBA", (side, side)), "PNG", compress_level=9)
+    return struct.pack("<HHH", 0, 1, 1) + struct.pack("<BBBBHHII", 16, 16, 0, 0, 1, 32, len(png), 22) + png
+
+
+HOSTILE.update({
+    # formats Pillow knows but the app does not open, whatever the file is called: EPS would run Ghostscript on the
+    # upload, ICO decodes its embedded image before any size check, DDS raised NotImplementedError
+    "eps": (b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 100 100\nshowpage\n", "not an image the app can read"),
+    "ico-bomb": (ico_holding(4000), "not an image the app can read"),
+    "dds": (b"DDS " + struct.pack("<7I", 124, 0x1007, 8, 8, 0, 0, 0) + b"\0" * 44 + struct.pack("<2I", 32, 0)
+            + b"\0" * 296, "not an image the app can read"),
+    # within the megapixels, yet 8 bytes of Pillow's bookkeeping per row: 400 MB for this one
+    "thin-strip": (png_header_only(1, 50_000_000), r"is 1x50000000 pixels, longer than the 65,535 pixels allowed"),
+})
 JARGON = re.compile(r"Error|Plugin|MAX_|Pillow|decompression bomb|chunk|\(\w+:")
 
 
@@ -208,12 +226,27 @@ def wide_tiff(mode: str, side: int, first=None) -> bytes:
 @pytest.mark.parametrize("side", [40, 1200])  # as it is, and shrunk first
 @pytest.mark.parametrize("mode, first", [("I;16B", None), ("I;16", None), ("F", None), ("F", np.nan), ("F", np.inf),
                                          ("F", -np.inf)])
-def test_16_bit_and_float_images_are_stretched_over_their_own_range(mode, first, side):
+def test_16_bit_and_float_ramps_come_out_over_the_whole_grey_range(mode, first, side):
     """A ramp over the whole range comes out a ramp over 0..255, mean about 127: not black where a pixel is NaN or
     infinite (Pillow's getextrema would take it for the range), not refused in the byte-order modes (it rejects
     them)."""
     img = np.asarray(load_image(wide_tiff(mode, side, first)), dtype=np.float64)
     assert img.mean() == pytest.approx(127.5, abs=2) and img.min() <= 1 and img.max() >= 254
+
+
+@pytest.mark.parametrize("side", [40, 1200])
+def test_16_bit_images_keep_their_scale_as_8_bit_ones_do(side):
+    """A dark 16-bit picture stays as dark as the same picture in 8 bits (values over 65535, not stretched over
+    its own range, which would brighten it), and an all-white one is white; float ones, which have no scale, are
+    stretched, and +inf reads white even where no value is finite."""
+    dark = (np.linspace(29, 76, side * side).reshape(side, side) * 257).astype("<u2")
+    img = np.asarray(load_image(encode(Image.frombytes("I;16", (side, side), dark.tobytes()), "PNG")))
+    eight_bit = np.asarray(load_image(encode(Image.fromarray((dark // 257).astype(np.uint8)), "PNG")))
+    assert np.abs(img.astype(int) - eight_bit).max() <= 1 and img.max() <= 77
+    white = np.full((side, side), 65535, "<u2")
+    assert (np.asarray(load_image(encode(Image.frombytes("I;16", (side, side), white.tobytes()), "TIFF"))) == 255).all()
+    infinite = Image.fromarray(np.full((side, side), np.inf, np.float32), "F")
+    assert (np.asarray(load_image(encode(infinite, "TIFF"))) == 255).all()
 
 
 @pytest.mark.parametrize("kind", sorted(HOSTILE))
@@ -226,6 +259,30 @@ def test_hostile_uploads_raise_value_error(model, kind):
     assert not JARGON.search(text) and ": " in text and "upload" in text.rpartition(": ")[2], text
     if "megapixels" in message:
         assert text.endswith("megapixels allowed: shrink it (the nets see only 32x32 pixels) and upload it again")
+
+
+def test_a_damaged_exif_block_is_ignored_and_the_image_loads():
+    """A PNG whose eXIf chunk is cut short (struct.error inside Pillow's EXIF reader) still loads, unturned."""
+    png = encode(halves(), "PNG")
+    damaged = png[:33] + png_chunk(b"eXIf", b"MM\x00*\x00\x00") + png[33:]
+    assert np.array_equal(np.asarray(load_image(damaged)), np.asarray(load_image(png)))
+
+
+def test_any_decoder_failure_is_said_as_a_damaged_file(monkeypatch):
+    """Whatever a decoder raises (NotImplementedError from an odd DDS or BLP, say) reaches the user as a sentence,
+    never as a traceback on the page."""
+    def unsupported(self, *args, **kwargs):
+        raise NotImplementedError("Unknown pixel format flags 0")
+
+    bmp = encode(halves(), "BMP")
+    monkeypatch.setattr(Image.Image, "load", unsupported)
+    with pytest.raises(ValueError, match="the image data is cut short or damaged, so it cannot be decoded"):
+        load_image(bmp)
+
+
+def test_a_camera_mpo_is_decoded_at_reduced_size_as_a_jpeg_is():
+    image = load_image(encode(halves(6000, 4000), "MPO", quality=80))
+    assert image.size == (750, 500) and stored_size(image) == (6000, 4000)
 
 
 def test_oversized_upload_and_wrong_type(model):
@@ -402,6 +459,38 @@ def test_the_page_shows_twenty_uploads_at_most_and_says_how_many_it_skipped(monk
                                              "Remove some files to see those."]
     shown = [m.value for m in at.markdown if m.value.startswith("**photo")]
     assert shown == [f"**photo{i}.png**" for i in range(20)]
+
+
+def test_a_file_name_is_shown_as_it_is_not_as_markdown(monkeypatch, tiny_checkpoints):
+    """An uploaded file's name is the uploader's text: every markdown character in it is escaped (no bold, remote
+    image, maths or HTML made of it), a colon cannot start an :icon: code, and it stays on one line."""
+    from tests.test_app import open_app, png_bytes
+
+    name = "a**b ![x](http://example.com/t.png) $x$ <i>:material/home: \\ line\nbreak_.png"
+    at = open_app(monkeypatch, tiny_checkpoints, "pages/predict.py")
+    at.file_uploader[0].set_value([(name, png_bytes(), "image/png")]).run()
+    assert not at.exception and not at.error
+    shown = [m.value for m in at.markdown if m.value.startswith("**a")]
+    assert len(shown) == 1 and shown[0].startswith("**") and shown[0].endswith("**")
+    inner = shown[0][2:-2]
+    assert "\n" not in inner and ":material" not in inner and ":\u200bmaterial/home:\u200b" in inner
+    assert not re.search(r"(?<!\\)[*_\[\]()!$<>`]", re.sub(r"\\\\", "", inner))  # each one escaped
+    assert re.sub(r"\\(.)", r"\1", inner).replace("\u200b", "") == name.replace("\n", " ")
+
+
+def test_two_checkpoints_of_different_lengths_are_said_to_differ_by_length(monkeypatch, tiny_checkpoints, tmp_path):
+    """Predict lets any plain net meet any residual one; where they trained for different numbers of iterations it
+    says that their answers differ by that as well, and says nothing for a pair trained as long."""
+    from tests.test_app import open_app, with_a_long_copy
+
+    at = open_app(monkeypatch, with_a_long_copy(tiny_checkpoints, tmp_path / "checkpoints"), "pages/predict.py")
+    assert not at.exception and not at.warning  # the default pair: plain20-64k and resnet20-64k
+    next(s for s in at.sidebar.selectbox if s.label == "Plain checkpoint").set_value("plain20").run()
+    assert [w.value for w in at.warning] == [
+        "plain20 for 8 and resnet20-64k for 64,000 iterations: their answers differ by training length as well as by "
+        "shortcuts. Pick two checkpoints trained as long to compare the nets."]
+    next(s for s in at.sidebar.selectbox if s.label == "Residual checkpoint").set_value("resnet20").run()
+    assert not at.warning and not at.exception
 
 
 def test_running_out_of_memory_is_said_and_not_remembered(monkeypatch, tiny_checkpoints):
