@@ -20,6 +20,7 @@ IMAGE_TYPES = ["png", "jpg", "jpeg", "webp", "bmp", "gif"]
 ZOOM = 4  # 32x32 shown as 128x128, nearest neighbour, so every pixel the model sees stays visible
 TILE = 64  # gallery thumbnails (pixels): wide enough for the test-image number on the button under each
 MAX_FILES = 20  # uploads shown per run: each is a row of images and charts, all drawn again on every click
+MARKDOWN_SPECIAL = set("\\`*_{}[]()<>#+-.!|~$=^&")  # escaped in names shown with st.markdown
 
 
 def models_ui(infos, nets: dict[str, str]) -> list[str]:
@@ -33,6 +34,24 @@ def models_ui(infos, nets: dict[str, str]) -> list[str]:
             if names:
                 chosen.append(st.selectbox(f"{kind.capitalize()} checkpoint", names, index=names.index(defaults[kind])))
     return chosen
+
+
+def markdown_text(text: str) -> str:
+    """`text` (a file's name, chosen by whoever uploaded it) shown as it is in st.markdown: no bold, link, image,
+    maths or icon made of its characters, and on one line. A colon is followed by a zero-width space: Streamlit
+    reads :icon: codes after markdown's escapes are undone."""
+    return "".join(f"\\{c}" if c in MARKDOWN_SPECIAL else ":\u200b" if c == ":" else " " if c in "\r\n" else c
+                   for c in text)
+
+
+def length_warning(chosen: list[str], checkpoints: dict) -> str | None:
+    """Words for two chosen checkpoints trained for different numbers of iterations, or None."""
+    lengths = {name: zoo.iterations(checkpoints[name]) for name in chosen}
+    if len(set(lengths.values())) < 2:
+        return None
+    said = " and ".join(f"{name} for {n:,}" for name, n in lengths.items())
+    return (f"{said} iterations: their answers differ by training length as well as by shortcuts. Pick two "
+            "checkpoints trained as long to compare the nets.")
 
 
 def pick(position: int) -> None:
@@ -133,11 +152,15 @@ def loaded_models(infos, names: list[str]) -> dict:
 header("Predict", "Upload photos or pick a CIFAR-10 test image: both nets see the same 32x32 thumbnail; "
        "compare how sure each one is, and where each one looks.")
 st.caption(f"The nets know only CIFAR-10's ten classes ({', '.join(CLASSES)}): a photo of anything else still gets "
-           "one of them. They see the centre square of a photo, shrunk to 32x32 pixels, as in the middle column.")
+           "one of them. They see the centre square of a photo, shrunk to 32x32 pixels: the image captioned 'what "
+           "the model sees'.")
 infos = usable_checkpoints()
 nets = {info.name: zoo.identity(info)["net"] for info in infos}
-models = loaded_models(infos, models_ui(infos, nets))
+chosen = models_ui(infos, nets)
 checkpoints = by_name(infos)
+if warning := length_warning(chosen, checkpoints):
+    st.warning(warning, icon=":material/warning:")
+models = loaded_models(infos, chosen)
 if not models:
     st.stop()
 
@@ -147,14 +170,14 @@ if len(uploads) > MAX_FILES:
     st.warning(f"{len(uploads)} files uploaded, {MAX_FILES} at most are shown: the last {len(uploads) - MAX_FILES} "
                "were skipped. Remove some files to see those.")
 for n, upload in enumerate(uploads[:MAX_FILES]):
-    st.markdown(f"**{upload.name}**")
+    st.markdown(f"**{markdown_text(upload.name)}**")
     data = upload.getvalue()
     try:
         shown, refused = read(hashlib.sha256(data).hexdigest(), data)
     except OutOfMemory as e:
         shown, refused = None, str(e)
     if shown is None:  # the other files go on
-        st.error(f"**{upload.name}**: {refused}")
+        st.error(f"**{markdown_text(upload.name)}**: {refused}")
         continue
     for note in shown.notes:
         st.caption(note)
