@@ -105,8 +105,13 @@ def depth_chart() -> None:
     zero = data[data["error"] <= 0] if log else data.iloc[:0]  # a log axis has no room for an error of exactly 0
     data = data.drop(zero.index)
     ours, refs = data[data["source"] == "ours"], data[data["source"] != "ours"]
-    # References sit beside our point of the same depth (xOffset), not on top of it.
-    x, offset = alt.X("depth:O", title="depth (weight layers)", axis=alt.Axis(labelAngle=0)), alt.XOffset("source:N", sort=["ours", *zoo.REFERENCES])
+    # References sit beside our point of the same depth (xOffset), not on top of it: ours in the middle, on the
+    # depth's tick, half of them to each side (an empty slot evens the sides: first, ours sat left of the tick).
+    present = [s for s in zoo.REFERENCES if s in set(refs["source"])]
+    half = (len(present) + 1) // 2
+    slots = [*present[:half], "ours", *present[half:], *[""] * (2 * half - len(present))]
+    x = alt.X("depth:O", title="depth (weight layers)", axis=alt.Axis(labelAngle=0))
+    offset = alt.XOffset("source:N", scale=alt.Scale(domain=slots))
     y = alt.Y("error:Q", title="final error (%)" + (", log scale" if log else ""),
               scale=alt.Scale(type="log") if log else alt.Undefined)
     color = alt.Color("net:N", scale=NET_COLORS, title="network")

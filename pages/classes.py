@@ -7,8 +7,8 @@ import streamlit as st
 import torch
 from PIL import Image
 
-from pages.common import (by_name, default_pair, frame, gallery, header, load_model, model_legend, percent, show_chart,
-                          show_panels, usable_checkpoints, weights_stamp)
+from pages.common import (by_name, default_pair, frame, gallery, header, length_ui, load_model, model_legend, percent,
+                          short_runs_note, show_chart, show_panels, usable_checkpoints, weights_stamp)
 from resnet_core import zoo
 from resnet_core.data import CIFAR10_MEAN, CIFAR10_STD, CLASSES, DatasetError, load_cifar10, resolve_data_dir
 from resnet_core.explain import confident_mistakes
@@ -19,7 +19,11 @@ ZOOM = 3  # 32x32 shown as 96x96, nearest neighbour
 
 
 def classes_ui(infos) -> tuple[str, str, str]:
-    """Sidebar: checkpoints A and B to compare, and whose mistakes to show (B to start with)."""
+    """Sidebar: checkpoints A and B to compare, and whose mistakes to show (B to start with), all of one training
+    length (length_ui): between a 64k-iteration run and a 15-epoch one, B's gains would mostly measure the
+    training length, not the shortcuts."""
+    infos = length_ui(infos, "A and B trained equally long: across lengths, the gains would mostly measure the extra "
+                             "training.")
     names = [info.name for info in infos]
     plain, residual = default_pair(infos)
     first = plain or names[0]
@@ -128,9 +132,10 @@ def confusion_panel(rows: pd.DataFrame) -> alt.LayerChart:
 
 header("Classes", "Where the two nets differ class by class: the chart *Which classes B gains on over A* shows how "
        "many points of accuracy B gains over A on each class (a seed report claims shortcuts help 'bird' most).")
-infos = usable_checkpoints()
+infos = usable_checkpoints(short_runs=False)  # noted for the checkpoints chosen
 a, b, wrong = classes_ui(infos)
 chosen = [a] if a == b else [a, b]
+short_runs_note([by_name(infos)[name] for name in dict.fromkeys([*chosen, wrong])])
 
 confusion = frame(zoo.confusion_frame)
 confusion = confusion[confusion["checkpoint"].isin(chosen)]
@@ -149,7 +154,11 @@ if a != b:
     wide = accuracy.pivot(index="class", columns="checkpoint", values="accuracy")
     gain = pd.DataFrame({"class": wide.index, "gain": wide[b] - wide[a], "source": f"{b} minus {a} (ours)"})
     claims = pd.DataFrame({"class": list(SEED_REPORT_CLASS_GAINS), "gain": list(SEED_REPORT_CLASS_GAINS.values()),
-                           "source": "seed report 000 claim: ResNet-18 minus Plain-18"})
+                           "source": "seed report 000's claim at 18 layers: ResNet-18 minus Plain-18"})
+    # The claim is about shortcuts alone (a residual net over a plain one as deep): beside any other A and B its
+    # diamonds would read as a prediction for them.
+    a_id, b_id = (zoo.identity(by_name(infos)[name]) for name in (a, b))
+    paired = a_id["net"] == "plain" and b_id["net"] == "residual" and a_id["depth"] == b_id["depth"]
     order = gain.sort_values("gain", ascending=False)["class"].tolist()
     x = alt.X("class:N", sort=order, title=None)
     y = alt.Y("gain:Q", title="accuracy of B minus A (points)")
@@ -157,11 +166,21 @@ if a != b:
     bars = alt.Chart(gain).mark_bar().encode(
         x, y, color=alt.condition("datum.gain >= 0", alt.value("#2171b5"), alt.value("#e6550d")), tooltip=tooltip)
     ticks = alt.Chart(claims).mark_point(filled=False, size=140, strokeWidth=2, color="black").encode(
-        x, y, shape=alt.Shape("source:N", title="reference", scale=alt.Scale(range=["diamond"])), tooltip=tooltip)
+        x, y, shape=alt.Shape("source:N", title="reference (not measured here)", scale=alt.Scale(range=["diamond"])),
+        tooltip=tooltip)
     # A heading rather than a chart title: a layered chart's title is drawn over the button above it.
     st.markdown(f"**Which classes B ({b}) gains on over A ({a})**")
-    show_chart((bars + ticks).properties(height=280), pd.concat([gain, claims], ignore_index=True), "class_gains",
-               legends_below=True)
-st.caption("Choose checkpoints A and B in the sidebar; any two checkpoints can be compared.")
+    drawn = [gain, claims] if paired else [gain]
+    show_chart((bars + ticks if paired else bars).properties(height=280), pd.concat(drawn, ignore_index=True),
+               "class_gains", legends_below=True)
+    if not paired:
+        st.caption(f"The seed report's 18-layer claim (shortcuts help 'bird' most) is drawn where A is a plain net and "
+                   f"B a residual net as deep; {a} and {b} are not such a pair.")
+    elif a_id["depth"] != 18:
+        st.caption("Diamonds: the gains a seed report claims for CIFAR ResNet-18 over Plain-18 (200 epochs), not "
+                   f"measured here and not on {a_id['depth']}-layer nets: only their pattern across classes compares "
+                   "with the bars.")
+st.caption("Choose checkpoints A and B in the sidebar: any two trained for as many iterations (the training length "
+           "is picked there too, where there are several).")
 
 mistakes_section(by_name(infos)[wrong])

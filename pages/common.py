@@ -1,6 +1,7 @@
 """Streamlit glue every page shares: cached checkpoints, frames and models, colours, CSV downloads, the how-to-train message."""
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -25,8 +26,9 @@ python train.py --depth 56 --plain   # one net: plain56
 then reload this page (set `RESNET_CHECKPOINTS` to read another folder)."""
 
 # Plain nets in oranges, residual nets in blues, darker = deeper (and of two runs of one depth, the longer), spread
-# light to dark over the depths a chart draws (model_color), so that neighbouring depths stay apart: a model's shade
-# depends on its chart's company.
+# light to dark over the depths of its own kind a chart draws (model_color), so that neighbouring depths stay apart: a
+# model's shade depends on its chart's company, but never on the other kind's (plain56 beside resnet56 alone is dark
+# brown, as beside plain20).
 PLAIN_SHADES = ("#fdae6b", "#7f2704")
 RESIDUAL_SHADES = ("#9ecae1", "#08306b")
 NET_COLORS = alt.Scale(domain=["plain", "residual"], range=["#e6550d", "#2171b5"])
@@ -36,11 +38,14 @@ TRAIN_DASHED = alt.Scale(domain=["train", "test"], range=[[6, 4], [1, 0]])
 # from a 1280 px window with the sidebar open, one above the other on a 1024 px projector.
 PANEL_WIDTH = 390
 PANEL_TITLE = dict(fontSize=15, fontWeight="bold", anchor="middle")  # "plain" / "residual" over each panel
+# Legend entries abreast under a panel: four ran past the panel's edge at 1024 px, cutting "plain1202" to "plain".
+PANEL_LEGEND_COLUMNS = 2
 # Legends under the plot, one under another, where beside it they would squeeze the plot in a 1024 px window
 # (Vega-Lite takes Vega's legend layout only as an expression). Such a chart fits its width alone ("fit-x"): its
 # height is the plot's, the legends adding to it rather than squashing the plot.
 LEGENDS_BELOW = dict(orient="bottom", layout=alt.ExprRef(expr="{bottom: {direction: 'vertical', anchor: 'start'}}"))
 FIT_WIDTH = alt.AutoSizeParams(type="fit-x", contains="padding")
+LOG_TICKS = 8  # labels on a log axis or colour bar at most (log_ticks): past that, every second or third power of ten
 
 
 ROUTED = "routed_by_app"  # set by app.py on every run, before the page runs
@@ -103,8 +108,9 @@ def frame(build) -> pd.DataFrame:
 
 
 def usable_checkpoints(stop: bool = True, short_runs: bool = True) -> list[CheckpointInfo]:
-    """The usable checkpoints, after listing the unreadable ones and (`short_runs`) a line naming those trained for
-    less than the paper's 64k iterations, whose numbers are not Table 6's; with none, say how to train (and stop)."""
+    """The usable checkpoints, after listing the unreadable ones and (`short_runs`) short_runs_note on all of them;
+    with none, say how to train (and stop). A page that shows some runs only passes False and notes the ones it
+    shows."""
     infos, bad = checkpoints()
     if bad:
         st.warning(f"{len(bad)} checkpoint folder(s) could not be read and are left out:\n\n"
@@ -113,11 +119,18 @@ def usable_checkpoints(stop: bool = True, short_runs: bool = True) -> list[Check
         st.info(HOW_TO_TRAIN.format(root=default_checkpoints_dir()))
         if stop:
             st.stop()
-    short = [info for info in infos if zoo.is_short(info)]
-    if short_runs and short:
+    if short_runs:
+        short_runs_note(infos)
+    return infos
+
+
+def short_runs_note(shown: list[CheckpointInfo]) -> None:
+    """A line naming those of the `shown` runs trained for less than the paper's 64k iterations, whose numbers are
+    not Table 6's; none where every one trained that long (above a chart of 64k runs it would only mislead)."""
+    short = [info for info in shown if zoo.is_short(info)]
+    if short:
         st.caption(f":material/info: Short runs, not the paper's schedule: {', '.join(i.name for i in short)} "
                    f"({zoo.short_run_length(*short)}).")
-    return infos
 
 
 def percent(p: float, unit: str = " %") -> str:
@@ -212,29 +225,32 @@ def _shade(pair: tuple[str, str], t: float) -> str:
 
 
 def model_color(net: str, depth, depths) -> str:
-    """Oranges for plain, blues for residual, light to dark over the depths a chart draws (`depths`), so that four
-    depths on one chart use the whole range of the shade rather than a slice of it. A depth may be any sortable
-    rung, such as model_colors' (depth, iterations, name)."""
+    """Oranges for plain, blues for residual, light to dark over the depths of that kind a chart draws (`depths`),
+    so that four depths on one chart use the whole range of the shade rather than a slice of it. The light end is
+    still a clear orange or blue on a projector, and a depth alone of its kind gets a dark one. A depth may be any
+    sortable rung, such as model_colors' (depth, iterations, name)."""
     ladder = sorted(set(depths) | {depth})
-    t = 0.8 if len(ladder) == 1 else 0.1 + 0.9 * ladder.index(depth) / (len(ladder) - 1)
+    t = 0.8 if len(ladder) == 1 else 0.25 + 0.75 * ladder.index(depth) / (len(ladder) - 1)
     return _shade(PLAIN_SHADES if net == "plain" else RESIDUAL_SHADES, t)
 
 
 def colour_key(data: pd.DataFrame) -> str:
-    """'model', or 'checkpoint' where `data` holds more than one checkpoint of a model (a long and a short run); fresh
-    nets at initialisation are of no checkpoint."""
-    several = "checkpoint" in data and len(data) and data.groupby("model")["checkpoint"].nunique().max() > 1
-    return "checkpoint" if several else "model"
+    """'checkpoint' where any checkpoint in `data` is not named after its model: the name the sidebar and the text
+    use (resnet56-15ep), and two runs of one model (a long and a short one) told apart; else 'model', which then
+    says the same. Fresh nets at initialisation are of no checkpoint."""
+    renamed = "checkpoint" in data and bool((data["checkpoint"] != data["model"]).any())
+    return "checkpoint" if renamed else "model"
 
 
 def model_colors(data: pd.DataFrame, by: str = "model") -> alt.Scale:
     """Colour scale over the frame's `by` column (model or checkpoint): plain first, then residual, shallow to deep,
-    and at one depth the shorter run lighter."""
+    and at one depth the shorter run lighter; each kind on a ladder of its own (model_color)."""
     length = data["iterations"] if "iterations" in data else [0] * len(data)
     rungs = data.assign(rung=list(zip(data["depth"], length, data[by])))  # a step of its own for every `by`
     keys = rungs[[by, "net", "rung"]].drop_duplicates(by).sort_values(["net", "rung"])
-    ladder = set(keys["rung"])
-    return alt.Scale(domain=list(keys[by]), range=[model_color(n, r, ladder) for n, r in zip(keys["net"], keys["rung"])])
+    ladders = keys.groupby("net")["rung"].agg(set)
+    return alt.Scale(domain=list(keys[by]),
+                     range=[model_color(n, r, ladders[n]) for n, r in zip(keys["net"], keys["rung"])])
 
 
 def model_legend(data: pd.DataFrame, **legend) -> alt.Color:
@@ -242,6 +258,28 @@ def model_legend(data: pd.DataFrame, **legend) -> alt.Color:
     options, such as columns for a legend below."""
     by = colour_key(data)
     return alt.Color(f"{by}:N", scale=model_colors(data, by), title=by, sort=None, legend=alt.Legend(**legend))
+
+
+def log_ticks(domain, nice: bool = False):
+    """Values for a log axis's ticks or a log colour bar's labels over `domain`, [low, high] as span gives it
+    (`nice`: from the powers of ten around them, as a log axis's nice domain runs): the powers of ten between them
+    (every second or third where they would be more than LOG_TICKS), else 1-3-10, 1-2-5 or 1-2-...-9 steps, the
+    first that gives at least three; Undefined (Vega-Lite's own) on a span too narrow for any, or no domain. Vega's
+    own labels on a log axis read 0.001, 0.009, 0.08, 0.7, 6, 50, and crowd a colour bar."""
+    low, high = domain if isinstance(domain, (list, tuple)) else (0, 0)
+    if not (0 < low <= high < math.inf):
+        return alt.Undefined
+    first, last = math.floor(math.log10(low)), math.ceil(math.log10(high))
+    if nice:
+        low, high = float(f"1e{first}"), float(f"1e{last}")
+    for mantissas in ((1,), (1, 3), (1, 2, 5), range(1, 10)):
+        # float(f"{m}e{e}"), not m * 10 ** e: 3 x 10^-1 is 0.3, not 0.30000000000000004
+        values = [float(f"{m}e{e}") for e in range(first, last + 1) for m in mantissas]
+        values = [v for v in values if low <= v <= high]
+        if len(values) >= 3:
+            step = math.ceil(len(values) / LOG_TICKS) if len(mantissas) == 1 else 1
+            return [v for v in values if round(math.log10(v)) % step == 0] if step > 1 else values
+    return alt.Undefined
 
 
 def show_chart(chart: alt.TopLevelMixin, data: pd.DataFrame, name: str, legends_below: bool = False) -> None:

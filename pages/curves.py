@@ -5,8 +5,8 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from pages.common import (TRAIN_DASHED, frame, header, length_ui, model_legend, show_panels, span,
-                          usable_checkpoints)
+from pages.common import (PANEL_LEGEND_COLUMNS, TRAIN_DASHED, frame, header, length_ui, model_legend,
+                          short_runs_note, show_panels, span, usable_checkpoints)
 from resnet_core import zoo
 from resnet_core.paper import PAPER_ITERATIONS, RUN_TO_RUN_NOISE, TABLE6_RESNET110_MEAN_STD
 
@@ -23,11 +23,12 @@ def curves_ui(depths: list[int]) -> tuple[list[int], str, bool]:
 def wrapped_table(frame, verdicts: str | None = None) -> None:
     """A static table, so that long claims and evidence wrap (st.dataframe cuts them off), with the `verdicts`
     column tinted: green where the claim holds, amber where it holds in part, grey where the numbers are too close
-    to tell, red where it does not."""
+    to tell, red where it does not. No index column: st.table ignores a Styler's hidden index, and would show a
+    filtered frame's (1, 3, 5, ...)."""
     tint = {"yes": "background-color: #d9f0d3", "partly": "background-color: #fbe5b6",
             "within noise": "background-color: #e4e8ef", "no": "background-color: #f4cccc"}
-    style = frame.style.hide(axis="index")
-    st.table(style.map(lambda v: tint.get(v, ""), subset=[verdicts]) if verdicts else style)
+    style = frame.style
+    st.table(style.map(lambda v: tint.get(v, ""), subset=[verdicts]) if verdicts else style, hide_index=True)
 
 
 def curves_panel(rows: pd.DataFrame, shown: pd.DataFrame, metric: str, log: bool) -> alt.Chart:
@@ -39,7 +40,7 @@ def curves_panel(rows: pd.DataFrame, shown: pd.DataFrame, metric: str, log: bool
     return alt.Chart(rows).mark_line(strokeWidth=1.8).encode(
         x=alt.X("iteration:Q", title="iteration (SGD steps)", scale=iterations),
         y=alt.Y("value:Q", title=title, scale=values),
-        color=model_legend(rows, columns=4),
+        color=model_legend(rows, columns=PANEL_LEGEND_COLUMNS),
         strokeDash=alt.StrokeDash("split:N", scale=TRAIN_DASHED, title="measured on",
                                   legend=alt.Legend(symbolSize=600, symbolStrokeWidth=2)),
         detail="checkpoint:N",
@@ -50,9 +51,11 @@ def curves_panel(rows: pd.DataFrame, shown: pd.DataFrame, metric: str, log: bool
 header("Degradation curves", "In the paper (Fig. 6), deeper plain nets end *above* the shallow ones, in training error "
        "(dashed) as well as test error (solid), while deeper residual nets end lower. The checks below the charts "
        "say which of that our runs show.")
-infos = usable_checkpoints()
+infos = usable_checkpoints(short_runs=False)
 history = frame(zoo.history_frame)
-shown_runs = [i.name for i in length_ui(infos, "Runs of one length at a time, on one iteration axis.")]
+runs = length_ui(infos, "Runs of one length at a time, on one iteration axis.")
+short_runs_note(runs)
+shown_runs = [i.name for i in runs]
 history = history[history["checkpoint"].isin(shown_runs)]
 depths, metric, log = curves_ui(sorted(history["depth"].unique().tolist()))
 data = history[history["depth"].isin(depths) & (history["metric"] == metric)]
@@ -69,6 +72,7 @@ st.caption("Both panels share the same axes. Pick depths, the metric and a log s
 st.subheader("Final errors next to the references")
 finals = frame(zoo.final_errors_frame)
 finals = finals[finals["checkpoint"].isin(shown_runs) & finals["depth"].isin(depths)]  # the runs drawn above
+finals = finals.reset_index(drop=True)  # its gappy index (1, 3, ...) once showed as the table's first column
 if (finals["model"] == finals["checkpoint"]).all():
     finals = finals.drop(columns="model")  # a folder named after its model says it twice
 table = zoo.final_errors_table(finals)

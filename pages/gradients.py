@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from pages.common import (by_name, default_pair, frame, gallery_batch, header, length_ui, model_legend, show_chart,
-                          show_panels, span, usable_checkpoints)
+from pages.common import (PANEL_LEGEND_COLUMNS, by_name, default_pair, frame, gallery_batch, header, length_ui,
+                          model_legend, short_runs_note, show_chart, show_panels, span, usable_checkpoints)
 from resnet_core import zoo
 from resnet_core.models import PLAIN_VS_RESIDUAL_DEPTHS
 from resnet_core.paper import SEED_REPORT_GRAD_NORMS
@@ -89,7 +89,7 @@ def init_panel(rows: pd.DataFrame, shown: pd.DataFrame) -> alt.Chart:
         x=alt.X("index:Q", title="layer (1 = first conv; last = fc)", scale=alt.Scale(domain=span(shown, "index"))),
         y=alt.Y("grad_norm:Q", title="gradient norm (L2, log scale)",
                 scale=alt.Scale(type="log", domain=span(shown, "grad_norm"), nice=True)),
-        color=model_legend(rows, columns=4),
+        color=model_legend(rows, columns=PANEL_LEGEND_COLUMNS),
         tooltip=["model", "layer", alt.Tooltip("grad_norm:Q", format=".3g", title="gradient norm")],
     ).properties(height=300)
 
@@ -102,6 +102,7 @@ def training_section(infos) -> None:
         st.info("These checkpoints recorded no gradient norms.")
         return
     st.subheader("During training: every layer, every epoch")
+    short_runs_note([by_name(infos)[name] for name in chosen])
     cells = epoch_cells(data)
     show_panels(partial(heatmap_panel, shown=cells), cells, "gradient_norms_training")
     merged = "" if cells["first_epoch"].nunique() == data["epoch"].nunique() else (
@@ -170,7 +171,7 @@ header("Gradient flow", "How large a gradient each weight layer gets, during tra
 st.caption("A measurement, not the paper's explanation of degradation: He et al. (Sec. 4.1) train their plain nets with "
            "BN, report that the backward gradients 'exhibit healthy norms', and conjecture that deep plain nets "
            "instead converge exponentially slowly. Vanishing gradients are not what they blame.")
-infos = usable_checkpoints(stop=False)
+infos = usable_checkpoints(stop=False, short_runs=False)  # training_section notes the runs it shows
 if infos:
     training_section(infos)
 live_section()

@@ -6,13 +6,14 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from pages.common import (default_pair, file_stamp, header, length_ui, model_legend, show_chart, show_panels, span,
-                          usable_checkpoints)
+from pages.common import (by_name, default_pair, file_stamp, header, length_ui, log_ticks, model_legend,
+                          short_runs_note, show_chart, show_panels, span, usable_checkpoints)
 from resnet_core import zoo
 from resnet_core.checkpoint import REPO_ROOT, CheckpointInfo, default_checkpoints_dir
 from resnet_core.landscape import FILE, read_landscape
 
-# Log-scale tick labels: 1 ... 10,000 as numbers, beyond as 10^5 or 2 × 10^5 (plain-110's loss reaches 10^15).
+# Log-scale tick labels: 1 ... 10,000 as numbers, beyond as 10^5 or 2 × 10^5 (plain-110's loss reaches 10^15), at
+# log_ticks' values.
 _EXPONENT = "floor(log(datum.value) / LN10 + 1e-9)"
 LOG_LABELS = (f"datum.value < 100000 ? format(datum.value, ',~g') : "
               f"(abs(datum.value / pow(10, {_EXPONENT}) - 1) < 0.001 ? '' : "
@@ -143,7 +144,7 @@ def surface_panel(rows, shown, grid) -> alt.LayerChart:
         y=alt.Y("b0:Q", title=BETA, scale=alt.Scale(domain=span(grid, "b0", "b1"), nice=False)), y2="b1:Q",
         color=alt.Color("loss:Q", title=title,
                         scale=alt.Scale(type="log", scheme="viridis", domain=domain or alt.Undefined, clamp=True),
-                        legend=alt.Legend(labelExpr=LOG_LABELS)),
+                        legend=alt.Legend(labelExpr=LOG_LABELS, values=log_ticks(domain))),
         tooltip=["checkpoint", alt.Tooltip("alpha:Q", format=".2f"), alt.Tooltip("beta:Q", format=".2f"),
                  alt.Tooltip("loss:Q", format=".4g"), alt.Tooltip("error:Q", format=".1f", title="error (%)")])
     trained = alt.Chart().mark_point(shape="cross", size=140, filled=True, color="white").encode(
@@ -188,7 +189,7 @@ def slice_section(slices, settings, chosen: list[str]) -> None:
     show_chart(alt.Chart(shown).mark_line(point=alt.OverlayMarkDef(size=25)).encode(
         x=alt.X("alpha:Q", title="alpha (along one random direction; 1 = each filter moved by its own norm)"),
         y=alt.Y("loss:Q", scale=alt.Scale(type="log"), title="training loss (log scale)",
-                axis=alt.Axis(labelExpr=LOG_LABELS)),
+                axis=alt.Axis(labelExpr=LOG_LABELS, values=log_ticks(span(shown, "loss"), nice=True))),
         color=model_legend(shown), detail="checkpoint:N",
         tooltip=["checkpoint", alt.Tooltip("alpha:Q", format=".2f"), alt.Tooltip("loss:Q", format=".4g"),
                  alt.Tooltip("error:Q", format=".1f", title="error (%)")],
@@ -202,7 +203,7 @@ def slice_section(slices, settings, chosen: list[str]) -> None:
 header("Loss landscape", "The training loss as each net's trained weights move along random, filter-normalised "
        "directions. Li et al. (2018) found a smooth, nearly convex basin around residual nets and a chaotic one "
        "around deep plain nets; the numbers under the surfaces say what we measured.")
-infos = usable_checkpoints()
+infos = usable_checkpoints(short_runs=False)  # noted for the landscapes drawn, once chosen
 found = measured(infos)
 missing = [info for info in infos if info.name not in {i.name for i, _ in found}]
 if not found:
@@ -210,6 +211,7 @@ if not found:
     st.stop()
 
 surfaces, slice_names = landscape_ui(found)
+short_runs_note([by_name(infos)[name] for name in dict.fromkeys(surfaces + slice_names)])
 slices, surface, settings = zoo.landscape_frames(found)
 surface_section(surface, settings, surfaces)
 slice_section(slices, settings, slice_names)

@@ -6,8 +6,8 @@ import altair as alt
 import streamlit as st
 from PIL import Image
 
-from pages.common import (NET_COLORS, by_name, default_pair, gallery, header, load_model, show_chart, usable_checkpoints,
-                          weights_stamp)
+from pages.common import (NET_COLORS, by_name, default_pair, gallery, header, load_model, short_runs_note, show_chart,
+                          usable_checkpoints, weights_stamp)
 from resnet_core import zoo
 from resnet_core.data import CLASSES
 from resnet_core.explain import grad_cam, input_saliency, overlay
@@ -20,7 +20,9 @@ IMAGE_TYPES = ["png", "jpg", "jpeg", "webp", "bmp", "gif"]
 ZOOM = 4  # 32x32 shown as 128x128, nearest neighbour, so every pixel the model sees stays visible
 TILE = 64  # gallery thumbnails (pixels): wide enough for the test-image number on the button under each
 MAX_FILES = 20  # uploads shown per run: each is a row of images and charts, all drawn again on every click
-MARKDOWN_SPECIAL = set("\\`*_{}[]()<>#+-.!|~$=^&")  # escaped in names shown with st.markdown
+# Escaped in a file's name shown with st.markdown, always after "**" (so never at a line's start, where # - + and
+# "1." would matter too)
+MARKDOWN_SPECIAL = set("\\`*_{}[]()<>!|~$&")
 
 
 def models_ui(infos, nets: dict[str, str]) -> list[str]:
@@ -154,10 +156,11 @@ header("Predict", "Upload photos or pick a CIFAR-10 test image: both nets see th
 st.caption(f"The nets know only CIFAR-10's ten classes ({', '.join(CLASSES)}): a photo of anything else still gets "
            "one of them. They see the centre square of a photo, shrunk to 32x32 pixels: the image captioned 'what "
            "the model sees'.")
-infos = usable_checkpoints()
+infos = usable_checkpoints(short_runs=False)  # noted for the two chosen
 nets = {info.name: zoo.identity(info)["net"] for info in infos}
 chosen = models_ui(infos, nets)
 checkpoints = by_name(infos)
+short_runs_note([checkpoints[name] for name in chosen])
 if warning := length_warning(chosen, checkpoints):
     st.warning(warning, icon=":material/warning:")
 models = loaded_models(infos, chosen)

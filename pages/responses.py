@@ -3,8 +3,8 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from pages.common import (by_name, default_pair, frame, gallery_batch, header, model_legend, show_chart,
-                          usable_checkpoints, weights_stamp)
+from pages.common import (by_name, default_pair, frame, gallery_batch, header, model_legend, short_runs_note,
+                          show_chart, usable_checkpoints, weights_stamp)
 from resnet_core import zoo
 from resnet_core.checkpoint import CheckpointError, load_pretrained
 from resnet_core.probes import response_std
@@ -63,9 +63,10 @@ def live_frame(infos) -> pd.DataFrame:
 
 header("Layer responses", "In the paper (Fig. 7) residual nets' layers respond with *smaller* standard deviations than "
        "plain nets' (blues below oranges): each residual branch only adds a small correction to its input.")
-infos = usable_checkpoints()
+infos = usable_checkpoints(short_runs=False)  # noted for the checkpoints chosen
 chosen, source, log = responses_ui(infos)
 picked = [by_name(infos)[name] for name in chosen]
+short_runs_note(picked)
 if source == LIVE:
     data = live_frame(picked)
 else:

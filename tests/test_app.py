@@ -122,6 +122,8 @@ def test_home_lists_the_zoo_and_draws_error_against_depth(monkeypatch, tiny_chec
     lines = specs(at)[0]["layer"][0]["encoding"]["detail"]
     assert [d["field"] for d in lines] == ["net", "iterations"], "a line never joins runs of different lengths"
     assert "size" not in specs(at)[0]["layer"][1]["encoding"]  # one length: every point alike
+    slots = specs(at)[0]["layer"][1]["encoding"]["xOffset"]["scale"]["domain"]  # ours on the tick, not left of it
+    assert slots == ["paper (Table 6)", "ours", "200-epoch reproduction (report 003)"]
     sources = next(c.value for c in at.caption if c.value.startswith("Sources: "))
     assert "*paper (Table 6)*: He et al." in sources and "../shared/seeds/003_" in sources  # each drawn, said where from
     assert "report 000" not in sources  # it quotes only 18-layer nets, and there are none here
@@ -174,10 +176,13 @@ def test_home_falls_back_to_the_running_train_error(monkeypatch, tiny_checkpoint
 def test_every_page_renders(monkeypatch, tiny_checkpoints, page):
     at = open_app(monkeypatch, tiny_checkpoints, page)
     assert at.title and at.markdown, "a title and one sentence"
-    short = [c.value for c in at.caption if c.value.startswith(":material/info: Short runs")]
-    if page != "pages/architecture.py":  # every page of results says these 2-epoch runs are not the paper's
+    short = short_runs(at)
+    # every page of results says these 2-epoch runs are not the paper's; Loss landscape draws none of them here
+    if page not in ("pages/architecture.py", "pages/landscape.py"):
         assert len(short) == 1 and {"plain20", "resnet20"} <= set(re.findall(r"\w+20", short[0]))
         assert short[0].endswith("(8 of the paper's 64,000 iterations).")
+    else:
+        assert not short, short
     if page == "pages/landscape.py":  # no landscape.json beside these checkpoints: say how to compute one
         advice = " ".join(i.value for i in at.info)
         for name in ("resnet20", "plain20"):
@@ -186,6 +191,11 @@ def test_every_page_renders(monkeypatch, tiny_checkpoints, page):
         return
     assert at.get("vega_lite_chart") or at.get("graphviz_chart")
     assert plotted(at), "each chart, or row of panels, with its CSV"
+
+
+def short_runs(at: AppTest) -> list[str]:
+    """The page's notes that runs it shows trained for less than the paper's 64k iterations."""
+    return [c.value for c in at.caption if c.value.startswith(":material/info: Short runs")]
 
 
 def test_curves_show_both_nets_and_the_references(monkeypatch, tiny_checkpoints):
@@ -270,13 +280,21 @@ def test_curves_show_one_training_length_at_a_time(monkeypatch, tiny_checkpoints
     short = json.loads((root / "resnet20" / "config.json").read_text())["recipe"]["iterations"]
     assert length.options == ["64,000 iterations (2 runs)", f"{short:,} iterations (2 runs)"]
     assert set(plotted(at)[0]["checkpoint"]) == {"resnet20-64k", "plain20-64k"}
+    assert not short_runs(at), "runs of the paper's length only: no note on short runs above them"
+    # each panel's legend names the runs the sidebar and the table name: resnet20-64k, not resnet20
+    assert [panel["encoding"]["color"]["field"] for panel in specs(at)[:2]] == ["checkpoint"] * 2
     length.set_value(short).run()
     assert set(plotted(at)[0]["checkpoint"]) == {"resnet20", "plain20"}
+    assert short_runs(at) == [f":material/info: Short runs, not the paper's schedule: resnet20, plain20 ({short:,} of "
+                              "the paper's 64,000 iterations)."]  # these two only, not the 64k copies
     finals = at.table[0].value.set_index("checkpoint")  # the runs drawn, not the other length's
     assert set(finals.index) == {"resnet20", "plain20"} and finals.loc["resnet20", "iterations"] == f"{short:,}"
     length.set_value(64_000).run()
-    finals = at.table[0].value.set_index("checkpoint")
-    assert set(finals.index) == {"resnet20-64k", "plain20-64k"}
+    finals = at.table[0].value
+    assert set(finals["checkpoint"]) == {"resnet20-64k", "plain20-64k"}
+    # the rows kept from all four were numbered 1 and 3: no index column of gaps before the checkpoint
+    assert list(finals.index) == [0, 1] and all(table.proto.hide_index for table in at.table)
+    finals = finals.set_index("checkpoint")
     ours = float(finals.loc["resnet20-64k", "test error %"])  # as long as the paper's run: the difference is given
     assert finals.loc["resnet20-64k", "paper (Table 6) % (ours minus theirs, in points)"] == f"8.75 ({ours - 8.75:+.2f})"
 
@@ -322,6 +340,8 @@ def test_gradient_flow_from_history_and_live_at_init(monkeypatch, tiny_checkpoin
     assert not at.exception
     live = plotted(at)[-1]
     assert set(live["model"]) == {"plain20", "resnet20"} and len(live) == 2 * 20
+    legends = [panel["encoding"]["color"]["legend"] for panel in specs(at)[-2:]]
+    assert [legend["columns"] for legend in legends] == [2, 2]  # four ran past a 390 px panel: "plain", "re"
     measured = [m.value for m in at.markdown if m.value.startswith("**Measured here**")]
     assert len(measured) == 2 and "plain20: " in measured[0] and "resnet20: " in measured[1]
     low = profile.loc[profile[profile["checkpoint"] == "plain20"]["grad_norm"].idxmin()]
@@ -473,6 +493,25 @@ def test_landscape_colour_scale_spans_every_loss_when_the_panels_are_alike(monke
     assert "or more" not in specs(at)[0]["layer"][0]["encoding"]["color"]["title"][-1]
 
 
+def test_landscape_log_scales_are_labelled_at_round_values(monkeypatch, tiny_landscapes, tmp_path):
+    """Vega's own ticks read 0.001, 0.009, 0.08, 0.7, 6, 50 on the slices' log axis, and 0.5 0.9 2 3 4 5 7 9 20 40 70
+    on the surfaces' colour bar: powers of ten on the axis, 1-3-10 steps over the colour bar's two decades."""
+    root = shutil.copytree(tiny_landscapes, tmp_path / "checkpoints")
+    for name in ("plain20", "resnet20"):
+        path = root / name / "landscape.json"
+        data = json.loads(path.read_text())
+        data["slice_1d"] = [dict(p, loss=loss) for p, loss in zip(data["slice_1d"], (50, 6, 0.0012, 0.08, 0.7))]
+        data["surface_2d"] = [dict(p, loss=0.5 * 140 ** (i / 24)) for i, p in enumerate(data["surface_2d"])]  # to 70
+        path.write_text(json.dumps(data))
+    at = open_app(monkeypatch, root, "pages/landscape.py")
+    plain, residual, slices = specs(at)
+    for panel in (plain, residual):
+        legend = panel["layer"][0]["encoding"]["color"]["legend"]
+        assert legend["values"] == [1, 3, 10, 30] and "labelExpr" in legend
+    # the axis runs over whole decades (Vega-Lite's nice log domain, 0.001 to 100): a label at each
+    assert slices["encoding"]["y"]["axis"]["values"] == [0.001, 0.01, 0.1, 1, 10, 100]
+
+
 def test_landscape_page_survives_a_damaged_file(monkeypatch, tiny_landscapes, tmp_path):
     root = shutil.copytree(tiny_landscapes, tmp_path / "checkpoints")
     (root / "plain20" / "landscape.json").write_text("{not json")
@@ -568,7 +607,9 @@ def test_classes_compares_any_two(monkeypatch, tiny_checkpoints):
     assert len(confusion) == 2 * 100
     assert confusion.groupby(["checkpoint", "true"])["percent"].sum().round(6).isin([0, 100]).all()
     assert len(accuracy) == 2 * 10
-    assert "seed report 000 claim: ResNet-18 minus Plain-18" in set(gains["source"])
+    # plain20 against resnet20: what the claim is about, so its diamonds are drawn, and said to be the 18-layer claim
+    assert "seed report 000's claim at 18 layers: ResNet-18 minus Plain-18" in set(gains["source"])
+    assert "not measured here and not on 20-layer nets" in " ".join(c.value for c in at.caption)
     at.sidebar.selectbox[1].set_value(at.sidebar.selectbox[0].value).run()  # the same checkpoint twice
     assert not at.exception and len(plotted(at)) == 2
 

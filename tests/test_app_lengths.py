@@ -10,7 +10,7 @@ import pytest
 from pages.common import default_pair
 from resnet_core import zoo
 from resnet_core.checkpoint import list_checkpoints
-from tests.test_app import open_app, plotted, with_a_long_copy
+from tests.test_app import open_app, plotted, short_runs, specs, with_a_long_copy
 
 
 @pytest.fixture(scope="module")
@@ -49,6 +49,15 @@ def names(group) -> dict[str, set[str]]:
     return kinds
 
 
+def notes_short_runs_only_where_drawn(at, n: int, drawn: set[str]) -> None:
+    """At 64k iterations no note on short runs; at the short length one, naming the runs drawn and no other."""
+    notes = short_runs(at)
+    if n == 64_000:
+        assert not notes, notes
+    else:
+        assert len(notes) == 1 and set(notes[0].split("schedule: ")[1].split(" (")[0].split(", ")) == drawn, notes
+
+
 def opens_on_the_default_pairs_length(at, lengths):
     """The 'Training length' radio: one option per length, on the default pair's (not the one with the most runs)."""
     length = widget(at.sidebar.radio, "Training length")
@@ -70,6 +79,9 @@ def test_gradient_flow_pairs_only_runs_of_one_length(monkeypatch, two_lengths, l
         assert (plain.value, residual.value) == default_pair(group)
         heatmap, profile = plotted(at)
         assert set(heatmap["checkpoint"]) == set(profile["checkpoint"]) == {plain.value, residual.value}
+        notes_short_runs_only_where_drawn(at, n, {plain.value, residual.value})
+        # the profile's legend names the checkpoints the sidebar names: plain20-64k, not plain20
+        assert specs(at)[-1]["encoding"]["color"]["field"] == ("checkpoint" if n == 64_000 else "model")
         last = max(r["epoch"] for info in group for r in info.history["records"])
         assert heatmap["last_epoch"].max() == last and profile["epoch"].unique().tolist() == [last]
         measured = next(m.value for m in at.markdown if m.value.startswith("**Measured here**"))
@@ -94,9 +106,33 @@ def test_landscape_offers_one_length_and_slices_the_two_surfaces(monkeypatch, tw
         assert set(slices.options) == {info.name for info in group} and slices.value == [plain.value, residual.value]
         surface, sliced = plotted(at)
         assert set(surface["checkpoint"]) == set(sliced["checkpoint"]) == {plain.value, residual.value}
+        notes_short_runs_only_where_drawn(at, n, {plain.value, residual.value})
         assert "the same colour is the same loss" in " ".join(c.value for c in at.caption)
     slices.set_value(sorted(slices.options)).run()  # the reader may add every other run of this length
     assert set(plotted(at)[1]["checkpoint"]) == {info.name for info in group}
+
+
+def test_classes_compares_only_runs_of_one_length(monkeypatch, two_lengths, lengths):
+    """A against B of one training length (plain56-15ep against resnet56 compared 5,850 iterations with 64,000, not
+    the shortcuts), and the seed report's 18-layer claim only beside a plain net and a residual one as deep."""
+    at = open_app(monkeypatch, two_lengths, "pages/classes.py")
+    length = opens_on_the_default_pairs_length(at, lengths)
+    for n, group in lengths.items():
+        length.set_value(n).run()
+        assert not at.exception, [e.value for e in at.exception]
+        a, b, wrong = (widget(at.sidebar.selectbox, label) for label in (
+            "Checkpoint A (usually plain)", "Checkpoint B (usually residual)", "Most confident mistakes of"))
+        assert set(a.options) == set(b.options) == set(wrong.options) == {info.name for info in group}
+        assert (a.value, b.value) == default_pair(group)
+        confusion, accuracy, gains = plotted(at)
+        assert set(confusion["checkpoint"]) == set(accuracy["checkpoint"]) == {a.value, b.value}
+        assert any(s.startswith("seed report 000's claim at 18 layers") for s in gains["source"])
+        notes_short_runs_only_where_drawn(at, n, {a.value, b.value})
+    a.set_value("resnet20")  # two residual nets: the claim about shortcuts is not theirs to meet
+    b.set_value("resnet20-again").run()
+    sources = set(plotted(at)[2]["source"])
+    assert sources == {"resnet20-again minus resnet20 (ours)"}, sources
+    assert "resnet20 and resnet20-again are not such a pair" in " ".join(c.value for c in at.caption)
 
 
 @pytest.mark.parametrize("setting, value, named", [

@@ -5,7 +5,8 @@ from pathlib import Path
 import altair as alt
 import pandas as pd
 
-from pages.common import colour_key, default_pair, model_colors, model_legend, percent, span
+from pages.common import (PLAIN_SHADES, _shade, colour_key, default_pair, log_ticks, model_colors, model_legend, percent,
+                          span)
 from resnet_core import list_checkpoints
 
 CHECKPOINTS = Path(__file__).resolve().parents[1] / "checkpoints"
@@ -56,6 +57,49 @@ def test_two_runs_of_one_model_get_colours_of_their_own():
     assert scale.domain == ["plain20", "resnet20-15ep", "resnet20", "resnet56"]
     light, dark = scale.range[1:3]
     assert light != dark and sum(int(light[i:i + 2], 16) for i in (1, 3, 5)) > sum(int(dark[i:i + 2], 16) for i in (1, 3, 5))
+
+
+def test_legends_name_the_checkpoints_the_sidebar_names():
+    """The 15-epoch 56-layer pair alone, one run per model: the sidebar and the text say plain56-15ep and
+    resnet56-15ep, and so does the legend (not plain56 and resnet56, the 64k folders' names)."""
+    rows = pd.DataFrame(dict(checkpoint=["plain56-15ep", "resnet56-15ep"], model=["plain56", "resnet56"], depth=[56, 56],
+                             net=["plain", "residual"], iterations=[5_850, 5_850]))
+    assert colour_key(rows) == "checkpoint"
+    legend = model_legend(rows).to_dict()
+    assert legend["field"] == "checkpoint" and legend["scale"]["domain"] == ["plain56-15ep", "resnet56-15ep"]
+
+
+def brightness(colour: str) -> int:
+    return sum(int(colour[i:i + 2], 16) for i in (1, 3, 5))
+
+
+def test_each_kind_of_net_has_a_ladder_of_its_own():
+    """plain56 beside resnet56 alone was the palest orange (#f0a061), as if the shallowest of a shared ladder, and
+    dark brown beside plain20: its shade now depends on the plain nets drawn only, and alone of its kind it is dark."""
+    rows = pd.DataFrame(dict(checkpoint=["plain20", "plain56", "resnet20", "resnet56"], depth=[20, 56, 20, 56],
+                             model=["plain20", "plain56", "resnet20", "resnet56"], net=["plain", "plain", "residual",
+                                                                                        "residual"]))
+    pair = model_colors(rows.iloc[[1, 3]])
+    assert pair.domain == ["plain56", "resnet56"]
+    assert pair.range[0] == _shade(PLAIN_SHADES, 0.8)  # a strong orange, not the light end
+    assert brightness(pair.range[0]) < brightness(_shade(PLAIN_SHADES, 0.5))
+    plain_only = model_colors(rows.iloc[[0, 1]])
+    assert model_colors(rows).range[:2] == plain_only.range  # the residual nets beside them change nothing
+    assert brightness(plain_only.range[0]) > brightness(plain_only.range[1])  # darker = deeper
+    assert brightness(plain_only.range[0]) < brightness(PLAIN_SHADES[0])  # the light end still reads on a projector
+
+
+def test_log_ticks_are_powers_of_ten_and_few():
+    """Vega's own ticks on the landscape's log axes read 0.001, 0.009, 0.08, 0.7, 6, 50 and crowded the colour bar
+    (0.5 0.9 2 3 4 5 7 9 20 40 70): powers of ten, thinned past eight; 1-3-10 steps over two decades."""
+    assert log_ticks([0.0012, 50]) == [0.01, 0.1, 1, 10]
+    assert log_ticks([0.0012, 50], nice=True) == [0.001, 0.01, 0.1, 1, 10, 100]  # a log axis's nice domain
+    assert log_ticks([0.5, 70]) == [1, 3, 10, 30]
+    assert log_ticks([0.5, 5]) == [0.5, 1, 2, 5]
+    wide = log_ticks([0.001, 1e15])
+    assert wide == [1e-3, 1, 1e3, 1e6, 1e9, 1e12, 1e15] and len(log_ticks([0.0025, 6e9])) <= 8
+    assert log_ticks([2.2, 2.5]) is alt.Undefined and log_ticks(alt.Undefined) is alt.Undefined  # Vega-Lite's own
+    assert log_ticks(None) is alt.Undefined and log_ticks([0, 1]) is alt.Undefined
 
 
 def test_shared_axis_domains_span_the_finite_values_only():

@@ -458,7 +458,7 @@ def test_the_page_shows_twenty_uploads_at_most_and_says_how_many_it_skipped(monk
     assert [w.value for w in at.warning] == ["23 files uploaded, 20 at most are shown: the last 3 were skipped. "
                                              "Remove some files to see those."]
     shown = [m.value for m in at.markdown if m.value.startswith("**photo")]
-    assert shown == [f"**photo{i}\\.png**" for i in range(20)]  # the name's markdown characters escaped
+    assert shown == [f"**photo{i}.png**" for i in range(20)]
 
 
 def test_a_file_name_is_shown_as_it_is_not_as_markdown(monkeypatch, tiny_checkpoints):
