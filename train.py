@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import os
 import shlex
 import sys
@@ -20,8 +21,28 @@ from pathlib import Path
 from resnet_core.checkpoint import REPO_ROOT, push_to_hub
 from resnet_core.data import DatasetError, download_cifar10
 from resnet_core.models import PLAIN_VS_RESIDUAL_DEPTHS, list_models, model_info
-from resnet_core.trainer import RunConfig, TrainingDiverged, paper_recipe, seed_recipe, train
+from resnet_core.trainer import (ConfigError, RunConfig, TrainingDiverged, arch_options, paper_recipe, seed_recipe,
+                                  train)
 
+
+def number(kind, low, strictly: bool = False):
+    """An argparse type: a finite `kind` at least `low` (above it if `strictly`), else argparse's one-line error
+    naming the option. A 0 or a negative count is a mistake, never "the default" or "no limit"."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {'a whole number' if kind is int else 'a number'}") \
+                from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"{text} is not a finite number")
+        if value < low or (strictly and value == low):
+            raise argparse.ArgumentTypeError(f"{text} is not {'above' if strictly else 'at least'} {low}")
+        return value
+    return parse
+
+
+COUNT, NONNEGATIVE, POSITIVE, RATE = number(int, 1), number(int, 0), number(float, 0, strictly=True), number(float, 0)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -39,24 +60,25 @@ def parse_args(argv=None) -> argparse.Namespace:
     rec = p.add_argument_group("recipe (defaults: the paper's, Sec. 4.2)")
     rec.add_argument("--recipe", choices=["paper", "seed"], default="paper",
                      help="paper: 64k iterations, lr /10 at 32k and 48k; seed: the seed report's 200 epochs, /10 at 60/120/160")
-    rec.add_argument("--iterations", type=int, help="total SGD iterations (paper: 64000)")
-    rec.add_argument("--epochs", type=float, help="length in epochs instead of iterations (tiny runs)")
-    rec.add_argument("--batch-size", type=int, help="paper: 128")
-    rec.add_argument("--lr", type=float, help="paper: 0.1")
-    rec.add_argument("--momentum", type=float, help="paper: 0.9")
-    rec.add_argument("--weight-decay", type=float, help="paper: 1e-4")
-    rec.add_argument("--milestones", type=int, nargs="*", help="iterations where lr is divided by 10 "
+    rec.add_argument("--iterations", type=COUNT, help="total SGD iterations (paper: 64000)")
+    rec.add_argument("--epochs", type=POSITIVE, help="length in epochs instead of iterations (tiny runs)")
+    rec.add_argument("--batch-size", type=COUNT, help="paper: 128")
+    rec.add_argument("--lr", type=POSITIVE, help="paper: 0.1")
+    rec.add_argument("--momentum", type=RATE, help="paper: 0.9")
+    rec.add_argument("--weight-decay", type=RATE, help="paper: 1e-4")
+    rec.add_argument("--milestones", type=NONNEGATIVE, nargs="*", help="iterations where lr is divided by 10 "
                      "(default: the recipe's, scaled with --iterations/--epochs)")
-    rec.add_argument("--warmup-iters", type=int, help="iterations at --warmup-lr first (paper: 400 for 110 layers)")
-    rec.add_argument("--warmup-lr", type=float, help="paper: 0.01")
+    rec.add_argument("--warmup-iters", type=NONNEGATIVE,
+                     help="iterations at --warmup-lr first (paper: 400 for 110 layers)")
+    rec.add_argument("--warmup-lr", type=POSITIVE, help="paper: 0.01")
     rec.add_argument("--seed", type=int, default=0, help="init and data order; same seed + device + software = same run")
     data = p.add_argument_group("data")
     data.add_argument("--data-dir", help="CIFAR-10: the shared zips, their unpacked folder, or torchvision's "
                       "cifar-10-batches-py (default: $CIFAR10_DIR, ./data, ../shared/datasets/cifar10)")
     data.add_argument("--download", action="store_true", help="on a connected machine: fetch CIFAR-10 with torchvision "
                       "into --data-dir (default ./data) first, MD5-checked; nothing is fetched if it is there")
-    data.add_argument("--limit-train", type=int, help="use only the first N training images (tiny runs, tests)")
-    data.add_argument("--limit-test", type=int, help="use only the first N test images")
+    data.add_argument("--limit-train", type=COUNT, help="use only the first N training images (tiny runs, tests)")
+    data.add_argument("--limit-test", type=COUNT, help="use only the first N test images")
     run = p.add_argument_group("run")
     run.add_argument("--out", type=Path, default=REPO_ROOT / "checkpoints", help="where finished checkpoints go")
     run.add_argument("--state-dir", type=Path, default=REPO_ROOT / "runs", help="resumable state of unfinished runs")
@@ -75,10 +97,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     run.add_argument("--compile", action="store_true",
                      help="run each block through torch.compile (fuses BN, ReLU and the addition; costs compile "
                           "time at the start; not under torchrun). bench/train_throughput.py --compile measures it")
-    run.add_argument("--time-budget", type=float,
+    run.add_argument("--time-budget", type=POSITIVE,
                      help="minutes from when training's set-up starts, data loading included; then save state and "
                           "exit (continue with --resume)")
-    run.add_argument("--stop-after", type=int, help="iterations; then save state and exit, as if interrupted")
+    run.add_argument("--stop-after", type=COUNT, help="iterations; then save state and exit, as if interrupted")
     run.add_argument("--no-weights", action="store_true", help="publish curves and metrics without model.safetensors")
     run.add_argument("--push-to-hub", metavar="REPO", help="upload each finished checkpoint to REPO-<model> on the Hub")
     return p.parse_args(argv)
@@ -89,7 +111,7 @@ def model_names(args) -> list[str]:
         bad = [m for m in args.model if m not in list_models()]
         if bad:
             raise SystemExit(f"error: unknown model(s) {', '.join(bad)}; valid: {', '.join(list_models())}")
-        return args.model
+        return list(dict.fromkeys(args.model))  # each once: a model named twice is still one run
     depths = PLAIN_VS_RESIDUAL_DEPTHS if args.all else args.depth
     if not depths:
         raise SystemExit("error: say which models: --depth 56 [--plain], --all, or --model NAME")
@@ -98,22 +120,26 @@ def model_names(args) -> list[str]:
         raise SystemExit(f"error: no CIFAR model of depth {', '.join(map(str, bad))}; "
                          f"depths: 20 32 44 56 110 1202 (6n+2) and 18 34")
     kinds = ("resnet", "plain") if (args.all or args.both) else (("plain",) if args.plain else ("resnet",))
-    names = [f"{k}{d}" for d in depths for k in kinds]
-    return names
+    return [f"{k}{d}" for d in dict.fromkeys(depths) for k in kinds]
 
 
 def make_config(name: str, args, n_train: int) -> RunConfig:
-    batch = args.batch_size or 128
+    batch = args.batch_size if args.batch_size is not None else 128
     steps_per_epoch = max(1, n_train // batch)
     base = seed_recipe(steps_per_epoch) if args.recipe == "seed" else paper_recipe(model_info(name)["depth"])
-    iterations = args.iterations or (round(args.epochs * steps_per_epoch) if args.epochs else base.iterations)
+    iterations = args.iterations if args.iterations is not None else \
+        round(args.epochs * steps_per_epoch) if args.epochs is not None else base.iterations
+    if iterations < 1:
+        raise SystemExit(f"error: --epochs {args.epochs:g} makes 0 iterations ({steps_per_epoch} an epoch: "
+                         f"{n_train:,} training images, batch {batch}); ask for --epochs {1 / steps_per_epoch:.3g} "
+                         f"or more")
     milestones = tuple(args.milestones) if args.milestones is not None else \
         tuple(round(m * iterations / base.iterations) for m in base.milestones)
     recipe = dataclasses.replace(
         base, iterations=iterations, batch_size=batch, milestones=milestones,
         **{k: v for k, v in dict(lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay,
                                  warmup_iters=args.warmup_iters, warmup_lr=args.warmup_lr).items() if v is not None})
-    arch = {"shortcut": args.shortcut} if args.shortcut and model_info(name)["residual"] else {}
+    arch = arch_options(name, {"shortcut": args.shortcut} if args.shortcut and model_info(name)["residual"] else {})
     return RunConfig(model=name, recipe=recipe, arch=arch, seed=args.seed, limit_train=args.limit_train,
                      limit_test=args.limit_test, amp=not args.no_amp, cpu_bf16=args.cpu_bf16,
                      channels_last=not args.no_channels_last, cuda_graphs=not args.no_cuda_graphs,
@@ -147,7 +173,7 @@ def close_distributed() -> None:
 def main(argv=None) -> int:
     args = parse_args(argv)
     names = model_names(args)
-    n_train = args.limit_train or 50_000
+    n_train = min(args.limit_train or 50_000, 50_000)  # CIFAR-10's training set: a larger limit takes it all
     configs = [make_config(n, args, n_train) for n in names]
     if args.download:
         if "RANK" in os.environ:  # every rank would fetch into the same folder at once
@@ -168,9 +194,9 @@ def main(argv=None) -> int:
         status = train(configs, data_dir=args.data_dir, out_dir=args.out, state_dir=args.state_dir, device=device,
                        resume=args.resume, restart=args.restart, overwrite=args.overwrite,
                        stop_after=args.stop_after, command=command,
-                       time_budget_s=args.time_budget * 60 if args.time_budget else None,
+                       time_budget_s=args.time_budget * 60 if args.time_budget is not None else None,
                        log=lambda *a, **k: print(*a, file=sys.stderr, **k))
-    except DatasetError as e:
+    except (DatasetError, ConfigError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except TrainingDiverged as e:
@@ -182,7 +208,7 @@ def main(argv=None) -> int:
         for name, s in status.items():
             if s == "finished":
                 print(f"pushed {name}: {push_to_hub(args.out / name, f'{args.push_to_hub}-{name}')}", file=sys.stderr)
-    return 130 if "stopped" in status.values() and not (args.time_budget or args.stop_after) else 0
+    return 130 if "stopped" in status.values() and args.time_budget is None and args.stop_after is None else 0
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ import os
 import shlex
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -248,6 +249,44 @@ def unbundle_weights(folder: Path, reason: str) -> Path:
     return info.path
 
 
+# A temp file or folder untouched this long is left by a write that was killed, not one under way: writes touch
+# theirs every few seconds at most, and another run may be publishing into the same --out right now.
+STALE_TEMP_S = 600.0
+
+
+def recover_checkpoint(root: Path, name: str) -> str | None:
+    """Undo what a publish of `root/name` killed halfway left behind: the previous checkpoint, moved aside as
+    `.name.old` with nothing yet in its place, goes back (returned: what was done, in words, for the log); temp
+    folders and files of writes that ended long ago go. save_checkpoint calls it first, since it would otherwise
+    delete that `.name.old`, the only whole checkpoint left."""
+    root = Path(root)
+    final, old = root / name, root / f".{name}.old"
+    restored = None
+    if old.is_dir() and not (final.exists() or final.is_symlink()):
+        try:
+            old.rename(final)
+            restored = f"{final}: restored the checkpoint that a publish killed halfway had moved aside to {old.name}"
+        except FileNotFoundError:  # restored meanwhile by another process (a torchrun rank) that saw it too
+            pass
+    remove_stale_temps([*root.glob(f".{name}.tmp-*"), *final.glob(".*.tmp")])
+    return restored
+
+
+def remove_stale_temps(paths, min_age_s: float = STALE_TEMP_S) -> None:
+    """Remove the temp files and folders among `paths` untouched for min_age_s (0: all of them)."""
+    now = time.time()
+    for path in paths:
+        try:
+            if now - path.lstat().st_mtime < min_age_s:
+                continue
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+        except FileNotFoundError:  # its own writer finished, or removed it, meanwhile
+            continue
+
+
 def save_checkpoint(root: Path, name: str, model: ResNet | None, config: dict, history: dict, metrics: dict,
                     weights_dtype: torch.dtype = torch.float16) -> Path:
     """Write checkpoint folder `root/name` as a whole: everything goes into a hidden temp folder that
@@ -255,6 +294,7 @@ def save_checkpoint(root: Path, name: str, model: ResNet | None, config: dict, h
     `model=None` publishes curves and metrics without weights (models too large for the repo)."""
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
+    recover_checkpoint(root, name)
     tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".{name}.tmp-"))
     try:
         tmp.chmod(0o755)

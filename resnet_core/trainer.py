@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import fcntl
 import functools
+import hashlib
 import json
 import math
 import os
@@ -11,21 +13,23 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
+from safetensors import SafetensorError
 from safetensors.torch import load_file
 from tqdm import tqdm
 
 from .checkpoint import (REPO_ROOT, CheckpointError, atomic_save_tensors, atomic_write_json, read_json,
-                         save_checkpoint, storage_state)
+                         recover_checkpoint, remove_stale_temps, save_checkpoint, storage_state)
 from .data import CIFAR10_MEAN, CIFAR10_STD, CLASSES, augment_batch, augmentation_plan, load_cifar10, normalize, resolve_data_dir
 from .explain import RECORDED_MISTAKES, confident_mistakes
 from .models import build_model, model_info
@@ -119,6 +123,8 @@ class Lane:
     lr_value: float | None = None            # the Python-side copy of `lr`, to skip needless fills
     sittings: list = field(default_factory=list)  # {start (iteration), device, precision, compile} of each sitting
     saved_at: float = -math.inf              # perf_counter() of the last save_state in this process (none yet)
+    saved_iteration: int | None = None       # where the state on disk is (None: none saved), what a stop keeps
+    data_sha256: str | None = None           # of the images and labels it trains and is tested on (Data.sha256)
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex)  # one run, whatever its sittings: state and checkpoint
 
     @property
@@ -317,21 +323,69 @@ def save_state(lane: Lane, state_dir: Path, command: str | None = None) -> None:
     atomic_write_json(meta_path, dict(config=lane.cfg.to_dict(), iteration=lane.iteration, wall_time_s=lane.wall_time_s,
                                       history=lane.history, finished=lane.finished, layers=lane.layer_names,
                                       command=command, tensors=tensors_path.name, sittings=lane.sittings,
-                                      run_id=lane.run_id))
+                                      run_id=lane.run_id, data_sha256=lane.data_sha256))
     for old in [legacy, *meta_path.parent.glob("state-*.safetensors")]:
         if old != tensors_path:
             old.unlink(missing_ok=True)
+    # The temp files of saves killed halfway (atomic writes, `.state-*.safetensors.*.tmp`): train() holds the
+    # folder's lock, so no other writer's are among them.
+    remove_stale_temps(meta_path.parent.glob(".state*.tmp"), min_age_s=0)
+
+
+# What load_state reads of state.json, and the type of each: any other file there is damaged, not "no run".
+STATE_KEYS = dict(config=dict, iteration=int, wall_time_s=(int, float), history=list, finished=bool)
 
 
 def read_state_meta(state_dir: Path, name: str) -> dict | None:
+    """The model's state.json, or None when there is none. One that is there but not a saved run's (`{}`, cut
+    short, not UTF-8, a key missing) stops the run, naming the file: taken for no run, a --resume would start
+    from iteration 0 and its first save would delete the saved tensors."""
     _, meta_path = state_paths(state_dir, name)
-    if not meta_path.is_file():
+    if not (meta_path.exists() or meta_path.is_symlink()):
         return None
     try:
-        return json.loads(meta_path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise SystemExit(f"error: the saved run state {meta_path} is unreadable ({e}); "
-                         f"move it away to start over") from None
+        meta = json.loads(meta_path.read_bytes().decode())
+    except (OSError, ValueError) as e:  # ValueError: not UTF-8, not JSON
+        problem = f"unreadable: {e}"
+    else:
+        if not isinstance(meta, dict):
+            problem = f"a JSON {type(meta).__name__}, not an object"
+        elif wrong := [k for k, kind in STATE_KEYS.items() if not isinstance(meta.get(k), kind)]:
+            problem = f"{', '.join(wrong)} missing or of the wrong type"
+        elif meta["iteration"] < 0:
+            problem = "a negative iteration"
+        else:
+            return meta
+    raise SystemExit(f"error: the saved run state {meta_path} is damaged ({problem}); pass --restart to start "
+                     f"{name} over (it is then replaced), or move {meta_path.parent} away")
+
+
+def arch_options(model: str, arch: dict) -> dict:
+    """`arch` without the options that are `model`'s defaults (shortcut A of resnet20, B of resnet18, its class
+    count): the same net, however a run named it, has one config, and a resume that names it otherwise is no
+    change of net."""
+    info = model_info(model)
+    defaults = dict(shortcut=info["default_shortcut"] if info["residual"] else "none", num_classes=info["num_classes"])
+    return {k: v for k, v in arch.items() if k not in defaults or defaults[k] != v}
+
+
+def resume_changes(saved: dict, current: dict) -> list[str]:
+    """'lr 0.1 -> 0.02' for each option that a resume must keep and that differs between the saved run's config
+    and this one's: the model, seed and data (limit_train, limit_test), the recipe and the net, field by field."""
+    def said(value) -> str:
+        return "not set" if value is None else str(value)
+
+    changes = [f"{k} {said(saved.get(k))} -> {said(current[k])}" for k in ("model", "seed", "limit_train", "limit_test")
+               if saved.get(k) != current[k]]
+    fields = [(saved.get("recipe"), current["recipe"])]
+    if saved.get("model") == current["model"] and isinstance(saved.get("arch", {}), dict):
+        fields.append((arch_options(current["model"], saved.get("arch", {})),
+                       arch_options(current["model"], current["arch"])))
+    for old, new in fields:
+        old = old if isinstance(old, dict) else {}
+        changes += [f"{k} {said(old.get(k))} -> {said(new.get(k))}" for k in [*new, *(k for k in old if k not in new)]
+                    if old.get(k) != new.get(k)]
+    return changes
 
 
 def load_state(lane: Lane, state_dir: Path, meta: dict) -> None:
@@ -342,12 +396,10 @@ def load_state(lane: Lane, state_dir: Path, meta: dict) -> None:
         raise SystemExit(f"error: {meta_path} names {named!r} as its tensors file; use --restart to start over")
     tensors_path = meta_path.with_name(named)
     saved, current = meta["config"], json.loads(json.dumps(lane.cfg.to_dict()))
-    keys = ("model", "recipe", "arch", "seed", "limit_train")
-    diff = [k for k in keys if saved.get(k) != current.get(k)]
-    if diff:
-        raise SystemExit(f"error: {meta_path} was made with a different {', '.join(diff)} "
-                         f"({', '.join(f'{saved.get(k)} vs now {current.get(k)}' for k in diff)}); "
-                         f"use the same options to resume, or --restart to start over")
+    changes = resume_changes(saved, current)
+    if changes:
+        raise SystemExit(f"error: {meta_path} was made with other options ({'; '.join(changes)}); resume with the "
+                         f"ones it was made with, or --restart to start over")
     try:
         tensors = load_file(tensors_path)
     except Exception as e:  # a truncated file raises several kinds of error; all mean the same here
@@ -362,6 +414,7 @@ def load_state(lane: Lane, state_dir: Path, meta: dict) -> None:
     lane.history, lane.finished = meta["history"], meta["finished"]
     lane.sittings = meta.get("sittings") or [legacy_sitting(saved)]
     lane.run_id = meta.get("run_id") or lane.run_id  # a state saved before runs had an id gets one now
+    lane.saved_iteration, lane.data_sha256 = lane.iteration, meta.get("data_sha256")
 
 
 def legacy_sitting(config: dict) -> dict:
@@ -402,14 +455,18 @@ class Data:
     test_y: torch.Tensor
     mean: torch.Tensor
     std: torch.Tensor
+    sha256: str | None = None  # of the four tensors' bytes: the same data in any layout, on any machine
 
 
 def load_data(data_dir: str | None, limit_train: int | None, limit_test: int | None, device) -> Data:
     root = resolve_data_dir(data_dir)
     train_x, train_y = load_cifar10(root, "train", limit=limit_train)
     test_x, test_y = load_cifar10(root, "test", limit=limit_test)
+    digest = hashlib.sha256()  # the content, not the files' names or dates: a copy on a GPU machine is the same data
+    for t in (train_x, train_y, test_x, test_y):
+        digest.update(t.contiguous().numpy())
     return Data(train_x.to(device), train_y.to(device), test_x.to(device), test_y.to(device),
-                torch.tensor(CIFAR10_MEAN, device=device), torch.tensor(CIFAR10_STD, device=device))
+                torch.tensor(CIFAR10_MEAN, device=device), torch.tensor(CIFAR10_STD, device=device), digest.hexdigest())
 
 
 # -- the loop ---------------------------------------------------------------------------------------
@@ -438,6 +495,43 @@ def device_name(device: torch.device) -> str:
 
 class TrainingDiverged(RuntimeError):
     pass
+
+
+class ConfigError(ValueError):
+    """Options that make no run (a batch larger than the training set, ...): train.py says it in one line."""
+
+
+def writable_folder(path: Path, option: str) -> None:
+    """Make `path` a folder if it is none yet and check that files can be written in it, or stop, naming `option`:
+    found at the start, not when the first save or the publish fails after hours of training."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as e:
+        why = "a file, not a folder" if path.exists() and not path.is_dir() else (e.strerror or str(e))
+        raise SystemExit(f"error: {option} {path} is not a folder this run can write in ({why}); "
+                         f"pass {option} with one that is") from None
+
+
+def lock_state(folder: Path, locks: ExitStack) -> None:
+    """Lock a model's state folder until `locks` closes, or stop: two runs of one model sharing --state-dir (two
+    shells, a queue started twice) would each save over the other's state and publish over its checkpoint. An
+    flock on `.lock` in the folder: it goes with the process however that ends, and the file stays (removing it
+    would let a third run lock a new file while the second holds the old one)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(folder / ".lock", os.O_RDWR | os.O_CREAT, 0o644)  # writable: NFS emulates flock by fcntl locks
+    except OSError as e:
+        raise SystemExit(f"error: cannot lock {folder} ({e.strerror or e}); pass --state-dir with a folder this run "
+                         f"can write in") from None
+    locks.callback(os.close, fd)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise SystemExit(f"error: another run is training {folder.name} with its state in {folder}; wait for it "
+                         f"to end, or give this run its own --state-dir and --out") from None
 
 
 def published_by(folder: Path) -> str | None:
@@ -480,201 +574,266 @@ def train(configs: list[RunConfig], *, data_dir: str | None = None, out_dir: Pat
           restart: bool = False, time_budget_s: float | None = None, stop_after: int | None = None,
           warmup_steps: int = 3, command: str | None = None, overwrite: bool = False, log=print) -> dict[str, str]:
     """Train `configs` side by side, in lockstep on one shared, identically augmented batch stream.
-    Returns {model: "finished" | "stopped" | "skipped"}. A lane whose loss goes NaN/inf stops there (its last
-    good state kept) while the others go on; then TrainingDiverged is raised at the end, naming each one.
-    A model that would publish into a folder of out_dir that holds a published checkpoint already is refused at
-    the start (SystemExit), before any data is loaded, unless overwrite=True.
+    Returns {model: "finished" | "stopped" | "skipped"}. A lane whose loss, test loss, weights or BN statistics go
+    NaN/inf stops there (its last good state kept) while the others go on; then TrainingDiverged is raised at the
+    end, naming each one. A model that would publish into a folder of out_dir that holds a published checkpoint
+    already is refused at the start (SystemExit), before any data is loaded, unless overwrite=True; so is one whose
+    state folder another run holds locked (lock_state: held until this call returns), and an out_dir or state_dir
+    that cannot be written in. Options that make no run raise ConfigError.
     time_budget_s counts from this call, the data's loading and the models' set-up included, so that a run given
     the minutes a device session has left stops inside them."""
-    t_called = time.perf_counter()
-    first = configs[0]
-    for c in configs:
-        if (c.recipe.batch_size, c.seed, c.limit_train) != (first.recipe.batch_size, first.seed, first.limit_train):
-            raise ValueError("models trained side by side must share batch size, seed and training set")
-    ddp = dist.is_available() and dist.is_initialized()
-    rank, world = (dist.get_rank(), dist.get_world_size()) if ddp else (0, 1)
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    if device.type == "cuda":
-        if device.index is not None:  # step_lanes' current_stream() and synchronize() act on the current device
-            torch.cuda.set_device(device)
-        torch.backends.cudnn.benchmark = True
-    is_main = rank == 0
-    say = log if is_main else (lambda *a, **k: None)
+    with ExitStack() as locks:
+        t_called = time.perf_counter()
+        first = configs[0]
+        if len({c.model for c in configs}) < len(configs):
+            raise ConfigError(f"a model named twice: {', '.join(c.model for c in configs)}")
+        for c in configs:
+            if (c.recipe.batch_size, c.seed, c.limit_train) != (first.recipe.batch_size, first.seed, first.limit_train):
+                raise ConfigError("models trained side by side must share batch size, seed and training set")
+        ddp = dist.is_available() and dist.is_initialized()
+        rank, world = (dist.get_rank(), dist.get_world_size()) if ddp else (0, 1)
+        device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        if device.type == "cuda":
+            if device.index is not None:  # step_lanes' current_stream() and synchronize() act on the current device
+                torch.cuda.set_device(device)
+            torch.backends.cudnn.benchmark = True
+        is_main = rank == 0
+        say = log if is_main else (lambda *a, **k: None)
+        locked: set[str] = set()
 
-    # Never overwrite an unfinished run by accident: no silent loss of a training run.
-    lanes, status = [], {}
-    for cfg in configs:
-        meta = read_state_meta(state_dir, cfg.model)
-        published = Path(out_dir) / cfg.model
-        if meta and restart:
-            meta = None
-        elif meta and not meta.get("finished") and meta.get("run_id") and (
-                ours := next((f for f in (published, Path(out_dir) / diverted_name(cfg.model, meta["run_id"]))
-                              if published_by(f) == meta["run_id"]), None)):
-            # killed after publishing and before saving its final state: done, with or without --resume
-            status[cfg.model] = "skipped"
-            say(f"{cfg.model}: already published by this run in {ours} (it stopped before saving its final "
-                f"state, at iteration {meta['iteration']:,}); skipping. To train it again: --restart --overwrite")
-            continue
-        elif meta is None and resume and not restart:  # carried state missing: starting it afresh would waste the run
-            raise SystemExit(f"error: --resume, but {state_dir} holds no saved run of {cfg.model}; bring its state "
-                             f"folder there, or leave {cfg.model} out (or drop --resume to start it from scratch)")
-        elif meta and not resume and not meta.get("finished"):
-            raise SystemExit(f"error: {state_paths(state_dir, cfg.model)[1].parent} holds an unfinished run of "
-                             f"{cfg.model} (iteration {meta['iteration']:,}); pass --resume to continue it "
-                             f"or --restart to start over")
-        lane = make_lane(cfg, device)
-        if meta and resume:
-            load_state(lane, state_dir, meta)
-            if lane.finished:
+        def lock(name: str) -> None:  # rank 0 alone writes state and checkpoints, so it alone locks
+            if is_main and name not in locked:
+                lock_state(Path(state_dir) / name, locks)
+                locked.add(name)
+
+        # Never overwrite an unfinished run by accident: no silent loss of a training run.
+        lanes, status = [], {}
+        for cfg in configs:
+            if said := recover_checkpoint(out_dir, cfg.model):  # a publish killed halfway: first, its checkpoint back
+                say(said)
+            if (Path(state_dir) / cfg.model).is_dir():  # another run training it now: say that, not what its state says
+                lock(cfg.model)
+            meta = None if restart else read_state_meta(state_dir, cfg.model)
+            published = Path(out_dir) / cfg.model
+            if meta and not meta["finished"] and meta.get("run_id") and (
+                    ours := next((f for f in (published, Path(out_dir) / diverted_name(cfg.model, meta["run_id"]))
+                                  if published_by(f) == meta["run_id"]), None)):
+                # killed after publishing and before saving its final state: done, with or without --resume
                 status[cfg.model] = "skipped"
-                say(f"{cfg.model}: already finished ({lane.iteration:,} iterations); skipping")
+                say(f"{cfg.model}: already published by this run in {ours} (it stopped before saving its final "
+                    f"state, at iteration {meta['iteration']:,}); skipping. To train it again: --restart --overwrite")
                 continue
-            say(f"{cfg.model}: resuming at iteration {lane.iteration:,} of {cfg.recipe.iterations:,}")
-        lane.sittings.append(dict(start=lane.iteration, device=device_name(device), precision=precision(cfg, device),
-                                  compile=cfg.compile and not ddp))  # DDP calls the model's forward: not compiled
-        lanes.append(lane)
-    # Nor replace a published checkpoint by accident: each model this call trains (a resumed one too; not one
-    # skipped as finished) publishes into out_dir/<model> at its end, and that replaces the folder whole. A pure
-    # file check, before any collective: under DDP every rank reads the same files and decides alike.
-    in_the_way = [] if overwrite else \
-        [(lane, held) for lane in lanes if (held := published_checkpoint(Path(out_dir) / lane.name)) is not None]
-    if in_the_way:
-        folders = "; ".join(f"{Path(out_dir) / lane.name} holds {held}, which this run "
-                            f"({lane.cfg.recipe.iterations:,} iterations) would replace when it finishes"
-                            for lane, held in in_the_way)
-        raise SystemExit(f"error: {folders}; pass --out DIR to publish elsewhere, or --overwrite to replace "
-                         f"{'it' if len(in_the_way) == 1 else 'them'}")
-    if not lanes:
-        return status
+            elif meta is None and resume and not restart:  # carried state missing: starting afresh would waste the run
+                raise SystemExit(f"error: --resume, but {state_dir} holds no saved run of {cfg.model}; bring its state "
+                                 f"folder there, or leave {cfg.model} out (or drop --resume to start it from scratch)")
+            elif meta and not resume and not meta["finished"]:
+                raise SystemExit(f"error: {state_paths(state_dir, cfg.model)[1].parent} holds an unfinished run of "
+                                 f"{cfg.model} (iteration {meta['iteration']:,}); pass --resume to continue it "
+                                 f"or --restart to start over")
+            lane = make_lane(cfg, device)
+            if meta and resume:
+                load_state(lane, state_dir, meta)
+                if lane.finished:
+                    status[cfg.model] = "skipped"
+                    say(f"{cfg.model}: already finished ({lane.iteration:,} iterations); skipping")
+                    continue
+                say(f"{cfg.model}: resuming at iteration {lane.iteration:,} of {cfg.recipe.iterations:,}")
+            # DDP calls the model's own forward: not compiled
+            lane.sittings.append(dict(start=lane.iteration, device=device_name(device),
+                                      precision=precision(cfg, device), compile=cfg.compile and not ddp))
+            lanes.append(lane)
+        # Nor replace a published checkpoint by accident: each model this call trains (a resumed one too; not one
+        # skipped as finished) publishes into out_dir/<model> at its end, and that replaces the folder whole. A pure
+        # file check, before any collective: under DDP every rank reads the same files and decides alike.
+        in_the_way = [] if overwrite else \
+            [(lane, held) for lane in lanes if (held := published_checkpoint(Path(out_dir) / lane.name)) is not None]
+        if in_the_way:
+            folders = "; ".join(f"{Path(out_dir) / lane.name} holds {held}, which this run "
+                                f"({lane.cfg.recipe.iterations:,} iterations) would replace when it finishes"
+                                for lane, held in in_the_way)
+            raise SystemExit(f"error: {folders}; pass --out DIR to publish elsewhere, or --overwrite to replace "
+                             f"{'it' if len(in_the_way) == 1 else 'them'}")
+        if not lanes:
+            return status
+        writable_folder(out_dir, "--out")
+        writable_folder(state_dir, "--state-dir")
+        for lane in lanes:
+            lock(lane.name)
 
-    data = load_data(data_dir, first.limit_train, first.limit_test, device)
-    batch = first.recipe.batch_size
-    if batch % world:
-        raise ValueError(f"batch size {batch} does not split over {world} processes")
-    steps_per_epoch = len(data.train_y) // batch  # drop the last partial batch: every step has the same shape
-    if steps_per_epoch == 0:
-        raise ValueError(f"{len(data.train_y)} training images is less than one batch of {batch}")
-    local = batch // world
-    use_graphs = device.type == "cuda" and not ddp
-    slowest = max(map(lane_cost, lanes))
-    for lane in lanes:
-        if ddp:  # DDP calls the model's own forward: compile is not used under torchrun (config.json says so)
-            lane.forward = torch.nn.parallel.DistributedDataParallel(
-                lane.model, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False)
-        if use_graphs and lane.cfg.cuda_graphs:  # the deepest lanes set the pace of the lockstep: first call on the SMs
-            lane.stream = torch.cuda.Stream(device, priority=-1 if lane_cost(lane) == slowest else 0)
-    # Static batch buffers: graphs read from these addresses on every replay.
-    x = torch.zeros(local, 3, 32, 32, device=device)
-    x = x.to(memory_format=torch.channels_last) if all(lane.cfg.channels_last for lane in lanes) else x
-    y = torch.zeros(local, dtype=torch.long, device=device)
-    start = min(lane.iteration for lane in lanes)
-    end = max(lane.cfg.recipe.iterations for lane in lanes)
-    for lane in lanes:
-        lane.stats["iteration"].fill_(lane.iteration)
+        data = load_data(data_dir, first.limit_train, first.limit_test, device)
+        for lane in lanes:
+            if lane.data_sha256 not in (None, data.sha256):  # a state saved before the data were recorded: None
+                raise SystemExit(f"error: {state_paths(state_dir, lane.name)[1]} was made with other training or "
+                                 f"test images than {data_dir or 'the data folder'} holds (their SHA-256 differs); "
+                                 f"resume with the data it was made with, or --restart to start over")
+            lane.data_sha256 = data.sha256
+        batch = first.recipe.batch_size
+        if batch % world:
+            raise ConfigError(f"batch size {batch} does not split over {world} processes")
+        steps_per_epoch = len(data.train_y) // batch  # drop the last partial batch: every step has the same shape
+        if steps_per_epoch == 0:
+            raise ConfigError(f"{len(data.train_y)} training images is less than one batch of {batch}")
+        local = batch // world
+        use_graphs = device.type == "cuda" and not ddp
+        slowest = max(map(lane_cost, lanes))
+        for lane in lanes:
+            if ddp:  # DDP calls the model's own forward: compile is not used under torchrun (config.json says so)
+                lane.forward = torch.nn.parallel.DistributedDataParallel(
+                    lane.model, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False)
+            if use_graphs and lane.cfg.cuda_graphs:  # the deepest lanes set the pace of the lockstep: first on the SMs
+                lane.stream = torch.cuda.Stream(device, priority=-1 if lane_cost(lane) == slowest else 0)
+        # Static batch buffers: graphs read from these addresses on every replay.
+        x = torch.zeros(local, 3, 32, 32, device=device)
+        x = x.to(memory_format=torch.channels_last) if all(lane.cfg.channels_last for lane in lanes) else x
+        y = torch.zeros(local, dtype=torch.long, device=device)
+        start = min(lane.iteration for lane in lanes)
+        end = max(lane.cfg.recipe.iterations for lane in lanes)
+        for lane in lanes:
+            lane.stats["iteration"].fill_(lane.iteration)
 
-    say(f"training {', '.join(l.name for l in lanes)} on {device_name(device)}"
-        f"{f' x{world} processes' if ddp else ''}: {len(data.train_y):,} train / {len(data.test_y):,} test images, "
-        f"{steps_per_epoch} iterations per epoch, batch {batch}, "
-        f"{'CUDA graphs, ' if any(lane.stream is not None for lane in lanes) else ''}"
-        f"{precision(first, device)}")
-    if device.type == "cpu" and end - start > CPU_HINT_ITERATIONS:
-        say(f"note: {end - start:,} iterations on the CPU take hours (the bar's ETA says how many); "
-            "`--epochs 15` gives the short runs bundled in checkpoints/, and one GPU runs the paper's schedule in "
-            "minutes. Ctrl-C saves the run; `--resume` continues it.")
-    old_handlers = {s: signal.signal(s, _on_signal) for s in (signal.SIGINT, signal.SIGTERM)} \
-        if _is_main_thread() else {}
-    Stop.requested = None
-    t_start = time.perf_counter()
-    session_models = [lane.name for lane in lanes]  # what shared this run; a checkpoint names the others
-    for lane in lanes:  # a resumed lane's clock goes on from its saved time
-        lane.clock_zero = t_start - lane.wall_time_s
-    bar = tqdm(total=end, initial=start, unit="it", dynamic_ncols=True, disable=not is_main, file=sys.stderr,
-               desc=lanes[0].name if len(lanes) == 1 else f"{len(lanes)} models")
-    it = start
-    epoch_t0, epoch_it0 = time.perf_counter(), it
-    plan_epoch = None
-    diverged: list[str] = []
+        say(f"training {', '.join(l.name for l in lanes)} on {device_name(device)}"
+            f"{f' x{world} processes' if ddp else ''}: {len(data.train_y):,} train / {len(data.test_y):,} test images, "
+            f"{steps_per_epoch} iterations per epoch, batch {batch}, "
+            f"{'CUDA graphs, ' if any(lane.stream is not None for lane in lanes) else ''}"
+            f"{precision(first, device)}")
+        if device.type == "cpu" and end - start > CPU_HINT_ITERATIONS:
+            say(f"note: {end - start:,} iterations on the CPU take hours (the bar's ETA says how many); "
+                "`--epochs 15` gives the short runs bundled in checkpoints/, and one GPU runs the paper's schedule in "
+                "minutes. Ctrl-C saves the run; `--resume` continues it.")
+        old_handlers = {s: signal.signal(s, _on_signal) for s in (signal.SIGINT, signal.SIGTERM)} \
+            if _is_main_thread() else {}
+        Stop.requested = None
+        t_start = time.perf_counter()
+        session_models = [lane.name for lane in lanes]  # what shared this run; a checkpoint names the others
+        for lane in lanes:  # a resumed lane's clock goes on from its saved time
+            lane.clock_zero = t_start - lane.wall_time_s
+        bar = tqdm(total=end, initial=start, unit="it", dynamic_ncols=True, disable=not is_main, file=sys.stderr,
+                   desc=lanes[0].name if len(lanes) == 1 else f"{len(lanes)} models")
+        it = start
+        epoch_t0, epoch_it0 = time.perf_counter(), it
+        plan_epoch = None
+        diverged: list[str] = []
 
-    def drop_diverged() -> None:
-        """Take every lane whose loss went NaN/inf out of the run; say so now, raise at the end."""
-        for lane, message in check_finite(lanes, state_dir):
+        def write(line: str) -> None:  # a line above the progress bar
+            if is_main:
+                bar.write(line, file=sys.stderr)
+
+        def stop_diverged(lane: Lane, message: str) -> None:
+            """Take a lane that went NaN/inf out of the run, its last saved state kept; say so now, raise at the end."""
             lanes.remove(lane)
             status[lane.name] = "diverged"
             diverged.append(message)
+            write(f"error: {message}" + (" The other models go on." if lanes else ""))
+
+        def drop_diverged() -> None:
+            for lane, message in check_finite(lanes, state_dir):
+                stop_diverged(lane, message)
+
+        def save(lane: Lane) -> None:
+            lane.stamp_wall_time()
             if is_main:
-                bar.write(f"error: {message}" + (" The other models go on." if lanes else ""), file=sys.stderr)
+                save_state(lane, state_dir, command)
+            lane.saved_at, lane.saved_iteration = time.perf_counter(), lane.iteration
 
-    def outcome() -> dict[str, str]:
-        if diverged:
-            raise TrainingDiverged("\n".join(diverged))
-        return status
-
-    try:
-        while it < end and lanes:
-            epoch, step = divmod(it, steps_per_epoch)
-            if plan_epoch != epoch:
-                perm, offsets, flips = augmentation_plan(len(data.train_y), epoch, first.seed, device)
-                plan_epoch = epoch
-            fill_batch(data, perm[step * batch + rank * local: step * batch + (rank + 1) * local], offsets, flips, x, y)
-            active = [l for l in lanes if l.iteration == it and it < l.cfg.recipe.iterations]
+        def finish(lane: Lane) -> None:
+            """Publish the lane, then save its final state. A publish that fails (disk full, --out taken away)
+            first saves every unfinished lane, this one at its last iteration: --resume then publishes it."""
             try:
-                step_lanes(active, x, y, it, capture=use_graphs, warmup=warmup_steps)
+                written = publish(lane, data, out_dir, device, world, command, session_models, overwrite, log=write)
             except Exception as e:
-                if any(lane.cfg.compile for lane in active) and compile_failure(e):
-                    raise SystemExit(f"error: --compile failed at iteration {it:,} on {device_name(device)} "
-                                     f"({error_line(e)}); train without --compile (with --resume, from the last "
-                                     "saved state)") from e
+                failed = f"could not publish {lane.name} into {out_dir} ({error_line(e)})"
+                try:
+                    for other in lanes:
+                        if not other.finished:
+                            save(other)
+                except (OSError, SafetensorError) as again:  # a full disk: the saves before it stay whole
+                    raise SystemExit(f"error: {failed}, nor save the state in {state_dir} ({error_line(again)}); the "
+                                     f"states saved before stay: once there is room, the same command with --resume "
+                                     f"continues from them") from e
+                message = (f"{failed}; its state, and that of any model beside it, is saved in {state_dir}: once "
+                           f"that is fixed, the same command with --resume publishes it")
+                if isinstance(e, (OSError, SafetensorError)):  # the machine's (disk full...), not a bug of ours
+                    raise SystemExit(f"error: {message}") from e
+                write(f"error: {message}")
                 raise
-            it += 1
-            bar.update(1)
-            epoch_end = (it % steps_per_epoch == 0) or it == end or any(l.iteration == l.cfg.recipe.iterations for l in active)
-            if it % 50 == 0 or epoch_end:
-                drop_diverged()
-                active = [l for l in active if l in lanes]
-            if epoch_end:
-                elapsed = time.perf_counter() - epoch_t0  # this epoch's training steps, shared by the active lanes
-                for lane in active:
-                    lane.stamp_wall_time()
-                    record = end_epoch(lane, data, epoch + 1, elapsed, (it - epoch_it0) * batch, world)
-                    if is_main:
-                        bar.write(format_record(lane.name, record), file=sys.stderr)
-                    if lane.iteration >= lane.cfg.recipe.iterations:
-                        lane.finished = True
-                        written = publish(lane, data, out_dir, device, world, command, session_models, overwrite,
-                                          log=lambda line: bar.write(line, file=sys.stderr))
-                        status[lane.name] = "finished"
-                        if is_main:
-                            bar.write(f"{lane.name}: finished; checkpoint written to {written}", file=sys.stderr)
-                    if is_main and (lane.finished or time.perf_counter() - lane.saved_at >= SAVE_EVERY_S):
+            lane.finished = True
+            status[lane.name] = "finished"
+            write(f"{lane.name}: finished; checkpoint written to {written}")
+            save(lane)
+
+        def outcome() -> dict[str, str]:
+            if diverged:
+                raise TrainingDiverged("\n".join(diverged))
+            return status
+
+        try:
+            for lane in [lane for lane in lanes if lane.iteration >= lane.cfg.recipe.iterations]:
+                finish(lane)  # saved at its end by a sitting whose publish failed: published now, nothing trained
+            while it < end and lanes:
+                epoch, step = divmod(it, steps_per_epoch)
+                if plan_epoch != epoch:
+                    perm, offsets, flips = augmentation_plan(len(data.train_y), epoch, first.seed, device)
+                    plan_epoch = epoch
+                fill_batch(data, perm[step * batch + rank * local: step * batch + (rank + 1) * local], offsets, flips,
+                           x, y)
+                active = [l for l in lanes if l.iteration == it and it < l.cfg.recipe.iterations]
+                try:
+                    step_lanes(active, x, y, it, capture=use_graphs, warmup=warmup_steps)
+                except Exception as e:
+                    if any(lane.cfg.compile for lane in active) and compile_failure(e):
+                        raise SystemExit(f"error: --compile failed at iteration {it:,} on {device_name(device)} "
+                                         f"({error_line(e)}); train without --compile (with --resume, from the last "
+                                         "saved state)") from e
+                    raise
+                it += 1
+                bar.update(1)
+                epoch_end = (it % steps_per_epoch == 0) or it == end or \
+                    any(l.iteration == l.cfg.recipe.iterations for l in active)
+                if it % 50 == 0 or epoch_end:
+                    drop_diverged()
+                    active = [l for l in active if l in lanes]
+                if epoch_end:
+                    elapsed = time.perf_counter() - epoch_t0  # this epoch's training steps, shared by the active lanes
+                    test_losses = []
+                    for lane in active:
                         lane.stamp_wall_time()
-                        save_state(lane, state_dir, command)
-                        lane.saved_at = time.perf_counter()
-                epoch_t0, epoch_it0 = time.perf_counter(), it
-            over_time = time_budget_s is not None and time.perf_counter() - t_called > time_budget_s
-            reason = Stop.requested or ("time budget" if over_time else None) or \
-                ("--stop-after" if stop_after is not None and it - start >= stop_after else None)
-            if ddp:  # every rank must stop at the same iteration, or the others hang in all-reduce
-                reason = agreed_stop(reason, device) if (it % 50 == 0 or epoch_end) else None
-            if reason and it < end:
-                drop_diverged()
-                for lane in lanes:
-                    if not lane.finished:
-                        lane.stamp_wall_time()
-                        if is_main:
-                            save_state(lane, state_dir, command)
-                        status[lane.name] = "stopped"
-                bar.close()
-                say(f"stopped ({reason}) at iteration {it:,}; state saved in {state_dir}/. "
-                    f"Continue with the same command plus --resume.")
-                return outcome()
-    finally:
-        bar.close()
-        for s, h in old_handlers.items():
-            signal.signal(s, h)
-    if lanes:
-        say(f"done in {(time.perf_counter() - t_start) / 60:.1f} min")
-    return outcome()
+                        record = end_epoch(lane, data, epoch + 1, elapsed, (it - epoch_it0) * batch, world)
+                        test_losses.append(record["test_loss"])
+                        write(format_record(lane.name, record))
+                    # Never saved or published: a state that went NaN/inf (the training loss may not have, yet).
+                    for lane, what in went_bad(active, test_losses):
+                        stop_diverged(lane, divergence(lane, f"{what} by the end of epoch {epoch + 1} (iteration "
+                                                             f"{lane.iteration:,})", state_dir))
+                    for lane in [l for l in active if l in lanes]:
+                        if lane.iteration >= lane.cfg.recipe.iterations:
+                            finish(lane)
+                        elif time.perf_counter() - lane.saved_at >= SAVE_EVERY_S:
+                            save(lane)
+                    epoch_t0, epoch_it0 = time.perf_counter(), it
+                over_time = time_budget_s is not None and time.perf_counter() - t_called > time_budget_s
+                reason = Stop.requested or ("time budget" if over_time else None) or \
+                    ("--stop-after" if stop_after is not None and it - start >= stop_after else None)
+                if ddp:  # every rank must stop at the same iteration, or the others hang in all-reduce
+                    reason = agreed_stop(reason, device) if (it % 50 == 0 or epoch_end) else None
+                if reason and it < end:
+                    drop_diverged()
+                    for lane, what in went_bad([l for l in lanes if not l.finished]):
+                        stop_diverged(lane, divergence(lane, f"{what} by iteration {lane.iteration:,}", state_dir))
+                    for lane in lanes:
+                        if not lane.finished:
+                            save(lane)
+                            status[lane.name] = "stopped"
+                    bar.close()
+                    say(f"stopped ({reason}) at iteration {it:,}; state saved in {state_dir}/. "
+                        f"Continue with the same command plus --resume.")
+                    return outcome()
+        finally:
+            bar.close()
+            for s, h in old_handlers.items():
+                signal.signal(s, h)
+        if lanes:
+            say(f"done in {(time.perf_counter() - t_start) / 60:.1f} min")
+        return outcome()
 
 
 def agreed_stop(reason: str | None, device: torch.device) -> str | None:
@@ -699,15 +858,39 @@ def check_finite(lanes: list[Lane], state_dir: Path) -> list[tuple[Lane, str]]:
         first_bad = torch.where(first_bad < 0, never, first_bad)
         dist.all_reduce(first_bad, op=dist.ReduceOp.MIN)
         first_bad = torch.where(first_bad == never, -1, first_bad)
-    diverged = []
-    for lane, bad in zip(lanes, first_bad.tolist()):
-        if bad >= 0:
-            kept = (f"the last good state (iteration {lane.history[-1]['iteration']:,}) stays in {state_dir / lane.name}"
-                    if lane.history else "no state had been saved yet")
-            diverged.append((lane, f"{lane.name}: the training loss became NaN/inf at iteration {bad + 1:,} "
-                                   f"(epoch {len(lane.history) + 1}, lr {lr_at(bad, lane.cfg.recipe):g}). Stopped; "
-                                   f"{kept}. Lower --lr or add --warmup-iters, then --resume or --restart."))
-    return diverged
+    return [(lane, divergence(lane, f"the training loss became NaN/inf at iteration {bad + 1:,} (epoch "
+                                    f"{len(lane.history) + 1}, lr {lr_at(bad, lane.cfg.recipe):g})", state_dir))
+            for lane, bad in zip(lanes, first_bad.tolist()) if bad >= 0]
+
+
+def divergence(lane: Lane, what: str, state_dir: Path) -> str:
+    """The message for a lane stopped as diverged: `what` went NaN/inf and where, the state kept on disk (the one
+    last saved, not the last epoch's: saves come once a minute) and the way on. Not --resume: it refuses a changed
+    recipe, and the same recipe, deterministic, diverges again."""
+    kept = (f"its last good state, saved at iteration {lane.saved_iteration:,}, stays in {state_dir / lane.name}"
+            if lane.saved_iteration is not None else "no state had been saved yet")
+    return (f"{lane.name}: {what}. Stopped; {kept}. Start it over with --restart and a lower --lr or some "
+            f"--warmup-iters (--model {lane.name} for it alone).")
+
+
+def finite_state(lane: Lane) -> bool:
+    """Whether the lane's weights, BN statistics and momentum are all finite (a sync point)."""
+    tensors = [t for t in (*lane.model.state_dict().values(), *lane.momentum) if t.is_floating_point()]
+    return bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all())
+
+
+def went_bad(lanes: list[Lane], test_losses: list[float] | None = None) -> list[tuple[Lane, str]]:
+    """The lanes whose weights, BN statistics or momentum, or test loss (when given), are NaN/inf, each with which,
+    checked before a state is saved or published: a training loss can stay finite (1e26) while the weights
+    overflow. Under DDP the ranks agree first (each holds its own BN statistics)."""
+    if not lanes:
+        return []
+    bad = torch.tensor([[not finite_state(lane), test_losses is not None and not math.isfinite(test_losses[i])]
+                        for i, lane in enumerate(lanes)], dtype=torch.int32, device=lanes[0].lr.device)  # (lanes, 2)
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(bad, op=dist.ReduceOp.MAX)
+    return [(lane, "its weights, BN statistics or momentum became NaN/inf" if state else "the test loss became NaN/inf")
+            for lane, (state, test) in zip(lanes, bad.tolist()) if state or test]
 
 
 def end_epoch(lane: Lane, data: Data, epoch: int, elapsed: float, images: int, world: int) -> dict:

@@ -1,4 +1,5 @@
 """Checkpoint folders: round trip, atomic replacement, and clear errors for every kind of damage."""
+import os
 import shutil
 from pathlib import Path
 
@@ -77,6 +78,36 @@ def test_a_crash_while_saving_keeps_the_old_checkpoint(saved, monkeypatch):
     assert (path / "model.safetensors").read_bytes() == before
     assert [p.name for p in path.parent.iterdir()] == ["resnet20"]  # no temp folder left behind
     assert read_checkpoint(path).name == "resnet20"
+
+
+def test_a_publish_killed_between_its_two_renames_is_undone(saved, monkeypatch):
+    """Killed after moving the old checkpoint aside and before renaming the new one into place: out/ holds no
+    resnet20, only .resnet20.old and a .resnet20.tmp-*. The next save (or the trainer's start) moves the old one back
+    first, instead of deleting it as a leftover; temp folders and files untouched for long go, a fresh one (another
+    run publishing right now) stays."""
+    _, path = saved
+    root, before = path.parent, (path / "model.safetensors").read_bytes()
+    shutil.copytree(path, root / ".resnet20.tmp-killed")
+    path.rename(root / ".resnet20.old")
+    (root / ".resnet20.old" / ".metrics.json.x1.tmp").write_text("{")  # an atomic write killed earlier
+    shutil.copytree(root / ".resnet20.old", root / ".resnet20.tmp-now")
+    for old in (root / ".resnet20.tmp-killed", root / ".resnet20.old" / ".metrics.json.x1.tmp"):
+        os.utime(old, (0, 0))
+    assert ckpt.recover_checkpoint(root, "resnet20") == (
+        f"{path}: restored the checkpoint that a publish killed halfway had moved aside to .resnet20.old")
+    assert sorted(p.name for p in root.iterdir()) == [".resnet20.tmp-now", "resnet20"]
+    assert (path / "model.safetensors").read_bytes() == before and read_checkpoint(path).name == "resnet20"
+    assert not (path / ".metrics.json.x1.tmp").exists() and ckpt.recover_checkpoint(root, "resnet20") is None
+
+    (root / "resnet20").rename(root / ".resnet20.old")  # killed again; this time the next save comes first
+
+    def crash(p, obj):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(ckpt, "atomic_write_json", crash)
+    with pytest.raises(OSError, match="disk full"):
+        ckpt.save_checkpoint(root, "resnet20", build_model("resnet20"), CONFIG, HISTORY, METRICS)
+    assert (path / "model.safetensors").read_bytes() == before and not (root / ".resnet20.old").exists()
 
 
 def test_save_without_weights(tmp_path):

@@ -219,7 +219,7 @@ def test_a_save_killed_halfway_resumes_from_the_previous_one(tmp_path, shared_ci
     argv = ["--model", "resnet20", *TINY, "--data-dir", str(shared_cifar), "--out", str(tmp_path / "b"),
             "--state-dir", str(runs.parent)]
     assert train.main(argv + ["--stop-after", "3"]) == 0
-    assert sorted(p.name for p in runs.iterdir()) == ["state-00000003.safetensors", "state.json"]
+    assert state_files(runs) == ["state-00000003.safetensors", "state.json"]
 
     real = trainer.atomic_write_json
 
@@ -232,14 +232,18 @@ def test_a_save_killed_halfway_resumes_from_the_previous_one(tmp_path, shared_ci
     with pytest.raises(KeyboardInterrupt):
         train.main(argv + ["--resume"])
     # The new tensors (at the first save after resuming: iteration 4, the epoch's end), never pointed to.
-    assert sorted(p.name for p in runs.iterdir()) == ["state-00000003.safetensors", "state-00000004.safetensors",
-                                                      "state.json"]
+    assert state_files(runs) == ["state-00000003.safetensors", "state-00000004.safetensors", "state.json"]
     assert json.loads((runs / "state.json").read_text())["tensors"] == "state-00000003.safetensors"
     monkeypatch.setattr(trainer, "atomic_write_json", real)
     assert train.main(argv + ["--resume"]) == 0
     a, b = load_file(tmp_path / "a/resnet20/model.safetensors"), load_file(tmp_path / "b/resnet20/model.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)
-    assert sorted(p.name for p in runs.iterdir()) == ["state-00000008.safetensors", "state.json"]  # old ones gone
+    assert state_files(runs) == ["state-00000008.safetensors", "state.json"]  # old ones gone
+
+
+def state_files(folder: Path) -> list[str]:
+    """The files of a state folder but its lock (lock_state's `.lock`, which stays)."""
+    return sorted(p.name for p in folder.iterdir() if p.name != ".lock")
 
 
 def stopped_run(tmp_path: Path, shared_cifar: Path) -> tuple[list[str], Path, dict]:
@@ -271,8 +275,8 @@ def test_resume_refuses_a_changed_recipe(tmp_path, shared_cifar):
     argv = ["--model", "plain20", *TINY, "--data-dir", str(shared_cifar), "--out", str(tmp_path / "c"),
             "--state-dir", str(tmp_path / "runs")]
     assert train.main(argv + ["--stop-after", "2"]) == 0
-    with pytest.raises(SystemExit, match="different recipe"):
-        train.main(argv + ["--resume", "--lr", "0.2"])
+    with pytest.raises(SystemExit, match=r"was made with other options \(lr 0\.1 -> 0\.2\); resume with the ones"):
+        train.main(argv + ["--resume", "--lr", "0.2"])  # only what differs is named
     assert train.main(argv + ["--restart", "--stop-after", "1"]) == 0  # --restart discards it on purpose
 
 
@@ -614,6 +618,8 @@ def test_ddp_ranks_agree_on_a_nan_stop(tmp_path):
     (["--all"], [f"{k}{d}" for d in (20, 32, 44, 56, 110) for k in ("resnet", "plain")]),
     (["--depth", "18", "34", "--both"], ["resnet18", "plain18", "resnet34", "plain34"]),
     (["--model", "resnet1202"], ["resnet1202"]),
+    (["--model", "resnet20", "plain20", "resnet20"], ["resnet20", "plain20"]),  # each trained once
+    (["--depth", "20", "20", "--both"], ["resnet20", "plain20"]),
 ])
 def test_model_selection(argv, names):
     assert train.model_names(train.parse_args(argv)) == names
@@ -672,3 +678,271 @@ def test_time_budget_counts_the_set_up_too(tmp_path, shared_cifar, monkeypatch):
             "--state-dir", str(tmp_path / "runs"), "--time-budget", str(0.5 / 60)]
     assert train.main(argv) == 0
     assert json.loads((tmp_path / "runs/resnet20/state.json").read_text())["iteration"] == 1
+
+
+# -- robustness: bad folders, failed publishes, divergence beyond the loss, options, damaged state, locks ---------
+def tiny_argv(tmp_path: Path, shared_cifar: Path, *models: str) -> list[str]:
+    return ["--model", *(models or ["resnet20"]), *TINY, "--data-dir", str(shared_cifar), "--out",
+            str(tmp_path / "out"), "--state-dir", str(tmp_path / "runs")]
+
+
+@pytest.mark.parametrize("bad", ["out-is-a-file", "state-dir-is-a-file", "out-under-a-file"])
+def test_a_folder_that_cannot_be_written_is_refused_before_the_data_loads(tmp_path, shared_cifar, monkeypatch, bad):
+    """Not found by the first save or the publish, after all the training: a file where --out or --state-dir should
+    be a folder stops the run at once, in one line naming the option."""
+    from resnet_core import trainer
+
+    loads = []
+    monkeypatch.setattr(trainer, "load_data", lambda *a, **k: loads.append(a))
+    argv = tiny_argv(tmp_path, shared_cifar)
+    (tmp_path / "file").write_text("not a folder")
+    option, path = {"out-is-a-file": ("--out", tmp_path / "file"), "state-dir-is-a-file": ("--state-dir", tmp_path / "file"),
+                    "out-under-a-file": ("--out", tmp_path / "file" / "checkpoints")}[bad]
+    argv[argv.index(option) + 1] = str(path)
+    with pytest.raises(SystemExit) as refused:
+        train.main(argv)
+    why = "a file, not a folder" if path.name == "file" else "Not a directory"
+    assert str(refused.value) == (f"error: {option} {path} is not a folder this run can write in ({why}); pass "
+                                  f"{option} with one that is")
+    assert loads == [] and (tmp_path / "file").read_text() == "not a folder"
+
+
+def test_a_publish_that_fails_saves_the_state_and_resume_publishes_it(tmp_path, shared_cifar, monkeypatch,
+                                                                      tiny_checkpoints):
+    """Disk full while publishing: every model's state is saved first (the one publishing at its last iteration,
+    unfinished), the run stops in one line saying so, and --resume publishes without training again: the very
+    weights of an uninterrupted run. Where the state cannot be saved either, the one saved before stays, and the
+    line says so."""
+    from resnet_core import trainer
+
+    real, real_save = trainer.save_checkpoint, trainer.save_state
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    def full_by_the_end(lane, *args):
+        if lane.iteration == 8:
+            disk_full()
+        real_save(lane, *args)
+
+    monkeypatch.setattr(trainer, "save_checkpoint", disk_full)
+    monkeypatch.setattr(trainer, "save_state", full_by_the_end)
+    argv = tiny_argv(tmp_path, shared_cifar, "resnet20", "plain20")
+    with pytest.raises(SystemExit) as stopped:
+        train.main(argv)
+    assert str(stopped.value) == (
+        f"error: could not publish resnet20 into {tmp_path / 'out'} (OSError: [Errno 28] No space left on device), "
+        f"nor save the state in {tmp_path / 'runs'} (OSError: [Errno 28] No space left on device); the states saved "
+        f"before stay: once there is room, the same command with --resume continues from them")
+    assert json.loads((tmp_path / "runs" / "resnet20" / "state.json").read_text())["iteration"] == 4
+    monkeypatch.setattr(trainer, "save_state", real_save)
+    with pytest.raises(SystemExit) as stopped:
+        train.main(argv + ["--resume"])
+    assert str(stopped.value) == (
+        f"error: could not publish resnet20 into {tmp_path / 'out'} (OSError: [Errno 28] No space left on device); "
+        f"its state, and that of any model beside it, is saved in {tmp_path / 'runs'}: once that is fixed, the same "
+        f"command with --resume publishes it")
+    for name in ("resnet20", "plain20"):
+        meta = json.loads((tmp_path / "runs" / name / "state.json").read_text())
+        assert (meta["iteration"], meta["finished"], len(meta["history"])) == (8, False, 2)
+    monkeypatch.setattr(trainer, "save_checkpoint", real)
+    assert train.main(argv + ["--resume"]) == 0
+    for name in ("resnet20", "plain20"):
+        info = read_checkpoint(tmp_path / "out" / name)
+        assert info.metrics["iterations"] == 8 and [r["epoch"] for r in info.history["records"]] == [1, 2]
+        assert json.loads((tmp_path / "runs" / name / "state.json").read_text())["finished"]
+        ours, uninterrupted = (load_file(d / name / "model.safetensors") for d in (tmp_path / "out", tiny_checkpoints))
+        assert all(torch.equal(ours[k], uninterrupted[k]) for k in uninterrupted)
+
+
+def test_weights_that_overflow_are_never_published(tmp_path, shared_cifar, capsys):
+    """The reviewer's run: eight iterations at lr 0.1, then lr 1e6. The training loss can stay finite (1e26) while
+    the weights overflow and the test loss is NaN: the model stops as diverged (exit 3), is not published, and the
+    state on disk, the one the message names, is finite."""
+    argv = tiny_argv(tmp_path, shared_cifar, "plain20") + ["--epochs", "3", "--lr", "1e6", "--warmup-iters", "8",
+                                                             "--warmup-lr", "0.1", "--milestones"]
+    assert train.main(argv) == 3
+    err = capsys.readouterr().err
+    meta = json.loads((tmp_path / "runs" / "plain20" / "state.json").read_text())
+    assert not meta["finished"] and not (tmp_path / "out" / "plain20").exists()
+    assert f"its last good state, saved at iteration {meta['iteration']}, stays in" in err
+    tensors = load_file(tmp_path / "runs" / "plain20" / meta["tensors"])
+    assert all(torch.isfinite(v).all() for v in tensors.values() if v.is_floating_point())
+
+
+@pytest.mark.parametrize("poison", ["test loss", "BN statistics"])
+def test_a_nan_test_loss_or_bn_statistic_stops_that_model_alone(tmp_path, shared_cifar, monkeypatch, capsys, poison):
+    """plain20's test loss, or one of its BN running variances, turns NaN/inf at the end of epoch 2 (its training
+    loss still finite): it stops there, unpublished, its state of iteration 4 kept (saves come once a minute, so
+    not the 8 of its last record); resnet20 finishes and is published; exit 3 names plain20 and says to --restart."""
+    from resnet_core import trainer
+
+    real = trainer.end_epoch
+
+    def poisoned(lane, data, epoch, *args):
+        record = real(lane, data, epoch, *args)
+        if lane.name == "plain20" and epoch == 2:
+            if poison == "test loss":
+                record["test_loss"] = float("nan")
+            else:
+                lane.model.stem.bn.running_var[0] = float("inf")
+        return record
+
+    monkeypatch.setattr(trainer, "end_epoch", poisoned)
+    assert train.main(tiny_argv(tmp_path, shared_cifar, "resnet20", "plain20")) == 3
+    what = "the test loss" if poison == "test loss" else "its weights, BN statistics or momentum"
+    assert (f"error: plain20: {what} became NaN/inf by the end of epoch 2 (iteration 8). Stopped; its last good "
+            f"state, saved at iteration 4, stays in {tmp_path / 'runs' / 'plain20'}. Start it over with --restart and "
+            f"a lower --lr or some --warmup-iters (--model plain20 for it alone).") in capsys.readouterr().err
+    assert json.loads((tmp_path / "runs" / "plain20" / "state.json").read_text())["iteration"] == 4
+    assert not (tmp_path / "out" / "plain20").exists()
+    assert read_checkpoint(tmp_path / "out" / "resnet20").metrics["iterations"] == 8
+
+
+def test_a_stop_never_saves_weights_that_went_nan(tmp_path, shared_cifar, monkeypatch, capsys):
+    """--stop-after (or Ctrl-C, a time budget) mid-epoch, when plain20's BN statistics have gone inf since the last
+    check: plain20 stops as diverged with its saved state of iteration 4; resnet20's state is saved at the stop."""
+    from resnet_core import trainer
+
+    real = trainer.step_lanes
+
+    def poisoned(lanes, x, y, it, **kwargs):
+        real(lanes, x, y, it, **kwargs)
+        for lane in lanes:
+            if lane.name == "plain20" and lane.iteration == 6:
+                lane.model.stem.bn.running_var[0] = float("nan")
+
+    monkeypatch.setattr(trainer, "step_lanes", poisoned)
+    assert train.main(tiny_argv(tmp_path, shared_cifar, "resnet20", "plain20") + ["--stop-after", "6"]) == 3
+    assert "plain20: its weights, BN statistics or momentum became NaN/inf by iteration 6. Stopped; its last good " \
+           "state, saved at iteration 4," in capsys.readouterr().err
+    iterations = {name: json.loads((tmp_path / "runs" / name / "state.json").read_text())["iteration"]
+                  for name in ("resnet20", "plain20")}
+    assert iterations == {"resnet20": 6, "plain20": 4}
+
+
+@pytest.mark.parametrize("argv, said", [
+    (["--iterations", "0"], "argument --iterations: 0 is not at least 1"),
+    (["--iterations", "-5"], "argument --iterations: -5 is not at least 1"),
+    (["--epochs", "0"], "argument --epochs: 0 is not above 0"),
+    (["--time-budget", "0"], "argument --time-budget: 0 is not above 0"),
+    (["--time-budget", "-1"], "argument --time-budget: -1 is not above 0"),
+    (["--stop-after", "0"], "argument --stop-after: 0 is not at least 1"),
+    (["--batch-size", "0"], "argument --batch-size: 0 is not at least 1"),
+    (["--batch-size", "-4"], "argument --batch-size: -4 is not at least 1"),
+    (["--limit-train", "0"], "argument --limit-train: 0 is not at least 1"),
+    (["--limit-train", "-5"], "argument --limit-train: -5 is not at least 1"),
+    (["--limit-test", "0"], "argument --limit-test: 0 is not at least 1"),
+    (["--lr", "nan"], "argument --lr: nan is not a finite number"),
+    (["--warmup-iters", "-1"], "argument --warmup-iters: -1 is not at least 0"),
+    (["--epochs", "2x"], "argument --epochs: '2x' is not a number"),
+])
+def test_out_of_range_options_are_refused_in_one_line(argv, said, capsys):
+    with pytest.raises(SystemExit) as refused:
+        train.parse_args(["--model", "resnet20", *argv])
+    err = capsys.readouterr().err
+    assert refused.value.code == 2 and err.strip().endswith(f"error: {said}") and "Traceback" not in err
+
+
+def test_options_that_make_no_run_are_one_line_errors(tmp_path, shared_cifar, capsys):
+    """Too short to make an iteration, or a training set smaller than one batch: said in one line, not as a
+    ZeroDivision or ValueError traceback, nor a run of 0 iterations that "finishes" having saved nothing."""
+    argv = tiny_argv(tmp_path, shared_cifar)
+    with pytest.raises(SystemExit, match=r"^error: --epochs 0.1 makes 0 iterations \(4 an epoch: 256 training "
+                                         r"images, batch 64\); ask for --epochs 0.25 or more$"):
+        train.main(argv + ["--epochs", "0.1"])
+    assert train.main(argv + ["--limit-train", "16"]) == 2
+    err = capsys.readouterr().err
+    assert "error: 16 training images is less than one batch of 64\n" in err and "Traceback" not in err
+    from resnet_core.trainer import ConfigError, Recipe, RunConfig, train as run
+    with pytest.raises(ConfigError, match="a model named twice: resnet20, resnet20"):
+        run([RunConfig("resnet20", Recipe())] * 2, out_dir=tmp_path / "o", state_dir=tmp_path / "r")
+
+
+def test_a_damaged_state_json_is_refused_and_restart_replaces_it(tmp_path, shared_cifar):
+    """Any state.json that is not a saved run's stops --resume (and a plain start) in one line naming the file, rather
+    than training from iteration 0 and then deleting the saved tensors; --restart starts over and replaces it."""
+    argv, runs, meta = stopped_run(tmp_path, shared_cifar)
+    for content, problem in [
+        (b"{}", "config, iteration, wall_time_s, history, finished missing or of the wrong type"),
+        (b"[]", "a JSON list, not an object"),
+        (b'{"iteration": 2, "wall_time_s": 1.0, "history": [], "finished": false}', "config missing or of the wrong type"),
+        (b'{"config": {}, "wall_time_s": 1.0, "history": [], "finished": false}', "iteration missing or of the wrong type"),
+        (b"\xff\xfe{}", "unreadable: 'utf-8' codec can't decode byte 0xff in position 0: invalid start byte"),
+    ]:
+        (runs / "state.json").write_bytes(content)
+        for extra in (["--resume"], []):
+            with pytest.raises(SystemExit) as refused:
+                train.main(argv + extra)
+            assert str(refused.value) == (f"error: the saved run state {runs / 'state.json'} is damaged ({problem}); "
+                                          f"pass --restart to start resnet20 over (it is then replaced), or move {runs} "
+                                          f"away")
+    assert (runs / meta["tensors"]).exists()
+    assert train.main(argv + ["--restart"]) == 0
+    assert json.loads((runs / "state.json").read_text())["finished"] and state_files(runs) == [
+        "state-00000008.safetensors", "state.json"]
+
+
+def test_resume_refuses_other_test_images_and_takes_the_default_shortcut_by_name(tmp_path, shared_cifar, monkeypatch):
+    """Fewer test images, or other images or labels (the data's SHA-256, whatever folder or layout holds them),
+    would mix two evaluations in one history: refused, naming what changed. `--shortcut A`, resnet20's default, is
+    the same net as no --shortcut: resumed."""
+    from resnet_core import trainer
+
+    argv, runs, _ = stopped_run(tmp_path, shared_cifar)
+    with pytest.raises(SystemExit, match=r"other options \(limit_test 200 -> 32\);"):
+        train.main(argv + ["--resume", "--limit-test", "32"])
+    real = trainer.load_data
+
+    monkeypatch.setattr(trainer, "load_data", lambda *a, **k: dataclasses.replace(real(*a, **k), sha256="0" * 64))
+    with pytest.raises(SystemExit, match=r"state.json was made with other training or test images than .*; resume "
+                                         r"with the data it was made with, or --restart"):
+        train.main(argv + ["--resume"])
+    monkeypatch.setattr(trainer, "load_data", real)
+    assert train.main(argv + ["--resume", "--shortcut", "A"]) == 0
+    assert read_checkpoint(tmp_path / "out" / "resnet20").config["arch"] == {}
+
+
+def test_a_second_run_of_a_model_with_the_same_state_dir_is_refused(tmp_path, shared_cifar, monkeypatch):
+    """Two runs of one model sharing --state-dir would save over each other's state: while one holds the model's
+    lock (an flock, which a second open of the file conflicts with, in this process too), the other stops before
+    loading any data, in one line; once it is released, the run goes ahead."""
+    from contextlib import ExitStack
+
+    from resnet_core import trainer
+
+    argv = tiny_argv(tmp_path, shared_cifar)
+    for started in (False, True):  # the state folder made by the other run just now, or holding its saved state
+        if started:
+            assert train.main(argv + ["--stop-after", "1"]) == 0
+        with ExitStack() as other_run:
+            trainer.lock_state(tmp_path / "runs" / "resnet20", other_run)
+            loads = []
+            monkeypatch.setattr(trainer, "load_data", lambda *a, **k: loads.append(a))
+            with pytest.raises(SystemExit) as refused:
+                train.main(argv + (["--resume"] if started else []))
+            monkeypatch.undo()
+            assert str(refused.value) == (f"error: another run is training resnet20 with its state in "
+                                          f"{tmp_path / 'runs' / 'resnet20'}; wait for it to end, or give this run its "
+                                          f"own --state-dir and --out") and loads == []
+    assert train.main(argv + ["--resume"]) == 0
+
+
+def test_a_publish_killed_between_its_renames_is_undone_at_the_start(tmp_path, shared_cifar, capsys):
+    """Killed after moving the published checkpoint aside (.resnet20.old) and before putting the new one (a whole
+    .resnet20.tmp-*) in its place: the next start moves it back and says so, so that the overwrite guard sees it and
+    nothing deletes it; old temp folders there and temp files of killed state saves go."""
+    out, runs = tmp_path / "out", tmp_path / "runs"
+    train_tiny(out, runs, ("resnet20",), "--epochs", "1")
+    published = folder_bytes(out / "resnet20")
+    shutil.copytree(out / "resnet20", out / ".resnet20.tmp-killed")
+    (out / "resnet20").rename(out / ".resnet20.old")
+    os.utime(out / ".resnet20.tmp-killed", (0, 0))  # untouched for long: no publish under way
+    (runs / "resnet20" / ".state-00000004.safetensors.x1.tmp").write_bytes(b"half a save")
+    with pytest.raises(SystemExit, match="holds a published checkpoint of resnet20 .* --overwrite to replace it"):
+        train_tiny(out, runs, ("resnet20",), "--restart")
+    assert (f"{out / 'resnet20'}: restored the checkpoint that a publish killed halfway had moved aside to "
+            f".resnet20.old") in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == ["resnet20"] and folder_bytes(out / "resnet20") == published
+    train_tiny(out, runs, ("resnet20",), "--restart", "--overwrite")
+    assert state_files(runs / "resnet20") == ["state-00000008.safetensors", "state.json"]
