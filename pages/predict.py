@@ -39,9 +39,10 @@ def models_ui(infos, nets: dict[str, str]) -> list[str]:
 
 
 def markdown_text(text: str) -> str:
-    """`text` (a file's name, chosen by whoever uploaded it) shown as it is in st.markdown: no bold, link, image,
-    maths or icon made of its characters, and on one line. A colon is followed by a zero-width space: Streamlit
-    reads :icon: codes after markdown's escapes are undone."""
+    """`text` (a file's name, chosen by whoever uploaded it) shown as it is in st.markdown: no bold, image, HTML,
+    maths or icon made of its characters, and on one line (a name that reads as a web address may still show as a
+    link, which fetches nothing). A colon is followed by a zero-width space: Streamlit reads :icon: codes after
+    markdown's escapes are undone."""
     return "".join(f"\\{c}" if c in MARKDOWN_SPECIAL else ":\u200b" if c == ":" else " " if c in "\r\n" else c
                    for c in text)
 

@@ -242,6 +242,8 @@ def capture_step(lane: Lane, x: torch.Tensor, y: torch.Tensor) -> None:
     lane.graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(lane.graph, stream=lane.stream):
         train_step(lane, x, y)
+    if lane.sittings:  # kept with the state: a later sitting that only publishes captures nothing
+        lane.sittings[-1]["cuda_graphs"] = True
 
 
 def run_step(lane: Lane, x: torch.Tensor, y: torch.Tensor) -> None:
@@ -532,6 +534,9 @@ def lock_state(folder: Path, locks: ExitStack) -> None:
     except BlockingIOError:
         raise SystemExit(f"error: another run is training {folder.name} with its state in {folder}; wait for it "
                          f"to end, or give this run its own --state-dir and --out") from None
+    except OSError as e:  # a file system without locks (ENOLCK, EOPNOTSUPP)
+        raise SystemExit(f"error: cannot lock {folder} ({e.strerror or e}); pass --state-dir with a folder on a "
+                         f"local disk") from None
 
 
 def published_by(folder: Path) -> str | None:
@@ -638,15 +643,19 @@ def train(configs: list[RunConfig], *, data_dir: str | None = None, out_dir: Pat
                     say(f"{cfg.model}: already finished ({lane.iteration:,} iterations); skipping")
                     continue
                 say(f"{cfg.model}: resuming at iteration {lane.iteration:,} of {cfg.recipe.iterations:,}")
-            # DDP calls the model's own forward: not compiled
-            lane.sittings.append(dict(start=lane.iteration, device=device_name(device),
-                                      precision=precision(cfg, device), compile=cfg.compile and not ddp))
+            if lane.iteration < cfg.recipe.iterations:  # a sitting that only publishes trains nothing: none recorded
+                # DDP calls the model's own forward: not compiled
+                lane.sittings.append(dict(start=lane.iteration, device=device_name(device),
+                                          precision=precision(cfg, device), compile=cfg.compile and not ddp))
             lanes.append(lane)
         # Nor replace a published checkpoint by accident: each model this call trains (a resumed one too; not one
         # skipped as finished) publishes into out_dir/<model> at its end, and that replaces the folder whole. A pure
         # file check, before any collective: under DDP every rank reads the same files and decides alike.
+        # One at its last iteration (its publish failed) only publishes, and publish() goes beside a checkpoint
+        # another run put there meanwhile.
         in_the_way = [] if overwrite else \
-            [(lane, held) for lane in lanes if (held := published_checkpoint(Path(out_dir) / lane.name)) is not None]
+            [(lane, held) for lane in lanes if lane.iteration < lane.cfg.recipe.iterations
+             and (held := published_checkpoint(Path(out_dir) / lane.name)) is not None]
         if in_the_way:
             folders = "; ".join(f"{Path(out_dir) / lane.name} holds {held}, which this run "
                                 f"({lane.cfg.recipe.iterations:,} iterations) would replace when it finishes"
@@ -852,6 +861,8 @@ def check_finite(lanes: list[Lane], state_dir: Path) -> list[tuple[Lane, str]]:
     Their last good state stays on disk; the caller stops them and lets the others go on. Under DDP the ranks
     agree first (the earliest bad iteration of any rank): a rank whose loss went bad one step after another's
     would otherwise train on alone and hang in all-reduce."""
+    if not lanes:  # every lane already stopped (a stop due on the iteration the last one diverged)
+        return []
     first_bad = torch.stack([lane.stats["first_bad"] for lane in lanes])  # (lanes,), -1 where all finite
     if dist.is_available() and dist.is_initialized():
         never = torch.iinfo(first_bad.dtype).max
@@ -995,7 +1006,8 @@ def publish(lane: Lane, data: Data, out_dir: Path, device: torch.device, world: 
     # cfg's amp, cpu_bf16, cuda_graphs, channels_last and compile are the flags as asked for; autocast acts on CUDA
     # (on the CPU only with cpu_bf16), graphs only on CUDA (not under DDP, and only once captured) and compile not
     # under DDP, so these say what took effect.
-    used = dict(precision=run_precision(lane.sittings), sittings=lane.sittings, cuda_graphs_used=lane.graph is not None,
+    graphs = lane.graph is not None or any(s.get("cuda_graphs") for s in lane.sittings)
+    used = dict(precision=run_precision(lane.sittings), sittings=lane.sittings, cuda_graphs_used=graphs,
                 compile_used=run_compiled(lane.sittings),
                 channels_last_used=lane.layer_weights[0].is_contiguous(memory_format=torch.channels_last))
     config = dict(cfg.to_dict(), **used, depth=info["depth"], residual=info["residual"], family=info["family"],

@@ -750,9 +750,60 @@ def test_a_publish_that_fails_saves_the_state_and_resume_publishes_it(tmp_path, 
     for name in ("resnet20", "plain20"):
         info = read_checkpoint(tmp_path / "out" / name)
         assert info.metrics["iterations"] == 8 and [r["epoch"] for r in info.history["records"]] == [1, 2]
+        # 0 to 4 (saved), 4 to 8 (its publish failed): the sitting that only published trained none, so adds none
+        assert [s["start"] for s in info.config["sittings"]] == [0, 4]
         assert json.loads((tmp_path / "runs" / name / "state.json").read_text())["finished"]
         ours, uninterrupted = (load_file(d / name / "model.safetensors") for d in (tmp_path / "out", tiny_checkpoints))
         assert all(torch.equal(ours[k], uninterrupted[k]) for k in uninterrupted)
+
+
+def test_a_diverted_publish_that_failed_is_published_beside_the_other_on_resume(tmp_path, shared_cifar, monkeypatch):
+    """Another run published resnet20 while this one trained, and this run's publish beside it failed (disk full):
+    --resume, as the message says, publishes it beside the other, not refused by the checkpoint in the way."""
+    from resnet_core import trainer
+
+    other = tmp_path / "other"
+    train_tiny(other, tmp_path / "runs-other", ("resnet20",), "--epochs", "1")
+    real_publish, real_save = trainer.publish, trainer.save_checkpoint
+
+    def another_run_publishes_first(lane, data, out_dir, *args, **kwargs):
+        shutil.copytree(other / "resnet20", out_dir / "resnet20")
+        monkeypatch.setattr(trainer, "publish", real_publish)
+        return real_publish(lane, data, out_dir, *args, **kwargs)
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(trainer, "publish", another_run_publishes_first)
+    monkeypatch.setattr(trainer, "save_checkpoint", disk_full)
+    argv = tiny_argv(tmp_path, shared_cifar, "resnet20")
+    with pytest.raises(SystemExit, match="the same command with --resume publishes it"):
+        train.main(argv)
+    monkeypatch.setattr(trainer, "save_checkpoint", real_save)
+    assert train.main(argv + ["--resume"]) == 0
+    run_id = json.loads((tmp_path / "runs" / "resnet20" / "state.json").read_text())["run_id"]
+    assert read_checkpoint(tmp_path / "out" / f"resnet20-run{run_id[:8]}").metrics["iterations"] == 8
+    assert folder_bytes(tmp_path / "out" / "resnet20") == folder_bytes(other / "resnet20")
+
+
+def test_a_stop_due_when_the_last_model_has_just_diverged_ends_in_one_line(tmp_path, shared_cifar, monkeypatch,
+                                                                          capsys):
+    """The only model goes NaN at an epoch's end (its test loss), and --stop-after falls due on that very
+    iteration: the stop finds no model left to check or save, and the run ends with status 3 and the message,
+    not a traceback."""
+    from resnet_core import trainer
+
+    real = trainer.step_lanes
+
+    def poisoned(lanes, x, y, it, **kwargs):
+        real(lanes, x, y, it, **kwargs)
+        for lane in lanes:
+            if lane.iteration == 4:  # the end of epoch 1: 256 images in batches of 64
+                lane.model.stem.bn.running_var[0] = float("nan")
+
+    monkeypatch.setattr(trainer, "step_lanes", poisoned)
+    assert train.main(tiny_argv(tmp_path, shared_cifar, "plain20") + ["--stop-after", "4"]) == 3
+    assert "plain20: its weights, BN statistics or momentum became NaN/inf" in capsys.readouterr().err
 
 
 def test_weights_that_overflow_are_never_published(tmp_path, shared_cifar, capsys):
@@ -926,6 +977,23 @@ def test_a_second_run_of_a_model_with_the_same_state_dir_is_refused(tmp_path, sh
                                           f"{tmp_path / 'runs' / 'resnet20'}; wait for it to end, or give this run its "
                                           f"own --state-dir and --out") and loads == []
     assert train.main(argv + ["--resume"]) == 0
+
+
+def test_a_state_folder_that_cannot_be_locked_is_said_in_one_line(tmp_path, monkeypatch):
+    """A file system without locks (flock raises ENOLCK there) stops the run in one line, not a traceback."""
+    import errno
+    from contextlib import ExitStack
+
+    from resnet_core import trainer
+
+    def no_locks(fd, operation):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(trainer.fcntl, "flock", no_locks)
+    with ExitStack() as locks, pytest.raises(SystemExit) as refused:
+        trainer.lock_state(tmp_path / "runs" / "resnet20", locks)
+    assert str(refused.value) == (f"error: cannot lock {tmp_path / 'runs' / 'resnet20'} (No locks available); pass "
+                                  f"--state-dir with a folder on a local disk")
 
 
 def test_a_publish_killed_between_its_renames_is_undone_at_the_start(tmp_path, shared_cifar, capsys):
