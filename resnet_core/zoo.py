@@ -516,7 +516,7 @@ def _depth_trend(claim: str, infos: list[CheckpointInfo], kind: str, error, fall
         said = {"yes": "holds", "partly": "holds in part", "no": "does not hold"}.get(also, also)
         steps = counted(also_sides, "steps")
         said += f", {steps[:-2]}" if steps else ""
-        evidence += f"; separately, at {iterations(group[0]):,} iterations: {also_points} ({said})"
+        evidence += f"; not in the verdict, at {iterations(group[0]):,} iterations: {also_points} ({said})"
     alone = [i for g in groups if len(g) < 2 for i in g]
     if alone:
         evidence += f" (left out, no other {nets} depth trained as long: {lengths(*alone)})"

@@ -207,11 +207,11 @@ def test_differences_within_run_to_run_noise_count_for_neither_side():
              fake("resnet56", 17.8, iterations=5_850), fake("resnet110", 17.6, iterations=5_850)]
     trend = zoo.paper_checks(mixed).set_index("claim").loc["Residual nets: test error falls with depth"]
     assert trend["holds"] == "yes" and trend["evidence"].startswith("at 1 of 2 steps (1 within noise): 20 layers")
-    assert trend["evidence"].endswith("; separately, at 5,850 iterations: 56 layers: 17.80 %, 110 layers: 17.60 % "
+    assert trend["evidence"].endswith("; not in the verdict, at 5,850 iterations: 56 layers: 17.80 %, 110 layers: 17.60 % "
                                       "(within run-to-run noise, 0.45 points: 56 to 110 layers, -0.20) (within noise)")
     mixed[3] = fake("resnet56", 16.0, iterations=5_850)  # the short pair: 110 layers worse by 1.6 points, against
     trend = zoo.paper_checks(mixed).set_index("claim").loc["Residual nets: test error falls with depth"]
-    assert trend["evidence"].endswith("; separately, at 5,850 iterations: 56 layers: 16.00 %, 110 layers: 17.60 % "
+    assert trend["evidence"].endswith("; not in the verdict, at 5,850 iterations: 56 layers: 16.00 %, 110 layers: 17.60 % "
                                       "(does not hold)")
 
     near = [fake("resnet20", 9.15), fake("resnet32", 7.2), fake("resnet44", 7.7)]  # Table 6: 8.75, 7.51, 7.17
@@ -232,7 +232,7 @@ def test_paper_checks_compare_like_with_like_when_schedules_are_mixed():
     checks = zoo.paper_checks(infos).set_index("claim")
     trend = checks.loc["Residual nets: test error falls with depth"]
     assert trend["holds"] == "yes" and trend["evidence"] == (  # judged on the long runs; the short ones said apart
-        "20 layers: 8.50 %, 32 layers: 7.40 %, 44 layers: 6.80 %; separately, at 5,850 iterations: 56 layers: "
+        "20 layers: 8.50 %, 32 layers: 7.40 %, 44 layers: 6.80 %; not in the verdict, at 5,850 iterations: 56 layers: "
         "17.80 %, 110 layers: 13.90 % (holds)")
     deg = checks.loc["Degradation: plain-56 has a higher final test error than plain-20"]
     assert deg["holds"] == "not comparable" and deg["evidence"] == \
@@ -248,7 +248,7 @@ def test_paper_checks_compare_like_with_like_when_schedules_are_mixed():
     flipped = [fake(i.name, i.metrics["test_error"], i.metrics["train_error_clean"],
                     iterations=5_850 if iterations(i) == 64_000 else 64_000) for i in infos]
     trend = zoo.paper_checks(flipped).set_index("claim").loc["Residual nets: test error falls with depth"]
-    assert trend["evidence"].startswith("56 layers: 17.80 %, 110 layers: 13.90 %; separately, at 5,850 iterations: "
+    assert trend["evidence"].startswith("56 layers: 17.80 %, 110 layers: 13.90 %; not in the verdict, at 5,850 iterations: "
                                         "20 layers: 8.50 %, 32 layers: 7.40 %, 44 layers: 6.80 % (holds)")
     one_long = [fake("resnet20", 8.5), fake("resnet32", 13.4, iterations=5_850), fake("resnet44", 18.0, iterations=5_850)]
     trend = zoo.paper_checks(one_long).set_index("claim").loc["Residual nets: test error falls with depth"]
