@@ -614,10 +614,12 @@ def train(configs: list[RunConfig], *, data_dir: str | None = None, out_dir: Pat
         # Never overwrite an unfinished run by accident: no silent loss of a training run.
         lanes, status = [], {}
         for cfg in configs:
-            if said := recover_checkpoint(out_dir, cfg.model):  # a publish killed halfway: first, its checkpoint back
-                say(said)
             if (Path(state_dir) / cfg.model).is_dir():  # another run training it now: say that, not what its state says
                 lock(cfg.model)
+            # A publish killed halfway: first, its checkpoint back. After the lock: a second start of the same command
+            # must not move things while the first run publishes.
+            if said := recover_checkpoint(out_dir, cfg.model):
+                say(said)
             meta = None if restart else read_state_meta(state_dir, cfg.model)
             published = Path(out_dir) / cfg.model
             if meta and not meta["finished"] and meta.get("run_id") and (
