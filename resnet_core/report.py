@@ -3,6 +3,7 @@
     python -m resnet_core.report                      # print the tables
     python -m resnet_core.report --verify             # also re-evaluate each checkpoint here; exit 1 if any is off by > 0.1 point
     python -m resnet_core.report --verify --readme README.md   # rewrite the README's generated block with both
+    python -m resnet_core.report --readme README.md   # the tables again, keeping a re-evaluation of these same weights
     python -m resnet_core.report --rescore plain20 resnet20    # record what their published weights score, in fp32
     python -m resnet_core.report --unbundle resnet44-15ep plain44-15ep   # their weights out of the bundle, curves kept
 
@@ -12,6 +13,7 @@ and the seed report's numbers come from resnet_core.paper and are labelled as th
 from __future__ import annotations
 
 import argparse
+import hashlib
 import math
 import re
 import shlex
@@ -105,6 +107,31 @@ def results_markdown(infos: list[CheckpointInfo]) -> str:
                   markdown(seed[["claim", "report: ResNet-18", "report: Plain-18", *measured, "verdict (18 layers)"]]), "",
                   zoo.seed_runs_note(infos), ""]
     return "\n".join(parts).rstrip() + "\n"
+
+
+VERIFIED = "<!-- re-evaluated weights and metrics: sha256 {} -->"
+VERIFIED_SECTION = re.compile(r"\n#### Re-evaluated from the published weights\n.*?"
+                              + re.escape(VERIFIED).replace(re.escape("{}"), "([0-9a-f]{64})") + r"\n", re.S)
+
+
+def verified_digest(infos: list[CheckpointInfo]) -> str:
+    """One SHA-256 over what a re-evaluation table stands for: each checkpoint's name, weights file and
+    metrics.json. Equal digests: the table made with --verify still tells the truth about these checkpoints."""
+    digest = hashlib.sha256()
+    for info in sorted(infos, key=lambda i: i.name):
+        digest.update(info.name.encode() + b"\0")
+        for name in ("model.safetensors", "metrics.json"):
+            path = info.path / name
+            digest.update(hashlib.sha256(path.read_bytes()).digest() if path.is_file() else b"none")
+    return digest.hexdigest()
+
+
+def kept_verification(path: Path, infos: list[CheckpointInfo]) -> str | None:
+    """The re-evaluation section of the README's generated block, if it was made (--verify) on exactly these
+    weights and metrics; None where there is none or it is of other checkpoints (a --readme without --verify
+    then leaves it out rather than keep a stale table)."""
+    found = VERIFIED_SECTION.search(path.read_text())
+    return found.group(0) if found and found.group(1) == verified_digest(infos) else None
 
 
 def update_readme(path: Path, block: str) -> bool:
@@ -256,7 +283,14 @@ def main(argv: list[str] | None = None) -> int:
                   "the test images it was scored on, against the test error its metrics.json records "
                   "(`python -m resnet_core.report --verify`):\n\n"
                   + markdown(table, right=("test images", "recorded test error %", "re-evaluated here %",
-                                           "difference (points)")) + "\n")
+                                           "difference (points)")) + "\n" + VERIFIED.format(verified_digest(infos))
+                  + "\n")
+    elif args.readme:  # the tables only: the README's re-evaluation stays if it is of these very checkpoints
+        kept = kept_verification(args.readme, infos)
+        if kept is None:
+            print(f"{args.readme}: no re-evaluation of these checkpoints' weights to keep; run with --verify to "
+                  f"add one", file=sys.stderr)
+        block += kept or ""
     if args.readme:
         changed = update_readme(args.readme, block)
         print(f"{args.readme}: {'updated' if changed else 'already up to date'}")

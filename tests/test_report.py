@@ -439,6 +439,29 @@ def test_rescore_records_what_the_published_weights_score(tiny_checkpoints, shar
     assert "plain20: no model.safetensors" in capsys.readouterr().err
 
 
+def test_the_readme_keeps_a_re_evaluation_only_of_the_same_weights(tiny_checkpoints, shared_cifar, tmp_path, capsys):
+    """--verify --readme writes the re-evaluation with a digest of the weights and metrics it evaluated; --readme
+    alone (the tables again, in seconds) keeps that section while the checkpoints are those, and leaves it out,
+    saying so, once a weights file or metrics.json changed: never a stale table."""
+    root = shutil.copytree(tiny_checkpoints, tmp_path / "checkpoints")
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{report.BEGIN}\n{report.END}\nafter\n")
+    args = ["--checkpoints", str(root), "--readme", str(readme)]
+    assert report.main(args + ["--verify", "--data-dir", str(shared_cifar)]) == 0
+    verified = readme.read_text()
+    assert "#### Re-evaluated from the published weights" in verified
+    assert report.VERIFIED.format(report.verified_digest(list_checkpoints(root)[0])) in verified
+    assert report.main(args) == 0 and readme.read_text() == verified  # kept, as it was
+
+    metrics = root / "plain20" / "metrics.json"
+    metrics.write_text(json.dumps(dict(json.loads(metrics.read_text()), test_error=1.0)))
+    capsys.readouterr()
+    assert report.main(args) == 0
+    text = readme.read_text()
+    assert "Re-evaluated from the published weights" not in text and text.endswith(f"{report.END}\nafter\n")
+    assert "no re-evaluation of these checkpoints' weights to keep; run with --verify" in capsys.readouterr().err
+
+
 def test_verify_without_data_says_so(tiny_checkpoints, tmp_path, capsys):
     code = report.main(["--checkpoints", str(tiny_checkpoints), "--verify", "--data-dir", str(tmp_path / "nothing")])
     assert code == 2 and "cannot verify" in capsys.readouterr().err
