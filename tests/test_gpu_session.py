@@ -87,11 +87,17 @@ def test_collect_packs_unfinished_state_and_receive_unpacks_it(tmp_path):
     here = tmp_path / "here"
     (here / "checkpoints" / "resnet20").mkdir(parents=True)
     (here / "checkpoints" / "resnet20" / "landscape.json").write_text("{}")  # measured on the weights being replaced
+    make_run(here / "bench" / "gpu" / "state", "resnet20", False, 100)  # parked by the last session, finished now
     script = REPO / "bench" / "gpu" / "session.sh"
     done = subprocess.run(["bash", str(script), "receive", str(out)], cwd=here, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert sorted(p.name for p in (here / "checkpoints" / "resnet20").iterdir()) == ["metrics.json"]
-    assert (here / "runs" / "resnet110" / "state.safetensors").stat().st_size == 3 * MIB
+    parked = here / "bench" / "gpu" / "state"  # tracked by git: a fresh checkout of the next session has it
+    assert (parked / "resnet110" / "state.safetensors").stat().st_size == 3 * MIB
+    assert sorted(p.name for p in parked.iterdir()) == ["plain110", "resnet110", "resnet18"]  # resnet20's went
+    assert "unparked: resnet20" in done.stdout and "commit it" in done.stdout
+    kept = list(here.glob("bench/results/gpu-*"))
+    assert len(kept) == 1 and sorted(p.name for p in kept[0].iterdir()) == ["status.txt", "train.log"]
 
 
 def test_a_state_folder_is_packed_as_the_pair_state_json_names(tmp_path, monkeypatch):
@@ -297,6 +303,25 @@ def test_stage_carries_every_unfinished_state_however_many_calls_it_takes(tmp_pa
     assert stage(repo, env, "--no-state")[1].keys() == {".gpu-1", ".gpu-2", ".gpu-3", ".gpu-4"}
 
 
+def test_stage_carries_the_parked_state_beside_runs_and_refuses_one_name_in_both(tmp_path):
+    """The state a last session's receive parked in bench/gpu/state (git keeps it between sessions) goes with the
+    trainer's own runs/; a net unfinished in both would be unpacked into one folder, one copy lost: refused."""
+    repo, env = staging_repo(tmp_path, 10 * KIB)
+    fake_state(repo / "bench" / "gpu" / "state", "plain44", 20 * KIB)
+    fake_state(repo / "runs", "resnet32", 20 * KIB)
+    done, staged = stage(repo, env)
+    assert done.returncode == 0, done.stderr + done.stdout
+    device = tmp_path / "device"
+    for folder in staged:
+        shutil.copytree(repo / folder, device / folder)
+    assert unpack(device, env, tmp_path).returncode == 0
+    assert sorted(p.name for p in (tmp_path / "device-runs").iterdir()) == ["plain44", "resnet32"]
+    fake_state(repo / "runs", "plain44", 20 * KIB)
+    done, _ = stage(repo, env)
+    assert done.returncode != 0 and "one name in two places" in done.stderr
+    assert "bench/gpu/state/plain44" in done.stderr and "runs/plain44" in done.stderr
+
+
 def test_stage_refuses_a_tree_that_leaves_no_room(tmp_path):
     repo, env = staging_repo(tmp_path, 90 * KIB)
     env.update(TRAVEL_LIMIT_MIB=str(1 + 144 / 1024))
@@ -358,13 +383,14 @@ def test_the_runbook_end_to_end_on_the_cpu(tmp_path, shared_cifar, pidfile):
 
     here.mkdir()
     call("receive", str(tmp_path / "out1"), cwd=here)  # the state comes here, as a later session's stage would find it
-    assert json.loads((here / "runs" / "resnet20" / "state.json").read_text())["iteration"] == 4
-    assert list(here.glob("runs/train-*.log")), "the device's log is kept"
+    assert json.loads((here / "bench/gpu/state/resnet20/state.json").read_text())["iteration"] == 4
+    assert list(here.glob("bench/results/gpu-*/train.log")), "the device's log is kept"
 
     call(*resume.split()[2:-1], "5")  # bash bench/gpu/session.sh start ... --time-budget 5
     printed = call("poll", "120", out=tmp_path / "out2")
     assert "train.py: not running" in printed and "published: resnet20" in printed
     call("receive", str(tmp_path / "out2"), cwd=here)
+    assert not (here / "bench/gpu/state").exists(), "the published net's parked state is gone, and nothing else was"
     from resnet_core.checkpoint import read_checkpoint
     info = read_checkpoint(here / "checkpoints" / "resnet20")
     assert info.config["recipe"]["iterations"] == 8 and [r["epoch"] for r in info.history["records"]] == [1, 2]
@@ -418,6 +444,7 @@ class LeanRepo:
         (self.root / "checkpoints" / "resnet20").mkdir(parents=True)
         (self.root / "checkpoints" / "resnet20" / "model.safetensors").write_bytes(os.urandom(64 * KIB))
         (self.root / "code.py").write_text("print('hi')\n")
+        fake_state(self.root / "bench" / "gpu" / "state", "plain44", 4 * KIB)  # parked: tracked, carried by stage
         self.env = dict(os.environ, GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@example.org", GIT_COMMITTER_NAME="t",
                         GIT_COMMITTER_EMAIL="t@example.org")
         self.git("init", "-q", "-b", "main")
@@ -437,7 +464,8 @@ class LeanRepo:
         exclude = self.root / ".git" / "info" / "exclude"
         return (self.git("branch", "--show-current") == "main\n" and self.git("status", "--porcelain") == ""
                 and "checkpoints/resnet20/model.safetensors" in self.git("ls-files") and "gpu-lean" not in self.git("branch")
-                and (not exclude.exists() or "/checkpoints/" not in exclude.read_text())
+                and "bench/gpu/state/plain44/state.json" in self.git("ls-files")
+                and (not exclude.exists() or "/checkpoints/" not in exclude.read_text() and "/bench/" not in exclude.read_text())
                 and not (self.root / ".git" / "gpu-lean-from").exists() and not (self.root / ".git" / "gpu-lean-hold").exists())
 
 
@@ -457,13 +485,14 @@ def test_lean_leaves_checkpoints_out_of_what_travels_and_unlean_restores_the_bra
     assert done.returncode == 0, done.stdout + done.stderr
     assert repo.git("branch", "--show-current") == "gpu-lean\n" and repo.git("status", "--porcelain") == ""
     assert "checkpoints" not in repo.git("ls-files") and (repo.root / "checkpoints/resnet20/model.safetensors").is_file()
+    assert "bench/gpu/state" not in repo.git("ls-files") and (repo.root / "bench/gpu/state/plain44/state.json").is_file()
     assert stage_module.travelling_bytes(repo.root) < before - 60 * KIB
     assert repo.session("lean").returncode != 0  # not twice
     refused = repo.session("receive", str(tmp_path))
     assert refused.returncode != 0 and "unlean first" in refused.stdout
 
     done = repo.session("unlean")
-    assert done.returncode == 0 and "checkpoints/ tracked" in done.stdout, done.stdout + done.stderr
+    assert done.returncode == 0 and "tracked again: checkpoints bench/gpu/state" in done.stdout, done.stdout + done.stderr
     assert repo.as_before()
     assert repo.session("unlean").returncode != 0  # nothing to undo
 

@@ -2,13 +2,13 @@
 # ../shared/GPU.md for this project: one subcommand per `device run` call, so that a session's device minutes
 # (15 at present, the machine's start included) go to training, not typing. Run from the repository root.
 #
-#   here:    bash bench/gpu/session.sh lean           # first: checkpoints/ out of the tree that travels (a call fewer)
-#   here:    bash bench/gpu/session.sh stage          # .gpu-1 ... .gpu-N: the data (+ runs/' state), cut to fill each
+#   here:    bash bench/gpu/session.sh lean           # first: checkpoints/, parked state out of what travels
+#   here:    bash bench/gpu/session.sh stage          # .gpu-1 ... .gpu-N: the data (+ unfinished state), cut to fill
 #   device:  bash bench/gpu/session.sh unpack && bash bench/gpu/session.sh check --images 10000 --lanes 2
 #                # carry=[".gpu-1"]: the machine's start, the CUDA tests and the throughput table (~2 min)
 #   device:  bash bench/gpu/session.sh unpack         # carry=[".gpu-2"], ... up to .gpu-N-1, one call each
-#   device:  bash bench/gpu/session.sh unpack && START_WAIT=30 bash bench/gpu/session.sh queue T "--model plain44 \
-#                resnet44 --resume" "--depth 32 --both" && bash bench/gpu/session.sh poll 540   # carry=[".gpu-N"]
+#   device:  bash bench/gpu/session.sh unpack && START_WAIT=30 bash bench/gpu/session.sh queue T "--depth 44 --both" \
+#                "--depth 32 --both" && bash bench/gpu/session.sh poll 540   # carry=[".gpu-N"]
 #   device:  bash bench/gpu/session.sh poll 540       # if T is longer than that call: chain these until it stops
 #   here:    give_back, then bash bench/gpu/session.sh unlean, then receive FILES_AT   # the last poll's files
 #
@@ -27,7 +27,9 @@
 #
 # Every device call follows the last with nothing to do here in between: the machine goes back after 30 s idle,
 # and all it holds with it. Everything a session carries is staged before its first call.
-# A later session resumes: `stage` carries runs/' unfinished state too, and the last call starts
+# Unfinished state comes back with every poll; `receive` parks it in bench/gpu/state/, which git tracks (runs/ is
+# ignored, and a later session's checkout is fresh): commit it. A later session resumes: `stage` carries the
+# parked state (and runs/' unfinished state) too, and the last call starts
 # `start --model <the unfinished ones> --resume --time-budget T` (status.txt in every snapshot names them), or
 # queue them: queue T "--model <the unfinished ones> --resume" "--depth <the ones not started> --both".
 # Every poll returns what collect would: if the machine is lost, `receive` the last poll's files.
@@ -38,6 +40,8 @@ RUNS=${RUNS:-/root/runs}
 LOG=${LOG:-/root/train.log}
 INCOMING=${INCOMING:-/root/incoming}
 PIDFILE=${PIDFILE:-/root/train.pid}
+# here: unfinished runs' state between sessions, tracked by git (runs/ is not, and a fresh checkout lacks it)
+PARKED=${PARKED:-bench/gpu/state}
 cmd=${1:-help}
 shift || true
 
@@ -89,7 +93,7 @@ PY
 }
 
 case "$cmd" in
-stage)  # here: the six CIFAR-10 zips and runs/' unfinished state into .gpu-1, .gpu-2, ...: one carry a call
+stage)  # here: the six CIFAR-10 zips and the unfinished state (parked, and runs/') into .gpu-1, .gpu-2, ...: one carry a call
     python3 "$(dirname "$0")/stage.py" "$@"
     ;;
 unpack)  # device: the carried zips into $DATA, the carried state archives into $RUNS; show the machine
@@ -181,8 +185,9 @@ collect)  # device: published checkpoints, unfinished state, the log and a statu
     cat "$OUT/status.txt"
     ls -la "$OUT"
     ;;
-lean)  # here, before stage, on a clean tree: a temporary branch that leaves checkpoints/ untracked and ignored,
-       # so that it does not travel with every call (the device needs none of it) and each carry holds more data
+lean)  # here, before stage, on a clean tree: a temporary branch that leaves checkpoints/ (and $PARKED, if tracked)
+       # untracked and ignored, so that they do not travel with every call (the device needs neither: stage carries
+       # the parked state once) and each carry holds more data
     cd "$(git rev-parse --show-toplevel)"
     marker=$(git rev-parse --git-path gpu-lean-from); hold=$(git rev-parse --git-path gpu-lean-hold)
     exclude=$(git rev-parse --git-path info/exclude)
@@ -192,65 +197,92 @@ lean)  # here, before stage, on a clean tree: a temporary branch that leaves che
     from=$(git symbolic-ref --quiet --short HEAD) || { echo "lean: not on a branch"; exit 1; }
     [ -n "$(git ls-files checkpoints)" ] || { echo "lean: nothing under checkpoints/ is tracked: nothing to leave out"; exit 1; }
     ! git rev-parse --quiet --verify refs/heads/gpu-lean > /dev/null || { echo "lean: a branch gpu-lean exists already"; exit 1; }
+    paths=checkpoints
+    if [ -n "$(git ls-files "$PARKED")" ]; then paths="$paths ${PARKED%/}"; fi
     undo() {  # a step failed: back to where lean started, nothing left behind
-        git reset -q "$from" -- checkpoints 2> /dev/null || true
-        sed -i '\#^/checkpoints/$#d' "$exclude" 2> /dev/null || true
+        for p in $paths; do
+            git reset -q "$from" -- "$p" 2> /dev/null || true
+            sed -i "\\#^/$p/\$#d" "$exclude" 2> /dev/null || true
+        done
         git switch -q "$from" 2> /dev/null && git branch -q -D gpu-lean 2> /dev/null || true
         rm -f "$marker"
         echo "lean: failed; back on $from as before"
     }
     trap undo ERR
     git switch -q -c gpu-lean
-    echo "$from" > "$marker"
-    git rm -r -q --cached checkpoints
-    mkdir -p "$(dirname "$exclude")" && echo "/checkpoints/" >> "$exclude"
-    git commit -q -m "gpu-lean: checkpoints/ left out of the tree that travels to the device (temporary: never merge)"
+    printf '%s\n' "$from" $paths > "$marker"  # the branch to go back to, then what was left out
+    # shellcheck disable=SC2086  # paths: a list of folders without spaces
+    git rm -r -q --cached $paths
+    mkdir -p "$(dirname "$exclude")"
+    for p in $paths; do echo "/$p/" >> "$exclude"; done
+    git commit -q -m "gpu-lean: $paths left out of the tree that travels to the device (temporary: never merge)"
     trap - ERR
-    echo "lean: on branch gpu-lean (from $from); checkpoints/ stays on disk but does not travel. After the device" \
+    echo "lean: on branch gpu-lean (from $from); $paths stay on disk but do not travel. After the device" \
          "calls: unlean, then receive. Commit nothing here."
     ;;
-unlean)  # here, after the device calls and before receive: back to the branch lean left, checkpoints/ tracked again
+unlean)  # here, after the device calls and before receive: back to the branch lean left, what it left out tracked again
     cd "$(git rev-parse --show-toplevel)"
     marker=$(git rev-parse --git-path gpu-lean-from); hold=$(git rev-parse --git-path gpu-lean-hold)
     exclude=$(git rev-parse --git-path info/exclude)
-    from=$(cat "$marker" 2> /dev/null) || { echo "unlean: not lean (no $marker)"; exit 1; }
+    from=$(head -n 1 "$marker" 2> /dev/null) && [ -n "$from" ] || { echo "unlean: not lean (no $marker)"; exit 1; }
+    paths=$(tail -n +2 "$marker" | tr '\n' ' '); paths=${paths% }
+    [ -n "$paths" ] || paths=checkpoints  # a marker written before lean named what it left out
     [ "$(git symbolic-ref --quiet --short HEAD)" = gpu-lean ] || { echo "unlean: not on branch gpu-lean"; exit 1; }
     [ ! -e "$hold" ] || { echo "unlean: $hold holds a copy an earlier unlean kept: look at it, then remove it"; exit 1; }
     extra=$(git rev-list --count "$from"..gpu-lean)
     [ "$extra" = 1 ] || { echo "unlean: gpu-lean has $((extra - 1)) commit(s) beyond lean's own: move them to $from" \
         "(git cherry-pick) and drop them here first: \`git log $from..gpu-lean\`"; exit 1; }
     [ -z "$(git status --porcelain)" ] || { echo "unlean: uncommitted changes on gpu-lean: commit them on $from instead"; exit 1; }
-    # The switch back would refuse to overwrite checkpoints/, untracked once unignored. (It is gone if someone
-    # switched to $from and back by hand: the switch back to $from then restores it.)
-    [ ! -e checkpoints ] || mv checkpoints "$hold"
-    sed -i '\#^/checkpoints/$#d' "$exclude"
+    # The switch back would refuse to overwrite what lean left out, untracked once unignored. (A folder is gone if
+    # someone switched to $from and back by hand: the switch back to $from then restores it.)
+    mkdir -p "$hold"
+    for p in $paths; do
+        if [ -e "$p" ]; then mkdir -p "$hold/$(dirname "$p")"; mv "$p" "$hold/$p"; fi
+        sed -i "\\#^/$p/\$#d" "$exclude"
+    done
     if ! git switch -q "$from"; then  # put everything back as lean left it
-        echo "/checkpoints/" >> "$exclude"; [ ! -e "$hold" ] || mv "$hold" checkpoints
+        for p in $paths; do echo "/$p/" >> "$exclude"; [ ! -e "$hold/$p" ] || mv "$hold/$p" "$p"; done
+        rm -rf "$hold"
         echo "unlean: could not switch back to $from; still lean"; exit 1
     fi
     git branch -D gpu-lean
     rm "$marker"
-    if [ ! -e "$hold" ] || diff -r -q "$hold" checkpoints > /dev/null; then
-        rm -rf "$hold"; echo "unlean: back on $from, checkpoints/ tracked"
-    else  # changed while lean: keep that copy for the person to look at
-        echo "unlean: back on $from; checkpoints/ had changed while lean: that copy is kept in $hold"
+    changed=""
+    for p in $paths; do  # a folder that changed while lean: that copy is kept for the person to look at
+        if [ ! -e "$hold/$p" ] || diff -r -q "$hold/$p" "$p" > /dev/null; then rm -rf "${hold:?}/$p"; else changed="$changed $p/"; fi
+    done
+    if [ -z "$changed" ]; then
+        rm -rf "$hold"; echo "unlean: back on $from; tracked again: $paths"
+    else
+        echo "unlean: back on $from; changed while lean:$changed: that copy is kept in $hold"
     fi
     ;;
-receive)  # here: unpack what collect returned (the reply's files_at) into checkpoints/ and runs/
-    from=${1:?the files_at folder of the collect call}
+receive)  # here: unpack what a poll or collect returned (the reply's files_at) into checkpoints/ and, for the runs
+         # still unfinished, into $PARKED, which git tracks: a later session's fresh checkout resumes from it
+    from=${1:?the files_at folder of the last poll or collect call}
     # unlean's switch back would put the old checkpoints back over the new ones
     [ ! -e "$(git rev-parse --git-path gpu-lean-from 2> /dev/null)" ] || { echo "receive: unlean first"; exit 1; }
-    for kind in ckpt:checkpoints runs:runs; do  # each folder replaces the one of that name whole: nothing
+    for kind in ckpt:checkpoints "runs:$PARKED"; do  # each folder replaces the one of that name whole: nothing
         into=${kind#*:}; tmp="$into/.receiving"   # of the old one (a landscape.json, say) stays beside the new
         mkdir -p "$into"; rm -rf "$tmp"; mkdir "$tmp"
         for t in "$from/${kind%%:*}"-*.tgz; do [ -e "$t" ] && tar -xzf "$t" -C "$tmp"; done
-        for d in "$tmp"/*/; do [ -d "$d" ] && { rm -rf "$into/$(basename "$d")"; mv "$d" "$into/"; }; done
+        for d in "$tmp"/*/; do
+            [ -d "$d" ] || continue
+            name=$(basename "$d"); rm -rf "${into:?}/$name"; mv "$d" "$into/"
+            # a net published now needs its parked state no more: left, a later stage would carry it back
+            [ "$into" = checkpoints ] && [ -e "$PARKED/$name" ] && rm -rf "${PARKED:?}/$name" && echo "unparked: $name"
+        done
         rm -rf "$tmp"
     done
+    rmdir "$PARKED" 2> /dev/null || true  # nothing left unfinished
     [ -f "$from/status.txt" ] && cat "$from/status.txt"
-    [ -f "$from/train.log" ] && cp "$from/train.log" "runs/train-$(date +%Y%m%d-%H%M).log"
+    kept=bench/results/gpu-$(date -u +%Y%m%d-%H%M)  # the device's log and status, for the record
+    mkdir -p "$kept"
+    for f in train.log status.txt; do [ -f "$from/$f" ] && cp "$from/$f" "$kept/"; done
     du -sh checkpoints
-    echo "next: python -m resnet_core.report --verify --readme README.md"
+    [ -d "$PARKED" ] && du -sh "$PARKED" && echo "unfinished state parked in $PARKED: commit it (a fresh checkout has" \
+        "no runs/), and a later session's stage carries it"
+    echo "next: python -m resnet_core.report --verify --readme README.md; then git add -A checkpoints $PARKED $kept"
     ;;
 *)
     sed -n '2,/^set -euo/p' "$0" | sed '$d'  # the header comment, however long it grows

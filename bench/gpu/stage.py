@@ -1,6 +1,7 @@
 """Stage everything a GPU session carries, before its first device call, and put it back together there.
 
-Here (`session.sh stage`): the six CIFAR-10 zips and the resumable state of unfinished runs (runs/), cut into
+Here (`session.sh stage`): the six CIFAR-10 zips and the resumable state of unfinished runs (bench/gpu/state/,
+where `session.sh receive` parks it in git between sessions, and runs/, the trainer's own), cut into
 pieces that fill carry folders .gpu-1, .gpu-2, ... to the brim, so that each call's working tree (what travels:
 tracked and untracked-not-ignored files, plus the one carried folder) stays under the device's 64 MiB and the
 data takes as few calls as its bytes need: ceil(payload / room beside the tree), not one zip a call once two no
@@ -12,7 +13,7 @@ a file whose pieces have all arrived is joined, checked against its SHA-256, and
 what it still waits for.
 
     python3 bench/gpu/stage.py                 # session.sh stage
-    python3 bench/gpu/stage.py --no-state      # the data only, even if runs/ holds unfinished runs
+    python3 bench/gpu/stage.py --no-state      # the data only, even if there are unfinished runs
     python3 bench/gpu/stage.py unpack --data /root/data --runs /root/runs   # session.sh unpack
 
 Standard library only (of pack.py it uses the packer, not resume_command, the one part that needs torch).
@@ -98,7 +99,9 @@ def piece_name(name: str, index: int, count: int) -> str:
 def stage(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--zips", type=Path, default=Path(os.environ.get("CIFAR_ZIPS", "../shared/datasets/cifar10")))
-    parser.add_argument("--runs", type=Path, default=Path("runs"), help="state of unfinished runs to carry")
+    parser.add_argument("--runs", type=Path, nargs="+", default=[Path("bench/gpu/state"), Path("runs")],
+                        help="folders of run states: the unfinished ones are carried (default: the parked state, "
+                             "then runs/)")
     parser.add_argument("--no-state", action="store_true", help="carry the data only")
     parser.add_argument("--limit-mib", type=float, default=float(os.environ.get("TRAVEL_LIMIT_MIB", 64)),
                         help="the device's limit on what travels with one call")
@@ -116,7 +119,12 @@ def stage(argv: list[str] | None = None) -> int:
         raise SystemExit(f"error: the tree alone is {tree / MIB:.1f} MiB, over the {args.limit_mib:g} MiB a call takes "
                          "(less the margin): untrack or ignore something first")
     with tempfile.TemporaryDirectory(dir=repo, prefix=".gpu-pack-") as packed:
-        states = [] if args.no_state or not args.runs.is_dir() else sorted(args.runs.iterdir())
+        states = [] if args.no_state else [p for runs in args.runs if runs.is_dir() for p in sorted(runs.iterdir())
+                                           if pack.unfinished(p)]
+        names = [p.name for p in states]
+        if twice := sorted({str(p) for p in states if names.count(p.name) > 1}):
+            # unpacked into one folder on the device, one would silently replace the other
+            raise SystemExit(f"error: unfinished runs of one name in two places: {', '.join(twice)}; move one away")
         # one archive for all the state: the cut spreads it over the folders like any other file
         if states and pack.main([packed, "runs", *map(str, states), "--unfinished-only", "--max-files", "1",
                                  "--total-mib", "1e6", "--max-mib", "1e6"]) != 0:
