@@ -1,0 +1,47 @@
+"""The suite's own rule for CI (tests/conftest.py): with RESNET_TESTS_NO_SKIPS=1 a skipped test fails, except the
+CUDA ones, so that a CI machine missing the data or the browser cannot pass with part of the suite unrun."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+PROBE = '''
+import pytest
+
+def test_without_its_data():
+    pytest.skip("no CIFAR-10")
+
+@pytest.mark.skipif(True, reason="no chromium")
+def test_without_a_browser():
+    pass
+
+def test_that_runs():
+    assert True
+'''
+
+
+def run_probe(tmp_path: Path, name: str, strict: bool) -> subprocess.CompletedProcess:
+    (tmp_path / "tests").mkdir(exist_ok=True)
+    shutil.copy(REPO / "tests" / "conftest.py", tmp_path / "tests" / "conftest.py")
+    (tmp_path / "tests" / name).write_text(PROBE)
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    env.pop("RESNET_TESTS_NO_SKIPS", None)
+    if strict:
+        env["RESNET_TESTS_NO_SKIPS"] = "1"
+    return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"tests/{name}"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True)
+
+
+def test_in_ci_a_skip_fails_but_not_a_cuda_one(tmp_path):
+    relaxed = run_probe(tmp_path, "test_probe.py", strict=False)
+    assert relaxed.returncode == 0 and "1 passed, 2 skipped" in relaxed.stdout, relaxed.stdout
+    strict = run_probe(tmp_path, "test_probe.py", strict=True)
+    assert strict.returncode == 1 and "1 failed, 1 passed, 1 error" in strict.stdout, strict.stdout
+    assert "allows no skip: Skipped: no CIFAR-10" in strict.stdout
+    cuda = run_probe(tmp_path, "test_gpu.py", strict=True)  # where the CUDA tests live: they may skip anywhere
+    assert cuda.returncode == 0 and "1 passed, 2 skipped" in cuda.stdout, cuda.stdout
