@@ -21,8 +21,8 @@ from pathlib import Path
 from resnet_core.checkpoint import REPO_ROOT, push_to_hub
 from resnet_core.data import DatasetError, download_cifar10
 from resnet_core.models import PLAIN_VS_RESIDUAL_DEPTHS, list_models, model_info
-from resnet_core.trainer import (ConfigError, RunConfig, TrainingDiverged, arch_options, paper_recipe, seed_recipe,
-                                  train)
+from resnet_core.trainer import (ConfigError, RunConfig, TrainingDiverged, arch_options, error_line, paper_recipe,
+                                  published_folder, seed_recipe, train)
 
 
 def number(kind, low, strictly: bool = False):
@@ -204,11 +204,27 @@ def main(argv=None) -> int:
         return 3
     finally:
         close_distributed()
-    if args.push_to_hub:
-        for name, s in status.items():
-            if s == "finished":
-                print(f"pushed {name}: {push_to_hub(args.out / name, f'{args.push_to_hub}-{name}')}", file=sys.stderr)
-    return 130 if "stopped" in status.values() and args.time_budget is None and args.stop_after is None else 0
+    pushed = push_finished(status, args.out, args.state_dir, args.push_to_hub) if args.push_to_hub else 0
+    return 130 if "stopped" in status.values() and args.time_budget is None and args.stop_after is None else pushed
+
+
+def push_finished(status: dict[str, str], out: Path, state_dir: Path, repo: str) -> int:
+    """Upload each model this run finished to the Hub as REPO-<model>, from where it was published (rank 0 only).
+    Returns 0, or 4 when an upload failed: the run is over and its checkpoints are published either way, so a
+    failed upload (offline, no token, no huggingface_hub) is one line that says how to retry, not a traceback."""
+    if os.environ.get("RANK", "0") != "0":
+        return 0
+    failed = 0
+    for name in (n for n, s in status.items() if s == "finished"):
+        folder, repo_id = published_folder(out, state_dir, name), f"{repo}-{name}"
+        try:
+            print(f"pushed {name}: {push_to_hub(folder, repo_id)}", file=sys.stderr)
+        except Exception as e:  # noqa: BLE001 - whatever the Hub client raises, the checkpoint is safe on disk
+            print(f"error: could not push {folder} to the Hub as {repo_id} ({error_line(e)}); it stays "
+                  f"published there; retry with: python -c 'from resnet_core.checkpoint import push_to_hub; "
+                  f"print(push_to_hub(\"{folder}\", \"{repo_id}\"))'", file=sys.stderr)
+            failed = 4
+    return failed
 
 
 if __name__ == "__main__":

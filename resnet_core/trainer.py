@@ -406,12 +406,17 @@ def load_state(lane: Lane, state_dir: Path, meta: dict) -> None:
         tensors = load_file(tensors_path)
     except Exception as e:  # a truncated file raises several kinds of error; all mean the same here
         raise SystemExit(f"error: {tensors_path} is unreadable ({e}); use --restart to start over") from None
-    with torch.no_grad():
-        lane.model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")}, strict=True)
-        for i, m in enumerate(lane.momentum):
-            m.copy_(tensors[f"momentum.{i}"])
-        for k, v in lane.stats.items():
-            v.copy_(tensors[f"stats.{k}"])
+    try:
+        with torch.no_grad():
+            lane.model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")}, strict=True)
+            for i, m in enumerate(lane.momentum):
+                m.copy_(tensors[f"momentum.{i}"])
+            for k, v in lane.stats.items():
+                v.copy_(tensors[f"stats.{k}"])
+    except (KeyError, RuntimeError) as e:  # a tensor missing, or of another shape: not this net's saved state
+        what = f"no tensor {e}" if isinstance(e, KeyError) else error_line(e)
+        raise SystemExit(f"error: {tensors_path} is not a whole saved state of {lane.name} ({what}); use --restart "
+                         f"to start over") from None
     lane.iteration, lane.wall_time_s = meta["iteration"], meta["wall_time_s"]
     lane.history, lane.finished = meta["history"], meta["finished"]
     lane.sittings = meta.get("sittings") or [legacy_sitting(saved)]
@@ -547,6 +552,17 @@ def published_by(folder: Path) -> str | None:
     except CheckpointError:
         return None
     return run_id if isinstance(run_id, str) else None
+
+
+def published_folder(out_dir: Path, state_dir: Path, model: str) -> Path:
+    """Where the run saved in state_dir published `model`: out_dir/<model>, or out_dir/<model>-run<id> when another
+    run's checkpoint held that folder when it published (see publish)."""
+    meta = read_state_meta(state_dir, model)
+    run_id = meta.get("run_id") if meta else None
+    diverted = Path(out_dir) / diverted_name(model, run_id) if isinstance(run_id, str) else None
+    if diverted is not None and published_by(Path(out_dir) / model) != run_id and published_by(diverted) == run_id:
+        return diverted
+    return Path(out_dir) / model
 
 
 def diverted_name(model: str, run_id: str) -> str:

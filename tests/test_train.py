@@ -554,24 +554,28 @@ def test_a_checkpoint_published_by_another_run_meanwhile_is_kept(tmp_path, share
 
 
 def test_sigterm_saves_state_then_resume_finishes(tmp_path, shared_cifar):
-    argv = [sys.executable, "train.py", "--model", "resnet20", "--epochs", "40", "--limit-train", "256",
-            "--limit-test", "100", "--batch-size", "64", "--device", "cpu", "--data-dir", str(shared_cifar),
-            "--out", str(tmp_path / "out"), "--state-dir", str(tmp_path / "runs")]
-    proc = subprocess.Popen(argv, cwd=REPO, stderr=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    options = ["--model", "resnet20", "--epochs", "6", "--limit-train", "256", "--limit-test", "100", "--batch-size",
+               "64", "--device", "cpu", "--data-dir", str(shared_cifar), "--out", str(tmp_path / "out"), "--state-dir",
+               str(tmp_path / "runs")]
+    proc = subprocess.Popen([sys.executable, "train.py", *options], cwd=REPO, stderr=subprocess.PIPE, text=True,
+                            env=dict(os.environ, PYTHONUNBUFFERED="1"))
     log = []
-    for line in proc.stderr:  # wait until it trains, then interrupt it
+    for line in proc.stderr:  # wait until it has trained an epoch, then interrupt it
         log.append(line)
-        if line.startswith("training resnet20"):
-            time.sleep(1.0)
+        if line.lstrip().startswith("resnet20 epoch    1 "):
             proc.send_signal(signal.SIGTERM)
             break
     log += proc.stderr.readlines()
     assert proc.wait(timeout=120) == 130, "".join(log)
     assert "stopped (SIGTERM)" in "".join(log)
     meta = json.loads((tmp_path / "runs/resnet20/state.json").read_text())
-    assert 0 < meta["iteration"] < 160 and not meta["finished"]
+    assert 4 <= meta["iteration"] < 24 and not meta["finished"]
     assert meta["command"].startswith("python train.py --model resnet20 ")  # how to resume it, on any machine
     assert not (tmp_path / "out" / "resnet20").exists()
+    assert train.main(options + ["--resume"]) == 0  # ... and it goes on from there to the end
+    info = read_checkpoint(tmp_path / "out" / "resnet20")
+    assert [r["epoch"] for r in info.history["records"]] == [1, 2, 3, 4, 5, 6] and info.metrics["iterations"] == 24
+    assert len(info.config["sittings"]) == 2
 
 
 def test_torchrun_two_gloo_processes(tmp_path, shared_cifar):
@@ -1014,3 +1018,97 @@ def test_a_publish_killed_between_its_renames_is_undone_at_the_start(tmp_path, s
     assert sorted(p.name for p in out.iterdir()) == ["resnet20"] and folder_bytes(out / "resnet20") == published
     train_tiny(out, runs, ("resnet20",), "--restart", "--overwrite")
     assert state_files(runs / "resnet20") == ["state-00000008.safetensors", "state.json"]
+
+
+def test_each_step_trains_on_the_planned_crops_and_flips_at_the_scheduled_lr(tmp_path, shared_cifar, monkeypatch):
+    """What the net is fed, step by step, against the paper's recipe computed here by hand: the epoch's order,
+    a 4-pixel zero pad then a 32x32 crop at the planned offset, a flip where planned, normalised; and the lr of
+    each step (0.1, /10 at each milestone) as the SGD step receives it."""
+    from resnet_core import data as data_module
+    from resnet_core import trainer
+    fed, lrs = [], []
+    real_fill, real_step = trainer.fill_batch, trainer.train_step
+
+    def fill_batch(data, idx, offsets, flips, x, y):
+        real_fill(data, idx, offsets, flips, x, y)
+        fed.append((data.train_x[idx].clone(), offsets[idx].clone(), flips[idx].clone(), data.mean, data.std,
+                    x.clone(), y.clone(), data.train_y[idx].clone()))
+
+    def train_step(lane, x, y):
+        lrs.append(float(lane.lr))
+        real_step(lane, x, y)
+
+    monkeypatch.setattr(trainer, "fill_batch", fill_batch)
+    monkeypatch.setattr(trainer, "train_step", train_step)
+    argv = ["--model", "resnet20", "--iterations", "8", "--milestones", "4", "6", "--limit-train", "128",
+            "--batch-size", "32", "--limit-test", "50", "--device", "cpu", "--data-dir", str(shared_cifar),
+            "--out", str(tmp_path / "out"), "--state-dir", str(tmp_path / "runs")]
+    assert train.main(argv) == 0
+    assert lrs == pytest.approx([0.1] * 4 + [0.01] * 2 + [0.001] * 2)
+    assert len(fed) == 8
+    seen = torch.cat([f[7] for f in fed[:4]])  # one epoch: every image once, in the plan's order
+    assert torch.equal(seen.sort().values, load_cifar10(str(shared_cifar), "train", limit=128)[1].sort().values)
+    flipped = cropped = 0
+    for images, offsets, flips, mean, std, x, y, labels in fed:
+        assert torch.equal(y, labels)
+        for image, (r, c), flip, got in zip(images, offsets.tolist(), flips.tolist(), x):
+            padded = torch.zeros(40, 40, 3, dtype=torch.uint8)
+            padded[4:36, 4:36] = image
+            crop = padded[r:r + 32, c:c + 32]
+            crop = crop.flip(1) if flip else crop
+            want = (crop.permute(2, 0, 1).float() / 255 - mean.view(3, 1, 1)) / std.view(3, 1, 1)
+            torch.testing.assert_close(got, want)
+            flipped, cropped = flipped + flip, cropped + ((r, c) != (4, 4))
+    assert 0.3 < flipped / 256 < 0.7 and cropped / 256 > 0.9  # the plan flips about half and moves nearly all
+    assert data_module.CIFAR10_MEAN != (0, 0, 0)  # normalised by the data's statistics, not left raw
+
+
+def test_a_damaged_state_tensors_file_is_one_line_on_resume(tmp_path, shared_cifar, capsys):
+    from safetensors.torch import save_file
+    argv, runs, meta = stopped_run(tmp_path, shared_cifar)
+    tensors = runs / meta["tensors"]
+    whole = {k: v.clone() for k, v in load_file(tensors).items()}  # not views of the file, which is cut next
+    tensors.write_bytes(tensors.read_bytes()[:1000])  # cut short
+    with pytest.raises(SystemExit, match=r"is unreadable .*--restart"):
+        train.main(argv + ["--resume"])
+    save_file({k: v for k, v in whole.items() if k != "momentum.3"}, tensors)  # whole, but a tensor short
+    with pytest.raises(SystemExit, match=r"is not a whole saved state of resnet20 \(no tensor 'momentum.3'\).*--restart"):
+        train.main(argv + ["--resume"])
+    whole["model.fc.weight"] = whole["model.fc.weight"][:5]
+    save_file(whole, tensors)  # every tensor, one of another shape
+    with pytest.raises(SystemExit, match=r"is not a whole saved state of resnet20 \(RuntimeError: .*--restart"):
+        train.main(argv + ["--resume"])
+    assert train.main(argv + ["--restart"]) == 0
+    assert read_checkpoint(tmp_path / "out" / "resnet20").metrics["iterations"] == 8
+
+
+def test_push_to_hub_uploads_what_this_run_published_and_a_failed_upload_is_one_line(tmp_path, shared_cifar,
+                                                                                      monkeypatch, capsys):
+    pushed = []
+    monkeypatch.setattr(train, "push_to_hub", lambda folder, repo: pushed.append((folder, repo)) or f"https://hub/{repo}")
+    argv = ["--model", "resnet20", *TINY, "--data-dir", str(shared_cifar), "--out", str(tmp_path / "out"),
+            "--state-dir", str(tmp_path / "runs"), "--push-to-hub", "me/resnet"]
+    assert train.main(argv + ["--stop-after", "2"]) == 0 and pushed == []  # nothing finished, nothing pushed
+    from resnet_core import trainer
+    real_publish = trainer.publish
+
+    def another_run_publishes_first(lane, data, out_dir, *args, **kwargs):
+        shutil.copytree(REPO / "checkpoints" / "resnet20", out_dir / "resnet20")
+        return real_publish(lane, data, out_dir, *args, **kwargs)
+
+    monkeypatch.setattr(trainer, "publish", another_run_publishes_first)
+    assert train.main(argv + ["--resume"]) == 0
+    monkeypatch.setattr(trainer, "publish", real_publish)
+    [(folder, repo)] = pushed
+    assert folder.name.startswith("resnet20-run") and repo == "me/resnet-resnet20"  # ours, not the other run's
+    assert "pushed resnet20: https://hub/me/resnet-resnet20" in capsys.readouterr().err
+
+    def offline(folder, repo):
+        raise OSError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(train, "push_to_hub", offline)
+    assert train.main(["--model", "plain20", *argv[2:]]) == 4
+    err = capsys.readouterr().err
+    assert f"error: could not push {tmp_path / 'out' / 'plain20'} to the Hub as me/resnet-plain20 (OSError: " in err
+    assert "it stays published there; retry with: python -c" in err and "Traceback" not in err
+    assert read_checkpoint(tmp_path / "out" / "plain20").metrics["iterations"] == 8
