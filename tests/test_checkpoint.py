@@ -60,7 +60,18 @@ def test_statistics_beyond_fp16_survive_publishing(tmp_path):
 def test_load_by_name_from_the_default_folder(saved, monkeypatch):
     _, path = saved
     monkeypatch.setenv("RESNET_CHECKPOINTS", str(path.parent))
-    assert load_pretrained("resnet20") is not None
+    loaded = load_pretrained("resnet20")
+    assert not loaded.training
+    # What the file holds, read directly (fp16 weights, fp32 BN statistics) into a fresh net in eval mode.
+    from safetensors.torch import load_file
+
+    expected = build_model("resnet20")
+    expected.load_state_dict({k: v.float() for k, v in load_file(path / "model.safetensors").items()})
+    expected.eval()
+    x = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), expected(x))
+        assert not torch.allclose(build_model("resnet20").eval()(x), expected(x), atol=1e-3)  # another net differs
     with pytest.raises(CheckpointError, match="no checkpoint folder 'resnet32'.*train.py"):
         load_pretrained("resnet32")
 

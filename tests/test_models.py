@@ -72,13 +72,40 @@ def test_probe_interface():
     layers = model.conv3x3_layers()
     assert len(layers) == 19  # the stem and 2 per block: 6n + 1 with n = 3
     assert len(model.weight_layers()) == 20  # plus the fc layer (option A adds no convs)
-    logits, responses = model.forward_intermediates(torch.randn(3, 3, 32, 32))
+    _, responses = model.forward_intermediates(torch.randn(3, 3, 32, 32))
     assert list(responses) == [name for name, _, _ in layers]
     assert responses["stem.conv"].shape == (3, 16, 32, 32)
     assert responses[layers[-1][0]].shape == (3, 64, 8, 8)
-    assert torch.allclose(logits, model(torch.randn(3, 3, 32, 32)) * 0 + logits)
     assert not any(bn._forward_hooks for _, _, bn in layers)  # hooks are removed
     assert all(hasattr(b, "residual") for b in model.blocks())
+
+
+def test_forward_intermediates_records_the_bn_outputs_fig7_measures():
+    """Fig. 7's responses: each 3x3 conv's BN output (after BN, before ReLU and addition), on the same forward pass
+    that gives the logits. BN statistics and affine parameters are made non-trivial, so that the conv output, the
+    ReLU after it or the block's output would all differ from what is expected."""
+    torch.manual_seed(0)
+    model = build_model("resnet20").eval()
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.normal_(0, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.normal_(0, 0.5)
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    logits, responses = model.forward_intermediates(x)
+    with torch.no_grad():
+        torch.testing.assert_close(logits, model(x))
+        stem = model.stem
+        torch.testing.assert_close(responses["stem.conv"], stem.bn(stem.conv(x)))
+        block = model.stages[0][0].residual  # input: the stem's output, after its ReLU
+        first = block.bn1(block.conv1(stem(x)))
+        torch.testing.assert_close(responses["stages.0.0.residual.conv1"], first)
+        torch.testing.assert_close(responses["stages.0.0.residual.conv2"], block.bn2(block.conv2(block.relu1(first))))
+        down = model.stages[1][0].residual  # the first strided block: input is the whole first stage's output
+        torch.testing.assert_close(responses["stages.1.0.residual.conv1"], down.bn1(down.conv1(model.stages[0](stem(x)))))
+    assert (responses["stem.conv"] < 0).any()  # before the ReLU
 
 
 def test_sgd_step_matches_torch_optim_sgd():

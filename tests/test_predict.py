@@ -142,6 +142,67 @@ def test_predict_accepts_pil_and_all_classes(model):
     assert sum(p for _, p in top) == pytest.approx(1.0, abs=1e-4)
 
 
+NORMALIZATION = {"mean": [0.2, 0.5, 0.7], "std": [0.1, 0.3, 0.6]}  # not CIFAR-10's: predict must use the model's
+
+
+@pytest.fixture(scope="module")
+def normalized_model():
+    """A small net carrying a checkpoint's normalisation, as load_pretrained sets it; a larger fc spreads the
+    probabilities, so any difference in what the net is fed shows in them."""
+    torch.manual_seed(1)
+    net = build_model("resnet20").eval()
+    with torch.no_grad():
+        net.fc.weight.mul_(20)
+    net.normalization = NORMALIZATION
+    return net
+
+
+def trainer_probabilities(net, pixels: np.ndarray) -> torch.Tensor:
+    """softmax(net(x)) with x made from a (32, 32, 3) uint8 image as the trainer and the evaluation make it."""
+    from resnet_core.data import normalize
+
+    x = normalize(torch.from_numpy(np.ascontiguousarray(pixels))[None], NORMALIZATION["mean"], NORMALIZATION["std"])
+    with torch.no_grad():
+        return torch.softmax(net(x), dim=1)[0]
+
+
+def predicted_probabilities(net, data) -> torch.Tensor:
+    top = dict(predict(net, data, top_k=len(CLASSES)))
+    return torch.tensor([top[c] for c in CLASSES])
+
+
+def test_predict_feeds_the_net_what_training_fed_it(normalized_model):
+    """An upload of a 32x32 image is classified from exactly its pixels, normalised as in training (the
+    checkpoint's mean and std, channels in order, rows as rows); a non-square one from its centre square."""
+    rng = np.random.default_rng(0)
+    square = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    expected = trainer_probabilities(normalized_model, square)
+    assert expected.max() > 0.3  # a peaked distribution: a wrong input moves it visibly
+    torch.testing.assert_close(predicted_probabilities(normalized_model, encode(Image.fromarray(square), "PNG")),
+                               expected)
+    # Non-square, short side 32: the centre square is taken as it is (no resampling), so its pixels are known.
+    wide = rng.integers(0, 256, (32, 48, 3), dtype=np.uint8)  # 48 wide: columns 8..39 are the centre
+    tall = rng.integers(0, 256, (50, 32, 3), dtype=np.uint8)  # 50 tall: rows 9..40 are the centre
+    for pixels, centre in ((wide, wide[:, 8:40]), (tall, tall[9:41])):
+        torch.testing.assert_close(predicted_probabilities(normalized_model, encode(Image.fromarray(pixels), "PNG")),
+                                   trainer_probabilities(normalized_model, centre))
+
+
+def test_predict_crops_the_centre_square_before_resizing(normalized_model):
+    """A 100x60 image whose centre 60x60 square is one colour and whose sides another: resized to 32x32, the
+    centre alone is a flat image of that colour; any of the sides in the crop would show at its edges."""
+    pixels = np.zeros((60, 100, 3), np.uint8)
+    pixels[:] = (0, 255, 0)
+    pixels[:, 20:80] = (200, 30, 90)
+    centre = np.zeros((32, 32, 3), np.uint8)
+    centre[:] = (200, 30, 90)
+    for image in (pixels, pixels.transpose(1, 0, 2)):  # wide, and tall
+        data = encode(Image.fromarray(np.ascontiguousarray(image)), "PNG")
+        assert (np.asarray(to_model_input(data)) == centre).all()
+        torch.testing.assert_close(predicted_probabilities(normalized_model, data),
+                                   trainer_probabilities(normalized_model, centre))
+
+
 def test_exif_rotation_is_applied():
     img = halves(64, 32)  # landscape: red left, blue right
     exif = Image.Exif()
