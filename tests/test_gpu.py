@@ -103,16 +103,24 @@ def test_bf16_graphed_training_learns():
 
 
 def test_compiled_lanes_capture_and_match_eager_steps():
-    """train.py --compile under CUDA graphs: inductor's kernels replay in the captured step and compute the eager
-    step (different kernels, so fp32 rounding apart; a small lr keeps that from growing), and bf16 learns."""
+    """train.py --compile under CUDA graphs. The capture: inductor's kernels replayed in the graph compute what the
+    same compiled step computes run eagerly (the same kernels, so as tight as graph against eager). The kernels:
+    one compiled step against one eager step from the same weights (other kernels: equal up to fp32/TF32
+    rounding, which ten steps of this net would amplify past any useful tolerance). And bf16 learns."""
     for model in ("resnet20", "plain20"):
-        cfg = RunConfig(model=model, recipe=Recipe(batch_size=128, lr=0.01, milestones=()), amp=False)
+        cfg = RunConfig(model=model, recipe=Recipe(batch_size=128, lr=0.01, milestones=()), amp=False, compile=True)
         data = synthetic_data()
         eager = run_lanes([cfg], data, 10, streams=False)[0]
-        compiled = run_lanes([dataclasses.replace(cfg, compile=True)], data, 10, streams=True)[0]
-        assert compiled.graph is not None and compiled.forward is not compiled.model
-        torch.testing.assert_close(compiled.stats["loss_sum"], eager.stats["loss_sum"], rtol=1e-3, atol=0)
-        for a, b in zip(eager.params, compiled.params):
+        graphed = run_lanes([cfg], data, 10, streams=True)[0]
+        assert graphed.graph is not None and eager.graph is None and graphed.forward is not graphed.model
+        for k in ("loss_sum", "correct", "steps"):
+            torch.testing.assert_close(eager.stats[k], graphed.stats[k], rtol=1e-4, atol=1e-5)
+        for a, b in zip(eager.params, graphed.params):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+        plain_step = run_lanes([dataclasses.replace(cfg, compile=False)], data, 1, streams=False)[0]
+        compiled_step = run_lanes([cfg], data, 1, streams=False)[0]
+        torch.testing.assert_close(compiled_step.stats["loss_sum"], plain_step.stats["loss_sum"], rtol=5e-3, atol=0)
+        for a, b in zip(plain_step.params, compiled_step.params):
             torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-4)
     lane = run_lanes([RunConfig(model="resnet20", recipe=Recipe(batch_size=128, lr=0.05), compile=True)],
                      synthetic_data(4096), 120, streams=True)[0]

@@ -14,8 +14,9 @@
 #
 #   T (minutes) = the device seconds the previous call's reply left (lease.budget_left_s), less 110, over 60: the
 #   gap before the call, its carry and unpack (~15 s), and after the deadline the trainer's stop, the last
-#   poll's snapshot and the trip back (~45 s) all count. If the CUDA tests failed (`check`, or `smoke` alone),
-#   add --no-cuda-graphs to every group (eager steps: slower, but the path the CPU tests run).
+#   poll's snapshot and the trip back (~45 s) all count. If a CUDA test of graphs, lanes or bf16 failed (`check`,
+#   or `smoke` alone), add --no-cuda-graphs to every group (eager steps: slower, but the path the CPU tests run);
+#   if only the compiled one failed (`check --compile` runs it), leave --compile out and nothing else.
 #   `queue` runs train.py once per group, in turn, inside T: a group's nets train side by side (the GPU busier)
 #   and publish together; the group the deadline stops saves its state, and a group with under 5 minutes left
 #   does not start. Order the groups by what the session can finish (an H200, 2026-11-30: the 56-layer pair in
@@ -99,6 +100,9 @@ stage)  # here: the six CIFAR-10 zips and the unfinished state (parked, and runs
 unpack)  # device: the carried zips into $DATA, the carried state archives into $RUNS; show the machine
     # pieces wait in $INCOMING until their file is whole; then it is checked (SHA-256) and put in place
     python3 "$(dirname "$0")/stage.py" unpack --data "$DATA" --runs "$RUNS" --incoming "$INCOMING"
+    # train.py locks each model's state folder (flock): a file system without locks would stop every start
+    python3 -c 'import fcntl, os, sys; p = os.path.join(sys.argv[1], ".lock-probe"); fcntl.flock(os.open(p, os.O_RDWR | os.O_CREAT), fcntl.LOCK_EX | fcntl.LOCK_NB); os.remove(p)' "$RUNS" \
+        && echo "file locks in $RUNS: ok" || echo "file locks in $RUNS: NOT AVAILABLE: set RUNS to a folder on a local disk for start/queue"
     nvidia-smi --query-gpu=name,memory.used,memory.total,utilization.gpu --format=csv || true
     python3 -c 'import torch, sys; print("torch", torch.__version__, "cuda", torch.version.cuda, "python", sys.version.split()[0])'
     ;;
@@ -114,7 +118,9 @@ check)  # device: the CUDA-only tests, then the throughput table against the tex
     # A failing test must not cost the benchmark (the call's minutes are spent either way): both run, both logs
     # come back whole in $OUT, and the call fails at the end if either did.
     set +e
-    python3 -m pytest -q tests/test_gpu.py -p no:cacheprovider -rA 2>&1 | tee "${OUT:-/tmp}/gpu_tests.txt" | tail -n 30
+    # the compiled test spends a minute or two compiling: only when the session weighs --compile
+    case " $* " in *" --compile "*) only=();; *) only=(-k "not compiled");; esac
+    python3 -m pytest -q tests/test_gpu.py -p no:cacheprovider -rA "${only[@]}" 2>&1 | tee "${OUT:-/tmp}/gpu_tests.txt" | tail -n 30
     tests=${PIPESTATUS[0]}
     python3 bench/train_throughput.py --data-dir "$DATA" --workers 8 "$@" 2>&1 | tee "${OUT:-/tmp}/bench.txt" | tail -n 40
     bench=${PIPESTATUS[0]}
