@@ -1112,3 +1112,16 @@ def test_push_to_hub_uploads_what_this_run_published_and_a_failed_upload_is_one_
     assert f"error: could not push {tmp_path / 'out' / 'plain20'} to the Hub as me/resnet-plain20 (OSError: " in err
     assert "it stays published there; retry with: python -c" in err and "Traceback" not in err
     assert read_checkpoint(tmp_path / "out" / "plain20").metrics["iterations"] == 8
+
+
+@pytest.mark.parametrize("native", [False, True])
+def test_cpu_bf16_on_a_cpu_without_it_in_hardware_says_to_leave_it_out(tmp_path, shared_cifar, monkeypatch, capsys,
+                                                                        native):
+    from resnet_core import trainer
+    monkeypatch.setattr(trainer, "cpu_has_bf16", lambda: native)
+    argv = ["--model", "resnet20", *TINY, "--data-dir", str(shared_cifar), "--out", str(tmp_path / "out"),
+            "--state-dir", str(tmp_path / "runs"), "--stop-after", "1"]
+    assert train.main(argv + ["--cpu-bf16"]) == 0
+    assert ("computes bf16 in software" in capsys.readouterr().err) == (not native)
+    assert train.main(argv + ["--restart"]) == 0  # fp32: nothing to say, whatever the CPU
+    assert "bf16 in software" not in capsys.readouterr().err
