@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from PIL import Image
 
 from resnet_core import build_model, explain, load_pretrained, read_checkpoint
@@ -68,6 +69,83 @@ def test_input_saliency_contract(model, x):
     assert_unit_map(saliency)
     assert saliency.max() == 1
     assert_no_state_left(model, buffers)
+
+
+class TwoSpots(nn.Module):
+    """A net whose Grad-CAM is known: forward_features averages 4x4 blocks of input channels 0 and 1 into an 8x8
+    map per channel; class k scores the mean of channel k (k = 0, 1), class 2 minus the mean of channel 0.
+    An input with a bright block in channel 0 at one place and in channel 1 at another thus has class 0's
+    evidence at the first place, class 1's at the second, and nothing that raises class 2."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(2, 3, bias=False)
+        with torch.no_grad():
+            self.fc.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]]))
+
+    def forward_features(self, x):  # (1, 3, 32, 32) -> (1, 2, 8, 8)
+        return F.avg_pool2d(x[:, :2], 4)
+
+    def forward_head(self, f):
+        return self.fc(f.mean(dim=(2, 3)))
+
+    def forward(self, x):
+        return self.forward_head(self.forward_features(x))
+
+
+SPOTS = {0: (1, 2), 1: (5, 6)}  # class (= channel) -> (row, column) of its bright block in the 8x8 feature map
+
+
+def two_spots_input(brightness=(1.0, 3.0)) -> torch.Tensor:
+    x = torch.zeros(1, 3, 32, 32)
+    for channel, (r, c) in SPOTS.items():
+        x[0, channel, 4 * r:4 * r + 4, 4 * c:4 * c + 4] = brightness[channel]
+    x[0, 2] = 5.0  # a channel the features ignore
+    return x
+
+
+def test_grad_cam_shows_each_class_its_own_evidence():
+    model, x = TwoSpots().eval(), two_spots_input()
+    assert int(model(x).argmax()) == 1  # channel 1's spot is the brighter: class 1 is predicted
+    for target, (r, c) in SPOTS.items():
+        cam, index = grad_cam(model, x, target=target)
+        assert index == target
+        assert_unit_map(cam)
+        peak = divmod(int(cam.argmax()), 32)
+        assert (peak[0] // 4, peak[1] // 4) == (r, c), f"class {target}'s map peaks at {peak}, not in block {(r, c)}"
+        assert cam[4 * r + 1, 4 * c + 1] == 1  # the middle of its own block is at the top of the scale
+        other_r, other_c = SPOTS[1 - target]
+        assert cam[4 * other_r:4 * other_r + 4, 4 * other_c:4 * other_c + 4].max() < 1e-6  # not the other spot
+    assert grad_cam(model, x)[1] == 1  # no target: the predicted class
+    cam, index = grad_cam(model, x, target=2)  # evidence only against class 2: ReLU leaves nothing
+    assert index == 2 and not cam.any()
+
+
+class Linear(nn.Module):
+    """logits = W . x + b: d score_k / d x = W[k], whatever x is."""
+
+    def __init__(self, classes=4, shape=(3, 8, 8)):
+        super().__init__()
+        g = torch.Generator().manual_seed(5)
+        self.weight = nn.Parameter(torch.randn(classes, *shape, generator=g))
+        self.bias = nn.Parameter(torch.randn(classes, generator=g))
+
+    def forward(self, x):
+        return torch.einsum("bchw,kchw->bk", x, self.weight) + self.bias
+
+
+def test_input_saliency_is_the_gradient_of_the_chosen_class():
+    """Saliency of a linear net for class k: |W[k]|, the largest over the three colour channels, min-max scaled
+    to [0, 1] (as input_saliency documents)."""
+    model = Linear()
+    x = torch.randn(1, 3, 8, 8, generator=torch.Generator().manual_seed(6))
+    for k in range(4):
+        expected = model.weight[k].detach().abs().amax(dim=0)  # (8, 8)
+        expected = (expected - expected.min()) / (expected.max() - expected.min())
+        torch.testing.assert_close(input_saliency(model, x, target=k), expected)
+    predicted = int(model(x).argmax())
+    torch.testing.assert_close(input_saliency(model, x), input_saliency(model, x, target=predicted))
+    assert all(p.grad is None for p in model.parameters())
 
 
 def test_overlay_sizes_and_blend():
