@@ -415,17 +415,21 @@ def load_state(lane: Lane, state_dir: Path, meta: dict) -> None:
         tensors = load_file(tensors_path)
     except Exception as e:  # a truncated file raises several kinds of error; all mean the same here
         raise SystemExit(f"error: {tensors_path} is unreadable ({e}); use --restart to start over") from None
-    try:
-        with torch.no_grad():
-            lane.model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")}, strict=True)
-            for i, m in enumerate(lane.momentum):
-                m.copy_(tensors[f"momentum.{i}"])
-            for k, v in lane.stats.items():
-                v.copy_(tensors[f"stats.{k}"])
-    except (KeyError, RuntimeError) as e:  # a tensor missing, or of another shape: not this net's saved state
-        what = f"no tensor {e}" if isinstance(e, KeyError) else error_line(e)
-        raise SystemExit(f"error: {tensors_path} is not a whole saved state of {lane.name} ({what}); use --restart "
-                         f"to start over") from None
+    # Every tensor the lane holds, by the name it is saved under: one missing, of another shape (copy_ would
+    # broadcast it), or a weight or momentum left over means the file is not this net's saved state.
+    targets = {f"model.{k}": v for k, v in lane.model.state_dict().items()}
+    targets.update({f"momentum.{i}": m for i, m in enumerate(lane.momentum)})
+    targets.update({f"stats.{k}": v for k, v in lane.stats.items()})
+    wrong = [f"no tensor {k}" for k in targets if k not in tensors]
+    wrong += [f"{k} of shape {list(tensors[k].shape)}, not {list(v.shape)}" for k, v in targets.items()
+              if k in tensors and tensors[k].shape != v.shape]
+    wrong += [f"a tensor {k} it does not have" for k in tensors if k not in targets and not k.startswith("stats.")]
+    if wrong:
+        raise SystemExit(f"error: {tensors_path} is not a whole saved state of {lane.name} ({'; '.join(wrong[:3])}"
+                         f"{f'; {len(wrong) - 3} more' if len(wrong) > 3 else ''}); use --restart to start over")
+    with torch.no_grad():
+        for k, v in targets.items():
+            v.copy_(tensors[k])
     lane.iteration, lane.wall_time_s = meta["iteration"], meta["wall_time_s"]
     lane.history, lane.finished = meta["history"], meta["finished"]
     lane.sittings = meta.get("sittings") or [legacy_sitting(saved)]

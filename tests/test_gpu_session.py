@@ -67,6 +67,9 @@ def test_collect_packs_unfinished_state_and_receive_unpacks_it(tmp_path):
              "--state-dir /root/runs --depth 18 34 --both --recipe seed --no-weights --time-budget 20")
     (ckpt / "resnet20").mkdir(parents=True)
     (ckpt / "resnet20" / "metrics.json").write_text("{}")
+    for name in ("resnet32-runabcdef12", "plain32-run00000000"):  # published beside another run's checkpoint
+        (ckpt / name).mkdir()
+        (ckpt / name / "metrics.json").write_text("{}")
     log.write_text("resnet20: finished\r2 models: 50%|#####     | 1/2 [00:01<00:01,  1.00it/s]\n")
     out.mkdir()
     env = dict(os.environ, OUT=str(out), RUNS=str(runs), CKPT=str(ckpt), LOG=str(log), PATH=PYTHON_FIRST)
@@ -88,14 +91,18 @@ def test_collect_packs_unfinished_state_and_receive_unpacks_it(tmp_path):
     (here / "checkpoints" / "resnet20").mkdir(parents=True)
     (here / "checkpoints" / "resnet20" / "landscape.json").write_text("{}")  # measured on the weights being replaced
     make_run(here / "bench" / "gpu" / "state", "resnet20", False, 100)  # parked by the last session, finished now
+    for name, run_id in (("resnet32", "abcdef12" * 4), ("plain32", "12345678" * 4)):  # the first one's run published
+        meta = make_run(here / "bench" / "gpu" / "state", name, False, 100) / "state.json"
+        meta.write_text(json.dumps(dict(json.loads(meta.read_text()), run_id=run_id)))
     script = REPO / "bench" / "gpu" / "session.sh"
     done = subprocess.run(["bash", str(script), "receive", str(out)], cwd=here, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert sorted(p.name for p in (here / "checkpoints" / "resnet20").iterdir()) == ["metrics.json"]
     parked = here / "bench" / "gpu" / "state"  # tracked by git: a fresh checkout of the next session has it
     assert (parked / "resnet110" / "state.safetensors").stat().st_size == 3 * MIB
-    assert sorted(p.name for p in parked.iterdir()) == ["plain110", "resnet110", "resnet18"]  # resnet20's went
-    assert "unparked: resnet20" in done.stdout and "commit it" in done.stdout
+    assert sorted(p.name for p in parked.iterdir()) == ["plain110", "plain32", "resnet110", "resnet18"]
+    assert "unparked: resnet20" in done.stdout and "unparked: resnet32" in done.stdout and "commit it" in done.stdout
+    assert "git add -A checkpoints bench/results/gpu-" in done.stdout and done.stdout.rstrip().endswith("bench/gpu/state")
     kept = list(here.glob("bench/results/gpu-*"))
     assert len(kept) == 1 and sorted(p.name for p in kept[0].iterdir()) == ["status.txt", "train.log"]
 
@@ -153,6 +160,9 @@ def test_every_poll_brings_back_a_snapshot(tmp_path):
     make_run(runs, "plain110", False, 1000)
     (ckpt / "resnet20").mkdir(parents=True)
     (ckpt / "resnet20" / "metrics.json").write_text("{}")
+    for name in ("resnet32-runabcdef12", "plain32-run00000000"):  # published beside another run's checkpoint
+        (ckpt / name).mkdir()
+        (ckpt / name / "metrics.json").write_text("{}")
     log.write_text("resnet20: published\n")
     out.mkdir()
     env = dict(os.environ, OUT=str(out), RUNS=str(runs), CKPT=str(ckpt), LOG=str(log), PATH=PYTHON_FIRST)

@@ -120,7 +120,7 @@ check)  # device: the CUDA-only tests, then the throughput table against the tex
     set +e
     # the compiled test spends a minute or two compiling: only when the session weighs --compile
     case " $* " in *" --compile "*) only=();; *) only=(-k "not compiled");; esac
-    python3 -m pytest -q tests/test_gpu.py -p no:cacheprovider -rA "${only[@]}" 2>&1 | tee "${OUT:-/tmp}/gpu_tests.txt" | tail -n 30
+    python3 -m pytest -q tests/test_gpu.py -p no:cacheprovider -rA ${only[@]+"${only[@]}"} 2>&1 | tee "${OUT:-/tmp}/gpu_tests.txt" | tail -n 30
     tests=${PIPESTATUS[0]}
     python3 bench/train_throughput.py --data-dir "$DATA" --workers 8 "$@" 2>&1 | tee "${OUT:-/tmp}/bench.txt" | tail -n 40
     bench=${PIPESTATUS[0]}
@@ -275,8 +275,16 @@ receive)  # here: unpack what a poll or collect returned (the reply's files_at) 
         for d in "$tmp"/*/; do
             [ -d "$d" ] || continue
             name=$(basename "$d"); rm -rf "${into:?}/$name"; mv "$d" "$into/"
-            # a net published now needs its parked state no more: left, a later stage would carry it back
-            [ "$into" = checkpoints ] && [ -e "$PARKED/$name" ] && rm -rf "${PARKED:?}/$name" && echo "unparked: $name"
+            # a net published now needs its parked state no more: left, a later stage would carry it back. One
+            # published beside another run's checkpoint is <model>-run<first 8 of its run id>: its state is <model>'s
+            [ "$into" = checkpoints ] || continue
+            base=$name
+            if [[ $name =~ ^(.+)-run([0-9a-f]{8})$ ]] && python3 -c 'import json, sys
+sys.exit(not json.load(open(sys.argv[1])).get("run_id", "").startswith(sys.argv[2]))' \
+                "$PARKED/${BASH_REMATCH[1]}/state.json" "${BASH_REMATCH[2]}" 2> /dev/null; then
+                base=${BASH_REMATCH[1]}
+            fi
+            if [ -e "$PARKED/$base" ]; then rm -rf "${PARKED:?}/$base"; echo "unparked: $base"; fi
         done
         rm -rf "$tmp"
     done
@@ -288,7 +296,9 @@ receive)  # here: unpack what a poll or collect returned (the reply's files_at) 
     du -sh checkpoints
     [ -d "$PARKED" ] && du -sh "$PARKED" && echo "unfinished state parked in $PARKED: commit it (a fresh checkout has" \
         "no runs/), and a later session's stage carries it"
-    echo "next: python -m resnet_core.report --verify --readme README.md; then git add -A checkpoints $PARKED $kept"
+    add="checkpoints $kept"  # the parked state too while there is some, or was (git add of a path never there fails)
+    if [ -d "$PARKED" ] || [ -n "$(git ls-files "$PARKED" 2> /dev/null)" ]; then add="$add $PARKED"; fi
+    echo "next: python -m resnet_core.report --verify --readme README.md; then git add -A $add"
     ;;
 *)
     sed -n '2,/^set -euo/p' "$0" | sed '$d'  # the header comment, however long it grows
