@@ -358,14 +358,14 @@ def test_model_card_gives_the_recipe_and_the_command(tiny_checkpoints):
     recipe = read_checkpoint(tiny_checkpoints / "resnet20").config["recipe"]
     assert f"SGD with momentum {recipe['momentum']} and weight decay {recipe['weight_decay']}; lr {recipe['lr']}" in card
     command = next(line.strip() for line in card.splitlines() if line.startswith("    python train.py"))
-    assert "--model resnet20 plain20 --epochs 2 --limit-train 256" in command
+    assert "--model resnet20 plain20 --epochs 2 --limit-train 64 --limit-test 50 --batch-size 16 --device cpu" in command
     assert "--out" not in command and "--state-dir" not in command and "--data-dir" not in command
     assert "Load with `resnet_core.load_pretrained" in card
     assert "Weights: `model.safetensors` (fp16, BN statistics fp32)." in card  # what the file holds, read back
     # 8 iterations: the card says it is no paper-length run (on the Hub it would otherwise read as a reproduction)
-    assert "| iterations | 8 (batch 64); a short run, under 1 % of the paper's 64,000: its errors are not Table 6's |" in card
+    assert "| iterations | 8 (batch 16); a short run, under 1 % of the paper's 64,000: its errors are not Table 6's |" in card
     full = ckpt.model_card(dict(CONFIG, recipe=dict(recipe, iterations=64_000)), {}, "fp16")
-    assert "| iterations | 64,000 (batch 64) |" in full
+    assert "| iterations | 64,000 (batch 16) |" in full
     milestones = " and ".join(f"{m:,}" for m in recipe["milestones"])
     assert f"multiplied by 0.1 at iterations {milestones}." in card
 

@@ -25,23 +25,26 @@ def test_that_runs():
 '''
 
 
-def run_probe(tmp_path: Path, name: str, strict: bool) -> subprocess.CompletedProcess:
+def run_probe(tmp_path: Path, strict: bool) -> subprocess.CompletedProcess:
+    """The probe twice, as tests/test_probe.py and as tests/test_gpu.py (where the CUDA tests live), in one run."""
     (tmp_path / "tests").mkdir(exist_ok=True)
     shutil.copy(REPO / "tests" / "conftest.py", tmp_path / "tests" / "conftest.py")
-    (tmp_path / "tests" / name).write_text(PROBE)
+    for name in ("test_probe.py", "test_gpu.py"):
+        (tmp_path / "tests" / name).write_text(PROBE)
     env = dict(os.environ, PYTHONPATH=str(REPO))
     env.pop("RESNET_TESTS_NO_SKIPS", None)
     if strict:
         env["RESNET_TESTS_NO_SKIPS"] = "1"
-    return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"tests/{name}"],
+    return subprocess.run([sys.executable, "-m", "pytest", "-q", "-rfEs", "-p", "no:cacheprovider", "tests"],
                           cwd=tmp_path, env=env, capture_output=True, text=True)
 
 
 def test_in_ci_a_skip_fails_but_not_a_cuda_one(tmp_path):
-    relaxed = run_probe(tmp_path, "test_probe.py", strict=False)
-    assert relaxed.returncode == 0 and "1 passed, 2 skipped" in relaxed.stdout, relaxed.stdout
-    strict = run_probe(tmp_path, "test_probe.py", strict=True)
-    assert strict.returncode == 1 and "1 failed, 1 passed, 1 error" in strict.stdout, strict.stdout
+    relaxed = run_probe(tmp_path, strict=False)
+    assert relaxed.returncode == 0 and "2 passed, 4 skipped" in relaxed.stdout, relaxed.stdout
+    strict = run_probe(tmp_path, strict=True)
+    assert strict.returncode == 1 and "1 failed, 2 passed, 2 skipped, 1 error" in strict.stdout, strict.stdout
+    assert "FAILED tests/test_probe.py::test_without_its_data" in strict.stdout
+    assert "ERROR tests/test_probe.py::test_without_a_browser" in strict.stdout
     assert "allows no skip: Skipped: no CIFAR-10" in strict.stdout
-    cuda = run_probe(tmp_path, "test_gpu.py", strict=True)  # where the CUDA tests live: they may skip anywhere
-    assert cuda.returncode == 0 and "1 passed, 2 skipped" in cuda.stdout, cuda.stdout
+    assert strict.stdout.count("SKIPPED [1] tests/test_gpu.py") == 2  # the CUDA tests may skip anywhere

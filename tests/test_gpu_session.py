@@ -380,16 +380,16 @@ def test_the_runbook_end_to_end_on_the_cpu(tmp_path, shared_cifar, pidfile):
         assert done.returncode == 0, done.stdout + done.stderr
         return done.stdout
 
-    tiny = ["--model", "resnet20", "--iterations", "8", "--milestones", "4", "6", "--limit-train", "256",
-            "--limit-test", "100", "--batch-size", "64", "--device", "cpu"]
+    tiny = ["--model", "resnet20", "--iterations", "8", "--milestones", "4", "6", "--limit-train", "64",
+            "--limit-test", "50", "--batch-size", "16", "--device", "cpu"]
     call("start", *tiny, "--stop-after", "4")  # stands in for --time-budget: stops with state saved
     printed = call("poll", "120", out=tmp_path / "out1")
     assert "train.py: not running" in printed and "published:" not in printed
     status = (tmp_path / "out1" / "status.txt").read_text()
     assert "resnet20: at iteration 4 of 8" in status
     resume = next(line for line in status.splitlines() if line.startswith("resume: "))[len("resume: "):]
-    assert resume == ("bash bench/gpu/session.sh start --iterations 8 --milestones 4 6 --limit-train 256 --limit-test 100 "
-                      "--batch-size 64 --model resnet20 --resume --time-budget N")
+    assert resume == ("bash bench/gpu/session.sh start --iterations 8 --milestones 4 6 --limit-train 64 --limit-test 50 "
+                      "--batch-size 16 --model resnet20 --resume --time-budget N")
 
     here.mkdir()
     call("receive", str(tmp_path / "out1"), cwd=here)  # the state comes here, as a later session's stage would find it
@@ -416,7 +416,7 @@ def test_queue_trains_groups_in_turn_within_its_minutes(tmp_path, shared_cifar, 
     env = dict(os.environ, DATA=str(shared_cifar), CKPT=str(device / "ckpt"), RUNS=str(device / "runs"),
                LOG=str(device / "train.log"), START_WAIT="1", PATH=PYTHON_FIRST,
                PIDFILE=str(pidfile), QUEUE_MIN_S="60")
-    tiny = "--iterations 8 --milestones 4 6 --limit-train 256 --limit-test 100 --batch-size 64 --device cpu"
+    tiny = "--iterations 8 --milestones 4 6 --limit-train 64 --limit-test 50 --batch-size 16 --device cpu"
     session = ["bash", str(REPO / "bench" / "gpu" / "session.sh")]
     done = subprocess.run([*session, "queue", "5", f"--model resnet20 {tiny}", f"--model plain20 {tiny}"], cwd=REPO,
                           env=env, capture_output=True, text=True)

@@ -363,7 +363,7 @@ def test_results_markdown_from_real_checkpoints(tiny_checkpoints, tiny_seed_chec
         row = next(line for line in text.splitlines() if line.startswith(f"| {info.name} |"))
         assert f"| {info.metrics['test_error']:.2f} |" in row
         assert ("not bundled" in row) == info.name.endswith("18")
-    assert "| ResNet-20: test error at or below the paper's 8.75 % | short run |" in text  # two epochs on 256 images
+    assert "| ResNet-20: test error at or below the paper's 8.75 % | short run |" in text  # two epochs on 64 images
     assert "short run" in text
     assert "#### Seed report 000" in text and "ours: ResNet-18" in text and "ours: ResNet-34" not in text
 
@@ -384,7 +384,7 @@ def test_verify_reevaluates_the_published_weights(tiny_checkpoints, tiny_seed_ch
     shutil.copytree(tiny_seed_checkpoints / "resnet18", root / "resnet18")
     table = report.verify(list_checkpoints(root)[0], str(shared_cifar)).set_index("model")
     assert (table.loc[["resnet20", "plain20"], "within 0.1"] == "yes").all()
-    assert table.loc["resnet20", "test images"] == "200"
+    assert table.loc["resnet20", "test images"] == "50"
     assert table.loc["resnet20", "stored as"] == "fp16, BN statistics fp32"  # what save_checkpoint writes
     assert table.loc["resnet18", "stored as"] == ""  # no weights
     assert table.loc["resnet18", "within 0.1"] == "weights not bundled"
