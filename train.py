@@ -97,6 +97,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     run.add_argument("--compile", action="store_true",
                      help="run each block through torch.compile (fuses BN, ReLU and the addition; costs compile "
                           "time at the start; not under torchrun). bench/train_throughput.py --compile measures it")
+    run.add_argument("--fuse", action="store_true",
+                     help="train the plain and residual net of each 6n+2 depth as one network of grouped convolutions "
+                          "(fewer, wider kernels on a GPU; the same arithmetic). bench/train_throughput.py --fuse "
+                          "measures it")
     run.add_argument("--time-budget", type=POSITIVE,
                      help="minutes from when training's set-up starts, data loading included; then save state and "
                           "exit (continue with --resume)")
@@ -193,7 +197,7 @@ def main(argv=None) -> int:
     try:
         status = train(configs, data_dir=args.data_dir, out_dir=args.out, state_dir=args.state_dir, device=device,
                        resume=args.resume, restart=args.restart, overwrite=args.overwrite,
-                       stop_after=args.stop_after, command=command,
+                       stop_after=args.stop_after, command=command, fuse=args.fuse,
                        time_budget_s=args.time_budget * 60 if args.time_budget is not None else None,
                        log=lambda *a, **k: print(*a, file=sys.stderr, **k))
     except (DatasetError, ConfigError) as e:

@@ -32,6 +32,7 @@ from .checkpoint import (REPO_ROOT, CheckpointError, atomic_save_tensors, atomic
                          recover_checkpoint, remove_stale_temps, save_checkpoint, storage_state)
 from .data import CIFAR10_MEAN, CIFAR10_STD, CLASSES, augment_batch, augmentation_plan, load_cifar10, normalize, resolve_data_dir
 from .explain import RECORDED_MISTAKES, confident_mistakes
+from .fused import FusedNet, fusable, shape_key
 from .models import build_model, model_info
 from .paper import PAPER_ITERATIONS
 from .probes import autocast_for, evaluate, first_epoch_reaching, per_class_accuracy, response_std
@@ -126,6 +127,7 @@ class Lane:
     saved_iteration: int | None = None       # where the state on disk is (None: none saved), what a stop keeps
     data_sha256: str | None = None           # of the images and labels it trains and is tested on (Data.sha256)
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex)  # one run, whatever its sittings: state and checkpoint
+    group: "FusedGroup | None" = None        # trained fused with other lanes of its depth (--fuse), while all go on
 
     @property
     def name(self) -> str:
@@ -137,9 +139,64 @@ class Lane:
         self.wall_time_s = time.perf_counter() - self.clock_zero
 
 
+@dataclass(eq=False)
+class FusedGroup:
+    """Lanes of one depth trained as one FusedNet (--fuse): one forward and backward pass, one graph, one stream;
+    then each lane's own statistics and SGD update on its slices. The lanes' models alias the fused weights, so
+    everything else (evaluation, saving, publishing) goes on per lane as before. Dissolved, for good, when a lane
+    leaves the run before the others (it diverged): the rest then train as lanes of their own."""
+    lanes: list[Lane]
+    net: FusedNet
+    layer_index: list[list[int]]             # per lane: where its layer weights are in its params
+    graph: object = None
+    stream: object = None
+    eager_steps: int = 0
+
+    @property
+    def name(self) -> str:
+        return "+".join(lane.name for lane in self.lanes)
+
+
 def lane_cost(lane: Lane) -> int:
     """Weight layers: how long the lane's step takes, near enough to pick the slowest."""
     return len(lane.layer_weights)
+
+
+def fuse_key(lane: Lane) -> tuple | None:
+    """Lanes with one key (not None) can train fused: one layer shape, one recipe, the same flags, at one iteration.
+    None: this lane cannot (not a CIFAR 6n+2 net with option A or no shortcuts, or compiled)."""
+    if lane.cfg.compile or lane.finished or fusable(lane.model) is not None:
+        return None
+    c = lane.cfg
+    return (shape_key(lane.model), c.recipe, c.amp, c.cpu_bf16, c.channels_last, c.cuda_graphs, lane.iteration,
+            str(lane.params[0].device))
+
+
+def fuse_lanes(lanes: list[Lane]) -> list[FusedGroup]:
+    """Group the lanes that can train fused (fuse_key): each group of two or more becomes one FusedNet, which its
+    lanes' models then alias. Lanes of no group are left as they are."""
+    by_key: dict[tuple, list[Lane]] = {}
+    for lane in lanes:
+        if (key := fuse_key(lane)) is not None:
+            by_key.setdefault(key, []).append(lane)
+    groups = []
+    for members in by_key.values():
+        if len(members) < 2:
+            continue
+        net = FusedNet([lane.model for lane in members]).train()
+        index = [[next(i for i, p in enumerate(lane.params) if p is w) for w in lane.layer_weights] for lane in members]
+        group = FusedGroup(lanes=members, net=net, layer_index=index)
+        for lane in members:
+            lane.group = group
+        groups.append(group)
+    return groups
+
+
+def dissolve(group: FusedGroup) -> None:
+    """Each lane of the group trains on its own from now on (its model still holds the fused weights, as views)."""
+    for lane in group.lanes:
+        lane.group, lane.graph, lane.eager_steps = None, None, 0
+    group.graph = None
 
 
 def new_stats(n_layers: int, device) -> dict[str, torch.Tensor]:
@@ -225,38 +282,91 @@ def train_step(lane: Lane, x: torch.Tensor, y: torch.Tensor) -> None:
     loss = F.cross_entropy(logits.float(), y)
     loss.backward()
     with torch.no_grad():
-        s = lane.stats
-        s["grad_norm_sum"] += torch.stack(torch._foreach_norm([w.grad for w in lane.layer_weights])).double()
-        s["loss_sum"] += loss.detach().double()
-        s["correct"] += (logits.argmax(1) == y).sum()
-        s["steps"] += 1
-        bad = ~torch.isfinite(loss.detach())
-        s["first_bad"].copy_(torch.where(bad & (s["first_bad"] < 0), s["iteration"], s["first_bad"]))
-        s["iteration"] += 1
+        record_step(lane, loss, logits, y, [w.grad for w in lane.layer_weights])
         sgd_step(lane.params, [p.grad for p in lane.params], lane.momentum, lane.lr, r.momentum, r.weight_decay)
 
 
-def capture_step(lane: Lane, x: torch.Tensor, y: torch.Tensor) -> None:
-    """Record one training step as a CUDA graph on the lane's stream (after eager warm-up steps there).
+def fused_train_step(group: FusedGroup, x: torch.Tensor, y: torch.Tensor) -> None:
+    """One SGD iteration of every lane of the group, through one pass of the fused net: the summed losses give each
+    lane exactly its own gradients (nothing in the net mixes them), then each lane records and updates as alone."""
+    net = group.net
+    for p in net.parameters():
+        p.grad = None
+    cfg = group.lanes[0].cfg
+    with autocast_for(x.device, uses_bf16(cfg, x.device)):
+        logits = net(x)  # (batch, lanes, classes)
+    losses = [F.cross_entropy(logits[:, k].float(), y) for k in range(len(group.lanes))]
+    torch.stack(losses).sum().backward()
+    with torch.no_grad():
+        for k, lane in enumerate(group.lanes):
+            grads = net.member_grads(k)
+            record_step(lane, losses[k], logits[:, k], y, [grads[i] for i in group.layer_index[k]])
+            r = lane.cfg.recipe
+            sgd_step(lane.params, grads, lane.momentum, lane.lr, r.momentum, r.weight_decay)
+
+
+def record_step(lane: Lane, loss: torch.Tensor, logits: torch.Tensor, y: torch.Tensor, layer_grads) -> None:
+    """Add one step to the lane's running sums: loss, correct, the weight layers' gradient norms, and the first
+    iteration whose loss was not finite."""
+    s = lane.stats
+    s["grad_norm_sum"] += torch.stack(torch._foreach_norm(layer_grads)).double()
+    s["loss_sum"] += loss.detach().double()
+    s["correct"] += (logits.argmax(1) == y).sum()
+    s["steps"] += 1
+    bad = ~torch.isfinite(loss.detach())
+    s["first_bad"].copy_(torch.where(bad & (s["first_bad"] < 0), s["iteration"], s["first_bad"]))
+    s["iteration"] += 1
+
+
+def unit_step(unit: Lane | FusedGroup, x: torch.Tensor, y: torch.Tensor) -> None:
+    """One training step of a lane, or of a fused group of lanes."""
+    if isinstance(unit, FusedGroup):
+        fused_train_step(unit, x, y)
+    else:
+        train_step(unit, x, y)
+
+
+def capture_step(unit: Lane | FusedGroup, x: torch.Tensor, y: torch.Tensor) -> None:
+    """Record one training step as a CUDA graph on the lane's (or group's) stream, after eager warm-up steps there.
     Capture records kernels without running them; every later step is one replay, no Python."""
-    lane.graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(lane.graph, stream=lane.stream):
-        train_step(lane, x, y)
-    if lane.sittings:  # kept with the state: a later sitting that only publishes captures nothing
-        lane.sittings[-1]["cuda_graphs"] = True
+    unit.graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(unit.graph, stream=unit.stream):
+        unit_step(unit, x, y)
+    for lane in unit.lanes if isinstance(unit, FusedGroup) else [unit]:
+        if lane.sittings:  # kept with the state: a later sitting that only publishes captures nothing
+            lane.sittings[-1]["cuda_graphs"] = True
 
 
-def run_step(lane: Lane, x: torch.Tensor, y: torch.Tensor) -> None:
-    """The step on the lane's own CUDA stream (so lanes overlap on the GPU), as a graph replay once captured."""
-    if lane.stream is None:
-        train_step(lane, x, y)
+def run_step(unit: Lane | FusedGroup, x: torch.Tensor, y: torch.Tensor) -> None:
+    """The step on the lane's (or group's) own CUDA stream, so that lanes overlap on the GPU, as a graph replay once
+    captured."""
+    if unit.stream is None:
+        unit_step(unit, x, y)
         return
-    with torch.cuda.stream(lane.stream):
-        if lane.graph is not None:
-            lane.graph.replay()
+    with torch.cuda.stream(unit.stream):
+        if unit.graph is not None:
+            unit.graph.replay()
         else:
-            train_step(lane, x, y)
-            lane.eager_steps += 1
+            unit_step(unit, x, y)
+            unit.eager_steps += 1
+
+
+def step_units(lanes: list[Lane]) -> list[Lane | FusedGroup]:
+    """What steps this iteration: each fused group whose lanes all do, as one, and every other lane alone. A group
+    missing a lane (it left the run: diverged) is dissolved first."""
+    units, taken = [], set()
+    for lane in lanes:
+        group = lane.group
+        if group is None:
+            units.append(lane)
+        elif id(group) not in taken:
+            if all(member in lanes for member in group.lanes):
+                units.append(group)
+                taken.add(id(group))
+            else:
+                dissolve(group)
+                units.append(lane)
+    return units
 
 
 def uses_bf16(cfg: RunConfig, device: torch.device) -> bool:
@@ -297,20 +407,22 @@ def step_lanes(lanes: list[Lane], x: torch.Tensor, y: torch.Tensor, it: int, cap
         if new_lr != lane.lr_value:
             lane.lr.fill_(new_lr)
             lane.lr_value = new_lr
-    ready = [lane for lane in lanes if capture and lane.graph is None and lane.stream is not None
-             and lane.eager_steps >= warmup]
+    units = step_units(lanes)
+    ready = [unit for unit in units if capture and unit.graph is None and unit.stream is not None
+             and unit.eager_steps >= warmup]
     if ready:
         torch.cuda.synchronize()  # capture the ready lanes at once, with nothing else in flight
-        for lane in ready:
-            capture_step(lane, x, y)
+        for unit in ready:
+            capture_step(unit, x, y)
+    for unit in units:
+        if unit.stream is not None:  # start once this batch (and the lr) is written
+            unit.stream.wait_stream(torch.cuda.current_stream())
+        run_step(unit, x, y)
     for lane in lanes:
-        if lane.stream is not None:  # start once this batch (and the lr) is written
-            lane.stream.wait_stream(torch.cuda.current_stream())
-        run_step(lane, x, y)
         lane.iteration += 1
-    for lane in lanes:  # the next batch overwrites x: wait until every lane has read it
-        if lane.stream is not None:
-            torch.cuda.current_stream().wait_stream(lane.stream)
+    for unit in units:  # the next batch overwrites x: wait until every lane has read it
+        if unit.stream is not None:
+            torch.cuda.current_stream().wait_stream(unit.stream)
 
 
 # -- resumable state (safetensors + JSON, nothing pickled) ------------------------------------------
@@ -606,7 +718,8 @@ def published_checkpoint(folder: Path) -> str | None:
 def train(configs: list[RunConfig], *, data_dir: str | None = None, out_dir: Path = REPO_ROOT / "checkpoints",
           state_dir: Path = REPO_ROOT / "runs", device: str | torch.device | None = None, resume: bool = False,
           restart: bool = False, time_budget_s: float | None = None, stop_after: int | None = None,
-          warmup_steps: int = 3, command: str | None = None, overwrite: bool = False, log=print) -> dict[str, str]:
+          warmup_steps: int = 3, command: str | None = None, overwrite: bool = False, fuse: bool = False,
+          log=print) -> dict[str, str]:
     """Train `configs` side by side, in lockstep on one shared, identically augmented batch stream.
     Returns {model: "finished" | "stopped" | "skipped"}. A lane whose loss, test loss, weights or BN statistics go
     NaN/inf stops there (its last good state kept) while the others go on; then TrainingDiverged is raised at the
@@ -615,7 +728,9 @@ def train(configs: list[RunConfig], *, data_dir: str | None = None, out_dir: Pat
     state folder another run holds locked (lock_state: held until this call returns), and an out_dir or state_dir
     that cannot be written in. Options that make no run raise ConfigError.
     time_budget_s counts from this call, the data's loading and the models' set-up included, so that a run given
-    the minutes a device session has left stops inside them."""
+    the minutes a device session has left stops inside them.
+    fuse=True trains the lanes of one CIFAR depth (plainN beside resnetN) as one FusedNet: fewer, wider kernels
+    on a GPU, the same arithmetic (fuse_lanes; not under DDP, nor with compile)."""
     with ExitStack() as locks:
         t_called = time.perf_counter()
         first = configs[0]
@@ -722,6 +837,17 @@ def train(configs: list[RunConfig], *, data_dir: str | None = None, out_dir: Pat
                     lane.model, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False)
             if use_graphs and lane.cfg.cuda_graphs:  # the deepest lanes set the pace of the lockstep: first on the SMs
                 lane.stream = torch.cuda.Stream(device, priority=-1 if lane_cost(lane) == slowest else 0)
+        groups = fuse_lanes(lanes) if fuse and not ddp else []
+        for group in groups:
+            group.stream = group.lanes[0].stream  # its lanes' own streams wait in case the group is dissolved
+            for lane in group.lanes:
+                if lane.sittings and lane.sittings[-1]["start"] == lane.iteration:
+                    lane.sittings[-1]["fused_with"] = [m.name for m in group.lanes if m is not lane]
+            say(f"fused: {', '.join(m.name for m in group.lanes)} train as one network (--fuse)")
+        if fuse and not groups:
+            say("note: --fuse found nothing to fuse: it joins a plain and a residual 6n+2 net of one depth (option A) "
+                "at one iteration, not compiled" + (", and not under torchrun" if ddp else "") + "; each model "
+                "trains as its own lane")
         # Static batch buffers: graphs read from these addresses on every replay.
         x = torch.zeros(local, 3, 32, 32, device=device)
         x = x.to(memory_format=torch.channels_last) if all(lane.cfg.channels_last for lane in lanes) else x
