@@ -14,7 +14,7 @@ import torch
 from conftest import REPO
 from resnet_core import model_info, read_checkpoint, trainer
 from resnet_core.data import CIFAR10_MEAN, CIFAR10_STD, augmentation_plan
-from resnet_core.trainer import Data, Recipe, RunConfig, fill_batch, make_lane, step_lanes
+from resnet_core.trainer import Data, Recipe, RunConfig, fill_batch, fuse_lanes, make_lane, step_lanes
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -29,13 +29,16 @@ def synthetic_data(n=1024, device="cuda") -> Data:
                 torch.tensor(CIFAR10_MEAN, device=device), torch.tensor(CIFAR10_STD, device=device))
 
 
-def run_lanes(configs, data, iterations, streams, capture_after=3, join_at=None):
-    """Train `configs` side by side for `iterations` steps; lane k takes part from iteration join_at[k] (default 0)."""
+def run_lanes(configs, data, iterations, streams, capture_after=3, join_at=None, fuse=False):
+    """Train `configs` side by side for `iterations` steps; lane k takes part from iteration join_at[k] (default 0).
+    `fuse`: the lanes of one depth as one FusedNet, as train.py --fuse."""
     lanes = [make_lane(c, torch.device("cuda")) for c in configs]
     join_at = join_at or [0] * len(lanes)
     for lane in lanes:
         if streams:
             lane.stream = torch.cuda.Stream()
+    for group in fuse_lanes(lanes) if fuse else []:
+        group.stream = group.lanes[0].stream
     batch = configs[0].recipe.batch_size
     x = torch.zeros(batch, 3, 32, 32, device="cuda").to(memory_format=torch.channels_last)
     y = torch.zeros(batch, dtype=torch.long, device="cuda")
@@ -93,6 +96,26 @@ def test_lane_joining_late_warms_up_before_capture():
     assert int(graphed.stats["steps"]) == int(eager.stats["steps"]) == 12
 
 
+def test_fused_lanes_capture_and_match_eager_and_apart():
+    """--fuse under CUDA graphs: the captured fused step replays what the same fused step computes eagerly
+    (tight), and a fused step computes what the lanes compute apart (grouped convolutions round otherwise)."""
+    configs = [RunConfig(model=m, recipe=Recipe(batch_size=128, milestones=(10,)), amp=False)
+               for m in ("resnet20", "plain20")]
+    data = synthetic_data()
+    eager = run_lanes(configs, data, 20, streams=False, fuse=True)
+    graphed = run_lanes(configs, data, 20, streams=True, fuse=True)
+    assert graphed[0].group is not None and graphed[0].group.graph is not None and graphed[0].graph is None
+    for e, g in zip(eager, graphed):
+        for a, b in zip(e.params, g.params):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+        for k in ("loss_sum", "correct", "steps", "grad_norm_sum"):
+            torch.testing.assert_close(e.stats[k], g.stats[k], rtol=1e-4, atol=1e-5)
+    fused, apart = run_lanes(configs, data, 2, streams=False, fuse=True), run_lanes(configs, data, 2, streams=False)
+    for f, a in zip(fused, apart):
+        for u, v in zip(f.params, a.params):
+            torch.testing.assert_close(u, v, rtol=1e-3, atol=1e-4)
+
+
 def test_bf16_graphed_training_learns():
     cfg = RunConfig(model="resnet20", recipe=Recipe(batch_size=128, lr=0.05))
     data = synthetic_data(4096)
@@ -144,9 +167,11 @@ def test_train_end_to_end_on_gpu_with_resume(tmp_path, monkeypatch):
         assert abs(a.metrics["test_error"] - b.metrics["test_error"]) < 5.0
 
 
-def test_ten_lanes_fit_and_project_the_paper_run(tmp_path, capsys):
-    """`train.py --all` on this GPU: the ten 6n+2 nets side by side, every one captured; the device memory they
-    take, and the wall time of the paper's 64k iterations plus an evaluation and a state save per epoch."""
+@pytest.mark.parametrize("fuse", [False, True], ids=["apart", "fused"])
+def test_ten_lanes_fit_and_project_the_paper_run(tmp_path, capsys, fuse):
+    """`train.py --all` on this GPU (with `--fuse`: each depth's pair as one network): the ten 6n+2 nets side by
+    side, every one captured; the device memory they take, and the wall time of the paper's 64k iterations plus an
+    evaluation and a state save per epoch."""
     torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = False, True  # as train() runs
     names = [f"{kind}{depth}" for depth in (20, 32, 44, 56, 110) for kind in ("resnet", "plain")]
     device, batch = torch.device("cuda"), 128
@@ -156,6 +181,8 @@ def test_ten_lanes_fit_and_project_the_paper_run(tmp_path, capsys):
     lanes = [make_lane(RunConfig(model=m, recipe=trainer.paper_recipe(model_info(m)["depth"])), device) for m in names]
     for lane in lanes:
         lane.stream = torch.cuda.Stream()
+    for group in fuse_lanes(lanes) if fuse else []:
+        group.stream = group.lanes[0].stream
     x = torch.zeros(batch, 3, 32, 32, device=device).to(memory_format=torch.channels_last)
     y = torch.zeros(batch, dtype=torch.long, device=device)
     perm, offsets, flips = augmentation_plan(len(data.train_y), 0, 0, device)
@@ -170,7 +197,8 @@ def test_ten_lanes_fit_and_project_the_paper_run(tmp_path, capsys):
         step_lanes(lanes, x, y, it, capture=True)
     torch.cuda.synchronize()
     per_iteration = (time.perf_counter() - t0) / timed
-    assert all(lane.graph is not None and int(lane.stats["first_bad"]) == -1 for lane in lanes)
+    assert all((lane.group or lane).graph is not None and int(lane.stats["first_bad"]) == -1 for lane in lanes)
+    assert all(lane.group is not None for lane in lanes) == fuse
 
     epoch_end = []  # the first round autotunes the evaluation's batches (EVAL_BATCH); the second is timed
     for _ in range(2):
@@ -183,7 +211,7 @@ def test_ten_lanes_fit_and_project_the_paper_run(tmp_path, capsys):
     epochs = math.ceil(64_000 / (50_000 // batch))
     minutes = (64_000 * per_iteration + epochs * epoch_end[-1]) / 60
     with capsys.disabled():
-        print(f"\nten lanes on {torch.cuda.get_device_name()}: {per_iteration * 1e3:.2f} ms per iteration "
+        print(f"\nten lanes{' fused in pairs' if fuse else ''} on {torch.cuda.get_device_name()}: {per_iteration * 1e3:.2f} ms per iteration "
               f"({10 * batch / per_iteration:,.0f} img/s), {epoch_end[-1]:.2f} s per epoch end (evaluation + state); "
               f"64k iterations and {epochs} epoch ends: {minutes:.1f} min; peak memory {peak / 2**30:.1f} "
               f"of {total / 2**30:.0f} GiB")

@@ -4,7 +4,7 @@
 #
 #   here:    bash bench/gpu/session.sh lean           # first: checkpoints/, parked state out of what travels
 #   here:    bash bench/gpu/session.sh stage          # .gpu-1 ... .gpu-N: the data (+ unfinished state), cut to fill
-#   device:  bash bench/gpu/session.sh unpack && bash bench/gpu/session.sh check --images 10000 --lanes 2
+#   device:  bash bench/gpu/session.sh unpack && bash bench/gpu/session.sh check --images 10000 --lanes 2 --fuse
 #                # carry=[".gpu-1"]: the machine's start, the CUDA tests and the throughput table (~2 min)
 #   device:  bash bench/gpu/session.sh unpack         # carry=[".gpu-2"], ... up to .gpu-N-1, one call each
 #   device:  bash bench/gpu/session.sh unpack && START_WAIT=30 bash bench/gpu/session.sh queue T "--depth 44 --both" \
@@ -16,7 +16,8 @@
 #   gap before the call, its carry and unpack (~15 s), and after the deadline the trainer's stop, the last
 #   poll's snapshot and the trip back (~45 s) all count. If a CUDA test of graphs, lanes or bf16 failed (`check`,
 #   or `smoke` alone), add --no-cuda-graphs to every group (eager steps: slower, but the path the CPU tests run);
-#   if only the compiled one failed (`check --compile` runs it), leave --compile out and nothing else.
+#   if only the compiled one failed (`check --compile` runs it), leave --compile out and nothing else. Add --fuse
+#   to every group if the table's "ours x2 fused" beats "ours x2 lanes" and the fused test passed.
 #   `queue` runs train.py once per group, in turn, inside T: a group's nets train side by side (the GPU busier)
 #   and publish together; the group the deadline stops saves its state, and a group with under 5 minutes left
 #   does not start. Order the groups by what the session can finish (an H200, 2026-11-30: the 56-layer pair in
@@ -111,7 +112,7 @@ smoke)  # device: train.py's CUDA-only paths end to end on synthetic data (graph
     PYTHONUNBUFFERED=1 python3 -m pytest -q -s -x -rs tests/test_gpu.py -p no:cacheprovider -k "end_to_end or ten_lanes" \
         2>&1 | tee "${OUT:-/tmp}/smoke.txt" | tail -n 30
     # skipped (no CUDA) is no pass: the groups would then need --no-cuda-graphs too
-    grep -q "2 passed" "${OUT:-/tmp}/smoke.txt" || { echo "smoke: not passed"; exit 1; }
+    grep -q "3 passed" "${OUT:-/tmp}/smoke.txt" || { echo "smoke: not passed"; exit 1; }
     ;;
 check)  # device: the CUDA-only tests, then the throughput table against the textbook baseline
     export PYTHONUNBUFFERED=1
