@@ -1,4 +1,5 @@
 """Loss landscape: the training loss around trained plain and residual nets along random directions (Li et al., 2018)."""
+import numbers
 from functools import partial
 
 import altair as alt
@@ -7,7 +8,7 @@ import pandas as pd
 import streamlit as st
 
 from pages.common import (by_name, default_pair, file_stamp, header, length_ui, log_ticks, model_legend,
-                          short_runs_note, show_chart, show_panels, span, usable_checkpoints)
+                          short_runs_note, show_chart, show_panels, span, usable_checkpoints, weights_stamp)
 from resnet_core import zoo
 from resnet_core.checkpoint import REPO_ROOT, CheckpointInfo, default_checkpoints_dir
 from resnet_core.landscape import FILE, read_landscape
@@ -40,8 +41,9 @@ sample and grid, for example `--device cpu --points 256 --grid 9`. Then reload t
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
-def landscape(folder: str, stamp: int | None) -> dict | None:
-    # `stamp` (landscape.json's mtime) is only part of the cache key, so a recomputed file is read afresh.
+def landscape(folder: str, stamp: int | None, weights: int | None) -> dict | None:
+    # The mtimes of landscape.json (`stamp`) and model.safetensors (`weights`) are only part of the cache key: a
+    # recomputed file is read afresh, and so is one whose checkpoint was retrained (read_landscape then refuses it).
     return read_landscape(folder)
 
 
@@ -50,7 +52,7 @@ def measured(infos: list[CheckpointInfo]) -> list[tuple[CheckpointInfo, dict]]:
     found, damaged = [], []
     for info in infos:
         try:
-            data = landscape(str(info.path), file_stamp(info.path / FILE))
+            data = landscape(str(info.path), file_stamp(info.path / FILE), weights_stamp(info))
         except ValueError as e:  # read_landscape names the file and says how to recompute it
             damaged.append(f"- **{info.name}**: {e}")
             continue
@@ -98,11 +100,17 @@ def differences(settings, chosen: list[str]) -> str:
     """'training images: plain20 500, resnet56 2,000; precision: ...' for each of COMPARED_SETTINGS in which the
     `chosen` checkpoints' landscapes differ; '' where they were measured alike."""
     def words(value) -> str:  # 2,000 images, span 1, 'bf16 autocast'; a file older than the setting lacks it
-        return value if isinstance(value, str) else "not recorded" if pd.isna(value) else f"{value:,g}"
+        if isinstance(value, str):
+            return value
+        if value is None or isinstance(value, numbers.Real) and np.isnan(value):  # absent or null in the file
+            return "not recorded"
+        # 15 digits: 2,000 (not 2000.0 where another file lacks it), and any two seeds told apart
+        return f"{value:,.15g}" if isinstance(value, numbers.Real) else str(value)
 
     rows = settings.set_index("checkpoint").loc[chosen]
+    # Compared as written: a setting one file lacks (NaN, which nunique would skip) differs from a recorded one.
     return "; ".join(f"{label}: " + ", ".join(f"{name} {words(value)}" for name, value in rows[column].items())
-                     for column, label in COMPARED_SETTINGS.items() if rows[column].astype(str).nunique() > 1)
+                     for column, label in COMPARED_SETTINGS.items() if rows[column].map(words).nunique() > 1)
 
 
 def not_alike(settings, chosen: list[str], what: str) -> bool:
@@ -133,9 +141,11 @@ def colour_domain(shown) -> tuple[list[float] | None, str | None]:
 
 
 def surface_panel(rows, shown, grid) -> alt.LayerChart:
-    """One checkpoint's loss surface (`rows`) with a cross on the trained weights, on the axes of all the `grid`
-    cells (an overflowed one stays in place, blank) and the colour scale of colour_domain(`shown`): the same colour
-    is the same loss in every panel, up to the cap."""
+    """One checkpoint's loss surface (`rows`, every point) with a cross on the trained weights, on the axes of all
+    the `grid` cells (an overflowed one stays in place, blank) and the colour scale of colour_domain(`shown`): the
+    same colour is the same loss in every panel, up to the cap. Where every point overflowed, the empty frame says
+    so in its middle."""
+    drawn = rows[rows["loss"] > 0]  # a log scale has no place for an overflowed (NaN) or zero loss
     domain, capped_by = colour_domain(shown)
     title = ["training loss", "(cross-entropy, log scale)"] + ([f"yellow: {zoo.figures(domain[1])} or more"]
                                                               if capped_by else [])
@@ -144,14 +154,19 @@ def surface_panel(rows, shown, grid) -> alt.LayerChart:
         y=alt.Y("b0:Q", title=BETA, scale=alt.Scale(domain=span(grid, "b0", "b1"), nice=False)), y2="b1:Q",
         color=alt.Color("loss:Q", title=title,
                         scale=alt.Scale(type="log", scheme="viridis", domain=domain or alt.Undefined, clamp=True),
-                        legend=alt.Legend(labelExpr=LOG_LABELS, values=log_ticks(domain))),
+                        legend=alt.Legend(labelExpr=LOG_LABELS, values=log_ticks(domain)) if len(drawn) else None),
         tooltip=["checkpoint", alt.Tooltip("alpha:Q", format=".2f"), alt.Tooltip("beta:Q", format=".2f"),
                  alt.Tooltip("loss:Q", format=".4g"), alt.Tooltip("error:Q", format=".1f", title="error (%)")])
     trained = alt.Chart().mark_point(shape="cross", size=140, filled=True, color="white").encode(
         x=alt.X("alpha:Q", title=ALPHA), y=alt.Y("beta:Q", title=BETA),
         tooltip=[alt.Tooltip("checkpoint", title="trained weights of")]
     ).transform_filter("datum.alpha == 0 && datum.beta == 0")
-    return alt.layer(cells, trained, data=rows).properties(height=330)
+    layers = [cells, trained]
+    if drawn.empty:  # kept beside the other panel, so that a reader sees the surface is there but has no colour
+        layers.append(alt.Chart(rows).transform_aggregate(alpha="mean(alpha)", beta="mean(beta)").mark_text(
+            fontSize=14).encode(x=alt.X("alpha:Q", title=ALPHA), y=alt.Y("beta:Q", title=BETA),
+                                text=alt.value("every point overflowed")))
+    return alt.layer(*layers, data=drawn).properties(height=330)
 
 
 def surface_section(surface, settings, chosen: list[str]) -> None:
@@ -161,9 +176,10 @@ def surface_section(surface, settings, chosen: list[str]) -> None:
     shown = data[data["loss"] > 0]  # a log scale has no place for an overflowed (NaN) or zero loss
     st.subheader("2-D surface: plain and residual")
     unlike = not_alike(settings, chosen, f"The surfaces of {' and '.join(chosen)}")
-    show_panels(partial(surface_panel, shown=shown, grid=data), shown, "loss_surfaces", by="checkpoint", order=chosen)
+    show_panels(partial(surface_panel, shown=shown, grid=data), data, "loss_surfaces", by="checkpoint", order=chosen)
     st.markdown(f"**Measured here**, training loss over each surface: {zoo.surface_summary(data)}.")
-    overflowed = len(data) - len(shown)
+    blank = [name for name in dict.fromkeys(data["checkpoint"]) if name not in set(shown["checkpoint"])]
+    overflowed = len(data[~data["checkpoint"].isin(blank)]) - len(shown)  # in the panels drawn; the blank ones apart
     domain, capped_by = colour_domain(shown)
     cap = ""
     if capped_by:
@@ -173,6 +189,11 @@ def surface_section(surface, settings, chosen: list[str]) -> None:
                f"({above}) are drawn in the top colour; hover for their loss.")
     scale = ("Both panels share one colour scale, over surfaces measured differently (see the warning above)."
              if unlike else "Both panels share one colour scale: the same colour is the same loss.")
+    if blank:  # a scale shared with an empty panel would be a claim about nothing
+        whose = " and ".join(f"{name}'s" for name in blank)
+        scale = (f"Every point of {whose} surface overflowed: nothing to colour, so "
+                 f"{'its panel is' if len(blank) == 1 else 'their panels are'} left blank"
+                 + (", and the colour scale is the other panel's alone." if len(shown) else "."))
     st.caption(scale + cap + " The cross marks the trained "
                "weights (alpha = beta = 0); the weights at (alpha, beta) are trained + alpha d1 + beta d2, where d1 "
                "and d2 are random directions rescaled filter by filter to the trained filters' norms. Pick the "

@@ -23,6 +23,21 @@ DIRECTION = "filter-normalised gaussian, BN and biases zeroed"
 FILE = "landscape.json"
 
 
+def _whole(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _text(x) -> bool:
+    return isinstance(x, str)
+
+
+# What each setting must be where a file records it (absent or null: not recorded, as in a file older than it).
+SETTINGS = {**dict.fromkeys(("points", "grid", "seed"), (_whole, "a whole number")),
+            **dict.fromkeys(("span", "wall_time_s", "center_loss", "center_error"), (is_number, "a number")),
+            **dict.fromkeys(("model", "direction", "bn", "augmentation", "precision", "device", "torch_version",
+                             "weights_sha256"), (_text, "a string"))}
+
+
 def random_direction(model, generator: torch.Generator) -> dict[str, torch.Tensor]:
     """A Gaussian direction shaped like the model's parameters, each filter d[i] rescaled to the norm of the
     trained filter w[i] so that every filter moves in proportion to its own scale (Li et al., Sec. 4). 1-D
@@ -104,14 +119,19 @@ def weights_digest(folder: Path) -> str | None:
 
 
 def read_landscape(checkpoint) -> dict | None:
-    """The landscape.json of a checkpoint (name or folder), or None if it has none. A damaged file, or one measured
-    on other weights than the checkpoint's (it was retrained since), raises a ValueError naming it."""
+    """The landscape.json of a checkpoint (name or folder), or None if it has none. A damaged file (a setting of
+    the wrong type, records that are not numbers), or one measured on other weights than the checkpoint's (it was
+    retrained since), raises a ValueError naming it."""
     folder = resolve_checkpoint(checkpoint)
     path = folder / FILE
     if not path.is_file():
         return None
     data = read_json(path)
-    again = f"recompute it with `python -m resnet_core.landscape --model {data.get('model', '<model>')}`"
+    again = f"recompute it with `python -m resnet_core.landscape --model {folder.name}`"
+    wrong = [f"{key} is {data[key]!r}, not {what}" for key, (ok, what) in SETTINGS.items()
+             if data.get(key) is not None and not ok(data[key])]
+    if wrong:
+        raise ValueError(f"{path}: {'; '.join(wrong)}; {again}")
     parts = {key: data[key] for key in ("slice_1d", "surface_2d") if key in data}
     if not parts or not all(isinstance(r, list) and all(isinstance(x, dict) for x in r) for r in parts.values()):
         raise ValueError(f"{path}: no slice_1d or surface_2d records; {again}")

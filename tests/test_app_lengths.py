@@ -135,19 +135,27 @@ def test_classes_compares_only_runs_of_one_length(monkeypatch, two_lengths, leng
     assert "resnet20 and resnet20-again are not such a pair" in " ".join(c.value for c in at.caption)
 
 
+ABSENT = "absent"  # the setting left out of the file, as in one written before it was recorded
+
+
 @pytest.mark.parametrize("setting, value, named", [
     ("points", 2000, "training images: plain20-remeasured 2,000, resnet20 32"),
-    ("precision", "bf16 autocast", "precision: plain20-remeasured bf16 autocast, resnet20 fp32")])
+    ("precision", "bf16 autocast", "precision: plain20-remeasured bf16 autocast, resnet20 fp32"),
+    ("points", ABSENT, "training images: plain20-remeasured not recorded, resnet20 32"),
+    ("precision", None, "precision: plain20-remeasured not recorded, resnet20 fp32")])
 def test_landscape_warns_where_the_surfaces_were_measured_differently(monkeypatch, tiny_landscapes, tmp_path,
                                                                       setting, value, named):
-    """A second plain20 whose landscape says it was measured on 2,000 images (or in bf16) where resnet20's was on 32
-    in fp32: the same length, but the shared colour scale no longer means the same loss, and the page says why.
-    Beside the plain20 measured alike, it says nothing."""
+    """A second plain20 whose landscape says it was measured on 2,000 images (or in bf16), or does not say (the
+    setting absent or null), where resnet20's was on 32 in fp32: the same length, but the shared colour scale no
+    longer means the same loss, and the page says why. Beside the plain20 measured alike, it says nothing."""
     root = shutil.copytree(tiny_landscapes, tmp_path / "checkpoints")
     remeasured = shutil.copytree(root / "plain20", root / "plain20-remeasured") / "landscape.json"
     data = json.loads(remeasured.read_text())
     assert data["points"] == 32 and data["precision"] == "fp32" and data[setting] != value
-    remeasured.write_text(json.dumps(dict(data, **{setting: value})))
+    changed = dict(data, **{setting: value})
+    if value == ABSENT:
+        del changed[setting]
+    remeasured.write_text(json.dumps(changed))
     at = open_app(monkeypatch, root, "pages/landscape.py")
     plain = widget(at.sidebar.selectbox, "Plain checkpoint (surface)")
     assert plain.value == "plain20" and not at.warning, [w.value for w in at.warning]

@@ -180,3 +180,32 @@ def test_landscape_frames_for_the_app(tmp_path):
     assert settings.loc[0, "parts"] == "1-D slice, 2-D surface" and settings.loc[0, "grid"] == 3
     empty_slices, empty_surface, _ = landscape_frames([(info, {"slice_1d": data["slice_1d"]})])
     assert empty_surface.empty and {"checkpoint", "alpha", "beta", "loss"} <= set(empty_surface.columns)
+
+
+# A landscape.json as the CLI writes it, in brief: its settings and one slice.
+LANDSCAPE = {"model": "resnet20", "points": 64, "grid": 3, "span": 0.5, "seed": 3, "precision": "fp32",
+             "direction": "filter-normalised gaussian, BN and biases zeroed", "center_loss": 2.3, "center_error": 90.0,
+             "slice_1d": [{"alpha": 0.0, "loss": 2.3, "error": 90.0}]}
+
+
+@pytest.mark.parametrize("setting, value", [("span", [1]), ("points", {"n": 2000}), ("points", True), ("grid", 3.0),
+                                            ("seed", "0"), ("center_loss", "2.3"), ("precision", 16)])
+def test_read_landscape_refuses_a_setting_of_the_wrong_type(tmp_path, setting, value):
+    """A hand-edited setting the app would fail to show (a list where the span is, a count that is an object) is
+    refused like damaged records, naming the setting and the folder to recompute."""
+    folder = tmp_path / "resnet20-again"
+    folder.mkdir()
+    (folder / "landscape.json").write_text(json.dumps(dict(LANDSCAPE, **{setting: value})))
+    with pytest.raises(ValueError, match=rf"{setting} is .+, not a .+; recompute it with "
+                                         r"`python -m resnet_core.landscape --model resnet20-again`"):
+        read_landscape(folder)
+
+
+def test_read_landscape_reads_settings_left_out_or_null(tmp_path):
+    """A file older than a setting lacks it, or holds null: not recorded, read all the same."""
+    folder = tmp_path / "resnet20"
+    folder.mkdir()
+    data = dict(LANDSCAPE, precision=None, center_loss=None)
+    del data["points"]
+    (folder / "landscape.json").write_text(json.dumps(data))
+    assert read_landscape(folder) == data
