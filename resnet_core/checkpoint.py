@@ -13,9 +13,9 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
-from .data import CLASSES
+from .data import CLASSES, SPLIT_SIZES
 from .models import ResNet, build_model, model_info
 from .paper import PAPER_ITERATIONS, TABLE6_TEST_ERROR
 
@@ -193,7 +193,7 @@ def recipe_words(recipe: dict) -> str:
 
 
 def _count(n) -> str:
-    return f"{n:,}" if isinstance(n, int) else str(n)
+    return f"{n:,}" if isinstance(n, int) else "unknown" if n is None else str(n)
 
 
 def _pct(x) -> str:
@@ -220,17 +220,20 @@ def storage_state(model: torch.nn.Module, weights_dtype: torch.dtype = torch.flo
 def stored_precision(folder) -> str:
     """How the folder's model.safetensors stores the net, read from the file's header: 'fp16, BN statistics fp32'
     (what save_checkpoint writes), or the dtypes found ('fp16' throughout in checkpoints published before the
-    BatchNorm statistics were kept in fp32); '' without weights."""
+    BatchNorm statistics were kept in fp32); '' without weights. An unreadable file raises CheckpointError."""
     weights = Path(folder) / "model.safetensors"
     if not weights.is_file():
         return ""
     dtypes = {"weights": set(), "BN statistics": set()}
-    with safe_open(str(weights), framework="pt") as f:
-        for key in f.keys():
-            kind = "BN statistics" if key.endswith(("running_mean", "running_var")) else "weights"
-            dtype = f.get_slice(key).get_dtype()
-            if dtype.startswith("F") or dtype.startswith("BF"):
-                dtypes[kind].add(dtype.replace("BF16", "bf16").replace("F", "fp"))
+    try:
+        with safe_open(str(weights), framework="pt") as f:
+            for key in f.keys():
+                kind = "BN statistics" if key.endswith(("running_mean", "running_var")) else "weights"
+                dtype = f.get_slice(key).get_dtype()
+                if dtype.startswith("F") or dtype.startswith("BF"):
+                    dtypes[kind].add(dtype.replace("BF16", "bf16").replace("F", "fp"))
+    except (SafetensorError, OSError) as e:
+        raise CheckpointError(f"{weights}: not a readable safetensors file ({e})") from None
     weights_dtype, stats_dtype = (", ".join(sorted(d)) for d in dtypes.values())
     return weights_dtype if stats_dtype in ("", weights_dtype) else f"{weights_dtype}, BN statistics {stats_dtype}"
 
@@ -412,10 +415,8 @@ def problems(config: dict, history: dict, metrics: dict):
     recipe = config["recipe"]
     if not isinstance(recipe, dict) or not isinstance(recipe.get("iterations", 0), (int, type(None))):
         yield "config.json", "recipe is not an object with a whole number of iterations"
-    norm = config.get("normalization")
-    if norm is not None and not (isinstance(norm, dict) and all(
-            isinstance(norm.get(k), list) and len(norm[k]) == 3 and all(map(is_number, norm[k])) for k in ("mean", "std"))):
-        yield "config.json", "normalization is not a mean and a std of three numbers each"
+    if not is_normalization(config.get("normalization")):
+        yield "config.json", NOT_NORMALIZATION
     arch, residual = config.get("arch", {}), model_info(str(config["model"]))["residual"]
     if not (isinstance(arch, dict) and set(arch) <= {"shortcut", "num_classes"}
             and arch.get("shortcut", "none") in (("A", "B", "none") if residual else ("none",))
@@ -462,10 +463,23 @@ def problems(config: dict, history: dict, metrics: dict):
         yield "metrics.json", "response_std is not a list of records with a layer name, index and std"
     if not isinstance(metrics.get("epochs_to_90"), (int, type(None))):
         yield "metrics.json", "epochs_to_90 is not a whole number of epochs"
+    for key, split in (("test_images", "test"), ("train_images", "train")):
+        n = metrics.get(key)  # how many images of the split, the first N, it was scored on
+        if n is not None and not (isinstance(n, int) and not isinstance(n, bool) and 1 <= n <= SPLIT_SIZES[split]):
+            yield "metrics.json", f"{key} is {n!r}, not a count of {split} images from 1 to {SPLIT_SIZES[split]:,}"
     mistakes = metrics.get("confident_mistakes", [])
     if not (isinstance(mistakes, list) and all(is_mistake(m) for m in mistakes)):
         yield "metrics.json", ("confident_mistakes is not a list of records with a test image index, true and "
                                "predicted class names and two probabilities")
+
+
+NOT_NORMALIZATION = "normalization is not a mean and a std of three numbers each"
+
+
+def is_normalization(norm) -> bool:
+    """config.json's normalization: absent (null), or {"mean": [3 numbers], "std": [3 numbers]}."""
+    return norm is None or (isinstance(norm, dict) and all(
+        isinstance(norm.get(k), list) and len(norm[k]) == 3 and all(map(is_number, norm[k])) for k in ("mean", "std")))
 
 
 def is_mistake(record) -> bool:
@@ -506,6 +520,8 @@ def load_pretrained(name_or_path: str | os.PathLike, device: str | torch.device 
         model = build_model(config["model"], **config.get("arch", {}))
     except (KeyError, TypeError, ValueError) as e:
         raise CheckpointError(f"{path / 'config.json'}: cannot rebuild the model ({e})") from None
+    if not is_normalization(config.get("normalization")):
+        raise CheckpointError(f"{path / 'config.json'}: {NOT_NORMALIZATION}")
     weights = path / "model.safetensors"
     if not weights.is_file():
         # whatever config.json says of its weights (a file lost in a copy too): the command that brings them back
@@ -514,9 +530,16 @@ def load_pretrained(name_or_path: str | os.PathLike, device: str | torch.device 
                "config.json says it was published with its weights: copied only in part?")
         raise CheckpointError(f"{weights}: file is missing ({why}; regenerate the weights with `{again}`)")
     try:
-        state = load_file(weights)
+        with safe_open(str(weights), framework="pt") as f:
+            stored_model = (f.metadata() or {}).get("model")
+            state = {k: f.get_tensor(k) for k in f.keys()}
     except (SafetensorError, OSError, ValueError) as e:
         raise CheckpointError(f"{weights}: not a readable safetensors file ({e})") from None
+    # A plain net and the residual net of its depth (option A) have the same tensors: only the file tells them apart
+    if stored_model is not None and stored_model != config["model"]:
+        raise CheckpointError(f"{weights}: does not match {config['model']}: the file holds {stored_model}'s weights "
+                              f"(its metadata says), config.json names {config['model']}; put {config['model']}'s "
+                              f"model.safetensors in its place, or correct config.json")
     expected = model.state_dict()
     missing, extra = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
     if missing or extra:

@@ -100,11 +100,12 @@ def record_mistakes(name_or_path, images_u8: torch.Tensor, labels: torch.Tensor)
     with its stored weights on the CPU (the trainer records them itself; this is for checkpoints published
     before it did). Returns the updated metrics."""
     info = read_checkpoint(name_or_path)
-    model = load_pretrained(info.path)
+    # both read model.safetensors: damaged or not this net's, a CheckpointError naming it, before any work is done
+    model, stored = load_pretrained(info.path), stored_precision(info.path)
     norm = model.normalization or dict(mean=CIFAR10_MEAN, std=CIFAR10_STD)
     found = confident_mistakes(model, images_u8, labels, norm["mean"], norm["std"], k=RECORDED_MISTAKES)
     metrics = dict(info.metrics, confident_mistakes=found, confident_mistakes_from=(
-        f"its published weights ({stored_precision(info.path)}) in fp32 on the CPU after it was published, over "
+        f"its published weights ({stored}) in fp32 on the CPU after it was published, over "
         f"{len(labels):,} test images"))
     atomic_write_json(info.path / "metrics.json", metrics)
     return metrics

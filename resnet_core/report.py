@@ -1,7 +1,7 @@
 """The results as Markdown, from the checkpoints alone, and a re-evaluation of every checkpoint's weights.
 
     python -m resnet_core.report                      # print the tables
-    python -m resnet_core.report --verify             # also re-evaluate each checkpoint here; exit 1 if any is off by > 0.1 point
+    python -m resnet_core.report --verify             # also re-evaluate each here; exit 1 if any is off (> 0.1 point) or unloadable
     python -m resnet_core.report --verify --readme README.md   # rewrite the README's generated block with both
     python -m resnet_core.report --readme README.md   # the tables again, keeping a re-evaluation of these same weights
     python -m resnet_core.report --rescore plain20 resnet20    # record what their published weights score, in fp32
@@ -67,9 +67,9 @@ def reproduction_frame(infos: list[CheckpointInfo]) -> pd.DataFrame:
     for info in sorted(infos, key=checkpoint_order):
         c, m = info.config, info.metrics
         ref = TABLE6_TEST_ERROR.get(c["model"])
-        minutes = c.get("wall_time_s")
+        minutes, iterations = c.get("wall_time_s"), c["recipe"].get("iterations")
         rows.append({
-            "model": info.name, "iterations": f"{c['recipe'].get('iterations', 0):,}",
+            "model": info.name, "iterations": "unknown" if iterations is None else f"{iterations:,}",
             "train error % (final model, clean set)": _num(zoo.final_train_error(info)),
             "test error % (ours)": _num(m["test_error"]),
             "paper, Table 6": _num(ref) if ref is not None else ("Fig. 6 only" if c["model"] in PAPER_PLAIN else ""),
@@ -149,7 +149,8 @@ def update_readme(path: Path, block: str) -> bool:
 def verify(infos: list[CheckpointInfo], data_dir: str | None = None, device: str = "cpu") -> pd.DataFrame:
     """Load each checkpoint's published weights, evaluate them here in fp32 with the project's own eval on the
     same test images it was scored on (metrics.json's test_images: the first N), and compare with the test
-    error it records. Checkpoints without weights are listed, not evaluated."""
+    error it records. Checkpoints without weights are listed, not evaluated; weights that do not load (damaged,
+    or not this net's) are a NO, said on stderr."""
     sizes = [info.metrics.get("test_images") or 10_000 for info in infos if info.has_weights]
     if sizes:
         images, labels = load_cifar10(resolve_data_dir(data_dir), "test", limit=None if max(sizes) >= 10_000 else max(sizes))
@@ -158,21 +159,30 @@ def verify(infos: list[CheckpointInfo], data_dir: str | None = None, device: str
     rows, bar = [], tqdm(total=sum(sizes), desc="re-evaluating", unit="img", file=sys.stderr)
     for info in infos:
         recorded, n = info.metrics["test_error"], info.metrics.get("test_images") or 10_000
-        row = {"model": info.name, "stored as": stored_precision(info.path), "test images": f"{n:,}",
-               "recorded test error %": _num(recorded),
+        row = {"model": info.name, "stored as": "", "test images": f"{n:,}", "recorded test error %": _num(recorded),
                "re-evaluated here %": "", "difference (points)": "", "within 0.1": "weights not bundled"}
         if info.has_weights:
-            with strict_fp32():  # as the trainer scores what it publishes: no TF32 on a GPU
-                result = evaluate(load_pretrained(info.path, device), images[:n], labels[:n], mean, std,
-                                  batch_size=FINAL_BATCH)
-            diff = result["test_error"] - recorded
-            row.update({"re-evaluated here %": _num(result["test_error"]), "difference (points)": _num(diff, "+.2f"),
-                        "within 0.1": "yes" if abs(diff) <= TOLERANCE + 1e-9 else "NO"})
-            bar.set_postfix_str(f"{info.name} {diff:+.2f} points")
+            try:
+                row["stored as"], model = stored_precision(info.path), load_pretrained(info.path, device)
+            except CheckpointError as e:
+                tqdm.write(f"cannot verify {info.name}: {e}", file=sys.stderr)
+                problem = str(e).removeprefix(f"{info.path}/")  # the file's name, not where it lies on this machine
+                row.update({"stored as": "unreadable", "within 0.1": f"NO: weights do not load ({problem})"})
+            else:
+                with strict_fp32():  # as the trainer scores what it publishes: no TF32 on a GPU
+                    result = evaluate(model, images[:n], labels[:n], mean, std, batch_size=FINAL_BATCH)
+                diff = result["test_error"] - recorded
+                row.update({"re-evaluated here %": _num(result["test_error"]), "difference (points)": _num(diff, "+.2f"),
+                            "within 0.1": "yes" if abs(diff) <= TOLERANCE + 1e-9 else "NO"})
+                bar.set_postfix_str(f"{info.name} {diff:+.2f} points")
             bar.update(n)
         rows.append(row)
     bar.close()
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=VERIFY_COLUMNS)
+
+
+VERIFY_COLUMNS = ["model", "stored as", "test images", "recorded test error %", "re-evaluated here %",
+                  "difference (points)", "within 0.1"]
 
 
 def rescore(infos: list[CheckpointInfo], data_dir: str | None = None, device: str = "cpu",
@@ -245,8 +255,13 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.unbundle:
         root = Path(args.checkpoints) if args.checkpoints else None
-        try:  # every name read first: a typo in the last stops the command before it touches the first
+        try:  # every name read and checked first: a typo or a weightless one last stops it before it changes any
             chosen = [read_checkpoint(root / name if root else name) for name in args.unbundle]
+            weightless = [str(info.path) for info in chosen
+                          if not info.has_weights and not info.config.get("weights_not_bundled")]
+            if weightless:
+                raise CheckpointError(f"{', '.join(weightless)}: no model.safetensors to take out (published without "
+                                      "weights?); nothing was changed: leave it out of --unbundle")
             for info in chosen:
                 if not info.has_weights and info.config.get("weights_not_bundled"):  # a rerun: done already
                     print(f"{info.path}: no weights to take out (already: {info.config['weights_not_bundled']})",
@@ -296,7 +311,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{args.readme}: {'updated' if changed else 'already up to date'}")
     else:
         print(block)
-    return 1 if table is not None and (table["within 0.1"] == "NO").any() else 0
+    if table is None:
+        return 0
+    failed = [f"{row['model']} ({'off by more than 0.1 point' if row['within 0.1'] == 'NO' else 'weights do not load'})"
+              for _, row in table.iterrows() if row["within 0.1"].startswith("NO")]
+    failed += [f"{name} (unreadable, skipped)" for name in bad]
+    if failed:
+        print(f"not verified: {', '.join(failed)}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

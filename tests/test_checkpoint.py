@@ -190,6 +190,10 @@ def damage_shape(path):
     ckpt.atomic_write_json(path / "config.json", dict(CONFIG, arch={"num_classes": 100}))
 
 
+def damage_normalization(path):
+    ckpt.atomic_write_json(path / "config.json", dict(CONFIG, normalization={"mean": [0.5], "std": [0.2]}))
+
+
 @pytest.mark.parametrize("damage,file,message", [
     (damage_truncate, "model.safetensors", "not a readable safetensors"),
     (damage_garbage_weights, "model.safetensors", "not a readable safetensors"),
@@ -197,6 +201,7 @@ def damage_shape(path):
     (damage_unknown_model, "config.json", "cannot rebuild"),
     (damage_no_config, "config.json", "file is missing"),
     (damage_shape, "model.safetensors", "has shape"),
+    (damage_normalization, "config.json", "normalization is not a mean and a std of three numbers each"),
 ])
 def test_damaged_checkpoints_raise_naming_the_file(saved, damage, file, message):
     _, path = saved
@@ -204,6 +209,20 @@ def test_damaged_checkpoints_raise_naming_the_file(saved, damage, file, message)
     with pytest.raises(CheckpointError, match=message) as e:
         load_pretrained(path)
     assert str(path / file) in str(e.value)
+
+
+def test_a_plain_nets_weights_in_a_residual_nets_folder_are_refused(saved, tmp_path):
+    """plain20 and resnet20 with option-A shortcuts have the same tensors: only the file's metadata, which
+    save_checkpoint writes, tells whose weights they are. A file without that entry (saved by hand) still loads."""
+    _, path = saved
+    plain = ckpt.save_checkpoint(tmp_path / "plain", "plain20", build_model("plain20"), dict(CONFIG, model="plain20"),
+                                 HISTORY, METRICS)
+    shutil.copy(plain / "model.safetensors", path / "model.safetensors")
+    with pytest.raises(CheckpointError, match="does not match resnet20: the file holds plain20's weights") as e:
+        load_pretrained(path)
+    assert str(path / "model.safetensors") in str(e.value)
+    save_file(storage_state(build_model("resnet20")), str(path / "model.safetensors"))
+    assert not load_pretrained(path).training
 
 
 def test_weights_lost_from_a_checkpoint_that_had_them_print_a_command_that_brings_them_back(saved):
@@ -257,6 +276,13 @@ def test_list_checkpoints_reports_the_unreadable_and_keeps_the_rest(saved):
     ("metrics.json", dict(METRICS, confusion_matrix=[["x"] * 10] * 10), "confusion_matrix is not 10x10 counts"),
     ("metrics.json", dict(METRICS, response_std=[{"layer": "a"}]), "response_std is not a list of records"),
     ("metrics.json", dict(METRICS, epochs_to_90="never"), "epochs_to_90 is not a whole number"),
+    ("metrics.json", dict(METRICS, test_images="20"), "test_images is '20', not a count of test images from 1 to 10,000"),
+    ("metrics.json", dict(METRICS, test_images=20.0), "test_images is 20.0, not a count"),
+    ("metrics.json", dict(METRICS, test_images=[20]), "test_images is \\[20\\], not a count"),
+    ("metrics.json", dict(METRICS, test_images=True), "test_images is True, not a count"),
+    ("metrics.json", dict(METRICS, test_images=0), "test_images is 0, not a count"),
+    ("metrics.json", dict(METRICS, test_images=10_001), "test_images is 10001, not a count"),
+    ("metrics.json", dict(METRICS, train_images=-5), "train_images is -5, not a count of train images from 1 to 50,000"),
     ("metrics.json", dict(METRICS, confident_mistakes={"index": 3}), "confident_mistakes is not a list"),
     ("metrics.json", dict(METRICS, confident_mistakes=[dict(index=3, true="bird", predicted="cat", probability=1.5,
                                                             true_probability=0.1)]), "confident_mistakes is not a list"),
@@ -284,6 +310,13 @@ def test_stored_precision_reads_the_file_header(tmp_path):
               str(folder / "model.safetensors"))
     assert stored_precision(folder) == "fp16"  # checkpoints published before the statistics were kept in fp32
     assert "Weights: `model.safetensors` (fp16).\n" in ckpt.model_card(CONFIG, METRICS, stored_precision(folder))
+
+
+def test_stored_precision_of_a_damaged_file_names_it(tmp_path):
+    (tmp_path / "model.safetensors").write_bytes(b"\x00" * 100)
+    with pytest.raises(CheckpointError, match="not a readable safetensors file") as e:
+        stored_precision(tmp_path)
+    assert str(tmp_path / "model.safetensors") in str(e.value)
 
 
 def test_no_value_of_the_wrong_type_reaches_the_app(tiny_checkpoints, tmp_path):
@@ -366,6 +399,8 @@ def test_model_card_gives_the_recipe_and_the_command(tiny_checkpoints):
     assert "| iterations | 8 (batch 16); a short run, under 1 % of the paper's 64,000: its errors are not Table 6's |" in card
     full = ckpt.model_card(dict(CONFIG, recipe=dict(recipe, iterations=64_000)), {}, "fp16")
     assert "| iterations | 64,000 (batch 16) |" in full
+    unknown = ckpt.model_card(dict(CONFIG, recipe=dict(recipe, iterations=None)), {}, "fp16")  # read_checkpoint allows it
+    assert "| iterations | unknown (batch 16) |" in unknown
     milestones = " and ".join(f"{m:,}" for m in recipe["milestones"])
     assert f"multiplied by 0.1 at iterations {milestones}." in card
 

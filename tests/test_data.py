@@ -1,7 +1,9 @@
 """Tests for resnet_core.data: the three source layouts, their errors, the cache, and on-device augmentation."""
 
+import io
 import os
 import pickle
+import time
 import zipfile
 
 import numpy as np
@@ -43,6 +45,24 @@ def extract_pngs(dest, n):
         for member in zf.namelist()[:n]:
             zf.extract(member, dest)
     return dest
+
+
+def made_images(n, seed=0):
+    """n random (32, 32, 3) uint8 images: for the tests that need no real CIFAR-10."""
+    return torch.randint(0, 256, (n, 32, 32, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(seed))
+
+
+def png_bytes(image):
+    out = io.BytesIO()
+    Image.fromarray(image.numpy()).save(out, format="PNG")
+    return out.getvalue()
+
+
+def write_zip(path, split, members):
+    """A zip in the shared layout: members (class name, index, image) as cifar10/<split>/<class>/<index>.png."""
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, index, image in members:
+            zf.writestr(f"cifar10/{split}/{name}/{index:05d}.png", png_bytes(image))
 
 
 def count_decodes(monkeypatch):
@@ -136,6 +156,19 @@ def test_incomplete_png_folder(tmp_path):
         load_cifar10(tmp_path, "test", limit=8, cache_dir=tmp_path / "cache")
 
 
+def test_a_short_batch_before_another_is_refused_and_limit_zero_reads_nothing(tmp_path):
+    """A batch of fewer than 10,000 images followed by another would give the later images the wrong indices."""
+    pictures, labels = made_images(8), torch.arange(8) % 10
+    write_batch(tmp_path, "data_batch_1", pictures[:4], labels[:4])
+    write_batch(tmp_path, "data_batch_2", pictures[4:], labels[4:])
+    with pytest.raises(DatasetError, match="data_batch_1 holds 4 images, not 10,000"):
+        load_cifar10(tmp_path, "train", limit=6, cache_dir=tmp_path / "cache")
+    images, got = load_cifar10(tmp_path, "train", limit=3, cache_dir=tmp_path / "cache")  # within the first batch
+    assert torch.equal(images, pictures[:3]) and torch.equal(got, labels[:3])
+    images, got = load_cifar10(tmp_path, "train", limit=0, cache_dir=tmp_path / "cache")
+    assert images.shape == (0, 32, 32, 3) and images.dtype == torch.uint8 and got.shape == (0,)
+
+
 @needs_cifar
 def test_incomplete_pickles_name_missing_batches(tmp_path, zip_test50):
     write_batch(tmp_path, "data_batch_1", zip_test50[0][:4], zip_test50[1][:4])
@@ -156,16 +189,46 @@ def test_bad_pngs_are_named(tmp_path):
 
 
 def test_resolve_data_dir(tmp_path, monkeypatch):
+    """The first folder holding both splits; an empty ./data does not hide the shared copy. A folder the user names
+    is taken as named, to be told what is wrong with it."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(data, "REPO_ROOT", tmp_path / "repo")
     monkeypatch.delenv("CIFAR10_DIR", raising=False)
+    shared = tmp_path / "shared" / "datasets" / "cifar10"
     with pytest.raises(DatasetError, match="tried"):
         data.resolve_data_dir(None)
     (tmp_path / "data").mkdir()
-    assert data.resolve_data_dir(None) == tmp_path / "data"
+    shared.mkdir(parents=True)
+    (shared / "test.zip").touch()
+    with pytest.raises(DatasetError) as e:
+        data.resolve_data_dir(None)
+    assert f"tried data (no train or test split), {tmp_path / 'repo' / 'data'} (no such folder), {shared} (no train split)" \
+        in str(e.value)
+    for name in data.ZIPS["train"]:
+        (shared / name).touch()
+    assert data.resolve_data_dir(None) == shared
+    write_batch(tmp_path / "data", "data_batch_1", made_images(1), torch.tensor([3]))  # the test split still missing
+    assert data.resolve_data_dir(None) == shared
+    write_batch(tmp_path / "data", "test_batch", made_images(1), torch.tensor([3]))
+    assert data.resolve_data_dir(None) == tmp_path / "data"  # both splits, if not whole: its reading says what lacks
     monkeypatch.setenv("CIFAR10_DIR", str(tmp_path / "env"))
     assert data.resolve_data_dir(None) == tmp_path / "env"
     assert data.resolve_data_dir(str(tmp_path / "given")) == tmp_path / "given"
+
+
+def test_a_zip_left_beside_an_unpacked_folder_does_not_hide_it(tmp_path):
+    """As a GPU session that carries one zip per call and unpacks it leaves data/: train-5.zip beside the unpacked
+    train PNGs. The folder holds the images asked for, the lone zip does not; with neither whole, the zips say
+    which are missing."""
+    pictures, names = made_images(5), ["frog", "truck", "truck", "deer", "automobile"]
+    for index, (name, image) in enumerate(zip(names, pictures)):
+        (tmp_path / "cifar10" / "train" / name).mkdir(parents=True, exist_ok=True)
+        (tmp_path / "cifar10" / "train" / name / f"{index:05d}.png").write_bytes(png_bytes(image))
+    write_zip(tmp_path / "train-5.zip", "train", [("cat", 40_000, made_images(1, seed=1)[0])])
+    images, labels = load_cifar10(tmp_path, "train", limit=5, cache_dir=tmp_path / "cache")
+    assert torch.equal(images, pictures) and labels.tolist() == [6, 9, 9, 4, 1]
+    with pytest.raises(DatasetError, match="found 1 of 50,000 train images .*missing train-1.zip, train-2.zip"):
+        load_cifar10(tmp_path, "train", cache_dir=tmp_path / "cache")
 
 
 # ---- cache
@@ -222,6 +285,39 @@ def test_changed_source_rebuilds_cache(tmp_path, monkeypatch):
     images, _ = load_cifar10(tmp_path, "test", limit=10, cache_dir=tmp_path / "cache")
     assert len(decodes) == 10 and images[0, 0, 0].tolist() == [1, 2, 3]
     assert len(list((tmp_path / "cache").glob("*.safetensors"))) == 2  # the new fingerprint names a new file
+
+
+def test_a_zip_changed_in_place_rebuilds_the_cache(tmp_path, monkeypatch):
+    """An edit that keeps the zip's size and date (cp -p, rsync -a, unzip restoring times): here a member renamed
+    from cat/ to dog/. Its central directory is in the cache's fingerprint, and so is the code's CACHE_VERSION."""
+    pictures = made_images(3)
+    write_zip(tmp_path / "test.zip", "test", [("cat", 0, pictures[0]), ("ship", 1, pictures[1]), ("ship", 2, pictures[2])])
+    assert load_cifar10(tmp_path, "test", limit=3, cache_dir=tmp_path / "cache")[1].tolist() == [3, 8, 8]
+    zipped, st = tmp_path / "test.zip", (tmp_path / "test.zip").stat()
+    zipped.write_bytes(zipped.read_bytes().replace(b"cifar10/test/cat/", b"cifar10/test/dog/"))
+    os.utime(zipped, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert zipped.stat().st_size == st.st_size
+    images, labels = load_cifar10(tmp_path, "test", limit=3, cache_dir=tmp_path / "cache")
+    assert labels.tolist() == [5, 8, 8] and torch.equal(images, pictures)
+
+    source = data.find_source(tmp_path, "test")
+    fingerprint = data._fingerprint(source, "test", 3)
+    monkeypatch.setattr(data, "CACHE_VERSION", data.CACHE_VERSION + 1)
+    assert data._fingerprint(source, "test", 3) != fingerprint
+
+    zipped.write_bytes(b"")  # nothing to read: said, naming the file
+    with pytest.raises(DatasetError, match=f"cannot open {zipped}"):
+        load_cifar10(tmp_path, "test", limit=3, cache_dir=tmp_path / "cache")
+
+
+@needs_zips
+def test_the_fingerprint_of_the_shared_zips_is_quick():
+    """The whole train split's cache loads in about 15 ms: its key must not cost much more (zipfile's parse of the
+    five central directories takes 0.7 s)."""
+    source = data.find_source(CIFAR10, "train")
+    start = time.perf_counter()
+    data._fingerprint(source, "train", None)
+    assert time.perf_counter() - start < 0.2
 
 
 @needs_cifar

@@ -352,6 +352,14 @@ def test_seed_report_frame_without_checkpoints_says_not_measured():
     assert (frame["ours: ResNet-18"] == "").all()
 
 
+def test_tables_say_unknown_for_iterations_not_recorded():
+    """read_checkpoint allows a null recipe.iterations (and none at all): the table says unknown, not 0."""
+    nulled, missing = fake("resnet20", 8.0, iterations=None), fake("plain20", 9.0)
+    del missing.config["recipe"]["iterations"]
+    text = report.results_markdown([nulled, missing])
+    assert "| resnet20 | unknown |" in text and "| plain20 | unknown |" in text
+
+
 def test_results_markdown_from_real_checkpoints(tiny_checkpoints, tiny_seed_checkpoints, tmp_path):
     root = tmp_path / "all"
     for src in (tiny_checkpoints, tiny_seed_checkpoints):
@@ -462,6 +470,31 @@ def test_the_readme_keeps_a_re_evaluation_only_of_the_same_weights(tiny_checkpoi
     assert "no re-evaluation of these checkpoints' weights to keep; run with --verify" in capsys.readouterr().err
 
 
+def test_verify_says_which_weights_do_not_load(tiny_checkpoints, shared_cifar, tmp_path, capsys):
+    """Truncated weights, another net's weights (plain20's folder holding resnet20's: the same tensors) and a
+    metrics.json that read_checkpoint refuses: each is a row or a line saying so, the exit status 1, no traceback."""
+    root = shutil.copytree(tiny_checkpoints, tmp_path / "checkpoints")
+    weights = root / "resnet20" / "model.safetensors"
+    shutil.copy(weights, root / "plain20" / "model.safetensors")
+    weights.write_bytes(weights.read_bytes()[:1000])
+    shutil.copytree(tiny_checkpoints / "resnet20", root / "resnet20-copy")
+    metrics = root / "resnet20-copy" / "metrics.json"
+    metrics.write_text(json.dumps(dict(json.loads(metrics.read_text()), test_images="50")))
+    capsys.readouterr()
+    assert report.main(["--checkpoints", str(root), "--verify", "--data-dir", str(shared_cifar)]) == 1
+    out, err = capsys.readouterr()
+    assert f"cannot verify resnet20: {weights}: not a readable safetensors file" in err
+    assert "cannot verify plain20: " in err and "the file holds resnet20's weights" in err
+    assert err.rstrip().endswith("not verified: resnet20 (weights do not load), plain20 (weights do not load), "
+                                 "resnet20-copy (unreadable, skipped)")
+    row = next(line for line in out.splitlines() if line.startswith("| resnet20 | unreadable | 50 |"))
+    assert "| NO: weights do not load (model.safetensors: not a readable safetensors file (" in row
+    assert str(root) not in out  # the file's name, not where it lay
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert report.main(["--checkpoints", str(empty), "--verify", "--data-dir", str(shared_cifar)]) == 0
+
+
 def test_verify_without_data_says_so(tiny_checkpoints, tmp_path, capsys):
     code = report.main(["--checkpoints", str(tiny_checkpoints), "--verify", "--data-dir", str(tmp_path / "nothing")])
     assert code == 2 and "cannot verify" in capsys.readouterr().err
@@ -567,3 +600,16 @@ def test_unbundle_takes_the_weights_out_and_keeps_the_rest(tiny_checkpoints, sha
     err = capsys.readouterr().err
     assert f"{path}: no weights to take out (already: {report.UNBUNDLED})" in err
     assert not (root / "resnet20" / "model.safetensors").exists()
+
+
+def test_unbundle_checks_every_checkpoint_before_it_changes_one(tiny_checkpoints, tmp_path, capsys):
+    """plain20 published without weights (train.py --no-weights: no file, no weights_not_bundled) after resnet20:
+    the command stops before it takes resnet20's weights out."""
+    root = shutil.copytree(tiny_checkpoints, tmp_path / "checkpoints")
+    (root / "plain20" / "model.safetensors").unlink()
+    config = root / "plain20" / "config.json"
+    config.write_text(json.dumps(dict(json.loads(config.read_text()), has_weights=False)))
+    before = {f: (root / "resnet20" / f).read_bytes() for f in ("config.json", "README.md", "model.safetensors")}
+    assert report.main(["--checkpoints", str(root), "--unbundle", "resnet20", "plain20"]) == 2
+    assert f"cannot unbundle: {root / 'plain20'}: no model.safetensors to take out" in capsys.readouterr().err
+    assert {f: (root / "resnet20" / f).read_bytes() for f in before} == before
