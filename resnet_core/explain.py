@@ -50,12 +50,16 @@ def grad_cam(model, x: torch.Tensor, target: int | None = None) -> tuple[torch.T
 
 
 def input_saliency(model, x: torch.Tensor, target: int | None = None) -> torch.Tensor:
-    """|d score / d input| (Simonyan et al., 2014), max over colour channels, scaled to [0, 1]: (H, W)."""
+    """|d score / d pixel| (Simonyan et al., 2014), max over colour channels, scaled to [0, 1]: (H, W). `x` is the
+    normalised image, so its gradient is divided by each channel's std: the gradient with respect to the pixel
+    values themselves, as the paper takes it, where a channel of small std would otherwise weigh more."""
     x = x.detach().requires_grad_(True)
     with eval_mode(model), torch.enable_grad():
         score, _ = _class_score(model(x), target)
-        (grad,) = torch.autograd.grad(score, x)  # (1, 3, H, W)
-    return _unit_range(grad[0].abs().amax(dim=0))
+        (grad,) = torch.autograd.grad(score, x)  # (1, 3, H, W), per normalised value
+    norm = getattr(model, "normalization", None) or {}  # load_pretrained's; a bare net was trained as ours are
+    std = torch.tensor(norm.get("std", CIFAR10_STD), dtype=grad.dtype, device=grad.device)
+    return _unit_range((grad[0] / std.view(3, 1, 1)).abs().amax(dim=0))  # per pixel value: x = (pixel - mean) / std
 
 
 def colormap(heat: np.ndarray) -> np.ndarray:
@@ -82,16 +86,19 @@ def confident_mistakes(model, images_u8: torch.Tensor, labels: torch.Tensor, mea
     """The k wrong predictions made with the highest probability, highest first (ties: lower index first);
     images whose probabilities are not finite (a net whose logits overflowed) are left out, having no ranking.
     Images (N, 32, 32, 3) uint8 and labels on the model's device. Records: {index, true, predicted,
-    probability (of the predicted class), true_probability}, classes by name."""
+    probability (of the predicted class), true_probability}, classes by name. Ranked by the log-probability in
+    float64: a trained net's surest mistakes have 1 - p below 1e-7, where fp32's softmax rounds them all to 1.0
+    and would leave their order to the image index."""
     with eval_mode(model):
-        probs = torch.cat([torch.softmax(model(normalize(images_u8[s:s + batch_size], mean, std)).float(), dim=1)
-                           for s in range(0, len(labels), batch_size)])  # (N, num_classes)
-    confidence, predicted = probs.max(dim=1)  # (N,), (N,)
-    finite = torch.isfinite(probs).all(dim=1)  # (N,)
+        log_probs = torch.cat([torch.log_softmax(model(normalize(images_u8[s:s + batch_size], mean, std)).double(),
+                                                 dim=1)
+                               for s in range(0, len(labels), batch_size)])  # (N, num_classes)
+    confidence, predicted = log_probs.max(dim=1)  # (N,), (N,)
+    finite = torch.isfinite(log_probs).all(dim=1)  # (N,)
     wrong = ((predicted != labels) & finite).nonzero().squeeze(1)  # (M,) indices of the mistakes
     order = torch.sort(confidence[wrong], descending=True, stable=True).indices[:k]
     return [dict(index=int(i), true=CLASSES[int(labels[i])], predicted=CLASSES[int(predicted[i])],
-                 probability=float(confidence[i]), true_probability=float(probs[i, labels[i]]))
+                 probability=float(confidence[i].exp()), true_probability=float(log_probs[i, labels[i]].exp()))
             for i in wrong[order].tolist()]
 
 

@@ -11,7 +11,7 @@ from PIL import Image
 
 from resnet_core import build_model, explain, load_pretrained, read_checkpoint
 from resnet_core.checkpoint import atomic_write_json
-from resnet_core.data import load_cifar10
+from resnet_core.data import CIFAR10_STD, load_cifar10
 from resnet_core.explain import INFERNO, colormap, confident_mistakes, grad_cam, input_saliency, overlay
 
 
@@ -135,14 +135,22 @@ class Linear(nn.Module):
 
 
 def test_input_saliency_is_the_gradient_of_the_chosen_class():
-    """Saliency of a linear net for class k: |W[k]|, the largest over the three colour channels, min-max scaled
-    to [0, 1] (as input_saliency documents)."""
+    """Saliency of a linear net for class k: |d score / d pixel| = |W[k] / std| (x = (pixel - mean) / std), the
+    largest over the three colour channels, min-max scaled to [0, 1] (as input_saliency documents); the std is
+    the checkpoint's normalization, CIFAR-10's for a bare net."""
     model = Linear()
     x = torch.randn(1, 3, 8, 8, generator=torch.Generator().manual_seed(6))
+
+    def expected(k: int, std) -> torch.Tensor:
+        per_pixel = (model.weight[k].detach() / torch.tensor(std).view(3, 1, 1)).abs().amax(dim=0)  # (8, 8)
+        return (per_pixel - per_pixel.min()) / (per_pixel.max() - per_pixel.min())
+
     for k in range(4):
-        expected = model.weight[k].detach().abs().amax(dim=0)  # (8, 8)
-        expected = (expected - expected.min()) / (expected.max() - expected.min())
-        torch.testing.assert_close(input_saliency(model, x, target=k), expected)
+        torch.testing.assert_close(input_saliency(model, x, target=k), expected(k, CIFAR10_STD))
+    model.normalization = dict(mean=[0.0] * 3, std=[0.5, 0.05, 2.0])  # as load_pretrained sets it
+    for k in range(4):
+        torch.testing.assert_close(input_saliency(model, x, target=k), expected(k, [0.5, 0.05, 2.0]))
+        assert not torch.allclose(expected(k, [0.5, 0.05, 2.0]), expected(k, [1.0] * 3))  # the std tells
     predicted = int(model(x).argmax())
     torch.testing.assert_close(input_saliency(model, x), input_saliency(model, x, target=predicted))
     assert all(p.grad is None for p in model.parameters())
@@ -180,7 +188,8 @@ def probability_row(true: int, predicted: int, p: float, q: float) -> list[float
 
 
 def test_confident_mistakes_sorted_and_correct_ones_left_out():
-    cases = [(0, 0, 0.99, 0.0), (1, 2, 0.6, 0.3), (2, 3, 0.9, 0.05), (3, 3, 0.95, 0.0), (4, 5, 0.75, 0.2), (5, 0, 0.9, 0.02)]
+    # (true, predicted, p, q) per image; images 2 and 5 have the same row: a tie, whatever the rounding
+    cases = [(0, 0, 0.99, 0.0), (1, 2, 0.6, 0.3), (2, 3, 0.9, 0.05), (3, 3, 0.95, 0.0), (4, 5, 0.75, 0.2), (2, 3, 0.9, 0.05)]
     model = FixedLogits(torch.tensor([probability_row(t, p, pp, q) for t, p, pp, q in cases]))
     images = torch.arange(len(cases), dtype=torch.uint8).view(-1, 1, 1, 1).expand(-1, 32, 32, 3)
     labels = torch.tensor([t for t, *_ in cases])
@@ -190,6 +199,14 @@ def test_confident_mistakes_sorted_and_correct_ones_left_out():
     assert all(m.keys() == {"index", "true", "predicted", "probability", "true_probability"} for m in mistakes)
     assert [m["index"] for m in confident_mistakes(model, images, labels, (0, 0, 0), (1, 1, 1), k=2)] == [2, 5]
     assert all(math.isclose(m["probability"], cases[m["index"]][2], rel_tol=1e-5) for m in mistakes)
+
+    # Sure mistakes: 1 - p is 1e-9 and 1e-12, below fp32's resolution at 1 (both round to 1.0 there); the surer
+    # one (image 1) ranks first, not the lower index.
+    sure = torch.full((2, 10), -40.0, dtype=torch.float64)
+    sure[0, 1], sure[1, 2] = 0.0, 0.0
+    sure[0, 0], sure[1, 0] = math.log(1e-9), math.log(1e-12)  # true class 0: its probability
+    found = confident_mistakes(FixedLogits(sure.exp().float()), images[:2], torch.tensor([0, 0]), (0, 0, 0), (1, 1, 1))
+    assert [m["index"] for m in found] == [1, 0] and all(m["probability"] == pytest.approx(1.0) for m in found)
 
     probs = torch.tensor([probability_row(t, p, pp, q) for t, p, pp, q in cases])
     probs[2, 0] = float("nan")  # overflowed logits: no probability to rank the image by
