@@ -103,7 +103,8 @@ class FusedNet(nn.Module):
             kinds = [_shortcut_kind(b) for b in blocks]
             step["shortcut"] = "none" if all(s == "none" for s in kinds) else next(s for s in kinds if s != "none")
             if "none" in kinds and step["shortcut"] != "none":  # plain and residual members together: a 0/1 mask
-                mask = torch.tensor([float(s != "none") for s in kinds]).repeat_interleave(conv2.out_channels)
+                mask = torch.tensor([float(s != "none") for s in kinds], device=self.stem_conv.device)
+                mask = mask.repeat_interleave(conv2.out_channels)  # on the members' device: this net never moves
                 for dtype in (torch.float32, torch.bfloat16, torch.float16):  # one per autocast dtype, made up front
                     self.register_buffer(f"block{i}_mask_{str(dtype)[6:]}", mask.view(1, -1, 1, 1).to(dtype),
                                          persistent=False)

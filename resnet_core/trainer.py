@@ -193,9 +193,12 @@ def fuse_lanes(lanes: list[Lane]) -> list[FusedGroup]:
 
 
 def dissolve(group: FusedGroup) -> None:
-    """Each lane of the group trains on its own from now on (its model still holds the fused weights, as views)."""
+    """Each lane of the group trains on its own from now on (its model still holds the fused weights, as views);
+    this sitting's record says up to which iteration it was fused."""
     for lane in group.lanes:
         lane.group, lane.graph, lane.eager_steps = None, None, 0
+        if lane.sittings and "fused_with" in lane.sittings[-1]:
+            lane.sittings[-1]["fused_until"] = lane.iteration
     group.graph = None
 
 

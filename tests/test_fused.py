@@ -11,8 +11,8 @@ import train
 from conftest import TINY_RUN
 from resnet_core.fused import FuseError, FusedNet
 from resnet_core.models import build_model
-from resnet_core.trainer import (Recipe, RunConfig, fuse_lanes, fused_train_step, make_lane, step_units,
-                                 train_step)
+from resnet_core.trainer import (Recipe, RunConfig, finite_state, fuse_lanes, fused_train_step, make_lane,
+                                 step_units, train_step)
 
 CPU = torch.device("cpu")
 
@@ -74,6 +74,15 @@ def test_the_members_are_views_of_the_fused_weights():
         fused.to(torch.float64)  # would leave the members behind, on the old tensors
 
 
+def test_every_tensor_of_the_fused_net_is_on_its_members_device():
+    """Built where the members are (a FusedNet never moves): the meta device stands in for CUDA here, where a
+    tensor left on the CPU fails the forward as it would on a GPU."""
+    members = [build_model(n).to("meta") for n in ("plain20", "resnet20")]
+    fused = FusedNet(members)
+    assert {t.device.type for t in [*fused.parameters(), *fused.buffers(), *fused.counters]} == {"meta"}
+    assert fused(torch.empty(4, 3, 32, 32, device="meta")).shape == (4, 2, 10)
+
+
 @pytest.mark.parametrize("names, why", [
     (("resnet18", "plain18"), "only CIFAR nets of basic blocks with option A"),  # projection shortcuts
     (("resnet20", "resnet32"), "differ in depth"),
@@ -113,6 +122,18 @@ def test_a_fused_step_is_each_lanes_own_step():
         assert max(float((u - v).abs().max()) for u, v in zip(a.momentum, b.momentum)) < 1e-4
 
 
+def test_a_lane_gone_nan_leaves_the_other_finite():
+    """Nothing in the fused net mixes its members: NaN weights in the plain net (as when it diverges) leave the
+    residual net's loss, gradients and step finite (tests/test_gpu.py checks the same under bf16 on a GPU)."""
+    together = lanes("resnet20", "plain20")
+    (group,) = fuse_lanes(together)
+    with torch.no_grad():
+        together[1].model.stem.conv.weight.fill_(float("nan"))
+    fused_train_step(group, *batch())
+    assert int(together[0].stats["first_bad"]) == -1 and int(together[1].stats["first_bad"]) == 0
+    assert finite_state(together[0]) and not finite_state(together[1])
+
+
 def test_only_lanes_of_one_shape_and_flags_are_fused():
     mixed = lanes("resnet20", "resnet32", "plain20") + lanes("plain32", compile=True) + lanes("resnet18")
     groups = fuse_lanes(mixed)
@@ -123,11 +144,15 @@ def test_only_lanes_of_one_shape_and_flags_are_fused():
 def test_a_group_that_loses_a_lane_dissolves_and_the_rest_trains_on():
     together = lanes("resnet20", "plain20")
     (group,) = fuse_lanes(together)
+    for lane in together:  # as train() records a fused sitting
+        lane.sittings.append(dict(start=0, fused_with=["the other"]))
+        lane.iteration = 7
     assert step_units(together) == [group]
     survivor = together[1]
     before = survivor.model.stem.conv.weight.detach().clone()
     assert step_units([survivor]) == [survivor]  # resnet20 left the run (it diverged)
     assert all(lane.group is None for lane in together)
+    assert all(lane.sittings[-1]["fused_until"] == 7 for lane in together)  # the record says when it ended
     x, y = batch()
     train_step(survivor, x, y)  # alone now, on its own forward; its weights are still the fused net's slice
     assert not torch.equal(survivor.model.stem.conv.weight, before)
