@@ -7,13 +7,14 @@ With --compile, ours is timed a second time with train.py --compile (each block 
 column of its own, after its warm-up (printed as "warm-up s", not timed), which holds the compiling: the compiled
 graphs are shared by every block of a shape, so the first model of a kind compiles them and the next ones (deeper
 nets of the same kind) find most of them done, as the lanes of one training run do.
-With --fuse (and --lanes 2 or more), the copies are also timed fused as train.py --fuse trains them: one network
-of grouped convolutions, one graph, in a column of its own beside the copies side by side.
+With --fuse, each residual 6n+2 net is also timed beside its plain twin as train.py trains the pair: first as two
+lanes on two streams ("pair lanes"), then fused into one network of grouped convolutions, one graph ("pair
+fused"), as train.py --fuse trains it; the ratio of those two columns is what --fuse gains.
 
     python bench/train_throughput.py                        # resnet20/56/110 on the best device
     python bench/train_throughput.py --models resnet56 --steps 50 --lanes 10
     python bench/train_throughput.py --models resnet56 --compile
-    python bench/train_throughput.py --models resnet56 --lanes 2 --fuse
+    python bench/train_throughput.py --models resnet56 --fuse
 """
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ import torchvision.transforms as T
 from PIL import Image
 
 from resnet_core.data import CIFAR10_MEAN, CIFAR10_STD, augmentation_plan, load_cifar10, resolve_data_dir
-from resnet_core.models import build_model
+from resnet_core.models import build_model, list_models, model_info
 from resnet_core.trainer import (Data, Recipe, RunConfig, compile_failure, error_line, fill_batch, fuse_lanes, make_lane,
                                   step_lanes)
 
@@ -80,16 +81,17 @@ def baseline_images_per_s(name, images, labels, device, batch, steps, warmup, wo
     return steps * batch / (time.perf_counter() - t0)
 
 
-def ours_images_per_s(name, images, labels, device, batch, steps, warmup, lanes, util=None, min_seconds=0.0,
+def ours_images_per_s(names, images, labels, device, batch, steps, warmup, util=None, min_seconds=0.0,
                       cpu_bf16=False, compile=False, untimed=None, fuse=False) -> float:
-    """Aggregate images/s over `lanes` copies of the model trained side by side (1 = a single model), or `fuse`d
-    into one network as train.py --fuse trains them, timed over
-    at least `steps` iterations and `min_seconds`; `util` samples the GPU over exactly that window. `untimed`, a
-    list, gets the seconds of the warm-up iterations before the window (compile time, with --compile)."""
+    """Aggregate images/s of the models `names` trained side by side (one name: a single model; a name twice: two
+    copies), or `fuse`d as train.py --fuse trains them, timed over at least `steps` iterations and `min_seconds`;
+    `util` samples the GPU over exactly that window. `untimed`, a list, gets the seconds of the warm-up iterations
+    before the window (compile time, with --compile)."""
     data = Data(images.to(device), labels.to(device), images[:0].to(device), labels[:0].to(device),
                 torch.tensor(CIFAR10_MEAN, device=device), torch.tensor(CIFAR10_STD, device=device))
-    cfg = RunConfig(model=name, recipe=Recipe(batch_size=batch), cpu_bf16=cpu_bf16, compile=compile)
-    group = [make_lane(cfg, device) for _ in range(lanes)]
+    group = [make_lane(RunConfig(model=name, recipe=Recipe(batch_size=batch), cpu_bf16=cpu_bf16, compile=compile),
+                       device) for name in names]
+    lanes = len(group)
     if device.type == "cuda":
         for lane in group:
             lane.stream = torch.cuda.Stream(device)
@@ -167,8 +169,12 @@ def main() -> None:
     p.add_argument("--lanes", type=int, default=1, help="also time this many copies side by side (ours only)")
     p.add_argument("--cpu-bf16", action="store_true", help="ours in bf16 autocast on the CPU too (train.py --cpu-bf16)")
     p.add_argument("--compile", action="store_true", help="also time ours with train.py --compile, alone and with --lanes")
-    p.add_argument("--fuse", action="store_true", help="also time the --lanes copies fused into one network (train.py --fuse)")
+    p.add_argument("--fuse", action="store_true",
+                   help="also time each residual 6n+2 net beside its plain twin, as two lanes and fused (train.py --fuse)")
     args = p.parse_args()
+    if args.fuse and (unpaired := [m for m in args.models if plain_twin(m) is None]):
+        p.error(f"--fuse pairs each residual 6n+2 net with its plain twin: {', '.join(unpaired)} "
+                f"{'has' if len(unpaired) == 1 else 'have'} none")
     device = torch.device(args.device)
     cuda = device.type == "cuda"
     if cuda:
@@ -183,45 +189,51 @@ def main() -> None:
     print(f"device: {name}; torch {torch.__version__}; batch {args.batch_size}; {steps} timed iterations "
           f"after {warmup} warm-up; baseline DataLoader workers: {args.workers}; ours in "
           f"{'bf16 autocast' if cuda or args.cpu_bf16 else 'fp32'}")
-    if args.fuse and args.lanes < 2:
-        p.error("--fuse needs --lanes 2 or more: it fuses the copies")
-    runs = [(compiled, lanes, False) for compiled in sorted({False, args.compile}) for lanes in sorted({1, args.lanes})]
-    runs += [(False, args.lanes, True)] if args.fuse else []
+    runs = [(compiled, lanes) for compiled in sorted({False, args.compile}) for lanes in sorted({1, args.lanes})]
+    runs += [(False, "pair"), (False, "pair fused")] if args.fuse else []
     print(f"{'model':<10} {'baseline img/s':>15}"
           + "".join(f" {heading(r):>{width(r)}} {'speed-up':>9} {'GPU util %':>11}" for r in runs)
           + (f" {'warm-up s':>10}" if args.compile else ""))
     for model in args.models:
         base = baseline_images_per_s(model, images, labels, device, args.batch_size, steps, warmup, args.workers)
         line, warm_s = f"{model:<10} {base:15,.0f}", []
-        for compiled, lanes, fused in runs:
+        for compiled, lanes in runs:
             util = GPUUtilization() if cuda else None
+            names = [plain_twin(model), model] if isinstance(lanes, str) else [model] * lanes
             try:
-                ours = ours_images_per_s(model, images, labels, device, args.batch_size, steps, warmup, lanes, util,
+                ours = ours_images_per_s(names, images, labels, device, args.batch_size, steps, warmup, util,
                                          min_seconds, args.cpu_bf16, compiled, warm_s if compiled and lanes == 1 else None,
-                                         fused)
+                                         lanes == "pair fused")
             except Exception as e:  # --compile that cannot run here: say why, and keep the eager columns
                 if not (compiled and compile_failure(e)):
                     raise
                 if util is not None:
                     util.stop()
                 print(f"{model}: --compile failed: {error_line(e)}", file=sys.stderr)
-                line += f" {'failed':>{width((compiled, lanes, fused))}} {'':>9} {'':>11}"
+                line += f" {'failed':>{width((compiled, lanes))}} {'':>9} {'':>11}"
                 continue
             busy = util.mean if util is not None else float("nan")
-            line += f" {ours:{width((compiled, lanes, fused))},.0f} {ours / base:8.1f}x {busy:11.0f}"
+            line += f" {ours:{width((compiled, lanes))},.0f} {ours / base:8.1f}x {busy:11.0f}"
         print(line + (f" {warm_s[0]:10.1f}" if warm_s else ""), flush=True)
 
 
-def heading(run: tuple[bool, int, bool]) -> str:
-    """The column heading of a timing of ours: (compiled, lanes, fused)."""
-    compiled, lanes, fused = run
-    copies = f" x{lanes} {'fused' if fused else 'lanes'}" if lanes > 1 else ""
+def plain_twin(name: str) -> str | None:
+    """plainN for a residual 6n+2 net resnetN (the pair train.py --fuse trains as one network), else None."""
+    info = model_info(name) if name in list_models() else {}
+    return f"plain{info['depth']}" if info.get("family") == "cifar" and info.get("residual") else None
+
+
+def heading(run: tuple[bool, int | str]) -> str:
+    """The column heading of a timing of ours: (compiled, lanes), lanes a count of copies or "pair" or
+    "pair fused" (the net and its plain twin)."""
+    compiled, lanes = run
+    copies = f" {lanes}" if isinstance(lanes, str) else f" x{lanes} lanes" if lanes > 1 else ""
     return f"{'compiled' if compiled else 'ours'}{copies} img/s"
 
 
-def width(run: tuple[bool, int, bool]) -> int:
-    """The column width of a timing of ours: (compiled, lanes, fused)."""
-    return {(False, 1, False): 12, (True, 1, False): 16}.get(run, 30)
+def width(run: tuple[bool, int | str]) -> int:
+    """The column width of a timing of ours: (compiled, lanes)."""
+    return {(False, 1): 12, (True, 1): 16}.get(run, 30 if isinstance(run[1], int) else 21)
 
 
 if __name__ == "__main__":

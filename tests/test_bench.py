@@ -21,17 +21,18 @@ def run_bench(monkeypatch, capsys, *args: str) -> tuple[list[str], str]:
 def test_the_table_has_a_row_per_model_with_both_pipelines(monkeypatch, capsys, shared_cifar):
     lines, _ = run_bench(monkeypatch, capsys, "--data-dir", str(shared_cifar), "--lanes", "2", "--fuse")
     head, row = lines[-2].split(), lines[-1].split()
-    assert head[:4] == ["model", "baseline", "img/s", "ours"] and head.count("x2") == 2
-    assert head.index("lanes") < head.index("fused")  # two copies side by side, then the same two fused
+    assert head[:4] == ["model", "baseline", "img/s", "ours"] and "x2" in head
+    # two copies side by side, then resnet20 beside plain20 as two lanes, then the two fused
+    assert " ours pair img/s " in lines[-2] and lines[-2].index(" ours pair img/s ") < lines[-2].index("pair fused")
     assert row[0] == "resnet20" and float(row[1].replace(",", "")) > 0
     speedups = [float(cell[:-1]) for cell in row if cell.endswith("x")]
-    assert len(speedups) == 3 and all(v > 0 for v in speedups)  # alone, two lanes, two fused
+    assert len(speedups) == 4 and all(v > 0 for v in speedups)  # alone, two copies, the pair, the pair fused
 
 
-def test_fuse_needs_copies_to_fuse(monkeypatch, capsys):
+def test_fuse_needs_a_residual_net_with_a_plain_twin(monkeypatch, capsys):
     with pytest.raises(SystemExit):
-        run_bench(monkeypatch, capsys, "--fuse")
-    assert "--fuse needs --lanes 2 or more" in capsys.readouterr().err
+        run_bench(monkeypatch, capsys, "--models", "resnet20", "plain20", "resnet18", "--fuse")
+    assert "its plain twin: plain20, resnet18 have none" in capsys.readouterr().err
 
 
 def test_a_compile_that_cannot_run_here_leaves_the_eager_columns(monkeypatch, capsys, shared_cifar):

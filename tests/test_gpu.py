@@ -13,7 +13,7 @@ import torch
 
 from conftest import REPO
 from resnet_core import model_info, read_checkpoint, trainer
-from resnet_core.data import CIFAR10_MEAN, CIFAR10_STD, augmentation_plan
+from resnet_core.data import CIFAR10_MEAN, CIFAR10_STD, augmentation_plan, normalize
 from resnet_core.trainer import Data, Recipe, RunConfig, fill_batch, fuse_lanes, make_lane, step_lanes
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -116,6 +116,22 @@ def test_fused_lanes_capture_and_match_eager_and_apart():
             torch.testing.assert_close(u, v, rtol=1e-3, atol=1e-4)
 
 
+def test_a_fused_lane_gone_nan_leaves_the_other_finite():
+    """Nothing in the fused net mixes its members: NaN weights in the plain net (as when it diverges) leave the
+    residual net's logits, gradients and step finite, under bf16 autocast as trained."""
+    configs = [RunConfig(model=m, recipe=Recipe(batch_size=128)) for m in ("resnet20", "plain20")]
+    lanes = [make_lane(c, torch.device("cuda")) for c in configs]
+    (group,) = fuse_lanes(lanes)
+    with torch.no_grad():
+        lanes[1].model.stem.conv.weight.fill_(float("nan"))
+    data = synthetic_data()
+    x = normalize(data.train_x[:128], data.mean, data.std).contiguous(memory_format=torch.channels_last)
+    trainer.fused_train_step(group, x, data.train_y[:128])
+    torch.cuda.synchronize()
+    assert int(lanes[0].stats["first_bad"]) == -1 and int(lanes[1].stats["first_bad"]) == 0
+    assert trainer.finite_state(lanes[0]) and not trainer.finite_state(lanes[1])
+
+
 def test_bf16_graphed_training_learns():
     cfg = RunConfig(model="resnet20", recipe=Recipe(batch_size=128, lr=0.05))
     data = synthetic_data(4096)
@@ -150,19 +166,21 @@ def test_compiled_lanes_capture_and_match_eager_steps():
     assert int(lane.stats["first_bad"]) == -1 and int(lane.stats["correct"]) / (120 * 128) > 0.3
 
 
-def test_train_end_to_end_on_gpu_with_resume(tmp_path, monkeypatch):
+@pytest.mark.parametrize("fuse", [False, True], ids=["apart", "fused"])
+def test_train_end_to_end_on_gpu_with_resume(tmp_path, monkeypatch, fuse):
     monkeypatch.setattr(trainer, "load_data", lambda *a, **k: synthetic_data(1024))
     configs = [RunConfig(model=m, recipe=Recipe(iterations=24, batch_size=128, milestones=(12, 18))) for m in
                ("resnet20", "plain20")]
-    status = trainer.train(configs, out_dir=tmp_path / "a", state_dir=tmp_path / "ra", device="cuda")
+    status = trainer.train(configs, out_dir=tmp_path / "a", state_dir=tmp_path / "ra", device="cuda", fuse=fuse)
     assert status == {"resnet20": "finished", "plain20": "finished"}
     assert trainer.train(configs, out_dir=tmp_path / "b", state_dir=tmp_path / "rb", device="cuda",
-                         stop_after=11)["resnet20"] == "stopped"
-    trainer.train(configs, out_dir=tmp_path / "b", state_dir=tmp_path / "rb", device="cuda", resume=True)
+                         stop_after=11, fuse=fuse)["resnet20"] == "stopped"
+    trainer.train(configs, out_dir=tmp_path / "b", state_dir=tmp_path / "rb", device="cuda", resume=True, fuse=fuse)
     for name in ("resnet20", "plain20"):
         a, b = read_checkpoint(tmp_path / "a" / name), read_checkpoint(tmp_path / "b" / name)
         assert len(a.history["records"]) == len(b.history["records"]) == 3
         assert a.config["cuda_graphs_used"] and b.config["cuda_graphs_used"]  # the captured path, on both sides
+        assert all(("fused_with" in sitting) == fuse for sitting in a.config["sittings"] + b.config["sittings"])
         # bf16 + cudnn are not bit-reproducible across a resume boundary; the curves must still agree closely.
         assert abs(a.metrics["test_error"] - b.metrics["test_error"]) < 5.0
 
