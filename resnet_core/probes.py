@@ -64,12 +64,37 @@ def per_class_accuracy(confusion: list[list[int]]) -> list[float]:
 
 
 @torch.no_grad()
-def response_std(model, x: torch.Tensor) -> list[dict]:
-    """Paper Fig. 7: std of each 3x3 layer's response (its BN output, before ReLU/addition), in layer
-    order, on a fixed batch, model in eval mode. Records: {layer, index, std}."""
-    with eval_mode(model):
-        _, responses = model.forward_intermediates(x)
-    return [dict(layer=name, index=i + 1, std=float(r.float().std())) for i, (name, r) in enumerate(responses.items())]
+def response_std(model, x: torch.Tensor, batch_size: int = 100) -> list[dict]:
+    """Paper Fig. 7: std of each 3x3 layer's response (its BN output, before ReLU/addition) over all of `x`
+    (the sample std of every value, as torch.std gives it), in layer order, model in eval mode. Records: {layer,
+    index, std}. Runs `batch_size` images at a time and merges each batch's mean and squared deviations into the
+    layer's in float64 inside its hook (Chan et al.'s pairwise update), so that only one layer's output for one
+    batch is held at a time: a 1202-layer net's responses to 1,000 images would be about 50 GB."""
+    layers = model.conv3x3_layers()
+    counts = [0] * len(layers)
+    # (layers, 2): mean and sum of squared deviations, updated in place: a new small tensor per layer and batch,
+    # kept, would pin the freed outputs' memory between them (the heap grew by a GB on ResNet-1202)
+    moments = torch.zeros(len(layers), 2, dtype=torch.float64, device=x.device)
+
+    def merge(k, out):
+        var, mean = torch.var_mean(out.detach().double(), correction=0)
+        n, count = out.numel(), counts[k]
+        total = count + n
+        delta = mean - moments[k, 0]
+        moments[k, 0] += delta * (n / total)
+        moments[k, 1] += var * n + delta.square() * (count * n / total)
+        counts[k] = total
+
+    hooks = [bn.register_forward_hook(lambda _m, _i, out, k=k: merge(k, out)) for k, (_, _, bn) in enumerate(layers)]
+    try:
+        with eval_mode(model):
+            for start in range(0, len(x), batch_size):
+                model(x[start:start + batch_size])
+    finally:
+        for h in hooks:
+            h.remove()
+    std = (moments[:, 1] / torch.tensor([n - 1 for n in counts], dtype=torch.float64, device=x.device)).sqrt()
+    return [dict(layer=name, index=k + 1, std=s) for k, ((name, _, _), s) in enumerate(zip(layers, std.tolist()))]
 
 
 def gradient_norms(model, x: torch.Tensor, y: torch.Tensor) -> list[dict]:

@@ -1,4 +1,6 @@
 """Probe contracts: evaluation arithmetic, gradient norms without side effects, Fig. 7 responses."""
+import weakref
+
 import pytest
 import torch
 
@@ -55,6 +57,59 @@ def test_response_std_follows_layer_order():
     assert [r["index"] for r in records] == list(range(1, 32))  # 6n + 1 = 31 layers of 3x3
     assert [r["layer"] for r in records] == [name for name, _, _ in model.conv3x3_layers()]
     assert all(r["std"] > 0 for r in records) and model.training  # restored to train mode
+
+
+def test_response_std_in_batches_equals_the_std_of_the_whole_batch_at_once():
+    """Merged over uneven batches (10, 10, 5), each layer's std is torch's sample std of all its outputs at once."""
+    torch.manual_seed(0)
+    model = build_model("resnet20").eval()
+    x = torch.randn(25, 3, 32, 32)
+    with torch.no_grad():
+        _, responses = model.forward_intermediates(x)
+    whole = [float(r.float().std()) for r in responses.values()]
+    batched = [r["std"] for r in response_std(model, x, batch_size=10)]
+    assert batched == pytest.approx(whole, rel=1e-6)
+
+
+def test_response_std_holds_one_layer_output_at_a_time():
+    """A 1202-layer net's responses to 1,000 images are about 50 GB: no BN output may outlive its use. When a
+    layer's BN runs, at most a few earlier outputs are still alive (a block's input and shortcut), not all of them."""
+    torch.manual_seed(0)
+    model = build_model("plain20")
+    bns = [bn for _, _, bn in model.conv3x3_layers()]
+    outputs, most_alive = [], []
+
+    def watch(_m, _i, out):
+        most_alive.append(sum(ref() is not None for ref in outputs))
+        outputs.append(weakref.ref(out))
+
+    hooks = [bn.register_forward_hook(watch) for bn in bns]
+    try:
+        response_std(model, torch.randn(8, 3, 32, 32))
+    finally:
+        for h in hooks:
+            h.remove()
+    assert len(most_alive) == len(bns) and max(most_alive) <= 3, most_alive
+
+
+def test_response_std_measures_the_eval_mode_net_and_leaves_bn_statistics_alone():
+    """Fig. 7 measures the trained net as it predicts: BN on its running statistics, which the probe must not
+    update. A net in train mode gives the same std as bn(conv(x)) in eval mode, and its buffers stay as they were."""
+    torch.manual_seed(0)
+    model = build_model("plain20")
+    for _, _, bn in model.conv3x3_layers():  # running statistics far from a batch's, so the two modes differ
+        bn.running_mean.uniform_(-2, 2)
+        bn.running_var.uniform_(0.2, 5)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    x = torch.randn(8, 3, 32, 32)
+    records = response_std(model, x)
+    assert model.training  # back to train mode
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # running statistics untouched
+    _, conv, bn = model.conv3x3_layers()[0]
+    bn.eval()
+    with torch.no_grad():
+        expected = float(bn(conv(x)).std())
+    assert records[0]["std"] == pytest.approx(expected, rel=1e-5)
 
 
 def test_first_epoch_reaching():
