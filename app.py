@@ -23,8 +23,8 @@ def home() -> None:
         f"input x; with them the test error falls from {TABLE6['resnet20']} % at 20 layers to {TABLE6['resnet110']} % "
         f"at 110 (Table 6). At 1202 layers it rises again, to {TABLE6['resnet1202']} %, which the paper puts down to "
         "overfitting.")
-    usable_checkpoints(short_runs=False)  # Home says it in a box of its own
-    short_run_notice()
+    infos = usable_checkpoints(short_runs=False)  # Home says it in a box of its own
+    short_run_notice(infos)
     depth_chart()
     checks_summary()
     tour()
@@ -79,18 +79,21 @@ def tour() -> None:
                 st.markdown(TOUR[page.url_path], width="stretch")
 
 
-def short_run_notice() -> None:
-    """Say plainly which checkpoints trained for less than the paper's 64k iterations: their errors are not Table 6's."""
+def short_run_notice(infos) -> None:
+    """Say plainly which checkpoints trained for less than the paper's 64k iterations: their errors are not Table 6's;
+    and which trained for an unknown number, judged neither short nor long."""
     table = frame(zoo.zoo_frame)
     if table.empty:
         return
+    if unknown := zoo.length_unknown(infos):
+        st.info(unknown, icon=":material/info:")
     short = table[table["iterations"] < PAPER_ITERATIONS]
     if len(short):
         # One entry per schedule and machine: eight interim runs of one kind read as one list, not eight repeats.
-        runs = "; ".join(f"{', '.join(group['checkpoint'])}: {iterations:,} iterations each, on {device}"
+        runs = "; ".join(f"{', '.join(group['checkpoint'])}: {int(iterations):,} iterations each, on {device}"
                          for (iterations, device), group in short.groupby(["iterations", "device"], sort=False))
         full = set(table.loc[table["iterations"] >= PAPER_ITERATIONS, "depth"])
-        waiting = [str(d) for d in sorted(set(table["depth"]) - full)]  # depths with short runs only
+        waiting = [str(d) for d in sorted(set(short["depth"]) - full)]  # depths with short runs only
         waiting = ", ".join(waiting[:-1]) + " and " + waiting[-1] if len(waiting) > 1 else "".join(waiting)
         st.info(f"Short runs: {runs}. The paper trains for {PAPER_ITERATIONS:,} iterations, so these errors are "
                 f"higher than Table 6's: compare them with runs as short (Degradation curves shows one length at a "
@@ -118,12 +121,11 @@ def depth_chart() -> None:
     tooltip = ["source", "model", "checkpoint", "measure", alt.Tooltip("error:Q", format=".2f", title="error (%)")]
     # Runs of several lengths (a 64k-iteration pair beside 15-epoch ones): the longer run's points larger, so that two
     # points of one net at one depth say which is which at a glance (fading the short ones would fade the story).
-    lengths = sorted({int(n) for n in ours["iterations"]}, reverse=True)
-    ours = ours.assign(length=[f"{int(n):,} iterations" for n in ours["iterations"]])
-    named = [f"{n:,} iterations" for n in lengths]
+    ours = ours.assign(length=[f"{int(n):,} iterations" if pd.notna(n) else "unknown length" for n in ours["iterations"]])
+    named = list(dict.fromkeys(ours.sort_values("iterations", ascending=False, na_position="last")["length"]))
     size = dict(size=alt.Size("length:O", title="training length", sort=named, legend=alt.Legend(columns=1),
-                              scale=alt.Scale(domain=named, range=np.linspace(170, 60, len(lengths)).round().tolist())))
-    size = size if len(lengths) > 1 else {}
+                              scale=alt.Scale(domain=named, range=np.linspace(170, 60, len(named)).round().tolist())))
+    size = size if len(named) > 1 else {}
     # one line per net and schedule: a 64k-iteration run and a short one at the next depth are never joined
     lines = alt.Chart(ours).mark_line().encode(
         x, offset, y, color, strokeDash=alt.StrokeDash("split:N", scale=TRAIN_DASHED, legend=None),

@@ -34,8 +34,8 @@ from PIL import Image
 
 from resnet_core.data import CIFAR10_MEAN, CIFAR10_STD, augmentation_plan, load_cifar10, resolve_data_dir
 from resnet_core.models import build_model, list_models, model_info
-from resnet_core.trainer import (Data, Recipe, RunConfig, compile_failure, error_line, fill_batch, fuse_lanes, make_lane,
-                                  step_lanes)
+from resnet_core.trainer import (Data, Recipe, RunConfig, compile_failure, error_line, fill_batch, fuse_lanes,
+                                  make_lane, step_lanes)
 
 
 class PILDataset(torch.utils.data.Dataset):

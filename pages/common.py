@@ -157,7 +157,7 @@ def length_ui(infos: list[CheckpointInfo], help: str) -> list[CheckpointInfo]:
     runs = {zoo.iterations(group[0]): group for group in zoo.schedules(infos)}
     if len(runs) < 2:
         return infos
-    lengths = {zoo.iterations(info) for info in infos if info.name in default_pair(infos)}
+    lengths = {zoo.iterations(info) for info in infos if info.name in default_pair(infos)} - {None}  # None: in no group
     start = lengths.pop() if len(lengths) == 1 else max(runs, key=lambda n: (len(runs[n]), n))
     with st.sidebar:
         n = st.radio("Training length", list(runs), index=list(runs).index(start),

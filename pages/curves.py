@@ -8,7 +8,7 @@ import streamlit as st
 from pages.common import (PANEL_LEGEND_COLUMNS, TRAIN_DASHED, frame, header, length_ui, model_legend,
                           short_runs_note, show_panels, span, usable_checkpoints)
 from resnet_core import zoo
-from resnet_core.paper import PAPER_ITERATIONS, RUN_TO_RUN_NOISE, TABLE6_RESNET110_MEAN_STD
+from resnet_core.paper import PAPER_ITERATIONS
 
 
 def curves_ui(depths: list[int]) -> tuple[list[int], str, bool]:
@@ -32,12 +32,14 @@ def wrapped_table(frame, verdicts: str | None = None) -> None:
 
 
 def curves_panel(rows: pd.DataFrame, shown: pd.DataFrame, metric: str, log: bool) -> alt.Chart:
-    """One net's curves (`rows`), on axes that span all the `shown` curves: both panels the same."""
-    title = "cross-entropy loss" if metric == "loss" else f"{metric} (%)"
+    """One net's curves (`rows`), on axes that span all the `shown` curves: both panels the same. A curve of one
+    epoch is a single point, which a line alone does not draw: then every curve gets its points."""
+    title = ("cross-entropy loss" if metric == "loss" else f"{metric} (%)") + (", log scale" if log else "")
     last = span(shown, "iteration")
     iterations = alt.Scale(domain=alt.Undefined if last is alt.Undefined else [0, last[1]], nice=True)
     values = alt.Scale(type="log" if log else "linear", domain=span(shown, "value"), nice=True)
-    return alt.Chart(rows).mark_line(strokeWidth=1.8).encode(
+    single = rows.groupby(["checkpoint", "split"]).size().min() < 2
+    return alt.Chart(rows).mark_line(strokeWidth=1.8, point=bool(single)).encode(
         x=alt.X("iteration:Q", title="iteration (SGD steps)", scale=iterations),
         y=alt.Y("value:Q", title=title, scale=values),
         color=model_legend(rows, columns=PANEL_LEGEND_COLUMNS),
@@ -55,14 +57,20 @@ infos = usable_checkpoints(short_runs=False)
 history = frame(zoo.history_frame)
 runs = length_ui(infos, "Runs of one length at a time, on one iteration axis.")
 short_runs_note(runs)
+if unknown := zoo.length_unknown(infos):
+    st.caption(f":material/info: {unknown}")
 shown_runs = [i.name for i in runs]
 history = history[history["checkpoint"].isin(shown_runs)]
 depths, metric, log = curves_ui(sorted(history["depth"].unique().tolist()))
 data = history[history["depth"].isin(depths) & (history["metric"] == metric)]
+if unplaced := zoo.without_iterations([i for i in runs if i.name in set(data["checkpoint"])]):
+    st.info(f"Not on the iteration axis, so left out of the curves: {unplaced}.")
+    data = data[data["iteration"].notna()]
 if log:
     data = data[data["value"] > 0]  # a log axis has no room for an error of exactly 0
 if data.empty:
-    st.info("No curves to draw: pick at least one depth in the sidebar.")
+    st.info("No curves to draw: " + ("none of the chosen runs can be placed on an iteration axis." if unplaced else
+                                     "pick at least one depth in the sidebar."))
 else:
     show_panels(partial(curves_panel, shown=data, metric=metric, log=log), data, f"curves_{metric.replace(' ', '_')}")
 st.caption("Both panels share the same axes. Pick depths, the metric and a log scale in the sidebar; every line is "
@@ -84,7 +92,9 @@ st.caption("Our errors (%) at the end of training: the train error is the final 
            "model card says), so its last point can differ from the test error here by a few test images. Each "
            "reference column gives their test error, never measured here, and in brackets ours minus theirs, in "
            f"percentage points; a run shorter than the paper's {PAPER_ITERATIONS:,} iterations gets no difference "
-           "('short run'), since every reference trained for longer.")
+           "('short run'), since every reference trained for at least that long. Report 003 trained for longer still "
+           f"(200 epochs, about 78,000 iterations), so its differences at {PAPER_ITERATIONS:,} iterations also "
+           "count that extra training against ours.")
 wrapped_table(table)
 st.caption(zoo.sources_note([c for c in zoo.REFERENCES if finals[c].notna().any()]))
 st.download_button("Download this table (CSV)", finals.to_csv(index=False).encode(), "final_errors.csv", "text/csv",
@@ -94,12 +104,8 @@ st.subheader("The paper's claims, checked on these runs")
 st.caption("Each claim of the paper's CIFAR-10 experiment against our checkpoints' final numbers (the final "
            "weights after the last iteration, not the best epoch's: the test set chose nothing). Runs shorter than the "
            f"paper's {PAPER_ITERATIONS:,} iterations say so, and are not held to Table 6's own errors ('short run'). "
-           "Each net is one run, so a difference counts, for a claim or against it, only beyond "
-           f"{RUN_TO_RUN_NOISE:.2f} points: twice the spread between two runs of one net that the paper's five "
-           f"ResNet-110 runs show (± {TABLE6_RESNET110_MEAN_STD[1]:.2f}; short runs likely vary more). 'yes': some "
-           "differences are for the claim and "
-           "none against it; 'partly': some each way (at some depths, or steps in depth, and not at others); "
-           "'within noise': every difference is too small to tell.")
+           + zoo.noise_rule() + " 'yes': some differences are for the claim and none against it; 'partly': some each "
+           "way (at some depths, or steps in depth, and not at others).")
 checks = frame(zoo.paper_checks)
 wrapped_table(checks, verdicts="holds")
 st.download_button("Download this table (CSV)", checks.to_csv(index=False).encode(), "paper_claims.csv", "text/csv",

@@ -94,10 +94,26 @@ def init_panel(rows: pd.DataFrame, shown: pd.DataFrame) -> alt.Chart:
     ).properties(height=300)
 
 
+def left_out_of_profile(chosen: list[str], norms: pd.DataFrame, epoch: int) -> dict[str, str]:
+    """{checkpoint: why it has no line in the per-layer profile at `epoch`}, for each chosen one without a finite,
+    positive gradient norm there (`norms`: grad_norm_frame, unfiltered)."""
+    why = {}
+    for name in chosen:
+        rows = norms.loc[(norms["checkpoint"] == name) & (norms["epoch"] == epoch), "grad_norm"] if len(norms) else []
+        finite = [v for v in rows if np.isfinite(v)]
+        if not len(rows):
+            why[name] = f"its history records no gradient norms at epoch {epoch}"
+        elif not finite:
+            why[name] = f"every layer's norm overflowed (infinite or NaN) at epoch {epoch}: the loss diverged"
+        elif max(finite) <= 0:
+            why[name] = f"every layer's norm is 0 at epoch {epoch}, which a log axis cannot show"
+    return why
+
+
 def training_section(infos) -> None:
     chosen, epoch = pair_ui(length_ui(infos, "Plain and residual runs of one length at a time, on one epoch axis."))
-    data = frame(zoo.grad_norm_frame)
-    data = data[data["checkpoint"].isin(chosen) & (data["grad_norm"] > 0)] if len(data) else data
+    norms = frame(zoo.grad_norm_frame)
+    data = norms[norms["checkpoint"].isin(chosen) & (norms["grad_norm"] > 0)] if len(norms) else norms
     if data.empty:
         st.info("These checkpoints recorded no gradient norms.")
         return
@@ -110,10 +126,11 @@ def training_section(infos) -> None:
     st.caption("Both panels share one colour scale and one epoch axis: the two runs trained equally long. Pick the "
                "checkpoints (and, where there are several, the training length) in the sidebar." + merged + MEASURE)
 
-    profile = data[data["epoch"] == epoch]
-    if profile.empty:  # every norm of that epoch overflowed (null in history.json), or the epoch is not recorded
-        st.info(f"No finite gradient norm was recorded at epoch {epoch} for {' and '.join(chosen)}: the loss "
-                "overflowed there. Pick another epoch in the sidebar.")
+    profile = data[(data["epoch"] == epoch) & np.isfinite(data["grad_norm"])]
+    if left_out := left_out_of_profile(chosen, norms, epoch):  # a net may overflow while its twin trains on
+        st.warning("Left out of the per-layer profile: " + "; ".join(f"**{name}**, {why}" for name, why in left_out.items())
+                   + ". Pick another epoch in the sidebar.")
+    if profile.empty:
         return
     show_chart(alt.Chart(profile).mark_line(point=True).encode(
         x=alt.X("index:Q", title="layer (1 = first conv; last = fc)", axis=WHOLE,

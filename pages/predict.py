@@ -50,10 +50,11 @@ def markdown_text(text: str) -> str:
 def length_warning(chosen: list[str], checkpoints: dict) -> str | None:
     """Words for two chosen checkpoints trained for different numbers of iterations, or None."""
     lengths = {name: zoo.iterations(checkpoints[name]) for name in chosen}
-    if len(set(lengths.values())) < 2:
+    if len(set(lengths.values())) < 2 and None not in lengths.values():
         return None
-    said = " and ".join(f"{name} for {n:,}" for name, n in lengths.items())
-    return (f"{said} iterations: their answers differ by training length as well as by shortcuts. Pick two "
+    said = " and ".join(f"{name} for {'an unknown number of' if n is None else f'{n:,}'} iterations"
+                        for name, n in lengths.items())
+    return (f"{said}: their answers differ by training length as well as by shortcuts. Pick two "
             "checkpoints trained as long to compare the nets.")
 
 

@@ -31,7 +31,7 @@ from .checkpoint import (CheckpointError, CheckpointInfo, atomic_write_bytes, at
                          unbundle_weights)
 from .data import CIFAR10_MEAN, CIFAR10_STD, SPLIT_SIZES, DatasetError, load_cifar10, resolve_data_dir
 from .models import PLAIN_VS_RESIDUAL_DEPTHS
-from .paper import RUN_TO_RUN_NOISE, TABLE6_RESNET110_MEAN_STD, TABLE6_TEST_ERROR
+from .paper import TABLE6_RESNET110_MEAN_STD, TABLE6_TEST_ERROR
 from .probes import evaluate
 from .trainer import FINAL_BATCH, device_name, final_metrics, strict_fp32
 
@@ -67,15 +67,15 @@ def reproduction_frame(infos: list[CheckpointInfo]) -> pd.DataFrame:
     for info in sorted(infos, key=checkpoint_order):
         c, m = info.config, info.metrics
         ref = TABLE6_TEST_ERROR.get(c["model"])
-        minutes, iterations = c.get("wall_time_s"), c["recipe"].get("iterations")
+        minutes, iterations = c.get("wall_time_s"), zoo.iterations(info)  # the recipe's, else the history's
         rows.append({
             "model": info.name, "iterations": "unknown" if iterations is None else f"{iterations:,}",
             "train error % (final model, clean set)": _num(zoo.final_train_error(info)),
             "test error % (ours)": _num(m["test_error"]),
             "paper, Table 6": _num(ref) if ref is not None else ("Fig. 6 only" if c["model"] in PAPER_PLAIN else ""),
-            # a run shorter than the paper's is not held to its figure, as on the Final errors table
-            "ours minus paper (points)": "" if ref is None else "short run" if zoo.is_short(info) else
-            _num(m["test_error"] - ref, "+.2f"),
+            # a run shorter than the paper's, or of unknown length, is not held to its figure, as on the Final errors table
+            "ours minus paper (points)": "" if ref is None else "length unknown" if iterations is None else
+            "short run" if zoo.is_short(info) else _num(m["test_error"] - ref, "+.2f"),
             "wall time (min)": _num(minutes / 60 if minutes is not None else None, ".1f"),
             "device": c.get("device", ""), "weights": "bundled" if info.has_weights else "not bundled"})
     return pd.DataFrame(rows)
@@ -95,10 +95,7 @@ def results_markdown(infos: list[CheckpointInfo]) -> str:
              "the paper's and ours, is one run.".format(*TABLE6_RESNET110_MEAN_STD), "",
              "#### The paper's claims, checked on these checkpoints", "",
              markdown(zoo.paper_checks(infos)), "",
-             f"A difference between two of these single runs counts, for a claim or against it, only beyond "
-             f"{RUN_TO_RUN_NOISE:.2f} points: twice the spread between two runs of one net that Table 6's five "
-             "ResNet-110 runs show (± {:.2f}); short runs likely vary more. 'within noise': every difference a claim "
-             "rests on is smaller.".format(TABLE6_RESNET110_MEAN_STD[1]), ""]
+             zoo.noise_rule(), ""]
     have = zoo.by_model(infos)
     if any(f"{kind}{depth}" in have for kind in ("resnet", "plain") for depth, _, _ in zoo.SEED_PAIRS):
         seed = zoo.seed_report_frame(infos)

@@ -97,15 +97,41 @@ def zoo_frame(infos: list[CheckpointInfo]) -> pd.DataFrame:
     return pd.DataFrame(rows).sort_values(["net", "depth", "checkpoint"], ignore_index=True) if rows else pd.DataFrame()
 
 
+def record_iterations(info: CheckpointInfo) -> list[int | None]:
+    """The iteration at the end of each history record: as recorded, else (older or hand-made histories) epoch x
+    the recipe's iterations / its epochs where that divides exactly, so that every epoch had as many steps; None
+    where neither says (a 64,000-iteration run's last epoch is shorter: 164 x 390 + 40)."""
+    records = info.history["records"]
+    total, epochs = info.config.get("recipe", {}).get("iterations"), max((r["epoch"] for r in records), default=0)
+    per_epoch = total // epochs if total and epochs and total % epochs == 0 else None
+    return [r.get("iteration") if r.get("iteration") is not None else
+            r["epoch"] * per_epoch if per_epoch else None for r in records]
+
+
+def without_iterations(infos: list[CheckpointInfo]) -> str:
+    """'resnet20 (history.json records no iteration at some epochs, and its recipe's 64,000 iterations do not divide
+    evenly into its 165 epochs)' for each checkpoint with a record that record_iterations cannot place, joined by '; '."""
+    said = []
+    for info in infos:
+        if None in record_iterations(info):
+            total = info.config.get("recipe", {}).get("iterations")
+            epochs = max(r["epoch"] for r in info.history["records"])
+            why = (f"its recipe's {total:,} iterations do not divide evenly into its {epochs} epochs" if total else
+                   "its recipe records no iterations to share out over its epochs")
+            said.append(f"{info.name} (history.json records no iteration at some epochs, and {why})")
+    return "; ".join(said)
+
+
 def history_frame(infos: list[CheckpointInfo]) -> pd.DataFrame:
-    """Long frame of every curve: checkpoint, model, depth, net, epoch, iteration, split, metric, value."""
+    """Long frame of every curve: checkpoint, model, depth, net, epoch, iteration (record_iterations; None where
+    unknown), split, metric, value."""
     rows = []
     for info in infos:
         ident = identity(info)
-        for r in info.history["records"]:
+        for r, iteration in zip(info.history["records"], record_iterations(info)):
             for key, split, metric in CURVES:
                 if r.get(key) is not None:
-                    rows.append(dict(ident, epoch=r["epoch"], iteration=r.get("iteration"), split=split,
+                    rows.append(dict(ident, epoch=r["epoch"], iteration=iteration, split=split,
                                      metric=metric, value=r[key]))
     return pd.DataFrame(rows)
 
@@ -113,12 +139,13 @@ def history_frame(infos: list[CheckpointInfo]) -> pd.DataFrame:
 def final_errors_frame(infos: list[CheckpointInfo]) -> pd.DataFrame:
     """Our final train error (the final model on the clean set, where recorded) and test error, next to each
     reference that quotes one for the same model, with the difference: none for a run shorter than the paper's,
-    which no reference trained for as few iterations (the claim checks call it 'short run' too)."""
+    which no reference trained for as few iterations (the claim checks call it 'short run' too), nor for one of
+    unknown length."""
     rows = []
     for info in infos:
         model = info.config["model"]
         row = dict(identity(info), train_error=final_train_error(info), test_error=info.metrics["test_error"])
-        short = is_short(info)
+        short = is_short(info) or iterations(info) is None  # nor for a run of unknown length
         for source, table in REFERENCES.items():
             ref = table.get(model)
             row[source] = ref
@@ -140,13 +167,14 @@ def final_errors_table(finals: pd.DataFrame) -> pd.DataFrame:
     table = finals[[c for c in finals.columns if c not in REFERENCES and not c.startswith("ours minus ")]].copy()
     for column in ("train_error", "test_error"):
         table[column] = [("" if v is None or pd.isna(v) else f"{v:.2f}") for v in finals[column]]
+    known = finals["iterations"].notna() if "iterations" in finals else [True] * len(finals)
     if "iterations" in table:  # how long each trained: two runs of one model may differ in that alone
-        table["iterations"] = [f"{int(n):,}" for n in finals["iterations"]]
+        table["iterations"] = [f"{int(n):,}" if ok else "unknown" for n, ok in zip(finals["iterations"], known)]
     for source in REFERENCES:
         if finals[source].notna().any():
             table[f"{source} % (ours minus theirs, in points)"] = [
-                "" if pd.isna(ref) else f"{ref:.2f} (short run)" if pd.isna(diff) else f"{ref:.2f} ({diff:+.2f})"
-                for ref, diff in zip(finals[source], finals[f"ours minus {source}"])]
+                "" if pd.isna(ref) else f"{ref:.2f} ({'short run' if ok else 'length unknown'})" if pd.isna(diff)
+                else f"{ref:.2f} ({diff:+.2f})" for ref, diff, ok in zip(finals[source], finals[f"ours minus {source}"], known)]
     return table.rename(columns={"train_error": "train error % (final model)", "test_error": "test error %"})
 
 
@@ -240,10 +268,10 @@ def response_frame(infos: list[CheckpointInfo]) -> pd.DataFrame:
 def response_pairs(data: pd.DataFrame) -> dict[tuple[int, int], tuple[list[float], list[float]]]:
     """{(depth, iterations): (plain std per 3x3 layer, residual std per 3x3 layer)}, in layer order, for each depth
     and training length with a plain and a residual net in `data` (a response_frame, or live responses with identity
-    columns): nets trained for different lengths are never paired. A response that overflowed (null, NaN here) is
-    infinite, as paper_checks counts it."""
+    columns): nets trained for different lengths, or for unknown ones, are never paired. A response that overflowed
+    (null, NaN here) is infinite, as paper_checks counts it."""
     std = {(g["net"].iloc[0], int(g["depth"].iloc[0]), int(g["iterations"].iloc[0])): g["std"].fillna(math.inf).tolist()
-           for _, g in data.sort_values("index").groupby("checkpoint")}
+           for _, g in data.sort_values("index").groupby("checkpoint") if pd.notna(g["iterations"].iloc[0])}
     runs = sorted({(d, n) for _, d, n in std}, key=lambda run: (run[0], -run[1]))
     return {run: (std[("plain", *run)], std[("residual", *run)])
             for run in runs if ("plain", *run) in std and ("residual", *run) in std}
@@ -296,8 +324,13 @@ def architecture_frame(name: str) -> pd.DataFrame:
 
 
 def paper_totals(name: str) -> dict:
-    """The paper's size numbers for `name`, where it gives them: Table 1 GFLOPs, Table 6 parameters (millions)."""
-    return {k: v for k, v in (("Table 1: GFLOPs", TABLE1_GFLOPS.get(name)),
+    """The paper's size numbers for `name`, where it gives them: Table 1 GFLOPs, Table 6 parameters (millions).
+    Table 1 lists the residual nets only; a plain ImageNet net has its residual twin's FLOPs (Sec. 3.3), and its
+    label says whose figure it is."""
+    spec, gflops = model_info(name), "Table 1: GFLOPs"
+    if not spec["residual"] and name in TABLE1_GFLOPS:
+        gflops = f"Table 1: ResNet-{spec['depth']}'s GFLOPs, the plain net's too"
+    return {k: v for k, v in ((gflops, TABLE1_GFLOPS.get(name)),
                               ("Table 6: parameters (M)", TABLE6_PARAMS_M.get(name))) if v is not None}
 
 
@@ -370,9 +403,10 @@ def by_model(infos: list[CheckpointInfo]) -> dict[str, CheckpointInfo]:
 
 
 def longest(infos: list[CheckpointInfo]) -> dict[str, CheckpointInfo]:
-    """{model: its longest-trained checkpoint}; between folders of one model trained as long, as by_model picks."""
+    """{model: its longest-trained checkpoint}; between folders of one model trained as long, as by_model picks; a run
+    of unknown length only for a model that has no other."""
     found: dict[str, CheckpointInfo] = {}
-    for group in schedules(infos):
+    for group in [*schedules(infos), [i for i in infos if iterations(i) is None]]:
         for model, info in by_model(group).items():
             found.setdefault(model, info)
     return found
@@ -401,14 +435,28 @@ def final_train_error(info: CheckpointInfo) -> float | None:
     return info.metrics[key] if key else None
 
 
-def iterations(info: CheckpointInfo) -> int:
-    """SGD steps it trained for, as its recipe records."""
-    return info.config.get("recipe", {}).get("iterations") or 0  # 0: unrecorded, as in a hand-made CheckpointInfo
+def iterations(info: CheckpointInfo) -> int | None:
+    """SGD steps it trained for: as its recipe records, else as its last history record does; None (unknown) where
+    neither does. A run of unknown length is judged neither short nor long, and compared with no other."""
+    n = info.config.get("recipe", {}).get("iterations")
+    if n is None and info.history.get("records"):
+        n = info.history["records"][-1].get("iteration")
+    return n
 
 
 def is_short(info: CheckpointInfo) -> bool:
-    """Trained for fewer iterations than the paper's 64k: its numbers are not Table 6's."""
-    return iterations(info) < PAPER_ITERATIONS
+    """Trained for fewer iterations than the paper's 64k: its numbers are not Table 6's (False where unknown)."""
+    n = iterations(info)
+    return n is not None and n < PAPER_ITERATIONS
+
+
+def length_unknown(infos: list[CheckpointInfo]) -> str:
+    """'resnet20, plain20: their training length is unknown (...)', for the runs of unknown length ('' if none)."""
+    names = [i.name for i in infos if iterations(i) is None]
+    if not names:
+        return ""
+    return (f"{', '.join(names)}: {'its' if len(names) == 1 else 'their'} training length is unknown (config.json's "
+            "recipe and history.json record no iterations), so not judged short or long, and compared with no other run.")
 
 
 def short_run_length(*infos: CheckpointInfo) -> str:
@@ -424,38 +472,65 @@ def short_run_note(*infos: CheckpointInfo) -> str:
 
 
 def schedules(infos: list[CheckpointInfo]) -> list[list[CheckpointInfo]]:
-    """The checkpoints grouped by how long they trained, longest first (each group in the order given)."""
+    """The checkpoints grouped by how long they trained, longest first (each group in the order given); runs of
+    unknown length are in none, since none can be said to have trained as long as another."""
     groups: dict[int, list[CheckpointInfo]] = {}
     for info in infos:
-        groups.setdefault(iterations(info), []).append(info)
+        if iterations(info) is not None:
+            groups.setdefault(iterations(info), []).append(info)
     return [groups[n] for n in sorted(groups, reverse=True)]
 
 
 def lengths(*runs: CheckpointInfo) -> str:
-    """'plain20 64,000, plain56 5,850 iterations'."""
-    return ", ".join(f"{i.name} {iterations(i):,}" for i in runs) + " iterations"
+    """'plain20 64,000, plain56 5,850 iterations' ('unknown' for a run of unknown length)."""
+    said = {i.name: "unknown" if iterations(i) is None else f"{iterations(i):,}" for i in runs}
+    return ", ".join(f"{name} {n}" for name, n in said.items()) + " iterations"
 
 
 def different_lengths(*runs: CheckpointInfo) -> str:
     """'' if they trained for equally long, else the evidence that they cannot be compared."""
-    if len({iterations(i) for i in runs}) <= 1:
-        return ""
-    return f"trained for different lengths ({lengths(*runs)}): not comparable"
+    known = {iterations(i) for i in runs}
+    if None in known:
+        return f"training length unknown ({lengths(*runs)}): not comparable"
+    return f"trained for different lengths ({lengths(*runs)}): not comparable" if len(known) > 1 else ""
 
 
 # The verdicts paper_checks gives, in the order a summary lists them.
 VERDICTS = ("yes", "partly", "within noise", "no", "short run", "not comparable", "not measured")
 
 
-def within_noise(difference: float) -> str:
-    """Words for a difference between two single runs too small to count (RUN_TO_RUN_NOISE or less)."""
-    return f" (within run-to-run noise, {RUN_TO_RUN_NOISE:.2f} points)" if side(difference) == 0 else ""
+def training_noise(*errors: float) -> float:
+    """The run-to-run noise band (points) for training errors (%) at these errors' level. RUN_TO_RUN_NOISE is the
+    paper's spread at ResNet-110's 6.61 % test error; the spread of an error rate grows as its square root (as a
+    binomial count's does), so a 0.28 % training error moves by 0.09 points between runs, not 0.45."""
+    return RUN_TO_RUN_NOISE * math.sqrt(max(errors) / TABLE6_RESNET110_MEAN_STD[0])
 
 
-def side(difference: float) -> int:
-    """A difference between two single runs, positive the way a claim says: 1 where it is beyond
-    RUN_TO_RUN_NOISE (for the claim), -1 beyond it the other way (against), 0 within it (neither)."""
-    return 0 if abs(difference) <= RUN_TO_RUN_NOISE else (1 if difference > 0 else -1)
+def noise_rule() -> str:
+    """The rule side() applies, in words, for the README and the Degradation curves page."""
+    mean, spread = TABLE6_RESNET110_MEAN_STD
+    return (f"Each net is one run, so a difference counts, for a claim or against it, only beyond a band: in test error "
+            f"{RUN_TO_RUN_NOISE:.2f} points, twice the spread between two runs of one net that Table 6's five "
+            f"ResNet-110 runs show (± {spread:.2f}, at a mean error of {mean:.2f} %; short runs likely vary more); in "
+            f"training error that band scaled to the error's level, {RUN_TO_RUN_NOISE:.2f} x √(error / {mean:.2f}), "
+            "as the spread of an error rate grows as its square root (a binomial count's does), so "
+            f"{training_noise(0.28):.2f} points at 0.28 %. 'within noise': every difference a claim rests on is "
+            "inside its band.")
+
+
+def within_noise(difference: float, band: float | None = None) -> str:
+    """Words for a difference between two single runs too small to count: RUN_TO_RUN_NOISE or less, or `band` or
+    less where a training error's is given (training_noise)."""
+    if side(difference, RUN_TO_RUN_NOISE if band is None else band) != 0:
+        return ""
+    return (f" (within run-to-run noise, {RUN_TO_RUN_NOISE:.2f} points)" if band is None
+            else f" (within run-to-run noise, {band:.2f} points at this error level)")
+
+
+def side(difference: float, band: float = RUN_TO_RUN_NOISE) -> int:
+    """A difference between two single runs, positive the way a claim says: 1 where it is beyond `band` (for the
+    claim), -1 beyond it the other way (against), 0 within it (neither)."""
+    return 0 if abs(difference) <= band else (1 if difference > 0 else -1)
 
 
 def tally(sides: list[int]) -> str:
@@ -481,32 +556,42 @@ def _check(claim: str, holds: bool | str | None, evidence: str) -> dict:
     return dict(claim=claim, holds=verdict, evidence=evidence)
 
 
-def _depth_trend(claim: str, infos: list[CheckpointInfo], kind: str, error, falls: bool) -> dict:
+def _depth_trend(claim: str, infos: list[CheckpointInfo], kind: str, error, falls: bool, training: bool = False) -> dict:
     """Does `error` fall (or rise) at every step in depth over the `kind` nets ("resnet" / "plain") we have? Judged
     on the longest schedule that two or more of them share ('partly' where it holds at some steps only, as Fig. 7's
     check is 'partly' at some depths); any other schedule's nets are reported beside it, never mixed in. A step
-    counts for the claim, or against it, only where the error moves by more than RUN_TO_RUN_NOISE; smaller ones are
-    neither, and named as noise (tally() gives the verdict)."""
+    counts for the claim, or against it, only where the error moves by more than RUN_TO_RUN_NOISE (for `training`
+    errors, training_noise at the step's level); smaller ones are neither, and named as noise (tally() gives the
+    verdict)."""
     nets, groups = ("residual" if kind == "resnet" else "plain"), []
     for schedule in schedules(infos):  # within each, one checkpoint per depth
         have = by_model(schedule)
         group = [have[f"{kind}{d}"] for d in SIX_N_PLUS_2 if f"{kind}{d}" in have and error(have[f"{kind}{d}"]) is not None]
         groups += [group] if group else []
     measured = sorted((i for g in groups for i in g), key=lambda i: model_info(i.config["model"])["depth"])
+    unknown = [i for i in infos if iterations(i) is None and error(i) is not None
+               and i.config["model"] in {f"{kind}{d}" for d in SIX_N_PLUS_2}]
+    unknown_note = f" (left out, training length unknown: {', '.join(i.name for i in unknown)})" if unknown else ""
     judged = [g for g in groups if len(g) >= 2]
     if not judged:
-        return (_check(claim, "not comparable", f"no two {nets} depths trained equally long ({lengths(*measured)})")
-                if len({i.config["model"] for i in measured}) >= 2 else _check(claim, None, f"fewer than two {nets} depths"))
+        if len({i.config["model"] for i in measured}) >= 2:
+            return _check(claim, "not comparable", f"no two {nets} depths trained equally long ({lengths(*measured)})"
+                          + unknown_note)
+        if len({i.config["model"] for i in measured + unknown}) >= 2:
+            return _check(claim, "not comparable", f"fewer than two {nets} depths of known training length{unknown_note}")
+        return _check(claim, None, f"fewer than two {nets} depths{unknown_note}")
 
     def trend(group):
         """(verdict, each step's side(), the errors in words, with the steps within noise named)."""
         errors = [error(i) for i in group]
         depths = [model_info(i.config["model"])["depth"] for i in group]
-        sides = [side((b - a) * (-1 if falls else 1)) for a, b in zip(errors, errors[1:])]
-        noise = [f"{d0} to {d1} layers, {b - a:+.2f}" for d0, d1, a, b, s in
-                 zip(depths, depths[1:], errors, errors[1:], sides) if s == 0]
+        bands = [training_noise(a, b) if training else RUN_TO_RUN_NOISE for a, b in zip(errors, errors[1:])]
+        sides = [side((b - a) * (-1 if falls else 1), band) for a, b, band in zip(errors, errors[1:], bands)]
+        noise = [f"{d0} to {d1} layers, {b - a:+.2f}" + (f" of {band:.2f} points" if training else "")
+                 for d0, d1, a, b, band, s in zip(depths, depths[1:], errors, errors[1:], bands, sides) if s == 0]
+        said = " at this error level" if training else f", {RUN_TO_RUN_NOISE:.2f} points"
         words = ", ".join(f"{d} layers: {e:.2f} %" for d, e in zip(depths, errors)) + (
-            f" (within run-to-run noise, {RUN_TO_RUN_NOISE:.2f} points: {'; '.join(noise)})" if noise else "")
+            f" (within run-to-run noise{said}: {'; '.join(noise)})" if noise else "")
         return tally(sides), sides, words
 
     holds, sides, points = trend(judged[0])
@@ -520,7 +605,7 @@ def _depth_trend(claim: str, infos: list[CheckpointInfo], kind: str, error, fall
     alone = [i for g in groups if len(g) < 2 for i in g]
     if alone:
         evidence += f" (left out, no other {nets} depth trained as long: {lengths(*alone)})"
-    return _check(claim, holds, evidence)
+    return _check(claim, holds, evidence + unknown_note)
 
 
 def responses_below(plain: list[float], resnet: list[float]) -> tuple[int, int]:
@@ -556,6 +641,9 @@ def paper_checks(infos: list[CheckpointInfo]) -> pd.DataFrame:
         info = have.get(name)
         if info is None:
             rows.append(_check(claim, None, "no checkpoint"))
+        elif iterations(info) is None:
+            rows.append(_check(claim, "not comparable", f"ours {info.metrics['test_error']:.2f} % after an unknown "
+                               "number of iterations (neither config.json nor history.json records it)"))
         elif is_short(info):  # a number after a tenth of the schedule is no test of the number after all of it
             rows.append(_check(claim, "short run", f"ours {info.metrics['test_error']:.2f} % after "
                                f"{short_run_length(info)}: not comparable until trained for all of them"))
@@ -566,9 +654,9 @@ def paper_checks(infos: list[CheckpointInfo]) -> pd.DataFrame:
     rows.append(_depth_trend("Residual nets: test error falls with depth", infos, "resnet",
                              lambda i: i.metrics["test_error"], falls=True))
     rows.append(_depth_trend("Residual nets: final training error falls with depth (Fig. 6, middle)", infos, "resnet",
-                             final_train_error, falls=True))
+                             final_train_error, falls=True, training=True))
     rows.append(_depth_trend("Plain nets: final training error rises with depth (Fig. 6, left)", infos, "plain",
-                             final_train_error, falls=False))
+                             final_train_error, falls=False, training=True))
     def control(shallow, deep, error, plain) -> str:
         """The residual nets of the same two depths, trained as long: a short run's deeper plain net may only be
         slower, and the residual pair, as deep and as short, tells slowness from degradation."""
@@ -591,9 +679,11 @@ def paper_checks(infos: list[CheckpointInfo]) -> pd.DataFrame:
                 rows.append(_check(claim, None, f"needs both nets' final {split} error: {missing} recorded none"))
             elif different_lengths(a, b):
                 rows.append(_check(claim, "not comparable", different_lengths(a, b)))
-            else:
-                rows.append(_check(claim, tally([side(error(b) - error(a))]), f"{b.name} {error(b):.2f} % vs "
-                                   f"{a.name} {error(a):.2f} %" + within_noise(error(b) - error(a))
+            else:  # a training error's noise scales with it (training_noise), a test error's is the paper's
+                band = training_noise(error(a), error(b)) if split == "training" else None
+                rows.append(_check(claim, tally([side(error(b) - error(a), RUN_TO_RUN_NOISE if band is None else band)]),
+                                   f"{b.name} {error(b):.2f} % vs {a.name} {error(a):.2f} %"
+                                   + within_noise(error(b) - error(a), band)
                                    + short_run_note(a, b) + control(shallow, deep, error, a)))
     pairs, unequal = [], []  # a pair compares nets trained equally long
     for d in SIX_N_PLUS_2:
@@ -602,8 +692,9 @@ def paper_checks(infos: list[CheckpointInfo]) -> pd.DataFrame:
             pairs.append(tuple(pair))
         elif f"plain{d}" in have and f"resnet{d}" in have:
             unequal.append((have[f"plain{d}"], have[f"resnet{d}"]))
-    unequal_note = (" (left out, trained for different lengths: " + "; ".join(lengths(p, r) for p, r in unequal) + ")"
-                    if unequal else "")
+    unknown = any(iterations(i) is None for pair in unequal for i in pair)
+    unequal_note = (f" (left out, trained for different{' or unknown' if unknown else ''} lengths: "
+                    + "; ".join(lengths(p, r) for p, r in unequal) + ")" if unequal else "")
 
     def mixed(pairs) -> bool:  # the pairs differ in length: then each depth says its own
         return len({iterations(p) for p, *_ in pairs}) > 1

@@ -157,6 +157,30 @@ def test_home_lists_a_claim_within_noise_as_too_close_to_call(monkeypatch, tiny_
     assert summary.endswith("Too close to call:\n- Shortcuts help at every depth: residual test error below plain")
 
 
+def test_home_takes_iterations_from_the_history_or_says_they_are_unknown(monkeypatch, tiny_checkpoints, tmp_path):
+    """No recipe.iterations: resnet20's history says 8 (a short run, not 0 iterations); plain20's says none either,
+    so its length is unknown, said so, and it is judged neither short nor long."""
+    root = shutil.copytree(tiny_checkpoints, tmp_path / "no-recipe-iterations")
+    for name in ("resnet20", "plain20"):
+        config = json.loads((root / name / "config.json").read_text())
+        del config["recipe"]["iterations"]
+        (root / name / "config.json").write_text(json.dumps(config))
+    history = json.loads((root / "plain20" / "history.json").read_text())
+    for record in history["records"]:
+        del record["iteration"]
+    (root / "plain20" / "history.json").write_text(json.dumps(history))
+    at = open_app(monkeypatch, root)
+    notes = [i.value for i in at.info]
+    assert any(n.startswith("Short runs: resnet20: 8 iterations each") for n in notes), notes
+    assert ("plain20: its training length is unknown (config.json's recipe and history.json record no iterations), "
+            "so not judged short or long, and compared with no other run.") in notes
+    ours = plotted(at)[0].query("source == 'ours'").set_index(["checkpoint", "split"])["length"]
+    assert ours[("resnet20", "test")] == "8 iterations" and ours[("plain20", "test")] == "unknown length"
+    at.switch_page("pages/predict.py").run()  # a pair of a known and an unknown length: said, not a crash
+    assert not at.exception, [e.value for e in at.exception]
+    assert any(w.value.startswith("plain20 for an unknown number of iterations and resnet20 for 8 iterations:") for w in at.warning)
+
+
 def test_home_falls_back_to_the_running_train_error(monkeypatch, tiny_checkpoints, tmp_path):
     root = shutil.copytree(tiny_checkpoints, tmp_path / "older")
     metrics = json.loads((root / "plain20" / "metrics.json").read_text())
@@ -208,6 +232,7 @@ def test_curves_show_both_nets_and_the_references(monkeypatch, tiny_checkpoints)
     for axis in ("x", "y"):
         assert plain["encoding"][axis]["scale"]["domain"] == residual["encoding"][axis]["scale"]["domain"]
     assert plain["encoding"]["y"]["title"] == "top-1 error (%)"
+    assert plain["mark"] == {"type": "line", "strokeWidth": 1.8, "point": False}  # two epochs a curve: lines alone
     at.sidebar.radio[0].set_value("loss").run()
     assert specs(at)[0]["encoding"]["y"]["title"] == "cross-entropy loss"
     assert "(the final weights after the last iteration, not the best epoch's: the test set chose nothing)" in " ".join(
@@ -216,6 +241,10 @@ def test_curves_show_both_nets_and_the_references(monkeypatch, tiny_checkpoints)
     assert set(plotted(at)[0]["split"]) == {"test"}  # top-5 is recorded on the test set only
     at.sidebar.toggle[0].set_value(True).run()
     assert not at.exception
+    assert specs(at)[0]["encoding"]["y"]["title"] == "top-5 error (%), log scale"
+    captions = " ".join(c.value for c in at.caption)
+    assert "Report 003 trained for longer still (200 epochs, about 78,000 iterations)" in captions
+    assert "in training error that band scaled to the error's level, 0.45 x √(error / 6.61)" in captions
     finals = at.table[0].value.set_index("checkpoint")
     assert "model" not in finals.columns  # each folder is named after its model: said once
     # 8 iterations: no difference from Table 6's 64,000-iteration figure, as in the claim checks
@@ -299,6 +328,36 @@ def test_curves_show_one_training_length_at_a_time(monkeypatch, tiny_checkpoints
     assert finals.loc["resnet20-64k", "paper (Table 6) % (ours minus theirs, in points)"] == f"8.75 ({ours - 8.75:+.2f})"
 
 
+def test_curves_of_one_epoch_are_drawn_as_points(monkeypatch, tiny_checkpoints, tmp_path):
+    """A history of one epoch is a single point per curve, which a line alone leaves blank: the panels mark points."""
+    root = shutil.copytree(tiny_checkpoints, tmp_path / "one-epoch")
+    for name in ("plain20", "resnet20"):
+        path = root / name / "history.json"
+        history = json.loads(path.read_text())
+        path.write_text(json.dumps(dict(history, records=history["records"][:1])))
+    at = open_app(monkeypatch, root, "pages/curves.py")
+    assert [panel["mark"]["point"] for panel in specs(at)[:2]] == [True, True]
+    assert plotted(at)[0].groupby(["checkpoint", "split"]).size().max() == 1
+
+
+def test_curves_place_histories_without_iterations_or_say_which_they_leave_out(monkeypatch, tiny_checkpoints, tmp_path):
+    """Records without an iteration: at epoch x (8 iterations / 2 epochs) where that divides exactly; a history
+    whose epochs do not share the recipe out evenly is left off the iteration axis, by name, with the reason."""
+    root = shutil.copytree(tiny_checkpoints, tmp_path / "no-iterations")
+    for name, epochs in (("resnet20", (1, 2)), ("plain20", (1, 3))):  # 8 iterations: 4 an epoch, or no whole number
+        path = root / name / "history.json"
+        history = json.loads(path.read_text())
+        for record, epoch in zip(history["records"], epochs):
+            del record["iteration"]
+            record["epoch"] = epoch
+        path.write_text(json.dumps(history))
+    at = open_app(monkeypatch, root, "pages/curves.py")
+    curves = plotted(at)[0]
+    assert set(curves["checkpoint"]) == {"resnet20"} and sorted(set(curves["iteration"])) == [4, 8]
+    assert ("Not on the iteration axis, so left out of the curves: plain20 (history.json records no iteration at some "
+            "epochs, and its recipe's 8 iterations do not divide evenly into its 3 epochs).") in [i.value for i in at.info]
+
+
 def test_curves_open_on_the_length_of_the_pair_every_page_opens_on(monkeypatch, tiny_checkpoints, tmp_path):
     """More short runs than long ones: the page still opens on the long pair, the one Home and the other pages show."""
     root = with_a_long_copy(tiny_checkpoints, tmp_path / "mixed")
@@ -349,16 +408,21 @@ def test_gradient_flow_from_history_and_live_at_init(monkeypatch, tiny_checkpoin
 
 
 def test_gradient_flow_says_when_an_epoch_overflowed(monkeypatch, tiny_checkpoints, tmp_path):
-    """A last epoch whose every gradient norm overflowed (null in history.json): the page says so, no crash."""
-    shutil.copytree(tiny_checkpoints, tmp_path, dirs_exist_ok=True)
-    for name in ("plain20", "resnet20"):
-        path = tmp_path / name / "history.json"
-        history = json.loads(path.read_text())
-        history["records"][-1]["grad_norms"] = [None] * len(history["records"][-1]["grad_norms"])
-        path.write_text(json.dumps(history))
-    at = open_app(monkeypatch, tmp_path, "pages/gradients.py")
-    assert any("No finite gradient norm was recorded at epoch 2" in i.value for i in at.info)
-    assert len(plotted(at)) == 1  # the heatmap of the epochs that stayed finite; no layer profile
+    """A last epoch whose every gradient norm overflowed (null in history.json): the profile names each net it
+    leaves out and why, whether its twin is still drawn or not; no crash."""
+    overflowed = "every layer's norm overflowed (infinite or NaN) at epoch 2: the loss diverged"
+    for diverged in (["plain20"], ["plain20", "resnet20"]):
+        root = shutil.copytree(tiny_checkpoints, tmp_path / "-".join(diverged))
+        for name in diverged:
+            path = root / name / "history.json"
+            history = json.loads(path.read_text())
+            history["records"][-1]["grad_norms"] = [None] * len(history["records"][-1]["grad_norms"])
+            path.write_text(json.dumps(history))
+        at = open_app(monkeypatch, root, "pages/gradients.py")
+        assert [w.value for w in at.warning] == ["Left out of the per-layer profile: " + "; ".join(
+            f"**{name}**, {overflowed}" for name in diverged) + ". Pick another epoch in the sidebar."]
+        drawn = plotted(at)  # the heatmap of the epochs that stayed finite, and a profile of the net that did
+        assert (set(drawn[1]["checkpoint"]) == {"resnet20"}) if len(diverged) == 1 else len(drawn) == 1
 
 
 def test_live_gradient_flow_at_1202_layers(monkeypatch, tmp_path):
@@ -686,6 +750,9 @@ def test_architecture_of_an_imagenet_net_next_to_table_1(monkeypatch, tiny_check
     assert metrics["Paper, Table 1: GFLOPs"] == "3.8"
     assert metrics["FLOPs"].startswith("3.8") or metrics["FLOPs"].startswith("4.1")
     assert "Bottleneck" in " ".join(m.value for m in at.markdown)
+    at.sidebar.selectbox[0].set_value("imagenet-plain34").run()  # Table 1 lists residual nets: whose figure it is
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Paper, Table 1: ResNet-34's GFLOPs, the plain net's too"] == "3.6" and len(metrics) == 3
 
 
 # -- with no checkpoints --------------------------------------------------------------------------------

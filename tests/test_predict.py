@@ -550,8 +550,8 @@ def test_two_checkpoints_of_different_lengths_are_said_to_differ_by_length(monke
     assert not at.exception and not at.warning  # the default pair: plain20-64k and resnet20-64k
     next(s for s in at.sidebar.selectbox if s.label == "Plain checkpoint").set_value("plain20").run()
     assert [w.value for w in at.warning] == [
-        "plain20 for 8 and resnet20-64k for 64,000 iterations: their answers differ by training length as well as by "
-        "shortcuts. Pick two checkpoints trained as long to compare the nets."]
+        "plain20 for 8 iterations and resnet20-64k for 64,000 iterations: their answers differ by training length as "
+        "well as by shortcuts. Pick two checkpoints trained as long to compare the nets."]
     next(s for s in at.sidebar.selectbox if s.label == "Residual checkpoint").set_value("resnet20").run()
     assert not at.warning and not at.exception
 

@@ -222,6 +222,35 @@ def test_differences_within_run_to_run_noise_count_for_neither_side():
     assert checks.filter(like="ResNet-44:", axis=0).iloc[0]["holds"] == "no"  # 7.70 > 7.17 + 0.45
 
 
+def test_training_errors_are_judged_on_a_band_scaled_to_their_level():
+    """The 0.45-point band is the paper's test-error spread at 6.61 %; an error rate's spread grows as its square
+    root, so a training error's band is 0.45 x sqrt(error / 6.61): 0.28 % to 0.04 % (a sevenfold drop) counts, and
+    its band is said. Test errors keep the flat 0.45."""
+    falls = [fake("resnet20", 8.4, 0.28), fake("resnet56", 8.2, 0.036)]
+    checks = zoo.paper_checks(falls).set_index("claim")
+    row = checks.loc["Residual nets: final training error falls with depth (Fig. 6, middle)"]
+    assert (row["holds"], row["evidence"]) == ("yes", "20 layers: 0.28 %, 56 layers: 0.04 %")
+    assert zoo.training_noise(6.61) == pytest.approx(0.45) and zoo.training_noise(0.28, 0.036) == pytest.approx(0.0926, abs=1e-4)
+    assert checks.loc["Residual nets: test error falls with depth", "holds"] == "within noise"  # 0.2 of a flat 0.45
+
+    close = [fake("resnet20", 8.4, 0.30), fake("resnet56", 8.2, 0.25)]  # 0.05 points, inside 0.10
+    row = zoo.paper_checks(close).set_index("claim").loc["Residual nets: final training error falls with depth (Fig. 6, middle)"]
+    assert row["holds"] == "within noise"
+    assert row["evidence"] == ("20 layers: 0.30 %, 56 layers: 0.25 % "
+                               "(within run-to-run noise at this error level: 20 to 56 layers, -0.05 of 0.10 points)")
+
+    plain = [fake("plain20", 9.0, 0.20), fake("plain56", 9.4, 0.40)]  # training: 0.2 beyond 0.11; test: 0.4 inside 0.45
+    checks = zoo.paper_checks(plain).set_index("claim")
+    assert checks.loc["Plain nets: final training error rises with depth (Fig. 6, left)", "holds"] == "yes"
+    row = checks.loc["Degradation: plain-56 has a higher final training error than plain-20"]
+    assert (row["holds"], row["evidence"]) == ("yes", "plain56 0.40 % vs plain20 0.20 %")
+    assert checks.loc["Degradation: plain-56 has a higher final test error than plain-20", "holds"] == "within noise"
+    plain[1] = fake("plain56", 9.4, 0.28)  # 0.08 points, inside 0.09
+    row = zoo.paper_checks(plain).set_index("claim").loc["Degradation: plain-56 has a higher final training error than plain-20"]
+    assert (row["holds"], row["evidence"]) == (
+        "within noise", "plain56 0.28 % vs plain20 0.20 % (within run-to-run noise, 0.09 points at this error level)")
+
+
 def test_paper_checks_compare_like_with_like_when_schedules_are_mixed():
     """After a GPU session that published the 20-44 layer pairs (64k iterations) beside the short CPU runs of
     56 and 110 layers: trends across depth use the long runs, a pair of different lengths is not compared."""
@@ -358,6 +387,50 @@ def test_tables_say_unknown_for_iterations_not_recorded():
     del missing.config["recipe"]["iterations"]
     text = report.results_markdown([nulled, missing])
     assert "| resnet20 | unknown |" in text and "| plain20 | unknown |" in text
+
+
+def test_iterations_come_from_the_history_where_the_recipe_lacks_them_and_else_are_unknown():
+    """A recipe without iterations: the last history record's iteration says how long it trained. Neither: the
+    length is unknown, never 0, so the run is judged neither short nor long and compared with no other."""
+    from_history = fake("resnet20", 8.0)
+    del from_history.config["recipe"]["iterations"]
+    from_history.history["records"][-1]["iteration"] = 64_000
+    assert zoo.iterations(from_history) == 64_000 and not zoo.is_short(from_history)
+
+    resnet, plain = fake("resnet20", 8.0, iterations=None), fake("plain20", 9.0, iterations=None)
+    assert zoo.iterations(resnet) is None and not zoo.is_short(resnet)
+    assert zoo.schedules([resnet, plain]) == [] and zoo.longest([resnet]) == {"resnet20": resnet}
+    assert zoo.different_lengths(resnet, plain) == "training length unknown (resnet20 unknown, plain20 unknown " \
+                                                   "iterations): not comparable"
+    assert zoo.length_unknown([resnet, plain, from_history]) == (
+        "resnet20, plain20: their training length is unknown (config.json's recipe and history.json record no "
+        "iterations), so not judged short or long, and compared with no other run.")
+    checks = zoo.paper_checks([resnet, plain]).set_index("claim")
+    row = checks.loc["ResNet-20: test error at or below the paper's 8.75 %"]
+    assert (row["holds"], row["evidence"]) == ("not comparable", "ours 8.00 % after an unknown number of iterations "
+                                               "(neither config.json nor history.json records it)")
+    assert "trained for different or unknown lengths: plain20 unknown, resnet20 unknown iterations" in \
+        checks.loc["Shortcuts help at every depth: residual test error below plain", "evidence"]
+    table = zoo.final_errors_table(zoo.final_errors_frame([resnet])).iloc[0]
+    assert table["iterations"] == "unknown" and table["paper (Table 6) % (ours minus theirs, in points)"] == "8.75 (length unknown)"
+    row = report.reproduction_frame([resnet, from_history]).set_index("model")
+    assert row["ours minus paper (points)"].tolist() == ["length unknown", "-0.75"]
+
+
+def test_record_iterations_share_out_the_recipe_only_where_it_divides_exactly():
+    """A history without iterations: epoch x (recipe iterations / epochs) where every epoch had as many steps,
+    else unplaced, and named with the reason (a 64,000-iteration run's last epoch has 40 steps, not 390)."""
+    info = fake("resnet20", 8.0, iterations=30)
+    info.history["records"] = [dict(epoch=e, test_error=10.0 - e) for e in (1, 2, 3)]
+    assert zoo.history_frame([info])["iteration"].tolist() == [10, 20, 30]
+    assert zoo.record_iterations(info) == [10, 20, 30] and zoo.without_iterations([info]) == ""
+    info.history["records"][0]["iteration"] = 9  # a recorded iteration stands
+    assert zoo.record_iterations(info) == [9, 20, 30]
+    uneven = fake("plain20", 9.0, iterations=31)
+    uneven.history["records"] = [dict(epoch=e, test_error=10.0) for e in (1, 2, 3)]
+    assert zoo.record_iterations(uneven) == [None] * 3
+    assert zoo.without_iterations([info, uneven]) == ("plain20 (history.json records no iteration at some epochs, and "
+                                                      "its recipe's 31 iterations do not divide evenly into its 3 epochs)")
 
 
 def test_results_markdown_from_real_checkpoints(tiny_checkpoints, tiny_seed_checkpoints, tmp_path):
