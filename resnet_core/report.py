@@ -192,10 +192,13 @@ def rescore(infos: list[CheckpointInfo], data_dir: str | None = None, device: st
     missing = [info.name for info in infos if not info.has_weights]
     if missing:
         raise CheckpointError(f"{', '.join(missing)}: no model.safetensors, so nothing to score again")
+    # Every net's weights read first: one that does not load stops the command before it rewrites any metrics.json.
+    dev = torch.device(device)
+    models = {info.name: (load_pretrained(info.path, dev), stored_precision(info.path)) for info in infos}
     sizes = {info.name: (info.metrics.get("test_images") or 10_000, info.metrics.get("train_images") or 50_000)
              for info in infos}  # the first N of each split, as each was scored on
     n_test, n_train = (max((pair[k] for pair in sizes.values()), default=0) for k in (0, 1))
-    root, dev = resolve_data_dir(data_dir), torch.device(device)
+    root = resolve_data_dir(data_dir)
     # The whole split as limit None, which is how the trainer asks for it: one cache file, not two.
     test_x, test_y, train_x, train_y = (
         t.to(dev) for split, n in (("test", n_test), ("train", n_train))
@@ -206,8 +209,8 @@ def rescore(infos: list[CheckpointInfo], data_dir: str | None = None, device: st
     for info in infos:
         old, (n, m), before = info.metrics, sizes[info.name], info.metrics["test_error"]
         bar.set_postfix_str(info.name)
-        found = final_metrics(load_pretrained(info.path, dev), test_x[:n], test_y[:n], train_x[:m], train_y[:m],
-                              mean, std)
+        model, stored = models.pop(info.name)
+        found = final_metrics(model, test_x[:n], test_y[:n], train_x[:m], train_y[:m], mean, std)
         bar.update(n + m)
         # What publishing recorded, kept through later re-scorings: the trainer's last end-of-epoch evaluation in
         # checkpoints published before it scored the stored weights in fp32 (which then has final_evaluation).
@@ -217,15 +220,14 @@ def rescore(infos: list[CheckpointInfo], data_dir: str | None = None, device: st
         else:
             published = before
             how = "the fp32 score of its weights as stored, made when publishing" if old.get("final_evaluation") else legacy
-        which = f"its published weights as stored in model.safetensors ({stored_precision(info.path)})"
+        which = f"its published weights as stored in model.safetensors ({stored})"
         metrics = dict(old, **found, test_error_before_rescore=published, published_evaluation=how, final_evaluation=(
             f"{which}, fp32 arithmetic, on {device_name(dev)}, re-scored on {today} by `{command}`; when it was "
             f"published it recorded {published:.2f} %, {how}"),
             confident_mistakes_from=f"{which} in fp32 on {device_name(dev)}, re-scored on {today}, over {n:,} "
                                     "test images")
         atomic_write_json(info.path / "metrics.json", metrics)
-        atomic_write_bytes(info.path / "README.md", model_card(info.config, metrics, stored_precision(info.path),
-                                                                 info.name).encode())
+        atomic_write_bytes(info.path / "README.md", model_card(info.config, metrics, stored, info.name).encode())
         said.append(f"{info.name}: test error {before:.2f} % -> {found['test_error']:.2f} % "
                     f"({found['test_error'] - before:+.2f} points), clean training error "
                     f"{_num(old.get('train_error_clean'))} -> {found['train_error_clean']:.2f} %")

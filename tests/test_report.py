@@ -520,6 +520,19 @@ def test_rescore_records_what_the_published_weights_score(tiny_checkpoints, shar
     assert "plain20: no model.safetensors" in capsys.readouterr().err
 
 
+def test_rescore_reads_every_nets_weights_before_it_rewrites_one(tiny_checkpoints, shared_cifar, tmp_path, capsys):
+    """resnet20 first, then plain20 whose weights are truncated: nothing is re-scored, resnet20's files stay."""
+    root = shutil.copytree(tiny_checkpoints, tmp_path / "checkpoints")
+    weights = root / "plain20" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    before = {f: (root / "resnet20" / f).read_bytes() for f in ("metrics.json", "README.md")}
+    assert report.main(["--checkpoints", str(root), "--data-dir", str(shared_cifar),
+                        "--rescore", "resnet20", "plain20"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot re-score:" in err and "plain20/model.safetensors" in err
+    assert {f: (root / "resnet20" / f).read_bytes() for f in before} == before
+
+
 def test_the_readme_keeps_a_re_evaluation_only_of_the_same_weights(tiny_checkpoints, shared_cifar, tmp_path, capsys):
     """--verify --readme writes the re-evaluation with a digest of the weights and metrics it evaluated; --readme
     alone (the tables again, in seconds) keeps that section while the checkpoints are those, and leaves it out,
