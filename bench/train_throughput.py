@@ -15,10 +15,13 @@ fused"), as train.py --fuse trains it; the ratio of those two columns is what --
     python bench/train_throughput.py --models resnet56 --steps 50 --lanes 10
     python bench/train_throughput.py --models resnet56 --compile
     python bench/train_throughput.py --models resnet56 --fuse
+    python bench/train_throughput.py --json bench.json      # the table as JSON too, for a script to read
 """
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import subprocess
 import sys
 import threading
@@ -171,6 +174,8 @@ def main() -> None:
     p.add_argument("--compile", action="store_true", help="also time ours with train.py --compile, alone and with --lanes")
     p.add_argument("--fuse", action="store_true",
                    help="also time each residual 6n+2 net beside its plain twin, as two lanes and fused (train.py --fuse)")
+    p.add_argument("--json", type=Path, help="also write the table here, rewritten after each row: {model: {column "
+                                             "heading: images/s, null where it failed}}")
     args = p.parse_args()
     if args.fuse and (unpaired := [m for m in args.models if plain_twin(m) is None]):
         p.error(f"--fuse pairs each residual 6n+2 net with its plain twin: {', '.join(unpaired)} "
@@ -194,9 +199,11 @@ def main() -> None:
     print(f"{'model':<10} {'baseline img/s':>15}"
           + "".join(f" {heading(r):>{width(r)}} {'speed-up':>9} {'GPU util %':>11}" for r in runs)
           + (f" {'warm-up s':>10}" if args.compile else ""))
+    table = {}  # {model: {heading: images/s or None}}, for --json
     for model in args.models:
         base = baseline_images_per_s(model, images, labels, device, args.batch_size, steps, warmup, args.workers)
         line, warm_s = f"{model:<10} {base:15,.0f}", []
+        table[model] = {"baseline img/s": base}
         for compiled, lanes in runs:
             util = GPUUtilization() if cuda else None
             names = [plain_twin(model), model] if isinstance(lanes, str) else [model] * lanes
@@ -211,10 +218,16 @@ def main() -> None:
                     util.stop()
                 print(f"{model}: --compile failed: {error_line(e)}", file=sys.stderr)
                 line += f" {'failed':>{width((compiled, lanes))}} {'':>9} {'':>11}"
+                table[model][heading((compiled, lanes))] = None
                 continue
             busy = util.mean if util is not None else float("nan")
             line += f" {ours:{width((compiled, lanes))},.0f} {ours / base:8.1f}x {busy:11.0f}"
+            table[model][heading((compiled, lanes))] = ours
         print(line + (f" {warm_s[0]:10.1f}" if warm_s else ""), flush=True)
+        if args.json:  # after every row, whole (temp file + rename): a run stopped at a time limit keeps the rows done
+            tmp = args.json.with_name(f".{args.json.name}.tmp")
+            tmp.write_text(json.dumps(table, indent=2))
+            os.replace(tmp, args.json)
 
 
 def plain_twin(name: str) -> str | None:

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import tarfile
+import time
 
 import pytest
 from pathlib import Path
@@ -415,7 +416,7 @@ def test_queue_trains_groups_in_turn_within_its_minutes(tmp_path, shared_cifar, 
     device = tmp_path / "device"
     env = dict(os.environ, DATA=str(shared_cifar), CKPT=str(device / "ckpt"), RUNS=str(device / "runs"),
                LOG=str(device / "train.log"), START_WAIT="1", PATH=PYTHON_FIRST,
-               PIDFILE=str(pidfile), QUEUE_MIN_S="60")
+               PIDFILE=str(pidfile), QUEUE_MIN_S="60", QUEUE_FLAGS_FILE=str(tmp_path / "no-flags"))
     tiny = "--iterations 8 --milestones 4 6 --limit-train 64 --limit-test 50 --batch-size 16 --device cpu"
     session = ["bash", str(REPO / "bench" / "gpu" / "session.sh")]
     done = subprocess.run([*session, "queue", "5", f"--model resnet20 {tiny}", f"--model plain20 {tiny}"], cwd=REPO,
@@ -533,3 +534,300 @@ def test_unlean_refuses_to_drop_commits_made_while_lean_or_to_run_off_the_lean_b
     repo.git("switch", "-q", "gpu-lean")  # which takes checkpoints/ off the disk: main tracks it, gpu-lean does not
     assert repo.session("unlean").returncode == 0 and repo.as_before()
     assert (repo.root / "checkpoints/resnet20/model.safetensors").is_file()
+
+
+SESSION = ["bash", str(REPO / "bench" / "gpu" / "session.sh")]
+
+
+def device_env(tmp_path: Path, pidfile: Path, **more: str) -> dict:
+    """The device's folders under tmp_path, six empty zips for the data (start and queue check only that they are
+    there), and no flags from a check unless a test writes them."""
+    data = tmp_path / "data"
+    data.mkdir(exist_ok=True)
+    for name in ("train-1", "train-2", "train-3", "train-4", "train-5", "test"):
+        (data / f"{name}.zip").touch()
+    return dict(os.environ, DATA=str(data), CKPT=str(tmp_path / "ckpt"), RUNS=str(tmp_path / "runs"),
+                LOG=str(tmp_path / "train.log"), INCOMING=str(tmp_path / "incoming"), PIDFILE=str(pidfile),
+                QUEUE_FLAGS_FILE=str(tmp_path / "queue-flags"), START_WAIT="1", PATH=PYTHON_FIRST, **more)
+
+
+def stand_in_trainer(pidfile: Path) -> subprocess.Popen:
+    """A process that `training` takes for the detached trainer (the pidfile fixture stops it)."""
+    proc = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    pidfile.write_text(f"{proc.pid}\n")
+    return proc
+
+
+def test_queue_starts_a_group_with_90_s_left(tmp_path, pidfile):
+    """After the 44-layer pair a session has about 150-200 s left: the next group starts in them (its state fits the
+    next session's last carry) rather than leave them idle; under 90 s (QUEUE_MIN_S) it does not."""
+    env = device_env(tmp_path, pidfile)
+    for minutes, expected in (("2.5", r"queue: train\.py --model no-such-net --time-budget 2 min"),
+                              ("1.5", r"queue: not started, [78]\d s left \(under 90\): --model no-such-net")):
+        done = subprocess.run([*SESSION, "queue", minutes, "--model no-such-net"], cwd=REPO, env=env,
+                              capture_output=True, text=True)
+        assert done.returncode == 0, done.stdout + done.stderr
+        subprocess.run([*SESSION, "poll", "60"], cwd=REPO, env=env, capture_output=True, text=True)  # to its end
+        assert re.search(expected, (tmp_path / "train.log").read_text())
+
+
+def test_start_and_queue_repeated_while_a_run_is_on_poll_it(tmp_path, pidfile):
+    """A call repeated after a lost reply: the first run goes on, its log and pidfile untouched, and no second
+    trainer starts."""
+    env = device_env(tmp_path, pidfile)
+    first = stand_in_trainer(pidfile)
+    (tmp_path / "train.log").write_text("the first run's log\n")
+    for args in (["start", "--model", "resnet20"], ["queue", "5", "--model resnet20"]):
+        done = subprocess.run([*SESSION, *args], cwd=REPO, env=env, capture_output=True, text=True)
+        assert done.returncode == 0 and f"already running (pid {first.pid}): polling it" in done.stdout, done.stdout
+        assert (tmp_path / "train.log").read_text() == "the first run's log\n"
+        assert pidfile.read_text() == f"{first.pid}\n" and not (tmp_path / "ckpt").exists()
+
+
+def publish(ckpt: Path, name: str) -> None:
+    """A checkpoint folder put in place whole, as the trainer publishes (a rename)."""
+    (ckpt / f".{name}.tmp").mkdir(parents=True)
+    (ckpt / f".{name}.tmp" / "metrics.json").write_text("{}")
+    (ckpt / f".{name}.tmp" / "model.safetensors").write_bytes(os.urandom(1000))
+    (ckpt / f".{name}.tmp").rename(ckpt / name)
+
+
+def test_poll_snapshots_each_publication_and_stops_at_the_calls_deadline(tmp_path, pidfile):
+    """A call killed at its 600 s still returns what was published before: poll snapshots into $OUT as each net is
+    published (built aside, then moved in whole), and stops waiting by CALL_DEADLINE s after the call began, so
+    that its last snapshot comes back. The call began when its command line's shell did."""
+    out, ckpt, log = tmp_path / "out", tmp_path / "ckpt", tmp_path / "poll.txt"
+    env = device_env(tmp_path, pidfile, OUT=str(out), CALL_START=str(time.time()))
+    make_run(tmp_path / "runs", "plain44", False, 1000)
+    (tmp_path / "train.log").write_text("training\n")
+    ckpt.mkdir()
+    out.mkdir()
+    stand_in_trainer(pidfile)
+    with open(log, "w") as printed:
+        poll = subprocess.Popen([*SESSION, "poll", "120"], cwd=REPO, env=env, stdout=printed, stderr=subprocess.STDOUT)
+    try:
+        time.sleep(1)
+        publish(ckpt, "resnet44")
+        for _ in range(100):  # the snapshot done, the trainer still running, the poll still waiting
+            if "snapshot:" in log.read_text() or poll.poll() is not None:
+                break
+            time.sleep(0.1)
+        assert poll.poll() is None and "poll: published resnet44" in log.read_text(), log.read_text()
+    finally:
+        poll.kill()  # the call killed at its limit
+        poll.wait()
+    assert sorted(p.name for p in out.iterdir()) == ["ckpt-1.tgz", "runs-1.tgz", "status.txt", "train.log"]
+    with tarfile.open(out / "ckpt-1.tgz") as tar:
+        assert sorted(tar.getnames()) == ["resnet44/metrics.json", "resnet44/model.safetensors"]
+    assert not list(tmp_path.glob(".snapshot.*")), "the snapshot's own folder is gone"
+
+    publish(ckpt, "plain44")  # a later poll's snapshot replaces the last one whole
+    for name in ("gpu_tests.txt", "bench.txt", "bench.json"):  # what else the call returns takes the room it takes:
+        (out / name).write_text("a check's log")  # 3 files, and the snapshot's 4 fill the 7 pack.py allows
+    env.update(CALL_START=str(time.time() - 557))  # 3 s of the default 560 left
+    done = subprocess.run([*SESSION, "poll", "120"], cwd=REPO, env=env, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0 and re.search(r"poll: waiting [1-3] s, to the call's deadline", done.stdout)
+    assert "train.py: running" in done.stdout and "snapshot: 2 archives" in done.stdout, done.stdout
+    assert len(list(out.iterdir())) == 7 and (out / "bench.txt").read_text() == "a check's log"
+    with tarfile.open(out / "ckpt-1.tgz") as tar:
+        assert {"plain44/metrics.json", "resnet44/metrics.json"} <= set(tar.getnames())
+
+    env.pop("CALL_START")  # the call's shell began 4 s before this poll: 1 s of CALL_DEADLINE=5 left
+    env.update(CALL_DEADLINE="5", SNAPSHOT="0")
+    script = "sleep 4; bash bench/gpu/session.sh poll 120; true"  # (true: no exec of poll in the shell's stead)
+    done = subprocess.run(["bash", "-c", script], cwd=REPO, env=env, capture_output=True, text=True, timeout=30)
+    # from this poll's own start it would be 5 s
+    assert done.returncode == 0 and re.search(r"poll: waiting (-\d+|[012]) s, to the call's deadline", done.stdout), \
+        done.stdout
+
+
+FAKE_PYTHON = """#!/bin/bash
+# python3 for check: pytest and the bench write the stand-in results they are given; anything else is python
+case " $* " in
+*" -m pytest "*)
+    echo "pytest $*"
+    for a; do case $a in --junitxml=*) [ -z "${FAKE_JUNIT:-}" ] || cp "$FAKE_JUNIT" "${a#--junitxml=}";; esac; done
+    [ -z "${FAKE_SLEEP:-}" ] || exec sleep "$FAKE_SLEEP"
+    exit "${FAKE_TESTS_RC:-0}";;
+*" bench/train_throughput.py "*)
+    echo "bench $*"
+    while [ $# -gt 0 ]; do [ "$1" != --json ] || [ -z "${FAKE_BENCH:-}" ] || cp "$FAKE_BENCH" "$2"; shift; done
+    [ -z "${FAKE_SLEEP:-}" ] || exec sleep "$FAKE_SLEEP"
+    exit 0;;
+esac
+exec PYTHON "$@"
+"""
+
+
+def fake_check_env(tmp_path: Path, pidfile: Path) -> dict:
+    """check's python3 a stand-in for pytest and the bench: their results come from FAKE_JUNIT and FAKE_BENCH."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "python3").write_text(FAKE_PYTHON.replace("PYTHON", sys.executable))
+    (bin_dir / "python3").chmod(0o755)
+    (tmp_path / "out").mkdir()
+    return dict(device_env(tmp_path, pidfile), PATH=f"{bin_dir}:{PYTHON_FIRST}", OUT=str(tmp_path / "out"))
+
+
+def junit(path: Path, **outcomes: str) -> str:
+    """pytest's JUnit XML report of tests named test_<key>, each passed, failed or skipped."""
+    inner = {"passed": "", "failed": '<failure message="assert"/>', "skipped": '<skipped message="no CUDA"/>'}
+    cases = "".join(f'<testcase classname="tests.test_gpu" name="test_{name}">{inner[o]}</testcase>'
+                    for name, o in outcomes.items())
+    path.write_text(f'<?xml version="1.0"?><testsuites><testsuite name="pytest">{cases}</testsuite></testsuites>')
+    return str(path)
+
+
+def test_check_writes_the_flags_every_group_gets_and_queue_adds_them(tmp_path, pidfile):
+    """The call after check follows within 30 s: check decides the groups' flags from the CUDA tests (pytest's JUnit
+    report) and the throughput table (the bench's --json), and queue adds them, saying why."""
+    env = fake_check_env(tmp_path, pidfile)
+    passed = {"graph_replay": "passed", "fused_lanes": "passed", "end_to_end[apart]": "passed",
+              "end_to_end[fused]": "passed"}
+    fast = {m: {"ours img/s": 100.0, "ours pair img/s": 150.0, "ours pair fused img/s": 200.0,
+                "compiled img/s": 120.0} for m in ("resnet20", "resnet56")}
+
+    def check(tests: dict, table: dict, *args: str) -> tuple[str, list[str]]:
+        env.update(FAKE_JUNIT=junit(tmp_path / "junit.xml", **tests), FAKE_BENCH=str(tmp_path / "bench.json"))
+        (tmp_path / "bench.json").write_text(json.dumps(table))
+        done = subprocess.run([*SESSION, "check", "--fuse", *args], cwd=REPO, env=env, capture_output=True, text=True)
+        assert done.returncode == 0, done.stdout + done.stderr
+        flags = (tmp_path / "queue-flags").read_text().splitlines()
+        return done.stdout, [line.split()[0] for line in flags]
+
+    printed, flags = check(passed, fast)
+    assert flags == ["--fuse"] and "check: no --compile: check ran without --compile" in printed
+    assert (tmp_path / "out" / "bench.json").is_file()  # the bench's table went where check told it
+    slower = json.loads(json.dumps(fast))
+    slower["resnet56"]["ours pair fused img/s"] = 140.0
+    printed, flags = check(passed, slower)
+    assert flags == [] and '"ours pair fused" did not beat "ours pair": resnet56 140 against 150 img/s' in printed
+    printed, flags = check(dict(passed, graph_replay="failed"), fast)
+    assert flags == ["--no-cuda-graphs", "--fuse"] and "test_graph_replay failed" in printed
+    _, flags = check(dict(passed, fused_lanes="failed"), fast)  # only a fused test: no --fuse, graphs stay
+    assert flags == []
+    _, flags = check(dict(passed, graph_replay="skipped"), fast)  # no CUDA: the captured path untried
+    assert flags == ["--no-cuda-graphs", "--fuse"]
+    # both pass: train.py fuses no compiled lane, so only the faster of the two (two nets compiled side by side
+    # against the pair fused); without that column, --fuse alone
+    printed, flags = check(dict(passed, compiled_lanes="passed"), fast, "--compile")
+    assert flags == ["--fuse"] and 'no --compile: not weighed against --fuse (no "compiled x2 lanes" column' in printed
+    lanes = {m: dict(r, **{"compiled x2 lanes img/s": 300.0, "ours x2 lanes img/s": 150.0}) for m, r in fast.items()}
+    _, flags = check(dict(passed, compiled_lanes="passed"), lanes, "--compile")
+    assert flags == ["--compile"]
+    lanes["resnet20"]["compiled x2 lanes img/s"] = 190.0
+    printed, flags = check(dict(passed, compiled_lanes="passed"), lanes, "--compile")
+    assert flags == ["--compile"]  # --fuse must beat it on every model, as it must beat the pair's lanes
+    assert '"ours pair fused" did not beat "compiled x2 lanes": resnet56 200 against 300 img/s' in printed
+    lanes["resnet56"]["compiled x2 lanes img/s"] = 190.0
+    printed, flags = check(dict(passed, compiled_lanes="passed"), lanes, "--compile")
+    assert flags == ["--fuse"] and "no --compile: --fuse is faster" in printed
+    _, flags = check(dict(passed, torchrun_nccl_one_process="failed"), fast)  # NCCL alone: the graphs stay on
+    assert flags == ["--fuse"]
+    _, flags = check(dict(passed, compiled_lanes="failed"), fast, "--compile")
+    assert flags == ["--fuse"]
+    slow_compiled = {m: dict(r, **{"compiled img/s": 90.0}) for m, r in fast.items()}
+    printed, flags = check(dict(passed, compiled_lanes="passed"), slow_compiled, "--compile")
+    assert flags == ["--fuse"] and "did not beat the eager ones: resnet20 90 against 100 img/s" in printed
+
+    check(passed, fast)  # --fuse
+    env.update(QUEUE_MIN_S="9999")  # each group only logged as not started, with the options it would have had
+    for extra, expected in (({}, "--model resnet20 --fuse"), ({"QUEUE_FLAGS": ""}, "--model resnet20\n"),
+                            ({"QUEUE_FLAGS": "--no-cuda-graphs"}, "--model resnet20 --no-cuda-graphs\n")):
+        done = subprocess.run([*SESSION, "queue", "9.5", "--model resnet20"], cwd=REPO, env=dict(env, **extra),
+                              capture_output=True, text=True)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "a poll 540 in the same call ends before the deadline: chain another `poll` call" in done.stdout
+        if not extra:
+            assert 'queue: every group gets --fuse: every fused test passed and "ours pair fused" beat' in done.stdout
+        subprocess.run([*SESSION, "poll", "30"], cwd=REPO, env=dict(env, OUT=""), capture_output=True, text=True)
+        assert expected in (tmp_path / "train.log").read_text()
+
+
+def test_check_caps_the_tests_and_the_bench(tmp_path, pidfile):
+    """A hung CUDA test or bench must not take the call's 600 s: each stops at its cap (300 s and 240 s; here 1 s),
+    their logs come back, and the groups get --no-cuda-graphs, no test having reported a pass."""
+    env = dict(fake_check_env(tmp_path, pidfile), FAKE_SLEEP="60", CHECK_TESTS_S="1", CHECK_BENCH_S="1")
+    began = time.monotonic()
+    done = subprocess.run([*SESSION, "check", "--fuse"], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=30, start_new_session=True)
+    assert time.monotonic() - began < 15 and done.returncode != 0
+    assert "tests/test_gpu.py exit 124, bench/train_throughput.py exit 124" in done.stdout, done.stdout
+    assert "pytest" in (tmp_path / "out" / "gpu_tests.txt").read_text()
+    assert "bench" in (tmp_path / "out" / "bench.txt").read_text()
+    assert (tmp_path / "queue-flags").read_text().startswith("--no-cuda-graphs CUDA tests not passed: none ran")
+
+
+def test_the_readme_runbook_and_the_script_header_agree():
+    """Every session.sh command of the README's runbook is in the script's header (help), and the README's
+    commit adds all that receive brought: checkpoints, the parked state and the device's log."""
+    header = subprocess.run([*SESSION, "help"], cwd=REPO, capture_output=True, text=True).stdout
+    header = " ".join(re.sub(r"\\\n\s*#?", " ", "\n".join(line.lstrip("#") for line in header.splitlines())).split())
+    section = (REPO / "README.md").read_text().split("## Training on a lent GPU", 1)[1].split("\n## ", 1)[0]
+    block = section.split("```bash\n", 1)[1].split("```", 1)[0].replace("\\\n", " ")
+    commands = [" ".join(line.split(" #", 1)[0].split()) for line in block.splitlines() if "session.sh" in line]
+    assert len(commands) >= 8
+    for command in commands:
+        assert command in header, command
+    assert "session.sh unpack; bash bench/gpu/session.sh check" in block  # a damaged piece must not skip the tests
+    assert "git add -A checkpoints bench/gpu/state bench/results/gpu-" in " ".join(section.split())
+
+
+def tgz(path: Path, folders: dict[str, dict[str, bytes]]) -> Path:
+    """An archive as a poll packs one: folder name -> file name -> bytes."""
+    src = path.parent / f"{path.name}.src"
+    for folder, files in folders.items():
+        (src / folder).mkdir(parents=True)
+        for name, data in files.items():
+            (src / folder / name).write_bytes(data)
+    with tarfile.open(path, "w:gz") as tar:
+        for folder in folders:
+            tar.add(src / folder, arcname=folder)
+    shutil.rmtree(src)
+    return path
+
+
+def config(iterations: int) -> bytes:
+    return json.dumps(dict(model="resnet44", recipe=dict(iterations=iterations, batch_size=128))).encode()
+
+
+def test_receive_refuses_to_replace_a_checkpoint_of_another_length(tmp_path):
+    """A full-recipe run coming where the 15-epoch run is would take that run out of the tree: receive says to
+    rename it first (FORCE=1 replaces it); the state that came with it is parked all the same."""
+    here, files = tmp_path / "here", tmp_path / "files"
+    (here / "checkpoints" / "resnet44").mkdir(parents=True)
+    (here / "checkpoints" / "resnet44" / "config.json").write_bytes(config(5850))
+    files.mkdir()
+    tgz(files / "ckpt-1.tgz", {"resnet44": {"config.json": config(64_000), "metrics.json": b"{}"}})
+    tgz(files / "runs-1.tgz", {"plain32": {"state.json": b"{}", "state.safetensors": b"x"}})
+    done = subprocess.run([*SESSION, "receive", str(files)], cwd=here, capture_output=True, text=True)
+    assert done.returncode != 0
+    assert "git mv checkpoints/resnet44 checkpoints/resnet44-15ep first" in done.stdout, done.stdout + done.stderr
+    assert json.loads((here / "checkpoints/resnet44/config.json").read_text())["recipe"]["iterations"] == 5850
+    assert (here / "bench/gpu/state/plain32/state.json").is_file() and not (here / "checkpoints/.receiving").exists()
+
+    (here / "checkpoints/resnet44").rename(here / "checkpoints/resnet44-15ep")  # git mv, in a repo
+    done = subprocess.run([*SESSION, "receive", str(files)], cwd=here, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert json.loads((here / "checkpoints/resnet44/config.json").read_text())["recipe"]["iterations"] == 64_000
+    (here / "checkpoints/resnet44/config.json").write_bytes(config(5850))
+    done = subprocess.run([*SESSION, "receive", str(files)], cwd=here, capture_output=True, text=True,
+                          env=dict(os.environ, FORCE="1"))
+    assert done.returncode == 0 and (here / "checkpoints/resnet44/metrics.json").is_file()
+
+
+def test_receive_parks_the_state_though_a_checkpoint_archive_is_damaged(tmp_path):
+    """A truncated checkpoint archive puts none of its nets in place and leaves no .receiving behind, and the intact
+    state archive beside it is parked all the same."""
+    here, files = tmp_path / "here", tmp_path / "files"
+    (here / "checkpoints" / "resnet20").mkdir(parents=True)
+    (here / "checkpoints" / "resnet20" / "metrics.json").write_text("the published one")
+    files.mkdir()
+    whole = tgz(files / "ckpt-1.tgz", {"resnet20": {"model.safetensors": os.urandom(200 * KIB), "metrics.json": b"{}"}})
+    whole.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    tgz(files / "runs-1.tgz", {"plain44": {"state.json": b"{}", "state.safetensors": b"x"}})
+    done = subprocess.run([*SESSION, "receive", str(files)], cwd=here, capture_output=True, text=True)
+    assert done.returncode != 0 and "ckpt-1.tgz is damaged" in done.stdout, done.stdout + done.stderr
+    assert (here / "checkpoints/resnet20/metrics.json").read_text() == "the published one"
+    assert sorted(p.name for p in (here / "checkpoints").iterdir()) == ["resnet20"]
+    assert (here / "bench/gpu/state/plain44/state.safetensors").read_bytes() == b"x"

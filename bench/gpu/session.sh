@@ -4,28 +4,40 @@
 #
 #   here:    bash bench/gpu/session.sh lean           # first: checkpoints/, parked state out of what travels
 #   here:    bash bench/gpu/session.sh stage          # .gpu-1 ... .gpu-N: the data (+ unfinished state), cut to fill
-#   device:  bash bench/gpu/session.sh unpack && bash bench/gpu/session.sh check --images 10000 --lanes 2 --fuse
-#                # carry=[".gpu-1"]: the machine's start, the CUDA tests and the throughput table (~2 min)
+#   device:  bash bench/gpu/session.sh unpack; bash bench/gpu/session.sh check --images 10000 --lanes 2 --fuse
+#                # carry=[".gpu-1"]: the machine's start, the CUDA tests and the throughput table (~2 min); `;`, not
+#                # `&&`: a damaged piece must not skip the tests. check writes the flags the groups get
 #   device:  bash bench/gpu/session.sh unpack         # carry=[".gpu-2"], ... up to .gpu-N-1, one call each
 #   device:  bash bench/gpu/session.sh unpack && START_WAIT=30 bash bench/gpu/session.sh queue T "--depth 44 --both" \
 #                "--depth 32 --both" && bash bench/gpu/session.sh poll 540   # carry=[".gpu-N"]
 #   device:  bash bench/gpu/session.sh poll 540       # if T is longer than that call: chain these until it stops
-#   here:    give_back, then bash bench/gpu/session.sh unlean, then receive FILES_AT   # the last poll's files
+#   here:    give_back, then bash bench/gpu/session.sh unlean, then git mv the 15-epoch pair of each depth that came
+#            back published to -15ep (FILES_AT/status.txt says which), then bash bench/gpu/session.sh receive FILES_AT
 #
 #   T (minutes) = the device seconds the previous call's reply left (lease.budget_left_s), less 110, over 60: the
 #   gap before the call, its carry and unpack (~15 s), and after the deadline the trainer's stop, the last
-#   poll's snapshot and the trip back (~45 s) all count. If a CUDA test of graphs, lanes or bf16 failed (`check`,
-#   or `smoke` alone), add --no-cuda-graphs to every group (eager steps: slower, but the path the CPU tests run);
-#   if only the compiled one failed (`check --compile` runs it), leave --compile out and nothing else. Add --fuse
-#   to every group if the table's "ours pair fused" beats "ours pair img/s" and the fused tests passed; if only
-#   fused tests failed, leave --fuse out and nothing else.
+#   poll's snapshot and the trip back (~45 s) all count. Over 9.3, a poll 540 in that call ends before the
+#   deadline: chain another poll call.
+#   `check` writes the flags every group gets to /root/queue-flags (QUEUE_FLAGS_FILE), and `queue` adds them,
+#   one line each saying why: --no-cuda-graphs if a CUDA test other than the fused, compiled and torchrun ones did
+#   not pass (eager steps: slower, but the path the CPU tests run); --fuse if every fused test passed and "ours pair
+#   fused" beat "ours pair" for every model benchmarked; --compile if check ran with --compile, the compiled test
+#   passed and the compiled columns beat the eager ones. train.py fuses no compiled lane, so where both would, only
+#   --fuse stays if "ours pair fused" beat "compiled x2 lanes" on every model, else only --compile (with no
+#   "compiled x2 lanes" column to weigh them, --fuse). QUEUE_FLAGS="..." (empty too) stands in for the file (after
+#   `smoke` alone, which writes none: QUEUE_FLAGS=--no-cuda-graphs if it failed).
 #   `queue` runs train.py once per group, in turn, inside T: a group's nets train side by side (the GPU busier)
-#   and publish together; the group the deadline stops saves its state, and a group with under 5 minutes left
-#   does not start. Order the groups by what the session can finish (an H200, 2026-11-30: the 56-layer pair in
-#   8.2 min, the 44-layer pair at 162 iterations/s, about 6.6 min). `start --all --time-budget T` is one group
-#   of all ten: none published before the slowest ends (30 min projected on an H200).
+#   and publish together; the group the deadline stops saves its state, and a group with under 90 s left
+#   (QUEUE_MIN_S) does not start. Order the groups by what the session can finish (an H200, 2026-11-30: the
+#   56-layer pair in 8.2 min, the 44-layer pair at 162 iterations/s, about 6.6 min). `start --all --time-budget T`
+#   is one group of all ten: none published before the slowest ends (30 min projected on an H200).
+#   `start` and `queue` while a run they started still runs say so and start nothing: a call repeated after a lost
+#   reply polls the first. `poll` stops waiting 560 s after its call began (CALL_DEADLINE; the call's own shell
+#   tells when), so that its snapshot comes back inside the call's 600 s; in a call of a shorter timeout_s, set
+#   CALL_DEADLINE to that less 40. It also snapshots each time a net is published: a call killed at its limit
+#   still brings back what was published before.
 #   Also, with minutes to spare before give_back (the machine and its data are still there):
-#   device:  bash bench/gpu/session.sh landscape plain56 resnet56   # once those are published (~15 s each)
+#   device:  bash bench/gpu/session.sh landscape NET...  # the pairs this session published (~15 s each)
 #   device:  bash bench/gpu/session.sh collect        # what a poll brings back, without the wait
 #
 # Every device call follows the last with nothing to do here in between: the machine goes back after 30 s idle,
@@ -43,6 +55,7 @@ RUNS=${RUNS:-/root/runs}
 LOG=${LOG:-/root/train.log}
 INCOMING=${INCOMING:-/root/incoming}
 PIDFILE=${PIDFILE:-/root/train.pid}
+FLAGS_FILE=${QUEUE_FLAGS_FILE:-/root/queue-flags}  # check's verdict on the flags every queued group gets
 # here: unfinished runs' state between sessions, tracked by git (runs/ is not, and a fresh checkout lacks it)
 PARKED=${PARKED:-bench/gpu/state}
 cmd=${1:-help}
@@ -59,6 +72,12 @@ training() {  # is what `start` or `queue` launched (train.py, or queue's runner
     [ -f "$PIDFILE" ] && kill -0 "$(cat "$PIDFILE")" 2> /dev/null
 }
 
+already_running() {  # a call repeated (its reply lost, say) must not start a second trainer over the first's log and
+    # pidfile: it says so, and the poll chained after it watches the first
+    training || return 1
+    echo "already running (pid $(cat "$PIDFILE")): polling it"
+}
+
 need_data() {  # fail now, not in a detached log a minute later
     for z in train-1 train-2 train-3 train-4 train-5 test; do
         [ -f "$DATA/$z.zip" ] || { echo "error: $DATA/$z.zip is missing: unpack every staged folder first"; exit 1; }
@@ -72,8 +91,9 @@ started() {  # what the detached trainer printed in its first minute or so (soon
     nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv || true
 }
 
-snapshot() {  # into $OUT: a status summary, the log, published checkpoints and unfinished runs' state
-    python3 - "$RUNS" "$CKPT" > "$OUT/status.txt" <<'PY'
+snapshot() {  # into $1: a status summary, the log, published checkpoints and unfinished runs' state, in at most $2
+              # files and $3 MiB there
+    python3 - "$RUNS" "$CKPT" > "$1/status.txt" <<'PY'
 import json, sys
 from pathlib import Path
 sys.path.insert(0, "bench/gpu")
@@ -90,9 +110,144 @@ for meta in sorted(runs.glob("*/state.json")):
 for command, models in commands.items():  # one line per command that started them
     print("resume: " + resume_command(command, models))
 PY
-    tr '\r' '\n' < "$LOG" | grep -v 'it/s\] *$\|s/it\] *$' > "$OUT/train.log" || true
-    python3 bench/gpu/pack.py "$OUT" ckpt "$CKPT"/* || true
-    python3 bench/gpu/pack.py "$OUT" runs "$RUNS"/* --unfinished-only || true
+    tr '\r' '\n' < "$LOG" | grep -v 'it/s\] *$\|s/it\] *$' > "$1/train.log" || true
+    python3 bench/gpu/pack.py "$1" ckpt "$CKPT"/* --max-files "$2" --total-mib "$3" || true
+    python3 bench/gpu/pack.py "$1" runs "$RUNS"/* --unfinished-only --max-files "$2" --total-mib "$3" || true
+}
+
+deliver() {  # a snapshot into $OUT, built in a folder beside it, then moved in: a call killed while it packs still
+             # returns the last whole snapshot, and one killed at its limit whatever the last one held
+    local next f others=0 bytes=0
+    for f in "$OUT"/*; do  # what else comes back from this call (a check's logs, say) leaves the snapshot less room
+        [ -f "$f" ] || continue
+        case ${f##*/} in status.txt|train.log|ckpt-*|runs-*) continue;; esac  # the last snapshot's: replaced
+        others=$((others + 1)); bytes=$((bytes + $(stat -c %s "$f")))
+    done
+    # beside $OUT, so that the move is a rename; pack.py counts what its folder holds against the return's limits,
+    # so the log goes beside that folder
+    next=$(mktemp -d "$(dirname "$OUT")/.snapshot.XXXXXX" 2> /dev/null || mktemp -d)
+    mkdir "$next/out"
+    snapshot "$next/out" $((7 - others)) "$(awk -v b="$bytes" 'BEGIN { print 63 - b / 1048576 }')" > "$next/log" 2>&1 \
+        || echo "snapshot failed:"
+    grep -i 'NOT PACKED\|error\|Traceback' "$next/log" && tail -n 5 "$next/log" || true
+    # the last snapshot's files first: it and this one together could pass the return's 8 files and 64 MiB
+    rm -f "$OUT"/status.txt "$OUT"/train.log "$OUT"/ckpt-* "$OUT"/runs-*
+    for f in "$next"/out/*; do  # a rename where the two share a disk; else a copy, put in place only once whole
+        mv "$f" "$OUT/.${f##*/}.part" && mv "$OUT/.${f##*/}.part" "$OUT/${f##*/}"
+    done
+    rm -rf "$next"
+    echo "snapshot: $(ls "$OUT" | grep -c 'tgz$') archives, $(du -sh "$OUT" | cut -f1) in \$OUT"
+}
+
+published() {  # the checkpoints published so far, and when: a poll snapshots when this changes
+    stat -c '%n %Y' "$CKPT"/*/metrics.json 2> /dev/null || true
+}
+
+call_deadline() {  # epoch seconds at which poll stops waiting: CALL_DEADLINE s (default 560) after its call began,
+    # leaving the last snapshot and the trip back inside the call's 600. The call began when its command line's shell
+    # did: this script's parent, if that is a shell younger than any call can be; else (a terminal, a test) when this
+    # poll began. CALL_START (epoch seconds) says outright.
+    python3 - "$PPID" "${CALL_DEADLINE:-560}" "${CALL_START:-}" <<'PY'
+import os, sys, time
+parent, after, start = sys.argv[1], float(sys.argv[2]), sys.argv[3]
+now = time.time()
+if not start:
+    start = now
+    try:
+        with open(f"/proc/{parent}/stat") as f:  # field 22, after the name in parentheses: clock ticks after boot
+            began = int(f.read().rsplit(")", 1)[1].split()[19]) / os.sysconf("SC_CLK_TCK")
+        with open("/proc/uptime") as f:
+            age = float(f.read().split()[0]) - began
+        with open(f"/proc/{parent}/comm") as f:
+            shell = f.read().strip() in ("bash", "sh", "dash", "zsh")
+        if shell and 0 <= age < 600:
+            start = now - age
+    except (OSError, ValueError, IndexError):
+        pass
+print(int(float(start) + after))
+PY
+}
+
+decide_flags() {  # $1 pytest's JUnit XML, $2 the bench's JSON, $3 1 if check ran with --compile: into $FLAGS_FILE, one
+                  # line per flag every queued group gets, and why
+    python3 - "$1" "$2" "$3" "$FLAGS_FILE" <<'PY'
+import json, sys
+import xml.etree.ElementTree as ET
+junit, table, weighed_compile, flags_file = sys.argv[1], sys.argv[2], sys.argv[3] == "1", sys.argv[4]
+outcomes = {}  # test name -> passed, failed or skipped; none where pytest stopped (its time limit) before its report
+try:
+    for case in ET.parse(junit).iter("testcase"):
+        kinds = {child.tag for child in case}
+        outcomes[case.get("name")] = "failed" if kinds & {"failure", "error"} else "skipped" if "skipped" in kinds else "passed"
+except (OSError, ET.ParseError):
+    pass
+try:
+    with open(table) as f:
+        rates = json.load(f)  # {model: {column heading: images/s, None where it failed}}, the rows timed in time
+except (OSError, ValueError):
+    rates = {}
+
+
+def named(word):
+    return {name: outcome for name, outcome in outcomes.items() if word in name}
+
+
+def failing(chosen):  # why these tests do not count as passed ('' if they do)
+    if not chosen:
+        return "none ran (pytest stopped before its report?)"
+    return ", ".join(f"{name} {outcome}" for name, outcome in sorted(chosen.items()) if outcome != "passed")
+
+
+def slower(fast, slow):  # where the `fast` column did not beat `slow` ('' if it did on every model timed)
+    if not rates:
+        return "no throughput table"
+    rate = lambda r: f"{r:,.0f}" if r else "none"
+    return ", ".join(f"{m} {rate(r.get(fast))} against {rate(r.get(slow))} img/s" for m, r in rates.items()
+                     if not (r.get(fast) and r.get(slow) and r[fast] > r[slow]))
+
+
+flags, notes, models = {}, {}, ", ".join(rates)
+# torchrun's test is left out: queue never trains under torchrun, so NCCL alone says nothing of the graphs
+core = {name: outcome for name, outcome in outcomes.items()
+        if "fused" not in name and "compiled" not in name and "torchrun" not in name}
+if bad := failing(core):  # a skip too: no CUDA, so the captured path went untried
+    flags["--no-cuda-graphs"] = f"CUDA tests not passed: {bad}"
+else:
+    notes["--no-cuda-graphs"] = "every CUDA test but the fused and compiled ones passed"
+if bad := failing(named("fused")):
+    notes["--fuse"] = f"fused tests not passed: {bad}"
+elif lost := slower("ours pair fused img/s", "ours pair img/s"):
+    notes["--fuse"] = f'"ours pair fused" did not beat "ours pair": {lost}'
+else:
+    flags["--fuse"] = f'every fused test passed and "ours pair fused" beat "ours pair" ({models})'
+eager = {h: "ours" + h[len("compiled"):] for r in rates.values() for h in r if h.startswith("compiled")}
+if not weighed_compile:
+    notes["--compile"] = "check ran without --compile"
+elif bad := failing(named("compiled")):
+    notes["--compile"] = f"compiled test not passed: {bad}"
+elif not eager:
+    notes["--compile"] = "no compiled column in the throughput table"
+elif lost := "; ".join(filter(None, (slower(c, e) for c, e in eager.items()))):
+    notes["--compile"] = f"the compiled columns did not beat the eager ones: {lost}"
+else:
+    flags["--compile"] = f"the compiled test passed and the compiled columns beat the eager ones ({models})"
+if "--fuse" in flags and "--compile" in flags:  # train.py fuses no compiled lane: keep the faster of the two
+    two = "compiled x2 lanes img/s"  # two nets compiled, side by side: what --compile would train a pair as
+    if not all(r.get(two) for r in rates.values()):
+        notes["--compile"] = f'not weighed against --fuse (no "{two[:-6]}" column: check --lanes 2)'
+        del flags["--compile"]
+    elif lost := slower("ours pair fused img/s", two):
+        notes["--fuse"] = f'--compile is faster ("ours pair fused" did not beat "compiled x2 lanes": {lost})'
+        del flags["--fuse"]
+    else:
+        notes["--compile"] = f'--fuse is faster ("ours pair fused" beat "compiled x2 lanes" on {models})'
+        del flags["--compile"]
+with open(flags_file, "w") as f:
+    f.writelines(f"{flag} {reason}\n" for flag, reason in flags.items())
+for flag in ("--no-cuda-graphs", "--fuse", "--compile"):
+    print(f"check: every group gets {flag}: {flags[flag]}" if flag in flags else f"check: no {flag}: {notes[flag]}")
+print(f"check: flags for queue in {flags_file}: {' '.join(flags) or 'none'}")
+PY
 }
 
 case "$cmd" in
@@ -116,22 +271,30 @@ smoke)  # device: train.py's CUDA-only paths end to end on synthetic data (graph
     # skipped (no CUDA) is no pass: the groups would then need --no-cuda-graphs too
     grep -q "2 passed" "${OUT:-/tmp}/smoke.txt" || { echo "smoke: not passed"; exit 1; }
     ;;
-check)  # device: the CUDA-only tests, then the throughput table against the textbook baseline
+check)  # device: the CUDA-only tests, then the throughput table against the textbook baseline, then the flags every
+        # queued group gets (decide_flags), into $FLAGS_FILE
     export PYTHONUNBUFFERED=1
+    out=${OUT:-/tmp}
+    rm -f "$out/gpu_tests.xml" "$out/bench.json"  # (where OUT is unset, /tmp may hold an earlier check's)
     # A failing test must not cost the benchmark (the call's minutes are spent either way): both run, both logs
-    # come back whole in $OUT, and the call fails at the end if either did.
+    # come back whole in $OUT, and the call fails at the end if either did. Each has a cap (CHECK_TESTS_S,
+    # CHECK_BENCH_S): a hung one must not take the call's 600 s; what it printed till then is in its log.
     set +e
     # the compiled test spends a minute or two compiling: only when the session weighs --compile
-    case " $* " in *" --compile "*) only=();; *) only=(-k "not compiled");; esac
-    python3 -m pytest -q tests/test_gpu.py -p no:cacheprovider -rA ${only[@]+"${only[@]}"} 2>&1 | tee "${OUT:-/tmp}/gpu_tests.txt" | tail -n 30
+    case " $* " in *" --compile "*) only=(); weighed=1;; *) only=(-k "not compiled"); weighed=0;; esac
+    timeout -k 10 "${CHECK_TESTS_S:-300}" python3 -m pytest -q tests/test_gpu.py -p no:cacheprovider -rA \
+        --junitxml="$out/gpu_tests.xml" ${only[@]+"${only[@]}"} 2>&1 | tee "$out/gpu_tests.txt" | tail -n 30
     tests=${PIPESTATUS[0]}
-    python3 bench/train_throughput.py --data-dir "$DATA" --workers 8 "$@" 2>&1 | tee "${OUT:-/tmp}/bench.txt" | tail -n 40
+    timeout -k 10 "${CHECK_BENCH_S:-240}" python3 bench/train_throughput.py --data-dir "$DATA" --workers 8 \
+        --json "$out/bench.json" "$@" 2>&1 | tee "$out/bench.txt" | tail -n 40
     bench=${PIPESTATUS[0]}
     set -e
-    echo "tests/test_gpu.py exit $tests, bench/train_throughput.py exit $bench"
+    echo "tests/test_gpu.py exit $tests, bench/train_throughput.py exit $bench (124: stopped at its time limit)"
+    decide_flags "$out/gpu_tests.xml" "$out/bench.json" "$weighed"
     [ "$tests" = 0 ] && [ "$bench" = 0 ]
     ;;
 start)  # device: train.py detached (it outlives this call), writing outside the synced tree
+    already_running && exit 0
     need_data
     PYTHONUNBUFFERED=1 setsid nohup python3 train.py --data-dir "$DATA" --out "$CKPT" --state-dir "$RUNS" "$@" \
         > "$LOG" 2>&1 < /dev/null &
@@ -143,9 +306,28 @@ queue)  # device: like start, but train.py once per group of models, in turn, al
         # a group that finishes is published before the next starts; the one the deadline stops saves its state
     minutes=${1:?queue T GROUP...: T is the minutes for all the groups}
     shift
+    already_running && exit 0
     need_data
+    if [ -n "${QUEUE_FLAGS+set}" ]; then
+        flags=$QUEUE_FLAGS
+        echo "queue: every group gets QUEUE_FLAGS: ${flags:-(none)}"
+    elif [ -f "$FLAGS_FILE" ]; then
+        flags=""
+        while read -r flag why; do
+            flags="$flags $flag"; echo "queue: every group gets $flag: $why"
+        done < "$FLAGS_FILE"
+        [ -n "$flags" ] || echo "queue: no flag added: check named none ($FLAGS_FILE)"
+    else
+        flags=""; echo "queue: no flag added: no $FLAGS_FILE (check did not run on this machine)"
+    fi
+    groups=()
+    for group in "$@"; do groups+=("$group${flags:+ ${flags# }}"); done
+    if awk -v t="$minutes" 'BEGIN { exit !(t > 9.3) }'; then
+        echo "queue: T = $minutes is over 9.3 minutes: a poll 540 in the same call ends before the deadline: chain" \
+             "another \`poll\` call"
+    fi
     deadline=$(python3 -c 'import sys, time; print(int(time.time() + 60 * float(sys.argv[1])))' "$minutes")
-    PYTHONUNBUFFERED=1 setsid nohup bash "$0" run-queue "$deadline" "$@" > "$LOG" 2>&1 < /dev/null &
+    PYTHONUNBUFFERED=1 setsid nohup bash "$0" run-queue "$deadline" "${groups[@]}" > "$LOG" 2>&1 < /dev/null &
     echo $! > "$PIDFILE"  # the runner, alive until its last group ends
     started
     ;;
@@ -153,12 +335,14 @@ run-queue)  # (queue's detached runner) each group in turn, with the minutes lef
     deadline=$1
     shift
     set -f  # a group's words are options: split them, never glob them
+    # A group with too little time would train a minute or so and leave state that the next session must carry.
+    # 90 s, not more: after the 44-layer pair a session has about 150-200 s left, the 32-layer pair's state (about
+    # 17 MiB) fits beside the data in the next session's last carry, and those minutes are otherwise idle.
+    min_s=${QUEUE_MIN_S:-90}
     for group in "$@"; do
         left=$((deadline - $(date +%s) - 10))  # python and torch take seconds to import before the budget's clock
-        # A group with too little time would train a minute and leave state (tens of MB for the deep nets) that
-        # the next session must carry, a call's minutes, to gain that minute.
-        if [ "$left" -lt "${QUEUE_MIN_S:-300}" ]; then
-            echo "queue: not started, $left s left (under ${QUEUE_MIN_S:-300}): $group"; continue
+        if [ "$left" -lt "$min_s" ]; then
+            echo "queue: not started, $left s left (under $min_s): $group"; continue
         fi
         echo "queue: train.py $group --time-budget $((left / 60)) min $((left % 60)) s"
         # shellcheck disable=SC2086  # a group is several options
@@ -168,20 +352,33 @@ run-queue)  # (queue's detached runner) each group in turn, with the minutes lef
     done
     echo "queue: done"
     ;;
-poll)  # device: wait (default 540 s, inside one call's 600), then show progress
+poll)  # device: wait (default 540 s) while the trainer runs, to the call's deadline at most (call_deadline), then
+       # show progress
     secs=${1:-540}
-    # checked every 5 s, so the call returns (and stops spending device time) soon after the trainer stops
-    for _ in $(seq 1 $((secs / 5))); do training || break; sleep 5; done
+    stop=$(($(date +%s) + secs))
+    deadline=$(call_deadline)
+    if [ "$deadline" -lt "$stop" ]; then
+        echo "poll: waiting $((deadline - $(date +%s))) s, to the call's deadline (CALL_DEADLINE), not $secs"
+        stop=$deadline
+    fi
+    # Insurance: a snapshot of what collect would bring back each time a net is published, and at the end. If the
+    # call is killed at its limit, or the machine lost before collect, `receive` the last poll's files_at.
+    # SNAPSHOT=0 skips them.
+    snap=0; if [ -n "${OUT:-}" ] && [ "${SNAPSHOT:-1}" = 1 ]; then snap=1; fi
+    seen=$(published)
+    # checked every second, so the call returns (and stops spending device time) soon after the trainer stops
+    while training && [ "$(date +%s)" -lt "$stop" ]; do
+        sleep 1
+        if [ "$snap" = 1 ] && [ "$(published)" != "$seen" ]; then
+            seen=$(published)
+            echo "poll: published $(ls "$CKPT" | tr '\n' ' ')at $(date -u +%H:%M:%S); a snapshot of it:"
+            deliver
+        fi
+    done
     progress 25
     training && echo "train.py: running" || echo "train.py: not running"
     ls "$CKPT" 2>/dev/null | sed 's/^/published: /' || true  # none yet is no failure: the snapshot still goes
-    # Insurance: every poll brings back what collect would, as of now. If the machine is lost before collect,
-    # `receive` the last poll's files_at. SNAPSHOT=0 skips it.
-    if [ -n "${OUT:-}" ] && [ "${SNAPSHOT:-1}" = 1 ]; then
-        snapshot > /tmp/snapshot.txt 2>&1 || echo "snapshot failed:"
-        grep -i 'NOT PACKED\|error\|Traceback' /tmp/snapshot.txt && tail -n 5 /tmp/snapshot.txt || true
-        echo "snapshot: $(ls "$OUT" | grep -c 'tgz$') archives, $(du -sh "$OUT" | cut -f1) in \$OUT"
-    fi
+    if [ "$snap" = 1 ]; then deliver; fi
     ;;
 landscape)  # device: loss landscapes of published checkpoints, written beside them in $CKPT
     for m in "$@"; do
@@ -190,7 +387,7 @@ landscape)  # device: loss landscapes of published checkpoints, written beside t
     ;;
 collect)  # device: published checkpoints, unfinished state, the log and a status summary, into $OUT
     : "${OUT:?collect runs on the device machine, where OUT is set}"
-    snapshot
+    deliver
     cat "$OUT/status.txt"
     ls -la "$OUT"
     ;;
@@ -271,26 +468,64 @@ receive)  # here: unpack what a poll or collect returned (the reply's files_at) 
     from=${1:?the files_at folder of the last poll or collect call}
     # unlean's switch back would put the old checkpoints back over the new ones
     [ ! -e "$(git rev-parse --git-path gpu-lean-from 2> /dev/null)" ] || { echo "receive: unlean first"; exit 1; }
-    for kind in ckpt:checkpoints "runs:$PARKED"; do  # each folder replaces the one of that name whole: nothing
+    # whatever stops receive, no half-received folder stays (nor an empty $PARKED)
+    trap 'rm -rf "$PARKED/.receiving" checkpoints/.receiving; rmdir "$PARKED" 2> /dev/null || true' EXIT
+    fresh=" " damaged=""  # the state received now (a net published beside its own new run keeps it); what failed
+    # The state first: a damaged checkpoint archive must not cost the intact state beside it (nor the reverse).
+    for kind in "runs:$PARKED" ckpt:checkpoints; do  # each folder replaces the one of that name whole: nothing
         into=${kind#*:}; tmp="$into/.receiving"   # of the old one (a landscape.json, say) stays beside the new
         mkdir -p "$into"; rm -rf "$tmp"; mkdir "$tmp"
-        for t in "$from/${kind%%:*}"-*.tgz; do [ -e "$t" ] && tar -xzf "$t" -C "$tmp"; done
+        for t in "$from/${kind%%:*}"-*.tgz; do
+            [ -e "$t" ] || continue
+            tar -xzf "$t" -C "$tmp" || { echo "receive: $t is damaged: nothing from ${kind%%:*}-*.tgz put in place"; damaged=1; continue 2; }
+        done
+        # a checkpoint of another length (the 15-epoch run) would vanish from the tree, replaced: it must be moved first
+        if [ "$into" = checkpoints ] && [ "${FORCE:-0}" != 1 ] && ! python3 - "$tmp" <<'PY'
+import json, sys
+from pathlib import Path
+
+
+def config(folder):
+    try:
+        return json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+refused = 0
+for new in sorted(Path(sys.argv[1]).iterdir()):
+    old = Path("checkpoints") / new.name
+    was, comes = config(old).get("recipe", {}), config(new).get("recipe", {})
+    if old.is_dir() and was.get("iterations") != comes.get("iterations"):
+        per_epoch = (config(old).get("limit_train") or 50_000) // was.get("batch_size", 128)  # 390: 15 epochs, 5,850
+        short = f"{new.name}-{round(was['iterations'] / per_epoch)}ep" if was.get("iterations") else f"{new.name}-old"
+        print(f"receive: checkpoints/{new.name} is a run of {was.get('iterations')} iterations, the one coming of "
+              f"{comes.get('iterations')}: git mv checkpoints/{new.name} checkpoints/{short} first (FORCE=1 "
+              "replaces it)")
+        refused = 1
+sys.exit(refused)
+PY
+        then
+            damaged=1; continue
+        fi
         for d in "$tmp"/*/; do
             [ -d "$d" ] || continue
             name=$(basename "$d"); rm -rf "${into:?}/$name"; mv "$d" "$into/"
+            if [ "$into" != checkpoints ]; then fresh="$fresh$name "; continue; fi
             # a net published now needs its parked state no more: left, a later stage would carry it back. One
             # published beside another run's checkpoint is <model>-run<first 8 of its run id>: its state is <model>'s
-            [ "$into" = checkpoints ] || continue
             base=$name
             if [[ $name =~ ^(.+)-run([0-9a-f]{8})$ ]] && python3 -c 'import json, sys
 sys.exit(not json.load(open(sys.argv[1])).get("run_id", "").startswith(sys.argv[2]))' \
                 "$PARKED/${BASH_REMATCH[1]}/state.json" "${BASH_REMATCH[2]}" 2> /dev/null; then
                 base=${BASH_REMATCH[1]}
             fi
+            case $fresh in *" $base "*) continue;; esac  # its state came now: a run of it goes on
             if [ -e "$PARKED/$base" ]; then rm -rf "${PARKED:?}/$base"; echo "unparked: $base"; fi
         done
         rm -rf "$tmp"
     done
+    [ -z "$damaged" ] || { echo "receive: not all received (above); run it again once that is mended"; exit 1; }
     rmdir "$PARKED" 2> /dev/null || true  # nothing left unfinished
     [ -f "$from/status.txt" ] && cat "$from/status.txt"
     kept=bench/results/gpu-$(date -u +%Y%m%d-%H%M)  # the device's log and status, for the record
