@@ -87,7 +87,8 @@ class FusedNet(nn.Module):
             raise FuseError("the nets differ in depth or width: " + ", ".join(str(shape_key(m)) for m in members))
         self.k = k = len(members)
         self.counters: list[torch.Tensor] = []
-        self._slices: dict[int, tuple[str, int]] = {}  # id(member parameter) -> (fused parameter name, member index)
+        # id(member parameter) -> (fused parameter's name, member index, stacked along a new dim 0 (fc) or not)
+        self._slices: dict[int, tuple[str, int, bool]] = {}
         self.stem_conv = self.stack_parameter("stem_conv", [m.stem.conv.weight for m in members])
         self.stem_bn = _BN(self, "stem_bn", [m.stem.bn for m in members])
         self.plan = []
@@ -176,10 +177,6 @@ class FusedNet(nn.Module):
             grad = getattr(self, name).grad
             out.append(_part(grad, i, self.k, stack))
         return out
-
-    def member_index(self, param: torch.Tensor) -> int:
-        """Where in member_params a member's parameter is (to pick its layer weights' gradients)."""
-        return self._slices[id(param)][1]
 
 
 def _part(t: torch.Tensor, i: int, k: int, stack: bool) -> torch.Tensor:

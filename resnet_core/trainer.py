@@ -152,10 +152,6 @@ class FusedGroup:
     stream: object = None
     eager_steps: int = 0
 
-    @property
-    def name(self) -> str:
-        return "+".join(lane.name for lane in self.lanes)
-
 
 def lane_cost(lane: Lane) -> int:
     """Weight layers: how long the lane's step takes, near enough to pick the slowest."""
