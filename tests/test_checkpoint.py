@@ -225,6 +225,20 @@ def test_a_plain_nets_weights_in_a_residual_nets_folder_are_refused(saved, tmp_p
     assert not load_pretrained(path).training
 
 
+def test_weights_saved_by_hand_with_a_tensor_missing_or_extra_are_refused_by_name(saved):
+    """A file without metadata gets no check of whose weights it holds, but still must hold exactly the net's
+    tensors: one short or one too many is a CheckpointError naming the key, never a silent partial load."""
+    model, path = saved
+    state = storage_state(model)
+    fc = state.pop("fc.weight")
+    save_file(state, str(path / "model.safetensors"))
+    with pytest.raises(CheckpointError, match=r"does not match resnet20: missing \['fc.weight'\], unexpected \[\]"):
+        load_pretrained(path)
+    save_file(dict(state, **{"fc.weight": fc, "fc.extra": fc.clone()}), str(path / "model.safetensors"))
+    with pytest.raises(CheckpointError, match=r"missing \[\], unexpected \['fc.extra'\]"):
+        load_pretrained(path)
+
+
 def test_weights_lost_from_a_checkpoint_that_had_them_print_a_command_that_brings_them_back(saved):
     """config.json says weights were published, the file is gone (a partial copy): the message's command trains the
     net alone with --overwrite, as for a checkpoint published without weights; the guard would refuse it without."""

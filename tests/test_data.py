@@ -287,6 +287,34 @@ def test_changed_source_rebuilds_cache(tmp_path, monkeypatch):
     assert len(list((tmp_path / "cache").glob("*.safetensors"))) == 2  # the new fingerprint names a new file
 
 
+def write_pngs(root, split, members):
+    """The unpacked layout: members (class name, index, image) as root/cifar10/<split>/<class>/<index>.png."""
+    for name, index, image in members:
+        (root / "cifar10" / split / name).mkdir(parents=True, exist_ok=True)
+        (root / "cifar10" / split / name / f"{index:05d}.png").write_bytes(png_bytes(image))
+
+
+def test_one_index_in_two_class_folders_is_refused(tmp_path):
+    """cat/00001.png and dog/00001.png: which label image 1 has is unknowable, so neither is taken."""
+    pictures = made_images(3)
+    write_pngs(tmp_path, "test", [("cat", 0, pictures[0]), ("cat", 1, pictures[1]), ("dog", 1, pictures[2])])
+    with pytest.raises(DatasetError, match=r"test image 1 appears twice: \S*/(cat|dog)/00001.png and "
+                                           r"\S*/(cat|dog)/00001.png"):
+        load_cifar10(tmp_path, "test", limit=2, cache_dir=tmp_path / "cache")
+
+
+def test_a_source_touched_but_the_same_size_rebuilds_the_cache(tmp_path, monkeypatch):
+    """Only the mtime changes (a file rewritten with other pixels of the same size would look the same): the
+    fingerprint has it, so the cache is rebuilt."""
+    write_pngs(tmp_path, "test", [("cat", i, image) for i, image in enumerate(made_images(3))])
+    load_cifar10(tmp_path, "test", limit=3, cache_dir=tmp_path / "cache")
+    png, decodes = tmp_path / "cifar10" / "test" / "cat" / "00001.png", count_decodes(monkeypatch)
+    st = png.stat()
+    os.utime(png, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    load_cifar10(tmp_path, "test", limit=3, cache_dir=tmp_path / "cache")
+    assert png.stat().st_size == st.st_size and len(decodes) == 3
+
+
 def test_a_zip_changed_in_place_rebuilds_the_cache(tmp_path, monkeypatch):
     """An edit that keeps the zip's size and date (cp -p, rsync -a, unzip restoring times): here a member renamed
     from cat/ to dog/. Its central directory is in the cache's fingerprint, and so is the code's CACHE_VERSION."""

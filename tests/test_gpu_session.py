@@ -831,3 +831,18 @@ def test_receive_parks_the_state_though_a_checkpoint_archive_is_damaged(tmp_path
     assert (here / "checkpoints/resnet20/metrics.json").read_text() == "the published one"
     assert sorted(p.name for p in (here / "checkpoints").iterdir()) == ["resnet20"]
     assert (here / "bench/gpu/state/plain44/state.safetensors").read_bytes() == b"x"
+
+
+def test_receive_keeps_the_state_that_came_beside_a_checkpoint_of_the_same_net(tmp_path):
+    """A poll can bring a net published (its short run) and the state of its own new run together: the checkpoint
+    goes in place and the state stays parked, for the next stage to carry on; only an older parked state goes."""
+    here, files = tmp_path / "here", tmp_path / "files"
+    here.mkdir()
+    files.mkdir()
+    tgz(files / "ckpt-1.tgz", {"resnet44": {"config.json": config(5850), "metrics.json": b"{}"}})
+    tgz(files / "runs-1.tgz", {"resnet44": {"state.json": b"{}", "state.safetensors": b"x"}})
+    done = subprocess.run([*SESSION, "receive", str(files)], cwd=here, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert (here / "checkpoints/resnet44/metrics.json").is_file()
+    assert (here / "bench/gpu/state/resnet44/state.safetensors").read_bytes() == b"x"
+    assert "unparked: resnet44" not in done.stdout

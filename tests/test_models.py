@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from resnet_core import build_model, count_macs, count_params, list_models, model_info
-from resnet_core.models import ZeroPadShortcut
+from resnet_core.models import CIFAR_DEPTHS, ZeroPadShortcut
 from resnet_core.paper import TABLE1_GFLOPS, TABLE6_PARAMS_M
 from resnet_core.trainer import Recipe, lr_at, sgd_step
 
@@ -24,6 +24,35 @@ def test_cifar_parameter_counts_match_table6(name):
     residual, plain = build_model(name), build_model(name.replace("resnet", "plain"))
     assert round(count_params(residual) / 1e6, 2 if count_params(residual) < 1e6 else 1) == TABLE6_PARAMS_M[name]
     assert count_params(plain) == count_params(residual)  # option A shortcuts add no parameters
+
+
+@pytest.mark.parametrize("depth", CIFAR_DEPTHS)
+def test_cifar_nets_have_as_many_weight_layers_as_their_depth(depth):
+    """6n+2: a 3x3 stem, three stages of n blocks of two convs each, and the fc."""
+    for kind in ("resnet", "plain"):
+        model = build_model(f"{kind}{depth}")
+        assert len(model.weight_layers()) == depth
+        assert [len(stage) for stage in model.stages] == [(depth - 2) // 6] * 3
+
+
+def test_a_residual_block_adds_the_shortcut_before_its_last_relu():
+    """out = relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x)), the paper's Fig. 2, for an identity block and
+    a downsampling one (option A); a plain block is the same without the addition."""
+    torch.manual_seed(0)
+    model, plain = build_model("resnet20"), build_model("plain20")
+    for m in (model, plain):
+        for bn in m.modules():
+            if isinstance(bn, torch.nn.BatchNorm2d):  # statistics away from 0/1, so each BN does something
+                bn.running_mean.uniform_(-0.5, 0.5), bn.running_var.uniform_(0.5, 2.0)
+        m.eval()
+    x = torch.randn(2, 16, 32, 32)
+    with torch.no_grad():
+        for block in (model.stages[0][0], model.stages[1][0], plain.stages[0][0]):
+            r = block.residual
+            branch = r.bn2(r.conv2(torch.relu(r.bn1(r.conv1(x)))))
+            expected = torch.relu(branch + block.shortcut(x)) if block.shortcut is not None else torch.relu(branch)
+            torch.testing.assert_close(block(x), expected)
+            assert (branch < 0).any()  # so a ReLU moved before the addition would change the output
 
 
 @pytest.mark.parametrize("name,gflops", sorted(TABLE1_GFLOPS.items()))

@@ -280,6 +280,13 @@ def test_resume_refuses_a_changed_recipe(tmp_path, shared_cifar):
     assert train.main(argv + ["--restart", "--stop-after", "1"]) == 0  # --restart discards it on purpose
 
 
+def test_resume_refuses_a_changed_seed(tmp_path, shared_cifar):
+    """Another seed means another init and another order of the images: not the run that was stopped."""
+    argv, _, _ = stopped_run(tmp_path, shared_cifar)
+    with pytest.raises(SystemExit, match=r"other options \(seed 0 -> 1\); resume with the ones"):
+        train.main(argv + ["--resume", "--seed", "1"])
+
+
 def folder_bytes(root: Path) -> dict[str, bytes]:
     """Every file under root (hidden ones too), byte for byte, by its path under root."""
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
@@ -405,7 +412,9 @@ def test_nan_loss_stops_and_names_the_iteration(tmp_path, shared_cifar, capsys):
             "--state-dir", str(tmp_path / "runs"), "--lr", "1e30"]
     assert train.main(argv) == 3
     err = capsys.readouterr().err
-    assert "loss became NaN/inf at iteration" in err and "no state had been saved yet" in err
+    # The check runs at the epoch's end, but it names the first iteration that went bad, not the last.
+    assert "error: plain20: the training loss became NaN/inf at iteration 2 (epoch 1, lr 1e+30). Stopped; " \
+           "no state had been saved yet." in err
     assert not (tmp_path / "out" / "plain20").exists()
 
 
@@ -590,6 +599,12 @@ def test_torchrun_two_gloo_processes(tmp_path, shared_cifar):
     assert info.config["world_size"] == 2 and record["iteration"] == 4
     assert record["images_per_s"] * record["epoch_time_s"] == pytest.approx(4 * 64)  # the global batch, counted once
     load_pretrained(info.path)
+    # The training loss is the mean over both ranks, as one process training the same recipe records it (the
+    # numbers differ a little: each rank's BN sees half the batch), not their sum.
+    options = argv[argv.index("--model"):argv.index("--out")]
+    assert train.main([*options, "--device", "cpu", "--out", str(tmp_path / "one"), "--state-dir", str(tmp_path / "r1")]) == 0
+    alone = read_checkpoint(tmp_path / "one" / "resnet20").history["records"][-1]
+    assert record["train_loss"] == pytest.approx(alone["train_loss"], rel=0.2)
 
 
 def _check_finite_as_rank(rank: int, init_file: str, out: str) -> None:
@@ -981,6 +996,27 @@ def test_a_second_run_of_a_model_with_the_same_state_dir_is_refused(tmp_path, sh
                                           f"{tmp_path / 'runs' / 'resnet20'}; wait for it to end, or give this run its "
                                           f"own --state-dir and --out") and loads == []
     assert train.main(argv + ["--resume"]) == 0
+
+
+def test_a_run_holds_its_state_lock_while_it_trains(tmp_path, shared_cifar, monkeypatch):
+    """The lock is held for the whole run, not only checked at its start: a second run trying it mid-training
+    is refused."""
+    from contextlib import ExitStack
+
+    from resnet_core import trainer
+
+    real, tried = trainer.step_lanes, []
+
+    def step_and_try_the_lock(*a, **k):
+        if not tried:
+            with ExitStack() as other_run, pytest.raises(SystemExit, match="another run is training resnet20"):
+                tried.append(1)
+                trainer.lock_state(tmp_path / "runs" / "resnet20", other_run)
+        return real(*a, **k)
+
+    monkeypatch.setattr(trainer, "step_lanes", step_and_try_the_lock)
+    assert train.main(tiny_argv(tmp_path, shared_cifar) + ["--stop-after", "1"]) == 0
+    assert tried == [1]
 
 
 def test_a_state_folder_that_cannot_be_locked_is_said_in_one_line(tmp_path, monkeypatch):
