@@ -213,7 +213,7 @@ core = {name: outcome for name, outcome in outcomes.items()
 if bad := failing(core):  # a skip too: no CUDA, so the captured path went untried
     flags["--no-cuda-graphs"] = f"CUDA tests not passed: {bad}"
 else:
-    notes["--no-cuda-graphs"] = "every CUDA test but the fused and compiled ones passed"
+    notes["--no-cuda-graphs"] = "every CUDA test but the fused, compiled and torchrun ones passed"
 if bad := failing(named("fused")):
     notes["--fuse"] = f"fused tests not passed: {bad}"
 elif lost := slower("ours pair fused img/s", "ours pair img/s"):
