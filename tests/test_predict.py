@@ -267,6 +267,41 @@ HOSTILE.update({
     # within the megapixels, yet 8 bytes of Pillow's bookkeeping per row: 400 MB for this one
     "thin-strip": (png_header_only(1, 50_000_000), r"is 1x50000000 pixels, longer than the 65,535 pixels allowed"),
 })
+def with_blocks(data: bytes, at: int, block: bytes, count: int) -> bytes:
+    """`data` with `count` copies of `block` inserted at byte `at`."""
+    return data[:at] + block * count + data[at:]
+
+
+def gif_blocks_start(gif: bytes) -> int:
+    """Where a GIF's first block lies: after its header and global colour table."""
+    return 13 + (3 << ((gif[10] & 7) + 1) if gif[10] & 0x80 else 0)
+
+
+MANY = predict_module.MAX_BLOCKS + 1
+BLOATED = "far more metadata or padding than any image needs"
+_GIF = encode(halves(8, 8), "GIF")
+HOSTILE.update({
+    # what Pillow walks block by block in Python, bloated so that it would take seconds (16 s for 17 MB of JPEG
+    # fill bytes): refused before Pillow sees it
+    "png-many-chunks": (with_blocks(encode(halves(8, 8), "PNG"), 33, png_chunk(b"tEXt", b"k\x00v"), MANY), BLOATED),
+    "jpeg-many-markers": (with_blocks(encode(halves(8, 8), "JPEG"), 2, b"\xff\xfe\x00\x03c", MANY), BLOATED),
+    "jpeg-fill-bytes": (with_blocks(encode(halves(8, 8), "JPEG"), 2, b"\xff", MANY), BLOATED),
+    "gif-many-extensions": (with_blocks(_GIF, gif_blocks_start(_GIF), b"\x21\xfe\x01c\x00", MANY), BLOATED),
+    # junk bytes, which Pillow skips one at a time: in a JPEG after an end-of-image marker (it reads on), in a GIF
+    # between blocks
+    "jpeg-junk-after-its-end": (with_blocks(encode(halves(8, 8), "JPEG"), 2, b"\xff\xd9" + b"\x00" * MANY, 1),
+                                BLOATED),
+    "gif-junk": (with_blocks(_GIF, gif_blocks_start(_GIF), b"\x00", MANY), BLOATED),
+    "gif-many-sub-blocks": (with_blocks(_GIF, gif_blocks_start(_GIF), b"\x21\xfe" + b"\x01c" * MANY + b"\x00", 1),
+                            BLOATED),
+    "ppm-long-header": (b"P6\n#" + b"c" * predict_module.NETPBM_HEADER_BYTES + b"\n2 2\n255\n" + b"\x80" * 12,
+                        BLOATED),
+    # 70 text chunks of 1 MB each once inflated: each within Pillow's limit for one, together past its total
+    "text-chunks-together": (with_blocks(encode(halves(8, 8), "PNG"), 33,
+                                         png_chunk(b"zTXt", b"k\x00\x00" + zlib.compress(b"a" * 1_000_000)), 70),
+                             "would unpack to far more than an image needs"),
+})
+
 JARGON = re.compile(r"Error|Plugin|MAX_|Pillow|decompression bomb|chunk|\(\w+:")
 
 
@@ -322,6 +357,31 @@ def test_hostile_uploads_raise_value_error(model, kind):
     assert not JARGON.search(text) and ": " in text and "upload" in text.rpartition(": ")[2], text
     if "megapixels" in message:
         assert text.endswith("megapixels allowed: shrink it (the nets see only 32x32 pixels) and upload it again")
+
+
+def test_images_with_as_many_blocks_as_allowed_still_load():
+    """The block limit refuses only what no encoder writes: a PNG of exactly MAX_BLOCKS chunks (its pixels cut into
+    thousands of IDAT chunks, as some encoders cut them), a JPEG of many markers and a GIF of many frames load, and
+    one chunk more is refused; a short netpbm file with a comment loads."""
+    png = encode(halves(64, 64), "PNG")
+    start = png.index(b"IDAT") - 4
+    pixels = zlib.decompress(png[start + 8:start + 8 + struct.unpack(">I", png[start:start + 4])[0]])
+    stream = zlib.compress(pixels)
+    idats = b"".join(png_chunk(b"IDAT", stream[i:i + 1]) for i in range(len(stream)))
+    cut = png[:start] + idats + png_chunk(b"IEND", b"")
+    texts = predict_module.MAX_BLOCKS - 1 - len(stream)  # IHDR, the texts and the IDATs: MAX_BLOCKS chunks in all
+    expected = np.asarray(load_image(png))
+    assert np.array_equal(np.asarray(load_image(with_blocks(cut, 33, png_chunk(b"tEXt", b"k\x00v"), texts))), expected)
+    with pytest.raises(ValueError, match=BLOATED):
+        load_image(with_blocks(cut, 33, png_chunk(b"tEXt", b"k\x00v"), texts + 1))
+    jpeg = encode(halves(), "JPEG", quality=95)
+    assert np.array_equal(np.asarray(load_image(with_blocks(jpeg, 2, b"\xff\xfe\x00\x03c", 500))),
+                          np.asarray(load_image(jpeg)))
+    frames = [halves().rotate(3 * i) for i in range(40)]
+    assert load_image(encode(frames[0], "GIF", save_all=True, append_images=frames[1:], comment=b"c" * 5000)).size \
+        == (64, 48)
+    ppm = b"P6\n# made by hand\n2 1\n255\n" + bytes([255, 0, 0, 0, 0, 255])
+    assert np.asarray(load_image(ppm)).tolist() == [[[255, 0, 0], [0, 0, 255]]]
 
 
 def test_a_damaged_exif_block_is_ignored_and_the_image_loads():
