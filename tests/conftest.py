@@ -31,9 +31,10 @@ def find_cifar10() -> tuple[Path | None, str]:
 CIFAR10, NO_CIFAR10 = find_cifar10()
 
 # CI sets this (.ci/run): there, a test skipped for want of the data or the browser fails instead, so that a CI
-# machine without them cannot pass green with half the suite unrun. Only the CUDA tests may skip. (A skip at
-# collection, importorskip or a module-level skip, is not seen here: the suite has none.)
+# machine without them cannot pass green with half the suite unrun. Only the CUDA tests may skip, in a test or at
+# collection (importorskip, a module-level skip).
 STRICT = os.environ.get("RESNET_TESTS_NO_SKIPS") == "1"
+NO_SKIP = "where RESNET_TESTS_NO_SKIPS=1 (CI) allows no skip"
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -41,9 +42,21 @@ def pytest_runtest_makereport(item, call):
     outcome = yield
     report = outcome.get_result()
     if STRICT and report.skipped and not hasattr(report, "wasxfail") and item.path.name != "test_gpu.py":
-        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
         report.outcome = "failed"
-        report.longrepr = f"skipped where RESNET_TESTS_NO_SKIPS=1 (CI) allows no skip: {reason}"
+        report.longrepr = f"skipped {NO_SKIP}: {skip_reason(report)}"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector):
+    outcome = yield
+    report = outcome.get_result()
+    if STRICT and report.skipped and isinstance(collector, pytest.Module) and collector.path.name != "test_gpu.py":
+        report.outcome = "failed"
+        report.longrepr = f"{collector.path.name} skipped at collection {NO_SKIP}: {skip_reason(report)}"
+
+
+def skip_reason(report) -> str:
+    return report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
 
 
 @pytest.fixture(scope="session")
