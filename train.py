@@ -165,12 +165,15 @@ def init_distributed():
     return "cpu"
 
 
-def close_distributed() -> None:
-    """Wait for every rank (rank 0 publishes last), then close: a rank that exits while another still
-    talks to it makes gloo abort the other."""
+def close_distributed(wait: bool) -> None:
+    """Close the process group; first, if `wait`, wait for every rank (rank 0 publishes last): a rank that exits
+    while another still talks to it makes gloo abort the other. A rank stopping on an error of its own (another run
+    holds rank 0's state lock, a failed save) must not wait: the others are in a collective it never joins, and
+    would hang there with its message unprinted; it exits, and torchrun stops the others."""
     import torch.distributed as dist
     if dist.is_available() and dist.is_initialized():
-        dist.barrier()
+        if wait:
+            dist.barrier()
         dist.destroy_process_group()
 
 
@@ -194,20 +197,23 @@ def main(argv=None) -> int:
     for c in configs:
         print(f"  {c.model}: {c.to_dict()}", file=sys.stderr)
     command = "python train.py " + shlex.join(argv if argv is not None else sys.argv[1:])
+    agreed = False  # every rank ends here together: trained to the end, or stopped by a divergence all agreed on
     try:
         status = train(configs, data_dir=args.data_dir, out_dir=args.out, state_dir=args.state_dir, device=device,
                        resume=args.resume, restart=args.restart, overwrite=args.overwrite,
                        stop_after=args.stop_after, command=command, fuse=args.fuse,
                        time_budget_s=args.time_budget * 60 if args.time_budget is not None else None,
                        log=lambda *a, **k: print(*a, file=sys.stderr, **k))
+        agreed = True
     except (DatasetError, ConfigError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except TrainingDiverged as e:
+        agreed = True
         print(f"error: {e}", file=sys.stderr)
         return 3
     finally:
-        close_distributed()
+        close_distributed(wait=agreed)
     pushed = push_finished(status, args.out, args.state_dir, args.push_to_hub) if args.push_to_hub else 0
     return 130 if "stopped" in status.values() and args.time_budget is None and args.stop_after is None else pushed
 

@@ -1,5 +1,6 @@
 """train.py end to end on the CPU: the published checkpoint, resume equivalence, interrupts, NaN, DDP, bad data."""
 import dataclasses
+import fcntl
 import json
 import os
 import shlex
@@ -396,6 +397,26 @@ def test_torchrun_ranks_all_refuse_a_published_checkpoint(tmp_path, shared_cifar
     assert f"error: {out / 'resnet20'} holds a published checkpoint of resnet20 (64,000 iterations)" in done.stderr
     assert "--overwrite to replace it" in done.stderr and "training resnet20" not in done.stderr
     assert sorted(p.name for p in (out / "resnet20").iterdir()) == ["config.json"] and not (tmp_path / "runs").exists()
+
+
+def test_torchrun_stops_at_once_when_rank_0_alone_cannot_start(tmp_path, shared_cifar):
+    """Another run holds the model's state lock, which only rank 0 takes: rank 0 stops with the message, at once,
+    instead of waiting for rank 1 at the end (rank 1 was in a collective rank 0 never joins: both hung, silent)."""
+    (tmp_path / "runs" / "resnet20").mkdir(parents=True)
+    fd = os.open(tmp_path / "runs" / "resnet20" / ".lock", os.O_RDWR | os.O_CREAT)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # as a run training it now holds it
+        argv = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "train.py",
+                "--model", "resnet20", "--epochs", "1", "--limit-train", "256", "--limit-test", "100",
+                "--batch-size", "64", "--data-dir", str(shared_cifar), "--out", str(tmp_path / "out"),
+                "--state-dir", str(tmp_path / "runs")]
+        done = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=120,
+                              env=dict(os.environ, OMP_NUM_THREADS="1"))
+    finally:
+        os.close(fd)
+    assert done.returncode != 0 and "training resnet20 on" not in done.stderr
+    assert f"error: another run is training resnet20 with its state in {tmp_path / 'runs' / 'resnet20'}" in done.stderr
+    assert not (tmp_path / "out" / "resnet20").exists()
 
 
 def test_a_long_run_on_the_cpu_says_what_it_costs(tmp_path, shared_cifar, capsys):
