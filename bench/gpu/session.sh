@@ -46,7 +46,8 @@
 # ignored, and a later session's checkout is fresh): commit it. A later session resumes: `stage` carries the
 # parked state (and runs/' unfinished state) too, and the last call starts
 # `start --model <the unfinished ones> --resume --time-budget T` (status.txt in every snapshot names them), or
-# queue them: queue T "--model <the unfinished ones> --resume" "--depth <the ones not started> --both".
+# queues them: `queue` adds --resume to a group whose nets all have unfinished state there, and warns of a group
+# that mixes them with nets not started (queue those apart: "--model <the unfinished ones>" "--depth ... --both").
 # Every poll returns what collect would: if the machine is lost, `receive` the last poll's files.
 set -euo pipefail
 DATA=${DATA:-/root/data}
@@ -83,6 +84,41 @@ need_data() {  # fail now, not in a detached log a minute later
         [ -f "$DATA/$z.zip" ] || { echo "error: $DATA/$z.zip is missing: unpack every staged folder first"; exit 1; }
     done
     mkdir -p "$CKPT" "$RUNS"
+}
+
+with_resume() {  # a queue group, plus --resume where $RUNS holds unfinished state of every net it names (state parked
+    # by an earlier session, a CPU run's): without it train.py would refuse to start them, and the call be wasted
+    case " $1 " in *" --resume "*|*" --restart "*) echo "$1"; return ;; esac
+    grep -qs '"finished": false' "$RUNS"/*/state.json || { echo "$1"; return; }  # none: no python to start
+    # shellcheck disable=SC2086  # a group is several options
+    python3 - "$RUNS" $1 <<'PY'
+import json, sys
+from pathlib import Path
+
+import train
+
+runs, group = Path(sys.argv[1]), sys.argv[2:]
+names = train.model_names(train.parse_args(group))
+
+
+def unfinished(name):
+    try:
+        return not json.loads((runs / name / "state.json").read_text())["finished"]
+    except (OSError, ValueError, KeyError):
+        return False
+
+
+begun = [n for n in names if unfinished(n)]
+if begun and len(begun) == len(names):
+    print(" ".join(group + ["--resume"]))
+    print(f"queue: --resume added to '{' '.join(group)}': {runs} holds unfinished state of {', '.join(begun)}",
+          file=sys.stderr)
+else:
+    print(" ".join(group))
+    if begun:
+        print(f"queue: '{' '.join(group)}' names {', '.join(begun)}, whose unfinished state is in {runs}, and nets "
+              f"with none: train.py will refuse it; queue them apart, the first with --resume", file=sys.stderr)
+PY
 }
 
 started() {  # what the detached trainer printed in its first minute or so (sooner if it died)
@@ -321,7 +357,10 @@ queue)  # device: like start, but train.py once per group of models, in turn, al
         flags=""; echo "queue: no flag added: no $FLAGS_FILE (check did not run on this machine)"
     fi
     groups=()
-    for group in "$@"; do groups+=("$group${flags:+ ${flags# }}"); done
+    for typed in "$@"; do
+        group=$(with_resume "$typed") || { group=$typed; echo "queue: could not tell whether '$typed' resumes: as typed"; }
+        groups+=("$group${flags:+ ${flags# }}")
+    done
     if awk -v t="$minutes" 'BEGIN { exit !(t > 9.3) }'; then
         echo "queue: T = $minutes is over 9.3 minutes: a poll 540 in the same call ends before the deadline: chain" \
              "another \`poll\` call"
