@@ -592,6 +592,10 @@ def test_the_readme_shows_the_bundled_checkpoints_numbers():
     block = report.results_markdown(list_checkpoints(repo / "checkpoints")[0])
     readme = (repo / "README.md").read_text()
     assert report.BEGIN + "\n" + block in readme, "run `python -m resnet_core.report --verify --readme README.md`"
+    # and its re-evaluation table was made on these very weights and metrics.json files (their digest)
+    assert report.kept_verification(repo / "README.md", list_checkpoints(repo / "checkpoints")[0]), \
+        "a bundled model.safetensors or metrics.json changed since the README's re-evaluation: run " \
+        "`python -m resnet_core.report --verify --readme README.md`"
 
 
 def test_norm_spans_name_the_smallest_and_largest_layer_of_each_net():
