@@ -4,8 +4,10 @@ from __future__ import annotations
 import io
 import math
 import re
-import struct
+import sys
+import time
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,14 +23,12 @@ MAX_SIDE = 65_535  # JPEG's own limit: a 1 x 50,000,000 strip is within MAX_PIXE
 # and float images (JPEG opens a camera's MPO too). Never EPS (it would run Ghostscript on the upload), nor formats
 # that decode a whole embedded image before its size is known (ICO) or that Pillow reads only in part (DDS, BLP).
 FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "GIF", "TIFF", "PPM")
-# Pillow reads a PNG's chunks, a JPEG's markers before its image data, a GIF's blocks before its first frame and a
-# netpbm header one at a time in Python (a 17 MB JPEG of empty markers took 8 s, of fill bytes 16 s): a file holding
-# more of them than any real image is refused before Pillow sees it. A photo holds a few dozen; an encoder cutting a
-# 20 MB PNG's pixels into 8 KB chunks, a few thousand.
-MAX_BLOCKS = 20_000
-NETPBM_HEADER_BYTES = 65_536  # a netpbm header (magic, size, maxval, comments) is a few dozen bytes
-# tokens -> the magic, then width and height (and maxval but in 1-bit files), each after whitespace or comments
-NETPBM_HEADER = {n: re.compile(rb"P\w+(?:(?:\s|#[^\r\n]*+)++\S++){%d}" % n) for n in (2, 3)}
+# Pillow parses headers, and some formats whole (BMP's RLE, plain netpbm, TIFF strip lists), in Python, a step at a
+# time: a crafted file can keep it busy for a minute (17 MB of JPEG padding took 16 s; 28 KB of RLE BMP, 12 s;
+# 19 MB of PNG colour profiles, 52 s). Opening an upload may take this many Python-level calls, and this much of
+# the CPU: a photo takes under 10,000 calls, a 50-megapixel PNG about a second.
+MAX_DECODE_CALLS = 1_000_000
+MAX_DECODE_CPU_S = 5.0
 STORED_SIZE = "stored_size"  # key in a loaded image's info: its upright size in the file (see stored_size)
 FRAME = (190, 194, 201)  # the 1-pixel line round shown images, so that a white one stands out from the page
 # Right after decoding, a large image is averaged down to no less than this on its short side: 8 times the 32 the
@@ -66,9 +66,6 @@ def _open(image) -> Image.Image:
     if len(data) > MAX_UPLOAD_BYTES:
         raise ImageRejected(f"the file is {len(data) / 2**20:.1f} MB, more than the {MAX_UPLOAD_BYTES // 2**20} MB "
                             "allowed: save the image smaller (as a JPEG, say) and upload it again")
-    if _too_many_blocks(data):
-        raise ImageRejected("the file holds far more metadata or padding than any image needs, so it was not read: "
-                            "open it in an image editor, save it as a new PNG or JPEG and upload that")
     try:
         with warnings.catch_warnings():
             # Pillow warns from 89 megapixels: load_image's own, lower limit says it with the image's size
@@ -82,57 +79,45 @@ def _open(image) -> Image.Image:
         raise _too_many_pixels(f"over {2 * Image.MAX_IMAGE_PIXELS // 1_000_000} megapixels") from None
 
 
-def _too_many_blocks(data: bytes) -> bool:
-    """Whether the part of `data` that Pillow walks in Python (see MAX_BLOCKS) takes it more than MAX_BLOCKS steps: a
-    PNG's chunks; a JPEG's markers, fill and junk bytes up to its first scan; a GIF's sub-blocks and junk bytes up to
-    its first frame; or a netpbm header longer than NETPBM_HEADER_BYTES. Each walk mirrors Pillow's and stops at
-    MAX_BLOCKS, so this costs a few milliseconds whatever the file; a malformed file stops it early, and the decoder
-    then says what is wrong."""
-    steps, end = 0, len(data)
-    if data.startswith(b"\x89PNG\r\n\x1a\n"):
-        pos = 8
-        while pos + 8 <= end and steps <= MAX_BLOCKS:
-            length, kind = struct.unpack_from(">I4s", data, pos)
-            if kind == b"IEND":
-                break
-            steps, pos = steps + 1, pos + 12 + length
-    elif data.startswith(b"\xff\xd8"):
-        pos = 2
-        while pos < end and steps <= MAX_BLOCKS:
-            steps += 1
-            marker = data[pos + 1] if data[pos] == 0xFF and pos + 1 < end else None
-            if marker == 0xDA:  # start of scan: the rest is libjpeg's
-                break
-            if marker is None or marker == 0xFF:  # junk or a fill byte, skipped one at a time
-                pos += 1
-            elif 0xD0 <= marker <= 0xD9 or marker <= 0x01 or pos + 4 > end:  # markers without a length (EOI too:
-                pos += 2  # Pillow reads on past it)
-            else:
-                pos += 2 + struct.unpack_from(">H", data, pos + 2)[0]
-    elif data[:6] in (b"GIF87a", b"GIF89a") and end >= 13:
-        pos = 13 + (3 << ((data[10] & 7) + 1) if data[10] & 0x80 else 0)  # after the global colour table
-        while pos < end and steps <= MAX_BLOCKS and data[pos] not in b",;":  # till the first frame, or the end
-            steps += 1
-            if data[pos] != 0x21:  # junk, skipped one byte at a time
-                pos += 1
-                continue
-            pos += 2  # an extension: its label, then sub-blocks till an empty one
-            while pos < end and steps <= MAX_BLOCKS:
-                size, steps = data[pos], steps + 1
-                pos += 1 + size
-                if not size:
-                    break
-    elif data[:1] == b"P" and data[1:2] in b"0123456fy" and end > NETPBM_HEADER_BYTES:
-        header = NETPBM_HEADER[2 if data[1:2] in b"14" else 3]
-        return header.match(data, 0, NETPBM_HEADER_BYTES) is None
-    return steps > MAX_BLOCKS
+class _TooMuchWork(BaseException):
+    """Raised inside Pillow by _work_budget; not an Exception, so that no `except Exception` of Pillow's swallows it."""
+
+
+@contextmanager
+def _work_budget():
+    """Stop the code inside (in this thread) with _TooMuchWork once it has made MAX_DECODE_CALLS Python-level calls
+    (C functions included) or spent MAX_DECODE_CPU_S of this thread's CPU time: a profile function counts them."""
+    previous, calls, start = sys.getprofile(), 0, time.thread_time()
+
+    def count(frame, event, arg):
+        nonlocal calls
+        calls += 1
+        if calls > MAX_DECODE_CALLS or (calls % 1024 == 0 and time.thread_time() - start > MAX_DECODE_CPU_S):
+            sys.setprofile(previous)  # once: the unwinding's own calls are not counted
+            raise _TooMuchWork
+
+    sys.setprofile(count)
+    try:
+        yield
+    finally:
+        sys.setprofile(previous)
 
 
 def load_image(image) -> Image.Image:
     """Bytes or a PIL image -> an RGB PIL image, upright (EXIF), first frame, transparency over white. A large image
     comes back shrunk (see _shrunk; a JPEG is even decoded at a fraction of its size), and `stored_size` gives the
-    size in the file. Anything unreadable, truncated or absurdly large raises ValueError with a message for the
-    user."""
+    size in the file. Anything unreadable, truncated, absurdly large or too much work to decode (see
+    MAX_DECODE_CALLS) raises ValueError with a message for the user."""
+    try:
+        with _work_budget():
+            return _load_image(image)
+    except _TooMuchWork:
+        raise ImageRejected("the file makes the decoder do far more work than any image needs (padding, metadata or "
+                            "pixel data written the long way), so it was not read: open it in an image editor, save "
+                            "it as a new PNG or JPEG and upload that") from None
+
+
+def _load_image(image) -> Image.Image:
     try:
         img = _open(image)
         w, h = img.size  # as stored: the draft below may decode fewer pixels

@@ -267,41 +267,6 @@ HOSTILE.update({
     # within the megapixels, yet 8 bytes of Pillow's bookkeeping per row: 400 MB for this one
     "thin-strip": (png_header_only(1, 50_000_000), r"is 1x50000000 pixels, longer than the 65,535 pixels allowed"),
 })
-def with_blocks(data: bytes, at: int, block: bytes, count: int) -> bytes:
-    """`data` with `count` copies of `block` inserted at byte `at`."""
-    return data[:at] + block * count + data[at:]
-
-
-def gif_blocks_start(gif: bytes) -> int:
-    """Where a GIF's first block lies: after its header and global colour table."""
-    return 13 + (3 << ((gif[10] & 7) + 1) if gif[10] & 0x80 else 0)
-
-
-MANY = predict_module.MAX_BLOCKS + 1
-BLOATED = "far more metadata or padding than any image needs"
-_GIF = encode(halves(8, 8), "GIF")
-HOSTILE.update({
-    # what Pillow walks block by block in Python, bloated so that it would take seconds (16 s for 17 MB of JPEG
-    # fill bytes): refused before Pillow sees it
-    "png-many-chunks": (with_blocks(encode(halves(8, 8), "PNG"), 33, png_chunk(b"tEXt", b"k\x00v"), MANY), BLOATED),
-    "jpeg-many-markers": (with_blocks(encode(halves(8, 8), "JPEG"), 2, b"\xff\xfe\x00\x03c", MANY), BLOATED),
-    "jpeg-fill-bytes": (with_blocks(encode(halves(8, 8), "JPEG"), 2, b"\xff", MANY), BLOATED),
-    "gif-many-extensions": (with_blocks(_GIF, gif_blocks_start(_GIF), b"\x21\xfe\x01c\x00", MANY), BLOATED),
-    # junk bytes, which Pillow skips one at a time: in a JPEG after an end-of-image marker (it reads on), in a GIF
-    # between blocks
-    "jpeg-junk-after-its-end": (with_blocks(encode(halves(8, 8), "JPEG"), 2, b"\xff\xd9" + b"\x00" * MANY, 1),
-                                BLOATED),
-    "gif-junk": (with_blocks(_GIF, gif_blocks_start(_GIF), b"\x00", MANY), BLOATED),
-    "gif-many-sub-blocks": (with_blocks(_GIF, gif_blocks_start(_GIF), b"\x21\xfe" + b"\x01c" * MANY + b"\x00", 1),
-                            BLOATED),
-    "ppm-long-header": (b"P6\n#" + b"c" * predict_module.NETPBM_HEADER_BYTES + b"\n2 2\n255\n" + b"\x80" * 12,
-                        BLOATED),
-    # 70 text chunks of 1 MB each once inflated: each within Pillow's limit for one, together past its total
-    "text-chunks-together": (with_blocks(encode(halves(8, 8), "PNG"), 33,
-                                         png_chunk(b"zTXt", b"k\x00\x00" + zlib.compress(b"a" * 1_000_000)), 70),
-                             "would unpack to far more than an image needs"),
-})
-
 JARGON = re.compile(r"Error|Plugin|MAX_|Pillow|decompression bomb|chunk|\(\w+:")
 
 
@@ -359,21 +324,106 @@ def test_hostile_uploads_raise_value_error(model, kind):
         assert text.endswith("megapixels allowed: shrink it (the nets see only 32x32 pixels) and upload it again")
 
 
-def test_images_with_as_many_blocks_as_allowed_still_load():
-    """The block limit refuses only what no encoder writes: a PNG of exactly MAX_BLOCKS chunks (its pixels cut into
-    thousands of IDAT chunks, as some encoders cut them), a JPEG of many markers and a GIF of many frames load, and
-    one chunk more is refused; a short netpbm file with a comment loads."""
+def with_blocks(data: bytes, at: int, block: bytes, count: int) -> bytes:
+    """`data` with `count` copies of `block` inserted at byte `at`."""
+    return data[:at] + block * count + data[at:]
+
+
+def rle_bmp(side: int) -> bytes:
+    """A side x side 8-bit RLE BMP of one pixel, then "end of line", a row: 28 KB at 7000, which Pillow's Python
+    decoder pads out a pixel at a time (12 s)."""
+    pixels = b"\x01\x05\x00\x00" * side + b"\x00\x01"
+    info = struct.pack("<IiiHHIIiiII", 40, side, side, 1, 8, 1, len(pixels), 2835, 2835, 256, 0)
+    offset = 14 + 40 + 1024
+    return b"BM" + struct.pack("<IHHI", offset + len(pixels), 0, 0, offset) + info + bytes(1024) + pixels
+
+
+def tiff_of_strips(count: int) -> bytes:
+    """A 1x2 grey TIFF whose one pixel row is listed `count` times as a strip: Pillow lists the strips in Python."""
+    entries = [(256, 1), (257, 2), (258, 8), (259, 1), (262, 1), (273, None), (278, 1), (279, None)]
+    ifd_end = 8 + 2 + 12 * len(entries) + 4
+    offsets, lengths = ifd_end + 2, ifd_end + 2 + 2 * count
+    ifd = struct.pack("<H", len(entries)) + b"".join(
+        struct.pack("<HHI", tag, 3, count if value is None else 1)
+        + (struct.pack("<I", offsets if tag == 273 else lengths) if value is None else struct.pack("<HH", value, 0))
+        for tag, value in entries) + bytes(4)
+    return b"II*\x00" + struct.pack("<I", 8) + ifd + b"\x80\x80" + struct.pack("<H", ifd_end) * count \
+        + struct.pack("<H", 1) * count
+
+
+_GIF, _JPEG, _PNG = encode(halves(8, 8), "GIF"), encode(halves(8, 8), "JPEG"), encode(halves(8, 8), "PNG")
+_GIF_BLOCKS = 13 + (3 << ((_GIF[10] & 7) + 1) if _GIF[10] & 0x80 else 0)  # after the header and colour table
+# What Pillow reads a step at a time in Python, each made just long enough to pass WORK_CALLS calls (a budget
+# the tests set 20 times lower than MAX_DECODE_CALLS, so that each is refused in milliseconds, not a second)
+WORK_CALLS = 50_000
+HARD_WORK = {
+    "png-many-chunks": with_blocks(_PNG, 33, png_chunk(b"tEXt", b"k\x00v"), 5_000),
+    "jpeg-fill-bytes": with_blocks(_JPEG, 2, b"\xff", 30_000),
+    "jpeg-markers-without-a-length": with_blocks(_JPEG, 2, b"\xff\xf0", 30_000),
+    "jpeg-junk-after-its-end": with_blocks(_JPEG, 2, b"\xff\xd9" + b"\x00" * 30_000, 1),
+    "gif-junk": with_blocks(_GIF, _GIF_BLOCKS, b"\x00", 30_000),
+    # an extension ending at once, then sub-blocks: Pillow reads them as the extension's
+    "gif-sub-blocks": with_blocks(_GIF, _GIF_BLOCKS, b"!\xf9\x00," + bytes(44) + b"\x01x" * 30_000 + b"\x00", 1),
+    "netpbm-comment-in-the-header": b"P5 1 1 255#" + b"x" * 30_000 + b"\n\x00",
+    "netpbm-plain-pixels": b"P3 1000 10 1\n" + b"0 " * 30_000,
+    "tiff-many-strips": tiff_of_strips(10_000),
+    "bmp-rle-rows": rle_bmp(2_000),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(HARD_WORK))
+def test_uploads_that_make_the_decoder_work_too_hard_are_refused(monkeypatch, kind):
+    monkeypatch.setattr(predict_module, "MAX_DECODE_CALLS", WORK_CALLS)
+    with pytest.raises(ValueError, match="makes the decoder do far more work than any image needs") as raised:
+        load_image(HARD_WORK[kind])
+    text = str(raised.value)
+    assert not JARGON.search(text) and text.endswith("save it as a new PNG or JPEG and upload that")
+
+
+def test_the_decoders_budget_holds_at_its_real_size_and_in_cpu_time(monkeypatch):
+    """At MAX_DECODE_CALLS itself: 2 MB of JPEG padding (2 million steps) is refused, while the largest ordinary
+    images load. Work done in C, a call at a time (a PNG of 20,000 colour profiles, 1 MB each once inflated: 52 s),
+    is bounded by the thread's CPU time instead: with none allowed, even a small image is refused."""
+    with pytest.raises(ValueError, match="far more work"):
+        load_image(with_blocks(_JPEG, 2, b"\xff", 2_000_000))
+    tiff = wide_tiff("F", 1200)  # ~6,000 calls: within the budget, and past the 1,024 between CPU-time checks
+    assert load_image(tiff).size == (300, 300)
+    monkeypatch.setattr(predict_module, "MAX_DECODE_CPU_S", 0.0)
+    with pytest.raises(ValueError, match="far more work"):
+        load_image(tiff)
+
+
+def test_the_budget_leaves_no_profiler_behind(monkeypatch):
+    """The count runs as this thread's profile function during a decode only: whatever profiler was there before
+    (none, or a user's) is back afterwards, whether the image loaded or was refused."""
+    monkeypatch.setattr(predict_module, "MAX_DECODE_CALLS", WORK_CALLS)
+
+    def users_profiler(frame, event, arg):
+        return None
+
+    for previous in (None, users_profiler):
+        sys.setprofile(previous)
+        try:
+            load_image(_PNG)
+            with pytest.raises(ValueError):
+                load_image(HARD_WORK["jpeg-fill-bytes"])
+            assert sys.getprofile() is previous
+        finally:
+            sys.setprofile(None)
+
+
+def test_ordinary_images_of_many_parts_load():
+    """The budget refuses only what no encoder writes: a PNG whose pixels are cut into thousands of chunks, an
+    animated PNG of 10,001 frames (only the first is read), a JPEG of many markers and a GIF of many frames load."""
     png = encode(halves(64, 64), "PNG")
     start = png.index(b"IDAT") - 4
-    pixels = zlib.decompress(png[start + 8:start + 8 + struct.unpack(">I", png[start:start + 4])[0]])
-    stream = zlib.compress(pixels)
+    stream = zlib.compress(zlib.decompress(png[start + 8:start + 8 + struct.unpack(">I", png[start:start + 4])[0]]))
     idats = b"".join(png_chunk(b"IDAT", stream[i:i + 1]) for i in range(len(stream)))
-    cut = png[:start] + idats + png_chunk(b"IEND", b"")
-    texts = predict_module.MAX_BLOCKS - 1 - len(stream)  # IHDR, the texts and the IDATs: MAX_BLOCKS chunks in all
-    expected = np.asarray(load_image(png))
-    assert np.array_equal(np.asarray(load_image(with_blocks(cut, 33, png_chunk(b"tEXt", b"k\x00v"), texts))), expected)
-    with pytest.raises(ValueError, match=BLOATED):
-        load_image(with_blocks(cut, 33, png_chunk(b"tEXt", b"k\x00v"), texts + 1))
+    assert np.array_equal(np.asarray(load_image(png[:start] + idats + png_chunk(b"IEND", b""))),
+                          np.asarray(load_image(png)))
+    frames = [Image.new("L", (16, 16), i % 256) for i in range(10_001)]
+    apng = encode(frames[0], "PNG", save_all=True, append_images=frames[1:])
+    assert np.asarray(load_image(apng)).max() == 0  # the first frame, black
     jpeg = encode(halves(), "JPEG", quality=95)
     assert np.array_equal(np.asarray(load_image(with_blocks(jpeg, 2, b"\xff\xfe\x00\x03c", 500))),
                           np.asarray(load_image(jpeg)))
