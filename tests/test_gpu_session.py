@@ -571,26 +571,29 @@ def test_queue_starts_a_group_with_90_s_left(tmp_path, pidfile):
         assert re.search(expected, (tmp_path / "train.log").read_text())
 
 
-def test_queue_resumes_a_group_whose_nets_all_have_unfinished_state(tmp_path, pidfile):
-    """State parked by an earlier session (or a CPU run's) travels to $RUNS: a group naming only such nets gets
-    --resume (train.py would refuse to start them otherwise, and the call be wasted); a group that mixes them with
-    nets never started is queued as typed, with a warning, and one with --restart is left alone."""
+def test_queue_resumes_a_group_whose_nets_all_have_state_some_unfinished(tmp_path, pidfile):
+    """State parked by an earlier session (or a CPU run's) travels to $RUNS: a group naming only nets with state
+    there, some of it unfinished, gets --resume (train.py would refuse to start them otherwise, and the call be
+    wasted; a finished one it skips); a group that mixes them with nets never started is queued as typed, with a
+    warning, and one with --restart is left alone."""
     env = device_env(tmp_path, pidfile, QUEUE_FLAGS="")
-    for name in ("resnet32", "plain32"):
+    for name, finished in (("resnet32", False), ("plain32", False), ("resnet44", True), ("plain44", False)):
         (tmp_path / "runs" / name).mkdir(parents=True)
-        (tmp_path / "runs" / name / "state.json").write_text(json.dumps(dict(finished=False, iteration=5070)))
+        (tmp_path / "runs" / name / "state.json").write_text(json.dumps(dict(finished=finished, iteration=5070)))
     # 1.5 minutes: no group starts (under QUEUE_MIN_S), but the log names each as it would have run
-    done = subprocess.run([*SESSION, "queue", "1.5", "--depth 32 --both", "--depth 32 44 --both",
+    done = subprocess.run([*SESSION, "queue", "1.5", "--depth 32 --both", "--depth 44 --both", "--depth 32 56 --both",
                            "--depth 32 --both --restart"], cwd=REPO, env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
     said = done.stdout + done.stderr
     assert f"queue: --resume added to '--depth 32 --both': {tmp_path / 'runs'} holds unfinished state of resnet32, " \
            "plain32" in said
-    assert "queue: '--depth 32 44 --both' names resnet32, plain32, whose unfinished state is in" in said
+    assert "queue: --resume added to '--depth 44 --both'" in said and "unfinished state of plain44\n" in said
+    assert "queue: '--depth 32 56 --both' names resnet32, plain32, whose unfinished state is in" in said
     subprocess.run([*SESSION, "poll", "60"], cwd=REPO, env=env, capture_output=True, text=True)  # to its end
     log = (tmp_path / "train.log").read_text()
     assert [line.partition("(under 90): ")[2] for line in log.splitlines() if "not started" in line] == \
-        ["--depth 32 --both --resume", "--depth 32 44 --both", "--depth 32 --both --restart"]
+        ["--depth 32 --both --resume", "--depth 44 --both --resume", "--depth 32 56 --both",
+         "--depth 32 --both --restart"]
 
 
 def test_start_and_queue_repeated_while_a_run_is_on_poll_it(tmp_path, pidfile):

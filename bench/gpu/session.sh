@@ -46,8 +46,8 @@
 # ignored, and a later session's checkout is fresh): commit it. A later session resumes: `stage` carries the
 # parked state (and runs/' unfinished state) too, and the last call starts
 # `start --model <the unfinished ones> --resume --time-budget T` (status.txt in every snapshot names them), or
-# queues them: `queue` adds --resume to a group whose nets all have unfinished state there, and warns of a group
-# that mixes them with nets not started (queue those apart: "--model <the unfinished ones>" "--depth ... --both").
+# queues them: `queue` adds --resume to a group whose nets all have state there, some unfinished, and warns of one
+# mixing them with nets not started (queue those apart: "--model <the unfinished ones>" "--depth ... --both").
 # Every poll returns what collect would: if the machine is lost, `receive` the last poll's files.
 set -euo pipefail
 DATA=${DATA:-/root/data}
@@ -86,38 +86,43 @@ need_data() {  # fail now, not in a detached log a minute later
     mkdir -p "$CKPT" "$RUNS"
 }
 
-with_resume() {  # a queue group, plus --resume where $RUNS holds unfinished state of every net it names (state parked
-    # by an earlier session, a CPU run's): without it train.py would refuse to start them, and the call be wasted
-    case " $1 " in *" --resume "*|*" --restart "*) echo "$1"; return ;; esac
-    grep -qs '"finished": false' "$RUNS"/*/state.json || { echo "$1"; return; }  # none: no python to start
-    # shellcheck disable=SC2086  # a group is several options
-    python3 - "$RUNS" $1 <<'PY'
+resumed() {  # the queue's groups, one a line, each plus --resume where $RUNS holds state of every net it names and
+    # some of it unfinished (parked by an earlier session, a CPU run's): without it train.py would refuse to start
+    # them, and the call be wasted; with it, a net that finished is skipped
+    if ! grep -qs '"finished": false' "$RUNS"/*/state.json; then printf '%s\n' "$@"; return; fi  # no python to start
+    python3 - "$RUNS" "$@" <<'PY'
 import json, sys
 from pathlib import Path
 
 import train
 
-runs, group = Path(sys.argv[1]), sys.argv[2:]
-names = train.model_names(train.parse_args(group))
+runs = Path(sys.argv[1])
 
 
-def unfinished(name):
+def finished(name):  # None: no state of it
     try:
-        return not json.loads((runs / name / "state.json").read_text())["finished"]
+        return bool(json.loads((runs / name / "state.json").read_text())["finished"])
     except (OSError, ValueError, KeyError):
-        return False
+        return None
 
 
-begun = [n for n in names if unfinished(n)]
-if begun and len(begun) == len(names):
-    print(" ".join(group + ["--resume"]))
-    print(f"queue: --resume added to '{' '.join(group)}': {runs} holds unfinished state of {', '.join(begun)}",
-          file=sys.stderr)
-else:
-    print(" ".join(group))
-    if begun:
-        print(f"queue: '{' '.join(group)}' names {', '.join(begun)}, whose unfinished state is in {runs}, and nets "
-              f"with none: train.py will refuse it; queue them apart, the first with --resume", file=sys.stderr)
+for group in sys.argv[2:]:
+    words = group.split()
+    try:
+        states = {} if {"--resume", "--restart"} & set(words) else \
+            {n: finished(n) for n in train.model_names(train.parse_args(words))}
+    except SystemExit:  # a group train.py refuses: it says why when it runs
+        states = {}
+    begun = [n for n, done in states.items() if done is False]
+    if begun and None not in states.values():
+        print(f"{group} --resume")
+        print(f"queue: --resume added to '{group}': {runs} holds unfinished state of {', '.join(begun)}",
+              file=sys.stderr)
+    else:
+        print(group)
+        if begun:
+            print(f"queue: '{group}' names {', '.join(begun)}, whose unfinished state is in {runs}, and nets with "
+                  "none: train.py will refuse it; queue them apart, the first with --resume", file=sys.stderr)
 PY
 }
 
@@ -356,16 +361,16 @@ queue)  # device: like start, but train.py once per group of models, in turn, al
     else
         flags=""; echo "queue: no flag added: no $FLAGS_FILE (check did not run on this machine)"
     fi
+    deadline=$(python3 -c 'import sys, time; print(int(time.time() + 60 * float(sys.argv[1])))' "$minutes")
+    if ! typed=$(resumed "$@"); then
+        typed=$(printf '%s\n' "$@"); echo "queue: could not tell which groups resume: queued as typed"
+    fi
     groups=()
-    for typed in "$@"; do
-        group=$(with_resume "$typed") || { group=$typed; echo "queue: could not tell whether '$typed' resumes: as typed"; }
-        groups+=("$group${flags:+ ${flags# }}")
-    done
+    while IFS= read -r group; do groups+=("$group${flags:+ ${flags# }}"); done <<< "$typed"
     if awk -v t="$minutes" 'BEGIN { exit !(t > 9.3) }'; then
         echo "queue: T = $minutes is over 9.3 minutes: a poll 540 in the same call ends before the deadline: chain" \
              "another \`poll\` call"
     fi
-    deadline=$(python3 -c 'import sys, time; print(int(time.time() + 60 * float(sys.argv[1])))' "$minutes")
     PYTHONUNBUFFERED=1 setsid nohup bash "$0" run-queue "$deadline" "${groups[@]}" > "$LOG" 2>&1 < /dev/null &
     echo $! > "$PIDFILE"  # the runner, alive until its last group ends
     started
