@@ -26,9 +26,14 @@ FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "GIF", "TIFF", "PPM")
 # Pillow parses headers, and some formats whole (BMP's RLE, plain netpbm, TIFF strip lists), in Python, a step at a
 # time: a crafted file can keep it busy for a minute (17 MB of JPEG padding took 16 s; 28 KB of RLE BMP, 12 s;
 # 19 MB of PNG colour profiles, 52 s). Opening an upload may take this many Python-level calls, and this much of
-# the CPU: a photo takes under 10,000 calls, a 50-megapixel PNG about a second.
+# the CPU: a photo takes a few thousand calls, a 50-megapixel WebP about 20,000, a TIFF of 10,000 strips about
+# 50,000; a 50-megapixel PNG takes 0.7 to 1.7 s.
 MAX_DECODE_CALLS = 1_000_000
 MAX_DECODE_CPU_S = 5.0
+DECODE_BLOCK = 4096  # bytes a C decoder is handed per call (Pillow's default, 64 KB, took a crafted JPEG 3.5 s)
+# A progressive JPEG is stored in about 10 scans, each a pass over the whole image in libjpeg (7 ms at 50 MP):
+# 200 thousand 98-byte scans kept it busy for 3.5 minutes. libjpeg-turbo's own tools stop at 500.
+MAX_JPEG_SCANS = 200
 STORED_SIZE = "stored_size"  # key in a loaded image's info: its upright size in the file (see stored_size)
 FRAME = (190, 194, 201)  # the 1-pixel line round shown images, so that a white one stands out from the page
 # Right after decoding, a large image is averaged down to no less than this on its short side: 8 times the 32 the
@@ -66,11 +71,12 @@ def _open(image) -> Image.Image:
     if len(data) > MAX_UPLOAD_BYTES:
         raise ImageRejected(f"the file is {len(data) / 2**20:.1f} MB, more than the {MAX_UPLOAD_BYTES // 2**20} MB "
                             "allowed: save the image smaller (as a JPEG, say) and upload it again")
+    if data.startswith(b"\xff\xd8") and data.count(b"\xff\xda") > MAX_JPEG_SCANS:  # 0xFF in scan data is 0xFF00
+        raise _TooMuchWork
     try:
         with warnings.catch_warnings():
             # Pillow warns from 89 megapixels: load_image's own, lower limit says it with the image's size
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            Image.init()  # every plugin registered: open() looks each of FORMATS up and fails on one not loaded yet
             return Image.open(io.BytesIO(data), formats=FORMATS)
     except UnidentifiedImageError:
         raise ImageRejected("this file is not an image the app can read: upload a PNG, JPEG, WebP, BMP or "
@@ -86,21 +92,26 @@ class _TooMuchWork(BaseException):
 @contextmanager
 def _work_budget():
     """Stop the code inside (in this thread) with _TooMuchWork once it has made MAX_DECODE_CALLS Python-level calls
-    (C functions included) or spent MAX_DECODE_CPU_S of this thread's CPU time: a profile function counts them."""
-    previous, calls, start = sys.getprofile(), 0, time.thread_time()
+    (C functions included) or spent MAX_DECODE_CPU_S of this thread's CPU time, checked at each call: a profile
+    function counts them. Where a profiler is already running (cProfile, a developer's), it stands aside: a C
+    profiler cannot be put back once replaced."""
+    if sys.getprofile() is not None:
+        yield
+        return
+    calls, deadline = 0, time.thread_time() + MAX_DECODE_CPU_S
 
     def count(frame, event, arg):
         nonlocal calls
         calls += 1
-        if calls > MAX_DECODE_CALLS or (calls % 1024 == 0 and time.thread_time() - start > MAX_DECODE_CPU_S):
-            sys.setprofile(previous)  # once: the unwinding's own calls are not counted
+        if calls > MAX_DECODE_CALLS or time.thread_time() > deadline:
+            sys.setprofile(None)  # once: the unwinding's own calls are not counted
             raise _TooMuchWork
 
     sys.setprofile(count)
     try:
         yield
     finally:
-        sys.setprofile(previous)
+        sys.setprofile(None)
 
 
 def load_image(image) -> Image.Image:
@@ -108,6 +119,7 @@ def load_image(image) -> Image.Image:
     comes back shrunk (see _shrunk; a JPEG is even decoded at a fraction of its size), and `stored_size` gives the
     size in the file. Anything unreadable, truncated, absurdly large or too much work to decode (see
     MAX_DECODE_CALLS) raises ValueError with a message for the user."""
+    Image.init()  # every plugin registered (open() looks each of FORMATS up): imports, outside the budget
     try:
         with _work_budget():
             return _load_image(image)
@@ -132,6 +144,7 @@ def _load_image(image) -> Image.Image:
             # A frame larger than the header said (GIF) only makes Pillow warn: treat it as the error it is.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             img.seek(0)  # first frame of an animation
+            img.decodermaxblock = DECODE_BLOCK
             if img.format in ("JPEG", "MPO"):
                 img.draft("RGB", (max(64, w // 8), max(64, h // 8)))  # decode large JPEGs at reduced size
             img.load()

@@ -381,35 +381,69 @@ def test_uploads_that_make_the_decoder_work_too_hard_are_refused(monkeypatch, ki
 
 
 def test_the_decoders_budget_holds_at_its_real_size_and_in_cpu_time(monkeypatch):
-    """At MAX_DECODE_CALLS itself: 2 MB of JPEG padding (2 million steps) is refused, while the largest ordinary
-    images load. Work done in C, a call at a time (a PNG of 20,000 colour profiles, 1 MB each once inflated: 52 s),
-    is bounded by the thread's CPU time instead: with none allowed, even a small image is refused."""
+    """At MAX_DECODE_CALLS itself: 2 MB of JPEG padding (2 million steps) is refused, while a TIFF of 6,000 calls
+    loads. Work done in C, a call at a time (a PNG of 20,000 colour profiles, 1 MB each once inflated: 52 s), is
+    bounded by the thread's CPU time, checked at every call (with none allowed, even an image of a few hundred calls
+    is refused), and C decoders get DECODE_BLOCK bytes a call, so that no call runs long between two checks."""
     with pytest.raises(ValueError, match="far more work"):
         load_image(with_blocks(_JPEG, 2, b"\xff", 2_000_000))
-    tiff = wide_tiff("F", 1200)  # ~6,000 calls: within the budget, and past the 1,024 between CPU-time checks
-    assert load_image(tiff).size == (300, 300)
+    assert load_image(wide_tiff("F", 1200)).size == (300, 300)
+    reads = []
+
+    class Recorded(io.BytesIO):
+        def read(self, size=-1):
+            reads.append(size)
+            return super().read(size)
+
+    monkeypatch.setattr(predict_module.io, "BytesIO", Recorded)
+    assert load_image(encode(Image.fromarray(np.random.default_rng(0).integers(0, 256, (300, 300, 3), np.uint8)),
+                                    "PNG")).size == (300, 300)
+    assert max(reads) == predict_module.DECODE_BLOCK == 4096
     monkeypatch.setattr(predict_module, "MAX_DECODE_CPU_S", 0.0)
     with pytest.raises(ValueError, match="far more work"):
-        load_image(tiff)
+        load_image(_PNG)
 
 
 def test_the_budget_leaves_no_profiler_behind(monkeypatch):
-    """The count runs as this thread's profile function during a decode only: whatever profiler was there before
-    (none, or a user's) is back afterwards, whether the image loaded or was refused."""
+    """The count runs as this thread's profile function during a decode only, whether the image loaded or was
+    refused; where a profiler already runs (a developer's cProfile, which could not be put back once replaced), the
+    budget stands aside and the profiler stays."""
+    import cProfile
+
     monkeypatch.setattr(predict_module, "MAX_DECODE_CALLS", WORK_CALLS)
+    load_image(_PNG)
+    with pytest.raises(ValueError):
+        load_image(HARD_WORK["jpeg-fill-bytes"])
+    assert sys.getprofile() is None
 
     def users_profiler(frame, event, arg):
         return None
 
-    for previous in (None, users_profiler):
-        sys.setprofile(previous)
+    profiler = cProfile.Profile()
+    for install, expected in ((lambda: sys.setprofile(users_profiler), users_profiler),
+                              (profiler.enable, profiler)):
+        install()
         try:
-            load_image(_PNG)
-            with pytest.raises(ValueError):
-                load_image(HARD_WORK["jpeg-fill-bytes"])
-            assert sys.getprofile() is previous
+            assert load_image(_PNG).size == (8, 8) and sys.getprofile() is expected
         finally:
             sys.setprofile(None)
+
+
+def progressive_jpeg(extra_scans: int) -> bytes:
+    """A 64x64 progressive JPEG (10 scans) with its last scan repeated `extra_scans` times."""
+    noise = (np.random.default_rng(0).random((64, 64, 3)) * 255).astype(np.uint8)
+    jpeg = encode(Image.fromarray(noise), "JPEG", progressive=True, quality=90)
+    last_table = jpeg.rfind(b"\xff\xc4")  # the last scan's Huffman table, then the scan itself
+    return jpeg[:-2] + jpeg[last_table:-2] * extra_scans + b"\xff\xd9"
+
+
+def test_a_jpeg_of_too_many_scans_is_refused_before_decoding():
+    """libjpeg passes over the whole image once per scan (7 ms at 50 megapixels, in C): 200 thousand tiny scans
+    took 3.5 minutes. A progressive JPEG of 10 scans, or 160, loads; one of over MAX_JPEG_SCANS (200) is refused."""
+    assert predict_module.MAX_JPEG_SCANS == 200
+    assert load_image(progressive_jpeg(0)).size == (64, 64) and load_image(progressive_jpeg(150)).size == (64, 64)
+    with pytest.raises(ValueError, match="far more work"):
+        load_image(progressive_jpeg(191))  # 201 scans
 
 
 def test_ordinary_images_of_many_parts_load():
