@@ -41,6 +41,8 @@ STATE = """JSON.stringify({title: !!document.querySelector('h1'),
   skeletons: document.querySelectorAll('[data-testid="stSkeleton"]').length,
   charts: [...document.querySelectorAll('[data-testid="stVegaLiteChart"]')].map(c => !!c.querySelector('canvas, svg')),
   diagrams: [...document.querySelectorAll('[data-testid="stGraphVizChart"]')].map(c => !!c.querySelector('svg'))})"""
+LAYOUT = """JSON.stringify([...document.querySelectorAll('[data-testid="stMain"] :is(svg, canvas, img)')]
+  .map(e => { const r = e.getBoundingClientRect(); return [r.left, r.top, r.width, r.height]; }))"""
 EXCEPTIONS = """[...document.querySelectorAll('[data-testid="stException"]')].map(e => e.innerText)"""
 # What does not fit the window: the page scrolling sideways; a chart or image past the right edge of its column
 # (or of the page) or drawn over another; a button's or link's label cut short ("#.." for "#128").
@@ -180,7 +182,9 @@ class Browser:
         height = self.evaluate("""Math.max(...[...document.querySelectorAll('[data-testid="stMain"], section, body')]
                                   .map(e => e.scrollHeight))""") or 1000
         self.window(width, min(int(height) + 40, 8000))
-        time.sleep(0.8)  # charts re-layout to the new size
+        # The width is unchanged, but what is drawn may still move to the new height: wait until it stays put.
+        layouts = [None]
+        wait_for(lambda: layouts.append(self.evaluate(LAYOUT)) or layouts[-1] == layouts[-2], 10, "the page's layout")
         path.write_bytes(base64.b64decode(self.call("Page.captureScreenshot", format="png")["data"]))
         self.call("Emulation.clearDeviceMetricsOverride")
 
