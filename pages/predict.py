@@ -11,12 +11,15 @@ from pages.common import (NET_COLORS, by_name, default_pair, gallery, header, lo
 from resnet_core import zoo
 from resnet_core.data import CLASSES
 from resnet_core.explain import grad_cam, input_saliency, overlay
-from resnet_core.predict import MAX_UPLOAD_BYTES, OutOfMemory, Upload, framed, image_tensor, predict, read_upload
+from resnet_core.predict import (FORMATS, MAX_UPLOAD_BYTES, OutOfMemory, Upload, framed, image_tensor, predict,
+                                  read_upload)
 
 # Each model's name over its top-5 bars, left-aligned, not turned on its side to the left of them.
 MODEL_HEADER = alt.Header(labelOrient="top", labelAngle=0, labelAnchor="start", labelFontSize=13,
                           labelFontWeight="bold")
-IMAGE_TYPES = ["png", "jpg", "jpeg", "webp", "bmp", "gif"]
+Image.init()
+# Every file name ending of a format the decoder opens (.tif and .pgm too: a scanner's 16-bit greys), none other
+IMAGE_TYPES = sorted(ext[1:] for ext, fmt in Image.registered_extensions().items() if fmt in FORMATS)
 ZOOM = 4  # 32x32 shown as 128x128, nearest neighbour, so every pixel the model sees stays visible
 TILE = 64  # gallery thumbnails (pixels): wide enough for the test-image number on the button under each
 MAX_FILES = 20  # uploads shown per run: each is a row of images and charts, all drawn again on every click
@@ -169,7 +172,7 @@ models = loaded_models(infos, chosen)
 if not models:
     st.stop()
 
-uploads = st.file_uploader("Images (PNG, JPEG, WebP, BMP, GIF; several at once)", type=IMAGE_TYPES,
+uploads = st.file_uploader("Images (PNG, JPEG, WebP, BMP, GIF, TIFF, PPM/PGM; several at once)", type=IMAGE_TYPES,
                            accept_multiple_files=True, max_upload_size=MAX_UPLOAD_BYTES // 2**20) or []
 if len(uploads) > MAX_FILES:
     st.warning(f"{len(uploads)} files uploaded, {MAX_FILES} at most are shown: the last {len(uploads) - MAX_FILES} "

@@ -668,6 +668,24 @@ def test_the_page_shows_twenty_uploads_at_most_and_says_how_many_it_skipped(monk
     assert shown == [f"**photo{i}.png**" for i in range(20)]
 
 
+def test_the_uploader_takes_every_format_the_decoder_opens_and_a_16_bit_tiff_is_classified(monkeypatch,
+                                                                                              tiny_checkpoints):
+    """The uploader's list of endings is the decoder's formats' (a scanner's .tif or .pgm was refused before it
+    reached the decoder), and a 16-bit TIFF and PGM get a top-5 each, as a PNG does."""
+    from tests.test_app import open_app, plotted
+
+    at = open_app(monkeypatch, tiny_checkpoints, "pages/predict.py")
+    accepted = {ending.lstrip(".") for ending in at.file_uploader[0].allowed_type}
+    assert {"png", "jpg", "jpeg", "webp", "bmp", "gif", "tif", "tiff", "ppm", "pgm"} <= accepted
+    opens = {ext[1:]: fmt for ext, fmt in Image.registered_extensions().items()}
+    assert {opens.get(ext) for ext in accepted} <= set(predict_module.FORMATS), "an ending it cannot open"
+    ramp = Image.fromarray(np.linspace(0, 65535, 64 * 48).reshape(48, 64).astype(np.uint16))
+    at.file_uploader[0].set_value([("scan.tif", encode(ramp, "TIFF"), "image/tiff"),
+                                   ("scan.pgm", encode(ramp, "PPM"), "image/x-portable-graymap")]).run()
+    assert not at.exception and not at.error
+    assert len(plotted(at)) == 3  # the two uploads and the gallery image
+
+
 def test_a_file_name_is_shown_as_it_is_not_as_markdown(monkeypatch, tiny_checkpoints):
     """An uploaded file's name is the uploader's text: every markdown character in it is escaped (no bold, remote
     image, maths or HTML made of it), a colon cannot start an :icon: code, and it stays on one line."""
