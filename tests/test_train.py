@@ -21,6 +21,7 @@ from resnet_core import list_checkpoints, load_pretrained, read_checkpoint
 from resnet_core.checkpoint import regenerate_command
 from resnet_core.data import CLASSES, load_cifar10
 from resnet_core.probes import evaluate, per_class_accuracy
+from resnet_core.trainer import device_name
 
 TINY = [*TINY_RUN, "--device", "cpu"]
 
@@ -51,7 +52,8 @@ def test_published_checkpoint_is_complete_and_loads(tiny_checkpoints, shared_cif
         assert again["confusion_matrix"] == m["confusion_matrix"]
         assert abs(records[-1]["test_error"] - m["test_error"]) <= 2.0  # at most 1 of 50 images flips
         assert m["final_evaluation"] == "its final weights as stored in model.safetensors, fp32 arithmetic, on " \
-                                        f"cpu ({os.cpu_count()} cores) when it was published"
+                                        f"{device_name(torch.device('cpu'))} when it was published"
+        assert device_name(torch.device("cpu")).startswith(f"cpu ({os.cpu_count()} cores, ")  # and the CPU's model
         # The most confident mistakes, recorded with the final weights: as many as the test error counts (up to
         # 24), most confident first, each a real mistake on that image.
         wrong, found = round(m["test_error"] * 50 / 100), m["confident_mistakes"]
