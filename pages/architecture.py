@@ -8,7 +8,10 @@ from resnet_core import zoo
 from resnet_core.models import build_model, list_models, model_info
 
 FAMILIES = {"cifar": "CIFAR 6n+2", "cifar-wide": "CIFAR ResNet-18/34", "imagenet": "ImageNet, 224x224"}
-SHORTCUTS = {"A": "identity (zero-padded where the shape changes)", "B": "identity (1x1 projection where the shape changes)"}
+# The shortcut's label, in short lines: one long line widened the residual diagram, which Streamlit then shrank to
+# fit its column until its text was 7 px high beside the plain one's 11.
+SHORTCUTS = {"A": ["identity x", "(zero-padded where", "the shape changes)"],
+             "B": ["identity x", "(1x1 projection where", "the shape changes)"]}
 
 
 def architecture_ui() -> str:
@@ -41,9 +44,10 @@ def block_diagram(block: str, width: int, residual: bool, shortcut: str) -> str:
         lines.append(f'c{i} [label="{conv}\\nBN{"" if last else ", ReLU"}"];')
         chain.append(f"c{i}")
     if residual:
+        label = "".join(f"  {line}\\l" for line in SHORTCUTS[shortcut])  # left-aligned lines, clear of the edge
         lines += ['add [label="+", shape=circle, style=filled, fillcolor=white, fontcolor=black, fontsize=16];',
                   'relu [label="ReLU", shape=box, style=rounded, fontcolor=black];',
-                  f'x -> add [label="  {SHORTCUTS[shortcut]}", style=dashed, fontsize=10];']
+                  f'x -> add [label="{label}", style=dashed, fontsize=10];']
         chain += ["add", "relu"]
     else:
         lines.append('relu [label="ReLU", shape=box, style=rounded, fontcolor=black];')
@@ -71,11 +75,20 @@ residual_side.graphviz_chart(block_diagram(block, width, True, shortcut))
 
 size = "224x224" if info["family"] == "imagenet" else "32x32"
 params, macs = int(table["params"].sum()), int(table["macs"].sum())
-cells = st.columns(4)
-cells[0].metric("Parameters", f"{params / 1e6:.2f} M")
-cells[1].metric("FLOPs", f"{macs / 1e9:.3f} G", help=f"Multiply-adds for one {size} image.")
-for cell, (label, value) in zip(cells[2:], zoo.paper_totals(name).items()):
-    cell.metric(f"Paper, {label}", f"{value}", help="Quoted from He et al. (2016), not measured here.")
+paper = zoo.paper_totals(name)  # under each count, in grey, the paper's where it gives one
+
+
+def paper_line(key: str) -> dict:
+    if key not in paper:
+        return {}
+    value, source = paper[key]
+    return dict(delta=f"paper: {value}", delta_color="off", delta_arrow="off",
+                delta_description=f"He et al. (2016), {source}: quoted, not measured here")
+
+
+cells = st.columns(2, width=520)
+cells[0].metric("Parameters", f"{params / 1e6:.2f} M", **paper_line("params"))
+cells[1].metric("FLOPs", f"{macs / 1e9:.3f} G", help=f"Multiply-adds for one {size} image.", **paper_line("gflops"))
 
 compute = table[table["macs"] > 0].assign(weight_layer=lambda t: range(1, len(t) + 1), mflops=lambda t: t["macs"] / 1e6)
 # A y-axis title longer than the plot is tall makes Streamlit squash the plot and drop the chart's title: keep it short.

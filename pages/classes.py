@@ -121,10 +121,11 @@ def confusion_panel(rows: pd.DataFrame) -> alt.LayerChart:
         x=alt.X("predicted:N", sort=list(CLASSES), title="predicted class"),
         y=alt.Y("true:N", sort=list(CLASSES), title="true class"))
     heat = cells.mark_rect().encode(
-        color=alt.Color("percent:Q", scale=alt.Scale(scheme="blues", domain=[0, 100]), title="% of the true class"),
+        # grey, not blue: blue is the residual nets' colour on every page, and this panel may be a plain net's
+        color=alt.Color("percent:Q", scale=alt.Scale(scheme="greys", domain=[0, 100]), title="% of the true class"),
         tooltip=["checkpoint", "true", "predicted", "count",
                  alt.Tooltip("percent:Q", format=".1f", title="% of true class")])
-    labels = cells.mark_text(fontSize=9).encode(
+    labels = cells.mark_text(fontSize=11).encode(  # readable on a projector; "100" still fits a 33 px cell
         text=alt.Text("percent:Q", format=".0f"),
         color=alt.condition("datum.percent > 50", alt.value("white"), alt.value("black")))
     return alt.layer(heat, labels, data=rows).properties(height=330)

@@ -46,6 +46,12 @@ PANEL_LEGEND_COLUMNS = 2
 LEGENDS_BELOW = dict(orient="bottom", layout=alt.ExprRef(expr="{bottom: {direction: 'vertical', anchor: 'start'}}"))
 FIT_WIDTH = alt.AutoSizeParams(type="fit-x", contains="padding")
 LOG_TICKS = 8  # labels on a log axis or colour bar at most (log_ticks): past that, every second or third power of ten
+# Log-scale tick labels: 1 ... 10,000 as numbers, beyond as 10^5 or 2 × 10^5 (plain-110's loss reaches 10^15), at
+# log_ticks' values (Vega's own label only some of the values given it on a log axis: 1, 0.4, 0.2, 0.05).
+_EXPONENT = "floor(log(datum.value) / LN10 + 1e-9)"
+LOG_LABELS = (f"datum.value < 100000 ? format(datum.value, ',~g') : "
+              f"(abs(datum.value / pow(10, {_EXPONENT}) - 1) < 0.001 ? '' : "
+              f"format(datum.value / pow(10, {_EXPONENT}), '.2~g') + ' × ') + '10^' + format({_EXPONENT}, 'd')")
 
 
 ROUTED = "routed_by_app"  # set by app.py on every run, before the page runs
@@ -133,9 +139,10 @@ def short_runs_note(shown: list[CheckpointInfo]) -> None:
                    f"({zoo.short_run_length(*short)}).")
 
 
-def percent(p: float, unit: str = " %") -> str:
+def percent(p: float, unit: str = "\u00a0%") -> str:
     """A probability in percent to one decimal, never rounded to a certainty the net did not give: 0.99996
-    reads '>99.9 %' and 4e-5 reads '<0.1 %' (not 100.0 and 0.0)."""
+    reads '>99.9 %' and 4e-5 reads '<0.1 %' (not 100.0 and 0.0). The space before % does not break: a narrow
+    gallery tile wrapped '%' onto a line of its own."""
     v = 100 * float(p)
     return f">99.9{unit}" if v >= 99.95 else f"<0.1{unit}" if v < 0.05 else f"{v:.1f}{unit}"
 
@@ -315,6 +322,14 @@ def span(data: pd.DataFrame, low: str, high: str | None = None):
     lows, highs = (pd.to_numeric(data[c], errors="coerce") for c in (low, high or low))
     lows, highs = lows[np.isfinite(lows)], highs[np.isfinite(highs)]
     return [float(lows.min()), float(highs.max())] if len(lows) and len(highs) else alt.Undefined
+
+
+def log_axis(data: pd.DataFrame, column: str, nice: bool = True) -> dict:
+    """scale= and axis= for a log axis over `column`'s finite values: ticks at log_ticks' values, labelled in full;
+    `nice=False` ends the axis at the data, not at the powers of ten around them."""
+    domain = span(data[pd.to_numeric(data[column], errors="coerce") > 0], column)  # a log axis has no room for 0
+    scale = alt.Scale(type="log") if nice or domain is alt.Undefined else alt.Scale(type="log", domain=domain, nice=False)
+    return dict(scale=scale, axis=alt.Axis(labelExpr=LOG_LABELS, values=log_ticks(domain, nice=nice)))
 
 
 def csv_button(data: pd.DataFrame, name: str) -> None:

@@ -7,7 +7,7 @@ import pandas as pd
 import streamlit as st
 
 from pages.common import (PANEL_LEGEND_COLUMNS, by_name, default_pair, frame, gallery_batch, header, length_ui,
-                          model_legend, short_runs_note, show_chart, show_panels, span, usable_checkpoints)
+                          log_axis, model_legend, short_runs_note, show_chart, show_panels, span, usable_checkpoints)
 from resnet_core import zoo
 from resnet_core.models import PLAIN_VS_RESIDUAL_DEPTHS
 from resnet_core.paper import SEED_REPORT_GRAD_NORMS
@@ -135,7 +135,7 @@ def training_section(infos) -> None:
     show_chart(alt.Chart(profile).mark_line(point=True).encode(
         x=alt.X("index:Q", title="layer (1 = first conv; last = fc)", axis=WHOLE,
                 scale=alt.Scale(domain=[1, int(profile["index"].max())], nice=False)),
-        y=alt.Y("grad_norm:Q", scale=alt.Scale(type="log"), title="gradient norm (L2, log scale)"),
+        y=alt.Y("grad_norm:Q", title="gradient norm (L2, log scale)", **log_axis(profile, "grad_norm")),
         color=model_legend(profile), detail="checkpoint:N",
         tooltip=["checkpoint", "layer", alt.Tooltip("grad_norm:Q", format=".3g", title="gradient norm")],
     ).properties(height=300, title=f"Gradient norm per layer at epoch {epoch}"), profile, "gradient_norms_epoch")

@@ -7,18 +7,12 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from pages.common import (by_name, default_pair, file_stamp, header, length_ui, log_ticks, model_legend,
+from pages.common import (LOG_LABELS, by_name, default_pair, file_stamp, header, length_ui, log_ticks, model_legend,
                           short_runs_note, show_chart, show_panels, span, usable_checkpoints, weights_stamp)
 from resnet_core import zoo
 from resnet_core.checkpoint import REPO_ROOT, CheckpointInfo, default_checkpoints_dir
 from resnet_core.landscape import FILE, read_landscape
 
-# Log-scale tick labels: 1 ... 10,000 as numbers, beyond as 10^5 or 2 × 10^5 (plain-110's loss reaches 10^15), at
-# log_ticks' values.
-_EXPONENT = "floor(log(datum.value) / LN10 + 1e-9)"
-LOG_LABELS = (f"datum.value < 100000 ? format(datum.value, ',~g') : "
-              f"(abs(datum.value / pow(10, {_EXPONENT}) - 1) < 0.001 ? '' : "
-              f"format(datum.value / pow(10, {_EXPONENT}), '.2~g') + ' × ') + '10^' + format({_EXPONENT}, 'd')")
 # The colour scale stops at a panel's highest loss where another panel's is over this many times larger.
 CAP_RATIO = 10
 # Filter-normalised directions: a step of 1 moves every filter by its own norm (Li et al., 2018), hence the unit.

@@ -3,7 +3,7 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from pages.common import (by_name, default_pair, frame, gallery_batch, header, model_legend, short_runs_note,
+from pages.common import (by_name, default_pair, frame, gallery_batch, header, log_axis, model_legend, short_runs_note,
                           show_chart, usable_checkpoints, weights_stamp)
 from resnet_core import zoo
 from resnet_core.checkpoint import CheckpointError, load_pretrained
@@ -90,8 +90,9 @@ if source == LIVE:  # one batch of 100 images against the recorded one: say wher
                        "there. The responses depend on the images, so neither batch settles Fig. 7 at this depth.")
 tooltip = ["checkpoint", "layer", "index", "rank", alt.Tooltip("std:Q", format=".3f", title="std")]
 base = alt.Chart(data).mark_line(point=alt.OverlayMarkDef(size=18)).encode(
-    y=alt.Y("std:Q", title="std of BN output" + (" (log scale)" if log else ""),
-            scale=alt.Scale(type="log") if log else alt.Undefined),
+    # log: from the smallest std to the largest, not to the powers of ten around them (0.1 to 10 left 40 % empty)
+    y=alt.Y("std:Q", title="std of BN output" + (" (log scale)" if log else ""), **(log_axis(data, "std", nice=False)
+                                                                                  if log else {})),
     color=model_legend(data), detail="checkpoint:N", tooltip=tooltip)
 layers = alt.Scale(domain=[int(data["index"].min()), int(data["index"].max())], nice=False)  # no empty tail
 by_layer = base.encode(x=alt.X("index:Q", title="3x3 layer, in forward order", scale=layers)).properties(

@@ -324,14 +324,16 @@ def architecture_frame(name: str) -> pd.DataFrame:
 
 
 def paper_totals(name: str) -> dict:
-    """The paper's size numbers for `name`, where it gives them: Table 1 GFLOPs, Table 6 parameters (millions).
-    Table 1 lists the residual nets only; a plain ImageNet net has its residual twin's FLOPs (Sec. 3.3), and its
-    label says whose figure it is."""
-    spec, gflops = model_info(name), "Table 1: GFLOPs"
-    if not spec["residual"] and name in TABLE1_GFLOPS:
-        gflops = f"Table 1: ResNet-{spec['depth']}'s GFLOPs, the plain net's too"
-    return {k: v for k, v in ((gflops, TABLE1_GFLOPS.get(name)),
-                              ("Table 6: parameters (M)", TABLE6_PARAMS_M.get(name))) if v is not None}
+    """The paper's size numbers for `name`, where it gives them, keyed "params" (Table 6, millions) and "gflops"
+    (Table 1): (the number with its unit, where the paper gives it). Table 1 lists the residual nets only; a plain
+    ImageNet net has its residual twin's FLOPs (Sec. 3.3), and the source says whose figure it is."""
+    spec, totals = model_info(name), {}
+    if name in TABLE6_PARAMS_M:
+        totals["params"] = (f"{TABLE6_PARAMS_M[name]} M", "Table 6")
+    if name in TABLE1_GFLOPS:
+        twin = "" if spec["residual"] else f", ResNet-{spec['depth']}'s figure: a plain net has its residual twin's FLOPs"
+        totals["gflops"] = (f"{TABLE1_GFLOPS[name]} G", "Table 1" + twin)
+    return totals
 
 
 def _cell_edges(surface: pd.DataFrame) -> pd.DataFrame:

@@ -111,6 +111,6 @@ def test_shared_axis_domains_span_the_finite_values_only():
 
 
 def test_probabilities_never_round_to_a_certainty():
-    assert [percent(p) for p in (0.5, 0.99949, 0.9995, 0.99996, 1.0)] == ["50.0 %", "99.9 %", ">99.9 %", ">99.9 %",
-                                                                           ">99.9 %"]
+    assert [percent(p) for p in (0.5, 0.99949, 0.9995, 0.99996, 1.0)] == ["50.0\u00a0%", "99.9\u00a0%", ">99.9\u00a0%",
+                                                                           ">99.9\u00a0%", ">99.9\u00a0%"]
     assert [percent(p, "") for p in (0.0005, 0.0004999, 4e-5, 0.0)] == ["0.1", "<0.1", "<0.1", "<0.1"]
