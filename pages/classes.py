@@ -140,7 +140,7 @@ short_runs_note([by_name(infos)[name] for name in dict.fromkeys([*chosen, wrong]
 
 confusion = frame(zoo.confusion_frame)
 confusion = confusion[confusion["checkpoint"].isin(chosen)]
-show_panels(confusion_panel, confusion, "confusion_matrices", by="checkpoint", order=chosen)
+show_panels(confusion_panel, confusion, "confusion_matrices", by="checkpoint", order=chosen, fixed=True)  # 100 cells
 st.caption("Rows are the true class and add up to 100 %; the diagonal is the per-class accuracy on the test set.")
 
 accuracy = frame(zoo.class_accuracy_frame)

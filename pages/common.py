@@ -34,8 +34,7 @@ RESIDUAL_SHADES = ("#9ecae1", "#08306b")
 NET_COLORS = alt.Scale(domain=["plain", "residual"], range=["#e6550d", "#2171b5"])
 # Fig. 6's convention on every chart with both: training error dashed, test error solid.
 TRAIN_DASHED = alt.Scale(domain=["train", "test"], range=[[6, 4], [1, 0]])
-# Side-by-side panels (plain | residual) are charts of this width in a row that wraps (show_panels): two abreast
-# from a 1280 px window with the sidebar open, one above the other on a 1024 px projector.
+# Panels that need room (a 10 x 10 confusion matrix): this wide each, in a row that wraps (show_panels' `fixed`).
 PANEL_WIDTH = 390
 PANEL_TITLE = dict(fontSize=15, fontWeight="bold", anchor="middle")  # "plain" / "residual" over each panel
 # Legend entries abreast under a panel: four ran past the panel's edge at 1024 px, cutting "plain1202" to "plain".
@@ -296,24 +295,37 @@ def show_chart(chart: alt.TopLevelMixin, data: pd.DataFrame, name: str, legends_
     csv_button(data, name)
 
 
-def show_panels(draw, data: pd.DataFrame, name: str, by: str = "net", order=("plain", "residual")) -> None:
+def show_panels(draw, data: pd.DataFrame, name: str, by: str = "net", order=("plain", "residual"),
+                fixed: bool = False) -> None:
     """One panel per value of `by` found in `data`, in `order`: the chart `draw(rows)` titled with the value,
-    PANEL_WIDTH wide, legends below, in a row that wraps instead of running off the page (Vega-Lite cannot fit a
-    faceted chart to its container). Panels share a scale only where `draw` fixes its domain. Then one CSV of
-    all the panels' data."""
-    with st.container(horizontal=True):
-        for value in [v for v in order if (data[by] == v).any()]:
-            panel = draw(data[data[by] == value]).properties(width=PANEL_WIDTH, title=alt.Title(value, **PANEL_TITLE))
-            _draw(panel, legends_below=True, width="content")
+    legends below, in columns of equal width (Vega-Lite cannot fit a faceted chart to its container), so that plain
+    and residual stand abreast even on a 1024 px projector with the sidebar open (panels of a fixed 390 px stood
+    one above the other there: the comparison took a scroll); Streamlit stacks the columns on a phone. `fixed`:
+    PANEL_WIDTH wide each instead, in a row that wraps, for panels unreadable at half a 1024 px window's width.
+    Panels share a scale only where `draw` fixes its domain. Then one CSV of all the panels' data."""
+    values = [v for v in order if (data[by] == v).any()]
+    if fixed:
+        with st.container(horizontal=True):
+            for value in values:
+                panel = draw(data[data[by] == value]).properties(width=PANEL_WIDTH, title=alt.Title(value, **PANEL_TITLE))
+                _draw(panel, legends_below=True, width="content")
+    else:
+        for column, value in zip(st.columns(len(values), gap="medium") if values else [], values):
+            with column:
+                panel = draw(data[data[by] == value]).properties(title=alt.Title(value, **PANEL_TITLE))
+                # a colour bar no longer than a narrow panel's plot, so that its last label is not cut off, and no two
+                # of its labels over each other
+                _draw(panel, legends_below=True, width="stretch", gradientLength=170, labelOverlap="greedy")
     csv_button(data, name)
 
 
-def _draw(chart: alt.TopLevelMixin, legends_below: bool, width: str) -> None:
-    """st.altair_chart with the legends placed, their labels and titles never cut short."""
+def _draw(chart: alt.TopLevelMixin, legends_below: bool, width: str, **legend) -> None:
+    """st.altair_chart with the legends placed, their labels and titles never cut short (`legend`: more of the
+    legends' configuration)."""
     if legends_below and not isinstance(chart, alt.FacetChart):  # a faceted chart is its panels' height already
         chart = chart.properties(autosize=FIT_WIDTH)
     placed = LEGENDS_BELOW if legends_below else dict(orient="right")
-    st.altair_chart(chart.configure_legend(labelLimit=0, titleLimit=0, **placed), width=width)
+    st.altair_chart(chart.configure_legend(labelLimit=0, titleLimit=0, **placed, **legend), width=width)
 
 
 def span(data: pd.DataFrame, low: str, high: str | None = None):

@@ -43,6 +43,10 @@ STATE = """JSON.stringify({title: !!document.querySelector('h1'),
   diagrams: [...document.querySelectorAll('[data-testid="stGraphVizChart"]')].map(c => !!c.querySelector('svg'))})"""
 LAYOUT = """JSON.stringify([...document.querySelectorAll('[data-testid="stMain"] :is(svg, canvas, img)')]
   .map(e => { const r = e.getBoundingClientRect(); return [r.left, r.top, r.width, r.height]; }))"""
+# The top edges of the first two charts: on these pages, the plain and the residual panel (pages.common.show_panels)
+PANEL_TOPS = """[...document.querySelectorAll('[data-testid="stVegaLiteChart"]')].slice(0, 2)
+  .map(c => Math.round(c.getBoundingClientRect().top))"""
+PANEL_PAGES = ("curves", "gradients", "landscape")
 EXCEPTIONS = """[...document.querySelectorAll('[data-testid="stException"]')].map(e => e.innerText)"""
 # What does not fit the window: the page scrolling sideways; a chart or image past the right edge of its column
 # (or of the page) or drawn over another; a button's or link's label cut short ("#.." for "#128").
@@ -230,7 +234,7 @@ def test_every_page_renders_in_chromium(app_url):
 def test_every_page_fits_a_projector_and_a_wide_window(app_url, tmp_path):
     """At a projector's 1024x768 with the sidebar open, and at 1400x1000, every page renders without an exception
     and nothing misfits (MISFITS): no page scrolls sideways, no chart or image runs out of its column or over
-    another, no label is cut short. Predict also with uploads (a 1x1 speck, a white photo and a strip) above the
+    another, no label is cut short; the plain and residual panels stand abreast, to be compared at a glance. Predict also with uploads (a 1x1 speck, a white photo and a strip) above the
     gallery image. Screenshots: <page>-<width>.png."""
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     uploads = {"speck.png": (1, 1), "white.png": (300, 200), "strip.png": (2000, 40)}
@@ -245,10 +249,12 @@ def test_every_page_fits_a_projector_and_a_wide_window(app_url, tmp_path):
                 if name == "predict":
                     browser.upload([tmp_path / n for n in uploads])
                 exceptions, misfits = browser.evaluate(EXCEPTIONS), browser.evaluate(MISFITS)
+                tops = browser.evaluate(PANEL_TOPS) if name in PANEL_PAGES else [0, 0]
                 browser.screenshot(SCREENSHOTS / f"{name}-{width}.png", width)
                 assert not exceptions, f"{name} at {width}x{height}: {exceptions}"
                 assert "Traceback" not in browser.evaluate("document.body.innerText"), f"{name} at {width}x{height}"
                 assert not misfits, f"{name} at {width}x{height}: {misfits}"
+                assert len(tops) == 2 and tops[0] == tops[1], f"{name} at {width}: plain and residual not abreast {tops}"
                 print(f"{name} at {width}: {seconds:.1f} s")
     finally:
         browser.close()
