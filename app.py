@@ -41,9 +41,8 @@ def checks_summary() -> None:
              "within noise": ("is too close to call (within run-to-run noise)",
                               "are too close to call (within run-to-run noise)"),
              "no": ("does not", "do not"),
-             "short run": ("compares with the paper's Table 6 test error and waits for a run of the paper's full "
-                           "schedule", "compare with the paper's Table 6 test errors and wait for runs of the paper's "
-                           "full schedule"),
+             "short run": ("cannot be judged yet (a Table 6 error, and that depth has only a short run)",
+                           "cannot be judged yet (Table 6 errors, and those depths have only short runs)"),
              "not comparable": ("cannot be judged yet, its nets having trained for different lengths",
                                 "cannot be judged yet, their nets having trained for different lengths"),
              "not measured": ("is not measured yet", "are not measured yet")}

@@ -207,17 +207,20 @@ def test_differences_within_run_to_run_noise_count_for_neither_side():
              fake("resnet56", 17.8, iterations=5_850), fake("resnet110", 17.6, iterations=5_850)]
     trend = zoo.paper_checks(mixed).set_index("claim").loc["Residual nets: test error falls with depth"]
     assert trend["holds"] == "yes" and trend["evidence"].startswith("at 1 of 2 steps (1 within noise): 20 layers")
-    assert trend["evidence"].endswith("; not in the verdict, at 5,850 iterations: 56 layers: 17.80 %, 110 layers: 17.60 % "
-                                      "(within run-to-run noise, 0.45 points: 56 to 110 layers, -0.20) (within noise)")
+    assert trend["evidence"].endswith(". Not counted in the verdict, the runs of 5,850 iterations: 56 layers: 17.80 %, "
+                                      "110 layers: 17.60 % (within run-to-run noise, 0.45 points: 56 to 110 layers, "
+                                      "-0.20): within noise")
     mixed[3] = fake("resnet56", 16.0, iterations=5_850)  # the short pair: 110 layers worse by 1.6 points, against
     trend = zoo.paper_checks(mixed).set_index("claim").loc["Residual nets: test error falls with depth"]
-    assert trend["evidence"].endswith("; not in the verdict, at 5,850 iterations: 56 layers: 16.00 %, 110 layers: 17.60 % "
-                                      "(does not hold)")
+    assert trend["evidence"].endswith(". Not counted in the verdict, the runs of 5,850 iterations: 56 layers: 16.00 %, "
+                                      "110 layers: 17.60 %: does not hold")
 
     near = [fake("resnet20", 9.15), fake("resnet32", 7.2), fake("resnet44", 7.7)]  # Table 6: 8.75, 7.51, 7.17
     checks = zoo.paper_checks(near).set_index("claim")
     row = checks.filter(like="ResNet-20:", axis=0).iloc[0]
-    assert row["holds"] == "within noise" and row["evidence"] == "ours 9.15 % (within run-to-run noise, 0.45 points)"
+    assert row["holds"] == "within noise" and row["evidence"] == ("ours 9.15 %, 0.40 points above the paper's (within "
+                                                                  "run-to-run noise, 0.45 points)")
+    assert checks.filter(like="ResNet-44:", axis=0).iloc[0]["evidence"] == "ours 7.70 %, 0.53 points above the paper's"
     assert checks.filter(like="ResNet-32:", axis=0).iloc[0]["holds"] == "yes"  # 7.20 <= 7.51
     assert checks.filter(like="ResNet-44:", axis=0).iloc[0]["holds"] == "no"  # 7.70 > 7.17 + 0.45
 
@@ -261,8 +264,8 @@ def test_paper_checks_compare_like_with_like_when_schedules_are_mixed():
     checks = zoo.paper_checks(infos).set_index("claim")
     trend = checks.loc["Residual nets: test error falls with depth"]
     assert trend["holds"] == "yes" and trend["evidence"] == (  # judged on the long runs; the short ones said apart
-        "20 layers: 8.50 %, 32 layers: 7.40 %, 44 layers: 6.80 %; not in the verdict, at 5,850 iterations: 56 layers: "
-        "17.80 %, 110 layers: 13.90 % (holds)")
+        "20 layers: 8.50 %, 32 layers: 7.40 %, 44 layers: 6.80 %. Not counted in the verdict, the runs of 5,850 "
+        "iterations: 56 layers: 17.80 %, 110 layers: 13.90 %: holds")
     deg = checks.loc["Degradation: plain-56 has a higher final test error than plain-20"]
     assert deg["holds"] == "not comparable" and deg["evidence"] == \
         "trained for different lengths (plain20 64,000, plain56 5,850 iterations): not comparable"
@@ -277,8 +280,9 @@ def test_paper_checks_compare_like_with_like_when_schedules_are_mixed():
     flipped = [fake(i.name, i.metrics["test_error"], i.metrics["train_error_clean"],
                     iterations=5_850 if iterations(i) == 64_000 else 64_000) for i in infos]
     trend = zoo.paper_checks(flipped).set_index("claim").loc["Residual nets: test error falls with depth"]
-    assert trend["evidence"].startswith("56 layers: 17.80 %, 110 layers: 13.90 %; not in the verdict, at 5,850 iterations: "
-                                        "20 layers: 8.50 %, 32 layers: 7.40 %, 44 layers: 6.80 % (holds)")
+    assert trend["evidence"].startswith("56 layers: 17.80 %, 110 layers: 13.90 %. Not counted in the verdict, the runs "
+                                        "of 5,850 iterations: 20 layers: 8.50 %, 32 layers: 7.40 %, 44 layers: 6.80 %: "
+                                        "holds")
     one_long = [fake("resnet20", 8.5), fake("resnet32", 13.4, iterations=5_850), fake("resnet44", 18.0, iterations=5_850)]
     trend = zoo.paper_checks(one_long).set_index("claim").loc["Residual nets: test error falls with depth"]
     assert trend["holds"] == "no" and trend["evidence"].endswith(
@@ -298,7 +302,7 @@ def test_a_short_run_kept_beside_a_long_run_of_its_model_is_compared_with_its_eq
     checks = zoo.paper_checks(infos).set_index("claim")
     # at or below holds; below by no more than one run's noise is said to be a match, not a win
     assert checks.loc["ResNet-20: test error at or below the paper's 8.75 %", "evidence"] == \
-        "ours 8.60 % (within run-to-run noise, 0.45 points)"
+        "ours 8.60 %, 0.15 points below the paper's (a match: within run-to-run noise, 0.45 points)"
     trend = checks.loc["Plain nets: final training error rises with depth (Fig. 6, left)"]
     assert trend["holds"] == "yes" and trend["evidence"] == (
         "20 layers: 13.40 %, 56 layers: 52.60 %, 110 layers: 89.30 % (short run: 5,850 of the paper's 64,000 iterations)"
