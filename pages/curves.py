@@ -81,8 +81,8 @@ st.subheader("Final errors next to the references")
 finals = frame(zoo.final_errors_frame)
 finals = finals[finals["checkpoint"].isin(shown_runs) & finals["depth"].isin(depths)]  # the runs drawn above
 finals = finals.reset_index(drop=True)  # its gappy index (1, 3, ...) once showed as the table's first column
-if (finals["model"] == finals["checkpoint"]).all():
-    finals = finals.drop(columns="model")  # a folder named after its model says it twice
+if all(c.startswith(m) for c, m in zip(finals["checkpoint"], finals["model"])):
+    finals = finals.drop(columns="model")  # a folder named after its model ("resnet56", "resnet56-15ep") says it twice
 table = zoo.final_errors_table(finals)
 st.caption("Our errors (%) at the end of training: the train error is the final model's on the clean training set "
            "(the last epoch's running error in checkpoints that did not record it), which is why it differs from the "
@@ -91,7 +91,7 @@ st.caption("Our errors (%) at the end of training: the train error is the final 
            "trainer's evaluation at each epoch's end in the run's own arithmetic (bf16 autocast or fp32, as each "
            "model card says), so its last point can differ from the test error here by a few test images. Each "
            "reference column gives their test error, never measured here, and in brackets ours minus theirs, in "
-           f"percentage points; a run shorter than the paper's {PAPER_ITERATIONS:,} iterations gets no difference "
+           f"percentage points (negative: ours is lower); a run shorter than the paper's {PAPER_ITERATIONS:,} iterations gets no difference "
            "('short run'), since every reference trained for at least that long. Report 003 trained for longer still "
            f"(200 epochs, about 78,000 iterations), so its differences at {PAPER_ITERATIONS:,} iterations also "
            "count that extra training against ours.")

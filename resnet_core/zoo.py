@@ -172,7 +172,7 @@ def final_errors_table(finals: pd.DataFrame) -> pd.DataFrame:
         table["iterations"] = [f"{int(n):,}" if ok else "unknown" for n, ok in zip(finals["iterations"], known)]
     for source in REFERENCES:
         if finals[source].notna().any():
-            table[f"{source} % (ours minus theirs, in points)"] = [
+            table[f"{source} % (ours − theirs)"] = [
                 "" if pd.isna(ref) else f"{ref:.2f} ({'short run' if ok else 'length unknown'})" if pd.isna(diff)
                 else f"{ref:.2f} ({diff:+.2f})" for ref, diff, ok in zip(finals[source], finals[f"ours minus {source}"], known)]
     return table.rename(columns={"train_error": "train error % (final model)", "test_error": "test error %"})

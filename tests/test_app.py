@@ -249,8 +249,8 @@ def test_curves_show_both_nets_and_the_references(monkeypatch, tiny_checkpoints)
     finals = at.table[0].value.set_index("checkpoint")
     assert "model" not in finals.columns  # each folder is named after its model: said once
     # 8 iterations: no difference from Table 6's 64,000-iteration figure, as in the claim checks
-    assert finals.loc["resnet20", "paper (Table 6) % (ours minus theirs, in points)"] == "8.75 (short run)"
-    assert finals.loc["plain20", "paper (Table 6) % (ours minus theirs, in points)"] == ""  # the paper gives plain nets as curves
+    assert finals.loc["resnet20", "paper (Table 6) % (ours − theirs)"] == "8.75 (short run)"
+    assert finals.loc["plain20", "paper (Table 6) % (ours − theirs)"] == ""  # the paper gives plain nets as curves
     assert not any("report 000" in c for c in finals.columns)  # it quotes no 20-layer net: no empty column
     assert "*paper (Table 6)*: He et al., CVPR 2016, Table 6" in " ".join(c.value for c in at.caption)
     checks = at.table[1].value.set_index("claim")
@@ -325,11 +325,12 @@ def test_curves_show_one_training_length_at_a_time(monkeypatch, tiny_checkpoints
     length.set_value(64_000).run()
     finals = at.table[0].value
     assert set(finals["checkpoint"]) == {"resnet20-64k", "plain20-64k"}
+    assert "model" not in finals.columns  # "resnet20-64k" says its model already (as "resnet56-15ep" does)
     # the rows kept from all four were numbered 1 and 3: no index column of gaps before the checkpoint
     assert list(finals.index) == [0, 1] and all(table.proto.hide_index for table in at.table)
     finals = finals.set_index("checkpoint")
     ours = float(finals.loc["resnet20-64k", "test error %"])  # as long as the paper's run: the difference is given
-    assert finals.loc["resnet20-64k", "paper (Table 6) % (ours minus theirs, in points)"] == f"8.75 ({ours - 8.75:+.2f})"
+    assert finals.loc["resnet20-64k", "paper (Table 6) % (ours − theirs)"] == f"8.75 ({ours - 8.75:+.2f})"
 
 
 def test_curves_of_one_epoch_are_drawn_as_points(monkeypatch, tiny_checkpoints, tmp_path):
@@ -382,7 +383,7 @@ def test_curves_compare_the_seed_report_point_by_point(monkeypatch, tiny_checkpo
     length.set_value(json.loads((root / "resnet18" / "config.json").read_text())["recipe"]["iterations"]).run()
     assert set(plotted(at)[0]["model"]) == {"resnet18", "plain18"}
     finals = at.table[0].value.set_index("checkpoint")  # report 000 quotes the 18s: its column is there now
-    assert finals.loc["resnet18", "ResNet-18 reproduction (report 000) % (ours minus theirs, in points)"].startswith("7.70 (")
+    assert finals.loc["resnet18", "ResNet-18 reproduction (report 000) % (ours − theirs)"].startswith("7.70 (")
     seed = at.table[2].value.set_index("claim")
     metrics = json.loads((root / "resnet18" / "metrics.json").read_text())
     assert seed.loc["top-1 test accuracy (%)", "ours: ResNet-18"] == f"{100 - metrics['test_error']:.2f}"

@@ -416,7 +416,7 @@ def test_iterations_come_from_the_history_where_the_recipe_lacks_them_and_else_a
     assert "trained for different or unknown lengths: plain20 unknown, resnet20 unknown iterations" in \
         checks.loc["Shortcuts help at every depth: residual test error below plain", "evidence"]
     table = zoo.final_errors_table(zoo.final_errors_frame([resnet])).iloc[0]
-    assert table["iterations"] == "unknown" and table["paper (Table 6) % (ours minus theirs, in points)"] == "8.75 (length unknown)"
+    assert table["iterations"] == "unknown" and table["paper (Table 6) % (ours − theirs)"] == "8.75 (length unknown)"
     row = report.reproduction_frame([resnet, from_history]).set_index("model")
     assert row["ours minus paper (points)"].tolist() == ["length unknown", "-0.75"]
 
