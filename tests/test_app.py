@@ -259,6 +259,8 @@ def test_curves_show_both_nets_and_the_references(monkeypatch, tiny_checkpoints)
     seed = at.table[2].value
     assert list(seed.columns) == ["claim", "report: ResNet-18", "report: Plain-18"]  # nothing of ours to show yet
     assert "python train.py --depth 18 34 --both --recipe seed --no-weights" in " ".join(i.value for i in at.info)
+    (folded,) = at.expander  # the report's claims alone: folded under the page's own results
+    assert folded.label.startswith("No 18- or 34-layer checkpoints yet") and folded.table[0].value.equals(seed)
 
 
 def with_a_long_copy(tiny_checkpoints: Path, root: Path) -> Path:
@@ -385,6 +387,7 @@ def test_curves_compare_the_seed_report_point_by_point(monkeypatch, tiny_checkpo
     finals = at.table[0].value.set_index("checkpoint")  # report 000 quotes the 18s: its column is there now
     assert finals.loc["resnet18", "ResNet-18 reproduction (report 000) % (ours − theirs)"].startswith("7.70 (")
     seed = at.table[2].value.set_index("claim")
+    assert not at.expander  # ours measured: the comparison stands open
     metrics = json.loads((root / "resnet18" / "metrics.json").read_text())
     assert seed.loc["top-1 test accuracy (%)", "ours: ResNet-18"] == f"{100 - metrics['test_error']:.2f}"
     assert seed.loc["top-1 test accuracy (%)", "report: ResNet-18"] == "92.3"
