@@ -6,8 +6,8 @@ import altair as alt
 import streamlit as st
 from PIL import Image
 
-from pages.common import (NET_COLORS, by_name, default_pair, gallery, header, load_model, short_runs_note, show_chart,
-                          usable_checkpoints, weights_stamp)
+from pages.common import (NET_COLORS, by_name, default_pair, gallery, header, load_model, percent, short_runs_note,
+                          show_chart, usable_checkpoints, weights_stamp)
 from resnet_core import zoo
 from resnet_core.data import CLASSES
 from resnet_core.explain import grad_cam, input_saliency, overlay
@@ -20,6 +20,7 @@ MODEL_HEADER = alt.Header(labelOrient="top", labelAngle=0, labelAnchor="start", 
 Image.init()
 # Every file name ending of a format the decoder opens (.tif and .pgm too: a scanner's 16-bit greys), none other
 IMAGE_TYPES = sorted(ext[1:] for ext, fmt in Image.registered_extensions().items() if fmt in FORMATS)
+LABEL_INSIDE = 70  # % from which a bar's value is written inside it (a shorter bar's after it, within 300 px)
 ZOOM = 4  # 32x32 shown as 128x128, nearest neighbour, so every pixel the model sees stays visible
 TILE = 64  # gallery thumbnails (pixels): wide enough for the test-image number on the button under each
 MAX_FILES = 20  # uploads shown per run: each is a row of images and charts, all drawn again on every click
@@ -129,12 +130,21 @@ def show_prediction(key: str, upload: Upload | None, img32: Image.Image, models:
     data["net"] = data["model"].map(lambda name: zoo.identity(checkpoints[name])["net"])
     # One model's top-5 under the other's, on one probability axis: narrow enough to sit beside the images
     # in a 1024 px window; the row wraps (the bars under the images) where it cannot.
-    bars = alt.Chart(data).mark_bar().encode(
-        x=alt.X("probability:Q", title="probability (%)", scale=alt.Scale(domain=[0, 100])),
-        y=alt.Y("class:N", sort="-x", title=None), color=alt.Color("net:N", scale=NET_COLORS, title="network"),
-        tooltip=["model", "rank", "class", alt.Tooltip("probability:Q", format=".1f", title="probability (%)")],
-    ).properties(width=300, height=110).facet(row=alt.Row("model:N", title=None, sort=list(models),
-                                                          header=MODEL_HEADER))
+    data["label"] = [percent(p / 100) for p in data["probability"]]  # '>99.9 %', never a certainty it did not give
+    base = alt.Chart().encode(
+        x=alt.X("probability:Q", title="probability (%)", scale=alt.Scale(domain=[0, 100]),
+                axis=alt.Axis(values=[0, 20, 40, 60, 80, 100])),
+        # in rank order: sorting on x took each layer's own data, the labels' split in two, and came out alphabetical
+        y=alt.Y("class:N", sort=alt.EncodingSortField(field="rank", op="min", order="ascending"), title=None),
+        tooltip=["model", "rank", "class", alt.Tooltip("probability:Q", format=".1f", title="probability (%)")])
+    # Each bar's value written on it, to be read without a mouse: inside a long bar, after a short one
+    long = alt.datum.probability >= LABEL_INSIDE
+    labels = [base.mark_text(align="right", dx=-4, color="white", fontWeight="bold").encode(text="label:N")
+              .transform_filter(long),
+              base.mark_text(align="left", dx=4, color="#31333F").encode(text="label:N").transform_filter(~long)]
+    bars = alt.layer(base.mark_bar().encode(color=alt.Color("net:N", scale=NET_COLORS, title="network")), *labels,
+                     data=data).properties(width=300, height=110).facet(
+        row=alt.Row("model:N", title=None, sort=list(models), header=MODEL_HEADER))
     with st.container(horizontal=True, vertical_alignment="center"):
         if upload is not None:
             width, height = upload.stored_size

@@ -602,6 +602,13 @@ def test_predict_gallery_shows_top5_of_both_nets(monkeypatch, tiny_checkpoints):
     # plain first, residual second, in the sidebar, the bars and the maps alike
     assert [box.label for box in at.sidebar.selectbox] == ["Plain checkpoint", "Residual checkpoint"]
     assert specs(at)[0]["facet"]["row"]["sort"] == ["plain20", "resnet20"]
+    # each bar's value written beside or on it, the bars in rank order (by x, the layers' split data sorted them A-Z)
+    from pages.common import percent
+
+    assert top5["label"].tolist() == [percent(p / 100) for p in top5["probability"]]
+    bar, *labels = specs(at)[0]["spec"]["layer"]
+    assert [layer["mark"]["type"] for layer in labels] == ["text", "text"]
+    assert bar["encoding"]["y"]["sort"] == {"field": "rank", "op": "min", "order": "ascending"}
     assert [c.rsplit(" (", 1)[0] for c in overlays(at)] == ["plain20: Grad-CAM", "plain20: input saliency",
                                                            "resnet20: Grad-CAM", "resnet20: input saliency"]
     assert len(at.image) == 10 + 1 + 4  # the class's gallery, what the models see, two maps per model
