@@ -115,6 +115,10 @@ def recorded_without_images(info, found: list[dict], why_not_all: str | None) ->
                "was not found, so the images cannot be shown: set CIFAR10_DIR to its folder.", help=why_not_all)
 
 
+# Class names under a bar chart, slanted rather than on their side: read without turning one's head
+SLANTED = alt.Axis(labelAngle=-40, labelOverlap=False)  # slanted names never collide: keep all ten
+
+
 def confusion_panel(rows: pd.DataFrame) -> alt.LayerChart:
     """One checkpoint's confusion matrix: cells coloured by the percentage of the true class, with the number."""
     cells = alt.Chart().encode(
@@ -146,7 +150,7 @@ st.caption("Rows are the true class and add up to 100 %; the diagonal is the per
 accuracy = frame(zoo.class_accuracy_frame)
 accuracy = accuracy[accuracy["checkpoint"].isin(chosen)]
 show_chart(alt.Chart(accuracy).mark_bar().encode(
-    x=alt.X("class:N", sort=list(CLASSES), title=None), xOffset=alt.XOffset("checkpoint:N", sort=chosen),
+    x=alt.X("class:N", sort=list(CLASSES), title=None, axis=SLANTED), xOffset=alt.XOffset("checkpoint:N", sort=chosen),
     y=alt.Y("accuracy:Q", title="test accuracy (%)", scale=alt.Scale(domain=[0, 100])),
     color=model_legend(accuracy), tooltip=["checkpoint", "class", alt.Tooltip("accuracy:Q", format=".1f")],
 ).properties(height=300, title="Per-class accuracy"), accuracy, "per_class_accuracy")
@@ -161,7 +165,7 @@ if a != b:
     a_id, b_id = (zoo.identity(by_name(infos)[name]) for name in (a, b))
     paired = a_id["net"] == "plain" and b_id["net"] == "residual" and a_id["depth"] == b_id["depth"]
     order = gain.sort_values("gain", ascending=False)["class"].tolist()
-    x = alt.X("class:N", sort=order, title=None)
+    x = alt.X("class:N", sort=order, title=None, axis=SLANTED)
     y = alt.Y("gain:Q", title="accuracy of B minus A (points)")
     tooltip = ["source", "class", alt.Tooltip("gain:Q", format="+.1f", title="points")]
     bars = alt.Chart(gain).mark_bar().encode(
