@@ -143,12 +143,14 @@ def surface_panel(rows, shown, grid) -> alt.LayerChart:
     domain, capped_by = colour_domain(shown)
     title = ["training loss", "(cross-entropy, log scale)"] + ([f"yellow: {zoo.figures(domain[1])} or more"]
                                                               if capped_by else [])
-    cells = alt.Chart().mark_rect().encode(
+    loss_scale = alt.Scale(type="log", scheme="viridis", domain=domain or alt.Undefined, clamp=True)
+    # each cell outlined 1 px in its own colour: abutting cells otherwise leave antialiased seams, a grid on a projector
+    cells = alt.Chart().mark_rect(strokeWidth=1).encode(
         x=alt.X("a0:Q", title=ALPHA, scale=alt.Scale(domain=span(grid, "a0", "a1"), nice=False)), x2="a1:Q",
         y=alt.Y("b0:Q", title=BETA, scale=alt.Scale(domain=span(grid, "b0", "b1"), nice=False)), y2="b1:Q",
-        color=alt.Color("loss:Q", title=title,
-                        scale=alt.Scale(type="log", scheme="viridis", domain=domain or alt.Undefined, clamp=True),
+        color=alt.Color("loss:Q", title=title, scale=loss_scale,
                         legend=alt.Legend(labelExpr=LOG_LABELS, values=log_ticks(domain)) if len(drawn) else None),
+        stroke=alt.Stroke("loss:Q", scale=loss_scale, legend=None),
         tooltip=["checkpoint", alt.Tooltip("alpha:Q", format=".2f"), alt.Tooltip("beta:Q", format=".2f"),
                  alt.Tooltip("loss:Q", format=".4g"), alt.Tooltip("error:Q", format=".1f", title="error (%)")])
     trained = alt.Chart().mark_point(shape="cross", size=140, filled=True, color="white").encode(
