@@ -84,17 +84,19 @@ finals = finals.reset_index(drop=True)  # its gappy index (1, 3, ...) once showe
 if all(c.startswith(m) for c, m in zip(finals["checkpoint"], finals["model"])):
     finals = finals.drop(columns="model")  # a folder named after its model ("resnet56", "resnet56-15ep") says it twice
 table = zoo.final_errors_table(finals)
-st.caption("Our errors (%) at the end of training: the train error is the final model's on the clean training set "
-           "(the last epoch's running error in checkpoints that did not record it), which is why it differs from the "
-           "dashed curve's last point (the running error on augmented batches). Both are the final weights' as "
-           "published (fp16), scored in fp32, which is what reloading the checkpoint gives; the solid curve is the "
-           "trainer's evaluation at each epoch's end in the run's own arithmetic (bf16 autocast or fp32, as each "
-           "model card says), so its last point can differ from the test error here by a few test images. Each "
-           "reference column gives their test error, never measured here, and in brackets ours minus theirs, in "
-           f"percentage points (negative: ours is lower); a run shorter than the paper's {PAPER_ITERATIONS:,} iterations gets no difference "
-           "('short run'), since every reference trained for at least that long. Report 003 trained for longer still "
-           f"(200 epochs, about 78,000 iterations), so its differences at {PAPER_ITERATIONS:,} iterations also "
-           "count that extra training against ours.")
+st.caption("Our errors (%) at the end of training, the final weights as published; each reference column gives "
+           "their test error and, in brackets, ours minus theirs in percentage points (negative: ours is lower).")
+with st.expander("How these numbers are measured"):
+    st.caption("The train error is the final model's on the clean training set (the last epoch's running error in "
+               "checkpoints that did not record it), which is why it differs from the dashed curve's last point (the "
+               "running error on augmented batches). Both are the final weights' as published (fp16), scored in "
+               "fp32, which is what reloading the checkpoint gives; the solid curve is the trainer's evaluation at "
+               "each epoch's end in the run's own arithmetic (bf16 autocast or fp32, as each model card says), so its "
+               "last point can differ from the test error here by a few test images. The references' errors were "
+               f"never measured here. A run shorter than the paper's {PAPER_ITERATIONS:,} iterations gets no "
+               "difference ('short run'), since every reference trained for at least that long. Report 003 trained "
+               f"for longer still (200 epochs, about 78,000 iterations), so its differences at {PAPER_ITERATIONS:,} "
+               "iterations also count that extra training against ours.")
 wrapped_table(table)
 st.caption(zoo.sources_note([c for c in zoo.REFERENCES if finals[c].notna().any()]))
 st.download_button("Download this table (CSV)", finals.to_csv(index=False).encode(), "final_errors.csv", "text/csv",
@@ -102,10 +104,12 @@ st.download_button("Download this table (CSV)", finals.to_csv(index=False).encod
 
 st.subheader("The paper's claims, checked on these runs")
 st.caption("Each claim of the paper's CIFAR-10 experiment against our checkpoints' final numbers (the final "
-           "weights after the last iteration, not the best epoch's: the test set chose nothing). Runs shorter than the "
-           f"paper's {PAPER_ITERATIONS:,} iterations say so, and are not held to Table 6's own errors ('short run'). "
-           + zoo.noise_rule() + " 'yes': some differences are for the claim and none against it; 'partly': some each "
-           "way (at some depths, or steps in depth, and not at others).")
+           "weights after the last iteration, not the best epoch's: the test set chose nothing). Each net is one run, "
+           "so a difference within run-to-run noise counts neither for a claim nor against it.")
+with st.expander("How the verdicts are reached"):
+    st.caption(f"Runs shorter than the paper's {PAPER_ITERATIONS:,} iterations say so, and are not held to Table 6's "
+               "own errors ('short run'). " + zoo.noise_rule() + " 'yes': some differences are for the claim and none "
+               "against it; 'partly': some each way (at some depths, or steps in depth, and not at others).")
 checks = frame(zoo.paper_checks)
 wrapped_table(checks, verdicts="holds")
 st.download_button("Download this table (CSV)", checks.to_csv(index=False).encode(), "paper_claims.csv", "text/csv",

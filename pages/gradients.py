@@ -176,8 +176,9 @@ def live_section() -> None:
         st.info(f"Some layers of {', '.join(zero)} got no gradient at all (norm 0): a log axis cannot show them.")
     shown = data[finite & (data["grad_norm"] > 0)]
     show_panels(partial(init_panel, shown=shown), shown, "gradient_norms_init")
-    st.markdown(f"**Measured here**, at initialisation, smallest to largest layer norm: "
-                f"{zoo.norm_spans(shown, by='model')}.")
+    # a table, not a sentence: ten nets in one sentence made six lines of figures
+    st.markdown("**Measured here**, at initialisation: each net's smallest and largest layer gradient norm.")
+    st.dataframe(zoo.norm_span_frame(shown, by="model").rename(columns={"model": "net"}), hide_index=True)
     exceptions = ", ".join(f"{n} for {d} layers" for d, n in LIVE_IMAGES_PER_CLASS_BY_DEPTH.items())
     st.caption(f"Batch: the first {LIVE_IMAGES_PER_CLASS} shipped test images of each class ({exceptions}), seed 0, "
                "BN on batch statistics. Layer k is the k-th weight layer on the main path in every net (a 1x1 "

@@ -239,15 +239,23 @@ def figures(v: float) -> str:
     return f"{float(f'{v / 10 ** exponent:.3g}'):.3g} × 10^{exponent}"
 
 
+def norm_span_frame(profile: pd.DataFrame, by: str = "checkpoint") -> pd.DataFrame:
+    """How far each net's per-layer gradient norms spread: one row per `by` with its smallest and largest norm, the
+    layers they are at, and their ratio, from a frame with `by`, index and grad_norm (finite, positive values only),
+    in the frame's order of nets; the norms in figures() (three significant figures)."""
+    rows = []
+    for name, group in profile[np.isfinite(profile["grad_norm"]) & (profile["grad_norm"] > 0)].groupby(by, sort=False):
+        low, high = group.loc[group["grad_norm"].idxmin()], group.loc[group["grad_norm"].idxmax()]
+        rows.append({by: name, "smallest": figures(low["grad_norm"]), "at layer": int(low["index"]),
+                     "largest": figures(high["grad_norm"]), "at layer ": int(high["index"]),
+                     "largest / smallest": f"{figures(high['grad_norm'] / low['grad_norm'])}x"})
+    return pd.DataFrame(rows, columns=[by, "smallest", "at layer", "largest", "at layer ", "largest / smallest"])
+
+
 def norm_spans(profile: pd.DataFrame, by: str = "checkpoint") -> str:
-    """How far each net's per-layer gradient norms spread, in words: 'plain56: 0.014 (layer 1) to 0.24 (layer 22),
-    17x; ...', from a frame with `by`, index and grad_norm (finite, positive values only)."""
-    parts = []
-    for name, rows in profile[np.isfinite(profile["grad_norm"]) & (profile["grad_norm"] > 0)].groupby(by, sort=False):
-        low, high = rows.loc[rows["grad_norm"].idxmin()], rows.loc[rows["grad_norm"].idxmax()]
-        parts.append(f"{name}: {figures(low['grad_norm'])} (layer {low['index']}) to {figures(high['grad_norm'])} "
-                     f"(layer {high['index']}), {figures(high['grad_norm'] / low['grad_norm'])}x")
-    return "; ".join(parts)
+    """norm_span_frame in words: 'plain56: 0.014 (layer 1) to 0.24 (layer 22), 17x; ...'."""
+    return "; ".join(f"{r[by]}: {r['smallest']} (layer {r['at layer']}) to {r['largest']} (layer {r['at layer ']}), "
+                     f"{r['largest / smallest']}" for _, r in norm_span_frame(profile, by).iterrows())
 
 
 def with_ranks(records: list[dict], value: str) -> pd.DataFrame:

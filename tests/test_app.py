@@ -259,7 +259,7 @@ def test_curves_show_both_nets_and_the_references(monkeypatch, tiny_checkpoints)
     seed = at.table[2].value
     assert list(seed.columns) == ["claim", "report: ResNet-18", "report: Plain-18"]  # nothing of ours to show yet
     assert "python train.py --depth 18 34 --both --recipe seed --no-weights" in " ".join(i.value for i in at.info)
-    (folded,) = at.expander  # the report's claims alone: folded under the page's own results
+    (folded,) = [e for e in at.expander if "18- or 34-layer" in e.label]  # the report's claims alone: folded
     assert folded.label.startswith("No 18- or 34-layer checkpoints yet") and folded.table[0].value.equals(seed)
 
 
@@ -387,7 +387,7 @@ def test_curves_compare_the_seed_report_point_by_point(monkeypatch, tiny_checkpo
     finals = at.table[0].value.set_index("checkpoint")  # report 000 quotes the 18s: its column is there now
     assert finals.loc["resnet18", "ResNet-18 reproduction (report 000) % (ours − theirs)"].startswith("7.70 (")
     seed = at.table[2].value.set_index("claim")
-    assert not at.expander  # ours measured: the comparison stands open
+    assert not [e for e in at.expander if "18- or 34-layer" in e.label]  # ours measured: the comparison stands open
     metrics = json.loads((root / "resnet18" / "metrics.json").read_text())
     assert seed.loc["top-1 test accuracy (%)", "ours: ResNet-18"] == f"{100 - metrics['test_error']:.2f}"
     assert seed.loc["top-1 test accuracy (%)", "report: ResNet-18"] == "92.3"
@@ -410,9 +410,14 @@ def test_gradient_flow_from_history_and_live_at_init(monkeypatch, tiny_checkpoin
     legends = [panel["encoding"]["color"]["legend"] for panel in specs(at)[-2:]]
     assert [legend["columns"] for legend in legends] == [2, 2]  # four ran past a 390 px panel: "plain", "re"
     measured = [m.value for m in at.markdown if m.value.startswith("**Measured here**")]
-    assert len(measured) == 2 and "plain20: " in measured[0] and "resnet20: " in measured[1]
+    assert len(measured) == 2 and "plain20: " in measured[0] and "resnet20: " in measured[0]
     low = profile.loc[profile[profile["checkpoint"] == "plain20"]["grad_norm"].idxmin()]
     assert f"plain20: {figures(low['grad_norm'])} (layer {low['index']}) to " in measured[0]  # from the drawn data
+    spans = at.dataframe[-1].value.set_index("net")  # at initialisation: a row per net, from the drawn data
+    assert list(spans.index) == ["plain20", "resnet20"]
+    low = live.loc[live[live["model"] == "resnet20"]["grad_norm"].idxmin()]
+    assert (spans.loc["resnet20", "smallest"], spans.loc["resnet20", "at layer"]) == (figures(low["grad_norm"]),
+                                                                                      low["index"])
 
 
 def test_gradient_flow_says_when_an_epoch_overflowed(monkeypatch, tiny_checkpoints, tmp_path):
