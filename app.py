@@ -4,7 +4,8 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from pages.common import DEEP_LINK, NET_COLORS, ROUTED, TRAIN_DASHED, frame, header, show_chart, usable_checkpoints
+from pages.common import (DEEP_LINK, NET_COLORS, ROUTED, TRAIN_DASHED, frame, header, log_axis, show_chart,
+                          usable_checkpoints)
 from resnet_core import zoo
 from resnet_core.paper import PAPER_ITERATIONS, TABLE6_TEST_ERROR as TABLE6
 
@@ -23,9 +24,9 @@ def home() -> None:
         f"input x; with them the test error falls from {TABLE6['resnet20']} % at 20 layers to {TABLE6['resnet110']} % "
         f"at 110 (Table 6). At 1202 layers it rises again, to {TABLE6['resnet1202']} %, which the paper puts down to "
         "overfitting.")
-    infos = usable_checkpoints(short_runs=False)  # Home says it in a box of its own
+    infos = usable_checkpoints(short_runs=False)  # Home says it in a box of its own, under the chart
+    depth_chart()  # in the first screenful of a 1024 x 768 projector: the finding before the fine print
     short_run_notice(infos)
-    depth_chart()
     checks_summary()
     tour()
     zoo_table()
@@ -117,7 +118,7 @@ def depth_chart() -> None:
     x = alt.X("depth:O", title="depth (weight layers)", axis=alt.Axis(labelAngle=0))
     offset = alt.XOffset("source:N", scale=alt.Scale(domain=slots))
     y = alt.Y("error:Q", title="final error (%)" + (", log scale" if log else ""),
-              scale=alt.Scale(type="log") if log else alt.Undefined)
+              **(log_axis(data, "error") if log else {}))  # ticks 0.01, 0.1, 1, 10, 100, each labelled
     color = alt.Color("net:N", scale=NET_COLORS, title="network")
     tooltip = ["source", "model", "checkpoint", "measure", alt.Tooltip("error:Q", format=".2f", title="error (%)")]
     # Runs of several lengths (a 64k-iteration pair beside 15-epoch ones): the longer run's points larger, so that two
