@@ -81,7 +81,7 @@ st.subheader("Final errors next to the references")
 finals = frame(zoo.final_errors_frame)
 finals = finals[finals["checkpoint"].isin(shown_runs) & finals["depth"].isin(depths)]  # the runs drawn above
 finals = finals.reset_index(drop=True)  # its gappy index (1, 3, ...) once showed as the table's first column
-if all(c.startswith(m) for c, m in zip(finals["checkpoint"], finals["model"])):
+if all(c == m or c.startswith(f"{m}-") for c, m in zip(finals["checkpoint"], finals["model"])):
     finals = finals.drop(columns="model")  # a folder named after its model ("resnet56", "resnet56-15ep") says it twice
 table = zoo.final_errors_table(finals)
 st.caption("Our errors (%) at the end of training, the final weights as published; each reference column gives "

@@ -72,14 +72,15 @@ def heatmap_panel(rows: pd.DataFrame, shown: pd.DataFrame) -> alt.Chart:
     """One net's heatmap cells (`rows`), on the axes and colour scale of all the `shown` cells: both panels alike."""
     norm_scale = alt.Scale(type="log", scheme="viridis", domain=span(shown, "grad_norm"))
     # each cell outlined 1 px in its own colour: abutting cells otherwise leave antialiased seams, a grid on a projector
-    return alt.Chart(rows).mark_rect(strokeWidth=1).encode(
+    # (on a copy of the field: on the same field Vega-Lite merges the stroke into the colour legend, and drops both)
+    return alt.Chart(rows).transform_calculate(outline="datum.grad_norm").mark_rect(strokeWidth=1).encode(
         x=alt.X("e0:Q", title="epoch", axis=WHOLE, scale=alt.Scale(domain=span(shown, "e0", "e1"), nice=False)),
         x2="e1:Q",
         y=alt.Y("l0:Q", title="layer (1 = first conv; last = fc)", axis=WHOLE,
                 scale=alt.Scale(domain=span(shown, "l0", "l1"), reverse=True, nice=False)),
         y2="l1:Q",
         color=alt.Color("grad_norm:Q", title=["gradient norm", "(L2, log scale)"], scale=norm_scale),
-        stroke=alt.Stroke("grad_norm:Q", scale=norm_scale, legend=None),
+        stroke=alt.Stroke("outline:Q", scale=norm_scale, legend=None),
         tooltip=["checkpoint", "first_epoch", "last_epoch", "index", "layer",
                  alt.Tooltip("grad_norm:Q", format=".3g", title="gradient norm")],
     ).properties(height=300)

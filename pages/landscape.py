@@ -16,7 +16,8 @@ from resnet_core.landscape import FILE, read_landscape
 # The colour scale stops at a panel's highest loss where another panel's is over this many times larger.
 CAP_RATIO = 10
 # Filter-normalised directions: a step of 1 moves every filter by its own norm (Li et al., 2018), hence the unit.
-ALPHA, BETA = "alpha (along d1; 1 = one filter norm)", "beta (along d2; 1 = one filter norm)"
+# short enough for a panel half a 1024 px window wide; the caption says what 1 means (one filter norm)
+ALPHA, BETA = "alpha (along d1)", "beta (along d2)"
 # What makes two landscapes' losses the same measurement, point for point (the device and the time taken do not).
 COMPARED_SETTINGS = {"points": "training images", "precision": "precision", "grid": "grid", "span": "span",
                      "seed": "seed", "direction": "directions", "bn": "BN", "augmentation": "augmentation"}
@@ -145,12 +146,13 @@ def surface_panel(rows, shown, grid) -> alt.LayerChart:
                                                               if capped_by else [])
     loss_scale = alt.Scale(type="log", scheme="viridis", domain=domain or alt.Undefined, clamp=True)
     # each cell outlined 1 px in its own colour: abutting cells otherwise leave antialiased seams, a grid on a projector
-    cells = alt.Chart().mark_rect(strokeWidth=1).encode(
+    # (on a copy of the field: on the same field Vega-Lite merges the stroke into the colour legend, and breaks it)
+    cells = alt.Chart().transform_calculate(outline="datum.loss").mark_rect(strokeWidth=1).encode(
         x=alt.X("a0:Q", title=ALPHA, scale=alt.Scale(domain=span(grid, "a0", "a1"), nice=False)), x2="a1:Q",
         y=alt.Y("b0:Q", title=BETA, scale=alt.Scale(domain=span(grid, "b0", "b1"), nice=False)), y2="b1:Q",
         color=alt.Color("loss:Q", title=title, scale=loss_scale,
                         legend=alt.Legend(labelExpr=LOG_LABELS, values=log_ticks(domain)) if len(drawn) else None),
-        stroke=alt.Stroke("loss:Q", scale=loss_scale, legend=None),
+        stroke=alt.Stroke("outline:Q", scale=loss_scale, legend=None),
         tooltip=["checkpoint", alt.Tooltip("alpha:Q", format=".2f"), alt.Tooltip("beta:Q", format=".2f"),
                  alt.Tooltip("loss:Q", format=".4g"), alt.Tooltip("error:Q", format=".1f", title="error (%)")])
     trained = alt.Chart().mark_point(shape="cross", size=140, filled=True, color="white").encode(
@@ -192,7 +194,8 @@ def surface_section(surface, settings, chosen: list[str]) -> None:
                  + (", and the colour scale is the other panel's alone." if len(shown) else "."))
     st.caption(scale + cap + " The cross marks the trained "
                "weights (alpha = beta = 0); the weights at (alpha, beta) are trained + alpha d1 + beta d2, where d1 "
-               "and d2 are random directions rescaled filter by filter to the trained filters' norms. Pick the "
+               "and d2 are random directions rescaled filter by filter to the trained filters' norms (so 1 moves each "
+               "filter by its own norm). Pick the "
                "checkpoints in the sidebar." + (f" {overflowed} points overflowed and are left blank." if overflowed else ""))
 
 

@@ -79,8 +79,8 @@ def _open(image) -> Image.Image:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             return Image.open(io.BytesIO(data), formats=FORMATS)
     except UnidentifiedImageError:
-        raise ImageRejected("this file is not an image the app can read: upload a PNG, JPEG, WebP, BMP or "
-                            "GIF") from None
+        raise ImageRejected("this file is not an image the app can read: upload a PNG, JPEG, WebP, BMP, GIF, "
+                            "TIFF or PPM") from None
     except Image.DecompressionBombError:  # over twice Pillow's limit, refused before the size can be read
         raise _too_many_pixels(f"over {2 * Image.MAX_IMAGE_PIXELS // 1_000_000} megapixels") from None
 

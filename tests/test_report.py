@@ -225,6 +225,25 @@ def test_differences_within_run_to_run_noise_count_for_neither_side():
     assert checks.filter(like="ResNet-44:", axis=0).iloc[0]["holds"] == "no"  # 7.70 > 7.17 + 0.45
 
 
+def test_table6_ties_and_the_band_edge_are_judged_on_the_recorded_figures():
+    """Test errors are stored as the trainer computes them, with float noise (100 x (1 - 9,125/10,000) is
+    8.750000000000002): a tie with the paper's is a 'yes' said as 'the same as', and a gap of exactly the band
+    (0.45 points) is within it, above as below."""
+    def table6(model: str, wrong: int) -> tuple[str, str]:
+        error = 100.0 * (1 - (10_000 - wrong) / 10_000)  # as probes.evaluate records it
+        row = zoo.paper_checks([fake(model, error)]).set_index("claim").filter(like=f"ResNet-{model[6:]}:", axis=0)
+        return tuple(row.iloc[0][["holds", "evidence"]])
+
+    assert table6("resnet20", 875) == ("yes", "ours 8.75 %, the same as the paper's")
+    assert table6("resnet56", 742) == ("within noise", "ours 7.42 %, 0.45 points above the paper's (within "
+                                                       "run-to-run noise, 0.45 points)")  # 6.97 + 0.45
+    assert table6("resnet56", 743)[0] == "no"  # a hundredth beyond the band
+    assert table6("resnet32", 706) == ("yes", "ours 7.06 %, 0.45 points below the paper's (a match: within "
+                                              "run-to-run noise, 0.45 points)")  # 7.51 - 0.45
+    assert table6("resnet32", 705)[1] == "ours 7.05 %, 0.46 points below the paper's"
+    assert zoo.side(7.42 - 6.97) == 0 and zoo.side(6.97 - 7.43) == -1  # the edge, and just past it, in depth trends too
+
+
 def test_training_errors_are_judged_on_a_band_scaled_to_their_level():
     """The 0.45-point band is the paper's test-error spread at 6.61 %; an error rate's spread grows as its square
     root, so a training error's band is 0.45 x sqrt(error / 6.61): 0.28 % to 0.04 % (a sevenfold drop) counts, and
