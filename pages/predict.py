@@ -141,7 +141,7 @@ def show_prediction(key: str, upload: Upload | None, img32: Image.Image, models:
     long = alt.datum.probability >= LABEL_INSIDE
     labels = [base.mark_text(align="right", dx=-4, color="white", fontWeight="bold").encode(text="label:N")
               .transform_filter(long),
-              base.mark_text(align="left", dx=4, color="#31333F").encode(text="label:N").transform_filter(~long)]
+              base.mark_text(align="left", dx=4).encode(text="label:N").transform_filter(~long)]  # the theme's colour
     bars = alt.layer(base.mark_bar().encode(color=alt.Color("net:N", scale=NET_COLORS, title="network")), *labels,
                      data=data).properties(width=300, height=110).facet(
         row=alt.Row("model:N", title=None, sort=list(models), header=MODEL_HEADER))
