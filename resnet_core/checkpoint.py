@@ -106,17 +106,20 @@ MODEL_OPTIONS = {"--depth", "--plain", "--both", "--all", "--model"}  # train.py
 def regenerate_command(config: dict, folder: str | None = None) -> str:
     """The train.py command that trains this checkpoint again on a fresh machine: the recorded one (config.json's
     "command") without where it wrote, how long that sitting ran, --resume, --overwrite or --no-weights. A
-    checkpoint kept under another name than its model's (`folder`, say resnet56-15ep beside a longer resnet56)
-    gets `--out regenerated`: into checkpoints/ it would publish over the run that has its model's name. One
-    without weights under its model's name gets `--overwrite`: the trainer refuses to publish over a checkpoint
-    unless told, and this folder holds only the curves that the new run, weights included, replaces. The command
-    for a checkpoint without weights trains its model alone (`--model NAME`): --overwrite replaces nothing else, and
-    no time goes to the nets it was trained beside (alone or side by side, a net sees the same batches)."""
+    checkpoint with its weights gets `--out regenerated`: published into checkpoints/, the new run would replace
+    the one it is checked against (the trainer refuses to, unless told). So does one kept under another name than
+    its model's (`folder`, say resnet56-15ep beside a longer resnet56): into checkpoints/ it would publish over the
+    run that has its model's name. One without weights under its model's name gets `--overwrite`: this folder holds
+    only the curves that the new run, weights included, replaces. The command for a checkpoint without weights
+    trains its model alone (`--model NAME`): --overwrite replaces nothing else, and no time goes to the nets it was
+    trained beside (alone or side by side, a net sees the same batches)."""
     command = config.get("command") or "python train.py"
     model, renamed = config.get("model"), bool(folder and folder != config.get("model"))
-    leave_out, extra = SITTING_OPTIONS, ["--out", REGENERATED] if renamed else []
     if config.get("has_weights") is False and model:  # for its weights: this net alone
-        leave_out, extra = SITTING_OPTIONS | MODEL_OPTIONS, ["--model", model] + (extra if renamed else ["--overwrite"])
+        leave_out = SITTING_OPTIONS | MODEL_OPTIONS
+        extra = ["--model", model] + (["--out", REGENERATED] if renamed else ["--overwrite"])
+    else:  # as it ran, published beside this checkpoint to compare, not over it
+        leave_out, extra = SITTING_OPTIONS, ["--out", REGENERATED]
     try:
         return shlex.join(without_options(command, leave_out) + extra)
     except ValueError:  # quoting damaged by hand: show it as recorded
@@ -127,7 +130,7 @@ def model_card(config: dict, metrics: dict, precision: str, folder: str | None =
     """The folder's README.md: the numbers, how the weights are stored (`precision`, as stored_precision reads
     them; '' when not bundled), the recipe and a command that trains the net again (`folder`: the checkpoint's
     folder name, when it may differ from its model's)."""
-    recipe = config.get("recipe", {})
+    recipe, again = config.get("recipe", {}), regenerate_command(config, folder)
     lines = [
         "---", "library_name: pytorch", "tags: [resnet, cifar10, image-classification, resnet-explorer]", "---",
         f"# {config['model']} on CIFAR-10",
@@ -156,8 +159,10 @@ def model_card(config: dict, metrics: dict, precision: str, folder: str | None =
         "",
         f"Recipe: {recipe_words(recipe)}. Train it again with:",
         "",
-        f"    {regenerate_command(config, folder)}",
+        f"    {again}",
         "",
+        *([f"It publishes into `{REGENERATED}/{config.get('model')}`, not over this folder.", ""]
+          if again.endswith(f" --out {REGENERATED}") else []),
     ]
     if precision:
         lines += ["Load with `resnet_core.load_pretrained(\"<this folder>\")`.", ""]

@@ -140,6 +140,8 @@ def test_save_without_weights(tmp_path):
         "python train.py --recipe seed --device cuda --model resnet34 --out regenerated"
     assert ckpt.regenerate_command(dict(read_checkpoint(path).config, has_weights=True), "resnet34-15ep") == \
         again + " --out regenerated"  # with its weights: the command as it ran, published elsewhere
+    assert ckpt.regenerate_command(dict(read_checkpoint(path).config, has_weights=True), "resnet34") == \
+        again + " --out regenerated"  # under its own name too: beside it, to compare, not over it
     renamed = shutil.copytree(path, tmp_path / "resnet34-15ep")
     assert read_checkpoint(renamed).regenerate_note() == ("It publishes into `regenerated/resnet34`: move that folder "
                                                           "into this checkpoints folder as `resnet34-15ep`, in place "
@@ -150,7 +152,7 @@ def test_save_without_weights(tmp_path):
     card = (path / "README.md").read_text()
     assert "not bundled (too large); regenerate them with the command below." in card
     assert f"\n    {alone}\n" in card and "load_pretrained" not in card
-    assert ckpt.regenerate_command({}) == "python train.py"
+    assert ckpt.regenerate_command({}) == "python train.py --out regenerated"
     assert ckpt.regenerate_command(dict(command="python train.py --depth 'unclosed")) == "python train.py --depth 'unclosed"
 
 
@@ -406,7 +408,10 @@ def test_model_card_gives_the_recipe_and_the_command(tiny_checkpoints):
     assert f"SGD with momentum {recipe['momentum']} and weight decay {recipe['weight_decay']}; lr {recipe['lr']}" in card
     command = next(line.strip() for line in card.splitlines() if line.startswith("    python train.py"))
     assert "--model resnet20 plain20 --epochs 2 --limit-train 64 --limit-test 50 --batch-size 16 --device cpu" in command
-    assert "--out" not in command and "--state-dir" not in command and "--data-dir" not in command
+    assert "--state-dir" not in command and "--data-dir" not in command and str(tiny_checkpoints) not in command
+    # published beside this one, not over it: in checkpoints/, the trainer would refuse (the guard, untold)
+    assert command.endswith(" --out regenerated") and command.count("--out") == 1
+    assert "It publishes into `regenerated/resnet20`, not over this folder." in card
     assert "Load with `resnet_core.load_pretrained" in card
     assert "Weights: `model.safetensors` (fp16, BN statistics fp32)." in card  # what the file holds, read back
     # 8 iterations: the card says it is no paper-length run (on the Hub it would otherwise read as a reproduction)
