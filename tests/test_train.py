@@ -71,11 +71,13 @@ def test_a_compiled_step_computes_what_the_eager_step_does():
     statistics up to fp32 rounding. (Over many steps at lr 0.1 such rounding grows, as between any two kernels.)"""
     from resnet_core import trainer
     cpu = torch.device("cpu")
-    eager, compiled = (trainer.make_lane(trainer.RunConfig(model="resnet20", recipe=trainer.Recipe(batch_size=64),
+    # TINY_RUN's batch: test_compile_from_the_command_line_trains_and_says_so, later, finds these blocks compiled
+    # (inductor's first compile of each block shape takes seconds; the shapes are the cache's key, not the model)
+    eager, compiled = (trainer.make_lane(trainer.RunConfig(model="resnet20", recipe=trainer.Recipe(batch_size=16),
                                                            compile=c), cpu) for c in (False, True))
     assert eager.forward is eager.model and compiled.forward is not compiled.model
     torch.manual_seed(1)
-    x, y = torch.randn(64, 3, 32, 32).contiguous(memory_format=torch.channels_last), torch.randint(0, 10, (64,))
+    x, y = torch.randn(16, 3, 32, 32).contiguous(memory_format=torch.channels_last), torch.randint(0, 10, (16,))
     for lane in (eager, compiled):
         trainer.train_step(lane, x, y)
     assert float(compiled.stats["loss_sum"]) == pytest.approx(float(eager.stats["loss_sum"]), rel=1e-5)
