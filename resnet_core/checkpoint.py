@@ -163,6 +163,8 @@ def model_card(config: dict, metrics: dict, precision: str, folder: str | None =
         "",
         *([f"It publishes into `{REGENERATED}/{config.get('model')}`, not over this folder.", ""]
           if again.endswith(f" --out {REGENERATED}") else []),
+        *(["`--cpu-bf16` is faster only on a CPU with AVX-512 BF16 or AMX; on others, leave it out (fp32).", ""]
+          if "--cpu-bf16" in again.split() else []),
     ]
     if precision:
         lines += ["Load with `resnet_core.load_pretrained(\"<this folder>\")`.", ""]

@@ -420,6 +420,9 @@ def test_model_card_gives_the_recipe_and_the_command(tiny_checkpoints):
     assert "| iterations | 64,000 (batch 16) |" in full
     unknown = ckpt.model_card(dict(CONFIG, recipe=dict(recipe, iterations=None)), {}, "fp16")  # read_checkpoint allows it
     assert "| iterations | unknown (batch 16) |" in unknown
+    bf16 = ckpt.model_card(dict(CONFIG, command="python train.py --depth 20 --cpu-bf16 --out x"), {}, "fp16")
+    assert "    python train.py --depth 20 --cpu-bf16 --out regenerated\n" in bf16
+    assert "`--cpu-bf16` is faster only on a CPU with AVX-512 BF16 or AMX" in bf16 and "AMX" not in card
     milestones = " and ".join(f"{m:,}" for m in recipe["milestones"])
     assert f"multiplied by 0.1 at iterations {milestones}." in card
 
