@@ -17,13 +17,14 @@ def home() -> None:
     header("ResNet Explorer", "In the paper, deeper plain nets train *worse* and deeper residual nets train better. "
            "Our runs are the filled points; reference numbers (the paper's, and reproductions') are hollow.")
     st.markdown(
-        "Adding layers to a plain convolutional network should never hurt, since the extra layers could learn the "
-        "identity, yet beyond about 20 layers plain nets reach a *higher training error*. "
+        "Adding layers to a plain convolutional network should never raise its *training* error, since the extra "
+        "layers could learn the identity, yet the paper's 32-, 44- and 56-layer plain nets reach a *higher training "
+        "error* than its 20-layer one (Fig. 6, left). "
         "This **degradation problem** is a failure of optimisation, not overfitting. "
         "Residual networks (He et al., 2016) let each block learn a correction F(x) that a shortcut adds to its "
         f"input x; with them the test error falls from {TABLE6['resnet20']} % at 20 layers to {TABLE6['resnet110']} % "
-        f"at 110 (Table 6). At 1202 layers it rises again, to {TABLE6['resnet1202']} %, which the paper puts down to "
-        "overfitting.")
+        f"at 110 (Table 6; at 110 its best of 5 runs). At 1202 layers it rises again, to {TABLE6['resnet1202']} %, "
+        "which the paper puts down to overfitting.")
     infos = usable_checkpoints(short_runs=False)  # Home says it in a box of its own, under the chart
     depth_chart()  # in the first screenful of a 1024 x 768 projector: the finding before the fine print
     short_run_notice(infos)
@@ -65,7 +66,7 @@ TOUR = {
     "landscape": "The training loss around the trained weights, plain beside residual.",
     "predict": "Upload a photo: both nets' top-5, and where each one looks.",
     "classes": "Which classes the shortcuts help, and each net's most confident mistakes.",
-    "architecture": "Every layer with its parameters and FLOPs, next to the paper's Table 1.",
+    "architecture": "Every layer with its parameters and FLOPs, next to the paper's counts.",
 }
 
 
@@ -155,10 +156,10 @@ def depth_chart() -> None:
 def zoo_table() -> None:
     st.subheader("Model zoo")
     st.caption("One row per checkpoint in the checkpoints folder. Two training errors: *last epoch* is the running "
-               "error on the augmented batches of the last epoch (the dashed curves of Fig. 6), *final* is the "
-               "trained net's error on the whole training set without augmentation (None for checkpoints that did "
-               "not record it). FLOPs are multiply-adds per 32x32 image; *Table 6* is the paper's test error (residual "
-               "nets only: the paper gives the plain nets as curves).")
+               "error on the augmented batches of the last epoch (comparable to the dashed curves of Fig. 6), "
+               "*final* is the trained net's error on the whole training set without augmentation (None for "
+               "checkpoints that did not record it). FLOPs are multiply-adds per 32x32 image; *Table 6* is the "
+               "paper's test error (residual nets only: the paper gives the plain nets as curves).")
     table = frame(zoo.zoo_frame)
     # Table 6 has no plain nets: a blank there, not the grey "None" a number column shows for a missing value
     table = table.assign(paper_test_error=[f"{v:.2f}" if pd.notna(v) else "" for v in table["paper_test_error"]])

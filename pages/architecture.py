@@ -10,8 +10,8 @@ from resnet_core.models import build_model, list_models, model_info
 FAMILIES = {"cifar": "CIFAR 6n+2", "cifar-wide": "CIFAR ResNet-18/34", "imagenet": "ImageNet, 224x224"}
 # The shortcut's label, in short lines: one long line widened the residual diagram, which Streamlit then shrank to
 # fit its column until its text was 7 px high beside the plain one's 11.
-SHORTCUTS = {"A": ["identity x", "(zero-padded where", "the shape changes)"],
-             "B": ["identity x", "(1x1 projection where", "the shape changes)"]}
+SHORTCUTS = {"A": ["identity x", "(where the shape changes:", "stride 2, zero-padded)"],
+             "B": ["identity x", "(where the shape changes:", "1x1 projection, stride 2)"]}
 
 
 def architecture_ui() -> str:

@@ -51,8 +51,8 @@ def curves_panel(rows: pd.DataFrame, shown: pd.DataFrame, metric: str, log: bool
 
 
 header("Degradation curves", "In the paper (Fig. 6), deeper plain nets end *above* the shallow ones, in training error "
-       "(dashed) as well as test error (solid), while deeper residual nets end lower. The checks below the charts "
-       "say which of that our runs show.")
+       "(dashed) as well as test error (solid), while deeper residual nets end lower, from 20 to 110 layers. The "
+       "checks below the charts say which of that our runs show.")
 infos = usable_checkpoints(short_runs=False)
 history = frame(zoo.history_frame)
 runs = length_ui(infos, "Runs of one length at a time, on one iteration axis.")
@@ -75,7 +75,8 @@ else:
     show_panels(partial(curves_panel, shown=data, metric=metric, log=log), data, f"curves_{metric.replace(' ', '_')}")
 st.caption("Both panels share the same axes. Pick depths, the metric and a log scale in the sidebar; every line is "
            "one checkpoint, sampled once per epoch. The dashed training curve is the running error on each epoch's "
-           "augmented batches (cropped and flipped, while the weights were still moving), as in the paper's Fig. 6.")
+           "augmented batches (cropped and flipped, while the weights were still moving), our measure for the paper's "
+           "dashed training curves, which it does not say how it measured.")
 
 st.subheader("Final errors next to the references")
 finals = frame(zoo.final_errors_frame)

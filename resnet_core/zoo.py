@@ -678,10 +678,10 @@ def paper_checks(infos: list[CheckpointInfo]) -> pd.DataFrame:
             ours = info.metrics["test_error"]  # at or below it holds; above it by the noise or less is a tie
             rows.append(_check(claim, "yes" if exact(ours - ref) <= 0 else tally([side(ref - ours)]),
                                table6_evidence(ours, ref)))
-    rows.append(_depth_trend("Residual nets: test error falls with depth", infos, "resnet",
+    rows.append(_depth_trend("Residual nets, 20 to 110 layers: test error falls with depth", infos, "resnet",
                              lambda i: i.metrics["test_error"], falls=True))
-    rows.append(_depth_trend("Residual nets: final training error falls with depth (Fig. 6, middle)", infos, "resnet",
-                             final_train_error, falls=True, training=True))
+    rows.append(_depth_trend("Residual nets, 20 to 110 layers: final training error falls with depth (Fig. 6, middle)",
+                             infos, "resnet", final_train_error, falls=True, training=True))
     rows.append(_depth_trend("Plain nets: final training error rises with depth (Fig. 6, left)", infos, "plain",
                              final_train_error, falls=False, training=True))
     def control(shallow, deep, error, plain) -> str:

@@ -15,6 +15,10 @@ from resnet_core import report, zoo
 from resnet_core.checkpoint import CheckpointInfo, list_checkpoints, read_checkpoint
 from resnet_core.data import CLASSES
 
+# the claims' labels as the app shows them
+RESIDUAL_TEST_TREND = "Residual nets, 20 to 110 layers: test error falls with depth"
+RESIDUAL_TRAIN_TREND = "Residual nets, 20 to 110 layers: final training error falls with depth (Fig. 6, middle)"
+
 
 def fake(model: str, test_error: float, train_error: float | None = None, iterations: int = 64_000,
          per_class: list[float] | None = None, grad_norm: float = 0.5, epochs_to_90: int | None = None) -> CheckpointInfo:
@@ -43,7 +47,7 @@ def test_paper_checks_pass_on_a_faithful_reproduction():
     checks = zoo.paper_checks(infos)
     assert holds(checks, "ResNet-20:") == holds(checks, "ResNet-56:") == holds(checks, "ResNet-110:") == "yes"
     assert holds(checks, "ResNet-32:") == "not measured"
-    assert holds(checks, "Residual nets: test error falls") == "yes"
+    assert holds(checks, RESIDUAL_TEST_TREND) == "yes"
     assert holds(checks, "Plain nets: final training error rises") == "yes"  # 1.0 < 5.0 < 68.0
     assert (checks[checks["claim"].str.startswith("Degradation")]["holds"] == "yes").all()
     assert holds(checks, "Shortcuts help") == "yes"
@@ -58,7 +62,7 @@ def test_degradation_evidence_has_the_residual_control_and_residual_training_err
     infos = [fake("resnet20", 14.6, 11.6, **short), fake("resnet56", 17.8, 15.3, **short), fake("resnet110", 13.9, 10.5, **short),
              fake("plain20", 16.3, 13.4, **short), fake("plain56", 52.8, 52.6, **short), fake("plain110", 89.4, 89.3, **short)]
     checks = zoo.paper_checks(infos).set_index("claim")
-    trend = checks.loc["Residual nets: final training error falls with depth (Fig. 6, middle)"]
+    trend = checks.loc[RESIDUAL_TRAIN_TREND]
     assert trend["holds"] == "partly" and trend["evidence"].startswith("at 1 of 2 steps (1 against): 20 layers: 11.60 %")
     row = checks.loc["Degradation: plain-56 has a higher final training error than plain-20"]
     assert row["holds"] == "yes" and row["evidence"] == (
@@ -144,7 +148,7 @@ def test_paper_checks_say_no_where_the_numbers_disagree_and_label_short_runs():
     assert checks[checks["claim"].str.startswith("ResNet-20:")].iloc[0]["evidence"] == \
         "ours 9.00 % after 5,850 of the paper's 64,000 iterations: not comparable until trained for all of them"
     assert holds(checks, "ResNet-56:") == "no"  # a full-length run is held to it: 9.5 % > 6.97 %
-    trend = checks.set_index("claim").loc["Residual nets: test error falls with depth"]
+    trend = checks.set_index("claim").loc[RESIDUAL_TEST_TREND]
     assert trend["holds"] == "not comparable"  # 20 layers for 5,850 iterations, 56 for 64,000
     assert trend["evidence"] == ("no two residual depths trained equally long (resnet20 5,850, resnet56 64,000 "
                                  "iterations)")
@@ -153,7 +157,7 @@ def test_paper_checks_say_no_where_the_numbers_disagree_and_label_short_runs():
     assert holds(checks, "Degradation: plain-110") == "not measured"
     assert holds(checks, "Plain nets: final training error rises") == "no"  # plain56 2.0 < plain20 3.0
     infos += [fake("resnet32", 8.0), fake("resnet44", 10.5)]  # 8.0, 10.5, 9.5 at 64k: falls at 1 of 2 steps
-    trend = zoo.paper_checks(infos).set_index("claim").loc["Residual nets: test error falls with depth"]
+    trend = zoo.paper_checks(infos).set_index("claim").loc[RESIDUAL_TEST_TREND]
     assert trend["holds"] == "partly"
     assert trend["evidence"] == ("at 1 of 2 steps (1 against): 32 layers: 8.00 %, 44 layers: 10.50 %, 56 layers: 9.50 % (left out, "
                                  "no other residual depth trained as long: resnet20 5,850 iterations)")
@@ -171,24 +175,24 @@ def test_differences_within_run_to_run_noise_count_for_neither_side():
     assert zoo.RUN_TO_RUN_NOISE == 0.45
     paper = [fake(f"resnet{d}", e) for d, e in ((20, 8.75), (32, 7.51), (44, 7.17), (56, 6.97), (110, 6.43))]
     checks = zoo.paper_checks(paper).set_index("claim")
-    trend = checks.loc["Residual nets: test error falls with depth"]
+    trend = checks.loc[RESIDUAL_TEST_TREND]
     assert trend["holds"] == "yes" and trend["evidence"] == (
         "at 2 of 4 steps (2 within noise): 20 layers: 8.75 %, 32 layers: 7.51 %, 44 layers: 7.17 %, 56 layers: "
         "6.97 %, 110 layers: 6.43 % (within run-to-run noise, 0.45 points: 32 to 44 layers, -0.34; 44 to 56 layers, -0.20)")
     assert (checks.filter(like="ResNet-", axis=0)["holds"] == "yes").all()  # each at its own Table 6 figure
 
     bundled = [fake(f"resnet{d}", e) for d, e in ((20, 14.60), (32, 13.43), (44, 18.03), (56, 17.80), (110, 13.90))]
-    trend = zoo.paper_checks(bundled).set_index("claim").loc["Residual nets: test error falls with depth"]
+    trend = zoo.paper_checks(bundled).set_index("claim").loc[RESIDUAL_TEST_TREND]
     assert trend["holds"] == "partly" and trend["evidence"].startswith("at 2 of 4 steps (1 within noise, 1 against): ")
     assert trend["evidence"].endswith("(within run-to-run noise, 0.45 points: 44 to 56 layers, -0.23)")
 
     rising = [fake("resnet20", 8.0), fake("resnet56", 8.3)]  # the wrong way, but by less than the noise
-    trend = zoo.paper_checks(rising).set_index("claim").loc["Residual nets: test error falls with depth"]
+    trend = zoo.paper_checks(rising).set_index("claim").loc[RESIDUAL_TEST_TREND]
     assert trend["holds"] == "within noise"
     assert trend["evidence"] == ("20 layers: 8.00 %, 56 layers: 8.30 % "
                                  "(within run-to-run noise, 0.45 points: 20 to 56 layers, +0.30)")
     rising[1] = fake("resnet56", 8.5)  # 0.5 points the wrong way: against
-    assert holds(zoo.paper_checks(rising), "Residual nets: test error falls") == "no"
+    assert holds(zoo.paper_checks(rising), RESIDUAL_TEST_TREND) == "no"
 
     close = [fake("plain20", 9.0, 3.0), fake("plain56", 9.4, 3.5), fake("resnet20", 8.7), fake("resnet56", 6.0)]
     checks = zoo.paper_checks(close).set_index("claim")
@@ -205,13 +209,13 @@ def test_differences_within_run_to_run_noise_count_for_neither_side():
 
     mixed = [fake("resnet20", 8.5), fake("resnet32", 7.4), fake("resnet44", 7.2),
              fake("resnet56", 17.8, iterations=5_850), fake("resnet110", 17.6, iterations=5_850)]
-    trend = zoo.paper_checks(mixed).set_index("claim").loc["Residual nets: test error falls with depth"]
+    trend = zoo.paper_checks(mixed).set_index("claim").loc[RESIDUAL_TEST_TREND]
     assert trend["holds"] == "yes" and trend["evidence"].startswith("at 1 of 2 steps (1 within noise): 20 layers")
     assert trend["evidence"].endswith(". Not counted in the verdict, the runs of 5,850 iterations: 56 layers: 17.80 %, "
                                       "110 layers: 17.60 % (within run-to-run noise, 0.45 points: 56 to 110 layers, "
                                       "-0.20): within noise")
     mixed[3] = fake("resnet56", 16.0, iterations=5_850)  # the short pair: 110 layers worse by 1.6 points, against
-    trend = zoo.paper_checks(mixed).set_index("claim").loc["Residual nets: test error falls with depth"]
+    trend = zoo.paper_checks(mixed).set_index("claim").loc[RESIDUAL_TEST_TREND]
     assert trend["evidence"].endswith(". Not counted in the verdict, the runs of 5,850 iterations: 56 layers: 16.00 %, "
                                       "110 layers: 17.60 %: does not hold")
 
@@ -250,13 +254,13 @@ def test_training_errors_are_judged_on_a_band_scaled_to_their_level():
     its band is said. Test errors keep the flat 0.45."""
     falls = [fake("resnet20", 8.4, 0.28), fake("resnet56", 8.2, 0.036)]
     checks = zoo.paper_checks(falls).set_index("claim")
-    row = checks.loc["Residual nets: final training error falls with depth (Fig. 6, middle)"]
+    row = checks.loc[RESIDUAL_TRAIN_TREND]
     assert (row["holds"], row["evidence"]) == ("yes", "20 layers: 0.28 %, 56 layers: 0.04 %")
     assert zoo.training_noise(6.61) == pytest.approx(0.45) and zoo.training_noise(0.28, 0.036) == pytest.approx(0.0926, abs=1e-4)
-    assert checks.loc["Residual nets: test error falls with depth", "holds"] == "within noise"  # 0.2 of a flat 0.45
+    assert checks.loc[RESIDUAL_TEST_TREND, "holds"] == "within noise"  # 0.2 of a flat 0.45
 
     close = [fake("resnet20", 8.4, 0.30), fake("resnet56", 8.2, 0.25)]  # 0.05 points, inside 0.10
-    row = zoo.paper_checks(close).set_index("claim").loc["Residual nets: final training error falls with depth (Fig. 6, middle)"]
+    row = zoo.paper_checks(close).set_index("claim").loc[RESIDUAL_TRAIN_TREND]
     assert row["holds"] == "within noise"
     assert row["evidence"] == ("20 layers: 0.30 %, 56 layers: 0.25 % "
                                "(within run-to-run noise at this error level: 20 to 56 layers, -0.05 of 0.10 points)")
@@ -281,7 +285,7 @@ def test_paper_checks_compare_like_with_like_when_schedules_are_mixed():
             [fake("resnet56", 17.8, iterations=5_850), fake("plain56", 52.8, 52.6, iterations=5_850),
              fake("resnet110", 13.9, iterations=5_850), fake("plain110", 89.4, 89.3, iterations=5_850)]
     checks = zoo.paper_checks(infos).set_index("claim")
-    trend = checks.loc["Residual nets: test error falls with depth"]
+    trend = checks.loc[RESIDUAL_TEST_TREND]
     assert trend["holds"] == "yes" and trend["evidence"] == (  # judged on the long runs; the short ones said apart
         "20 layers: 8.50 %, 32 layers: 7.40 %, 44 layers: 6.80 %. Not counted in the verdict, the runs of 5,850 "
         "iterations: 56 layers: 17.80 %, 110 layers: 13.90 %: holds")
@@ -298,12 +302,12 @@ def test_paper_checks_compare_like_with_like_when_schedules_are_mixed():
     # the reverse: the deep pairs long, the shallow ones short; and one long run among short ones
     flipped = [fake(i.name, i.metrics["test_error"], i.metrics["train_error_clean"],
                     iterations=5_850 if iterations(i) == 64_000 else 64_000) for i in infos]
-    trend = zoo.paper_checks(flipped).set_index("claim").loc["Residual nets: test error falls with depth"]
+    trend = zoo.paper_checks(flipped).set_index("claim").loc[RESIDUAL_TEST_TREND]
     assert trend["evidence"].startswith("56 layers: 17.80 %, 110 layers: 13.90 %. Not counted in the verdict, the runs "
                                         "of 5,850 iterations: 20 layers: 8.50 %, 32 layers: 7.40 %, 44 layers: 6.80 %: "
                                         "holds")
     one_long = [fake("resnet20", 8.5), fake("resnet32", 13.4, iterations=5_850), fake("resnet44", 18.0, iterations=5_850)]
-    trend = zoo.paper_checks(one_long).set_index("claim").loc["Residual nets: test error falls with depth"]
+    trend = zoo.paper_checks(one_long).set_index("claim").loc[RESIDUAL_TEST_TREND]
     assert trend["holds"] == "no" and trend["evidence"].endswith(
         "(left out, no other residual depth trained as long: resnet20 64,000 iterations)")
 
