@@ -616,8 +616,7 @@ def test_predict_gallery_shows_top5_of_both_nets(monkeypatch, tiny_checkpoints):
     assert specs(at)[0]["facet"]["row"]["sort"] == ["plain20", "resnet20"]
     # each bar's value written beside or on it, the bars in rank order (by x, the layers' split data sorted them A-Z)
     for label, p in zip(top5["label"], top5["probability"]):  # each label reads back as its bar's probability
-        assert label.endswith("\u00a0%") and (label in (">99.9\u00a0%", "<0.1\u00a0%") and (p >= 99.95 or p < 0.05)
-                                               or abs(float(label[:-2]) - p) <= 0.05), (label, p)
+        assert label == (">99.9" if p >= 99.95 else "<0.1" if p < 0.05 else f"{p:.1f}") + "\u00a0%", (label, p)
     bar, *labels = specs(at)[0]["spec"]["layer"]
     assert [layer["mark"]["type"] for layer in labels] == ["text", "text"]
     assert bar["encoding"]["y"]["sort"] == {"field": "rank", "op": "min", "order": "ascending"}

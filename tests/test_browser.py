@@ -222,7 +222,7 @@ def app_url(tiny_landscapes, tmp_path_factory):
 
 @pytest.mark.skipif(not CHROMIUM.is_file(), reason="needs Debian's chromium at /usr/bin/chromium "
                     "(apt-get install -y chromium chromium-driver)")
-def test_every_page_renders_in_chromium(app_url):
+def test_a_deep_link_gets_the_navigation_and_its_page(app_url):
     browser = Browser()
     try:
         # A deep link as the server's very first request must still get app.py's navigation, not pages/ listed,

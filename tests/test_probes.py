@@ -67,7 +67,13 @@ def test_response_std_in_batches_equals_the_std_of_the_whole_batch_at_once():
     with torch.no_grad():
         _, responses = model.forward_intermediates(x)
     whole = [float(r.float().std()) for r in responses.values()]
-    batched = [r["std"] for r in response_std(model, x, batch_size=10)]
+    sizes = []  # what the net was given at a time
+    hook = model.register_forward_pre_hook(lambda _m, args: sizes.append(len(args[0])))
+    try:
+        batched = [r["std"] for r in response_std(model, x, batch_size=10)]
+    finally:
+        hook.remove()
+    assert sizes == [10, 10, 5]
     assert batched == pytest.approx(whole, rel=1e-6)
 
 

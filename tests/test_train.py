@@ -53,7 +53,6 @@ def test_published_checkpoint_is_complete_and_loads(tiny_checkpoints, shared_cif
         assert abs(records[-1]["test_error"] - m["test_error"]) <= 2.0  # at most 1 of 50 images flips
         assert m["final_evaluation"] == "its final weights as stored in model.safetensors, fp32 arithmetic, on " \
                                         f"{device_name(torch.device('cpu'))} when it was published"
-        assert device_name(torch.device("cpu")).startswith(f"cpu ({os.cpu_count()} cores")  # and the model, if known
         # The most confident mistakes, recorded with the final weights: as many as the test error counts (up to
         # 24), most confident first, each a real mistake on that image.
         wrong, found = round(m["test_error"] * 50 / 100), m["confident_mistakes"]
@@ -386,6 +385,21 @@ def test_the_printed_command_regenerates_a_weightless_checkpoint(tmp_path, share
     assert {f.name: f.read_bytes() for f in (out / "plain20").iterdir()} == beside
 
 
+def torchrun(argv: list[str], timeout: float) -> subprocess.CompletedProcess:
+    """Run a torch.distributed.run command line with one thread a rank, in a process group of its own: past
+    `timeout` the whole group is killed, ranks included (a hung rank would spin in gloo for the rest of the suite),
+    and the test fails."""
+    proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=dict(os.environ, OMP_NUM_THREADS="1"), start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        pytest.fail(f"torchrun ran past {timeout} s; killed with its ranks: {err[-4000:]}")
+    return subprocess.CompletedProcess(argv, proc.returncode, out, err)
+
+
 def test_torchrun_ranks_all_refuse_a_published_checkpoint(tmp_path, shared_cifar):
     """Under torchrun every rank reads the same folder and refuses alike, before any collective: the run exits
     with the message and no rank is left waiting."""
@@ -395,8 +409,7 @@ def test_torchrun_ranks_all_refuse_a_published_checkpoint(tmp_path, shared_cifar
     argv = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "train.py",
             "--model", "resnet20", "--epochs", "1", "--limit-train", "256", "--limit-test", "100", "--batch-size", "64",
             "--data-dir", str(shared_cifar), "--out", str(out), "--state-dir", str(tmp_path / "runs")]
-    done = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=180,
-                          env=dict(os.environ, OMP_NUM_THREADS="1"))
+    done = torchrun(argv, timeout=180)
     assert done.returncode != 0
     assert f"error: {out / 'resnet20'} holds a published checkpoint of resnet20 (64,000 iterations)" in done.stderr
     assert "--overwrite to replace it" in done.stderr and "training resnet20" not in done.stderr
@@ -414,13 +427,35 @@ def test_torchrun_stops_at_once_when_rank_0_alone_cannot_start(tmp_path, shared_
                 "--model", "resnet20", "--epochs", "1", "--limit-train", "256", "--limit-test", "100",
                 "--batch-size", "64", "--data-dir", str(shared_cifar), "--out", str(tmp_path / "out"),
                 "--state-dir", str(tmp_path / "runs")]
-        done = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=120,
-                              env=dict(os.environ, OMP_NUM_THREADS="1"))
+        done = torchrun(argv, timeout=120)
     finally:
         os.close(fd)
     assert done.returncode != 0 and "training resnet20 on" not in done.stderr
     assert f"error: another run is training resnet20 with its state in {tmp_path / 'runs' / 'resnet20'}" in done.stderr
     assert not (tmp_path / "out" / "resnet20").exists()
+
+
+def test_a_cpu_is_named_by_its_cores_model_and_widest_instructions(monkeypatch, tmp_path):
+    """config.json's device for a CPU run: two 2-core hosts here differ 2-3x per iteration, so the name says the
+    model (from /proc/cpuinfo) and the vector instructions torch uses; "DEFAULT" (none wider) and a missing
+    /proc/cpuinfo (not Linux) leave their part out."""
+    from resnet_core import trainer
+
+    real = trainer.device_name(torch.device("cpu"))  # this machine's, as runs here record it (and cache it: first)
+    assert real == f"cpu ({', '.join(trainer.cpu_description())})" and real.startswith(f"cpu ({os.cpu_count()} cores")
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC 7B13\nflags\t\t: avx2\n")
+    real_open = open
+    monkeypatch.setattr(trainer, "open", lambda path, *a, **k: real_open(cpuinfo if path == "/proc/cpuinfo" else path,
+                                                                          *a, **k), raising=False)
+    monkeypatch.setattr(trainer.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
+    describe = trainer.cpu_description.__wrapped__  # past the cache of this process's real answer
+    assert describe() == ("2 cores", "AMD EPYC 7B13", "AVX2")
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "DEFAULT")
+    assert describe() == ("2 cores", "AMD EPYC 7B13")
+    cpuinfo.unlink()
+    assert describe() == ("2 cores",)
 
 
 def test_a_long_run_on_the_cpu_says_what_it_costs(tmp_path, shared_cifar, capsys):
@@ -616,8 +651,7 @@ def test_torchrun_two_gloo_processes(tmp_path, shared_cifar):
     argv = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "train.py",
             "--model", "resnet20", "--epochs", "1", "--limit-train", "256", "--limit-test", "100", "--batch-size", "64",
             "--data-dir", str(shared_cifar), "--out", str(tmp_path / "out"), "--state-dir", str(tmp_path / "runs")]
-    done = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=240,
-                          env=dict(os.environ, OMP_NUM_THREADS="1"))
+    done = torchrun(argv, timeout=240)
     assert done.returncode == 0, done.stderr[-8000:]
     info = read_checkpoint(tmp_path / "out" / "resnet20")
     record = info.history["records"][-1]
@@ -688,8 +722,7 @@ def test_torchrun_time_budget_stops_every_rank_together(tmp_path, shared_cifar):
             "--model", "resnet20", "--epochs", "300", "--limit-train", "256", "--limit-test", "100", "--batch-size", "64",
             "--data-dir", str(shared_cifar), "--out", str(tmp_path / "out"), "--state-dir", str(tmp_path / "runs"),
             "--time-budget", "0.1"]  # 6 s, set-up included: on a loaded machine 3 s were once spent before epoch 1
-    done = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=240,
-                          env=dict(os.environ, OMP_NUM_THREADS="1"))
+    done = torchrun(argv, timeout=240)
     assert done.returncode == 0, done.stderr[-8000:]
     meta = json.loads((tmp_path / "runs/resnet20/state.json").read_text())
     assert 0 < meta["iteration"] < 1200 and meta["iteration"] % 4 == 0  # stopped at an epoch end (4 steps/epoch)
