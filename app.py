@@ -23,7 +23,7 @@ def home() -> None:
         "This **degradation problem** is a failure of optimisation, not overfitting. "
         "Residual networks (He et al., 2016) let each block learn a correction F(x) that a shortcut adds to its "
         f"input x; with them the test error falls from {TABLE6['resnet20']} % at 20 layers to {TABLE6['resnet110']} % "
-        f"at 110 (Table 6; at 110 its best of 5 runs). At 1202 layers it rises again, to {TABLE6['resnet1202']} %, "
+        f"at 110 (Table 6; that one the best of five runs). At 1202 layers it rises again, to {TABLE6['resnet1202']} %, "
         "which the paper puts down to overfitting.")
     infos = usable_checkpoints(short_runs=False)  # Home says it in a box of its own, under the chart
     depth_chart()  # in the first screenful of a 1024 x 768 projector: the finding before the fine print
