@@ -22,12 +22,13 @@ from resnet_core.checkpoint import REPO_ROOT, push_to_hub
 from resnet_core.data import DatasetError, download_cifar10
 from resnet_core.models import PLAIN_VS_RESIDUAL_DEPTHS, list_models, model_info
 from resnet_core.trainer import (ConfigError, RunConfig, TrainingDiverged, arch_options, error_line, paper_recipe,
-                                  published_folder, seed_recipe, train)
+                                  pick_device, published_folder, seed_recipe, train)
 
 
-def number(kind, low, strictly: bool = False):
-    """An argparse type: a finite `kind` at least `low` (above it if `strictly`), else argparse's one-line error
-    naming the option. A 0 or a negative count is a mistake, never "the default" or "no limit"."""
+def number(kind, low, strictly: bool = False, below: float | None = None):
+    """An argparse type: a finite `kind` at least `low` (above it if `strictly`; under `below` if given), else
+    argparse's one-line error naming the option. A 0 or a negative count is a mistake, never "the default" or "no
+    limit"."""
     def parse(text: str):
         try:
             value = kind(text)
@@ -38,11 +39,27 @@ def number(kind, low, strictly: bool = False):
             raise argparse.ArgumentTypeError(f"{text} is not a finite number")
         if value < low or (strictly and value == low):
             raise argparse.ArgumentTypeError(f"{text} is not {'above' if strictly else 'at least'} {low}")
+        if below is not None and value >= below:
+            raise argparse.ArgumentTypeError(f"{text} is not below {below}")
         return value
     return parse
 
 
 COUNT, NONNEGATIVE, POSITIVE, RATE = number(int, 1), number(int, 0), number(float, 0, strictly=True), number(float, 0)
+FRACTION = number(float, 0, below=1)  # momentum: at 1 or above, SGD's velocity never decays
+# Options that contradict each other: train.py used to pick one silently (--model over --depth, --iterations over
+# --epochs, --restart over --resume, which threw the saved state away) and start hours of training.
+CONFLICTS = {
+    ("--model", "--depth"): "--model names the nets itself",
+    ("--model", "--plain"): "--model names the nets itself",
+    ("--model", "--both"): "--model names the nets itself",
+    ("--model", "--all"): "--model names the nets itself",
+    ("--all", "--depth"): "--all is the ten 6n+2 nets of depths 20 to 110",
+    ("--all", "--plain"): "--all trains the plain and the residual nets",
+    ("--plain", "--both"): "--both trains the plain net too",
+    ("--epochs", "--iterations"): "each sets the run's length: give one",
+    ("--resume", "--restart"): "--restart throws away the saved state that --resume continues",
+}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -56,22 +73,23 @@ def parse_args(argv=None) -> argparse.Namespace:
     which.add_argument("--all", action="store_true", help="the ten 6n+2 nets: 20/32/44/56/110, plain and residual")
     which.add_argument("--model", nargs="+", help="explicit registry names, e.g. resnet56 plain56")
     which.add_argument("--shortcut", choices=["A", "B"], help="residual nets: A zero-padding identity (paper's CIFAR "
-                       "default), B projection at stage changes")
+                       "default), B projection at stage changes; plain nets have none")
     rec = p.add_argument_group("recipe (defaults: the paper's, Sec. 4.2)")
     rec.add_argument("--recipe", choices=["paper", "seed"], default="paper",
                      help="paper: 64k iterations, lr /10 at 32k and 48k; seed: the seed report's 200 epochs, /10 at 60/120/160")
     rec.add_argument("--iterations", type=COUNT, help="total SGD iterations (paper: 64000)")
-    rec.add_argument("--epochs", type=POSITIVE, help="length in epochs instead of iterations (tiny runs)")
+    rec.add_argument("--epochs", type=POSITIVE, help="length in epochs, instead of --iterations (tiny runs)")
     rec.add_argument("--batch-size", type=COUNT, help="paper: 128")
     rec.add_argument("--lr", type=POSITIVE, help="paper: 0.1")
-    rec.add_argument("--momentum", type=RATE, help="paper: 0.9")
+    rec.add_argument("--momentum", type=FRACTION, help="paper: 0.9")
     rec.add_argument("--weight-decay", type=RATE, help="paper: 1e-4")
     rec.add_argument("--milestones", type=NONNEGATIVE, nargs="*", help="iterations where lr is divided by 10 "
                      "(default: the recipe's, scaled with --iterations/--epochs)")
     rec.add_argument("--warmup-iters", type=NONNEGATIVE,
                      help="iterations at --warmup-lr first (paper: 400 for 110 layers)")
     rec.add_argument("--warmup-lr", type=POSITIVE, help="paper: 0.01")
-    rec.add_argument("--seed", type=int, default=0, help="init and data order; same seed + device + software = same run")
+    rec.add_argument("--seed", type=int, default=0,
+                     help="init and data order; same seed + device + software = same run (default: 0)")
     data = p.add_argument_group("data")
     data.add_argument("--data-dir", help="CIFAR-10: the shared zips, their unpacked folder, or torchvision's "
                       "cifar-10-batches-py (default: $CIFAR10_DIR, ./data, ../shared/datasets/cifar10)")
@@ -80,8 +98,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     data.add_argument("--limit-train", type=COUNT, help="use only the first N training images (tiny runs, tests)")
     data.add_argument("--limit-test", type=COUNT, help="use only the first N test images")
     run = p.add_argument_group("run")
-    run.add_argument("--out", type=Path, default=REPO_ROOT / "checkpoints", help="where finished checkpoints go")
-    run.add_argument("--state-dir", type=Path, default=REPO_ROOT / "runs", help="resumable state of unfinished runs")
+    run.add_argument("--out", type=Path, default=REPO_ROOT / "checkpoints",
+                     help="where finished checkpoints go (default: checkpoints/, where the bundled ones are: a model "
+                          "published there already is refused unless --overwrite; --out DIR publishes beside them)")
+    run.add_argument("--state-dir", type=Path, default=REPO_ROOT / "runs",
+                     help="resumable state of unfinished runs (default: runs/)")
     run.add_argument("--resume", action="store_true", help="continue the runs saved in --state-dir")
     run.add_argument("--restart", action="store_true", help="discard saved unfinished runs and start over")
     run.add_argument("--overwrite", action="store_true",
@@ -93,7 +114,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                      help="bf16 autocast on the CPU too: 1.6-1.75x faster where the CPU has AVX-512 BF16 or AMX, "
                           "slower elsewhere")
     run.add_argument("--no-cuda-graphs", action="store_true", help="eager steps on the GPU")
-    run.add_argument("--no-channels-last", action="store_true")
+    run.add_argument("--no-channels-last", action="store_true",
+                     help="NCHW tensors instead of channels-last (NHWC), which is faster on GPUs and most CPUs")
     run.add_argument("--compile", action="store_true",
                      help="run each block through torch.compile (fuses BN, ReLU and the addition; costs compile "
                           "time at the start; not under torchrun). bench/train_throughput.py --compile measures it")
@@ -107,7 +129,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     run.add_argument("--stop-after", type=COUNT, help="iterations; then save state and exit, as if interrupted")
     run.add_argument("--no-weights", action="store_true", help="publish curves and metrics without model.safetensors")
     run.add_argument("--push-to-hub", metavar="REPO", help="upload each finished checkpoint to REPO-<model> on the Hub")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    given = {f"--{k.replace('_', '-')}" for k, v in vars(args).items() if v not in (None, False, p.get_default(k))}
+    for (a, b), why in CONFLICTS.items():
+        if a in given and b in given:
+            p.error(f"{a} and {b} do not go together: {why}")
+    return args
 
 
 def model_names(args) -> list[str]:
@@ -177,11 +204,40 @@ def close_distributed(wait: bool) -> None:
         dist.destroy_process_group()
 
 
+def recipe_notes(configs: list[RunConfig], args) -> list[str]:
+    """What an explicit --milestones or --warmup-iters means for runs too short for them, said once each."""
+    notes = []
+    for c in configs:
+        r = c.recipe
+        late = [m for m in r.milestones if m >= r.iterations]
+        if args.milestones and late:
+            notes.append(f"note: --milestones {' '.join(map(str, late))} at or past the run's {r.iterations:,} "
+                         "iterations: the lr is never divided there")
+        if args.warmup_iters is not None and r.warmup_iters >= r.iterations:
+            notes.append(f"note: --warmup-iters {r.warmup_iters:,} lasts the whole run of {r.iterations:,} iterations "
+                         "(at --warmup-lr throughout)")
+    return list(dict.fromkeys(notes))
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     names = model_names(args)
+    if args.device and "RANK" not in os.environ:  # under torchrun each rank's device is its own (init_distributed)
+        try:
+            pick_device(args.device)
+        except ValueError as e:
+            raise SystemExit(f"error: {e}") from None
+    if args.shortcut and not any(model_info(n)["residual"] for n in names):
+        raise SystemExit(f"error: --shortcut {args.shortcut} for {', '.join(names)}: plain nets have no shortcuts")
     n_train = min(args.limit_train or 50_000, 50_000)  # CIFAR-10's training set: a larger limit takes it all
+    batch = args.batch_size if args.batch_size is not None else 128
+    if batch > n_train:  # found before the data is decoded, naming what to change
+        raise SystemExit(f"error: --batch-size {batch} is more than the {n_train:,} training images"
+                         + (" (--limit-train)" if args.limit_train and args.limit_train < 50_000 else "")
+                         + f": ask for a batch of {n_train:,} or fewer")
     configs = [make_config(n, args, n_train) for n in names]
+    for note in recipe_notes(configs, args):
+        print(note, file=sys.stderr)
     if args.download:
         if "RANK" in os.environ:  # every rank would fetch into the same folder at once
             print("error: --download under torchrun: fetch CIFAR-10 first, in one process: python -c "

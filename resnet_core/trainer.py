@@ -620,6 +620,28 @@ def git_commit() -> str | None:
         return None
 
 
+def pick_device(name: str | None) -> torch.device:
+    """A --device option as a torch.device: cpu, cuda or cuda:N; none given, cuda where there is one, else cpu. A
+    name torch does not know, another kind of device, or a GPU this machine lacks raises ValueError, whose text is
+    the one line a command prints (no traceback from deep inside torch after the data has loaded)."""
+    if not name:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise ValueError(f"--device {name}: not a device; use cpu, cuda or cuda:N") from None
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"--device {name}: this project runs on cpu or cuda (cuda:N) only")
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if not count:
+            raise ValueError(f"--device {name}: no CUDA GPU on this machine; use --device cpu")
+        if device.index is not None and device.index >= count:
+            raise ValueError(f"--device {name}: this machine has {count} GPU{'s' if count > 1 else ''} "
+                             f"(cuda:0{f' to cuda:{count - 1}' if count > 1 else ''})")
+    return device
+
+
 def device_name(device: torch.device) -> str:
     """The GPU's name, or the CPU's core count, model and widest vector instructions torch uses on it: two 2-core
     machines differ twofold in speed (AVX-512 BF16 against AVX2), so times recorded on "a CPU" need the model."""
@@ -858,9 +880,10 @@ def train(configs: list[RunConfig], *, data_dir: str | None = None, out_dir: Pat
                     lane.sittings[-1]["fused_with"] = [m.name for m in group.lanes if m is not lane]
             say(f"fused: {', '.join(m.name for m in group.lanes)} train as one network (--fuse)")
         if fuse and not groups:
-            say("note: --fuse found nothing to fuse: it joins a plain and a residual 6n+2 net of one depth (option A) "
-                "at one iteration, not compiled" + (", and not under torchrun" if ddp else "") + "; each model "
-                "trains as its own lane")
+            why = " (compiled nets are not fused: --compile)" if any(lane.cfg.compile for lane in lanes) else \
+                " (not under torchrun)" if ddp else ""
+            say(f"note: --fuse found nothing to fuse{why}: it joins a plain and a residual 6n+2 net of one depth "
+                "(option A) at one iteration, not compiled, and not under torchrun; each model trains as its own lane")
         # Static batch buffers: graphs read from these addresses on every replay.
         x = torch.zeros(local, 3, 32, 32, device=device)
         x = x.to(memory_format=torch.channels_last) if all(lane.cfg.channels_last for lane in lanes) else x

@@ -191,3 +191,14 @@ def test_train_fuse_publishes_both_as_trained_apart_and_resumes_bit_for_bit(tmp_
         whole = load_file(tmp_path / "whole" / name / "model.safetensors")
         split = load_file(tmp_path / "split" / name / "model.safetensors")
         assert whole.keys() == split.keys() and all(torch.equal(whole[k], split[k]) for k in whole)
+
+
+def test_fuse_with_nothing_to_fuse_says_why_and_trains_each_alone(tmp_path, capsys):
+    """A residual net with no plain twin in the run: the note says what --fuse joins, and each model trains as its
+    own lane (here for one iteration)."""
+    argv = tiny(tmp_path / "out", tmp_path / "runs", "--stop-after", "1")
+    argv[argv.index("plain20")] = "resnet32"
+    assert train.main(argv) == 0
+    err = capsys.readouterr().err
+    assert "note: --fuse found nothing to fuse: it joins a plain and a residual 6n+2 net of one depth" in err
+    assert "fused:" not in err

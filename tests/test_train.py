@@ -3,6 +3,7 @@ import dataclasses
 import fcntl
 import json
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -703,6 +704,58 @@ def test_model_selection(argv, names):
     assert train.model_names(train.parse_args(argv)) == names
 
 
+@pytest.mark.parametrize("argv", [
+    ["--depth", "20", "--model", "plain56"], ["--model", "resnet20", "--plain"], ["--model", "resnet20", "--both"],
+    ["--all", "--model", "resnet20"], ["--all", "--depth", "56"], ["--all", "--plain"], ["--depth", "20", "--plain", "--both"],
+    ["--depth", "20", "--epochs", "2", "--iterations", "100"], ["--depth", "20", "--resume", "--restart"],
+])
+def test_options_that_contradict_each_other_are_refused_before_anything_runs(argv, capsys):
+    """Each pair used to be settled silently (--model over --depth, --iterations over --epochs, --restart over
+    --resume, which threw a saved run away) and hours of training began. Now: argparse's one line naming both."""
+    with pytest.raises(SystemExit) as stop:
+        train.parse_args(argv)
+    a, b = next(pair for pair in train.CONFLICTS if set(pair) <= set(argv))
+    assert stop.value.code == 2 and f"error: {a} and {b} do not go together: " in capsys.readouterr().err
+
+
+def test_settings_that_make_no_run_are_refused_or_noted_before_the_data_loads(tmp_path, monkeypatch, capsys):
+    """A momentum of 1 or more, a shortcut for plain nets only, a batch larger than the training images: refused
+    in one line before any image is decoded. Milestones or a warm-up past the run's end: said, and the run goes on."""
+    from resnet_core import trainer
+
+    monkeypatch.setattr(trainer, "load_data", lambda *a, **k: pytest.fail("the data was loaded"))
+    with pytest.raises(SystemExit) as stop:
+        train.parse_args(["--depth", "20", "--momentum", "1"])
+    assert stop.value.code == 2 and "argument --momentum: 1 is not below 1" in capsys.readouterr().err
+    assert train.parse_args(["--depth", "20", "--momentum", "0"]).momentum == 0
+    out = ["--out", str(tmp_path / "out"), "--state-dir", str(tmp_path / "runs")]
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # as on this CPU machine, wherever it runs
+    for device, said in (("gpu", "not a device; use cpu, cuda or cuda:N"),
+                         ("mps", "this project runs on cpu or cuda (cuda:N) only"),
+                         ("cuda:1", "no CUDA GPU on this machine; use --device cpu")):
+        with pytest.raises(SystemExit, match=f"^error: --device {device}: {re.escape(said)}$"):
+            train.main(["--depth", "20", "--device", device, *out])
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(SystemExit, match=r"^error: --device cuda:1: this machine has 1 GPU \(cuda:0\)$"):
+        train.main(["--depth", "20", "--device", "cuda:1", *out])
+    with pytest.raises(SystemExit, match=r"^error: --shortcut B for plain20: plain nets have no shortcuts$"):
+        train.main(["--depth", "20", "--plain", "--shortcut", "B", *out])
+    with pytest.raises(SystemExit, match=r"^error: --batch-size 128 is more than the 100 training images "
+                                         r"\(--limit-train\): ask for a batch of 100 or fewer$"):
+        train.main(["--depth", "20", "--limit-train", "100", *out])
+    with pytest.raises(SystemExit, match=r"^error: --batch-size 60000 is more than the 50,000 training images: "):
+        train.main(["--depth", "20", "--batch-size", "60000", *out])
+    args = train.parse_args(["--depth", "20", "110", "--iterations", "10", "--milestones", "5", "500",
+                             "--warmup-iters", "20"])
+    configs = [train.make_config(n, args, 50_000) for n in train.model_names(args)]
+    assert train.recipe_notes(configs, args) == [  # once each, for both nets
+        "note: --milestones 500 at or past the run's 10 iterations: the lr is never divided there",
+        "note: --warmup-iters 20 lasts the whole run of 10 iterations (at --warmup-lr throughout)"]
+    paper = train.parse_args(["--depth", "110", "--iterations", "200"])  # its own scaled milestones, 400-it warm-up
+    assert train.recipe_notes([train.make_config("resnet110", paper, 50_000)], paper) == []
+
+
 def test_recipes():
     args = train.parse_args(["--depth", "110"])
     r = train.make_config("resnet110", args, 50_000).recipe
@@ -979,10 +1032,13 @@ def test_options_that_make_no_run_are_one_line_errors(tmp_path, shared_cifar, ca
     with pytest.raises(SystemExit, match=r"^error: --epochs 0.1 makes 0 iterations \(4 an epoch: 64 training "
                                          r"images, batch 16\); ask for --epochs 0.25 or more$"):
         train.main(argv + ["--epochs", "0.1"])
-    assert train.main(argv + ["--limit-train", "8"]) == 2
-    err = capsys.readouterr().err
-    assert "error: 8 training images is less than one batch of 16\n" in err and "Traceback" not in err
+    with pytest.raises(SystemExit, match=r"^error: --batch-size 16 is more than the 8 training images "
+                                         r"\(--limit-train\): ask for a batch of 8 or fewer$"):
+        train.main(argv + ["--limit-train", "8"])  # train.py: before the data loads
     from resnet_core.trainer import ConfigError, Recipe, RunConfig, train as run
+    with pytest.raises(ConfigError, match=r"^8 training images is less than one batch of 16$"):  # the trainer's own
+        run([RunConfig("resnet20", Recipe(batch_size=16), limit_train=8)], data_dir=str(shared_cifar),
+            out_dir=tmp_path / "o", state_dir=tmp_path / "r", device="cpu")
     with pytest.raises(ConfigError, match="a model named twice: resnet20, resnet20"):
         run([RunConfig("resnet20", Recipe())] * 2, out_dir=tmp_path / "o", state_dir=tmp_path / "r")
 
