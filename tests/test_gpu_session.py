@@ -439,6 +439,14 @@ def test_queue_trains_groups_in_turn_within_its_minutes(tmp_path, shared_cifar, 
     assert not (device / "ckpt" / "resnet20").exists()
 
 
+def test_a_mistyped_command_fails_and_stops_an_and_chain():
+    """`unpak && queue ...` once printed the help and exited 0, so the queue began on data never unpacked."""
+    done = subprocess.run(["bash", "-c", "bash bench/gpu/session.sh unpak && echo queued"], cwd=REPO,
+                          capture_output=True, text=True)
+    assert done.returncode == 2 and "queued" not in done.stdout
+    assert done.stderr == "session.sh: unknown command 'unpak' (bash bench/gpu/session.sh help lists them)\n"
+
+
 def test_help_prints_the_whole_runbook_header():
     done = subprocess.run(["bash", "bench/gpu/session.sh", "help"], cwd=REPO, capture_output=True, text=True)
     second_line = (REPO / "bench/gpu/session.sh").read_text().splitlines()[1]

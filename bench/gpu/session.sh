@@ -426,6 +426,7 @@ poll)  # device: wait (default 540 s) while the trainer runs, to the call's dead
     ;;
 landscape)  # device: loss landscapes of published checkpoints, written beside them in $CKPT
     for m in "$@"; do
+        [ ! -e "$CKPT/$m/landscape.json" ] || { echo "landscape: $m has one already"; continue; }  # a call again
         PYTHONUNBUFFERED=1 python3 -m resnet_core.landscape --model "$m" --checkpoints "$CKPT" --data-dir "$DATA" --device cuda
     done
     ;;
@@ -582,7 +583,11 @@ sys.exit(not json.load(open(sys.argv[1])).get("run_id", "").startswith(sys.argv[
     if [ -d "$PARKED" ] || [ -n "$(git ls-files "$PARKED" 2> /dev/null)" ]; then add="$add $PARKED"; fi
     echo "next: python -m resnet_core.report --verify --readme README.md; then git add -A $add"
     ;;
-*)
+help|-h|--help|"")
     sed -n '2,/^set -euo/p' "$0" | sed '$d'  # the header comment, however long it grows
+    ;;
+*)  # a typo must not pass an && chain (unpak && queue ... would queue on data never unpacked)
+    echo "session.sh: unknown command '$cmd' (bash bench/gpu/session.sh help lists them)" >&2
+    exit 2
     ;;
 esac
