@@ -16,7 +16,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from .data import CLASSES, SPLIT_SIZES
-from .models import ResNet, build_model, model_info
+from .models import ResNet, build_model, list_models, model_info
 from .paper import PAPER_ITERATIONS, TABLE6_TEST_ERROR
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -370,13 +370,25 @@ def read_json(path: Path) -> dict:
 
 
 def resolve_checkpoint(name_or_path: str | os.PathLike) -> Path:
-    path = Path(name_or_path)
-    if not path.is_dir():
-        path = default_checkpoints_dir() / str(name_or_path)
-    if not path.is_dir():
-        raise CheckpointError(f"no checkpoint folder {name_or_path!r} (looked in {default_checkpoints_dir()}); "
-                              f"train one with `python train.py --model {Path(name_or_path).name}`")
-    return path
+    """The folder a name or path means: the path itself, else that name in the checkpoints folder. None there: a
+    CheckpointError naming the folder searched and what to do (train it, if it is a model this project knows;
+    else the checkpoints that are there)."""
+    given = Path(name_or_path)
+    tried = (given, default_checkpoints_dir() / given)  # an absolute path joins to itself
+    for path in tried:
+        if path.is_dir():
+            return path
+    # a bare name is looked for in the checkpoints folder; a path in its own folder (and, if relative, under that)
+    searched = list(dict.fromkeys(p.parent for p in (tried[1:] if len(given.parts) == 1 else tried)))
+    if given.name in list_models():
+        out = "" if searched[0] == REPO_ROOT / "checkpoints" else f" --out {shlex.quote(str(searched[0]))}"
+        hint = f"train one with `python train.py --model {given.name}{out}`"
+    else:
+        there = sorted(p.name for folder in searched if folder.is_dir() for p in folder.iterdir()
+                       if p.is_dir() and not p.name.startswith("."))
+        hint = (f"{given.name} is no model this project knows; "
+                + (f"checkpoints there: {', '.join(there)}" if there else "there are no checkpoints there"))
+    raise CheckpointError(f"no checkpoint folder {given} (looked in {', '.join(map(str, searched))}); {hint}")
 
 
 def read_checkpoint(name_or_path: str | os.PathLike) -> CheckpointInfo:

@@ -126,6 +126,16 @@ def main(argv=None) -> int:
     parser.add_argument("checkpoints", nargs="+", help="checkpoint folders, or names in checkpoints/")
     parser.add_argument("--data-dir", help="CIFAR-10 (default: $CIFAR10_DIR, ./data, ../shared/datasets/cifar10)")
     args = parser.parse_args(argv)
+    problems = []
+    for name in args.checkpoints:  # every name checked before the test set loads: a typo costs a line, changes nothing
+        try:
+            read_checkpoint(name)
+        except ValueError as e:  # CheckpointError: the folder it looked in and what to do
+            problems.append(str(e))
+    for problem in problems:
+        print(f"error: {problem}", file=sys.stderr)
+    if problems:
+        return 2
     try:
         images, labels = load_cifar10(resolve_data_dir(args.data_dir), "test")
     except ValueError as e:  # DatasetError says where it looked and what to do

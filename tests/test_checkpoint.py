@@ -72,8 +72,46 @@ def test_load_by_name_from_the_default_folder(saved, monkeypatch):
     with torch.no_grad():
         torch.testing.assert_close(loaded(x), expected(x))
         assert not torch.allclose(build_model("resnet20").eval()(x), expected(x), atol=1e-3)  # another net differs
-    with pytest.raises(CheckpointError, match="no checkpoint folder 'resnet32'.*train.py"):
+    with pytest.raises(CheckpointError) as missing:
         load_pretrained("resnet32")
+    assert str(missing.value) == (f"no checkpoint folder resnet32 (looked in {path.parent}); train one with "
+                                  f"`python train.py --model resnet32 --out {path.parent}`")
+
+
+def test_a_missing_checkpoint_names_the_folder_searched_and_what_to_do(tmp_path, monkeypatch, capsys):
+    """The plain path, the folder actually searched (a path's own, a name's in the checkpoints folder), and a
+    command to train it only where the name is a model the registry knows; else the checkpoints that are there."""
+    from resnet_core import landscape
+
+    root = tmp_path / "ck"
+    for name in ("resnet20", "plain20-15ep", ".hidden"):
+        (root / name).mkdir(parents=True)
+    (root / "notes.txt").write_text("not a checkpoint")
+    monkeypatch.setattr(ckpt, "REPO_ROOT", tmp_path / "repo")  # the default folder, as if this were the repo
+    monkeypatch.delenv("RESNET_CHECKPOINTS", raising=False)
+
+    def message(name_or_path) -> str:
+        with pytest.raises(CheckpointError) as missing:
+            ckpt.resolve_checkpoint(name_or_path)
+        return str(missing.value)
+
+    default = tmp_path / "repo" / "checkpoints"
+    assert message("resnet56") == (f"no checkpoint folder resnet56 (looked in {default}); "
+                                   "train one with `python train.py --model resnet56`")  # train.py's --out default
+    assert message(root / "nosuch") == (f"no checkpoint folder {root / 'nosuch'} (looked in {root}); nosuch is no "
+                                        "model this project knows; checkpoints there: plain20-15ep, resnet20")
+    assert message(str(tmp_path / "gone" / "plain20-15ep")) == (
+        f"no checkpoint folder {tmp_path / 'gone' / 'plain20-15ep'} (looked in {tmp_path / 'gone'}); plain20-15ep "
+        "is no model this project knows; there are no checkpoints there")
+    monkeypatch.chdir(tmp_path)  # a relative path: looked for from here, then under the checkpoints folder
+    assert message(Path("ck") / "resnet110") == (f"no checkpoint folder ck/resnet110 (looked in ck, {default / 'ck'});"
+                                                 " train one with `python train.py --model resnet110 --out ck`")
+    assert ckpt.resolve_checkpoint(Path("ck") / "resnet20") == Path("ck") / "resnet20"
+
+    # The command line of the review's finding: one line, the plain path, the folder searched, nothing to train.
+    assert landscape.main(["--checkpoints", str(root), "--model", "nosuch", "--device", "cpu"]) == 2
+    assert capsys.readouterr().err == (f"error: no checkpoint folder {root / 'nosuch'} (looked in {root}); nosuch is "
+                                       "no model this project knows; checkpoints there: plain20-15ep, resnet20\n")
 
 
 def test_a_crash_while_saving_keeps_the_old_checkpoint(saved, monkeypatch):

@@ -240,3 +240,20 @@ def test_record_mistakes_says_what_is_wrong(tmp_path, shared_cifar, capsys):
     assert "no checkpoint folder" in capsys.readouterr().err
     assert explain.main(["resnet20", "--data-dir", str(tmp_path / "no-data")]) == 2
     assert "error:" in capsys.readouterr().err
+
+
+def test_record_mistakes_checks_every_name_before_the_test_set_loads(tiny_checkpoints, tmp_path, monkeypatch, capsys):
+    """A misspelt name among good ones: a line for it, naming the folder searched, exit status 2, and neither the
+    test set loaded nor any checkpoint changed."""
+    root = shutil.copytree(tiny_checkpoints, tmp_path / "checkpoints")
+    monkeypatch.setenv("RESNET_CHECKPOINTS", str(root))
+    monkeypatch.setattr(explain, "load_cifar10", lambda *a, **k: pytest.fail("loaded the test set before the names"))
+    before = {p: p.read_bytes() for p in root.rglob("*") if p.is_file()}
+    assert explain.main(["resnet20", "resnet2O", str(tmp_path / "gone" / "plain20")]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err == (
+        f"error: no checkpoint folder resnet2O (looked in {root}); resnet2O is no model this project knows; "
+        "checkpoints there: plain20, resnet20\n"
+        f"error: no checkpoint folder {tmp_path / 'gone' / 'plain20'} (looked in {tmp_path / 'gone'}); "
+        "train one with `python train.py --model plain20 --out " + str(tmp_path / "gone") + "`\n")
+    assert {p: p.read_bytes() for p in root.rglob("*") if p.is_file()} == before

@@ -487,6 +487,109 @@ def test_update_readme_rewrites_only_the_generated_block(tmp_path):
         report.update_readme(tmp_path / "plain.md", "x\n")
 
 
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def readme_copy(tmp_path) -> Path:
+    """The project's README, copied: what a --readme run may change in a test (the real one never)."""
+    return Path(shutil.copy(REPO / "README.md", tmp_path / "README.md"))
+
+
+@pytest.fixture
+def no_work(monkeypatch):
+    """Every slow or writing step of report.main made to fail the test: the checks must come before them all."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("report.main started work before it had checked its command line")
+
+    for step in ("verify", "rescore", "unbundle_weights", "load_cifar10", "list_checkpoints"):
+        monkeypatch.setattr(report, step, refuse)
+
+
+def refused(argv: list[str], capsys) -> str:
+    """report.main's stderr for a command line it must refuse: exit status 2, one line, nothing on stdout."""
+    capsys.readouterr()
+    assert report.main(argv) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1, err
+    return err
+
+
+def test_a_checkpoints_folder_that_does_not_exist_is_refused(tmp_path, readme_copy, monkeypatch, capsys):
+    """Not an empty table written over the README's: that would say there are no checkpoints, when the folder
+    was mistyped. An existing empty folder still does write it."""
+    before = readme_copy.read_bytes()
+    missing = tmp_path / "nonexistent"
+    argv = ["--readme", str(readme_copy)]
+    with monkeypatch.context() as patched:
+        patched.setattr(report, "list_checkpoints", lambda *a: pytest.fail("listed a folder that is not there"))
+        assert refused(["--checkpoints", str(missing), *argv], capsys) == (
+            f"error: checkpoints folder {missing} (--checkpoints) does not exist\n")
+        patched.setenv("RESNET_CHECKPOINTS", str(missing))
+        assert refused(argv, capsys) == f"error: checkpoints folder {missing} ($RESNET_CHECKPOINTS) does not exist\n"
+        assert refused(["--checkpoints", str(readme_copy), "--verify", *argv], capsys) == (
+            f"error: checkpoints folder {readme_copy} (--checkpoints) is not a folder\n")
+    assert readme_copy.read_bytes() == before
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert report.main(["--checkpoints", str(empty), *argv]) == 0
+    assert f"{report.BEGIN}\nNo checkpoints yet: train them with `python train.py --all`.\n{report.END}" in (
+        readme_copy.read_text())
+
+
+def test_the_readme_is_checked_before_any_work(tmp_path, readme_copy, no_work, capsys):
+    """A README that is missing, unreadable or without the generated block's two lines is one line at the start,
+    not a traceback after a --verify of ten minutes; the file is left as it was."""
+    empty = tmp_path / "checkpoints"
+    empty.mkdir()
+    work = ["--checkpoints", str(empty), "--verify", "--rescore", "resnet20", "--unbundle", "plain20"]
+    missing = tmp_path / "missing.md"
+    assert refused([*work, "--readme", str(missing)], capsys) == f"error: {missing}: no such file\n"
+    assert not missing.exists()
+    assert refused([*work, "--readme", str(tmp_path)], capsys) == f"error: {tmp_path}: not readable (Is a directory)\n"
+    text = readme_copy.read_text()
+    for broken in (text.replace(report.END, ""), text.replace(report.BEGIN, ""),
+                   text.replace(report.BEGIN, "\0").replace(report.END, report.BEGIN).replace("\0", report.END)):
+        readme_copy.write_text(broken)
+        assert refused([*work, "--readme", str(readme_copy)], capsys) == (
+            f"error: {readme_copy}: no generated block; add the line {report.BEGIN} and below it the line "
+            f"{report.END} where the tables belong\n")
+        assert readme_copy.read_text() == broken
+
+
+def test_device_is_checked_before_any_work(tmp_path, readme_copy, no_work, monkeypatch, capsys):
+    """On a machine without a GPU: a device torch does not know, and cuda, are one line each before any data is
+    loaded (not torch's RuntimeError from deep in the evaluation)."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    before = readme_copy.read_bytes()
+    empty = tmp_path / "checkpoints"
+    empty.mkdir()
+    for work in (["--verify", "--readme", str(readme_copy)], ["--rescore", "resnet20"]):
+        argv = ["--checkpoints", str(empty), *work, "--device"]
+        assert refused([*argv, "gpu"], capsys) == "error: --device gpu: not a device; use cpu, cuda or cuda:N\n"
+        assert refused([*argv, "cuda"], capsys) == (
+            "error: --device cuda: no CUDA GPU on this machine; use --device cpu\n")
+    assert readme_copy.read_bytes() == before
+    with pytest.raises(SystemExit) as done:
+        report.main(["--help"])
+    assert done.value.code == 0
+    assert "where --verify and --rescore evaluate: cpu, cuda or cuda:N (default: cpu)" in " ".join(
+        capsys.readouterr().out.split())
+
+
+def test_rescore_and_unbundle_name_the_folder_they_searched(tmp_path, no_work, capsys):
+    root = tmp_path / "ck"
+    for name in ("resnet20", "plain20-15ep"):
+        (root / name).mkdir(parents=True)
+    argv = ["--checkpoints", str(root)]
+    assert refused([*argv, "--rescore", "nosuch"], capsys) == (
+        f"cannot re-score: no checkpoint folder {root / 'nosuch'} (looked in {root}); nosuch is no model this "
+        "project knows; checkpoints there: plain20-15ep, resnet20\n")
+    assert refused([*argv, "--unbundle", "resnet56"], capsys) == (
+        f"cannot unbundle: no checkpoint folder {root / 'resnet56'} (looked in {root}); train one with "
+        f"`python train.py --model resnet56 --out {root}`\n")
+
+
 def test_verify_reevaluates_the_published_weights(tiny_checkpoints, tiny_seed_checkpoints, shared_cifar, tmp_path, capsys):
     root = shutil.copytree(tiny_checkpoints, tmp_path / "checkpoints")
     shutil.copytree(tiny_seed_checkpoints / "resnet18", root / "resnet18")
