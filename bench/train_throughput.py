@@ -35,10 +35,14 @@ import torch.nn.functional as F
 import torchvision.transforms as T
 from PIL import Image
 
-from resnet_core.data import CIFAR10_MEAN, CIFAR10_STD, augmentation_plan, load_cifar10, resolve_data_dir
+from resnet_core.data import (CIFAR10_MEAN, CIFAR10_STD, SPLIT_SIZES, DatasetError, augmentation_plan,
+                               load_cifar10, resolve_data_dir)
 from resnet_core.models import build_model, list_models, model_info
 from resnet_core.trainer import (Data, Recipe, RunConfig, compile_failure, error_line, fill_batch, fuse_lanes,
-                                  make_lane, step_lanes)
+                                  make_lane, pick_device, step_lanes)
+from train import COUNT, NONNEGATIVE  # train.py's argparse types: a 0 or negative count is refused, naming the option
+
+DEFAULT_MODELS = ["resnet20", "resnet56", "resnet110"]
 
 
 class PILDataset(torch.utils.data.Dataset):
@@ -161,15 +165,17 @@ class GPUUtilization:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--models", nargs="+", default=["resnet20", "resnet56", "resnet110"])
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--models", nargs="+", default=DEFAULT_MODELS,
+                   help=f"registry names, timed in turn (default: {' '.join(DEFAULT_MODELS)})")
+    p.add_argument("--device", help="cuda, cuda:N or cpu (default: cuda if available)")
     p.add_argument("--data-dir", help="CIFAR-10 (default: as train.py)")
-    p.add_argument("--images", type=int, default=None, help="training images to load (default: 50000 on CUDA, 2048 on CPU)")
-    p.add_argument("--steps", type=int, default=None, help="timed iterations (default: 200 on CUDA, 5 on CPU)")
-    p.add_argument("--warmup", type=int, default=None, help="untimed iterations first (default: 20 on CUDA, 2 on CPU)")
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--workers", type=int, default=4, help="baseline DataLoader workers")
-    p.add_argument("--lanes", type=int, default=1, help="also time this many copies side by side (ours only)")
+    p.add_argument("--images", type=COUNT, help="training images to load (default: 50000 on CUDA, 2048 on CPU)")
+    p.add_argument("--steps", type=COUNT, help="timed iterations (default: 200 on CUDA, 5 on CPU)")
+    p.add_argument("--warmup", type=NONNEGATIVE, help="untimed iterations first (default: 20 on CUDA, 2 on CPU)")
+    p.add_argument("--batch-size", type=COUNT, default=128, help="images per step, both pipelines (default %(default)s)")
+    p.add_argument("--workers", type=NONNEGATIVE, default=4, help="baseline DataLoader workers (default %(default)s)")
+    p.add_argument("--lanes", type=COUNT, default=1,
+                   help="also time this many copies side by side (ours only; default %(default)s: no such column)")
     p.add_argument("--cpu-bf16", action="store_true", help="ours in bf16 autocast on the CPU too (train.py --cpu-bf16)")
     p.add_argument("--compile", action="store_true", help="also time ours with train.py --compile, alone and with --lanes")
     p.add_argument("--fuse", action="store_true",
@@ -177,19 +183,35 @@ def main() -> None:
     p.add_argument("--json", type=Path, help="also write the table here, rewritten after each row: {model: {column "
                                              "heading: images/s, null where it failed}}")
     args = p.parse_args()
+    # Every mistake in the arguments is found here, before the data loads and the first model is timed.
+    if unknown := [m for m in args.models if m not in list_models()]:
+        p.error(f"--models: unknown {', '.join(unknown)}; known: {', '.join(list_models())}")
     if args.fuse and (unpaired := [m for m in args.models if plain_twin(m) is None]):
         p.error(f"--fuse pairs each residual 6n+2 net with its plain twin: {', '.join(unpaired)} "
                 f"{'has' if len(unpaired) == 1 else 'have'} none")
-    device = torch.device(args.device)
+    try:
+        device = pick_device(args.device)
+    except ValueError as e:
+        p.error(str(e))
+    if args.json and (why := unwritable(args.json)):
+        p.error(f"--json {args.json}: cannot write there ({why}); name a file in a folder that exists and can be "
+                f"written")
     cuda = device.type == "cuda"
     if cuda:
         torch.backends.cudnn.benchmark = True
     steps = args.steps if args.steps is not None else (200 if cuda else 5)
     warmup = args.warmup if args.warmup is not None else (20 if cuda else 2)
-    if steps < 1 or warmup < 0:
-        p.error("--steps must be at least 1 and --warmup at least 0")
+    limit = args.images if args.images is not None else (None if cuda else 2048)
+    images_loaded = min(limit or SPLIT_SIZES["train"], SPLIT_SIZES["train"])
+    if images_loaded < args.batch_size:  # not one whole batch: the baseline's loader would yield nothing, for ever
+        p.error(f"--batch-size {args.batch_size} is more than the {images_loaded} training images loaded; lower it "
+                f"or raise --images")
     min_seconds = 3.0 if cuda else 0.0  # ours is fast: time it long enough for several nvidia-smi samples
-    images, labels = load_cifar10(resolve_data_dir(args.data_dir), "train", limit=args.images or (None if cuda else 2048))
+    try:
+        images, labels = load_cifar10(resolve_data_dir(args.data_dir), "train", limit=limit)
+    except DatasetError as e:  # says where it looked and what to do
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
     name = torch.cuda.get_device_name(device) if cuda else f"CPU, {torch.get_num_threads()} threads"
     print(f"device: {name}; torch {torch.__version__}; batch {args.batch_size}; {steps} timed iterations "
           f"after {warmup} warm-up; baseline DataLoader workers: {args.workers}; ours in "
@@ -228,6 +250,19 @@ def main() -> None:
             tmp = args.json.with_name(f".{args.json.name}.tmp")
             tmp.write_text(json.dumps(table, indent=2))
             os.replace(tmp, args.json)
+
+
+def unwritable(path: Path) -> str | None:
+    """Why the table cannot be written at `path` (its temp file beside it, then renamed over it), or None."""
+    if path.is_dir():
+        return "it is a folder"
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        tmp.write_text("")
+        tmp.unlink()
+    except OSError as e:
+        return e.strerror or str(e)
+    return None
 
 
 def plain_twin(name: str) -> str | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import itertools
+import math
 import sys
 import time
 from pathlib import Path
@@ -16,7 +17,7 @@ from tqdm import tqdm
 from .checkpoint import atomic_write_json, is_number, is_number_or_null, load_pretrained, read_json, resolve_checkpoint
 from .data import CIFAR10_MEAN, CIFAR10_STD, load_cifar10, normalize, resolve_data_dir
 from .probes import autocast_for, eval_mode
-from .trainer import device_name
+from .trainer import device_name, pick_device
 
 AXES = ("alpha", "beta")  # record keys of the first and second direction's coefficient
 DIRECTION = "filter-normalised gaussian, BN and biases zeroed"
@@ -162,24 +163,36 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0, help="seed of the random directions (default %(default)s)")
     p.add_argument("--dims", type=int, nargs="+", choices=[1, 2], default=[1, 2], help="the 1-D slice, the 2-D surface or both")
     p.add_argument("--batch-size", type=int, default=2000, help="images per forward pass (default %(default)s)")
-    p.add_argument("--device", help="cuda, cpu (default: cuda if available)")
+    p.add_argument("--device", help="cuda, cuda:N or cpu (default: cuda if available)")
     p.add_argument("--no-amp", action="store_true", help="fp32 on the GPU instead of bf16 autocast")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the checkpoint's landscape.json if it has one; without it the command refuses to "
+                        "start (a landscape on the CPU takes up to half an hour)")
     args = p.parse_args(argv)
     if args.grid < 3 or args.grid % 2 == 0:
         p.error(f"--grid must be odd and at least 3, not {args.grid}")
+    for option in ("points", "span", "batch_size"):  # here, not as a ZeroDivisionError after the data has loaded
+        if not 0 < getattr(args, option) < math.inf:
+            p.error(f"--{option.replace('_', '-')} must be above 0, not {getattr(args, option):g}")
+    try:  # a GPU this machine lacks: one line here, not a traceback from torch after the data has loaded
+        args.device = pick_device(args.device)
+    except ValueError as e:
+        p.error(str(e))
     return args
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = args.device  # a torch.device, checked by parse_args
     amp = device.type == "cuda" and not args.no_amp
     torch.backends.cudnn.benchmark = device.type == "cuda"  # thousands of passes of one shape
     try:
         path = resolve_checkpoint(args.checkpoints / args.model if args.checkpoints else args.model)
+        if (path / FILE).exists() and not args.overwrite:  # a quick trial must not replace minutes of CPU work
+            raise ValueError(f"{path / FILE} exists; pass --overwrite to replace it")
         model = load_pretrained(path, device)
         images, labels = load_cifar10(resolve_data_dir(args.data_dir), "train", limit=args.points)
-    except ValueError as e:  # CheckpointError and DatasetError say what is wrong and what to do
+    except ValueError as e:  # CheckpointError and DatasetError say what is wrong and what to do; so does ours
         print(f"error: {e}", file=sys.stderr)
         return 2
     norm = model.normalization or dict(mean=CIFAR10_MEAN, std=CIFAR10_STD)

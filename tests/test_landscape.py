@@ -209,3 +209,66 @@ def test_read_landscape_reads_settings_left_out_or_null(tmp_path):
     del data["points"]
     (folder / "landscape.json").write_text(json.dumps(data))
     assert read_landscape(folder) == data
+
+
+@pytest.fixture
+def no_loading(monkeypatch):
+    """The landscape CLI with its model and data loaders replaced by failures: a refusal must come before either."""
+    from resnet_core import landscape
+
+    def never(*args, **kwargs):
+        raise AssertionError("loaded before the arguments were checked")
+
+    monkeypatch.setattr(landscape, "load_pretrained", never)
+    monkeypatch.setattr(landscape, "load_cifar10", never)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--device", "gpu"], "--device gpu: not a device; use cpu, cuda or cuda:N"),
+    (["--points", "0"], "--points must be above 0, not 0"),
+    (["--points", "-5"], "--points must be above 0, not -5"),
+    (["--batch-size", "0"], "--batch-size must be above 0, not 0"),
+    (["--span", "-1"], "--span must be above 0, not -1"),
+    (["--span", "nan"], "--span must be above 0, not nan"),
+    (["--span", "inf"], "--span must be above 0, not inf"),
+])
+def test_cli_refuses_bad_arguments_before_loading(tmp_path, capsys, no_loading, args, message):
+    with pytest.raises(SystemExit) as stop:
+        main(["--model", "resnet20", "--checkpoints", str(tmp_path), "--device", "cpu", *args])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and "Traceback" not in err
+    assert err.splitlines()[-1] == f"python -m resnet_core.landscape: error: {message}"
+
+
+def test_cli_refuses_cuda_on_a_machine_without_a_gpu(tmp_path, capsys, monkeypatch, no_loading):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(SystemExit) as stop:
+        main(["--model", "resnet20", "--checkpoints", str(tmp_path), "--device", "cuda"])
+    assert stop.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "python -m resnet_core.landscape: error: --device cuda: no CUDA GPU on this machine; use --device cpu")
+
+
+def test_cli_keeps_an_existing_landscape_unless_told_to_overwrite(tmp_path, capsys, monkeypatch, no_loading,
+                                                                    tiny_landscapes, shared_cifar):
+    """A quick trial beside a landscape that took CPU-minutes is refused before anything loads, naming the file and
+    --overwrite; with --overwrite it is measured again and replaced."""
+    import shutil
+
+    root = tmp_path / "checkpoints"
+    shutil.copytree(tiny_landscapes / "resnet20", root / "resnet20")
+    path = root / "resnet20" / "landscape.json"
+    before = path.read_bytes()
+    argv = ["--model", "resnet20", "--checkpoints", str(root), "--data-dir", str(shared_cifar), "--points", "10",
+            "--grid", "3", "--device", "cpu"]
+    assert main(argv) == 2
+    out = capsys.readouterr()
+    assert out.err == f"error: {path} exists; pass --overwrite to replace it\n" and not out.out
+    assert path.read_bytes() == before
+
+    monkeypatch.undo()  # the loaders back
+    assert main(argv + ["--overwrite"]) == 0
+    assert path.read_bytes() != before
+    data = read_landscape(root / "resnet20")
+    assert (data["points"], data["grid"], len(data["surface_2d"])) == (10, 3, 9)
+    assert json.loads(before)["grid"] == 5  # what the fixture measured, now replaced
