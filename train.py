@@ -5,6 +5,10 @@
     python train.py --all                       # the ten 6n+2 nets, 20-110, plain and residual, side by side
     python train.py --depth 18 --recipe seed    # CIFAR ResNet-18, the seed report's 200-epoch recipe
     torchrun --nproc_per_node=2 train.py --depth 20   # one model over several GPUs (or CPU processes, gloo)
+
+Exit status: 0 trained and published, or stopped by --time-budget/--stop-after with its state saved; 2 refused,
+with a one-line error; 3 a net's loss became NaN/inf (the others trained on); 4 a --push-to-hub upload failed
+(the checkpoints are published); 130 interrupted (Ctrl-C or SIGTERM), state saved: continue with --resume.
 """
 from __future__ import annotations
 
@@ -294,4 +298,10 @@ def push_finished(status: dict[str, str], out: Path, state_dir: Path, repo: str)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except SystemExit as stop:
+        if isinstance(stop.code, str):  # a one-line refusal ("error: ..."): the status argparse gives its own, not 1
+            print(stop.code, file=sys.stderr)
+            sys.exit(2)
+        raise

@@ -756,6 +756,15 @@ def test_settings_that_make_no_run_are_refused_or_noted_before_the_data_loads(tm
     assert train.recipe_notes([train.make_config("resnet110", paper, 50_000)], paper) == []
 
 
+def test_a_refusal_exits_2_with_its_line_alone():
+    """As argparse's own refusals do (--help lists the statuses): a script or session.sh's queue can tell a
+    refusal (2) from a crash (1, a traceback)."""
+    done = subprocess.run([sys.executable, "train.py", "--depth", "21"], cwd=REPO, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr == "error: no CIFAR model of depth 21; depths: 20 32 44 56 110 1202 (6n+2) and 18 34\n"
+
+
 def test_recipes():
     args = train.parse_args(["--depth", "110"])
     r = train.make_config("resnet110", args, 50_000).recipe
