@@ -8,7 +8,8 @@
 
 Exit status: 0 trained and published, or stopped by --time-budget/--stop-after with its state saved; 2 refused,
 with a one-line error; 3 a net's loss became NaN/inf (the others trained on); 4 a --push-to-hub upload failed
-(the checkpoints are published); 130 interrupted (Ctrl-C or SIGTERM), state saved: continue with --resume.
+(the checkpoints are published); 130 interrupted by Ctrl-C or SIGTERM, state saved (0 when --time-budget or
+--stop-after was given, as at their own stops): continue with --resume.
 """
 from __future__ import annotations
 
@@ -231,8 +232,10 @@ def main(argv=None) -> int:
             pick_device(args.device)
         except ValueError as e:
             raise SystemExit(f"error: {e}") from None
-    if args.shortcut and not any(model_info(n)["residual"] for n in names):
-        raise SystemExit(f"error: --shortcut {args.shortcut} for {', '.join(names)}: plain nets have no shortcuts")
+    if args.shortcut and not any(model_info(n)["residual"] for n in names):  # a note: commands the project prints
+        # keep a recorded --shortcut when they train one net of a pair (regenerate_command, session.sh's resume)
+        print(f"note: --shortcut {args.shortcut} does nothing for {', '.join(names)}: plain nets have no shortcuts",
+              file=sys.stderr)
     n_train = min(args.limit_train or 50_000, 50_000)  # CIFAR-10's training set: a larger limit takes it all
     batch = args.batch_size if args.batch_size is not None else 128
     if batch > n_train:  # found before the data is decoded, naming what to change

@@ -5,6 +5,7 @@ import argparse
 import hashlib
 import itertools
 import math
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -14,7 +15,8 @@ import torch.nn.functional as F
 from torch.func import functional_call
 from tqdm import tqdm
 
-from .checkpoint import atomic_write_json, is_number, is_number_or_null, load_pretrained, read_json, resolve_checkpoint
+from .checkpoint import (atomic_write_json, default_checkpoints_dir, is_number, is_number_or_null, load_pretrained,
+                         read_json, resolve_checkpoint)
 from .data import CIFAR10_MEAN, CIFAR10_STD, load_cifar10, normalize, resolve_data_dir
 from .probes import autocast_for, eval_mode
 from .trainer import device_name, pick_device
@@ -128,7 +130,9 @@ def read_landscape(checkpoint) -> dict | None:
     if not path.is_file():
         return None
     data = read_json(path)
-    again = f"recompute it with `python -m resnet_core.landscape --model {folder.name}`"
+    where = [] if folder.parent == default_checkpoints_dir() else ["--checkpoints", str(folder.parent)]
+    again = ("recompute it with `"
+             + shlex.join(["python", "-m", "resnet_core.landscape", "--model", folder.name, *where, "--overwrite"]) + "`")
     wrong = [f"{key} is {data[key]!r}, not {what}" for key, (ok, what) in SETTINGS.items()
              if data.get(key) is not None and not ok(data[key])]
     if wrong:

@@ -880,8 +880,8 @@ def train(configs: list[RunConfig], *, data_dir: str | None = None, out_dir: Pat
                     lane.sittings[-1]["fused_with"] = [m.name for m in group.lanes if m is not lane]
             say(f"fused: {', '.join(m.name for m in group.lanes)} train as one network (--fuse)")
         if fuse and not groups:
-            why = " (compiled nets are not fused: --compile)" if any(lane.cfg.compile for lane in lanes) else \
-                " (not under torchrun)" if ddp else ""
+            why = " (not under torchrun)" if ddp else \
+                " (compiled nets are not fused: --compile)" if any(lane.cfg.compile for lane in lanes) else ""
             say(f"note: --fuse found nothing to fuse{why}: it joins a plain and a residual 6n+2 net of one depth "
                 "(option A) at one iteration, not compiled, and not under torchrun; each model trains as its own lane")
         # Static batch buffers: graphs read from these addresses on every replay.

@@ -1,6 +1,7 @@
 """Loss landscapes: filter-normalised directions, grid contracts, exact restoration, the CLI end to end."""
 import itertools
 import json
+import re
 
 import pytest
 import torch
@@ -196,8 +197,8 @@ def test_read_landscape_refuses_a_setting_of_the_wrong_type(tmp_path, setting, v
     folder = tmp_path / "resnet20-again"
     folder.mkdir()
     (folder / "landscape.json").write_text(json.dumps(dict(LANDSCAPE, **{setting: value})))
-    with pytest.raises(ValueError, match=rf"{setting} is .+, not a .+; recompute it with "
-                                         r"`python -m resnet_core.landscape --model resnet20-again`"):
+    again = f"python -m resnet_core.landscape --model resnet20-again --checkpoints {tmp_path} --overwrite"
+    with pytest.raises(ValueError, match=rf"{setting} is .+, not a .+; recompute it with `{re.escape(again)}`"):
         read_landscape(folder)
 
 

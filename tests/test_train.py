@@ -719,16 +719,26 @@ def test_options_that_contradict_each_other_are_refused_before_anything_runs(arg
 
 
 def test_settings_that_make_no_run_are_refused_or_noted_before_the_data_loads(tmp_path, monkeypatch, capsys):
-    """A momentum of 1 or more, a shortcut for plain nets only, a batch larger than the training images: refused
-    in one line before any image is decoded. Milestones or a warm-up past the run's end: said, and the run goes on."""
+    """A momentum of 1 or more, a bad --device, a batch larger than the training images: refused in one line
+    before any image is decoded. A shortcut for plain nets only, milestones or a warm-up past the run's end: said,
+    and the run goes on."""
     from resnet_core import trainer
 
+    out = ["--out", str(tmp_path / "out"), "--state-dir", str(tmp_path / "runs")]
+    # said, not refused: the commands the project prints for one net of a pair keep the pair's --shortcut; and the
+    # notes come before the data loads (here: none, so the run stops there)
+    none = str(tmp_path / "no-data")
+    assert train.main(["--depth", "20", "--plain", "--shortcut", "B", "--iterations", "10", "--milestones", "500",
+                       "--data-dir", none, "--device", "cpu", *out]) == 2
+    err = capsys.readouterr().err
+    assert "note: --shortcut B does nothing for plain20: plain nets have no shortcuts\n" in err
+    assert "note: --milestones 500 at or past the run's 10 iterations: the lr is never divided there\n" in err
+    assert f"error: CIFAR-10 train split not found in {none}" in err
     monkeypatch.setattr(trainer, "load_data", lambda *a, **k: pytest.fail("the data was loaded"))
     with pytest.raises(SystemExit) as stop:
         train.parse_args(["--depth", "20", "--momentum", "1"])
     assert stop.value.code == 2 and "argument --momentum: 1 is not below 1" in capsys.readouterr().err
     assert train.parse_args(["--depth", "20", "--momentum", "0"]).momentum == 0
-    out = ["--out", str(tmp_path / "out"), "--state-dir", str(tmp_path / "runs")]
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # as on this CPU machine, wherever it runs
     for device, said in (("gpu", "not a device; use cpu, cuda or cuda:N"),
                          ("mps", "this project runs on cpu or cuda (cuda:N) only"),
@@ -739,8 +749,6 @@ def test_settings_that_make_no_run_are_refused_or_noted_before_the_data_loads(tm
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     with pytest.raises(SystemExit, match=r"^error: --device cuda:1: this machine has 1 GPU \(cuda:0\)$"):
         train.main(["--depth", "20", "--device", "cuda:1", *out])
-    with pytest.raises(SystemExit, match=r"^error: --shortcut B for plain20: plain nets have no shortcuts$"):
-        train.main(["--depth", "20", "--plain", "--shortcut", "B", *out])
     with pytest.raises(SystemExit, match=r"^error: --batch-size 128 is more than the 100 training images "
                                          r"\(--limit-train\): ask for a batch of 100 or fewer$"):
         train.main(["--depth", "20", "--limit-train", "100", *out])
