@@ -879,3 +879,18 @@ def test_receive_keeps_the_state_that_came_beside_a_checkpoint_of_the_same_net(t
     assert (here / "checkpoints/resnet44/metrics.json").is_file()
     assert (here / "bench/gpu/state/resnet44/state.safetensors").read_bytes() == b"x"
     assert "unparked: resnet44" not in done.stdout
+
+
+def test_landscape_made_again_skips_the_nets_that_have_one(tmp_path, pidfile):
+    """A landscape call made again (its reply lost) goes on past the nets done, instead of stopping at the first:
+    landscape.py refuses to replace a landscape.json without --overwrite, and set -e would end the loop there."""
+    env = device_env(tmp_path, pidfile)
+    (tmp_path / "ckpt" / "resnet56").mkdir(parents=True)
+    (tmp_path / "ckpt" / "resnet56" / "landscape.json").write_text("{}")
+    done = subprocess.run([*SESSION, "landscape", "resnet56", "no-such-net"], cwd=REPO, env=env, capture_output=True,
+                          text=True)
+    assert "landscape: resnet56 has one already\n" in done.stdout
+    assert (tmp_path / "ckpt/resnet56/landscape.json").read_text() == "{}"
+    # the next net is tried: landscape.py runs for it, and here, with no GPU, refuses its --device cuda in one line
+    assert done.returncode == 2
+    assert done.stderr.endswith("error: --device cuda: no CUDA GPU on this machine; use --device cpu\n")
