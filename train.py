@@ -23,7 +23,7 @@ import tarfile
 from http.client import HTTPException
 from pathlib import Path
 
-from resnet_core.checkpoint import REPO_ROOT, push_to_hub
+from resnet_core.checkpoint import REPO_ROOT, push_to_hub, recipe_words
 from resnet_core.data import DatasetError, download_cifar10
 from resnet_core.models import PLAIN_VS_RESIDUAL_DEPTHS, list_models, model_info
 from resnet_core.trainer import (ConfigError, RunConfig, TrainingDiverged, arch_options, error_line, paper_recipe,
@@ -224,6 +224,27 @@ def recipe_notes(configs: list[RunConfig], args) -> list[str]:
     return list(dict.fromkeys(notes))
 
 
+def describe(configs: list[RunConfig]) -> list[str]:
+    """The runs in words, one line for the nets that share every setting (config.json records each in full)."""
+    alike: dict[str, list[RunConfig]] = {}
+    for c in configs:
+        alike.setdefault(repr({k: v for k, v in c.to_dict().items() if k != "model"}), []).append(c)
+    lines = []
+    for group in alike.values():
+        c, r = group[0], group[0].to_dict()["recipe"]
+        parts = [f"{r['iterations']:,} iterations of batch {r['batch_size']}", recipe_words(r), f"seed {c.seed}"]
+        parts += [f"the first {n:,} {split} images" for n, split in ((c.limit_train, "training"), (c.limit_test, "test"))
+                  if n]
+        parts += [f"shortcut {c.arch['shortcut']}"] if c.arch.get("shortcut") else []
+        parts += ["published without weights"] if not c.publish_weights else []
+        flags = [name for name, on in (("bf16 autocast", c.amp), ("on the CPU too", c.amp and c.cpu_bf16),
+                                       ("channels-last", c.channels_last), ("CUDA graphs", c.cuda_graphs),
+                                       ("compiled", c.compile)) if on]
+        lines.append(f"  {', '.join(g.model for g in group)}: {'; '.join(parts)}"
+                     + (f" ({', '.join(flags)} where they apply)" if flags else ""))
+    return lines
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     names = model_names(args)
@@ -256,9 +277,7 @@ def main(argv=None) -> int:
             print(f"error: could not download CIFAR-10 ({e}); offline? Pass --data-dir to a local copy.", file=sys.stderr)
             return 2
     device = init_distributed() or args.device
-    print("configuration:", file=sys.stderr)
-    for c in configs:
-        print(f"  {c.model}: {c.to_dict()}", file=sys.stderr)
+    print("configuration:", *describe(configs), sep="\n", file=sys.stderr)
     command = "python train.py " + shlex.join(argv if argv is not None else sys.argv[1:])
     agreed = False  # every rank ends here together: trained to the end, or stopped by a divergence all agreed on
     try:

@@ -773,6 +773,21 @@ def test_a_refusal_exits_2_with_its_line_alone():
     assert done.stderr == "error: no CIFAR model of depth 21; depths: 20 32 44 56 110 1202 (6n+2) and 18 34\n"
 
 
+def test_the_configuration_is_said_in_words_once_for_nets_that_share_it():
+    args = train.parse_args(["--depth", "20", "110", "--both", "--no-weights", "--limit-train", "256"])
+    lines = train.describe([train.make_config(n, args, 256) for n in train.model_names(args)])
+    recipe = "SGD with momentum 0.9 and weight decay 0.0001; lr 0.1, multiplied by 0.1 at iterations 32,000 and 48,000"
+    assert lines == [
+        f"  resnet20, plain20: 64,000 iterations of batch 128; {recipe}; seed 0; the first 256 training images; "
+        "published without weights (bf16 autocast, channels-last, CUDA graphs where they apply)",
+        f"  resnet110, plain110: 64,000 iterations of batch 128; {recipe}; warm-up at lr 0.01 for 400 iterations; "
+        "seed 0; the first 256 training images; published without weights (bf16 autocast, channels-last, CUDA "
+        "graphs where they apply)"]
+    cpu = train.parse_args(["--model", "resnet20", "--cpu-bf16", "--no-cuda-graphs", "--shortcut", "B", "--seed", "3"])
+    assert train.describe([train.make_config("resnet20", cpu, 50_000)])[0].endswith(
+        "; seed 3; shortcut B (bf16 autocast, on the CPU too, channels-last where they apply)")
+
+
 def test_recipes():
     args = train.parse_args(["--depth", "110"])
     r = train.make_config("resnet110", args, 50_000).recipe
