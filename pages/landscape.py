@@ -114,7 +114,8 @@ def not_alike(settings, chosen: list[str], what: str) -> bool:
     if differ:
         st.warning(f"**{what} were measured differently** ({differ}): the same colour or height is not the same "
                    "measurement, and part of a difference between them may be the measurement's, not the nets'. The "
-                   "table at the bottom gives every setting; `python -m resnet_core.landscape --model NAME --overwrite` recomputes one.")
+                   "table at the bottom gives every setting; `python -m resnet_core.landscape --model NAME "
+                   "--overwrite` recomputes one.")
     return bool(differ)
 
 

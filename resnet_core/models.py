@@ -227,7 +227,8 @@ for _depth in (18, 34):  # the seed report's CIFAR ResNet-18/34: 3x3 stem, proje
                  family="cifar-wide", depth=_depth, residual=_residual, num_classes=10, default_shortcut="B")
 
 # The paper's ImageNet nets (Table 1), option B shortcuts by default: what it uses for 50/101/152 (Sec. 4.1,
-# deeper bottleneck architectures); its plain-vs-residual 18/34 comparison (Table 2, Fig. 4) used option A, which shortcut="A" builds.
+# deeper bottleneck architectures); its plain-vs-residual 18/34 comparison (Table 2, Fig. 4) used option A, which
+# shortcut="A" builds.
 for _depth in (18, 34, 50, 101, 152):
     for _residual in ((True, False) if _depth <= 34 else (True,)):
         register(f"imagenet-{'resnet' if _residual else 'plain'}{_depth}",
