@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import math
 import os
 import shlex
 import sys
@@ -24,34 +23,13 @@ from http.client import HTTPException
 from pathlib import Path
 
 from resnet_core.checkpoint import REPO_ROOT, push_to_hub, recipe_words
+from resnet_core.cli import COUNT, FRACTION, NONNEGATIVE, POSITIVE, RATE
 from resnet_core.data import DatasetError, download_cifar10
 from resnet_core.models import PLAIN_VS_RESIDUAL_DEPTHS, list_models, model_info
 from resnet_core.trainer import (ConfigError, RunConfig, TrainingDiverged, arch_options, error_line, paper_recipe,
                                   pick_device, published_folder, seed_recipe, train)
 
 
-def number(kind, low, strictly: bool = False, below: float | None = None):
-    """An argparse type: a finite `kind` at least `low` (above it if `strictly`; under `below` if given), else
-    argparse's one-line error naming the option. A 0 or a negative count is a mistake, never "the default" or "no
-    limit"."""
-    def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not {'a whole number' if kind is int else 'a number'}") \
-                from None
-        if not math.isfinite(value):
-            raise argparse.ArgumentTypeError(f"{text} is not a finite number")
-        if value < low or (strictly and value == low):
-            raise argparse.ArgumentTypeError(f"{text} is not {'above' if strictly else 'at least'} {low}")
-        if below is not None and value >= below:
-            raise argparse.ArgumentTypeError(f"{text} is not below {below}")
-        return value
-    return parse
-
-
-COUNT, NONNEGATIVE, POSITIVE, RATE = number(int, 1), number(int, 0), number(float, 0, strictly=True), number(float, 0)
-FRACTION = number(float, 0, below=1)  # momentum: at 1 or above, SGD's velocity never decays
 # Options that contradict each other: train.py used to pick one silently (--model over --depth, --iterations over
 # --epochs, --restart over --resume, which threw the saved state away) and start hours of training.
 CONFLICTS = {

@@ -35,12 +35,12 @@ import torch.nn.functional as F
 import torchvision.transforms as T
 from PIL import Image
 
+from resnet_core.cli import COUNT, NONNEGATIVE  # a 0 or negative count is refused, naming the option, as in train.py
 from resnet_core.data import (CIFAR10_MEAN, CIFAR10_STD, SPLIT_SIZES, DatasetError, augmentation_plan,
                                load_cifar10, resolve_data_dir)
 from resnet_core.models import build_model, list_models, model_info
 from resnet_core.trainer import (Data, Recipe, RunConfig, compile_failure, error_line, fill_batch, fuse_lanes,
                                   make_lane, pick_device, step_lanes)
-from train import COUNT, NONNEGATIVE  # train.py's argparse types: a 0 or negative count is refused, naming the option
 
 DEFAULT_MODELS = ["resnet20", "resnet56", "resnet110"]
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import itertools
-import math
 import shlex
 import sys
 import time
@@ -17,6 +16,7 @@ from tqdm import tqdm
 
 from .checkpoint import (atomic_write_json, default_checkpoints_dir, is_number, is_number_or_null, load_pretrained,
                          read_json, resolve_checkpoint)
+from .cli import COUNT, POSITIVE  # a 0, negative or infinite value: refused here, not after the data loads
 from .data import CIFAR10_MEAN, CIFAR10_STD, load_cifar10, normalize, resolve_data_dir
 from .probes import autocast_for, eval_mode
 from .trainer import device_name, pick_device
@@ -161,12 +161,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--model", required=True, help="checkpoint name (e.g. plain56) or folder")
     p.add_argument("--checkpoints", type=Path, help="folder holding the checkpoints (default: $RESNET_CHECKPOINTS or checkpoints/)")
     p.add_argument("--data-dir", help="CIFAR-10 folder (default: as train.py finds it)")
-    p.add_argument("--points", type=int, default=2000, help="the first N training images (default %(default)s)")
+    p.add_argument("--points", type=COUNT, default=2000, help="the first N training images (default %(default)s)")
     p.add_argument("--grid", type=int, default=21, help="values per axis; odd, so the trained weights are a grid point (default %(default)s)")
-    p.add_argument("--span", type=float, default=1.0, help="coefficients in [-span, span] (default %(default)s: a filter-sized step)")
+    p.add_argument("--span", type=POSITIVE, default=1.0, help="coefficients in [-span, span] (default %(default)s: a filter-sized step)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random directions (default %(default)s)")
     p.add_argument("--dims", type=int, nargs="+", choices=[1, 2], default=[1, 2], help="the 1-D slice, the 2-D surface or both")
-    p.add_argument("--batch-size", type=int, default=2000, help="images per forward pass (default %(default)s)")
+    p.add_argument("--batch-size", type=COUNT, default=2000, help="images per forward pass (default %(default)s)")
     p.add_argument("--device", help="cuda, cuda:N or cpu (default: cuda if available)")
     p.add_argument("--no-amp", action="store_true", help="fp32 on the GPU instead of bf16 autocast")
     p.add_argument("--overwrite", action="store_true",
@@ -175,9 +175,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.grid < 3 or args.grid % 2 == 0:
         p.error(f"--grid must be odd and at least 3, not {args.grid}")
-    for option in ("points", "span", "batch_size"):  # here, not as a ZeroDivisionError after the data has loaded
-        if not 0 < getattr(args, option) < math.inf:
-            p.error(f"--{option.replace('_', '-')} must be above 0, not {getattr(args, option):g}")
     try:  # a GPU this machine lacks: one line here, not a traceback from torch after the data has loaded
         args.device = pick_device(args.device)
     except ValueError as e:

@@ -226,12 +226,12 @@ def no_loading(monkeypatch):
 
 @pytest.mark.parametrize("args, message", [
     (["--device", "gpu"], "--device gpu: not a device; use cpu, cuda or cuda:N"),
-    (["--points", "0"], "--points must be above 0, not 0"),
-    (["--points", "-5"], "--points must be above 0, not -5"),
-    (["--batch-size", "0"], "--batch-size must be above 0, not 0"),
-    (["--span", "-1"], "--span must be above 0, not -1"),
-    (["--span", "nan"], "--span must be above 0, not nan"),
-    (["--span", "inf"], "--span must be above 0, not inf"),
+    (["--points", "0"], "argument --points: 0 is not at least 1"),
+    (["--points", "-5"], "argument --points: -5 is not at least 1"),
+    (["--batch-size", "0"], "argument --batch-size: 0 is not at least 1"),
+    (["--span", "-1"], "argument --span: -1 is not above 0"),
+    (["--span", "nan"], "argument --span: nan is not a finite number"),
+    (["--span", "inf"], "argument --span: inf is not a finite number"),
 ])
 def test_cli_refuses_bad_arguments_before_loading(tmp_path, capsys, no_loading, args, message):
     with pytest.raises(SystemExit) as stop:
