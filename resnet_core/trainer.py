@@ -9,6 +9,7 @@ import hashlib
 import json
 import math
 import os
+import platform
 import re
 import signal
 import subprocess
@@ -656,6 +657,13 @@ def cpu_description() -> tuple[str, ...]:
             model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
     except OSError:  # not Linux
         pass
+    if not model and sys.platform == "darwin":  # macOS names its chip here ("Apple M2")
+        try:
+            model = subprocess.run(["sysctl", "-n", "machdep.cpu.brand_string"], capture_output=True, text=True,
+                                   timeout=5).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            pass
+    model = model or platform.machine()  # Arm Linux lists no "model name": at least "aarch64"
     capability = torch.backends.cpu.get_cpu_capability()  # "AVX2", "AVX512", "DEFAULT", ...
     return tuple(x for x in (f"{os.cpu_count()} cores", model, capability) if x and x != "DEFAULT")
 

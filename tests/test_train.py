@@ -438,8 +438,8 @@ def test_torchrun_stops_at_once_when_rank_0_alone_cannot_start(tmp_path, shared_
 
 def test_a_cpu_is_named_by_its_cores_model_and_widest_instructions(monkeypatch, tmp_path):
     """config.json's device for a CPU run: two 2-core hosts here differ 2-3x per iteration, so the name says the
-    model (from /proc/cpuinfo) and the vector instructions torch uses; "DEFAULT" (none wider) and a missing
-    /proc/cpuinfo (not Linux) leave their part out."""
+    model (from /proc/cpuinfo, else macOS's sysctl, else at least the architecture) and the vector instructions
+    torch uses; "DEFAULT" (none wider) leaves its part out."""
     from resnet_core import trainer
 
     real = trainer.device_name(torch.device("cpu"))  # this machine's, as runs here record it (and cache it: first)
@@ -455,7 +455,16 @@ def test_a_cpu_is_named_by_its_cores_model_and_widest_instructions(monkeypatch, 
     assert describe() == ("2 cores", "AMD EPYC 7B13", "AVX2")
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "DEFAULT")
     assert describe() == ("2 cores", "AMD EPYC 7B13")
-    cpuinfo.unlink()
+    cpuinfo.write_text("processor\t: 0\nCPU implementer\t: 0x41\nCPU part\t: 0xd4f\n")  # Arm Linux: no model name
+    monkeypatch.setattr(trainer.platform, "machine", lambda: "aarch64")
+    assert describe() == ("2 cores", "aarch64")
+    cpuinfo.unlink()  # not Linux
+    monkeypatch.setattr(trainer.sys, "platform", "darwin")
+    monkeypatch.setattr(trainer.subprocess, "run", lambda argv, **k: subprocess.CompletedProcess(
+        argv, 0, "Apple M2\n" if argv == ["sysctl", "-n", "machdep.cpu.brand_string"] else ""))
+    assert describe() == ("2 cores", "Apple M2")
+    monkeypatch.setattr(trainer.platform, "machine", lambda: "")
+    monkeypatch.setattr(trainer.sys, "platform", "win32")
     assert describe() == ("2 cores",)
 
 
