@@ -48,6 +48,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    sync_folder(path.parent)
 
 
 def to_json(obj) -> str:
@@ -74,11 +75,29 @@ def atomic_save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: 
     os.close(fd)
     try:
         save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp, metadata=metadata)
+        with open(tmp, "rb+") as f:  # on the disk before the rename: a crash of the machine must not leave the
+            os.fsync(f.fileno())     # name pointing at a file whose data never got there
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    sync_folder(path.parent)
+
+
+def sync_folder(folder: Path) -> None:
+    """Put a folder's renames on the disk, so that a resumable state's new files are known there before its older
+    ones are deleted. A filesystem that cannot sync a folder (some network ones) is left to its own guarantees."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 # -- writing a checkpoint folder --------------------------------------------------------------------

@@ -129,6 +129,30 @@ def test_a_crash_while_saving_keeps_the_old_checkpoint(saved, monkeypatch):
     assert read_checkpoint(path).name == "resnet20"
 
 
+def test_atomic_writes_reach_the_disk_before_their_rename_and_the_rename_after(tmp_path, monkeypatch):
+    """The order that lets a resumable state survive a crash of the machine, not only of the process: the new file's
+    data is synced, then renamed into place, then the folder (its new name) is synced, before anyone deletes the
+    previous state. Seen here as the sequence of fsync and rename calls."""
+    calls = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd):
+        calls.append(("fsync", os.path.basename(os.readlink(f"/proc/self/fd/{fd}"))))
+        real_fsync(fd)
+
+    def replace(src, dst):
+        calls.append(("rename", os.path.basename(dst)))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(ckpt.os, "fsync", fsync)
+    monkeypatch.setattr(ckpt.os, "replace", replace)
+    ckpt.atomic_save_tensors(tmp_path / "state-1.safetensors", {"w": torch.ones(3)})
+    ckpt.atomic_write_json(tmp_path / "state.json", {"tensors": "state-1.safetensors"})
+    assert [(what, name if what == "rename" or name == tmp_path.name else "temp") for what, name in calls] == [
+        ("fsync", "temp"), ("rename", "state-1.safetensors"), ("fsync", tmp_path.name),
+        ("fsync", "temp"), ("rename", "state.json"), ("fsync", tmp_path.name)]
+
+
 def test_a_publish_killed_between_its_two_renames_is_undone(saved, monkeypatch):
     """Killed after moving the old checkpoint aside and before renaming the new one into place: out/ holds no
     resnet20, only .resnet20.old and a .resnet20.tmp-*. The next save (or the trainer's start) moves the old one back
