@@ -8,7 +8,6 @@ import re
 import struct
 import sys
 import tempfile
-import warnings
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
@@ -254,25 +253,89 @@ def _decode_png(name, read):
     raise DatasetError(f"{name} is not a readable 32x32 RGB PNG ({problem})")
 
 
-class _BatchUnpickler(pickle.Unpickler):
-    """Unpickles a CIFAR batch (dict of a uint8 array and a list); refuses any other global, as a pickle can run code."""
+# A CIFAR batch is a pickle, and a pickle is a program: its globals could run code, and even numpy's own
+# (dtype, _reconstruct) build arrays from whatever state the file gives them, such as a dtype whose field lies past
+# the end of its buffer (a read outside it, a crash of the server). So no numpy object is built from the file: the
+# pickle's few globals resolve to the inert stand-ins below, which only record their arguments, and the batch is
+# accepted only in its one known shape, its pixels and labels copied out with np.frombuffer.
+class _Stub:
+    """What the pickle calls or builds: the call's arguments and any __setstate__ state, nothing more."""
 
-    ALLOWED = {
-        ("numpy", "ndarray"),
-        ("numpy", "dtype"),
-        ("numpy.core.multiarray", "_reconstruct"),  # protocol 2, as in the original python2 batches
-        ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy.core.numeric", "_frombuffer"),  # protocol 5
-        ("numpy._core.numeric", "_frombuffer"),
-        ("_codecs", "encode"),  # bytes written by python3 at protocol 2
+    def __init__(self, *args):
+        self.args, self.state = args, None
+
+    def __setstate__(self, state):
+        self.state = state
+
+
+class _Dtype(_Stub):
+    pass
+
+
+class _Array(_Stub):
+    pass
+
+
+def _reconstruct(cls, shape, dtype_code):  # numpy's protocol-2 array: the pixels arrive by __setstate__
+    return _Array(None)
+
+
+def _frombuffer(buffer, dtype, shape, order):  # numpy's protocol-5 array
+    return _Array(buffer, dtype, shape, order)
+
+
+def _encode(text, encoding="utf-8"):  # bytes written by python3 at protocol 2
+    if not isinstance(text, str) or encoding.lower().replace("-", "") != "latin1":
+        raise pickle.UnpicklingError("bytes in an encoding other than latin-1")
+    return text.encode("latin-1")
+
+
+UINT8_STATE = (3, "|", None, None, None, -1, -1, 0)  # np.dtype("u1").__reduce__()'s state: no fields, no subarray
+
+
+def _pixels(value, rows_max):
+    """The batch's data: an (n, 3072) uint8 array, C order, every byte present; else ValueError."""
+    if not isinstance(value, _Array):
+        raise ValueError(f"data is a {type(value).__name__}, not an array")
+    if value.args[0] is None:  # _reconstruct, then __setstate__((version, shape, dtype, fortran, raw))
+        state = value.state
+        if not (isinstance(state, tuple) and len(state) == 5):
+            raise ValueError("data is an array of unknown layout")
+        _, shape, dtype, fortran, raw = state
+    else:
+        raw, dtype, shape, order = value.args
+        fortran = order != "C"
+    if isinstance(raw, str):  # python2's str, read with encoding="latin1"
+        raw = raw.encode("latin-1")
+    if not (isinstance(dtype, _Dtype) and dtype.args[:1] == ("u1",) and dtype.state in (None, UINT8_STATE)):
+        raise ValueError("data is not of dtype uint8")
+    if fortran is not False or not isinstance(raw, (bytes, bytearray)):
+        raise ValueError("data is not a C-ordered array of bytes")
+    if not (isinstance(shape, tuple) and len(shape) == 2 and all(type(n) is int for n in shape) and shape[1] == 3072
+            and 0 <= shape[0] <= rows_max):
+        raise ValueError(f"data of shape {shape}, not (n <= {rows_max:,}, 3072)")
+    if len(raw) != shape[0] * 3072:
+        raise ValueError(f"data holds {len(raw):,} bytes, not {shape[0] * 3072:,}")
+    return np.frombuffer(raw, np.uint8).reshape(shape).copy()
+
+
+class _BatchUnpickler(pickle.Unpickler):
+    """Reads a CIFAR batch through the stand-ins above; any other global is refused, unrun."""
+
+    STANDINS = {
+        ("numpy", "ndarray"): _Stub,
+        ("numpy", "dtype"): _Dtype,
+        ("numpy.core.multiarray", "_reconstruct"): _reconstruct,  # protocol 2, as in the original python2 batches
+        ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
+        ("numpy.core.numeric", "_frombuffer"): _frombuffer,  # protocol 5
+        ("numpy._core.numeric", "_frombuffer"): _frombuffer,
+        ("_codecs", "encode"): _encode,
     }
 
     def find_class(self, module, name):
-        if (module, name) not in self.ALLOWED:
+        if (module, name) not in self.STANDINS:
             raise pickle.UnpicklingError(f"forbidden global {module}.{name} in a CIFAR-10 batch")
-        with warnings.catch_warnings():  # numpy 2 warns on the numpy.core names that old pickles use
-            warnings.simplefilter("ignore", DeprecationWarning)
-            return super().find_class(module, name)
+        return self.STANDINS[module, name]
 
 
 def _read_pickles(source, split, need):
@@ -288,15 +351,16 @@ def _read_pickles(source, split, need):
         try:
             with open(path, "rb") as f:
                 batch = _BatchUnpickler(f, encoding="latin1").load()
+            if not isinstance(batch, dict):
+                raise ValueError(f"a {type(batch).__name__}, not a dict")
             batch = {k.decode() if isinstance(k, bytes) else k: v for k, v in batch.items()}
-            data = np.asarray(batch["data"])  # (n, 3072) uint8, each row CHW
-            label = np.asarray(batch["labels"], dtype=np.int64)
-            if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072 or label.shape != (len(data),):
-                raise ValueError(f"data {data.dtype} {data.shape}, labels {label.shape}")
-            if len(data) and (label.min() < 0 or label.max() > 9):
+            data = _pixels(batch.get("data"), BATCH_ROWS)  # (n, 3072) uint8, each row CHW
+            label = batch.get("labels")
+            if not (isinstance(label, list) and len(label) == len(data) and all(type(v) is int for v in label)):
+                raise ValueError(f"labels are not a list of {len(data):,} whole numbers")
+            if any(not 0 <= v <= 9 for v in label):
                 raise ValueError("labels outside 0..9")
-            if len(data) > BATCH_ROWS:
-                raise ValueError(f"{len(data):,} images, more than a batch's {BATCH_ROWS:,}")
+            label = np.array(label, dtype=np.int64)
         except Exception as e:  # unpickling a damaged file raises anything
             raise DatasetError(f"{path} is not a CIFAR-10 batch ({type(e).__name__}: {e})") from e
         images.append(data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))  # (n, 32, 32, 3)
@@ -358,6 +422,16 @@ def augmentation_plan(n, epoch, seed, device, pad=4):
     offsets = torch.randint(0, 2 * pad + 1, (n, 2), generator=g)  # (n, 2) int64 (row, col) into the padded image, per image
     flips = torch.randint(0, 2, (n,), generator=g).bool()  # (n,) bool, per image
     return perm.to(device), offsets.to(device), flips.to(device)
+
+
+def plan_fingerprint(n, seed) -> str:
+    """SHA-256 (16 hex digits) of the first epoch's plan: which data orders and crops this torch's generator draws.
+    Saved with a run's state, it tells a resume on another torch (the GPU machine's) whether the rest of the run
+    sees the plans the first sitting would have."""
+    h = hashlib.sha256()
+    for t in augmentation_plan(n, 0, seed, "cpu"):
+        h.update(t.to(torch.int64).numpy().tobytes())
+    return h.hexdigest()[:16]
 
 
 def augment_batch(images_u8, idx, offsets, flips, pad=4):

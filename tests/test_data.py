@@ -3,6 +3,7 @@
 import io
 import os
 import pickle
+import re
 import time
 import zipfile
 
@@ -135,6 +136,57 @@ def test_pickle_with_forbidden_global_is_refused_unrun(tmp_path):
     with pytest.raises(DatasetError, match="forbidden global"):
         load_cifar10(tmp_path, "test", limit=1, cache_dir=tmp_path / "cache")
     assert not marker.exists()
+
+
+@pytest.mark.parametrize("protocol", [2, 4, pickle.HIGHEST_PROTOCOL])
+def test_batches_of_every_pickle_protocol_read_the_same(tmp_path, protocol):
+    """Protocol 2 (the original python2 batches: _reconstruct + __setstate__), 4 and 5 (_frombuffer) all yield the
+    written pixels and labels, through the stand-ins that build nothing from the file."""
+    pictures, labels = made_images(6, seed=protocol), torch.tensor([0, 9, 3, 3, 5, 1])
+    write_batch(tmp_path, "test_batch", pictures, labels, protocol)
+    images, got = load_cifar10(tmp_path, "test", limit=6, cache_dir=tmp_path / "cache")
+    assert torch.equal(images, pictures) and torch.equal(got, labels)
+
+
+_reconstruct = np.ndarray((0,)).__reduce__()[0]  # numpy's own, under whichever module name this numpy gives it
+
+
+class Crafted:
+    """Pickles as `function(*args)` then `__setstate__(state)`: what a hostile batch file can say."""
+
+    def __init__(self, function, args, state=None):
+        self.function, self.args, self.state = function, args, state
+
+    def __reduce__(self):
+        return (self.function, self.args) if self.state is None else (self.function, self.args, self.state)
+
+
+def crafted_array(shape, dtype, raw):
+    return Crafted(_reconstruct, (np.ndarray, (0,), b"b"), (1, shape, dtype, False, raw))
+
+
+# A dtype of 8 bytes whose one field lies 10^12 bytes past its start: numpy builds it from the pickled state, and
+# reading it read far outside the array (the server crashed). Nothing is built from the file now, so it is refused.
+FIELD_PAST_END = Crafted(np.dtype, ("V8", False, True), (3, "|", None, ("a",), {"a": (np.dtype("<i8"), 10**12)}, 8, 1,
+                                                         0x10))
+
+
+@pytest.mark.parametrize("data, labels, problem", [
+    (crafted_array((2, 3072), FIELD_PAST_END, bytes(16)), [0, 1], "data is not of dtype uint8"),
+    (np.zeros((2, 3072), np.uint8), crafted_array((2,), FIELD_PAST_END, bytes(16)), "labels are not a list of 2"),
+    (np.zeros((2, 3072), np.int64), [0, 1], "data is not of dtype uint8"),
+    (np.zeros((2, 3072), np.uint8).T, [0, 1], "data is not a C-ordered array of bytes"),
+    (crafted_array((2, 3072), np.dtype("u1"), bytes(100)), [0, 1], "data holds 100 bytes, not 6,144"),
+    (np.zeros((10_001, 3072), np.uint8), [0] * 10_001, "data of shape (10001, 3072), not (n <= 10,000, 3072)"),
+    (np.zeros((2, 3072), np.uint8), [0, 10], "labels outside 0..9"),
+    (np.zeros((2, 3072), np.uint8), [0, True], "labels are not a list of 2 whole numbers"),
+    ([[0] * 3072] * 2, [0, 1], "data is a list, not an array"),
+])
+def test_a_batch_outside_the_one_known_shape_is_refused_without_building_it(tmp_path, data, labels, problem):
+    with open(tmp_path / "test_batch", "wb") as f:
+        pickle.dump({b"data": data, b"labels": labels}, f, protocol=2)
+    with pytest.raises(DatasetError, match=re.escape(problem)):
+        load_cifar10(tmp_path, "test", limit=2, cache_dir=tmp_path / "cache")
 
 
 # ---- errors
