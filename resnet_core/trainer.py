@@ -31,7 +31,8 @@ from tqdm import tqdm
 
 from .checkpoint import (REPO_ROOT, CheckpointError, atomic_save_tensors, atomic_write_json, read_json,
                          recover_checkpoint, remove_stale_temps, save_checkpoint, storage_state)
-from .data import CIFAR10_MEAN, CIFAR10_STD, CLASSES, augment_batch, augmentation_plan, load_cifar10, normalize, resolve_data_dir
+from .data import (CIFAR10_MEAN, CIFAR10_STD, CLASSES, augment_batch, augmentation_plan, load_cifar10, normalize,
+                   plan_fingerprint, resolve_data_dir)
 from .explain import RECORDED_MISTAKES, confident_mistakes
 from .fused import FusedNet, fusable, shape_key
 from .models import build_model, model_info
@@ -127,6 +128,8 @@ class Lane:
     saved_at: float = -math.inf              # perf_counter() of the last save_state in this process (none yet)
     saved_iteration: int | None = None       # where the state on disk is (None: none saved), what a stop keeps
     data_sha256: str | None = None           # of the images and labels it trains and is tested on (Data.sha256)
+    plan_sha256: str | None = None           # data.plan_fingerprint of the torch that saved/trains it (None: not known)
+    saved_torch: str | None = None           # torch.__version__ of the sitting that saved the state it resumed
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex)  # one run, whatever its sittings: state and checkpoint
     group: "FusedGroup | None" = None        # trained fused with other lanes of its depth (--fuse), while all go on
 
@@ -446,7 +449,8 @@ def save_state(lane: Lane, state_dir: Path, command: str | None = None) -> None:
     atomic_write_json(meta_path, dict(config=lane.cfg.to_dict(), iteration=lane.iteration, wall_time_s=lane.wall_time_s,
                                       history=lane.history, finished=lane.finished, layers=lane.layer_names,
                                       command=command, tensors=tensors_path.name, sittings=lane.sittings,
-                                      run_id=lane.run_id, data_sha256=lane.data_sha256))
+                                      run_id=lane.run_id, data_sha256=lane.data_sha256, plan_sha256=lane.plan_sha256,
+                                      torch=torch.__version__))
     for old in [legacy, *meta_path.parent.glob("state-*.safetensors")]:
         if old != tensors_path:
             old.unlink(missing_ok=True)
@@ -547,6 +551,7 @@ def load_state(lane: Lane, state_dir: Path, meta: dict) -> None:
     lane.sittings = meta.get("sittings") or [legacy_sitting(saved)]
     lane.run_id = meta.get("run_id") or lane.run_id  # a state saved before runs had an id gets one now
     lane.saved_iteration, lane.data_sha256 = lane.iteration, meta.get("data_sha256")
+    lane.plan_sha256, lane.saved_torch = meta.get("plan_sha256"), meta.get("torch")
 
 
 def legacy_sitting(config: dict) -> dict:
@@ -865,6 +870,13 @@ def train(configs: list[RunConfig], *, data_dir: str | None = None, out_dir: Pat
                                  f"test images than {data_dir or 'the data folder'} holds (their SHA-256 differs); "
                                  f"resume with the data it was made with, or --restart to start over")
             lane.data_sha256 = data.sha256
+        plan = plan_fingerprint(len(data.train_y), first.seed)
+        for lane in lanes:
+            if lane.plan_sha256 not in (None, plan):  # another torch's generator: the plans are no longer the same
+                say(f"note: {lane.name}: this torch ({torch.__version__}) draws other data orders, crops and flips "
+                    f"than the one that saved its state ({lane.saved_torch or 'another version'}); the rest of the "
+                    f"run trains on the same images, augmented alike, but is not the exact continuation")
+            lane.plan_sha256 = plan
         batch = first.recipe.batch_size
         if batch % world:
             raise ConfigError(f"batch size {batch} does not split over {world} processes")

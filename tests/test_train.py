@@ -214,6 +214,31 @@ def test_resume_reaches_the_same_result(tmp_path, shared_cifar):
     assert not (tmp_path / "runs-b" / "plain20").exists()
 
 
+def test_a_resume_on_a_torch_that_draws_other_plans_says_so(tmp_path, shared_cifar, capsys):
+    """The data order and crops come from torch's CPU generator. The state records a fingerprint of the plans and the
+    torch that drew them, so that a resume on the GPU machine's torch says whether it is the exact continuation."""
+    from resnet_core.data import plan_fingerprint
+
+    argv = ["--model", "resnet20", *TINY, "--data-dir", str(shared_cifar), "--out", str(tmp_path / "out"),
+            "--state-dir", str(tmp_path / "runs")]
+    assert train.main(argv + ["--stop-after", "3"]) == 0
+    meta_path = tmp_path / "runs/resnet20/state.json"
+    meta = json.loads(meta_path.read_text())
+    assert (meta["plan_sha256"], meta["torch"]) == (plan_fingerprint(64, 0), torch.__version__)
+    assert plan_fingerprint(64, 0) != plan_fingerprint(64, 1) and plan_fingerprint(64, 0) != plan_fingerprint(63, 0)
+    capsys.readouterr()
+    assert train.main(argv + ["--resume", "--stop-after", "1"]) == 0  # the same torch: nothing to say
+    assert "draws other" not in capsys.readouterr().err
+    meta = json.loads(meta_path.read_text())
+    meta.update(plan_sha256="0123456789abcdef", torch="2.11.0+cu130")
+    meta_path.write_text(json.dumps(meta))
+    assert train.main(argv + ["--resume"]) == 0
+    assert (f"note: resnet20: this torch ({torch.__version__}) draws other data orders, crops and flips than the one "
+            "that saved its state (2.11.0+cu130); the rest of the run trains on the same images, augmented alike, "
+            "but is not the exact continuation") in capsys.readouterr().err
+    assert (tmp_path / "out/resnet20/model.safetensors").exists()
+
+
 def test_a_save_killed_halfway_resumes_from_the_previous_one(tmp_path, shared_cifar, monkeypatch):
     """Killed after the new tensors file is written but before state.json points to it: the previous pair is
     whole, and resuming from it reaches the uninterrupted run's weights bit for bit."""
