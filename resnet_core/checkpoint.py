@@ -374,15 +374,24 @@ class CheckpointInfo:
                 f"`{self.name}`, in place of this one.")
 
 
+# A checkpoint's largest JSON file, a 164-epoch history of a 110-layer net, is under 1 MiB: a file much larger is no
+# file of ours, and reading it whole would hold the app (seconds, gigabytes) for every visitor.
+MAX_JSON_BYTES = 16 * 2**20
+
+
 def read_json(path: Path) -> dict:
     if not path.is_file():
         raise CheckpointError(f"{path}: file is missing")
     try:
+        if (size := path.stat().st_size) > MAX_JSON_BYTES:
+            raise CheckpointError(f"{path}: {size / 2**20:,.0f} MiB, larger than any checkpoint file "
+                                  f"({MAX_JSON_BYTES // 2**20} MiB at most)")
         # Infinity and NaN (Python's json.dump writes them; JSON has no such values) read as null, as our own
         # writer stores them: "overflowed, not recorded", which every reader handles, never a number to plot
         obj = json.loads(path.read_text(), parse_constant=lambda name: None)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"{path}: not readable JSON ({e})") from None
+    except (OSError, ValueError, RecursionError) as e:
+        # ValueError: not UTF-8, not JSON, or an integer of thousands of digits; RecursionError: nested too deep
+        raise CheckpointError(f"{path}: not readable JSON ({type(e).__name__}: {str(e)[:200]})") from None
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path}: expected a JSON object, found {type(obj).__name__}")
     return obj
@@ -430,7 +439,8 @@ RECORD_NUMBERS = ("iteration", "lr", "train_error", "train_loss", "test_error", 
 
 
 def is_number(x) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool)
+    """A finite number (1e999 in a JSON file reads as an infinite float; our writer stores those as null)."""
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
 def is_number_or_null(x) -> bool:
@@ -445,10 +455,8 @@ def problems(config: dict, history: dict, metrics: dict):
         if key not in config:
             yield "config.json", f"missing key {key!r}"
             return
-    try:
-        model_info(str(config["model"]))
-    except ValueError as e:
-        yield "config.json", str(e)
+    if problem := not_cifar10(config):
+        yield "config.json", problem
         return
     recipe = config["recipe"]
     if not isinstance(recipe, dict) or not isinstance(recipe.get("iterations", 0), (int, type(None))):
@@ -458,8 +466,9 @@ def problems(config: dict, history: dict, metrics: dict):
     arch, residual = config.get("arch", {}), model_info(str(config["model"]))["residual"]
     if not (isinstance(arch, dict) and set(arch) <= {"shortcut", "num_classes"}
             and arch.get("shortcut", "none") in (("A", "B", "none") if residual else ("none",))
-            and isinstance(arch.get("num_classes", 10), int)):
-        yield "config.json", f"arch {arch!r} is not a shortcut option (A or B, residual nets only) and a class count"
+            and arch.get("num_classes", len(CLASSES)) == len(CLASSES)):
+        yield "config.json", (f"arch {arch!r} is not a shortcut option (A or B, residual nets only) and the class "
+                              f"count {len(CLASSES)}")
     if config.get("wall_time_s") is not None and not is_number(config["wall_time_s"]):
         yield "config.json", "wall_time_s is not a number of seconds"
 
@@ -515,9 +524,25 @@ NOT_NORMALIZATION = "normalization is not a mean and a std of three numbers each
 
 
 def is_normalization(norm) -> bool:
-    """config.json's normalization: absent (null), or {"mean": [3 numbers], "std": [3 numbers]}."""
+    """config.json's normalization: absent (null), or {"mean": [3 numbers], "std": [3 numbers above 0]}."""
     return norm is None or (isinstance(norm, dict) and all(
-        isinstance(norm.get(k), list) and len(norm[k]) == 3 and all(map(is_number, norm[k])) for k in ("mean", "std")))
+        isinstance(norm.get(k), list) and len(norm[k]) == 3 and all(map(is_number, norm[k])) for k in ("mean", "std"))
+        and all(v > 0 for v in norm["std"]))
+
+
+def not_cifar10(config: dict) -> str | None:
+    """What makes config.json's model no CIFAR-10 net of this project (unknown, an ImageNet net, another class
+    count), checked before a model is built: a class count of 10^13 must not allocate first. None if it is one."""
+    try:
+        info = model_info(str(config.get("model")))
+    except ValueError as e:
+        return str(e)
+    if info["family"] == "imagenet":
+        return f"{config['model']} is an ImageNet net; the explorer reads CIFAR-10 checkpoints"
+    arch = config.get("arch", {})
+    if isinstance(arch, dict) and arch.get("num_classes", len(CLASSES)) != len(CLASSES):
+        return f"arch gives {arch['num_classes']!r} classes, not CIFAR-10's {len(CLASSES)}"
+    return None
 
 
 def is_mistake(record) -> bool:
@@ -554,9 +579,11 @@ def load_pretrained(name_or_path: str | os.PathLike, device: str | torch.device 
     A missing, truncated or mismatched file raises CheckpointError naming the file and the problem."""
     path = resolve_checkpoint(name_or_path)
     config = read_json(path / "config.json")
+    if problem := not_cifar10(config):
+        raise CheckpointError(f"{path / 'config.json'}: {problem}")
     try:
         model = build_model(config["model"], **config.get("arch", {}))
-    except (KeyError, TypeError, ValueError) as e:
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:
         raise CheckpointError(f"{path / 'config.json'}: cannot rebuild the model ({e})") from None
     if not is_normalization(config.get("normalization")):
         raise CheckpointError(f"{path / 'config.json'}: {NOT_NORMALIZATION}")
@@ -588,6 +615,12 @@ def load_pretrained(name_or_path: str | os.PathLike, device: str | torch.device 
         if v.shape != expected[k].shape:
             raise CheckpointError(f"{weights}: tensor {k} has shape {tuple(v.shape)}, "
                                   f"{config['model']} expects {tuple(expected[k].shape)}")
+        if v.is_floating_point() != expected[k].is_floating_point() or v.dtype == torch.bool:
+            raise CheckpointError(f"{weights}: tensor {k} is {str(v.dtype).removeprefix('torch.')}, not "
+                                  f"{'floating point' if expected[k].is_floating_point() else 'whole numbers'}")
+        if v.is_floating_point() and not torch.isfinite(v).all():  # a net that diverged: its outputs are NaN
+            raise CheckpointError(f"{weights}: tensor {k} holds NaN or infinite values; these weights predict "
+                                  f"nothing")
     model.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()}, strict=True)
     model.normalization = config.get("normalization")
     return model.to(device).eval()

@@ -193,6 +193,9 @@ def _check_found(source, split, need, found, first_missing=None):
         )
 
 
+MAX_PNG_BYTES = 64 * 1024  # 32x32 RGB stored raw is 3,072 bytes: any real PNG of one is far below this
+
+
 def _read_pngs(source, split, need):
     """Decode the first `need` PNGs by index, from the zips or the folder, on a thread pool.
 
@@ -202,6 +205,9 @@ def _read_pngs(source, split, need):
         entries = {}  # index -> (label, name for errors, function returning the PNG bytes)
         for path in source.files:
             if source.kind == "png":
+                if (size := path.stat().st_size) > MAX_PNG_BYTES:
+                    raise DatasetError(f"{path} is {size:,} bytes; a 32x32 PNG is a few kB (over {MAX_PNG_BYTES:,} "
+                                       f"bytes: not a CIFAR-10 image)")
                 members = [(path.relative_to(source.root).as_posix(), str(path), path.read_bytes)]
             else:
                 try:
@@ -209,8 +215,11 @@ def _read_pngs(source, split, need):
                 except (OSError, zipfile.BadZipFile) as e:
                     raise DatasetError(f"cannot open {path}: {e}") from e
                 prefix = f"cifar10/{split}/"
-                names = [m for m in zf.namelist() if m.startswith(prefix) and not m.endswith("/")]
-                members = [(m[len(prefix) :], f"{path}:{m}", partial(zf.read, m)) for m in names]
+                infos = [m for m in zf.infolist() if m.filename.startswith(prefix) and not m.is_dir()]
+                if big := next((m for m in infos if m.file_size > MAX_PNG_BYTES), None):
+                    raise DatasetError(f"{path}:{big.filename} unpacks to {big.file_size:,} bytes; a 32x32 PNG is a "
+                                       f"few kB (over {MAX_PNG_BYTES:,} bytes: not a CIFAR-10 image)")
+                members = [(m.filename[len(prefix):], f"{path}:{m.filename}", partial(zf.read, m)) for m in infos]
             for tail, name, read in members:
                 match = PNG_NAME.fullmatch(tail)
                 if match is None or match[1] not in CLASSES or int(match[2]) >= SPLIT_SIZES[split]:

@@ -118,7 +118,10 @@ def landscape_2d(model, images_u8, labels, mean, std, steps: int = 21, span: flo
 def weights_digest(folder: Path) -> str | None:
     """sha256 of the checkpoint's model.safetensors (None without one): which weights a landscape was measured on."""
     weights = Path(folder) / "model.safetensors"
-    return hashlib.sha256(weights.read_bytes()).hexdigest() if weights.is_file() else None
+    if not weights.is_file():
+        return None
+    with open(weights, "rb") as f:  # in chunks: a file of gigabytes costs time, never its size in memory
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def read_landscape(checkpoint) -> dict | None:

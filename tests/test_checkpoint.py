@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors import safe_open
 from safetensors.torch import save_file
 
 import resnet_core.checkpoint as ckpt
@@ -250,8 +251,48 @@ def damage_garbage_weights(path):
     (path / "model.safetensors").write_bytes(b"\x00" * 100)
 
 
+def damage_tensor(path, name, value):
+    weights = path / "model.safetensors"
+    with safe_open(str(weights), framework="pt") as f:
+        state, metadata = {k: f.get_tensor(k) for k in f.keys()}, f.metadata()
+    save_file(dict(state, **{name: value(state[name])}), str(weights), metadata=metadata)
+
+
 def damage_shape(path):
-    ckpt.atomic_write_json(path / "config.json", dict(CONFIG, arch={"num_classes": 100}))
+    damage_tensor(path, "fc.weight", lambda w: w[:3])
+
+
+def damage_nan(path):
+    damage_tensor(path, "stages.1.0.residual.conv1.weight", lambda w: w.index_fill(0, torch.tensor([1]), float("nan")))
+
+
+def damage_dtype(path):
+    damage_tensor(path, "fc.weight", lambda w: w > 0)
+
+
+def damage_classes(path):
+    ckpt.atomic_write_json(path / "config.json", dict(CONFIG, arch={"num_classes": 10**13}))
+
+
+def damage_imagenet(path):
+    ckpt.atomic_write_json(path / "config.json", dict(CONFIG, model="imagenet-resnet18"))
+
+
+def damage_zero_std(path):
+    ckpt.atomic_write_json(path / "config.json", dict(CONFIG, normalization={"mean": [0.5] * 3, "std": [0.2, 0, 0.2]}))
+
+
+def damage_deep_json(path):
+    (path / "config.json").write_text("[" * 100_000 + "]" * 100_000)
+
+
+def damage_huge_integer(path):
+    (path / "config.json").write_text('{"model": "resnet20", "wall_time_s": ' + "9" * 5000 + "}")
+
+
+def damage_huge_json(path):
+    with open(path / "config.json", "wb") as f:
+        f.truncate(ckpt.MAX_JSON_BYTES + 1)  # sparse: no 16 MiB written
 
 
 def damage_normalization(path):
@@ -262,10 +303,18 @@ def damage_normalization(path):
     (damage_truncate, "model.safetensors", "not a readable safetensors"),
     (damage_garbage_weights, "model.safetensors", "not a readable safetensors"),
     (damage_wrong_model, "model.safetensors", "does not match resnet32"),
-    (damage_unknown_model, "config.json", "cannot rebuild"),
+    (damage_unknown_model, "config.json", "unknown model 'resnet21'"),
     (damage_no_config, "config.json", "file is missing"),
-    (damage_shape, "model.safetensors", "has shape"),
+    (damage_shape, "model.safetensors", r"tensor fc.weight has shape \(3, 64\), resnet20 expects \(10, 64\)"),
+    (damage_nan, "model.safetensors", "tensor stages.1.0.residual.conv1.weight holds NaN or infinite values"),
+    (damage_dtype, "model.safetensors", "tensor fc.weight is bool, not floating point"),
+    (damage_classes, "config.json", "arch gives 10000000000000 classes, not CIFAR-10's 10"),
+    (damage_imagenet, "config.json", "imagenet-resnet18 is an ImageNet net; the explorer reads CIFAR-10 checkpoints"),
     (damage_normalization, "config.json", "normalization is not a mean and a std of three numbers each"),
+    (damage_zero_std, "config.json", "normalization is not a mean and a std of three numbers each"),
+    (damage_deep_json, "config.json", "not readable JSON \\(RecursionError"),
+    (damage_huge_integer, "config.json", "not readable JSON \\(ValueError: Exceeds the limit"),
+    (damage_huge_json, "config.json", "16 MiB, larger than any checkpoint file \\(16 MiB at most\\)"),
 ])
 def test_damaged_checkpoints_raise_naming_the_file(saved, damage, file, message):
     _, path = saved
@@ -345,6 +394,9 @@ def test_list_checkpoints_reports_the_unreadable_and_keeps_the_rest(saved):
     ("config.json", dict(CONFIG, arch={"shortcut": "C"}), "arch {'shortcut': 'C'} is not a shortcut option"),
     ("config.json", dict(CONFIG, arch={"width": 2}), "is not a shortcut option"),
     ("config.json", dict(CONFIG, model="plain20", arch={"shortcut": "B"}), "residual nets only"),
+    ("config.json", dict(CONFIG, arch={"num_classes": -1}), "arch gives -1 classes, not CIFAR-10's 10"),
+    ("config.json", dict(CONFIG, model="imagenet-plain34"), "imagenet-plain34 is an ImageNet net"),
+    ("config.json", dict(CONFIG, normalization={"mean": [0.5] * 3, "std": [0.2, 0.2, -1]}), "normalization is not"),
     ("history.json", {"layers": [], "records": [{"epoch": 1, "test_error": "zz"}]}, "epoch 1: test_error not a number"),
     ("history.json", {"layers": ["a"], "records": [{"epoch": 1, "grad_norms": ["x"]}]}, "grad_norms is not a list of numbers"),
     ("history.json", {"layers": "a", "records": [{"epoch": 1}]}, "layers is not a list of layer names"),
@@ -374,6 +426,14 @@ def test_inconsistent_checkpoints_are_unreadable(saved, file, content, message):
     _, path = saved
     ckpt.atomic_write_json(path / file, content)
     with pytest.raises(CheckpointError, match=message):
+        read_checkpoint(path)
+
+
+def test_a_number_too_large_for_a_float_is_refused(saved):
+    """1e999 in a hand-written file reads as an infinite float (our writer stores an overflow as null)."""
+    _, path = saved
+    (path / "metrics.json").write_text(ckpt.to_json(METRICS).replace('"test_error": ', '"test_error": 1e999, "was": '))
+    with pytest.raises(CheckpointError, match="test_error not a number"):
         read_checkpoint(path)
 
 

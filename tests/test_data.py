@@ -283,6 +283,26 @@ def test_a_zip_left_beside_an_unpacked_folder_does_not_hide_it(tmp_path):
         load_cifar10(tmp_path, "train", cache_dir=tmp_path / "cache")
 
 
+def test_an_image_file_far_larger_than_a_cifar_png_is_refused_unread(tmp_path, monkeypatch):
+    """A zip member of a megabyte that packs to a kilobyte (a bomb's shape) or an outsized file in the folder is
+    refused by its recorded size, before any of it is read."""
+    zipped = tmp_path / "zipped"
+    zipped.mkdir()
+    with zipfile.ZipFile(zipped / "test.zip", "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("cifar10/test/cat/00000.png", png_bytes(made_images(1)[0]))
+        zf.writestr("cifar10/test/dog/00001.png", bytes(2**20))
+    assert (zipped / "test.zip").stat().st_size < 8 * 1024
+    monkeypatch.setattr(zipfile.ZipFile, "read", lambda *a: pytest.fail("a member was read"))
+    with pytest.raises(DatasetError, match=re.escape("test.zip:cifar10/test/dog/00001.png unpacks to 1,048,576 bytes; "
+                                                     "a 32x32 PNG is a few kB")):
+        load_cifar10(zipped, "test", limit=1, cache_dir=tmp_path / "cache")
+    folder = tmp_path / "folder" / "cifar10" / "test" / "cat"
+    folder.mkdir(parents=True)
+    (folder / "00000.png").write_bytes(png_bytes(made_images(1)[0]) + bytes(100_000))
+    with pytest.raises(DatasetError, match=r"00000\.png is 103,\d{3} bytes; a 32x32 PNG is a few kB \(over 65,536 bytes"):
+        load_cifar10(tmp_path / "folder", "test", limit=1, cache_dir=tmp_path / "cache")
+
+
 # ---- cache
 
 
