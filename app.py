@@ -1,21 +1,32 @@
 """ResNet Explorer: the home page (the degradation problem and the model zoo) and the list of pages."""
 import altair as alt
-import numpy as np
 import pandas as pd
 import streamlit as st
 
-from pages.common import (DEEP_LINK, NET_COLORS, ROUTED, TRAIN_DASHED, frame, header, log_axis, show_chart,
-                          usable_checkpoints)
+from pages.common import (DEEP_LINK, NET_COLORS, ROUTED, TRAIN_DASHED, frame, header, length_ui, log_axis,
+                          show_chart, usable_checkpoints)
 from resnet_core import zoo
 from resnet_core.paper import PAPER_ITERATIONS, TABLE6_TEST_ERROR as TABLE6
 
 MEASURE_SHAPES = dict(zip(zoo.MEASURES.values(), ["triangle-up", "cross", "circle"]))
 REFERENCE_SHAPES = dict(zip(zoo.REFERENCES, ["diamond", "square", "triangle-down"]))
+# The claim checks (zoo.paper_checks) behind the chart's title: Fig. 6's, by the kind of net they are about.
+FIG6_CLAIMS = {"plain": "Plain nets: final training error rises with depth (Fig. 6, left)",
+               "residual": "Residual nets, 20 to 110 layers: final training error falls with depth (Fig. 6, middle)"}
+FIG6_WORDS = {"plain": "deeper plain nets train worse", "residual": "deeper residual nets train better"}
 
 
 def home() -> None:
-    header("ResNet Explorer", "In the paper, deeper plain nets train *worse* and deeper residual nets train better. "
-           "Our runs are the filled points; reference numbers (the paper's, and reproductions') are hollow.")
+    header("ResNet Explorer", "In the paper, deeper plain nets train *worse*, deeper residual nets better: our runs "
+           "are the filled points, reference numbers (the paper's, and reproductions') hollow.")
+    infos = usable_checkpoints(short_runs=False)  # Home says it in a box of its own, under the chart
+    # One length at a time, as on every page: a 15-epoch plain net's large error beside a 64k run's drew the eye away
+    # from the paper-length runs, and their two lines per net read alike.
+    runs = length_ui(infos, "Our runs of one length at a time: a 15-epoch run beside a 64,000-iteration one "
+                     "compares training lengths, not depths. Opens on the length of the 56-layer pair, as every page does.")
+    # in the first screenful of a 1024 x 768 projector, from its title down to its legends: the finding before the
+    # fine print, which follows it
+    depth_chart(runs)
     st.markdown(
         "Adding layers to a plain convolutional network should never raise its *training* error, since the extra "
         "layers could learn the identity, yet the paper's 32-, 44- and 56-layer plain nets reach a *higher training "
@@ -25,8 +36,6 @@ def home() -> None:
         f"input x; with them the test error falls from {TABLE6['resnet20']} % at 20 layers to {TABLE6['resnet110']} % "
         f"at 110 (Table 6; that one the best of five runs). At 1202 layers it rises again, to {TABLE6['resnet1202']} %, "
         "which the paper puts down to overfitting.")
-    infos = usable_checkpoints(short_runs=False)  # Home says it in a box of its own, under the chart
-    depth_chart()  # in the first screenful of a 1024 x 768 projector: the finding before the fine print
     short_run_notice(infos)
     checks_summary()
     tour()
@@ -97,17 +106,30 @@ def short_run_notice(infos) -> None:
         waiting = [str(d) for d in sorted(set(short["depth"]) - full)]  # depths with short runs only
         waiting = ", ".join(waiting[:-1]) + " and " + waiting[-1] if len(waiting) > 1 else "".join(waiting)
         st.info(f"Short runs: {runs}. The paper trains for {PAPER_ITERATIONS:,} iterations, so these errors are "
-                f"higher than Table 6's: compare them with runs as short (Degradation curves shows one length at a "
-                f"time)." + (f" No run of the paper's length yet at {waiting} layers."
+                f"higher than Table 6's: compare them with runs as short (the chart above and every page show one "
+                f"length at a time)." + (f" No run of the paper's length yet at {waiting} layers."
                              if waiting else ""), icon=":material/info:")
 
 
-def depth_chart() -> None:
+def finding(runs) -> str:
+    """The chart's title: what these runs (of one length) show of Fig. 6's claims, said only where the claim checks
+    find that it holds ('yes'), else what the chart draws."""
+    holds = zoo.paper_checks(runs).set_index("claim")["holds"]
+    said = [FIG6_WORDS[net] for net, claim in FIG6_CLAIMS.items() if holds.get(claim) == "yes"]
+    return "; ".join(said).capitalize() if said else "Final error against depth"
+
+
+def depth_chart(runs) -> None:
+    """Final errors against depth: ours (the checkpoints `runs`) filled, joined by a line per net and error, the
+    references' hollow beside them."""
     data = frame(zoo.headline_frame)
+    data = data[(data["source"] != "ours") | data["checkpoint"].isin({info.name for info in runs})]
     # Log by default: on a linear axis a short run's or plain-110's large error (up to 89 %) squashes the paper-length
-    # runs' training errors, the degradation itself (plain 0.6 -> 6.5 %, residual 0.3 -> 0.04 %), into its bottom.
-    log = st.toggle("Log scale", value=True, help="Spreads out the small errors: 0.1 %, 1 %, 10 % and 100 % are "
-                    "evenly spaced. Off: a linear axis.")
+    # runs' training errors, the degradation itself (plain 0.6 -> 6.5 %, residual 0.3 -> 0.04 %), into its bottom. In
+    # the sidebar, under the training length, as on Degradation curves: above the chart it pushed the legends below
+    # the fold.
+    log = st.sidebar.toggle("Log scale", value=True, help="Spreads out the small errors: 0.1 %, 1 %, 10 % and 100 % "
+                            "are evenly spaced. Off: a linear axis.")
     zero = data[data["error"] <= 0] if log else data.iloc[:0]  # a log axis has no room for an error of exactly 0
     data = data.drop(zero.index)
     ours, refs = data[data["source"] == "ours"], data[data["source"] != "ours"]
@@ -120,32 +142,35 @@ def depth_chart() -> None:
     offset = alt.XOffset("source:N", scale=alt.Scale(domain=slots))
     y = alt.Y("error:Q", title="final error (%)" + (", log scale" if log else ""),
               **(log_axis(data, "error") if log else {}))  # ticks 0.01, 0.1, 1, 10, 100, each labelled
-    color = alt.Color("net:N", scale=NET_COLORS, title="network")
-    tooltip = ["source", "model", "checkpoint", "measure", alt.Tooltip("error:Q", format=".2f", title="error (%)")]
-    # Runs of several lengths (a 64k-iteration pair beside 15-epoch ones): the longer run's points larger, so that two
-    # points of one net at one depth say which is which at a glance (fading the short ones would fade the story).
+    # Legends in a row each, their titles to the left: four stacked took 300 px under the plot, below the fold.
+    row = dict(direction="horizontal", titleOrient="left", titleBaseline="middle", offset=6, padding=2)
+    color = alt.Color("net:N", scale=NET_COLORS, title="network", legend=alt.Legend(**row))
     ours = ours.assign(length=[f"{int(n):,} iterations" if pd.notna(n) else "unknown length" for n in ours["iterations"]])
-    named = list(dict.fromkeys(ours.sort_values("iterations", ascending=False, na_position="last")["length"]))
-    size = dict(size=alt.Size("length:O", title="training length", sort=named, legend=alt.Legend(columns=1),
-                              scale=alt.Scale(domain=named, range=np.linspace(170, 60, len(named)).round().tolist())))
-    size = size if len(named) > 1 else {}
-    # one line per net and schedule: a 64k-iteration run and a short one at the next depth are never joined
+    tooltip = ["source", "model", "checkpoint", "measure", alt.Tooltip("error:Q", format=".2f", title="error (%)")]
+    # one line per net and schedule: a run of unknown length, drawn beside runs of a known one, is joined to none
     lines = alt.Chart(ours).mark_line().encode(
         x, offset, y, color, strokeDash=alt.StrokeDash("split:N", scale=TRAIN_DASHED, legend=None),
         detail=["net:N", "iterations:O"])
     measures = [m for m in MEASURE_SHAPES if m in set(ours["measure"])]
-    points = alt.Chart(ours).mark_point(filled=True, size=70).encode(
-        x, offset, y, color, tooltip=[*tooltip, alt.Tooltip("iterations:Q", format=",")], shape=alt.Shape(
-            "measure:N", title=["ours", "(train dashed, test solid)"], legend=alt.Legend(columns=1),
-            scale=alt.Scale(domain=measures, range=[MEASURE_SHAPES[m] for m in measures])), **size)
+    points = alt.Chart(ours).mark_point(filled=True, size=90).encode(
+        x, offset, y, color, tooltip=[*tooltip, alt.Tooltip("length:N", title="trained for")], shape=alt.Shape(
+            # "train error (final model)": the rest, "clean training set", in the tooltip; a row that fits 1024 px
+            "measure:N", title="ours (train dashed, test solid)", legend=alt.Legend(
+                labelExpr="replace(datum.label, regexp(', [^)]*'), '')", **row),
+            scale=alt.Scale(domain=measures, range=[MEASURE_SHAPES[m] for m in measures])))
     sources = [s for s in REFERENCE_SHAPES if s in set(refs["source"])]
     references = alt.Chart(refs).mark_point(filled=False, size=110, strokeWidth=2).encode(
         x, offset, y, color, tooltip=tooltip, shape=alt.Shape(
-            "source:N", title="reference (test error)", legend=alt.Legend(columns=2),
+            "source:N", title="references (test error)", legend=alt.Legend(columns=2, **row),
             scale=alt.Scale(domain=sources, range=[REFERENCE_SHAPES[s] for s in sources])))
-    chart = alt.layer(lines, points, references).resolve_scale(shape="independent").properties(height=380)
-    # Legends below: beside the plot their long labels squeezed it to 230 px in a 1024 px window. Below, each
-    # legend's entries are in columns (shapes' columns=) that fit that width even with all three measures or sources.
+    known = sorted(set(ours["iterations"].dropna()), reverse=True)  # one length, and any of unknown length
+    lengths = [f"{int(n):,} iterations" + (" (the paper's schedule)" if n >= PAPER_ITERATIONS else
+                                           f" (the paper trains for {PAPER_ITERATIONS:,})") for n in known]
+    lengths += ["an unknown number of iterations"] if ours["iterations"].isna().any() else []
+    title = alt.Title(finding(runs), subtitle=f"Final error against depth, of our runs of {' or '.join(lengths)}",
+                      anchor="start", fontSize=15)
+    chart = alt.layer(lines, points, references).resolve_scale(shape="independent").properties(height=300, title=title)
+    # legends below: beside the plot their long labels squeezed it to 230 px in a 1024 px window
     show_chart(chart, data, "final_error_vs_depth", legends_below=True)
     left_out = "; ".join(f"{r.checkpoint or r.source} ({r.split} error)" for r in zero.itertuples()
                          ) if len(zero) else ""

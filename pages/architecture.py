@@ -12,6 +12,7 @@ FAMILIES = {"cifar": "CIFAR 6n+2", "cifar-wide": "CIFAR ResNet-18/34", "imagenet
 # fit its column until its text was 7 px high beside the plain one's 11.
 SHORTCUTS = {"A": ["identity x", "(where the shape changes:", "stride 2, zero-padded)"],
              "B": ["identity x", "(where the shape changes:", "1x1 projection, stride 2)"]}
+COUNTS = {"params": "parameters", "gflops": "FLOPs"}  # zoo.paper_totals' keys, as the caption names them
 
 
 def architecture_ui() -> str:
@@ -35,9 +36,10 @@ def block_diagram(block: str, width: int, residual: bool, shortcut: str) -> str:
     else:
         convs = [f"3x3 conv, {width}", f"3x3 conv, {width}"]
     fill = NET_COLORS.range[1] if residual else NET_COLORS.range[0]
+    ink = "white" if residual else "black"  # white 11 px text on the orange was faint (3.7:1); black is 5.7:1
     lines = ["digraph {", "rankdir=TB; bgcolor=transparent; node [fontname=Helvetica, fontsize=11];",
              'x [label="x", shape=plaintext]; out [label="output", shape=plaintext];',
-             f'node [shape=box, style="rounded,filled", fillcolor="{fill}", fontcolor=white];']
+             f'node [shape=box, style="rounded,filled", fillcolor="{fill}", fontcolor={ink}];']
     chain = ["x"]
     for i, conv in enumerate(convs):
         last = i == len(convs) - 1
@@ -79,23 +81,29 @@ paper = zoo.paper_totals(name)  # under each count, in grey, the paper's where i
 
 
 def paper_line(key: str) -> dict:
+    """The paper's figure under our count, attributed in a few words: a longer description (which table, whose
+    figure) was cut to 'He et al. (2016), Table 6:...' by the metric's width; the caption below gives it whole."""
     if key not in paper:
         return {}
-    value, source = paper[key]
-    return dict(delta=f"paper: {value}", delta_color="off", delta_arrow="off",
-                delta_description=f"He et al. (2016), {source}: quoted, not measured here")
+    return dict(delta=f"paper: {paper[key][0]}", delta_color="off", delta_arrow="off",
+                delta_description="He et al. (2016)")
 
 
 cells = st.columns(2, width=520)
 cells[0].metric("Parameters", f"{params / 1e6:.2f} M", **paper_line("params"))
 cells[1].metric("FLOPs", f"{macs / 1e9:.3f} G", help=f"Multiply-adds for one {size} image.", **paper_line("gflops"))
+if paper:
+    sources = "; ".join(f"{COUNTS[key]} from {source}" for key, (_, source) in paper.items())
+    st.caption(f"In grey under a count: the paper's figure (He et al., 2016), quoted, not measured here: {sources}.")
 
 compute = table[table["macs"] > 0].assign(weight_layer=lambda t: range(1, len(t) + 1), mflops=lambda t: t["macs"] / 1e6)
 # A y-axis title longer than the plot is tall makes Streamlit squash the plot and drop the chart's title: keep it short.
 show_chart(alt.Chart(compute).mark_bar().encode(
     x=alt.X("weight_layer:Q", title="weight layer (forward order)",
             scale=alt.Scale(domain=[0, len(compute) + 1], nice=False)),
-    y=alt.Y("mflops:Q", title="million multiply-adds"), color=alt.Color("type:N", title="layer type"),
+    y=alt.Y("mflops:Q", title="million multiply-adds"),
+    # greys, not the default blue, which means "residual" on every other page (and this may be a plain net)
+    color=alt.Color("type:N", title="layer type", scale=alt.Scale(range=["#737373", "#252525"])),
     tooltip=["layer", "type", "output_shape", "params", alt.Tooltip("mflops:Q", format=".2f", title="MFLOPs")],
 ).properties(height=300, title="Where the compute goes"), compute, f"flops_{name}")
 fc = compute[compute["type"] == "Linear"]

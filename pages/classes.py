@@ -7,8 +7,8 @@ import streamlit as st
 import torch
 from PIL import Image
 
-from pages.common import (by_name, default_pair, frame, gallery, header, length_ui, load_model, model_legend, percent,
-                          short_runs_note, show_chart, show_panels, usable_checkpoints, weights_stamp)
+from pages.common import (NET_COLORS, PANEL_TITLE, by_name, default_pair, frame, gallery, header, length_ui, load_model,
+                          model_legend, percent, short_runs_note, show_chart, usable_checkpoints, weights_stamp)
 from resnet_core import zoo
 from resnet_core.data import CIFAR10_MEAN, CIFAR10_STD, CLASSES, DatasetError, load_cifar10, resolve_data_dir
 from resnet_core.explain import confident_mistakes
@@ -115,24 +115,37 @@ def recorded_without_images(info, found: list[dict], why_not_all: str | None) ->
                "was not found, so the images cannot be shown: set CIFAR10_DIR to its folder.", help=why_not_all)
 
 
-# Class names under a bar chart, slanted rather than on their side: read without turning one's head
+# Class names under a chart, slanted rather than on their side: read without turning one's head
 SLANTED = alt.Axis(labelAngle=-40, labelOverlap=False)  # slanted names never collide: keep all ten
+# Each confusion matrix this many px square, the two in one faceted chart with one set of row names: 545 px in all,
+# abreast in a 1024 px window with the sidebar open (a 564 px page, where two 390 px panels, each with its own names,
+# stood one above the other); a 21 px cell still holds "100" in 10 px figures.
+CONFUSION_SIZE = 210
+# Most confusions are 0-10 % of a class: on a linear 0-100 % scale they were all near-white. On a square-root
+# scale 1 % is already a grey and 10 % a third of the way to black; the colour bar's title and labels say so.
+CONFUSION_SCALE = alt.Scale(type="sqrt", scheme="greys", domain=[0, 100])
+CONFUSION_TICKS = [0, 1, 5, 25, 50, 100]  # apart on the square-root colour bar, where 1 sits a tenth of the way
 
 
-def confusion_panel(rows: pd.DataFrame) -> alt.LayerChart:
-    """One checkpoint's confusion matrix: cells coloured by the percentage of the true class, with the number."""
+def confusion_matrices(rows: pd.DataFrame, chosen: list[str]) -> alt.FacetChart:
+    """The chosen checkpoints' confusion matrices side by side, on one colour scale and one set of row names: cells
+    coloured by the percentage of the true class, with the number."""
     cells = alt.Chart().encode(
-        x=alt.X("predicted:N", sort=list(CLASSES), title="predicted class"),
+        x=alt.X("predicted:N", sort=list(CLASSES), title="predicted class", axis=SLANTED),
         y=alt.Y("true:N", sort=list(CLASSES), title="true class"))
     heat = cells.mark_rect().encode(
-        # grey, not blue: blue is the residual nets' colour on every page, and this panel may be a plain net's
-        color=alt.Color("percent:Q", scale=alt.Scale(scheme="greys", domain=[0, 100]), title="% of the true class"),
+        # grey, not blue: blue is the residual nets' colour on every page, and this matrix may be a plain net's
+        color=alt.Color("percent:Q", scale=CONFUSION_SCALE, title="% of the true class (square-root scale)",
+                        legend=alt.Legend(values=CONFUSION_TICKS)),
         tooltip=["checkpoint", "true", "predicted", "count",
                  alt.Tooltip("percent:Q", format=".1f", title="% of true class")])
-    labels = cells.mark_text(fontSize=11).encode(  # readable on a projector; "100" still fits a 33 px cell
+    labels = cells.mark_text(fontSize=10).encode(  # "100" still fits a cell
         text=alt.Text("percent:Q", format=".0f"),
-        color=alt.condition("datum.percent > 50", alt.value("white"), alt.value("black")))
-    return alt.layer(heat, labels, data=rows).properties(height=330)
+        # white where it reads better than black: past 40 %, a grey darker than #777 on the square-root scale
+        color=alt.condition("datum.percent > 40", alt.value("white"), alt.value("black")))
+    matrix = alt.layer(heat, labels).properties(width=CONFUSION_SIZE, height=CONFUSION_SIZE)
+    return matrix.facet(data=rows, column=alt.Column("checkpoint:N", sort=chosen, title=None, header=alt.Header(
+        labelFontSize=PANEL_TITLE["fontSize"], labelFontWeight=PANEL_TITLE["fontWeight"])))
 
 
 header("Classes", "Where the two nets differ class by class: the chart *Which classes B gains on over A* shows how "
@@ -144,7 +157,7 @@ short_runs_note([by_name(infos)[name] for name in dict.fromkeys([*chosen, wrong]
 
 confusion = frame(zoo.confusion_frame)
 confusion = confusion[confusion["checkpoint"].isin(chosen)]
-show_panels(confusion_panel, confusion, "confusion_matrices", by="checkpoint", order=chosen, fixed=True)  # 100 cells
+show_chart(confusion_matrices(confusion, chosen), confusion, "confusion_matrices", legends_below=True)
 st.caption("Rows are the true class and add up to 100 %; the diagonal is the per-class accuracy on the test set.")
 
 accuracy = frame(zoo.class_accuracy_frame)
@@ -168,8 +181,10 @@ if a != b:
     x = alt.X("class:N", sort=order, title=None, axis=SLANTED)
     y = alt.Y("gain:Q", title="accuracy of B minus A (points)")
     tooltip = ["source", "class", alt.Tooltip("gain:Q", format="+.1f", title="points")]
+    plain_colour, residual_colour = NET_COLORS.range  # a gain in B's (usually residual) colour, a loss in A's
     bars = alt.Chart(gain).mark_bar().encode(
-        x, y, color=alt.condition("datum.gain >= 0", alt.value("#2171b5"), alt.value("#e6550d")), tooltip=tooltip)
+        x, y, tooltip=tooltip,
+        color=alt.condition("datum.gain >= 0", alt.value(residual_colour), alt.value(plain_colour)))
     ticks = alt.Chart(claims).mark_point(filled=False, size=140, strokeWidth=2, color="black").encode(
         x, y, shape=alt.Shape("source:N", title="reference (not measured here)", scale=alt.Scale(range=["diamond"])),
         tooltip=tooltip)

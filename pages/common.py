@@ -25,16 +25,19 @@ python train.py --depth 56 --plain   # one net: plain56
 
 then reload this page (set `RESNET_CHECKPOINTS` to read another folder)."""
 
-# Plain nets in oranges, residual nets in blues, darker = deeper (and of two runs of one depth, the longer), spread
-# light to dark over the depths of its own kind a chart draws (model_color), so that neighbouring depths stay apart: a
-# model's shade depends on its chart's company, but never on the other kind's (plain56 beside resnet56 alone is dark
-# brown, as beside plain20).
-PLAIN_SHADES = ("#fdae6b", "#7f2704")
-RESIDUAL_SHADES = ("#9ecae1", "#08306b")
+# Plain nets in oranges, residual nets in blues: the kind's own colour (NET_COLORS) where a chart shows one depth of
+# it, as Predict's bars and the Classes gains do (plain56 beside resnet56 alone is this orange and this blue, not a
+# dark brown and a navy). Several depths of a kind spread light to dark over these shades, darker = deeper (and of two
+# runs of one depth, the longer), so that neighbouring depths stay apart (model_color): a model's shade depends on its
+# chart's company, but never on the other kind's. Light, the kind's own, dark: through the middle stop, the ladder
+# stays a clear orange or blue (straight from light to dark, its middle was a muddy brown and a slate).
 NET_COLORS = alt.Scale(domain=["plain", "residual"], range=["#e6550d", "#2171b5"])
+PLAIN_SHADES = ("#fdae6b", NET_COLORS.range[0], "#7f2704")
+RESIDUAL_SHADES = ("#9ecae1", NET_COLORS.range[1], "#08306b")
 # Fig. 6's convention on every chart with both: training error dashed, test error solid.
 TRAIN_DASHED = alt.Scale(domain=["train", "test"], range=[[6, 4], [1, 0]])
-# Panels that need room (a 10 x 10 confusion matrix): this wide each, in a row that wraps (show_panels' `fixed`).
+# Panels that need room: this wide each, in a row that wraps (show_panels' `fixed`); two of them stand one above the
+# other in a 1024 px window with the sidebar open, whose page is 564 px wide.
 PANEL_WIDTH = 390
 PANEL_TITLE = dict(fontSize=15, fontWeight="bold", anchor="middle")  # "plain" / "residual" over each panel
 # Legend entries abreast under a panel: four ran past the panel's edge at 1024 px, cutting "plain1202" to "plain".
@@ -45,12 +48,23 @@ PANEL_LEGEND_COLUMNS = 2
 LEGENDS_BELOW = dict(orient="bottom", layout=alt.ExprRef(expr="{bottom: {direction: 'vertical', anchor: 'start'}}"))
 FIT_WIDTH = alt.AutoSizeParams(type="fit-x", contains="padding")
 LOG_TICKS = 8  # labels on a log axis or colour bar at most (log_ticks): past that, every second or third power of ten
-# Log-scale tick labels: 1 ... 10,000 as numbers, beyond as 10^5 or 2 × 10^5 (plain-110's loss reaches 10^15), at
-# log_ticks' values (Vega's own label only some of the values given it on a log axis: 1, 0.4, 0.2, 0.05).
+# Log-scale tick labels: 1 ... 10,000 as numbers, beyond as 10⁵ or 2 × 10⁵ (plain-110's loss reaches 10¹⁵), at
+# log_ticks' values (Vega's own label only some of the values given it on a log axis: 1, 0.4, 0.2, 0.05). The
+# exponent in superscript digits, each digit replaced in turn: "10^8" read as a formula on a projector.
 _EXPONENT = "floor(log(datum.value) / LN10 + 1e-9)"
+
+
+def _superscript(expr: str) -> str:
+    """A Vega expression: the string `expr` with its digits raised, "15" to "¹⁵" (replace() takes one pattern)."""
+    for digit, raised in enumerate("⁰¹²³⁴⁵⁶⁷⁸⁹"):
+        expr = f"replace({expr}, regexp('{digit}', 'g'), '{raised}')"
+    return expr
+
+
 LOG_LABELS = (f"datum.value < 100000 ? format(datum.value, ',~g') : "
               f"(abs(datum.value / pow(10, {_EXPONENT}) - 1) < 0.001 ? '' : "
-              f"format(datum.value / pow(10, {_EXPONENT}), '.2~g') + ' × ') + '10^' + format({_EXPONENT}, 'd')")
+              f"format(datum.value / pow(10, {_EXPONENT}), '.2~g') + ' × ') + '10' + "
+              + _superscript(f"format({_EXPONENT}, 'd')"))
 
 
 ROUTED = "routed_by_app"  # set by app.py on every run, before the page runs
@@ -225,18 +239,21 @@ def gallery_batch(per_class: int, normalization: dict | None = None) -> tuple[to
 
 
 # -- colours and charts ------------------------------------------------------------------------------
-def _shade(pair: tuple[str, str], t: float) -> str:
-    lo, hi = (np.array([int(c[i:i + 2], 16) for i in (1, 3, 5)]) for c in pair)
-    return "#" + "".join(f"{int(round(v)):02x}" for v in lo + (hi - lo) * t)
+def _shade(stops: tuple[str, ...], t: float) -> str:
+    """The colour a fraction `t` (0 to 1) along evenly spaced `stops`, mixed in RGB between the two around it."""
+    rgb = np.array([[int(c[i:i + 2], 16) for i in (1, 3, 5)] for c in stops])  # (stops, 3)
+    at = t * (len(stops) - 1)
+    k = min(int(at), len(stops) - 2)  # the stop below, or the one before the last at t = 1
+    return "#" + "".join(f"{int(round(v)):02x}" for v in rgb[k] + (rgb[k + 1] - rgb[k]) * (at - k))
 
 
 def model_color(net: str, depth, depths) -> str:
     """Oranges for plain, blues for residual, light to dark over the depths of that kind a chart draws (`depths`),
     so that four depths on one chart use the whole range of the shade rather than a slice of it. The light end is
-    still a clear orange or blue on a projector, and a depth alone of its kind gets a dark one. A depth may be any
-    sortable rung, such as model_colors' (depth, iterations, name)."""
+    still a clear orange or blue on a projector, and a depth alone of its kind gets the kind's own (NET_COLORS), the
+    middle of its shades. A depth may be any sortable rung, such as model_colors' (depth, iterations, name)."""
     ladder = sorted(set(depths) | {depth})
-    t = 0.8 if len(ladder) == 1 else 0.25 + 0.75 * ladder.index(depth) / (len(ladder) - 1)
+    t = 0.5 if len(ladder) == 1 else 0.25 + 0.75 * ladder.index(depth) / (len(ladder) - 1)
     return _shade(PLAIN_SHADES if net == "plain" else RESIDUAL_SHADES, t)
 
 

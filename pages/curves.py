@@ -1,14 +1,20 @@
 """Degradation curves: the paper's Fig. 6 for our runs, plain and residual side by side."""
+import math
 from functools import partial
 
 import altair as alt
+import numpy as np
 import pandas as pd
 import streamlit as st
 
-from pages.common import (PANEL_LEGEND_COLUMNS, TRAIN_DASHED, frame, header, length_ui, model_legend,
-                          short_runs_note, show_panels, span, usable_checkpoints)
+from pages.common import (TRAIN_DASHED, frame, header, length_ui, log_axis, model_legend, short_runs_note, show_panels,
+                          span, usable_checkpoints)
 from resnet_core import zoo
 from resnet_core.paper import PAPER_ITERATIONS
+
+PANEL_HEIGHT = 320  # px of plot in each panel
+LABEL_PX = 13  # px a line-end label takes up and down: labels nearer than that are moved apart
+SHARED_PX = 3 * LABEL_PX  # a curve's train and test ends nearer than this share one label
 
 
 def curves_ui(depths: list[int]) -> tuple[list[int], str, bool]:
@@ -16,7 +22,10 @@ def curves_ui(depths: list[int]) -> tuple[list[int], str, bool]:
         chosen = st.multiselect("Depths", depths, default=depths, help="One line per depth and kind of net.")
         metric = st.radio("Metric", ["top-1 error", "top-5 error", "loss"],
                           help="Top-5 error is recorded on the test set only.")
-        log = st.toggle("Log scale", help="Spreads out the small errors at the end of training.")
+        # On by default: on a linear 0-90 % axis the finding, training errors that end between 0.04 and 8 %, lies
+        # squeezed into the bottom tenth of the panels, the 20- and 56-layer residual nets' on top of each other.
+        log = st.toggle("Log scale", value=True, help="Spreads out the small errors at the end of training: 0.1 %, "
+                        "1 %, 10 % and 100 % are evenly spaced. Off: a linear axis.")
     return chosen, metric, log
 
 
@@ -31,23 +40,92 @@ def wrapped_table(frame, verdicts: str | None = None) -> None:
     st.table(style.map(lambda v: tint.get(v, ""), subset=[verdicts]) if verdicts else style, hide_index=True)
 
 
-def curves_panel(rows: pd.DataFrame, shown: pd.DataFrame, metric: str, log: bool) -> alt.Chart:
-    """One net's curves (`rows`), on axes that span all the `shown` curves: both panels the same. A curve of one
-    epoch is a single point, which a line alone does not draw: then every curve gets its points."""
+def value_domain(shown: pd.DataFrame, log: bool) -> list[float]:
+    """The value axis every panel shares, from 0 (or, on a log axis, the power of ten below the smallest value) to
+    the round number above the largest: a domain known here, on which line_ends spaces its labels."""
+    low, high = span(shown, "value")
+    if log:
+        first, last = math.floor(math.log10(low)), math.ceil(math.log10(high))
+        return [float(f"1e{first}"), float(f"1e{max(last, first + 1)}")]  # as log_axis' ticks run
+    step = 10.0 ** math.floor(math.log10(high)) / 2 if high > 0 else 1.0  # 89.7 % -> 90, a loss of 2.3 -> 2.5
+    return [0.0, max(math.ceil(high / step), 1) * step]
+
+
+def spread(wanted: list[float], gap: float, low: float, high: float) -> list[float]:
+    """Heights for labels wanted at `wanted` (ascending), `gap` apart at least and between `low` and `high`: each
+    run of labels that would overlap is centred on where its labels are wanted, so none moves further than its
+    neighbours make it."""
+    runs = []  # [sum of the wanted heights, labels, height of the first]
+    for want in wanted:
+        runs.append([want, 1, want])
+        while len(runs) > 1 and runs[-2][2] + runs[-2][1] * gap > runs[-1][2]:  # overlaps the run below: merge
+            total, count, _ = runs.pop()
+            runs[-1][0] += total
+            runs[-1][1] += count
+            runs[-1][2] = runs[-1][0] / runs[-1][1] - (runs[-1][1] - 1) * gap / 2
+    heights = [first + k * gap for _, count, first in runs for k in range(count)]
+    for i in range(len(heights)):  # up from the floor, then down from the ceiling: never over the axis' labels
+        heights[i] = max(heights[i], heights[i - 1] + gap if i else low)
+    for i in reversed(range(len(heights))):
+        heights[i] = min(heights[i], heights[i + 1] - gap if i < len(heights) - 1 else high)
+    return heights
+
+
+def line_ends(rows: pd.DataFrame, domain: list[float], log: bool) -> pd.DataFrame:
+    """`rows` with each curve's end labelled, so that lines of neighbouring shades (four blues, 20 to 110 layers) are
+    read without a legend: `label_at`, on a curve's last point, the height of the label it leads to; `label`, on one
+    point per label, its text: the depth, or the checkpoint's name where two of one depth are drawn. A checkpoint's
+    train and test ends nearer than SHARED_PX share a label, and labels nearer than LABEL_PX are spread apart."""
+    ends = rows.sort_values("iteration").groupby(["checkpoint", "split"]).tail(1)
+    scaled = np.log10 if log else (lambda v: v)  # heights on the axis, where pixels are even
+    low, high = scaled(np.array(domain, dtype=float))
+    gap, shared = ((high - low) * px / PANEL_HEIGHT for px in (LABEL_PX, SHARED_PX))
+    one_per_depth = rows.groupby("depth")["checkpoint"].nunique().max() == 1
+    labels = []  # (wanted height, text, the ends it labels)
+    for (checkpoint, depth), points in ends.groupby(["checkpoint", "depth"]):
+        heights = scaled(points["value"].to_numpy(dtype=float))
+        text = str(depth) if one_per_depth else checkpoint
+        if np.ptp(heights) < shared:
+            labels.append((heights.mean(), text, points.index))
+        else:
+            labels += [(h, text, [i]) for h, i in zip(heights, points.index)]
+    labels.sort(key=lambda label: label[0])
+    heights = spread([want for want, *_ in labels], gap, low + gap / 2, high - gap / 2)
+    rows = rows.assign(label_at=np.nan, label=None)
+    for height, (_, text, ends_of) in zip(heights, labels):
+        rows.loc[ends_of, "label_at"] = 10 ** height if log else height
+        rows.loc[ends_of[0], "label"] = text
+    return rows
+
+
+def curves_panel(rows: pd.DataFrame, shown: pd.DataFrame, metric: str, log: bool) -> alt.LayerChart:
+    """One net's curves (`rows`), on axes that span all the `shown` curves: both panels the same. Each curve ends
+    in a label naming its depth (line_ends), in the margin right of the plot, with a short leader from the line's
+    end. A curve of one epoch is a single point, which a line alone does not draw: then every curve gets its points."""
     title = ("cross-entropy loss" if metric == "loss" else f"{metric} (%)") + (", log scale" if log else "")
     last = span(shown, "iteration")
-    iterations = alt.Scale(domain=alt.Undefined if last is alt.Undefined else [0, last[1]], nice=True)
-    values = alt.Scale(type="log" if log else "linear", domain=span(shown, "value"), nice=True)
+    # The plot ends at the last iteration, so that the labels stand just past the lines' ends.
+    x = alt.X("iteration:Q", title="iteration (SGD steps)",
+              scale=alt.Scale(domain=alt.Undefined if last is alt.Undefined else [0, last[1]], nice=False))
+    domain = value_domain(shown, log)
+    # log_axis' ticks (0.01, 0.1, 1, 10, 100, each labelled), on a domain fixed here: both panels the same
+    y = dict(log_axis(shown, "value"), scale=alt.Scale(type="log", domain=domain, nice=False)) if log else dict(
+        scale=alt.Scale(domain=domain, nice=False))
     single = rows.groupby(["checkpoint", "split"]).size().min() < 2
-    return alt.Chart(rows).mark_line(strokeWidth=1.8, point=bool(single)).encode(
-        x=alt.X("iteration:Q", title="iteration (SGD steps)", scale=iterations),
-        y=alt.Y("value:Q", title=title, scale=values),
-        color=model_legend(rows, columns=PANEL_LEGEND_COLUMNS),
+    base = alt.Chart(line_ends(rows, domain, log)).encode(x, color=model_legend(rows).legend(None))
+    lines = base.mark_line(strokeWidth=1.8, point=bool(single)).encode(
+        y=alt.Y("value:Q", title=title, **y),
         strokeDash=alt.StrokeDash("split:N", scale=TRAIN_DASHED, title="measured on",
                                   legend=alt.Legend(symbolSize=600, symbolStrokeWidth=2)),
         detail="checkpoint:N",
-        tooltip=["checkpoint", "split", "epoch", "iteration", alt.Tooltip("value:Q", format=".3f", title=title)],
-    ).properties(height=320)
+        tooltip=["checkpoint", "split", "epoch", "iteration", alt.Tooltip("value:Q", format=".3f", title=title)])
+    ends = base.transform_filter("isValid(datum.label_at)")
+    leaders = ends.mark_rule(strokeWidth=1, x2Offset=7).encode(
+        y=alt.Y("value:Q", title=title, **y), x2="iteration:Q", y2="label_at:Q")
+    labels = ends.transform_filter("isValid(datum.label)").mark_text(
+        align="left", baseline="middle", dx=9, fontSize=12, fontWeight="bold").encode(
+        y=alt.Y("label_at:Q", title=title, **y), text="label:N", tooltip=["checkpoint"])
+    return alt.layer(lines, leaders, labels).properties(height=PANEL_HEIGHT)
 
 
 header("Degradation curves", "In the paper (Fig. 6), deeper plain nets end *above* the shallow ones, in training error "
@@ -73,10 +151,10 @@ if data.empty:
                                      "pick at least one depth in the sidebar."))
 else:
     show_panels(partial(curves_panel, shown=data, metric=metric, log=log), data, f"curves_{metric.replace(' ', '_')}")
-st.caption("Both panels share the same axes. Pick depths, the metric and a log scale in the sidebar; every line is "
-           "one checkpoint, sampled once per epoch. The dashed training curve is the running error on each epoch's "
-           "augmented batches (cropped and flipped, while the weights were still moving), our measure for the paper's "
-           "dashed training curves, which it does not say how it measured.")
+st.caption("Both panels share the same axes. Pick depths, the metric and the scale in the sidebar; every line is "
+           "one checkpoint, sampled once per epoch, and ends in its depth (weight layers). The dashed training curve is "
+           "the running error on each epoch's augmented batches (cropped and flipped, while the weights were still "
+           "moving), our measure for the paper's dashed training curves, which it does not say how it measured.")
 
 st.subheader("Final errors next to the references")
 finals = frame(zoo.final_errors_frame)

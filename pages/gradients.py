@@ -6,8 +6,9 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from pages.common import (PANEL_LEGEND_COLUMNS, by_name, default_pair, frame, gallery_batch, header, length_ui,
-                          log_axis, model_legend, short_runs_note, show_chart, show_panels, span, usable_checkpoints)
+from pages.common import (LOG_LABELS, PANEL_LEGEND_COLUMNS, by_name, default_pair, frame, gallery_batch, header,
+                          length_ui, log_axis, log_ticks, model_legend, short_runs_note, show_chart, show_panels, span,
+                          usable_checkpoints)
 from resnet_core import zoo
 from resnet_core.models import PLAIN_VS_RESIDUAL_DEPTHS
 from resnet_core.paper import SEED_REPORT_GRAD_NORMS
@@ -70,7 +71,8 @@ def epoch_cells(data: pd.DataFrame) -> pd.DataFrame:
 
 def heatmap_panel(rows: pd.DataFrame, shown: pd.DataFrame) -> alt.Chart:
     """One net's heatmap cells (`rows`), on the axes and colour scale of all the `shown` cells: both panels alike."""
-    norm_scale = alt.Scale(type="log", scheme="viridis", domain=span(shown, "grad_norm"))
+    domain = span(shown, "grad_norm")
+    norm_scale = alt.Scale(type="log", scheme="viridis", domain=domain)
     # each cell outlined 1 px in its own colour: abutting cells otherwise leave antialiased seams, a grid on a projector
     # (on a copy of the field: on the same field Vega-Lite merges the stroke into the colour legend, and drops both)
     return alt.Chart(rows).transform_calculate(outline="datum.grad_norm").mark_rect(strokeWidth=1).encode(
@@ -79,7 +81,10 @@ def heatmap_panel(rows: pd.DataFrame, shown: pd.DataFrame) -> alt.Chart:
         y=alt.Y("l0:Q", title="layer (1 = first conv; last = fc)", axis=WHOLE,
                 scale=alt.Scale(domain=span(shown, "l0", "l1"), reverse=True, nice=False)),
         y2="l1:Q",
-        color=alt.Color("grad_norm:Q", title=["gradient norm", "(L2, log scale)"], scale=norm_scale),
+        # labelled at round values: Vega's own labels printed the domain's ends in full, run together
+        # ("0.0000079619...0.58058262" for plain-110), or only 0.01 and 0.1 for the 56-layer nets
+        color=alt.Color("grad_norm:Q", title=["gradient norm", "(L2, log scale)"], scale=norm_scale,
+                        legend=alt.Legend(labelExpr=LOG_LABELS, values=log_ticks(domain))),
         stroke=alt.Stroke("outline:Q", scale=norm_scale, legend=None),
         tooltip=["checkpoint", "first_epoch", "last_epoch", "index", "layer",
                  alt.Tooltip("grad_norm:Q", format=".3g", title="gradient norm")],
@@ -90,8 +95,9 @@ def init_panel(rows: pd.DataFrame, shown: pd.DataFrame) -> alt.Chart:
     """One kind of net's gradient norms at initialisation (`rows`), on the axes of all the `shown` ones."""
     return alt.Chart(rows).mark_line().encode(
         x=alt.X("index:Q", title="layer (1 = first conv; last = fc)", scale=alt.Scale(domain=span(shown, "index"))),
-        y=alt.Y("grad_norm:Q", title="gradient norm (L2, log scale)",
-                scale=alt.Scale(type="log", domain=span(shown, "grad_norm"), nice=True)),
+        # ticks at powers of ten (Vega's own drew nine gridlines a decade); the axis ends at the data of all the
+        # `shown` nets (nice=False), a domain that both panels share
+        y=alt.Y("grad_norm:Q", title="gradient norm (L2, log scale)", **log_axis(shown, "grad_norm", nice=False)),
         color=model_legend(rows, columns=PANEL_LEGEND_COLUMNS),
         tooltip=["model", "layer", alt.Tooltip("grad_norm:Q", format=".3g", title="gradient norm")],
     ).properties(height=300)

@@ -1,20 +1,30 @@
 """Loss landscape: the training loss around trained plain and residual nets along random directions (Li et al., 2018)."""
+import math
 import numbers
-from functools import partial
 
 import altair as alt
 import numpy as np
 import pandas as pd
 import streamlit as st
 
-from pages.common import (LOG_LABELS, by_name, default_pair, file_stamp, header, length_ui, log_ticks, model_legend,
-                          short_runs_note, show_chart, show_panels, span, usable_checkpoints, weights_stamp)
+from pages.common import (LEGENDS_BELOW, LOG_LABELS, PANEL_TITLE, by_name, csv_button, default_pair, file_stamp, header,
+                          length_ui, log_ticks, model_legend, short_runs_note, show_chart, span, usable_checkpoints,
+                          weights_stamp)
 from resnet_core import zoo
 from resnet_core.checkpoint import REPO_ROOT, CheckpointInfo, default_checkpoints_dir
 from resnet_core.landscape import FILE, read_landscape
 
 # The colour scale stops at a panel's highest loss where another panel's is over this many times larger.
 CAP_RATIO = 10
+# Each surface a square this many px a side, alpha and beta at one scale (a panel stretched to its column's width
+# under a fixed height drew the round basin as an ellipse): two abreast, axes and all, in a 1024 px window with the
+# sidebar open.
+SIZE = 185
+# Labels on a surface's colour bar (as long as the plot is wide) at most, its top one included: six touched
+# ("100 1,000").
+BAR_LABELS = 4
+# px along the bar from its end to the label before the top one at least: at 50, "1,000 38,900" read as one number
+BAR_LABEL_GAP = 60
 # Filter-normalised directions: a step of 1 moves every filter by its own norm (Li et al., 2018), hence the unit.
 # short enough for a panel half a 1024 px window wide; the caption says what 1 means (one filter norm)
 ALPHA, BETA = "alpha (along d1)", "beta (along d2)"
@@ -136,6 +146,25 @@ def colour_domain(shown) -> tuple[list[float] | None, str | None]:
     return [low, float(highest.min())], str(highest.idxmin())
 
 
+def colour_bar(domain) -> alt.Legend:
+    """A surface's colour bar over `domain`, as long as the plot is wide, labelled at BAR_LABELS values at most: its
+    top, the highest loss coloured (to three figures, as the title's "or more" gives it where the scale is capped: the
+    number a reader needs then), and below it log_ticks' round values, none within BAR_LABEL_GAP of the top; where
+    more, every second or third, counted down from the top. Vega-Lite's own values where the span is too narrow."""
+    ticks = log_ticks(domain)
+    if ticks is alt.Undefined:
+        return alt.Legend(labelExpr=LOG_LABELS, gradientLength=SIZE)
+    low, high = domain
+    gap = math.log10(high / low) * BAR_LABEL_GAP / SIZE  # in decades
+    below = [v for v in ticks if math.log10(high / v) >= gap]
+    step = max(1, math.ceil(len(below) / (BAR_LABELS - 1)))
+    # The top label at the domain's very end, where Vega aligns it right, inside the bar (centred on a rounded value,
+    # "1,280" ran past the panel's edge); past 10^5 written as LOG_LABELS writes the powers of ten.
+    top = f"datum.value >= {high!r} && datum.value < 100000 ? format(datum.value, ',.3~r') : "
+    return alt.Legend(values=below[(len(below) - 1) % step::step] + [high], labelExpr=top + f"({LOG_LABELS})",
+                      gradientLength=SIZE)
+
+
 def surface_panel(rows, shown, grid) -> alt.LayerChart:
     """One checkpoint's loss surface (`rows`, every point) with a cross on the trained weights, on the axes of all
     the `grid` cells (an overflowed one stays in place, blank) and the colour scale of colour_domain(`shown`): the
@@ -151,8 +180,7 @@ def surface_panel(rows, shown, grid) -> alt.LayerChart:
     cells = alt.Chart().transform_calculate(outline="datum.loss").mark_rect(strokeWidth=1).encode(
         x=alt.X("a0:Q", title=ALPHA, scale=alt.Scale(domain=span(grid, "a0", "a1"), nice=False)), x2="a1:Q",
         y=alt.Y("b0:Q", title=BETA, scale=alt.Scale(domain=span(grid, "b0", "b1"), nice=False)), y2="b1:Q",
-        color=alt.Color("loss:Q", title=title, scale=loss_scale,
-                        legend=alt.Legend(labelExpr=LOG_LABELS, values=log_ticks(domain)) if len(drawn) else None),
+        color=alt.Color("loss:Q", title=title, scale=loss_scale, legend=colour_bar(domain) if len(drawn) else None),
         stroke=alt.Stroke("outline:Q", scale=loss_scale, legend=None),
         tooltip=["checkpoint", alt.Tooltip("alpha:Q", format=".2f"), alt.Tooltip("beta:Q", format=".2f"),
                  alt.Tooltip("loss:Q", format=".4g"), alt.Tooltip("error:Q", format=".1f", title="error (%)")])
@@ -165,7 +193,7 @@ def surface_panel(rows, shown, grid) -> alt.LayerChart:
         layers.append(alt.Chart(rows).transform_aggregate(alpha="mean(alpha)", beta="mean(beta)").mark_text(
             fontSize=14).encode(x=alt.X("alpha:Q", title=ALPHA), y=alt.Y("beta:Q", title=BETA),
                                 text=alt.value("every point overflowed")))
-    return alt.layer(*layers, data=drawn).properties(height=330)
+    return alt.layer(*layers, data=drawn).properties(width=SIZE, height=SIZE)
 
 
 def surface_section(surface, settings, chosen: list[str]) -> None:
@@ -175,7 +203,15 @@ def surface_section(surface, settings, chosen: list[str]) -> None:
     shown = data[data["loss"] > 0]  # a log scale has no place for an overflowed (NaN) or zero loss
     st.subheader("2-D surface: plain and residual")
     unlike = not_alike(settings, chosen, f"The surfaces of {' and '.join(chosen)}")
-    show_panels(partial(surface_panel, shown=shown, grid=data), data, "loss_surfaces", by="checkpoint", order=chosen)
+    # Not show_panels: it stretches each panel to its column's width, and a square needs a fixed one. Drawn at their
+    # own size (autosize pad: Streamlit's default, fit, would squeeze the axes and the colour bar into SIZE too),
+    # abreast where they fit, one above the other on a phone.
+    with st.container(horizontal=True):
+        for name in [name for name in chosen if (data["checkpoint"] == name).any()]:
+            panel = surface_panel(data[data["checkpoint"] == name], shown, data).properties(
+                title=alt.Title(name, **PANEL_TITLE), autosize=alt.AutoSizeParams(type="pad"))
+            st.altair_chart(panel.configure_legend(labelLimit=0, titleLimit=0, **LEGENDS_BELOW), width="content")
+    csv_button(data, "loss_surfaces")
     st.markdown(f"**Measured here**, training loss over each surface: {zoo.surface_summary(data)}.")
     blank = [name for name in dict.fromkeys(data["checkpoint"]) if name not in set(shown["checkpoint"])]
     overflowed = len(data[~data["checkpoint"].isin(blank)]) - len(shown)  # in the panels drawn; the blank ones apart

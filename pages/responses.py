@@ -3,16 +3,17 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from pages.common import (by_name, default_pair, frame, gallery_batch, header, log_axis, model_legend, short_runs_note,
-                          show_chart, usable_checkpoints, weights_stamp)
+from pages.common import (by_name, default_pair, frame, gallery_batch, header, length_ui, log_axis, model_legend,
+                          short_runs_note, show_chart, usable_checkpoints, weights_stamp)
 from resnet_core import zoo
 from resnet_core.checkpoint import CheckpointError, load_pretrained
 from resnet_core.probes import response_std
 
 RECORDED, LIVE = "recorded at the end of training", "live, on the 100 shipped test images"
+HEIGHT = 220  # px per chart: two charts per depth, one depth above another
 
 
-def responses_ui(infos) -> tuple[list[str], str]:
+def responses_ui(infos) -> tuple[list[str], str, bool]:
     names = [info.name for info in infos]
     with st.sidebar:
         chosen = st.multiselect("Checkpoints", names, default=[n for n in default_pair(infos) if n])
@@ -61,10 +62,34 @@ def live_frame(infos) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
+def by_depth(data: pd.DataFrame, log: bool) -> alt.VConcatChart:
+    """Fig. 7's two views (in layer order, sorted by magnitude) of each depth's nets in `data`, one depth under
+    another, each depth on a std axis of its own: on one axis plain-110's early layers (std up to 1,000) squeezed
+    every 20- and 56-layer net into its bottom band. A depth's plain and residual nets share their axis: Fig. 7's
+    comparison."""
+    tooltip = ["checkpoint", "layer", "index", "rank", alt.Tooltip("std:Q", format=".3f", title="std")]
+    color = model_legend(data)  # one colour per net across the depths
+    charts = []
+    for depth, rows in data.groupby("depth"):
+        base = alt.Chart(rows).mark_line(point=alt.OverlayMarkDef(size=18)).encode(
+            # log: from the smallest std to the largest, not the powers of ten around them (0.1 to 10: 40 % empty)
+            y=alt.Y("std:Q", title="std of BN output" + (" (log scale)" if log else ""),
+                    **(log_axis(rows, "std", nice=False) if log else {})),
+            color=color, detail="checkpoint:N", tooltip=tooltip)
+        layers = alt.Scale(domain=[int(rows["index"].min()), int(rows["index"].max())], nice=False)  # no empty tail
+        ranks = alt.Scale(domain=[1, int(rows["rank"].max())], nice=False)
+        charts += [base.encode(x=alt.X("index:Q", title="3x3 layer, in forward order", scale=layers))
+                   .properties(height=HEIGHT, title=f"{depth} layers, in layer order (Fig. 7, top)"),
+                   base.encode(x=alt.X("rank:Q", title="3x3 layer, sorted by std (1 = largest)", scale=ranks))
+                   .properties(height=HEIGHT, title=f"{depth} layers, sorted by magnitude (Fig. 7, bottom)")]
+    return alt.vconcat(*charts).resolve_scale(x="independent", y="independent", color="shared")
+
+
 header("Layer responses", "In the paper (Fig. 7) residual nets' layers respond with *smaller* standard deviations than "
        "plain nets' (blues below oranges): each residual branch only adds a small correction to its input.")
 infos = usable_checkpoints(short_runs=False)  # noted for the checkpoints chosen
-chosen, source, log = responses_ui(infos)
+chosen, source, log = responses_ui(length_ui(infos, "Plain and residual runs of one length at a time: a 15-epoch net "
+                                                    "beside a 64k-iteration one compares training lengths, not shortcuts."))
 picked = [by_name(infos)[name] for name in chosen]
 short_runs_note(picked)
 if source == LIVE:
@@ -88,18 +113,7 @@ if source == LIVE:  # one batch of 100 images against the recorded one: say wher
             st.warning(f"At {zoo.run_label(run, pairs)} these 100 images and the batch recorded at the end of "
                        f"training disagree: the residual net responds less at {below} of {layers} layers here, at {was[0]} of {was[1]} "
                        "there. The responses depend on the images, so neither batch settles Fig. 7 at this depth.")
-tooltip = ["checkpoint", "layer", "index", "rank", alt.Tooltip("std:Q", format=".3f", title="std")]
-base = alt.Chart(data).mark_line(point=alt.OverlayMarkDef(size=18)).encode(
-    # log: from the smallest std to the largest, not to the powers of ten around them (0.1 to 10 left 40 % empty)
-    y=alt.Y("std:Q", title="std of BN output" + (" (log scale)" if log else ""), **(log_axis(data, "std", nice=False)
-                                                                                  if log else {})),
-    color=model_legend(data), detail="checkpoint:N", tooltip=tooltip)
-layers = alt.Scale(domain=[int(data["index"].min()), int(data["index"].max())], nice=False)  # no empty tail
-by_layer = base.encode(x=alt.X("index:Q", title="3x3 layer, in forward order", scale=layers)).properties(
-    height=260, title="In layer order (Fig. 7, top)")
-by_size = base.encode(x=alt.X("rank:Q", title="3x3 layer, sorted by std (1 = largest)",
-                              scale=alt.Scale(domain=[1, int(data["rank"].max())], nice=False))).properties(
-    height=260, title="Sorted by magnitude (Fig. 7, bottom)")
-show_chart(alt.vconcat(by_layer, by_size).resolve_scale(y="shared"), data, "layer_responses")
+show_chart(by_depth(data, log), data, "layer_responses")
 st.caption(f"Responses {source}: the std over a batch of each 3x3 conv's batch-normalised output, before the ReLU "
-           "and the addition. Choose checkpoints and the source in the sidebar.")
+           "and the addition. Each depth has a std axis of its own. Choose checkpoints (and, where there are several, "
+           "the training length) and the source in the sidebar.")

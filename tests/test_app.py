@@ -230,19 +230,28 @@ def test_curves_show_both_nets_and_the_references(monkeypatch, tiny_checkpoints)
     assert set(curves["metric"]) == {"top-1 error"}
     plain, residual = specs(at)[:2]  # a panel each, on the same axes
     assert [plain["title"]["text"], residual["title"]["text"]] == ["plain", "residual"]
+    plain, residual = plain["layer"][0], residual["layer"][0]  # the lines (then their leaders and end labels)
     for axis in ("x", "y"):
         assert plain["encoding"][axis]["scale"]["domain"] == residual["encoding"][axis]["scale"]["domain"]
-    assert plain["encoding"]["y"]["title"] == "top-1 error (%)"
+    # log by default, with log_axis' labelled powers of ten: on a linear axis the small final errors lie squeezed
+    assert plain["encoding"]["y"]["title"] == "top-1 error (%), log scale"
+    low, high = plain["encoding"]["y"]["scale"]["domain"]
+    assert plain["encoding"]["y"]["axis"]["values"][::len(plain["encoding"]["y"]["axis"]["values"]) - 1] == [low, high]
     assert plain["mark"] == {"type": "line", "strokeWidth": 1.8, "point": False}  # two epochs a curve: lines alone
+    assert "legend" in plain["encoding"]["color"] and plain["encoding"]["color"]["legend"] is None  # labelled instead:
+    ends = curves[curves["label_at"].notna()]  # each curve's last point leads to its depth, within the axis
+    assert len(ends) == 4 and ends["label_at"].between(low, high).all()
+    assert set(curves["label"].dropna()) == {"20"}  # plain20's in one panel, resnet20's in the other
     at.sidebar.radio[0].set_value("loss").run()
-    assert specs(at)[0]["encoding"]["y"]["title"] == "cross-entropy loss"
+    assert specs(at)[0]["layer"][0]["encoding"]["y"]["title"] == "cross-entropy loss, log scale"
     assert "(the final weights after the last iteration, not the best epoch's: the test set chose nothing)" in " ".join(
         c.value for c in at.caption)
     at.sidebar.radio[0].set_value("top-5 error").run()
     assert set(plotted(at)[0]["split"]) == {"test"}  # top-5 is recorded on the test set only
-    at.sidebar.toggle[0].set_value(True).run()
+    at.sidebar.toggle[0].set_value(False).run()
     assert not at.exception
-    assert specs(at)[0]["encoding"]["y"]["title"] == "top-5 error (%), log scale"
+    y = specs(at)[0]["layer"][0]["encoding"]["y"]
+    assert y["title"] == "top-5 error (%)" and y["scale"]["domain"][0] == 0 and "type" not in y["scale"]
     captions = " ".join(c.value for c in at.caption)
     assert "Report 003 trained for longer still (200 epochs, about 78,000 iterations)" in captions
     assert "in training error that band scaled to the error's level, 0.45 x √(error / 6.61)" in captions
@@ -298,13 +307,36 @@ def test_home_log_scale_says_which_errors_of_zero_it_leaves_out(monkeypatch, tin
     assert not ((ours["checkpoint"] == "resnet20") & (ours["split"] == "train")).any()
 
 
-def test_home_draws_the_longer_runs_points_larger_where_lengths_differ(monkeypatch, tiny_checkpoints, tmp_path):
+def test_home_draws_one_training_length_at_a_time(monkeypatch, tiny_checkpoints, tmp_path):
+    """A 64k-iteration pair beside short runs: the chart draws one length, as every page does (two lines per net, one
+    of each length, read alike), opening on the long pair's, and its subtitle says which."""
     at = open_app(monkeypatch, with_a_long_copy(tiny_checkpoints, tmp_path / "mixed"))
-    size = specs(at)[0]["layer"][1]["encoding"]["size"]
-    assert size["field"] == "length" and size["scale"] == {"domain": ["64,000 iterations", "8 iterations"],
-                                                           "range": [170.0, 60.0]}
+    length = next(r for r in at.sidebar.radio if r.label == "Training length")
+    assert length.value == 64_000
+    assert set(plotted(at)[0].query("source == 'ours'")["checkpoint"]) == {"resnet20-64k", "plain20-64k"}
+    assert "size" not in specs(at)[0]["layer"][1]["encoding"]  # one length drawn: every point alike
+    assert specs(at)[0]["title"]["subtitle"].endswith("of our runs of 64,000 iterations (the paper's schedule)")
+    length.set_value(8).run()
     ours = plotted(at)[0].query("source == 'ours'").set_index(["checkpoint", "split"])["length"]
-    assert ours[("resnet20-64k", "test")] == "64,000 iterations" and ours[("resnet20", "test")] == "8 iterations"
+    assert set(ours.index.get_level_values(0)) == {"resnet20", "plain20"} and (ours == "8 iterations").all()
+    assert specs(at)[0]["title"]["subtitle"].endswith("of our runs of 8 iterations (the paper trains for 64,000)")
+
+
+def test_home_titles_its_chart_with_fig6_only_where_the_checks_find_it(monkeypatch, tiny_checkpoints, tmp_path):
+    """One depth of each kind shows no trend: a title that says what is drawn. A 56-layer copy of each, the plain
+    one's training error higher and the residual one's lower (beyond the noise): the title states Fig. 6's finding."""
+    root = shutil.copytree(tiny_checkpoints, tmp_path / "deeper")
+    assert specs(open_app(monkeypatch, root))[0]["title"]["text"] == "Final error against depth"
+    for shallow, deep, errors in (("plain20", "plain56", (40.0, 60.0)), ("resnet20", "resnet56", (40.0, 20.0))):
+        copy = shutil.copytree(root / shallow, root / deep)
+        (copy / "model.safetensors").unlink()  # a plain20's weights are no plain56's: curves and metrics only
+        config = json.loads((copy / "config.json").read_text())
+        (copy / "config.json").write_text(json.dumps(dict(config, model=deep)))
+        for folder, error in zip((root / shallow, copy), errors):
+            metrics = json.loads((folder / "metrics.json").read_text())
+            (folder / "metrics.json").write_text(json.dumps(dict(metrics, train_error_clean=error)))
+    title = specs(open_app(monkeypatch, root))[0]["title"]["text"]
+    assert title == "Deeper plain nets train worse; deeper residual nets train better", title
 
 
 def test_curves_show_one_training_length_at_a_time(monkeypatch, tiny_checkpoints, tmp_path):
@@ -317,8 +349,8 @@ def test_curves_show_one_training_length_at_a_time(monkeypatch, tiny_checkpoints
     assert length.options == ["64,000 iterations (2 runs)", f"{short:,} iterations (2 runs)"]
     assert set(plotted(at)[0]["checkpoint"]) == {"resnet20-64k", "plain20-64k"}
     assert not short_runs(at), "runs of the paper's length only: no note on short runs above them"
-    # each panel's legend names the runs the sidebar and the table name: resnet20-64k, not resnet20
-    assert [panel["encoding"]["color"]["field"] for panel in specs(at)[:2]] == ["checkpoint"] * 2
+    # each panel colours the runs the sidebar and the table name: resnet20-64k, not resnet20
+    assert [panel["layer"][0]["encoding"]["color"]["field"] for panel in specs(at)[:2]] == ["checkpoint"] * 2
     length.set_value(short).run()
     assert set(plotted(at)[0]["checkpoint"]) == {"resnet20", "plain20"}
     assert short_runs(at) == [f":material/info: Short runs, not the paper's schedule: resnet20, plain20 ({short:,} of "
@@ -344,7 +376,7 @@ def test_curves_of_one_epoch_are_drawn_as_points(monkeypatch, tiny_checkpoints, 
         history = json.loads(path.read_text())
         path.write_text(json.dumps(dict(history, records=history["records"][:1])))
     at = open_app(monkeypatch, root, "pages/curves.py")
-    assert [panel["mark"]["point"] for panel in specs(at)[:2]] == [True, True]
+    assert [panel["layer"][0]["mark"]["point"] for panel in specs(at)[:2]] == [True, True]
     assert plotted(at)[0].groupby(["checkpoint", "split"]).size().max() == 1
 
 
@@ -412,6 +444,9 @@ def test_gradient_flow_from_history_and_live_at_init(monkeypatch, tiny_checkpoin
     for heatmap_spec in specs(at)[:2]:  # the cells' outline on a field of its own: on the colour's field, Vega-Lite
         encoding = heatmap_spec["encoding"]  # merged the two legends and drew no colour bar at all
         assert encoding["stroke"]["field"] != encoding["color"]["field"] and encoding["stroke"]["legend"] is None
+        assert "labelExpr" in encoding["color"]["legend"]  # Vega's own printed the ends in full, run together
+    plain_y, residual_y = (panel["encoding"]["y"] for panel in specs(at)[-2:])  # one log axis, ticks chosen
+    assert plain_y["scale"]["domain"] == residual_y["scale"]["domain"] and "labelExpr" in plain_y["axis"]
     assert [legend["columns"] for legend in legends] == [2, 2]  # four ran past a 390 px panel: "plain", "re"
     measured = [m.value for m in at.markdown if m.value.startswith("**Measured here**")]
     assert len(measured) == 2 and "plain20: " in measured[0] and "resnet20: " in measured[0]
@@ -467,6 +502,10 @@ def test_layer_responses_recorded_and_live(monkeypatch, tiny_checkpoints):
     below = int((std["resnet20"].to_numpy() < std["plain20"].to_numpy()).sum())
     assert f"Measured here: 20 layers: residual smaller at {below} of 19 layers (median std " in at.markdown[1].value
     assert "log" in json.dumps(specs(at)[0])  # log by default: a net that cannot train has huge early layers
+    chart = specs(at)[0]  # each depth on a std axis of its own: plain-110's 1,000 squeezed the 20s and 56s flat
+    assert [c["title"] for c in chart["vconcat"]] == ["20 layers, in layer order (Fig. 7, top)",
+                                                      "20 layers, sorted by magnitude (Fig. 7, bottom)"]
+    assert chart["resolve"]["scale"]["y"] == "independent"
     at.sidebar.toggle[0].set_value(False).run()
     assert "log" not in json.dumps(specs(at)[0])
     at.sidebar.radio[0].set_value(at.sidebar.radio[0].options[1]).run()
@@ -479,16 +518,20 @@ def test_layer_responses_recorded_and_live(monkeypatch, tiny_checkpoints):
 
 
 def test_layer_responses_compare_only_nets_trained_as_long(monkeypatch, tiny_checkpoints, tmp_path):
-    at = open_app(monkeypatch, with_a_long_copy(tiny_checkpoints, tmp_path / "mixed"), "pages/responses.py")
+    """Runs of one training length at a time (the sidebar's radio, on the longest equal pair's): a 15-epoch net
+    beside a 64k-iteration one would compare training lengths, not shortcuts."""
+    root = with_a_long_copy(tiny_checkpoints, tmp_path / "mixed")
+    at = open_app(monkeypatch, root, "pages/responses.py")
+    length = next(r for r in at.sidebar.radio if r.label == "Training length")
+    assert length.value == 64_000 and set(at.sidebar.multiselect[0].options) == {"plain20-64k", "resnet20-64k"}
     assert at.sidebar.multiselect[0].value == ["plain20-64k", "resnet20-64k"]  # the longest equal pair
-    at.sidebar.multiselect[0].set_value(["plain20-64k", "resnet20"]).run()
     line = next(m.value for m in at.markdown if m.value.startswith("Measured here"))
-    assert line == "Measured here: 20 layers: plain20-64k and resnet20 trained for different lengths, so they are not compared."
-    at.sidebar.multiselect[0].set_value(["plain20-64k", "resnet20", "resnet20-64k"]).run()
-    line = next(m.value for m in at.markdown if m.value.startswith("Measured here"))
-    assert line.startswith("Measured here: 20 layers: residual smaller at ")  # plain20-64k with resnet20-64k only
+    assert line.startswith("Measured here: 20 layers: residual smaller at ")
     colour = re.search(r'"color": \{[^{}]*"field": "(\w+)"', json.dumps(specs(at)[0]))
-    assert colour and colour.group(1) == "checkpoint"  # two runs of resnet20: coloured apart
+    assert colour and colour.group(1) == "checkpoint"  # named as the sidebar names them: resnet20-64k
+    length.set_value(json.loads((root / "resnet20" / "config.json").read_text())["recipe"]["iterations"]).run()
+    assert at.sidebar.multiselect[0].value == ["plain20", "resnet20"] and not at.exception
+    assert set(plotted(at)[0]["checkpoint"]) == {"plain20", "resnet20"}
 
 
 def test_live_responses_warn_where_the_recorded_batch_disagrees(monkeypatch, tiny_checkpoints, tmp_path):
@@ -521,6 +564,7 @@ def test_landscape_surfaces_side_by_side_and_slices_together(monkeypatch, tiny_l
     for panel in specs(at)[:2]:  # cells outlined on a field of their own, or Vega-Lite merges it into the colour bar
         cells = panel["layer"][0]["encoding"]
         assert cells["stroke"]["field"] != cells["color"]["field"] and cells["stroke"]["legend"] is None
+        assert panel["width"] == panel["height"]  # square, alpha and beta alike: stretched, the basin was an ellipse
     centre = surface[(surface["alpha"] == 0) & (surface["beta"] == 0)].set_index("checkpoint")
     assert set(slices["net"]) == {"plain", "residual"} and len(slices) == 2 * 5
     recorded = json.loads((tiny_landscapes / "resnet20" / "landscape.json").read_text())
@@ -554,6 +598,7 @@ def test_landscape_colour_scale_stops_where_a_diverging_net_leaves_the_other_beh
     for panel in specs(at)[:2]:
         colour = panel["layer"][0]["encoding"]["color"]
         assert colour["scale"]["domain"][1] == pytest.approx(highest) and colour["scale"]["clamp"] is True
+        assert colour["legend"]["values"][-1] == colour["scale"]["domain"][1]  # the cap labelled, as the title gives it
         assert colour["title"][-1] == f"yellow: {figures(highest)} or more"
     assert (f"The scale ends at {other}'s highest loss, {figures(highest)}: the cells above it (25 of {diverging}'s 25) "
             "are drawn in the top colour") in " ".join(c.value for c in at.caption)
@@ -591,7 +636,8 @@ def test_landscape_log_scales_are_labelled_at_round_values(monkeypatch, tiny_lan
     plain, residual, slices = specs(at)
     for panel in (plain, residual):
         legend = panel["layer"][0]["encoding"]["color"]["legend"]
-        assert legend["values"] == [1, 3, 10, 30] and "labelExpr" in legend
+        *round_values, top = legend["values"]  # 30 would touch the top's label, the highest loss, always given
+        assert round_values == [1, 3, 10] and top == pytest.approx(70) and "labelExpr" in legend
     # the axis runs over whole decades (Vega-Lite's nice log domain, 0.001 to 100): a label at each
     assert slices["encoding"]["y"]["axis"]["values"] == [0.001, 0.01, 0.1, 1, 10, 100]
 
@@ -696,6 +742,11 @@ def test_classes_compares_any_two(monkeypatch, tiny_checkpoints):
     confusion, accuracy, gains = plotted(at)
     assert len(confusion) == 2 * 100
     assert confusion.groupby(["checkpoint", "true"])["percent"].sum().round(6).isin([0, 100]).all()
+    # both matrices in one chart, abreast (390 px panels stacked at 1024 px); 1-10 % greys, not near-white
+    matrices = specs(at)[0]
+    assert matrices["facet"]["column"]["field"] == "checkpoint"
+    colour = matrices["spec"]["layer"][0]["encoding"]["color"]
+    assert colour["scale"]["type"] == "sqrt" and "square-root" in colour["title"]
     assert len(accuracy) == 2 * 10
     # plain20 against resnet20: what the claim is about, so its diamonds are drawn, and said to be the 18-layer claim
     assert "seed report 000's claim at 18 layers: ResNet-18 minus Plain-18" in set(gains["source"])
@@ -780,6 +831,8 @@ def test_architecture_of_an_imagenet_net_next_to_table_1(monkeypatch, tiny_check
     at.sidebar.selectbox[0].set_value("imagenet-plain34").run()  # Table 1 lists residual nets: whose figure it is
     assert {m.label: m.delta for m in at.metric} == {"Parameters": "", "FLOPs": "paper: 3.6 G"}
     assert "ResNet-34's figure" in zoo.paper_totals("imagenet-plain34")["gflops"][1]
+    # said whole in a caption: under the metric, a description that long was cut to "He et al. (2016), Table 1:..."
+    assert "FLOPs from Table 1, ResNet-34's figure" in " ".join(c.value for c in at.caption)
     at.sidebar.selectbox[0].set_value("resnet56").run()
     assert {m.label: (m.value, m.delta) for m in at.metric}["Parameters"] == ("0.85 M", "paper: 0.85 M")
 

@@ -5,8 +5,8 @@ from pathlib import Path
 import altair as alt
 import pandas as pd
 
-from pages.common import (PLAIN_SHADES, _shade, colour_key, default_pair, log_ticks, model_colors, model_legend, percent,
-                          span)
+from pages.common import (NET_COLORS, PLAIN_SHADES, _shade, colour_key, default_pair, log_ticks, model_colors,
+                          model_legend, percent, span)
 from resnet_core import list_checkpoints
 
 CHECKPOINTS = Path(__file__).resolve().parents[1] / "checkpoints"
@@ -75,14 +75,18 @@ def brightness(colour: str) -> int:
 
 def test_each_kind_of_net_has_a_ladder_of_its_own():
     """plain56 beside resnet56 alone was the palest orange (#f0a061), as if the shallowest of a shared ladder, and
-    dark brown beside plain20: its shade now depends on the plain nets drawn only, and alone of its kind it is dark."""
+    dark brown beside plain20: its shade now depends on the plain nets drawn only, and alone of its kind it is the
+    kind's own orange, as on Predict (not the dark brown and navy that made 'blues below oranges' hard to see)."""
     rows = pd.DataFrame(dict(checkpoint=["plain20", "plain56", "resnet20", "resnet56"], depth=[20, 56, 20, 56],
                              model=["plain20", "plain56", "resnet20", "resnet56"], net=["plain", "plain", "residual",
                                                                                         "residual"]))
     pair = model_colors(rows.iloc[[1, 3]])
     assert pair.domain == ["plain56", "resnet56"]
-    assert pair.range[0] == _shade(PLAIN_SHADES, 0.8)  # a strong orange, not the light end
-    assert brightness(pair.range[0]) < brightness(_shade(PLAIN_SHADES, 0.5))
+    assert pair.range == NET_COLORS.range  # Predict's orange and blue, not the light end nor a dark brown and navy
+    assert brightness(PLAIN_SHADES[-1]) < brightness(pair.range[0]) < brightness(PLAIN_SHADES[0])
+    # a ladder runs light, the kind's own, dark: its middle a clear orange, not the brown halfway from light to dark
+    assert [_shade(PLAIN_SHADES, t) for t in (0, 0.5, 1)] == list(PLAIN_SHADES)
+    assert _shade(PLAIN_SHADES, 0.75) == "#b23e08"
     plain_only = model_colors(rows.iloc[[0, 1]])
     assert model_colors(rows).range[:2] == plain_only.range  # the residual nets beside them change nothing
     assert brightness(plain_only.range[0]) > brightness(plain_only.range[1])  # darker = deeper
