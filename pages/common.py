@@ -67,6 +67,30 @@ LOG_LABELS = (f"datum.value < 100000 ? format(datum.value, ',~g') : "
               + _superscript(f"format({_EXPONENT}, 'd')"))
 
 
+# Escaped in text from outside (an uploaded file's or a checkpoint folder's name, a damaged file's reason) shown with
+# st.markdown, always after "**" or "- " (so never at a line's start, where # - + and "1." would matter too)
+MARKDOWN_SPECIAL = set("\\`*_{}[]()<>!|~$&")
+
+
+def markdown_text(text: str) -> str:
+    """`text` (a name chosen by whoever uploaded the file or named the folder) shown as it is in st.markdown: no bold,
+    image, HTML, maths or icon made of its characters, and on one line (a name that reads as a web address may still show as a
+    link, which fetches nothing). A colon is followed by a zero-width space: Streamlit reads :icon: codes after
+    markdown's escapes are undone."""
+    return "".join(f"\\{c}" if c in MARKDOWN_SPECIAL else ":\u200b" if c == ":" else " " if c in "\r\n" else c
+                   for c in text)
+
+
+def markdown_reason(text: str) -> str:
+    """A reason (a CheckpointError's words, which may quote a folder's name) for st.markdown: its `code` spans kept as
+    code, which shows their characters as they are, and the rest escaped as markdown_text does. With an odd number of
+    backticks (a name holding one), no span is trusted and all of it is escaped."""
+    parts = text.split("`")
+    if len(parts) % 2 == 0:
+        return markdown_text(text)
+    return "`".join(part if i % 2 else markdown_text(part) for i, part in enumerate(parts))
+
+
 ROUTED = "routed_by_app"  # set by app.py on every run, before the page runs
 DEEP_LINK = "deep_link"  # the page a visitor asked for before app.py had routed them (see header)
 
@@ -133,7 +157,7 @@ def usable_checkpoints(stop: bool = True, short_runs: bool = True) -> list[Check
     infos, bad = checkpoints()
     if bad:
         st.warning(f"{len(bad)} checkpoint folder(s) could not be read and are left out:\n\n"
-                   + "\n".join(f"- **{name}**: {reason}" for name, reason in bad.items()))
+                   + "\n".join(f"- **{markdown_text(name)}**: {markdown_reason(reason)}" for name, reason in bad.items()))
     if not infos:
         st.info(HOW_TO_TRAIN.format(root=default_checkpoints_dir()))
         if stop:
@@ -209,13 +233,13 @@ def _model(path: str, stamp: int | None) -> torch.nn.Module:
 def load_model(info: CheckpointInfo) -> torch.nn.Module | None:
     """The checkpoint's model, shared by every session; None (with the reason shown) if it has no usable weights."""
     if not info.has_weights:
-        st.info(f"**{info.name}** ships curves and metrics only: its weights are not bundled. "
+        st.info(f"**{markdown_text(info.name)}** ships curves and metrics only: its weights are not bundled. "
                 f"Regenerate them with\n\n```\n{info.regenerate_command()}\n```\n\n{info.regenerate_note()}")
         return None
     try:
         return _model(str(info.path), weights_stamp(info))
     except CheckpointError as e:
-        st.error(f"**{info.name}**: {e}")
+        st.error(f"**{markdown_text(info.name)}**: {markdown_reason(str(e))}")
         return None
 
 

@@ -7,8 +7,8 @@ import pandas as pd
 import streamlit as st
 
 from pages.common import (LOG_LABELS, PANEL_LEGEND_COLUMNS, by_name, default_pair, frame, gallery_batch, header,
-                          length_ui, log_axis, log_ticks, model_legend, short_runs_note, show_chart, show_panels, span,
-                          usable_checkpoints)
+                          length_ui, log_axis, log_ticks, markdown_text, model_legend, short_runs_note, show_chart,
+                          show_panels, span, usable_checkpoints)
 from resnet_core import zoo
 from resnet_core.models import PLAIN_VS_RESIDUAL_DEPTHS
 from resnet_core.paper import SEED_REPORT_GRAD_NORMS
@@ -137,7 +137,7 @@ def training_section(infos) -> None:
 
     profile = data[(data["epoch"] == epoch) & np.isfinite(data["grad_norm"])]
     if left_out := left_out_of_profile(chosen, norms, epoch):  # a net may overflow while its twin trains on
-        st.warning("Left out of the per-layer profile: " + "; ".join(f"**{name}**, {why}" for name, why in left_out.items())
+        st.warning("Left out of the per-layer profile: " + "; ".join(f"**{markdown_text(name)}**, {why}" for name, why in left_out.items())
                    + ". Pick another epoch in the sidebar.")
     if profile.empty:
         return

@@ -8,8 +8,8 @@ import pandas as pd
 import streamlit as st
 
 from pages.common import (LEGENDS_BELOW, LOG_LABELS, PANEL_TITLE, by_name, csv_button, default_pair, file_stamp, header,
-                          length_ui, log_ticks, model_legend, short_runs_note, show_chart, span, usable_checkpoints,
-                          weights_stamp)
+                          length_ui, log_ticks, markdown_reason, markdown_text, model_legend, short_runs_note, show_chart,
+                          span, usable_checkpoints, weights_stamp)
 from resnet_core import zoo
 from resnet_core.checkpoint import REPO_ROOT, CheckpointInfo, default_checkpoints_dir
 from resnet_core.landscape import FILE, read_landscape
@@ -59,7 +59,7 @@ def measured(infos: list[CheckpointInfo]) -> list[tuple[CheckpointInfo, dict]]:
         try:
             data = landscape(str(info.path), file_stamp(info.path / FILE), weights_stamp(info))
         except ValueError as e:  # read_landscape names the file and says how to recompute it
-            damaged.append(f"- **{info.name}**: {e}")
+            damaged.append(f"- **{markdown_text(info.name)}**: {markdown_reason(str(e))}")
             continue
         if data is not None:
             found.append((info, data))

@@ -6,8 +6,8 @@ import altair as alt
 import streamlit as st
 from PIL import Image
 
-from pages.common import (NET_COLORS, by_name, default_pair, gallery, header, load_model, percent, short_runs_note,
-                          show_chart, usable_checkpoints, weights_stamp)
+from pages.common import (NET_COLORS, by_name, default_pair, gallery, header, load_model, markdown_text, percent,
+                          short_runs_note, show_chart, usable_checkpoints, weights_stamp)
 from resnet_core import zoo
 from resnet_core.data import CLASSES
 from resnet_core.explain import grad_cam, input_saliency, overlay
@@ -24,9 +24,6 @@ LABEL_INSIDE = 70  # % from which a bar's value is written inside it (a shorter 
 ZOOM = 4  # 32x32 shown as 128x128, nearest neighbour, so every pixel the model sees stays visible
 TILE = 64  # gallery thumbnails (pixels): wide enough for the test-image number on the button under each
 MAX_FILES = 20  # uploads shown per run: each is a row of images and charts, all drawn again on every click
-# Escaped in a file's name shown with st.markdown, always after "**" (so never at a line's start, where # - + and
-# "1." would matter too)
-MARKDOWN_SPECIAL = set("\\`*_{}[]()<>!|~$&")
 
 
 def models_ui(infos, nets: dict[str, str]) -> list[str]:
@@ -40,15 +37,6 @@ def models_ui(infos, nets: dict[str, str]) -> list[str]:
             if names:
                 chosen.append(st.selectbox(f"{kind.capitalize()} checkpoint", names, index=names.index(defaults[kind])))
     return chosen
-
-
-def markdown_text(text: str) -> str:
-    """`text` (a file's name, chosen by whoever uploaded it) shown as it is in st.markdown: no bold, image, HTML,
-    maths or icon made of its characters, and on one line (a name that reads as a web address may still show as a
-    link, which fetches nothing). A colon is followed by a zero-width space: Streamlit reads :icon: codes after
-    markdown's escapes are undone."""
-    return "".join(f"\\{c}" if c in MARKDOWN_SPECIAL else ":\u200b" if c == ":" else " " if c in "\r\n" else c
-                   for c in text)
 
 
 def length_warning(chosen: list[str], checkpoints: dict) -> str | None:

@@ -3,8 +3,8 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from pages.common import (by_name, default_pair, frame, gallery_batch, header, length_ui, log_axis, model_legend,
-                          short_runs_note, show_chart, usable_checkpoints, weights_stamp)
+from pages.common import (by_name, default_pair, frame, gallery_batch, header, length_ui, log_axis, markdown_reason,
+                          markdown_text, model_legend, short_runs_note, show_chart, usable_checkpoints, weights_stamp)
 from resnet_core import zoo
 from resnet_core.checkpoint import CheckpointError, load_pretrained
 from resnet_core.probes import response_std
@@ -52,13 +52,13 @@ def live_frame(infos) -> pd.DataFrame:
     frames = []
     for info in infos:
         if not info.has_weights:
-            st.info(f"**{info.name}**: weights not bundled, so no live responses; regenerate them with "
+            st.info(f"**{markdown_text(info.name)}**: weights not bundled, so no live responses; regenerate them with "
                     f"`{info.regenerate_command()}`. {info.regenerate_note()}")
             continue
         try:
             frames.append(live_responses(str(info.path), weights_stamp(info)).assign(**zoo.identity(info)))
         except CheckpointError as e:
-            st.error(f"**{info.name}**: {e}")
+            st.error(f"**{markdown_text(info.name)}**: {markdown_reason(str(e))}")
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 

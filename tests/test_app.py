@@ -94,7 +94,14 @@ def damaged_checkpoints(tiny_checkpoints, tmp_path_factory) -> Path:
     shutil.copytree(tiny_checkpoints / "plain20", root / "hand-edited")  # a value of the wrong type
     metrics = json.loads((root / "hand-edited" / "metrics.json").read_text())
     (root / "hand-edited" / "metrics.json").write_text(json.dumps(dict(metrics, test_error="about 9 %")))
+    shutil.copytree(tiny_checkpoints / "resnet20", root / HOSTILE)  # markdown in its name and in its reason
+    config = json.loads((root / HOSTILE / "config.json").read_text())
+    (root / HOSTILE / "config.json").write_text(json.dumps(dict(config, arch={"shortcut": TRACKER})))
     return root
+
+
+HOSTILE = ":red[ALERT] **see** $x^2$"
+TRACKER = "![pixel](http://example.invalid/track.png)"  # the visitor's browser would fetch it: the app is offline
 
 
 # -- with the tiny real checkpoints -------------------------------------------------------------------
@@ -855,9 +862,13 @@ def test_broken_checkpoints_are_listed_and_the_rest_works(monkeypatch, damaged_c
     if page == "pages/architecture.py":
         return  # needs no checkpoint
     warning = " ".join(w.value for w in at.warning)
-    for folder, reason in [("broken-json", "not readable JSON"), ("no-metrics", "metrics.json: file is missing"),
-                           ("alien", "vgg16"), ("hand-edited", "metrics.json: test_error not a number")]:
+    # Names and reasons are shown as they are: escaped for markdown, each colon followed by a zero-width space.
+    for folder, reason in [("broken-json", "not readable JSON"), ("no-metrics", "metrics.json:\u200b file is missing"),
+                           ("alien", "vgg16"), ("hand-edited", "metrics.json:\u200b test\\_error not a number")]:
         assert f"**{folder}**" in warning and reason in warning
+    assert "**:\u200bred\\[ALERT\\] \\*\\*see\\*\\* \\$x^2\\$**" in warning
+    assert "\\!\\[pixel\\]\\(http:\u200b//example.invalid/track.png\\)" in warning
+    assert "![" not in warning and ":red[" not in warning
     if page is None:
         assert set(at.dataframe[0].value["checkpoint"]) == {"plain20", "resnet20", "truncated-weights", "curves-only"}
 

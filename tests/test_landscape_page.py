@@ -7,6 +7,7 @@ import shutil
 
 import pytest
 
+from pages.common import markdown_text
 from resnet_core import build_model
 from resnet_core.checkpoint import atomic_save_tensors
 from tests.test_app import open_app, plotted, specs
@@ -38,7 +39,8 @@ def test_a_landscape_with_a_mistyped_setting_is_left_out(monkeypatch, tiny_lands
     path = root / "resnet20" / "landscape.json"
     path.write_text(json.dumps(dict(json.loads(path.read_text()), **{setting: value})))
     at = open_app(monkeypatch, root, "pages/landscape.py")
-    assert f"resnet20**: {path}: {setting} is {value!r}, not a" in left_out(at), [w.value for w in at.warning]
+    said = markdown_text(f"{path}: {setting} is {value!r}, not a")  # as shown: escaped for markdown
+    assert f"resnet20**: {said}" in left_out(at), [w.value for w in at.warning]
     assert set(plotted(at)[0]["checkpoint"]) == {"plain20"}
 
 
