@@ -36,9 +36,6 @@ PLAIN_SHADES = ("#fdae6b", NET_COLORS.range[0], "#7f2704")
 RESIDUAL_SHADES = ("#9ecae1", NET_COLORS.range[1], "#08306b")
 # Fig. 6's convention on every chart with both: training error dashed, test error solid.
 TRAIN_DASHED = alt.Scale(domain=["train", "test"], range=[[6, 4], [1, 0]])
-# Panels that need room: this wide each, in a row that wraps (show_panels' `fixed`); two of them stand one above the
-# other in a 1024 px window with the sidebar open, whose page is 564 px wide.
-PANEL_WIDTH = 390
 PANEL_TITLE = dict(fontSize=15, fontWeight="bold", anchor="middle")  # "plain" / "residual" over each panel
 # Legend entries abreast under a panel: four ran past the panel's edge at 1024 px, cutting "plain1202" to "plain".
 PANEL_LEGEND_COLUMNS = 2
@@ -70,13 +67,19 @@ LOG_LABELS = (f"datum.value < 100000 ? format(datum.value, ',~g') : "
 # Escaped in text from outside (an uploaded file's or a checkpoint folder's name, a damaged file's reason) shown with
 # st.markdown, always after "**" or "- " (so never at a line's start, where # - + and "1." would matter too)
 MARKDOWN_SPECIAL = set("\\`*_{}[]()<>!|~$&")
+# Unicode's direction controls: in a name, U+202E shows "gnp.exe" as "exe.png" and reverses the text after it
+BIDI_CONTROLS = set("\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 
 
-def markdown_text(text: str) -> str:
+def markdown_text(text: str, limit: int | None = None) -> str:
     """`text` (a name chosen by whoever uploaded the file or named the folder) shown as it is in st.markdown: no bold,
     image, HTML, maths or icon made of its characters, and on one line (a name that reads as a web address may still show as a
     link, which fetches nothing). A colon is followed by a zero-width space: Streamlit reads :icon: codes after
-    markdown's escapes are undone."""
+    markdown's escapes are undone. Direction controls are dropped; longer than `limit` characters, the middle is
+    left out ("…")."""
+    text = "".join(c for c in text if c not in BIDI_CONTROLS)
+    if limit is not None and len(text) > limit:
+        text = text[:limit * 2 // 3] + "…" + text[len(text) - (limit - limit * 2 // 3 - 1):]
     return "".join(f"\\{c}" if c in MARKDOWN_SPECIAL else ":\u200b" if c == ":" else " " if c in "\r\n" else c
                    for c in text)
 
@@ -336,27 +339,19 @@ def show_chart(chart: alt.TopLevelMixin, data: pd.DataFrame, name: str, legends_
     csv_button(data, name)
 
 
-def show_panels(draw, data: pd.DataFrame, name: str, by: str = "net", order=("plain", "residual"),
-                fixed: bool = False) -> None:
+def show_panels(draw, data: pd.DataFrame, name: str, by: str = "net", order=("plain", "residual")) -> None:
     """One panel per value of `by` found in `data`, in `order`: the chart `draw(rows)` titled with the value,
     legends below, in columns of equal width (Vega-Lite cannot fit a faceted chart to its container), so that plain
     and residual stand abreast even on a 1024 px projector with the sidebar open (panels of a fixed 390 px stood
-    one above the other there: the comparison took a scroll); Streamlit stacks the columns on a phone. `fixed`:
-    PANEL_WIDTH wide each instead, in a row that wraps, for panels unreadable at half a 1024 px window's width.
-    Panels share a scale only where `draw` fixes its domain. Then one CSV of all the panels' data."""
+    one above the other there: the comparison took a scroll); Streamlit stacks the columns on a phone. Panels share
+    a scale only where `draw` fixes its domain. Then one CSV of all the panels' data."""
     values = [v for v in order if (data[by] == v).any()]
-    if fixed:
-        with st.container(horizontal=True):
-            for value in values:
-                panel = draw(data[data[by] == value]).properties(width=PANEL_WIDTH, title=alt.Title(value, **PANEL_TITLE))
-                _draw(panel, legends_below=True, width="content")
-    else:
-        for column, value in zip(st.columns(len(values), gap="medium") if values else [], values):
-            with column:
-                panel = draw(data[data[by] == value]).properties(title=alt.Title(value, **PANEL_TITLE))
-                # a colour bar no longer than a narrow panel's plot, so that its last label is not cut off, and no two
-                # of its labels over each other
-                _draw(panel, legends_below=True, width="stretch", gradientLength=170, labelOverlap="greedy")
+    for column, value in zip(st.columns(len(values), gap="medium") if values else [], values):
+        with column:
+            panel = draw(data[data[by] == value]).properties(title=alt.Title(value, **PANEL_TITLE))
+            # a colour bar no longer than a narrow panel's plot, so that its last label is not cut off, and no two
+            # of its labels over each other
+            _draw(panel, legends_below=True, width="stretch", gradientLength=170, labelOverlap="greedy")
     csv_button(data, name)
 
 

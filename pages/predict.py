@@ -23,6 +23,7 @@ IMAGE_TYPES = sorted(ext[1:] for ext, fmt in Image.registered_extensions().items
 LABEL_INSIDE = 70  # % from which a bar's value is written inside it (a shorter bar's after it, within 300 px)
 ZOOM = 4  # 32x32 shown as 128x128, nearest neighbour, so every pixel the model sees stays visible
 TILE = 64  # gallery thumbnails (pixels): wide enough for the test-image number on the button under each
+NAME_LIMIT = 120  # characters of an uploaded file's name shown, its start and its ending (a name may be 5,000)
 MAX_FILES = 20  # uploads shown per run: each is a row of images and charts, all drawn again on every click
 
 
@@ -176,14 +177,14 @@ if len(uploads) > MAX_FILES:
     st.warning(f"{len(uploads)} files uploaded, {MAX_FILES} at most are shown: the last {len(uploads) - MAX_FILES} "
                "were skipped. Remove some files to see those.")
 for n, upload in enumerate(uploads[:MAX_FILES]):
-    st.markdown(f"**{markdown_text(upload.name)}**")
+    st.markdown(f"**{markdown_text(upload.name, limit=NAME_LIMIT)}**")
     data = upload.getvalue()
     try:
         shown, refused = read(hashlib.sha256(data).hexdigest(), data)
     except OutOfMemory as e:
         shown, refused = None, str(e)
     if shown is None:  # the other files go on
-        st.error(f"**{markdown_text(upload.name)}**: {refused}")
+        st.error(f"**{markdown_text(upload.name, limit=NAME_LIMIT)}**: {refused}")
         continue
     for note in shown.notes:
         st.caption(note)

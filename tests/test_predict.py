@@ -703,6 +703,19 @@ def test_a_file_name_is_shown_as_it_is_not_as_markdown(monkeypatch, tiny_checkpo
     assert re.sub(r"\\(.)", r"\1", inner).replace("\u200b", "") == name.replace("\n", " ")
 
 
+def test_a_long_or_reversing_file_name_is_shown_short_and_in_reading_order(monkeypatch, tiny_checkpoints):
+    """A 5,000-character name shows its first 80 and last 39 characters around an ellipsis; a right-to-left override
+    (which shows "photo\u202eexe.png", a PNG, as "photognp.exe") is dropped, so the name reads as it is."""
+    from tests.test_app import open_app, png_bytes
+
+    long, reversing = "x" * 2000 + "middle" + "y" * 2992 + ".png", "photo\u202eexe.png"
+    at = open_app(monkeypatch, tiny_checkpoints, "pages/predict.py")
+    at.file_uploader[0].set_value([(long, png_bytes(), "image/png"), (reversing, png_bytes(), "image/png")]).run()
+    assert not at.exception and not at.error
+    shown = [m.value for m in at.markdown if m.value.startswith("**") and m.value.endswith("**")]
+    assert "**" + "x" * 80 + "…" + "y" * 35 + ".png**" in shown and "**photoexe.png**" in shown
+
+
 def test_two_checkpoints_of_different_lengths_are_said_to_differ_by_length(monkeypatch, tiny_checkpoints, tmp_path):
     """Predict lets any plain net meet any residual one; where they trained for different numbers of iterations it
     says that their answers differ by that as well, and says nothing for a pair trained as long."""
