@@ -23,6 +23,16 @@ MAX_SIDE = 65_535  # JPEG's own limit: a 1 x 50,000,000 strip is within MAX_PIXE
 # and float images (JPEG opens a camera's MPO too). Never EPS (it would run Ghostscript on the upload), nor formats
 # that decode a whole embedded image before its size is known (ICO) or that Pillow reads only in part (DDS, BLP).
 FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "GIF", "TIFF", "PPM")
+# The first bytes of the formats the app opens, where they are long enough to be unmistakable: a file that starts so
+# and still cannot be opened is one of them, damaged or of a kind the decoder lacks (a float64 TIFF), and is told so
+# rather than "not an image"
+SIGNATURES = {
+    "PNG": lambda data: data.startswith(b"\x89PNG\r\n\x1a\n"),
+    "JPEG": lambda data: data.startswith(b"\xff\xd8\xff"),
+    "GIF": lambda data: data[:6] in (b"GIF87a", b"GIF89a"),
+    "TIFF": lambda data: data[:4] in (b"II*\x00", b"MM\x00*"),
+    "WebP": lambda data: data[:4] == b"RIFF" and data[8:12] == b"WEBP",
+}
 # Pillow parses headers, and some formats whole (BMP's RLE, plain netpbm, TIFF strip lists), in Python, a step at a
 # time: a crafted file can keep it busy for a minute (17 MB of JPEG padding took 16 s; 28 KB of RLE BMP, 12 s;
 # 19 MB of PNG colour profiles, 52 s). Opening an upload may take this many Python-level calls, and this much of
@@ -79,6 +89,10 @@ def _open(image) -> Image.Image:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             return Image.open(io.BytesIO(data), formats=FORMATS)
     except UnidentifiedImageError:
+        if kind := next((name for name, test in SIGNATURES.items() if test(data)), None):
+            raise ImageRejected(f"this file starts as a {kind} does, but the rest cannot be read: it is damaged, or "
+                                f"stores its pixels in an unusual way (such as 64-bit floats): save it again as an "
+                                f"ordinary 8-bit PNG or JPEG and upload that") from None
         raise ImageRejected("this file is not an image the app can read: upload a PNG, JPEG, WebP, BMP, GIF, "
                             "TIFF or PPM") from None
     except Image.DecompressionBombError:  # over twice Pillow's limit, refused before the size can be read

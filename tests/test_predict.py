@@ -245,7 +245,7 @@ HOSTILE = {
                            r"is 10000x10000 pixels \(100 megapixels\), more than the 50"),
     # Over twice it: Pillow refuses to open it, so its size is not known
     "bomb-png": (png_header_only(100_000, 100_000), r"is over 178 megapixels, more than the 50"),
-    "zero-width": (png_header_only(0, 10), "0 pixels wide or tall|not an image|cut short or damaged"),
+    "zero-width": (png_header_only(0, 10), "0 pixels wide or tall|starts as a PNG does|cut short or damaged"),
     "text-chunk-bomb": (encode(halves(8, 8), "PNG")[:33] + png_chunk(b"zTXt", b"k\x00\x00" + zlib.compress(b"a" * 50_000_000))
                         + encode(halves(8, 8), "PNG")[33:], "would unpack to far more than an image needs"),
 }
@@ -266,6 +266,9 @@ HOSTILE.update({
             + b"\0" * 296, "not an image the app can read"),
     # within the megapixels, yet 8 bytes of Pillow's bookkeeping per row: 400 MB for this one
     "thin-strip": (png_header_only(1, 50_000_000), r"is 1x50000000 pixels, longer than the 65,535 pixels allowed"),
+    # a known format's first bytes over what its decoder cannot read: said to be that format, not "not an image"
+    "tiff-garbage": (b"II*\x00\x08\x00\x00\x00" + b"\xff" * 50, "starts as a TIFF does, but the rest cannot be read"),
+    "gif-garbage": (b"GIF89a" + bytes(30), "starts as a GIF does, but the rest cannot be read"),
 })
 JARGON = re.compile(r"Error|Plugin|MAX_|Pillow|decompression bomb|chunk|\(\w+:")
 
