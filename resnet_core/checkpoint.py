@@ -4,8 +4,10 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shlex
 import shutil
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -374,8 +376,9 @@ class CheckpointInfo:
                 f"`{self.name}`, in place of this one.")
 
 
-# A checkpoint's largest JSON file, a 164-epoch history of a 110-layer net, is under 1 MiB: a file much larger is no
-# file of ours, and reading it whole would hold the app (seconds, gigabytes) for every visitor.
+# A checkpoint's JSON files: a 164-epoch history of a 110-layer net is under 1 MiB, of a 1202-layer net about 6 MiB,
+# a landscape on the default 21 x 21 grid 100 kB. A file much larger is no file of ours, and reading it whole would
+# hold the app (seconds, gigabytes) for every visitor.
 MAX_JSON_BYTES = 16 * 2**20
 
 
@@ -383,9 +386,13 @@ def read_json(path: Path) -> dict:
     if not path.is_file():
         raise CheckpointError(f"{path}: file is missing")
     try:
-        if (size := path.stat().st_size) > MAX_JSON_BYTES:
-            raise CheckpointError(f"{path}: {size / 2**20:,.0f} MiB, larger than any checkpoint file "
-                                  f"({MAX_JSON_BYTES // 2**20} MiB at most)")
+        size = path.stat().st_size
+    except OSError as e:
+        raise CheckpointError(f"{path}: unreadable ({e})") from None
+    if size > MAX_JSON_BYTES:
+        raise CheckpointError(f"{path}: {size / 2**20:,.0f} MiB, larger than any checkpoint file "
+                              f"({MAX_JSON_BYTES // 2**20} MiB at most)")
+    try:
         # Infinity and NaN (Python's json.dump writes them; JSON has no such values) read as null, as our own
         # writer stores them: "overflowed, not recorded", which every reader handles, never a number to plot
         obj = json.loads(path.read_text(), parse_constant=lambda name: None)
@@ -439,8 +446,9 @@ RECORD_NUMBERS = ("iteration", "lr", "train_error", "train_loss", "test_error", 
 
 
 def is_number(x) -> bool:
-    """A finite number (1e999 in a JSON file reads as an infinite float; our writer stores those as null)."""
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+    """A number a float can hold: not 1e999 (read as an infinite float; our writer stores those as null) nor a
+    400-digit integer (which JSON allows, and float() would overflow on). Compared exactly, never converted."""
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and abs(x) <= sys.float_info.max
 
 
 def is_number_or_null(x) -> bool:
@@ -464,11 +472,9 @@ def problems(config: dict, history: dict, metrics: dict):
     if not is_normalization(config.get("normalization")):
         yield "config.json", NOT_NORMALIZATION
     arch, residual = config.get("arch", {}), model_info(str(config["model"]))["residual"]
-    if not (isinstance(arch, dict) and set(arch) <= {"shortcut", "num_classes"}
-            and arch.get("shortcut", "none") in (("A", "B", "none") if residual else ("none",))
-            and arch.get("num_classes", len(CLASSES)) == len(CLASSES)):
-        yield "config.json", (f"arch {arch!r} is not a shortcut option (A or B, residual nets only) and the class "
-                              f"count {len(CLASSES)}")
+    if not (isinstance(arch, dict) and set(arch) <= {"shortcut", "num_classes"}  # the class count: not_cifar10's
+            and arch.get("shortcut", "none") in (("A", "B", "none") if residual else ("none",))):
+        yield "config.json", f"arch {arch!r} is not a shortcut option (A or B, residual nets only) and a class count"
     if config.get("wall_time_s") is not None and not is_number(config["wall_time_s"]):
         yield "config.json", "wall_time_s is not a number of seconds"
 
@@ -540,7 +546,8 @@ def not_cifar10(config: dict) -> str | None:
     if info["family"] == "imagenet":
         return f"{config['model']} is an ImageNet net; the explorer reads CIFAR-10 checkpoints"
     arch = config.get("arch", {})
-    if isinstance(arch, dict) and arch.get("num_classes", len(CLASSES)) != len(CLASSES):
+    if isinstance(arch, dict) and "num_classes" in arch and (type(arch["num_classes"]) is not int
+                                                             or arch["num_classes"] != len(CLASSES)):
         return f"arch gives {arch['num_classes']!r} classes, not CIFAR-10's {len(CLASSES)}"
     return None
 
@@ -555,12 +562,19 @@ def is_mistake(record) -> bool:
             and probability(record.get("probability")) and probability(record.get("true_probability")))
 
 
+FOLDER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,99}")  # a checkpoint folder's name the app lists
+
+
 def list_checkpoints(root: Path | None = None) -> tuple[list[CheckpointInfo], dict[str, str]]:
     """All readable checkpoints under root, residual nets first, each kind by depth (resnet20 ... resnet110, then
     plain20 ...; not plain110 before plain20, as names sort), and {folder: reason} for every unreadable one."""
     root = Path(root) if root is not None else default_checkpoints_dir()
     good, bad = [], {}
     for path in sorted(p for p in root.glob("*") if p.is_dir() and not p.name.startswith(".")) if root.is_dir() else []:
+        if not FOLDER_NAME.fullmatch(path.name):
+            bad[path.name] = (f"its name is not only letters, digits and . _ + - (the pages write checkpoint names "
+                              f"into their text, where other characters could style it): rename the folder")
+            continue
         try:
             good.append(read_checkpoint(path))
         except CheckpointError as e:
@@ -572,6 +586,9 @@ def checkpoint_order(info: CheckpointInfo) -> tuple:
     """Sort key: residual nets first, each kind by depth, then by folder name."""
     known = model_info(str(info.config["model"]))  # read_checkpoint refuses any model the registry lacks
     return not known["residual"], known["depth"], info.name
+
+
+STORED_FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)  # a weight's; float8 has no isfinite
 
 
 def load_pretrained(name_or_path: str | os.PathLike, device: str | torch.device = "cpu") -> ResNet:
@@ -615,9 +632,10 @@ def load_pretrained(name_or_path: str | os.PathLike, device: str | torch.device 
         if v.shape != expected[k].shape:
             raise CheckpointError(f"{weights}: tensor {k} has shape {tuple(v.shape)}, "
                                   f"{config['model']} expects {tuple(expected[k].shape)}")
-        if v.is_floating_point() != expected[k].is_floating_point() or v.dtype == torch.bool:
+        if (v.dtype not in STORED_FLOATS) if expected[k].is_floating_point() else (
+                v.is_floating_point() or v.is_complex() or v.dtype == torch.bool):
             raise CheckpointError(f"{weights}: tensor {k} is {str(v.dtype).removeprefix('torch.')}, not "
-                                  f"{'floating point' if expected[k].is_floating_point() else 'whole numbers'}")
+                                  f"{'16-, 32- or 64-bit floating point' if expected[k].is_floating_point() else 'whole numbers'}")
         if v.is_floating_point() and not torch.isfinite(v).all():  # a net that diverged: its outputs are NaN
             raise CheckpointError(f"{weights}: tensor {k} holds NaN or infinite values; these weights predict "
                                   f"nothing")

@@ -94,9 +94,10 @@ def damaged_checkpoints(tiny_checkpoints, tmp_path_factory) -> Path:
     shutil.copytree(tiny_checkpoints / "plain20", root / "hand-edited")  # a value of the wrong type
     metrics = json.loads((root / "hand-edited" / "metrics.json").read_text())
     (root / "hand-edited" / "metrics.json").write_text(json.dumps(dict(metrics, test_error="about 9 %")))
-    shutil.copytree(tiny_checkpoints / "resnet20", root / HOSTILE)  # markdown in its name and in its reason
-    config = json.loads((root / HOSTILE / "config.json").read_text())
-    (root / HOSTILE / "config.json").write_text(json.dumps(dict(config, arch={"shortcut": TRACKER})))
+    shutil.copytree(tiny_checkpoints / "resnet20", root / HOSTILE)  # markdown in its name
+    shutil.copytree(tiny_checkpoints / "resnet20", root / "tracker")  # and in the reason it is refused
+    config = json.loads((root / "tracker" / "config.json").read_text())
+    (root / "tracker" / "config.json").write_text(json.dumps(dict(config, arch={"shortcut": TRACKER})))
     return root
 
 
@@ -866,7 +867,7 @@ def test_broken_checkpoints_are_listed_and_the_rest_works(monkeypatch, damaged_c
     for folder, reason in [("broken-json", "not readable JSON"), ("no-metrics", "metrics.json:\u200b file is missing"),
                            ("alien", "vgg16"), ("hand-edited", "metrics.json:\u200b test\\_error not a number")]:
         assert f"**{folder}**" in warning and reason in warning
-    assert "**:\u200bred\\[ALERT\\] \\*\\*see\\*\\* \\$x^2\\$**" in warning
+    assert "**:\u200bred\\[ALERT\\] \\*\\*see\\*\\* \\$x^2\\$**: its name is not only letters" in warning
     assert "\\!\\[pixel\\]\\(http:\u200b//example.invalid/track.png\\)" in warning
     assert "![" not in warning and ":red[" not in warning
     if page is None:

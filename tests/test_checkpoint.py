@@ -270,6 +270,14 @@ def damage_dtype(path):
     damage_tensor(path, "fc.weight", lambda w: w > 0)
 
 
+def damage_float8(path):
+    damage_tensor(path, "fc.weight", lambda w: w.to(torch.float8_e4m3fn))  # torch.isfinite has no float8 kernel
+
+
+def damage_counter(path):
+    damage_tensor(path, "stages.0.0.residual.bn1.num_batches_tracked", lambda n: n.float())
+
+
 def damage_classes(path):
     ckpt.atomic_write_json(path / "config.json", dict(CONFIG, arch={"num_classes": 10**13}))
 
@@ -307,14 +315,16 @@ def damage_normalization(path):
     (damage_no_config, "config.json", "file is missing"),
     (damage_shape, "model.safetensors", r"tensor fc.weight has shape \(3, 64\), resnet20 expects \(10, 64\)"),
     (damage_nan, "model.safetensors", "tensor stages.1.0.residual.conv1.weight holds NaN or infinite values"),
-    (damage_dtype, "model.safetensors", "tensor fc.weight is bool, not floating point"),
+    (damage_dtype, "model.safetensors", "tensor fc.weight is bool, not 16-, 32- or 64-bit floating point"),
+    (damage_float8, "model.safetensors", "tensor fc.weight is float8_e4m3fn, not 16-, 32- or 64-bit floating point"),
+    (damage_counter, "model.safetensors", r"tensor stages.0.0.residual.bn1.num_batches_tracked is float32, not whole numbers"),
     (damage_classes, "config.json", "arch gives 10000000000000 classes, not CIFAR-10's 10"),
     (damage_imagenet, "config.json", "imagenet-resnet18 is an ImageNet net; the explorer reads CIFAR-10 checkpoints"),
     (damage_normalization, "config.json", "normalization is not a mean and a std of three numbers each"),
     (damage_zero_std, "config.json", "normalization is not a mean and a std of three numbers each"),
     (damage_deep_json, "config.json", "not readable JSON \\(RecursionError"),
     (damage_huge_integer, "config.json", "not readable JSON \\(ValueError: Exceeds the limit"),
-    (damage_huge_json, "config.json", "16 MiB, larger than any checkpoint file \\(16 MiB at most\\)"),
+    (damage_huge_json, "config.json", "config.json: 16 MiB, larger than any checkpoint file \\(16 MiB at most\\)$"),
 ])
 def test_damaged_checkpoints_raise_naming_the_file(saved, damage, file, message):
     _, path = saved
@@ -395,6 +405,8 @@ def test_list_checkpoints_reports_the_unreadable_and_keeps_the_rest(saved):
     ("config.json", dict(CONFIG, arch={"width": 2}), "is not a shortcut option"),
     ("config.json", dict(CONFIG, model="plain20", arch={"shortcut": "B"}), "residual nets only"),
     ("config.json", dict(CONFIG, arch={"num_classes": -1}), "arch gives -1 classes, not CIFAR-10's 10"),
+    ("config.json", dict(CONFIG, arch={"num_classes": 10.0}), "arch gives 10.0 classes, not CIFAR-10's 10"),
+    ("config.json", dict(CONFIG, wall_time_s=10**400), "wall_time_s is not a number of seconds"),  # no float holds it
     ("config.json", dict(CONFIG, model="imagenet-plain34"), "imagenet-plain34 is an ImageNet net"),
     ("config.json", dict(CONFIG, normalization={"mean": [0.5] * 3, "std": [0.2, 0.2, -1]}), "normalization is not"),
     ("history.json", {"layers": [], "records": [{"epoch": 1, "test_error": "zz"}]}, "epoch 1: test_error not a number"),
