@@ -122,9 +122,12 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def model_names(args) -> list[str]:
     if args.model:
-        bad = [m for m in args.model if m not in list_models()]
+        cifar = [m for m in list_models() if model_info(m)["family"] != "imagenet"]  # it trains on CIFAR-10 only
+        bad = [m for m in args.model if m not in cifar]
         if bad:
-            raise SystemExit(f"error: unknown model(s) {', '.join(bad)}; valid: {', '.join(list_models())}")
+            raise SystemExit(f"error: unknown model(s) {', '.join(bad)}; valid: {', '.join(cifar)}"
+                             + ("; the imagenet-* nets are for the Architecture page, not for CIFAR-10 training"
+                                if any(m in list_models() for m in bad) else ""))
         return list(dict.fromkeys(args.model))  # each once: a model named twice is still one run
     depths = PLAIN_VS_RESIDUAL_DEPTHS if args.all else args.depth
     if not depths:

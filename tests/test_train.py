@@ -1340,3 +1340,16 @@ def test_cpu_bf16_on_a_cpu_without_it_in_hardware_says_to_leave_it_out(tmp_path,
     assert ("computes bf16 in software" in capsys.readouterr().err) == (not native)
     assert train.main(argv + ["--restart"]) == 0  # fp32: nothing to say, whatever the CPU
     assert "bf16 in software" not in capsys.readouterr().err
+
+
+def test_only_cifar10_nets_are_trained(tmp_path):
+    """The trainer reads CIFAR-10: an ImageNet net (1,000 outputs for labels 0-9) would train and publish a
+    checkpoint the explorer refuses. Named, it is refused before anything loads, saying what those nets are for."""
+    for name, extra in (("imagenet-resnet18", "; the imagenet-* nets are for the Architecture page"), ("vgg16", "")):
+        with pytest.raises(SystemExit) as stop:
+            train.main(["--model", "resnet20", name, "--out", str(tmp_path / "out")])
+        message = str(stop.value.code)
+        valid = message.removeprefix(f"error: unknown model(s) {name}; valid: ").split("; ")[0].split(", ")
+        assert valid[:2] == ["resnet20", "plain20"] and valid[-1] == "plain34" and "imagenet-resnet18" not in valid
+        assert (extra in message) if extra else message.count(";") == 1
+    assert not (tmp_path / "out").exists()
