@@ -151,6 +151,29 @@ def test_batches_of_every_pickle_protocol_read_the_same(tmp_path, protocol):
 _reconstruct = np.ndarray((0,)).__reduce__()[0]  # numpy's own, under whichever module name this numpy gives it
 
 
+def python2_batch(rows: bytes, labels: list[int]) -> bytes:
+    """A batch as python2's cPickle wrote the original CIFAR-10 files, opcode by opcode: str keys and pixel bytes
+    (SHORT_BINSTRING, BINSTRING, read back as latin-1 text), numpy's _reconstruct then __setstate__ (no _codecs)."""
+    def short(text: bytes) -> bytes:
+        return b"U" + bytes([len(text)]) + text
+
+    dtype = (b"cnumpy\ndtype\n" + short(b"u1") + b"K\x00K\x01\x87R"  # dtype("u1", 0, 1)
+             + b"(K\x03" + short(b"|") + b"NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tb")  # its state
+    array = (b"cnumpy.core.multiarray\n_reconstruct\ncnumpy\nndarray\nK\x00\x85" + short(b"b") + b"\x87R"
+             + b"(K\x01" + b"K" + bytes([len(rows) // 3072]) + b"M\x00\x0c\x86" + dtype + b"\x89"
+             + b"T" + len(rows).to_bytes(4, "little") + rows + b"tb")
+    listed = b"]" + b"".join(b"K" + bytes([v]) + b"a" for v in labels)
+    return b"\x80\x02}(" + short(b"data") + array + short(b"labels") + listed + b"u."
+
+
+def test_an_original_python2_batch_reads(tmp_path):
+    pictures, labels = made_images(2, seed=7), torch.tensor([8, 2])
+    rows = pictures.permute(0, 3, 1, 2).reshape(2, 3072).numpy().tobytes()
+    (tmp_path / "test_batch").write_bytes(python2_batch(rows, labels.tolist()))
+    images, got = load_cifar10(tmp_path, "test", limit=2, cache_dir=tmp_path / "cache")
+    assert torch.equal(images, pictures) and torch.equal(got, labels)
+
+
 class Crafted:
     """Pickles as `function(*args)` then `__setstate__(state)`: what a hostile batch file can say."""
 
