@@ -11,8 +11,6 @@ from resnet_core.paper import PAPER_ITERATIONS, TABLE6_TEST_ERROR as TABLE6
 MEASURE_SHAPES = dict(zip(zoo.MEASURES.values(), ["triangle-up", "cross", "circle"]))
 REFERENCE_SHAPES = dict(zip(zoo.REFERENCES, ["diamond", "square", "triangle-down"]))
 # The claim checks (zoo.paper_checks) behind the chart's title: Fig. 6's, by the kind of net they are about.
-FIG6_CLAIMS = {"plain": "Plain nets: final training error rises with depth (Fig. 6, left)",
-               "residual": "Residual nets, 20 to 110 layers: final training error falls with depth (Fig. 6, middle)"}
 FIG6_WORDS = {"plain": "deeper plain nets train worse", "residual": "deeper residual nets train better"}
 
 
@@ -20,7 +18,7 @@ def home() -> None:
     header("ResNet Explorer", "In the paper, deeper plain nets train *worse*, deeper residual nets better: our runs "
            "are the filled points, reference numbers (the paper's, and reproductions') hollow.")
     infos = usable_checkpoints(short_runs=False)  # Home says it in a box of its own, under the chart
-    # One length at a time, as on every page: a 15-epoch plain net's large error beside a 64k run's drew the eye away
+    # One length at a time, as on every page with charts: a 15-epoch plain net's large error beside a 64k run's drew the eye away
     # from the paper-length runs, and their two lines per net read alike.
     runs = length_ui(infos, "Our runs of one length at a time: a 15-epoch run beside a 64,000-iteration one "
                      "compares training lengths, not depths. Opens on the length of the 56-layer pair, as every page does.")
@@ -106,8 +104,8 @@ def short_run_notice(infos) -> None:
         waiting = [str(d) for d in sorted(set(short["depth"]) - full)]  # depths with short runs only
         waiting = ", ".join(waiting[:-1]) + " and " + waiting[-1] if len(waiting) > 1 else "".join(waiting)
         st.info(f"Short runs: {runs}. The paper trains for {PAPER_ITERATIONS:,} iterations, so these errors are "
-                f"higher than Table 6's: compare them with runs as short (the chart above and every page show one "
-                f"length at a time)." + (f" No run of the paper's length yet at {waiting} layers."
+                f"higher than Table 6's: compare them with runs as short (the chart above and the pages' charts show "
+                f"one length at a time; Predict says when two nets' lengths differ)." + (f" No run of the paper's length yet at {waiting} layers."
                              if waiting else ""), icon=":material/info:")
 
 
@@ -115,7 +113,7 @@ def finding(runs) -> str:
     """The chart's title: what these runs (of one length) show of Fig. 6's claims, said only where the claim checks
     find that it holds ('yes'), else what the chart draws."""
     holds = zoo.paper_checks(runs).set_index("claim")["holds"]
-    said = [FIG6_WORDS[net] for net, claim in FIG6_CLAIMS.items() if holds.get(claim) == "yes"]
+    said = [FIG6_WORDS[net] for net, claim in zoo.FIG6_CLAIMS.items() if holds.get(claim) == "yes"]
     return "; ".join(said).capitalize() if said else "Final error against depth"
 
 
@@ -147,7 +145,7 @@ def depth_chart(runs) -> None:
     color = alt.Color("net:N", scale=NET_COLORS, title="network", legend=alt.Legend(**row))
     ours = ours.assign(length=[f"{int(n):,} iterations" if pd.notna(n) else "unknown length" for n in ours["iterations"]])
     tooltip = ["source", "model", "checkpoint", "measure", alt.Tooltip("error:Q", format=".2f", title="error (%)")]
-    # one line per net and schedule: a run of unknown length, drawn beside runs of a known one, is joined to none
+    # one line per net and schedule (the runs of unknown length of a net, if drawn, share one)
     lines = alt.Chart(ours).mark_line().encode(
         x, offset, y, color, strokeDash=alt.StrokeDash("split:N", scale=TRAIN_DASHED, legend=None),
         detail=["net:N", "iterations:O"])

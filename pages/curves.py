@@ -152,7 +152,8 @@ if data.empty:
 else:
     show_panels(partial(curves_panel, shown=data, metric=metric, log=log), data, f"curves_{metric.replace(' ', '_')}")
 st.caption("Both panels share the same axes. Pick depths, the metric and the scale in the sidebar; every line is "
-           "one checkpoint, sampled once per epoch, and ends in its depth (weight layers). The dashed training curve is "
+           "one checkpoint, sampled once per epoch, and ends in its depth (weight layers; the checkpoint's name where two "
+           "runs of one depth are drawn). The dashed training curve is "
            "the running error on each epoch's augmented batches (cropped and flipped, while the weights were still "
            "moving), our measure for the paper's dashed training curves, which it does not say how it measured.")
 
