@@ -144,10 +144,12 @@ data = history[history["depth"].isin(depths) & (history["metric"] == metric)]
 if unplaced := zoo.without_iterations([i for i in runs if i.name in set(data["checkpoint"])]):
     st.info(f"Not on the iteration axis, so left out of the curves: {unplaced}.")
     data = data[data["iteration"].notna()]
-if log:
-    data = data[data["value"] > 0]  # a log axis has no room for an error of exactly 0
+# Values not recorded (a metric a run lacks, a loss that overflowed) are no points; a log axis has no room for 0 either
+values = pd.to_numeric(data["value"], errors="coerce")
+data = data[np.isfinite(values) & ((values > 0) if log else True)]
 if data.empty:
     st.info("No curves to draw: " + ("none of the chosen runs can be placed on an iteration axis." if unplaced else
+                                     f"the chosen runs recorded no {metric} to draw." if depths else
                                      "pick at least one depth in the sidebar."))
 else:
     show_panels(partial(curves_panel, shown=data, metric=metric, log=log), data, f"curves_{metric.replace(' ', '_')}")

@@ -388,6 +388,22 @@ def test_curves_of_one_epoch_are_drawn_as_points(monkeypatch, tiny_checkpoints, 
     assert plotted(at)[0].groupby(["checkpoint", "split"]).size().max() == 1
 
 
+def test_curves_of_a_metric_no_run_recorded_say_so_on_either_scale(monkeypatch, tiny_checkpoints, tmp_path):
+    """Histories without top-5 error (recorded as null): no points to draw, so no domain to give the axes; the page
+    says so on the log scale and on the linear one (which once tried to span values that were all missing)."""
+    root = shutil.copytree(tiny_checkpoints, tmp_path / "no-top5")
+    for name in ("plain20", "resnet20"):
+        path = root / name / "history.json"
+        history = json.loads(path.read_text())
+        path.write_text(json.dumps(dict(history, records=[dict(r, test_top5_error=None) for r in history["records"]])))
+    at = open_app(monkeypatch, root, "pages/curves.py")
+    at.sidebar.radio[-1].set_value("top-5 error").run()
+    for log in (True, False):
+        at.sidebar.toggle[0].set_value(log).run()
+        assert not at.exception, [e.value for e in at.exception]
+        assert "No curves to draw: the chosen runs recorded no top-5 error to draw." in [i.value for i in at.info]
+
+
 def test_curves_place_histories_without_iterations_or_say_which_they_leave_out(monkeypatch, tiny_checkpoints, tmp_path):
     """Records without an iteration: at epoch x (8 iterations / 2 epochs) where that divides exactly; a history
     whose epochs do not share the recipe out evenly is left off the iteration axis, by name, with the reason."""
