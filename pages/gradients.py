@@ -137,7 +137,8 @@ def training_section(infos) -> None:
 
     profile = data[(data["epoch"] == epoch) & np.isfinite(data["grad_norm"])]
     if left_out := left_out_of_profile(chosen, norms, epoch):  # a net may overflow while its twin trains on
-        st.warning("Left out of the per-layer profile: " + "; ".join(f"**{markdown_text(name)}**, {why}" for name, why in left_out.items())
+        st.warning("Left out of the per-layer profile: "
+                   + "; ".join(f"**{markdown_text(name)}**, {why}" for name, why in left_out.items())
                    + ". Pick another epoch in the sidebar.")
     if profile.empty:
         return
