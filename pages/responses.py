@@ -25,20 +25,6 @@ def responses_ui(infos) -> tuple[list[str], str, bool]:
     return chosen, source, log
 
 
-def measured(data: pd.DataFrame) -> str:
-    """'Measured here: ...' for each depth and training length with a plain and a residual net among `data`, and
-    'not compared' for a depth whose plain and residual nets trained for different lengths; '' without either."""
-    pairs = zoo.response_pairs(data)
-    lines = [f"{zoo.run_label(run, pairs)}: " + zoo.response_comparison(plain, residual)
-             for run, (plain, residual) in pairs.items()]
-    paired = {depth for depth, _ in pairs}
-    for depth, group in data.groupby("depth"):
-        if depth not in paired and group["net"].nunique() == 2:
-            lines.append(f"{depth} layers: {' and '.join(sorted(set(group['checkpoint'])))} trained for different "
-                         "lengths, so they are not compared")
-    return "Measured here: " + "; ".join(lines) + "." if lines else ""
-
-
 @st.cache_data(show_spinner="Measuring the responses...", max_entries=32)
 def live_responses(path: str, stamp: int | None) -> pd.DataFrame:
     # A private copy of the model: forward_intermediates hooks it, and the shared copy serves other sessions.
@@ -100,7 +86,7 @@ else:
 if data.empty:
     st.info("Pick at least one checkpoint with recorded responses (or weights, for the live measurement) in the sidebar.")
     st.stop()
-if line := measured(data):
+if line := zoo.responses_measured(data):
     st.markdown(line)
 if source == LIVE:  # one batch of 100 images against the recorded one: say where they tell different stories
     stored = frame(zoo.response_frame)

@@ -291,6 +291,20 @@ def run_label(run: tuple[int, int], runs) -> str:
     return f"{depth} layers" + (f" ({length:,} iterations)" if len({n for _, n in runs}) > 1 else "")
 
 
+def responses_measured(data: pd.DataFrame) -> str:
+    """'Measured here: ...' for each depth and training length with a plain and a residual net among `data`, and
+    'not compared' for a depth whose plain and residual nets trained for different lengths; '' without either."""
+    pairs = response_pairs(data)
+    lines = [f"{run_label(run, pairs)}: " + response_comparison(plain, residual)
+             for run, (plain, residual) in pairs.items()]
+    paired = {depth for depth, _ in pairs}
+    for depth, group in data.groupby("depth"):
+        if depth not in paired and group["net"].nunique() == 2:
+            lines.append(f"{depth} layers: {' and '.join(sorted(set(group['checkpoint'])))} trained for different "
+                         "lengths, so they are not compared")
+    return "Measured here: " + "; ".join(lines) + "." if lines else ""
+
+
 def class_accuracy_frame(infos: list[CheckpointInfo]) -> pd.DataFrame:
     """Per-class test accuracy (%) of each checkpoint, from its confusion matrix."""
     rows = [dict(identity(info), **{"class": name, "accuracy": acc})

@@ -7,7 +7,7 @@ import pandas as pd
 
 from pages.common import (NET_COLORS, PLAIN_SHADES, _shade, colour_key, default_pair, log_ticks, model_colors,
                           model_legend, percent, span)
-from resnet_core import list_checkpoints
+from resnet_core import list_checkpoints, zoo
 
 CHECKPOINTS = Path(__file__).resolve().parents[1] / "checkpoints"
 
@@ -118,3 +118,19 @@ def test_probabilities_never_round_to_a_certainty():
     assert [percent(p) for p in (0.5, 0.99949, 0.9995, 0.99996, 1.0)] == ["50.0\u00a0%", "99.9\u00a0%", ">99.9\u00a0%",
                                                                            ">99.9\u00a0%", ">99.9\u00a0%"]
     assert [percent(p, "") for p in (0.0005, 0.0004999, 4e-5, 0.0)] == ["0.1", "<0.1", "<0.1", "<0.1"]
+
+
+def test_layer_responses_compare_a_depth_only_between_nets_trained_equally_long():
+    """The Layer responses page's sentence under Fig. 7: a plain/residual pair of one length is compared layer by layer;
+    a depth whose two nets trained for different lengths is named as not compared, never compared anyway."""
+    def net(name, kind, depth, iterations, std):
+        return [dict(checkpoint=name, net=kind, depth=depth, iterations=iterations, index=i, std=s)
+                for i, s in enumerate(std)]
+
+    rows = (net("plain20", "plain", 20, 64000, [2.0, 3.0, 4.0]) + net("resnet20", "residual", 20, 64000, [1.0, 1.0, 5.0])
+            + net("plain56", "plain", 56, 64000, [2.0, 2.0]) + net("resnet56-15ep", "residual", 56, 5865, [1.0, 1.0]))
+    said = zoo.responses_measured(pd.DataFrame(rows))
+    assert said.startswith("Measured here: 20 layers: residual smaller at 2 of 3 layers (median std 1.00 vs plain 3.00)")
+    assert "56 layers: plain56 and resnet56-15ep trained for different lengths, so they are not compared" in said
+    assert said.count("not compared") == 1 and "56 layers: residual" not in said and said.endswith(".")
+    assert zoo.responses_measured(pd.DataFrame(net("plain20", "plain", 20, 64000, [2.0]))) == ""  # no residual net: nothing to say
