@@ -483,8 +483,8 @@ def read_state_meta(state_dir: Path, name: str) -> dict | None:
             problem = "a negative iteration"
         else:
             return meta
-    raise SystemExit(f"error: the saved run state {meta_path} is damaged ({problem}); pass --restart to start "
-                     f"{name} over (it is then replaced), or move {meta_path.parent} away")
+    raise SystemExit(f"error: the saved run state {meta_path} is damaged ({problem}); pass --restart (in place of "
+                     f"--resume) to start {name} over (it is then replaced), or move {meta_path.parent} away")
 
 
 def arch_options(model: str, arch: dict) -> dict:
@@ -515,22 +515,26 @@ def resume_changes(saved: dict, current: dict) -> list[str]:
     return changes
 
 
+# --resume and --restart refuse to go together: a saved state that cannot be resumed is started over with --restart
+START_OVER = "use --restart (in place of --resume) to start over"
+
+
 def load_state(lane: Lane, state_dir: Path, meta: dict) -> None:
     """Put the saved run (meta: its state.json, from read_state_meta) into the lane."""
     legacy, meta_path = state_paths(state_dir, lane.name)
     named = meta.get("tensors", legacy.name)
     if not re.fullmatch(r"state(-\d+)?\.safetensors", str(named)):
-        raise SystemExit(f"error: {meta_path} names {named!r} as its tensors file; use --restart to start over")
+        raise SystemExit(f"error: {meta_path} names {named!r} as its tensors file; {START_OVER}")
     tensors_path = meta_path.with_name(named)
     saved, current = meta["config"], json.loads(json.dumps(lane.cfg.to_dict()))
     changes = resume_changes(saved, current)
     if changes:
         raise SystemExit(f"error: {meta_path} was made with other options ({'; '.join(changes)}); resume with the "
-                         f"ones it was made with, or --restart to start over")
+                         f"ones it was made with, or {START_OVER}")
     try:
         tensors = load_file(tensors_path)
     except Exception as e:  # a truncated file raises several kinds of error; all mean the same here
-        raise SystemExit(f"error: {tensors_path} is unreadable ({e}); use --restart to start over") from None
+        raise SystemExit(f"error: {tensors_path} is unreadable ({e}); {START_OVER}") from None
     # Every tensor the lane holds, by the name it is saved under: one missing, of another shape (copy_ would
     # broadcast it), or a weight or momentum left over means the file is not this net's saved state.
     targets = {f"model.{k}": v for k, v in lane.model.state_dict().items()}
@@ -542,7 +546,7 @@ def load_state(lane: Lane, state_dir: Path, meta: dict) -> None:
     wrong += [f"a tensor {k} it does not have" for k in tensors if k not in targets and not k.startswith("stats.")]
     if wrong:
         raise SystemExit(f"error: {tensors_path} is not a whole saved state of {lane.name} ({'; '.join(wrong[:3])}"
-                         f"{f'; {len(wrong) - 3} more' if len(wrong) > 3 else ''}); use --restart to start over")
+                         f"{f'; {len(wrong) - 3} more' if len(wrong) > 3 else ''}); {START_OVER}")
     with torch.no_grad():
         for k, v in targets.items():
             v.copy_(tensors[k])
@@ -868,7 +872,7 @@ def train(configs: list[RunConfig], *, data_dir: str | None = None, out_dir: Pat
             if lane.data_sha256 not in (None, data.sha256):  # a state saved before the data were recorded: None
                 raise SystemExit(f"error: {state_paths(state_dir, lane.name)[1]} was made with other training or "
                                  f"test images than {data_dir or 'the data folder'} holds (their SHA-256 differs); "
-                                 f"resume with the data it was made with, or --restart to start over")
+                                 f"resume with the data it was made with, or {START_OVER}")
             lane.data_sha256 = data.sha256
         plan = plan_fingerprint(len(data.train_y), first.seed)
         for lane in lanes:

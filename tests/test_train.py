@@ -1125,8 +1125,8 @@ def test_a_damaged_state_json_is_refused_and_restart_replaces_it(tmp_path, share
             with pytest.raises(SystemExit) as refused:
                 train.main(argv + extra)
             assert str(refused.value) == (f"error: the saved run state {runs / 'state.json'} is damaged ({problem}); "
-                                          f"pass --restart to start resnet20 over (it is then replaced), or move {runs} "
-                                          f"away")
+                                          f"pass --restart (in place of --resume) to start resnet20 over (it is then "
+                                          f"replaced), or move {runs} away")
     assert (runs / meta["tensors"]).exists()
     assert train.main(argv + ["--restart"]) == 0
     assert json.loads((runs / "state.json").read_text())["finished"] and state_files(runs) == [
@@ -1146,7 +1146,8 @@ def test_resume_refuses_other_test_images_and_takes_the_default_shortcut_by_name
 
     monkeypatch.setattr(trainer, "load_data", lambda *a, **k: dataclasses.replace(real(*a, **k), sha256="0" * 64))
     with pytest.raises(SystemExit, match=r"state.json was made with other training or test images than .*; resume "
-                                         r"with the data it was made with, or --restart"):
+                                         r"with the data it was made with, or use --restart \(in place of --resume\) "
+                                         r"to start over"):
         train.main(argv + ["--resume"])
     monkeypatch.setattr(trainer, "load_data", real)
     assert train.main(argv + ["--resume", "--shortcut", "A"]) == 0
