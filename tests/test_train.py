@@ -226,6 +226,8 @@ def test_a_resume_on_a_torch_that_draws_other_plans_says_so(tmp_path, shared_cif
     meta = json.loads(meta_path.read_text())
     assert (meta["plan_sha256"], meta["torch"]) == (plan_fingerprint(64, 0), torch.__version__)
     assert plan_fingerprint(64, 0) != plan_fingerprint(64, 1) and plan_fingerprint(64, 0) != plan_fingerprint(63, 0)
+    if torch.__version__.startswith("2.14.1"):  # requirements.txt's torch: the plans the 32-layer CPU runs parked in
+        assert plan_fingerprint(50000, 0) == "521dcccc61209cdf"  # bench/gpu/state were drawn with, as they record
     capsys.readouterr()
     assert train.main(argv + ["--resume", "--stop-after", "1"]) == 0  # the same torch: nothing to say
     assert "draws other" not in capsys.readouterr().err
@@ -237,6 +239,24 @@ def test_a_resume_on_a_torch_that_draws_other_plans_says_so(tmp_path, shared_cif
             "that saved its state (2.11.0+cu130); the rest of the run trains on the same images, augmented alike, "
             "but is not the exact continuation") in capsys.readouterr().err
     assert (tmp_path / "out/resnet20/model.safetensors").exists()
+
+
+def test_the_plan_fingerprint_changes_with_any_one_order_crop_or_flip(monkeypatch):
+    """One image's place, crop offset or flip in the first epoch's plan changes the fingerprint."""
+    from resnet_core import data
+
+    real = data.augmentation_plan
+    base = data.plan_fingerprint(64, 0)
+    for which in range(3):  # the order, the crop offsets, the flips
+        def changed(*args, which=which, **kwargs):
+            plan = [t.clone() for t in real(*args, **kwargs)]
+            flat = plan[which].view(-1)
+            flat[5] = ~flat[5] if flat.dtype == torch.bool else flat[5] + 1
+            return tuple(plan)
+        monkeypatch.setattr(data, "augmentation_plan", changed)
+        assert data.plan_fingerprint(64, 0) != base
+    monkeypatch.setattr(data, "augmentation_plan", real)
+    assert data.plan_fingerprint(64, 0) == base
 
 
 def test_a_save_killed_halfway_resumes_from_the_previous_one(tmp_path, shared_cifar, monkeypatch):
