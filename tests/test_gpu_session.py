@@ -48,6 +48,18 @@ def test_resume_command_keeps_the_recipe_and_drops_what_start_sets():
     assert again == "bash bench/gpu/session.sh start --iterations 60 --model plain20 --resume --time-budget N"
 
 
+def make_published(ckpt: Path) -> None:
+    """resnet20 published, and a 32-layer pair published beside another run's checkpoint (a run id in the name)."""
+    for name in ("resnet20", "resnet32-runabcdef12", "plain32-run00000000"):
+        (ckpt / name).mkdir(parents=True)
+        (ckpt / name / "metrics.json").write_text("{}")
+
+
+def session_env(out: Path, runs: Path, ckpt: Path, log: Path) -> dict:
+    """session.sh's environment on the device machine, pointed at a test's folders."""
+    return dict(os.environ, OUT=str(out), RUNS=str(runs), CKPT=str(ckpt), LOG=str(log), PATH=PYTHON_FIRST)
+
+
 def make_run(root: Path, name: str, finished: bool, size: int, command: str | None = None) -> Path:
     folder = root / name
     folder.mkdir(parents=True)
@@ -66,14 +78,10 @@ def test_collect_packs_unfinished_state_and_receive_unpacks_it(tmp_path):
     (runs / "cpu-paper" / "train.log").write_text("2 models: 10%")
     make_run(runs, "resnet18", False, 1000, command="python train.py --data-dir /root/data --out /root/ckpt "
              "--state-dir /root/runs --depth 18 34 --both --recipe seed --no-weights --time-budget 20")
-    (ckpt / "resnet20").mkdir(parents=True)
-    (ckpt / "resnet20" / "metrics.json").write_text("{}")
-    for name in ("resnet32-runabcdef12", "plain32-run00000000"):  # published beside another run's checkpoint
-        (ckpt / name).mkdir()
-        (ckpt / name / "metrics.json").write_text("{}")
+    make_published(ckpt)
     log.write_text("resnet20: finished\r2 models: 50%|#####     | 1/2 [00:01<00:01,  1.00it/s]\n")
     out.mkdir()
-    env = dict(os.environ, OUT=str(out), RUNS=str(runs), CKPT=str(ckpt), LOG=str(log), PATH=PYTHON_FIRST)
+    env = session_env(out, runs, ckpt, log)
     done = subprocess.run(["bash", "bench/gpu/session.sh", "collect"], cwd=REPO, env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     status = (out / "status.txt").read_text()
@@ -159,14 +167,10 @@ def test_a_checkpoint_replaced_while_packed_is_left_whole_not_half_packed(tmp_pa
 def test_every_poll_brings_back_a_snapshot(tmp_path):
     runs, ckpt, out, log = tmp_path / "runs", tmp_path / "ckpt", tmp_path / "out", tmp_path / "train.log"
     make_run(runs, "plain110", False, 1000)
-    (ckpt / "resnet20").mkdir(parents=True)
-    (ckpt / "resnet20" / "metrics.json").write_text("{}")
-    for name in ("resnet32-runabcdef12", "plain32-run00000000"):  # published beside another run's checkpoint
-        (ckpt / name).mkdir()
-        (ckpt / name / "metrics.json").write_text("{}")
+    make_published(ckpt)
     log.write_text("resnet20: published\n")
     out.mkdir()
-    env = dict(os.environ, OUT=str(out), RUNS=str(runs), CKPT=str(ckpt), LOG=str(log), PATH=PYTHON_FIRST)
+    env = session_env(out, runs, ckpt, log)
     done = subprocess.run(["bash", "bench/gpu/session.sh", "poll", "0"], cwd=REPO, env=env, capture_output=True,
                           text=True)
     assert done.returncode == 0, done.stderr
