@@ -106,7 +106,8 @@ def gradient_norms(model, x: torch.Tensor, y: torch.Tensor) -> list[dict]:
     was_training = model.training
     model.train()
     try:
-        grads = torch.autograd.grad(F.cross_entropy(model(x), y), [w for _, w in layers])
+        with torch.enable_grad():  # a caller under torch.no_grad gets the norms too
+            grads = torch.autograd.grad(F.cross_entropy(model(x), y), [w for _, w in layers])
     finally:
         with torch.no_grad():
             for name, b in model.named_buffers():

@@ -124,6 +124,28 @@ def test_a_fused_step_is_each_lanes_own_step():
         assert max(float((u - v).abs().max()) for u, v in zip(a.momentum, b.momentum)) < 1e-4
 
 
+def test_the_recorded_gradient_norms_leave_weight_decay_out():
+    """sgd_step adds weight_decay * w into the gradients in place: the norms a step records are taken before that,
+    apart and fused alike, as the Gradient flow page says. A weight decay of 10 would show in every one of them."""
+    def decaying():
+        return [make_lane(RunConfig(model=n, recipe=Recipe(batch_size=16, weight_decay=10.0)), CPU)
+                for n in ("resnet20", "plain20")]
+
+    apart, together = decaying(), decaying()
+    x, y = batch(16, seed=3)
+    expected = []
+    for lane in apart:
+        model = copy.deepcopy(lane.model).train()
+        weights = [w for _, w in model.weight_layers()]
+        expected.append(torch.stack([g.norm() for g in torch.autograd.grad(F.cross_entropy(model(x), y), weights)]))
+    for lane in apart:
+        train_step(lane, x, y)
+    (group,) = fuse_lanes(together)
+    fused_train_step(group, x, y)
+    for want, a, b in zip(expected, apart, together):
+        assert rel(a.stats["grad_norm_sum"], want) < 1e-4 and rel(b.stats["grad_norm_sum"], want) < 1e-4
+
+
 def test_a_lane_gone_nan_leaves_the_other_finite():
     """Nothing in the fused net mixes its members: NaN weights in the plain net (as when it diverges) leave the
     residual net's loss, gradients and step finite (tests/test_gpu.py checks the same under bf16 on a GPU)."""

@@ -50,6 +50,27 @@ def test_gradient_norms_leave_no_trace():
     assert records == gradient_norms(model, x, y)  # and so it is repeatable
 
 
+def test_gradient_norms_are_those_of_a_training_steps_backward():
+    """The norms a training step's backward gives: BN on the batch's statistics, not on running ones far from them,
+    of the mean cross-entropy; and inside torch.no_grad too, where a caller might sit."""
+    import copy
+
+    torch.manual_seed(0)
+    model = build_model("resnet20").eval()
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):  # running statistics nothing like a batch's
+                m.running_mean.fill_(3.0)
+                m.running_var.fill_(0.05)
+    x, y = torch.randn(8, 3, 32, 32), torch.randint(0, 10, (8,))
+    reference = copy.deepcopy(model).train()
+    torch.nn.functional.cross_entropy(reference(x), y).backward()
+    expected = [float(w.grad.norm()) for _, w in reference.weight_layers()]
+    with torch.no_grad():
+        records = gradient_norms(model, x, y)
+    assert [r["grad_norm"] for r in records] == pytest.approx(expected, rel=1e-4)
+
+
 def test_response_std_follows_layer_order():
     torch.manual_seed(0)
     model = build_model("resnet32")
@@ -122,3 +143,4 @@ def test_first_epoch_reaching():
     records = [{"epoch": 1, "test_error": 30.0}, {"epoch": 2, "test_error": 9.9}, {"epoch": 3, "test_error": 8.0}]
     assert first_epoch_reaching(records, 90.0) == 2
     assert first_epoch_reaching(records, 95.0) is None
+    assert first_epoch_reaching(records[:1] + [{"epoch": 2, "test_error": 10.0}], 90.0) == 2  # on the line: reached
