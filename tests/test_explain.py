@@ -121,6 +121,25 @@ def test_grad_cam_shows_each_class_its_own_evidence():
     assert index == 2 and not cam.any()
 
 
+class SharedEvidence(TwoSpots):
+    """TwoSpots with class 0 scoring the sum of both channels' means and class 1 channel 0's alone."""
+
+    def __init__(self):
+        super().__init__()
+        with torch.no_grad():
+            self.fc.weight.copy_(torch.tensor([[1.0, 1.0], [1.0, 0.0], [0.0, 0.0]]))
+
+
+def test_grad_cam_weighs_the_score_before_the_softmax():
+    """Selvaraju et al. take the gradient of the class score y^c, not of its probability: class 0 weighs both channels
+    alike, so its map is the features' sum and the two spots keep their brightness ratio, 1 : 3. Through the softmax
+    the channels' weights would be p0 p2 and p0 (p1 + p2), and the ratio about 1 : 6 here."""
+    cam, index = grad_cam(SharedEvidence().eval(), two_spots_input(), target=0)
+    (r0, c0), (r1, c1) = SPOTS[0], SPOTS[1]
+    assert index == 0 and cam[4 * r1 + 1, 4 * c1 + 1] == 1
+    assert float(cam[4 * r0 + 1, 4 * c0 + 1]) == pytest.approx(1 / 3, rel=1e-5)
+
+
 class Linear(nn.Module):
     """logits = W . x + b: d score_k / d x = W[k], whatever x is."""
 
