@@ -776,8 +776,11 @@ SEED_PAIRS = ((18, "ResNet-18", "Plain-18"), (34, "ResNet-34", "Plain-34"))
 
 
 def grad_norm_spread(info: CheckpointInfo) -> tuple[float, float, float] | None:
-    """5th percentile, median and 95th percentile of every layer's recorded gradient norm over all epochs."""
-    norms = [n for r in info.history["records"] for n in (r.get("grad_norms") or []) if n is not None]
+    """5th percentile, median and 95th percentile of the recorded gradient norms of every main-path layer over all
+    epochs: ResNet-18/34's projection shortcuts are left out, as Plain-18/34 has none to compare them with."""
+    shortcut = {i for i, name in enumerate(info.history.get("layers") or []) if is_shortcut_layer(name)}
+    norms = [n for r in info.history["records"] for i, n in enumerate(r.get("grad_norms") or [])
+             if n is not None and i not in shortcut]
     return tuple(float(q) for q in np.percentile(norms, [5, 50, 95])) if norms else None
 
 

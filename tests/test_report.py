@@ -7,6 +7,7 @@ import shutil
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -755,6 +756,8 @@ def test_gradient_layers_line_up_on_the_main_path_with_projection_shortcuts():
     assert recorded["index"].tolist() == list(range(1, 19))
     skipped = [i + 1 for i, name in enumerate(layers) if "shortcut" in name]
     assert recorded["grad_norm"].tolist() == [v for v in range(1, 22) if v not in skipped]
+    kept = [v for v in range(1, 22) if v not in skipped]  # the seed-report row's spread: main-path layers alone
+    assert zoo.grad_norm_spread(info) == pytest.approx(tuple(np.percentile(kept, [5, 50, 95])))
 
 
 def test_time_counts_tells_old_step_only_times_from_whole_run_times():
