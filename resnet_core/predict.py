@@ -15,6 +15,7 @@ import torch
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from .data import CIFAR10_MEAN, CIFAR10_STD, CLASSES
+from .probes import eval_mode
 
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024
 MAX_PIXELS = 50_000_000  # a 50-megapixel photo is fine; a decompression bomb is not
@@ -345,6 +346,7 @@ def predict(model: torch.nn.Module, image, top_k: int = 5, classes=CLASSES) -> l
     Uses the checkpoint's normalisation (`model.normalization`, set by load_pretrained)."""
     x = image_tensor(to_model_input(image), getattr(model, "normalization", None))
     device = next(model.parameters()).device
-    probs = torch.softmax(model.eval()(x.to(device)).float(), dim=1)[0].cpu()
+    with eval_mode(model):  # BN on its running statistics; the model's own mode given back
+        probs = torch.softmax(model(x.to(device)).float(), dim=1)[0].cpu()
     top = probs.topk(min(top_k, len(classes)))
     return [(classes[i], float(p)) for p, i in zip(top.values, top.indices)]

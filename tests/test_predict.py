@@ -140,6 +140,11 @@ def test_predict_accepts_pil_and_all_classes(model):
     top = predict(model, halves(), top_k=10)
     assert sorted(c for c, _ in top) == sorted(CLASSES)
     assert sum(p for _, p in top) == pytest.approx(1.0, abs=1e-4)
+    model.train()  # a shared model in train mode: predicted on running statistics, and left as it was
+    try:
+        assert predict(model, halves(), top_k=10) == top and model.training
+    finally:
+        model.eval()
 
 
 NORMALIZATION = {"mean": [0.2, 0.5, 0.7], "std": [0.1, 0.3, 0.6]}  # not CIFAR-10's: predict must use the model's
