@@ -900,7 +900,7 @@ def seed_report_frame(infos: list[CheckpointInfo]) -> pd.DataFrame:
             ("best", "class gaining most from shortcuts (points, residual minus plain)",
              f"bird {SEED_REPORT_CLASS_GAINS['bird']:+.1f}", ""),
             ("worst", "class gaining least from shortcuts (points)", f"truck {SEED_REPORT_CLASS_GAINS['truck']:+.1f}", ""),
-            ("norms", "per-layer gradient norms (ours: 5th-95th percentile over layers and epochs)",
+            ("norms", "per-layer gradient norms (ours: 5th-95th percentile over main-path layers and epochs)",
              f"{grads['resnet18'][0]}-{grads['resnet18'][1]}", f"{grads['plain18'][0]}-{grads['plain18'][1]}")]
     measured, verdicts = {}, {}
     for depth, _, _ in SEED_PAIRS:
