@@ -157,6 +157,13 @@ def update_readme(path: Path, block: str) -> bool:
     return new != text
 
 
+def input_stats(model, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The mean and std a checkpoint's net was trained with (load_pretrained's model.normalization, from its
+    config.json; CIFAR-10's where it records none), as tensors on `device`."""
+    norm = getattr(model, "normalization", None) or dict(mean=CIFAR10_MEAN, std=CIFAR10_STD)
+    return torch.tensor(norm["mean"], device=device), torch.tensor(norm["std"], device=device)
+
+
 def verify(infos: list[CheckpointInfo], data_dir: str | None = None,
            device: str | torch.device = "cpu") -> pd.DataFrame:
     """Load each checkpoint's published weights, evaluate them here in fp32 with the project's own eval on the
@@ -167,7 +174,6 @@ def verify(infos: list[CheckpointInfo], data_dir: str | None = None,
     if sizes:
         images, labels = load_cifar10(resolve_data_dir(data_dir), "test", limit=None if max(sizes) >= 10_000 else max(sizes))
         images, labels = images.to(device), labels.to(device)
-        mean, std = (torch.tensor(v, device=device) for v in (CIFAR10_MEAN, CIFAR10_STD))
     rows, bar = [], tqdm(total=sum(sizes), desc="re-evaluating", unit="img", file=sys.stderr)
     for info in infos:
         recorded, n = info.metrics["test_error"], info.metrics.get("test_images") or 10_000
@@ -182,7 +188,7 @@ def verify(infos: list[CheckpointInfo], data_dir: str | None = None,
                 row.update({"stored as": "unreadable", "within 0.1": f"NO: weights do not load ({problem})"})
             else:
                 with strict_fp32():  # as the trainer scores what it publishes: no TF32 on a GPU
-                    result = evaluate(model, images[:n], labels[:n], mean, std, batch_size=FINAL_BATCH)
+                    result = evaluate(model, images[:n], labels[:n], *input_stats(model, device), batch_size=FINAL_BATCH)
                 diff = result["test_error"] - recorded
                 row.update({"re-evaluated here %": _num(result["test_error"]), "difference (points)": _num(diff, "+.2f"),
                             "within 0.1": "yes" if abs(diff) <= TOLERANCE + 1e-9 else "NO"})
@@ -218,14 +224,13 @@ def rescore(infos: list[CheckpointInfo], data_dir: str | None = None, device: st
     test_x, test_y, train_x, train_y = (
         t.to(dev) for split, n in (("test", n_test), ("train", n_train))
         for t in load_cifar10(root, split, limit=n if n < SPLIT_SIZES[split] else None))
-    mean, std = (torch.tensor(v, device=dev) for v in (CIFAR10_MEAN, CIFAR10_STD))
     said, today = [], time.strftime("%Y-%m-%d")
     bar = tqdm(total=sum(map(sum, sizes.values())), desc="re-scoring", unit="img", file=sys.stderr)
     for info in infos:
         old, (n, m), before = info.metrics, sizes[info.name], info.metrics["test_error"]
         bar.set_postfix_str(info.name)
         model, stored = models.pop(info.name)
-        found = final_metrics(model, test_x[:n], test_y[:n], train_x[:m], train_y[:m], mean, std)
+        found = final_metrics(model, test_x[:n], test_y[:n], train_x[:m], train_y[:m], *input_stats(model, dev))
         bar.update(n + m)
         # What publishing recorded, kept through later re-scorings: the trainer's last end-of-epoch evaluation in
         # checkpoints published before it scored the stored weights in fp32 (which then has final_evaluation).

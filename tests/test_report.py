@@ -614,6 +614,29 @@ def test_verify_reevaluates_the_published_weights(tiny_checkpoints, tiny_seed_ch
     assert "| NO |" in capsys.readouterr().out
 
 
+def test_verify_and_rescore_feed_each_net_the_normalisation_it_records(tiny_checkpoints, shared_cifar, tmp_path):
+    """A checkpoint trained on other input statistics (config.json's normalization) is scored on them, as the app,
+    the landscape and the trainer feed it: not on CIFAR-10's constants."""
+    from resnet_core.checkpoint import load_pretrained
+    from resnet_core.data import load_cifar10
+    from resnet_core.probes import evaluate
+
+    root = shutil.copytree(tiny_checkpoints, tmp_path / "checkpoints")
+    config = root / "resnet20" / "config.json"
+    norm = dict(mean=[0.9, 0.1, 0.5], std=[0.05, 0.4, 0.02])  # far from CIFAR-10's: another error on these images
+    config.write_text(json.dumps(dict(json.loads(config.read_text()), normalization=norm)))
+    model = load_pretrained(root / "resnet20")
+    x, y = load_cifar10(shared_cifar, "test", limit=50)
+    own, cifar = (evaluate(model, x, y, torch.tensor(n["mean"]), torch.tensor(n["std"]))["test_error"]
+                  for n in (norm, dict(mean=report.CIFAR10_MEAN, std=report.CIFAR10_STD)))
+    assert own != cifar
+    info = next(i for i in list_checkpoints(root)[0] if i.name == "resnet20")
+    table = report.verify([info], str(shared_cifar))
+    assert table.loc[0, "re-evaluated here %"] == report._num(own)
+    report.rescore([info], str(shared_cifar))
+    assert json.loads((root / "resnet20" / "metrics.json").read_text())["test_error"] == pytest.approx(own)
+
+
 def test_rescore_records_what_the_published_weights_score(tiny_checkpoints, shared_cifar, tmp_path, capsys):
     """A checkpoint whose metrics.json records figures its weights do not give (as one published with the trainer's
     last bf16-autocast evaluation did): --rescore records the fp32 evaluation of the weights as stored, says so
