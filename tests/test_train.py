@@ -20,7 +20,7 @@ import train
 from conftest import REPO, TINY_RUN, train_tiny
 from resnet_core import list_checkpoints, load_pretrained, read_checkpoint
 from resnet_core.checkpoint import regenerate_command
-from resnet_core.data import CLASSES, load_cifar10
+from resnet_core.data import CLASSES, augmentation_plan, load_cifar10
 from resnet_core.probes import evaluate, per_class_accuracy
 from resnet_core.trainer import device_name
 
@@ -847,6 +847,10 @@ def test_recipes():
     r = train.make_config("resnet110", args, 50_000).recipe
     assert (r.iterations, r.batch_size, r.lr, r.milestones, r.warmup_iters) == (64_000, 128, 0.1, (32_000, 48_000), 400)
     assert train.make_config("plain20", args, 50_000).recipe.warmup_iters == 0
+    for depth in (20, 32, 44, 56, 110, 1202):  # the 110-layer nets' warm-up (and 1202's, trained alike), no other's
+        for kind in ("resnet", "plain"):
+            config = train.make_config(f"{kind}{depth}", train.parse_args(["--depth", str(depth)]), 50_000)
+            assert config.recipe.warmup_iters == (400 if depth >= 110 else 0), config.model
     seed = train.make_config("resnet18", train.parse_args(["--depth", "18", "--recipe", "seed"]), 50_000).recipe
     assert seed.iterations == 200 * 390 and seed.milestones == (60 * 390, 120 * 390, 160 * 390)
     tiny = train.make_config("resnet20", train.parse_args(["--depth", "20", "--epochs", "2", "--batch-size", "64"]), 256).recipe
@@ -1262,13 +1266,14 @@ def test_each_step_trains_on_the_planned_crops_and_flips_at_the_scheduled_lr(tmp
     a 4-pixel zero pad then a 32x32 crop at the planned offset, a flip where planned, normalised; and the lr of
     each step (0.1, /10 at each milestone) as the SGD step receives it."""
     from resnet_core import trainer
-    fed, lrs = [], []
+    fed, lrs, plans = [], [], []
     real_fill, real_step = trainer.fill_batch, trainer.train_step
 
     def fill_batch(data, idx, offsets, flips, x, y):
         real_fill(data, idx, offsets, flips, x, y)
         fed.append((data.train_x[idx].clone(), offsets[idx].clone(), flips[idx].clone(), data.mean, data.std,
                     x.clone(), y.clone(), data.train_y[idx].clone()))
+        plans.append((idx.clone(), offsets[idx].clone(), flips[idx].clone()))
 
     def train_step(lane, x, y):
         lrs.append(float(lane.lr))
@@ -1278,10 +1283,16 @@ def test_each_step_trains_on_the_planned_crops_and_flips_at_the_scheduled_lr(tmp
     monkeypatch.setattr(trainer, "train_step", train_step)
     argv = ["--model", "resnet20", "--iterations", "8", "--milestones", "4", "6", "--limit-train", "128",
             "--batch-size", "32", "--limit-test", "50", "--device", "cpu", "--data-dir", str(shared_cifar),
-            "--out", str(tmp_path / "out"), "--state-dir", str(tmp_path / "runs")]
+            "--out", str(tmp_path / "out"), "--state-dir", str(tmp_path / "runs"), "--seed", "1"]
     assert train.main(argv) == 0
     assert lrs == pytest.approx([0.1] * 4 + [0.01] * 2 + [0.001] * 2)
     assert len(fed) == 8
+    # step k feeds batch k % 4 of epoch k // 4's plan for this seed: a new order, crops and flips each epoch
+    for k, (idx, offsets, flips) in enumerate(plans):
+        order, crops, flipped = augmentation_plan(128, k // 4, 1, "cpu")
+        rows = order[k % 4 * 32:(k % 4 + 1) * 32]
+        assert torch.equal(idx, rows) and torch.equal(offsets, crops[rows]) and torch.equal(flips, flipped[rows])
+    assert not torch.equal(torch.cat([p[0] for p in plans[:4]]), torch.cat([p[0] for p in plans[4:]]))
     seen = torch.cat([f[7] for f in fed[:4]])  # one epoch: every image once, in the plan's order
     assert torch.equal(seen.sort().values, load_cifar10(str(shared_cifar), "train", limit=128)[1].sort().values)
     flipped = cropped = 0
