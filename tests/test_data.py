@@ -251,6 +251,21 @@ def test_incomplete_pickles_name_missing_batches(tmp_path, zip_test50):
         load_cifar10(tmp_path, "train", cache_dir=tmp_path / "cache")
 
 
+def test_whole_batches_join_in_order_and_a_missing_one_ends_the_run(tmp_path):
+    """Images 10,000 on are data_batch_2's: with it missing, data_batch_3 is not read in its place (its images would
+    get batch 2's indices); once it is there, the batches join in their order."""
+    first, third = made_images(10_000, seed=1), made_images(2, seed=3)
+    write_batch(tmp_path, "data_batch_1", first, torch.arange(10_000) % 10)
+    write_batch(tmp_path, "data_batch_3", third, torch.tensor([4, 4]))
+    with pytest.raises(DatasetError, match=r"found 10,000 of 10,002 train images .*missing data_batch_2"):
+        load_cifar10(tmp_path, "train", limit=10_002, cache_dir=tmp_path / "cache")
+    second = made_images(3, seed=2)
+    write_batch(tmp_path, "data_batch_2", second, torch.tensor([7, 8, 9]))
+    images, labels = load_cifar10(tmp_path, "train", limit=10_002, cache_dir=tmp_path / "cache")
+    assert torch.equal(images[:10_000], first) and torch.equal(images[10_000:], second[:2])
+    assert labels[9_999] == 9 and labels[10_000:].tolist() == [7, 8]
+
+
 @needs_zips
 def test_bad_pngs_are_named(tmp_path):
     extract_pngs(tmp_path, 3)
@@ -348,14 +363,16 @@ def test_corrupt_or_foreign_cache_is_rebuilt(tmp_path, monkeypatch, capsys, zip_
     with safe_open(cache, framework="pt") as f:
         fingerprint = f.metadata()["fingerprint"]
 
-    def rewrite(n, fingerprint):
-        save_file({"images": zip_test50[0][:n], "labels": zip_test50[1][:n]}, cache, {"fingerprint": fingerprint})
+    def rewrite(n, fingerprint, labels=None):
+        labels = zip_test50[1][:n] if labels is None else labels
+        save_file({"images": zip_test50[0][:n], "labels": labels}, cache, {"fingerprint": fingerprint})
 
     decodes = count_decodes(monkeypatch)
     for damage, reason in [
         (lambda: cache.write_bytes(b"garbage" * 100), "rebuilding"),
         (lambda: rewrite(30, "another source"), "different source"),
         (lambda: rewrite(29, fingerprint), "unexpected tensors"),
+        (lambda: rewrite(30, fingerprint, torch.full((30,), 10, dtype=torch.int64)), "labels outside 0..9"),
     ]:
         damage()
         decodes.clear()
@@ -471,6 +488,10 @@ def test_plan_is_deterministic_and_valid():
     assert perm.dtype == torch.int64 and torch.equal(perm.sort().values, torch.arange(1000))
     assert offsets.shape == (1000, 2) and offsets.dtype == torch.int64 and offsets.min() == 0 and offsets.max() == 8
     assert flips.dtype == torch.bool and 400 < flips.sum() < 600
+    _, offsets, flips = augmentation_plan(10_000, epoch=0, seed=0, device="cpu")
+    pairs = offsets[:, 0] * 9 + offsets[:, 1]  # each of the 81 crops, rows and columns drawn independently
+    assert len(pairs.unique()) == 81 and 0.08 < (offsets[:, 0] == offsets[:, 1]).float().mean() < 0.14  # 1/9
+    assert 0.4 < (flips == (offsets[:, 0] < 4)).float().mean() < 0.6  # flips independent of the crops too
 
 
 @pytest.fixture
