@@ -1,6 +1,7 @@
 """Checkpoint folders: round trip, atomic replacement, and clear errors for every kind of damage."""
 import os
 import shutil
+import stat
 from pathlib import Path
 
 import pytest
@@ -34,6 +35,9 @@ def test_round_trip_in_fp16(saved):
     info = read_checkpoint(path)
     assert info.metrics["nan_is_null"] is None and info.config["has_weights"] is True
     assert "# resnet20 on CIFAR-10" in (path / "README.md").read_text()
+    # for everyone to read, as a copied or cloned folder is: mkstemp and mkdtemp would leave 0600 and 0700
+    assert stat.S_IMODE(path.stat().st_mode) == 0o755
+    assert {f.name: stat.S_IMODE(f.stat().st_mode) for f in path.iterdir()} == {f.name: 0o644 for f in path.iterdir()}
 
 
 def test_statistics_beyond_fp16_survive_publishing(tmp_path):

@@ -115,8 +115,8 @@ def test_weights_restored_after_an_error_midway(batch, monkeypatch):
 
 def test_cli_end_to_end(tmp_path, shared_cifar, capsys):
     torch.manual_seed(0)
-    config = {"model": "resnet20", "recipe": {"iterations": 1},
-              "normalization": {"mean": list(CIFAR10_MEAN), "std": list(CIFAR10_STD)}}
+    norm = {"mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}  # not CIFAR-10's: the landscape must use the net's
+    config = {"model": "resnet20", "recipe": {"iterations": 1}, "normalization": norm}
     history = {"layers": ["stem.conv"], "records": [{"epoch": 1, "iteration": 1, "test_error": 90.0}]}
     metrics = {"test_error": 90.0, "confusion_matrix": [[1]]}
     path = save_checkpoint(tmp_path, "resnet20", build_model("resnet20"), config, history, metrics)
@@ -132,8 +132,10 @@ def test_cli_end_to_end(tmp_path, shared_cifar, capsys):
     assert data["direction"] == "filter-normalised gaussian, BN and biases zeroed"
     assert len(data["slice_1d"]) == 3 and len(data["surface_2d"]) == 9 and data["wall_time_s"] > 0
     images, labels = load_cifar10(shared_cifar, "train", limit=64)
-    direct = evaluate(load_pretrained(path), images, labels, torch.tensor(CIFAR10_MEAN), torch.tensor(CIFAR10_STD))
+    direct = evaluate(load_pretrained(path), images, labels, torch.tensor(norm["mean"]), torch.tensor(norm["std"]))
     assert data["center_loss"] == pytest.approx(direct["test_loss"], abs=1e-5)
+    cifar = evaluate(load_pretrained(path), images, labels, torch.tensor(CIFAR10_MEAN), torch.tensor(CIFAR10_STD))
+    assert abs(cifar["test_loss"] - direct["test_loss"]) > 1e-3  # so the check above can tell the two apart
     assert data["center_error"] == pytest.approx(direct["test_error"], abs=1e-5)
 
     good = (path / "landscape.json").read_text()
