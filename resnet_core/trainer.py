@@ -393,6 +393,14 @@ def precision(cfg: RunConfig, device: torch.device) -> str:
     return "bf16 autocast" if uses_bf16(cfg, device) else "fp32"
 
 
+def rank_rows(perm: torch.Tensor, step: int, batch: int, rank: int, world: int) -> torch.Tensor:
+    """This process's share of the epoch's step-th batch of `perm` (the epoch's order): under torchrun each of the
+    `world` ranks takes its own consecutive batch // world of the batch, so together they train on the whole batch
+    one process would, each image once."""
+    local = batch // world
+    return perm[step * batch + rank * local: step * batch + (rank + 1) * local]
+
+
 @torch.no_grad()
 def fill_batch(data: "Data", idx: torch.Tensor, offsets, flips, x: torch.Tensor, y: torch.Tensor) -> None:
     """Augment the images `idx` on the device and write them into the static batch buffers x, y."""
@@ -1004,8 +1012,7 @@ def train(configs: list[RunConfig], *, data_dir: str | None = None, out_dir: Pat
                 if plan_epoch != epoch:
                     perm, offsets, flips = augmentation_plan(len(data.train_y), epoch, first.seed, device)
                     plan_epoch = epoch
-                fill_batch(data, perm[step * batch + rank * local: step * batch + (rank + 1) * local], offsets, flips,
-                           x, y)
+                fill_batch(data, rank_rows(perm, step, batch, rank, world), offsets, flips, x, y)
                 active = [l for l in lanes if l.iteration == it and it < l.cfg.recipe.iterations]
                 try:
                     step_lanes(active, x, y, it, capture=use_graphs, warmup=warmup_steps)

@@ -415,6 +415,26 @@ def test_one_index_in_two_class_folders_is_refused(tmp_path):
         load_cifar10(tmp_path, "test", limit=2, cache_dir=tmp_path / "cache")
 
 
+@pytest.mark.parametrize("layout, member", [("folder", "cat/10000.png"), ("zip", "cat/10000.png"),
+                                             ("zip", "lion/00002.png"), ("zip", "cat/notes.txt")])
+def test_a_file_that_is_no_cifar_image_is_refused_by_name(tmp_path, layout, member):
+    """An index past the split's 10,000, or in a zip a class CIFAR-10 does not have or a name of another shape:
+    which image it would be, or its label, is unknowable, so the data are refused, naming the file and the layout
+    expected. (An unpacked folder's reader lists only the ten classes' PNGs; other files there are not read.)"""
+    pictures = made_images(2)
+    members = [("cat", 0, pictures[0]), ("cat", 1, pictures[1])]
+    if layout == "folder":
+        write_pngs(tmp_path, "test", members)
+        (tmp_path / "cifar10" / "test" / member).write_bytes(png_bytes(pictures[0]))
+    else:
+        write_zip(tmp_path / "test.zip", "test", members)
+        with zipfile.ZipFile(tmp_path / "test.zip", "a") as zf:
+            zf.writestr(f"cifar10/test/{member}", png_bytes(pictures[0]))
+    with pytest.raises(DatasetError, match=rf"unexpected file \S*test/{re.escape(member)}: expected "
+                                           r"<class>/<index>.png with index < 10,000"):
+        load_cifar10(tmp_path, "test", limit=2, cache_dir=tmp_path / "cache")
+
+
 def test_a_source_touched_but_the_same_size_rebuilds_the_cache(tmp_path, monkeypatch):
     """Only the mtime changes (a file rewritten with other pixels of the same size would look the same): the
     fingerprint has it, so the cache is rebuilt."""
@@ -474,6 +494,24 @@ def test_unwritable_cache_dir_still_loads(tmp_path, capsys, zip_test50):
     images, _ = load_cifar10(CIFAR10, "test", limit=5, cache_dir=not_a_dir)
     assert torch.equal(images, zip_test50[0][:5])
     assert "not caching" in capsys.readouterr().err
+
+
+@needs_cifar
+def test_a_cache_write_that_fails_leaves_nothing_behind(tmp_path, capsys, monkeypatch, zip_test50):
+    """A disk that fills while the cache is written: the load still succeeds, and neither a half file under the
+    cache's name nor the temporary file is left (a later load decodes again and caches then)."""
+    def fail(tensors, filename, metadata=None):
+        with open(filename, "wb") as f:
+            f.write(b"half a file")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(data, "save_file", fail)
+    images, _ = load_cifar10(CIFAR10, "test", limit=5, cache_dir=tmp_path / "cache")
+    assert torch.equal(images, zip_test50[0][:5]) and "No space left on device" in capsys.readouterr().err
+    assert list((tmp_path / "cache").iterdir()) == []
+    monkeypatch.undo()
+    load_cifar10(CIFAR10, "test", limit=5, cache_dir=tmp_path / "cache")
+    assert len(list((tmp_path / "cache").glob("cifar10-test-*.safetensors"))) == 1
 
 
 # ---- augmentation

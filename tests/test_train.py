@@ -859,6 +859,19 @@ def test_recipes():
         train.model_names(train.parse_args(["--depth", "21"]))
 
 
+def test_torchrun_ranks_share_each_batch_without_overlap():
+    """Under torchrun each rank trains on its own part of the step's batch; the ranks' parts, in rank order, are the
+    batch one process trains on: no image twice, none left out."""
+    from resnet_core.trainer import rank_rows
+
+    perm = torch.randperm(64, generator=torch.Generator().manual_seed(0))
+    for world in (1, 2, 4):
+        for step in (0, 3):
+            parts = [rank_rows(perm, step, 16, rank, world) for rank in range(world)]
+            assert all(len(p) == 16 // world for p in parts)
+            assert torch.equal(torch.cat(parts), perm[step * 16:(step + 1) * 16])
+
+
 def test_torchrun_time_budget_stops_every_rank_together(tmp_path, shared_cifar):
     """A stop seen by the ranks at different moments must not leave one waiting in all-reduce."""
     argv = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "train.py",
