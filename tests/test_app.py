@@ -61,6 +61,22 @@ def plotted(at: AppTest) -> list[pd.DataFrame]:
     return found
 
 
+def charts(at: AppTest) -> list[tuple[dict, pd.DataFrame]]:
+    """(Vega-Lite spec, the data it draws, its layers' stacked) of each chart on the page, each panel of a row
+    apart, in page order: what one panel, under its title, shows."""
+    found = []
+    for node in at.main:
+        if node.type == "vega_lite_chart":
+            datasets = [d.data for d in node.proto.datasets] or [node.proto.data]
+            found.append((json.loads(node.proto.spec),
+                          pd.concat([pa.ipc.open_stream(d.data).read_pandas() for d in datasets], ignore_index=True)))
+    return found
+
+
+def recorded(checkpoints: Path, name: str, file: str = "history.json") -> dict:
+    return json.loads((checkpoints / name / file).read_text())
+
+
 def specs(at: AppTest) -> list[dict]:
     """The Vega-Lite spec of each chart on the page (each panel of a row apart), in page order."""
     return [json.loads(chart.proto.spec) for chart in at.get("vega_lite_chart")]
@@ -127,6 +143,13 @@ def test_home_lists_the_zoo_and_draws_error_against_depth(monkeypatch, tiny_chec
     assert set(train["measure"]) == {"train error (final model, clean training set)"}
     assert train["error"].to_dict() == zoo.set_index("checkpoint")["train_error_clean"].to_dict()
     assert "paper (Table 6)" in set(points["source"])  # the paper's points beside ours
+    test = ours[ours["split"] == "test"].set_index("checkpoint")["error"]
+    for name in ("plain20", "resnet20"):  # the table and the test points: metrics.json's top-1 test error
+        recorded_error = recorded(tiny_checkpoints, name, "metrics.json")["test_error"]
+        assert zoo.set_index("checkpoint").loc[name, "test_error"] == recorded_error == test[name]
+    paper = points[points["source"] == "paper (Table 6)"]
+    assert set(paper["net"]) == {"residual"} and set(paper.loc[paper["model"] == "resnet20", "error"]) == {8.75}
+    assert (points["net"] == points["model"].str.startswith("plain").map({True: "plain", False: "residual"})).all()
     assert (ours["iterations"] == 8).all()  # each of our points says how long it trained (2 epochs of 4 here)
     lines = specs(at)[0]["layer"][0]["encoding"]["detail"]
     assert [d["field"] for d in lines] == ["net", "iterations"], "a line never joins runs of different lengths"
@@ -250,12 +273,29 @@ def test_curves_show_both_nets_and_the_references(monkeypatch, tiny_checkpoints)
     ends = curves[curves["label_at"].notna()]  # each curve's last point leads to its depth, within the axis
     assert len(ends) == 4 and ends["label_at"].between(low, high).all()
     assert set(curves["label"].dropna()) == {"20"}  # plain20's in one panel, resnet20's in the other
+    for spec, rows in charts(at)[:2]:  # each panel draws the nets its title names
+        assert set(rows["net"]) == {spec["title"]["text"]}
+    assert plain["encoding"]["x"]["field"] == "iteration" and plain["encoding"]["x"]["title"] == "iteration (SGD steps)"
+    dash = plain["encoding"]["strokeDash"]["scale"]  # training dashed, test solid: as the legend and captions say
+    assert dict(zip(dash["domain"], dash["range"])) == {"train": [6, 4], "test": [1, 0]}
+
+    def drawn(frame, name, epoch, split):
+        return frame.query("checkpoint == @name and epoch == @epoch and split == @split")["value"].tolist()
+
+    for name in ("plain20", "resnet20"):  # every point is its history.json record: train as train, test as test
+        for r in recorded(tiny_checkpoints, name)["records"]:
+            assert drawn(curves, name, r["epoch"], "train") == [r["train_error"]]
+            assert drawn(curves, name, r["epoch"], "test") == [r["test_error"]]
     at.sidebar.radio[0].set_value("loss").run()
     assert specs(at)[0]["layer"][0]["encoding"]["y"]["title"] == "cross-entropy loss, log scale"
     assert "(the final weights after the last iteration, not the best epoch's: the test set chose nothing)" in " ".join(
         c.value for c in at.caption)
     at.sidebar.radio[0].set_value("top-5 error").run()
-    assert set(plotted(at)[0]["split"]) == {"test"}  # top-5 is recorded on the test set only
+    top5 = plotted(at)[0]
+    assert set(top5["split"]) == {"test"}  # top-5 is recorded on the test set only
+    for name in ("plain20", "resnet20"):
+        for r in recorded(tiny_checkpoints, name)["records"]:
+            assert drawn(top5, name, r["epoch"], "test") == [r["test_top5_error"]]
     at.sidebar.toggle[0].set_value(False).run()
     assert not at.exception
     y = specs(at)[0]["layer"][0]["encoding"]["y"]
@@ -530,6 +570,12 @@ def test_layer_responses_recorded_and_live(monkeypatch, tiny_checkpoints):
     assert [c["title"] for c in chart["vconcat"]] == ["20 layers, in layer order (Fig. 7, top)",
                                                       "20 layers, sorted by magnitude (Fig. 7, bottom)"]
     assert chart["resolve"]["scale"]["y"] == "independent"
+    assert [c["encoding"]["x"]["field"] for c in chart["vconcat"]] == ["index", "rank"]  # as the titles say
+    for name in ("plain20", "resnet20"):  # metrics.json's responses, in layer order; rank 1 the largest
+        rows = recorded.loc[recorded["checkpoint"] == name]
+        saved = json.loads((tiny_checkpoints / name / "metrics.json").read_text())["response_std"]
+        assert rows.sort_values("index")["std"].tolist() == [r["std"] for r in sorted(saved, key=lambda r: r["index"])]
+        assert rows.loc[rows["rank"] == 1, "std"].item() == rows["std"].max()
     at.sidebar.toggle[0].set_value(False).run()
     assert "log" not in json.dumps(specs(at)[0])
     at.sidebar.radio[0].set_value(at.sidebar.radio[0].options[1]).run()
@@ -681,6 +727,10 @@ def test_predict_gallery_shows_top5_of_both_nets(monkeypatch, tiny_checkpoints):
     assert sorted(top5["model"].unique()) == ["plain20", "resnet20"]
     assert top5.groupby("model")["class"].nunique().tolist() == [5, 5]
     assert set(top5["class"]) <= set(CLASSES)
+    for _, bars in top5.groupby("model"):  # probabilities in %: five of ten classes' share, the first at least a tenth
+        top = bars.sort_values("rank")["probability"].tolist()
+        assert top == sorted(top, reverse=True) and 10 <= top[0] <= 100 and sum(top) <= 100 + 1e-6
+    assert top5.groupby("model")["net"].agg(set).to_dict() == {"plain20": {"plain"}, "resnet20": {"residual"}}
     # plain first, residual second, in the sidebar, the bars and the maps alike
     assert [box.label for box in at.sidebar.selectbox] == ["Plain checkpoint", "Residual checkpoint"]
     assert specs(at)[0]["facet"]["row"]["sort"] == ["plain20", "resnet20"]
@@ -771,7 +821,19 @@ def test_classes_compares_any_two(monkeypatch, tiny_checkpoints):
     assert matrices["facet"]["column"]["field"] == "checkpoint"
     colour = matrices["spec"]["layer"][0]["encoding"]["color"]
     assert colour["scale"]["type"] == "sqrt" and "square-root" in colour["title"]
+    cells = matrices["spec"]["layer"][0]["encoding"]  # rows the true class, columns the prediction, as titled
+    assert (cells["x"]["field"], cells["x"]["title"], cells["y"]["field"], cells["y"]["title"]) == (
+        "predicted", "predicted class", "true", "true class")
     assert len(accuracy) == 2 * 10
+    shown = accuracy.set_index(["checkpoint", "class"])["accuracy"]
+    for name in ("plain20", "resnet20"):  # each class's bar is its row of metrics.json's confusion matrix
+        matrix = recorded(tiny_checkpoints, name, "metrics.json")["confusion_matrix"]
+        for k, cls in enumerate(CLASSES):
+            assert shown[name, cls] == pytest.approx(100 * matrix[k][k] / sum(matrix[k]))
+            assert confusion.query("checkpoint == @name and true == @cls and predicted == @cls")["count"].item() \
+                == matrix[k][k]
+    ours = gains[gains["source"] == "resnet20 minus plain20 (ours)"].set_index("class")["gain"]
+    assert all(ours[c] == pytest.approx(shown["resnet20", c] - shown["plain20", c]) for c in CLASSES)
     # plain20 against resnet20: what the claim is about, so its diamonds are drawn, and said to be the 18-layer claim
     assert "seed report 000's claim at 18 layers: ResNet-18 minus Plain-18" in set(gains["source"])
     assert "not measured here and not on 20-layer nets" in " ".join(c.value for c in at.caption)
@@ -901,6 +963,19 @@ def test_mistakes_of_a_checkpoint_without_weights(monkeypatch, damaged_checkpoin
     assert list(listed["predicted"]) == [r["predicted"] for r in recorded]
     assert list(listed["test image"]) == [f"#{r['index']}" for r in recorded]
     assert "set CIFAR10_DIR" in " ".join(c.value for c in at.caption)
+
+
+def test_live_responses_of_a_checkpoint_without_weights_say_how_to_get_them(monkeypatch, damaged_checkpoints):
+    """Its recorded responses are drawn; the live ones need weights: a note says so and how to train them, and the
+    checkpoints that have weights are measured as before."""
+    at = open_app(monkeypatch, damaged_checkpoints, "pages/responses.py")
+    at.sidebar.multiselect[0].set_value(["plain20", "curves-only"]).run()
+    assert set(plotted(at)[0]["checkpoint"]) == {"plain20", "curves-only"}
+    at.sidebar.radio[0].set_value(at.sidebar.radio[0].options[1]).run()
+    assert not at.exception
+    note = " ".join(i.value for i in at.info)
+    assert "**curves-only**: weights not bundled, so no live responses" in note and "python train.py" in note
+    assert set(plotted(at)[0]["checkpoint"]) == {"plain20"}
 
 
 def test_mistakes_of_a_checkpoint_without_weights_with_the_test_set(monkeypatch, damaged_checkpoints, test_set_300):

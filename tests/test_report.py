@@ -366,6 +366,13 @@ def test_seed_report_frame_compares_point_by_point():
     assert (top1["report: ResNet-18"], top1["ours: ResNet-18"], top1["ours: Plain-18"]) == ("92.3", "92.00", "80.00")
     assert "ours +12.00 points, claimed +5.20 points" in top1["verdict (18 layers)"]
     assert top1["ours: ResNet-34"] == ""  # not trained
+    top5, loss = frame.loc["top-5 test accuracy (%)"], frame.loc["test loss (cross-entropy)"]  # fake: error / 5, / 30
+    assert (top5["report: ResNet-18"], top5["report: Plain-18"], top5["ours: ResNet-18"], top5["ours: Plain-18"]) == (
+        "99.1", "97.8", "98.40", "96.00")
+    assert (loss["report: ResNet-18"], loss["report: Plain-18"], loss["ours: ResNet-18"], loss["ours: Plain-18"]) == (
+        "0.285", "0.421", "0.267", "0.667")
+    assert "ours +2.40 points, claimed +1.30 points" in top5["verdict (18 layers)"]
+    assert "ours -0.400, claimed -0.136" in loss["verdict (18 layers)"]
     best = frame.loc[[c for c in frame.index if c.startswith("class gaining most")][0]]
     assert best["ours: ResNet-18"] == "bird +9.0" and "bird is our #1 of 10" in best["verdict (18 layers)"]
     worst = frame.loc[[c for c in frame.index if c.startswith("class gaining least")][0]]
@@ -443,6 +450,13 @@ def test_iterations_come_from_the_history_where_the_recipe_lacks_them_and_else_a
     assert table["iterations"] == "unknown" and table["paper (Table 6) % (ours − theirs)"] == "8.75 (length unknown)"
     row = report.reproduction_frame([resnet, from_history]).set_index("model")
     assert row["ours minus paper (points)"].tolist() == ["length unknown", "-0.75"]
+
+
+def test_the_final_errors_table_keeps_two_decimals_as_table_6_does():
+    """6.97 % is shown as 6.97, not 7.0: the paper's figures differ from each other by tenths."""
+    row = zoo.final_errors_table(zoo.final_errors_frame([fake("resnet56", 6.97, train_error=0.04)])).iloc[0]
+    assert (row["test error %"], row["train error % (final model)"]) == ("6.97", "0.04")
+    assert row["paper (Table 6) % (ours − theirs)"] == "6.97 (+0.00)"
 
 
 def test_record_iterations_share_out_the_recipe_only_where_it_divides_exactly():
