@@ -10,9 +10,10 @@ from PIL import Image
 from pages.common import (NET_COLORS, PANEL_TITLE, by_name, default_pair, frame, gallery, header, length_ui, load_model,
                           model_legend, percent, short_runs_note, show_chart, usable_checkpoints, weights_stamp)
 from resnet_core import zoo
-from resnet_core.data import CIFAR10_MEAN, CIFAR10_STD, CLASSES, DatasetError, load_cifar10, resolve_data_dir
+from resnet_core.data import CLASSES, DatasetError, load_cifar10, resolve_data_dir
 from resnet_core.explain import confident_mistakes
 from resnet_core.paper import SEED_REPORT_CLASS_GAINS
+from resnet_core.probes import input_stats
 
 MISTAKES, PER_ROW = 12, 6
 ZOOM = 3  # 32x32 shown as 96x96, nearest neighbour
@@ -57,8 +58,7 @@ def searched_images() -> tuple[torch.Tensor, torch.Tensor, np.ndarray, str, str 
 def mistakes(checkpoint: str, stamp: int | None, source: str, _model, _images, _labels) -> list[dict]:
     """explain.confident_mistakes, cached by checkpoint, weights' mtime and image source; `_model` (the shared copy,
     not hashed) is only read, in eval mode under no_grad. A rerun requested meanwhile waits for the result."""
-    norm = _model.normalization or {"mean": CIFAR10_MEAN, "std": CIFAR10_STD}
-    return confident_mistakes(_model, _images, _labels, norm["mean"], norm["std"], k=MISTAKES)
+    return confident_mistakes(_model, _images, _labels, *input_stats(_model), k=MISTAKES)
 
 
 def mistakes_section(info) -> None:

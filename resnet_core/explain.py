@@ -12,8 +12,8 @@ from PIL import Image
 from tqdm import tqdm
 
 from .checkpoint import atomic_write_json, load_pretrained, read_checkpoint, stored_precision
-from .data import CIFAR10_MEAN, CIFAR10_STD, CLASSES, load_cifar10, normalize, resolve_data_dir
-from .probes import eval_mode
+from .data import CLASSES, load_cifar10, normalize, resolve_data_dir
+from .probes import eval_mode, input_stats
 
 RECORDED_MISTAKES = 24  # kept in metrics.json by the trainer; the app shows the first 12
 
@@ -57,8 +57,7 @@ def input_saliency(model, x: torch.Tensor, target: int | None = None) -> torch.T
     with eval_mode(model), torch.enable_grad():
         score, _ = _class_score(model(x), target)
         (grad,) = torch.autograd.grad(score, x)  # (1, 3, H, W), per normalised value
-    norm = getattr(model, "normalization", None) or {}  # load_pretrained's; a bare net was trained as ours are
-    std = torch.tensor(norm.get("std", CIFAR10_STD), dtype=grad.dtype, device=grad.device)
+    std = input_stats(model, grad.device)[1].to(grad.dtype)
     return _unit_range((grad[0] / std.view(3, 1, 1)).abs().amax(dim=0))  # per pixel value: x = (pixel - mean) / std
 
 
@@ -109,8 +108,7 @@ def record_mistakes(name_or_path, images_u8: torch.Tensor, labels: torch.Tensor)
     info = read_checkpoint(name_or_path)
     # both read model.safetensors: damaged or not this net's, a CheckpointError naming it, before any work is done
     model, stored = load_pretrained(info.path), stored_precision(info.path)
-    norm = model.normalization or dict(mean=CIFAR10_MEAN, std=CIFAR10_STD)
-    found = confident_mistakes(model, images_u8, labels, norm["mean"], norm["std"], k=RECORDED_MISTAKES)
+    found = confident_mistakes(model, images_u8, labels, *input_stats(model), k=RECORDED_MISTAKES)
     metrics = dict(info.metrics, confident_mistakes=found, confident_mistakes_from=(
         f"its published weights ({stored}) in fp32 on the CPU after it was published, over "
         f"{len(labels):,} test images"))

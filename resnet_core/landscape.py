@@ -17,8 +17,8 @@ from tqdm import tqdm
 from .checkpoint import (atomic_write_json, default_checkpoints_dir, is_number, is_number_or_null, load_pretrained,
                          read_json, resolve_checkpoint)
 from .cli import COUNT, POSITIVE  # a 0, negative or infinite value: refused here, not after the data loads
-from .data import CIFAR10_MEAN, CIFAR10_STD, load_cifar10, normalize, resolve_data_dir
-from .probes import autocast_for, eval_mode
+from .data import load_cifar10, normalize, resolve_data_dir
+from .probes import autocast_for, eval_mode, input_stats
 from .trainer import device_name, pick_device
 
 AXES = ("alpha", "beta")  # record keys of the first and second direction's coefficient
@@ -199,8 +199,8 @@ def main(argv=None) -> int:
     except ValueError as e:  # CheckpointError and DatasetError say what is wrong and what to do; so does ours
         print(f"error: {e}", file=sys.stderr)
         return 2
-    norm = model.normalization or dict(mean=CIFAR10_MEAN, std=CIFAR10_STD)
     images, labels = images.to(device), labels.to(device)
+    mean, std = input_stats(model, device)
     settings = dict(steps=args.grid, span=args.span, seed=args.seed, batch_size=args.batch_size, amp=amp)
     start = time.perf_counter()
     result = dict(model=read_json(path / "config.json")["model"], points=len(labels), grid=args.grid, span=args.span,
@@ -208,9 +208,9 @@ def main(argv=None) -> int:
                   precision="bf16 autocast" if amp else "fp32", torch_version=torch.__version__,
                   weights_sha256=weights_digest(path))
     if 1 in args.dims:
-        result["slice_1d"] = landscape_1d(model, images, labels, norm["mean"], norm["std"], **settings)
+        result["slice_1d"] = landscape_1d(model, images, labels, mean, std, **settings)
     if 2 in args.dims:
-        result["surface_2d"] = landscape_2d(model, images, labels, norm["mean"], norm["std"], **settings)
+        result["surface_2d"] = landscape_2d(model, images, labels, mean, std, **settings)
     result["wall_time_s"] = time.perf_counter() - start
     records = result.get("slice_1d", []) + result.get("surface_2d", [])
     centre = next(r for r in records if not any(r.get(axis) for axis in AXES))  # alpha (and beta) exactly 0

@@ -6,7 +6,7 @@ from contextlib import contextmanager, nullcontext
 import torch
 import torch.nn.functional as F
 
-from .data import normalize
+from .data import CIFAR10_MEAN, CIFAR10_STD, normalize
 
 
 def autocast_for(device: torch.device, enabled: bool):
@@ -95,6 +95,13 @@ def response_std(model, x: torch.Tensor, batch_size: int = 100) -> list[dict]:
             h.remove()
     std = (moments[:, 1] / torch.tensor([n - 1 for n in counts], dtype=torch.float64, device=x.device)).sqrt()
     return [dict(layer=name, index=k + 1, std=s) for k, ((name, _, _), s) in enumerate(zip(layers, std.tolist()))]
+
+
+def input_stats(model, device: str | torch.device = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """The mean and std (3 values each, fp32 on `device`) `model`'s inputs are normalised with: load_pretrained's
+    model.normalization, from its config.json, else CIFAR-10's (a bare net is trained as ours are)."""
+    norm = getattr(model, "normalization", None) or dict(mean=CIFAR10_MEAN, std=CIFAR10_STD)
+    return tuple(torch.tensor(norm[k], dtype=torch.float32, device=device) for k in ("mean", "std"))
 
 
 def gradient_norms(model, x: torch.Tensor, y: torch.Tensor) -> list[dict]:

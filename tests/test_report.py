@@ -14,7 +14,7 @@ import torch
 
 from resnet_core import report, zoo
 from resnet_core.checkpoint import CheckpointInfo, list_checkpoints, read_checkpoint
-from resnet_core.data import CLASSES
+from resnet_core.data import CIFAR10_MEAN, CIFAR10_STD, CLASSES
 
 # the claims' labels as the app shows them
 RESIDUAL_TEST_TREND = "Residual nets, 20 to 110 layers: test error falls with depth"
@@ -642,7 +642,7 @@ def test_verify_and_rescore_feed_each_net_the_normalisation_it_records(tiny_chec
     model = load_pretrained(root / "resnet20")
     x, y = load_cifar10(shared_cifar, "test", limit=50)
     own, cifar = (evaluate(model, x, y, torch.tensor(n["mean"]), torch.tensor(n["std"]))["test_error"]
-                  for n in (norm, dict(mean=report.CIFAR10_MEAN, std=report.CIFAR10_STD)))
+                  for n in (norm, dict(mean=CIFAR10_MEAN, std=CIFAR10_STD)))
     assert own != cifar
     info = next(i for i in list_checkpoints(root)[0] if i.name == "resnet20")
     table = report.verify([info], str(shared_cifar))
