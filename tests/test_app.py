@@ -44,6 +44,12 @@ def open_app(monkeypatch, checkpoints: Path, page: str | None = None, cifar: Pat
 CHART_CSV = "Download this chart's data (CSV)"
 
 
+def chart_data(node) -> pd.DataFrame:
+    """What one chart element draws: its datasets (a layered chart's layers) stacked."""
+    datasets = [d.data for d in node.proto.datasets] or [node.proto.data]
+    return pd.concat([pa.ipc.open_stream(d.data).read_pandas() for d in datasets], ignore_index=True)
+
+
 def plotted(at: AppTest) -> list[pd.DataFrame]:
     """The data behind each figure on the page, in page order: a chart, or a row of panels, each figure followed
     by its one CSV button (asserted: no chart goes without). A layered chart's layers are stacked, and so are the
@@ -51,8 +57,7 @@ def plotted(at: AppTest) -> list[pd.DataFrame]:
     found, drawn = [], []
     for node in at.main:
         if node.type == "vega_lite_chart":
-            datasets = [d.data for d in node.proto.datasets] or [node.proto.data]
-            drawn += [pa.ipc.open_stream(d.data).read_pandas() for d in datasets]
+            drawn.append(chart_data(node))
         elif node.type == "download_button" and node.proto.label == CHART_CSV:
             assert drawn, "a chart's CSV button with no chart before it"
             found.append(pd.concat(drawn, ignore_index=True))
@@ -67,9 +72,7 @@ def charts(at: AppTest) -> list[tuple[dict, pd.DataFrame]]:
     found = []
     for node in at.main:
         if node.type == "vega_lite_chart":
-            datasets = [d.data for d in node.proto.datasets] or [node.proto.data]
-            found.append((json.loads(node.proto.spec),
-                          pd.concat([pa.ipc.open_stream(d.data).read_pandas() for d in datasets], ignore_index=True)))
+            found.append((json.loads(node.proto.spec), chart_data(node)))
     return found
 
 
