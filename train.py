@@ -7,9 +7,12 @@
     torchrun --nproc_per_node=2 train.py --depth 20   # one model over several GPUs (or CPU processes, gloo)
 
 Exit status: 0 trained and published, or stopped by --time-budget/--stop-after with its state saved; 2 refused,
-with a one-line error; 3 a net's loss became NaN/inf (the others trained on); 4 a --push-to-hub upload failed
-(the checkpoints are published); 130 interrupted by Ctrl-C or SIGTERM, state saved (0 when --time-budget or
---stop-after was given, as at their own stops): continue with --resume.
+with a one-line error; 3 a net's loss became NaN/inf (the others trained on, are published, and pushed with
+--push-to-hub); 4 a --push-to-hub upload failed (the checkpoints are published); 5 a state or checkpoint could
+not be written (disk full, a folder taken away): the states saved before are intact, and once that is fixed
+--resume continues from them; 130 interrupted by Ctrl-C or SIGTERM, state saved (0 when --time-budget or
+--stop-after was given, as at their own stops): continue with --resume; also 130, without saving, at a second
+Ctrl-C or one before training starts.
 """
 from __future__ import annotations
 
@@ -26,8 +29,8 @@ from resnet_core.checkpoint import REPO_ROOT, push_to_hub, recipe_words
 from resnet_core.cli import COUNT, FRACTION, NONNEGATIVE, POSITIVE, RATE
 from resnet_core.data import DatasetError, download_cifar10
 from resnet_core.models import PLAIN_VS_RESIDUAL_DEPTHS, list_models, model_info
-from resnet_core.trainer import (ConfigError, RunConfig, TrainingDiverged, arch_options, error_line, paper_recipe,
-                                  pick_device, published_folder, seed_recipe, train)
+from resnet_core.trainer import (ConfigError, RunConfig, TrainingDiverged, WriteFailed, arch_options, error_line,
+                                  paper_recipe, pick_device, published_folder, seed_recipe, train)
 
 
 # Options that contradict each other: train.py used to pick one silently (--model over --depth, --iterations over
@@ -75,7 +78,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                      help="init and data order; same seed + device + software = same run (default: 0)")
     data = p.add_argument_group("data")
     data.add_argument("--data-dir", help="CIFAR-10: the shared zips, their unpacked folder, or torchvision's "
-                      "cifar-10-batches-py (default: $CIFAR10_DIR, ./data, ../shared/datasets/cifar10)")
+                      "cifar-10-batches-py (default: $CIFAR10_DIR, else the first of ./data, the repository's "
+                      "data/ and shared/datasets/cifar10 beside the repository that holds both splits)")
     data.add_argument("--download", action="store_true", help="on a connected machine: fetch CIFAR-10 with torchvision "
                       "into --data-dir (default ./data) first, MD5-checked; nothing is fetched if it is there")
     data.add_argument("--limit-train", type=COUNT, help="use only the first N training images (tiny runs, tests)")
@@ -109,7 +113,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     run.add_argument("--time-budget", type=POSITIVE,
                      help="minutes from when training's set-up starts, data loading included; then save state and "
                           "exit (continue with --resume)")
-    run.add_argument("--stop-after", type=COUNT, help="iterations; then save state and exit, as if interrupted")
+    run.add_argument("--stop-after", type=COUNT, help="iterations, counted from where this run starts (or resumes); "
+                     "then save state and exit 0, not an interruption's 130 (continue with --resume)")
     run.add_argument("--no-weights", action="store_true", help="publish curves and metrics without model.safetensors")
     run.add_argument("--push-to-hub", metavar="REPO", help="upload each finished checkpoint to REPO-<model> on the Hub")
     args = p.parse_args(argv)
@@ -227,6 +232,16 @@ def describe(configs: list[RunConfig]) -> list[str]:
 
 
 def main(argv=None) -> int:
+    """The command; returns its exit status (see the module's docstring)."""
+    try:
+        return train_command(argv)
+    except KeyboardInterrupt:  # a Ctrl-C before training's own handler is set (data decoding), or a second one
+        print("interrupted: stopped at once, without saving; the state saved last, if any, is kept, and the same "
+              "command with --resume continues from it", file=sys.stderr)
+        return 130
+
+
+def train_command(argv=None) -> int:
     args = parse_args(argv)
     names = model_names(args)
     if args.device and "RANK" not in os.environ:  # under torchrun each rank's device is its own (init_distributed)
@@ -271,13 +286,17 @@ def main(argv=None) -> int:
     except (DatasetError, ConfigError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except TrainingDiverged as e:
-        agreed = True
+    except WriteFailed as e:
         print(f"error: {e}", file=sys.stderr)
-        return 3
+        return 5
+    except TrainingDiverged as e:  # the nets that finished beside it are published: they are pushed all the same
+        agreed, status = True, e.status
+        print(f"error: {e}", file=sys.stderr)
     finally:
         close_distributed(wait=agreed)
     pushed = push_finished(status, args.out, args.state_dir, args.push_to_hub) if args.push_to_hub else 0
+    if "diverged" in status.values():
+        return 3
     return 130 if "stopped" in status.values() and args.time_budget is None and args.stop_after is None else pushed
 
 

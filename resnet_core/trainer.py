@@ -625,9 +625,12 @@ class Stop:
 
 
 def _on_signal(signum, _frame):
-    if Stop.requested is not None:  # a second Ctrl-C: the user really wants out
+    if Stop.requested is not None:  # a second Ctrl-C: the user really wants out (train.py: one line, exit 130)
         raise KeyboardInterrupt
     Stop.requested = signal.Signals(signum).name
+    if os.environ.get("RANK", "0") == "0":  # said at once (a deep net's step takes seconds on a CPU), by one rank
+        tqdm.write(f"{Stop.requested}: stopping at the next step, after saving the state; Ctrl-C again stops at "
+                   "once, without saving", file=sys.stderr)
 
 
 def git_commit() -> str | None:
@@ -686,7 +689,17 @@ def cpu_description() -> tuple[str, ...]:
 
 
 class TrainingDiverged(RuntimeError):
-    pass
+    """Raised at the end of a run in which some nets went NaN/inf; `status` is train()'s return for every net (the
+    others finished and are published, or stopped), so that train.py still pushes those that finished."""
+
+    def __init__(self, message: str, status: dict[str, str]):
+        super().__init__(message)
+        self.status = status
+
+
+class WriteFailed(RuntimeError):
+    """A state or a checkpoint could not be written (disk full, a folder taken away): the run stops there, the
+    states saved before it whole (atomic writes); train.py says it in one line and exits 5."""
 
 
 class ConfigError(ValueError):
@@ -785,8 +798,9 @@ def train(configs: list[RunConfig], *, data_dir: str | None = None, out_dir: Pat
     NaN/inf stops there (its last good state kept) while the others go on; then TrainingDiverged is raised at the
     end, naming each one. A model that would publish into a folder of out_dir that holds a published checkpoint
     already is refused at the start (SystemExit), before any data is loaded, unless overwrite=True; so is one whose
-    state folder another run holds locked (lock_state: held until this call returns), and an out_dir or state_dir
-    that cannot be written in. Options that make no run raise ConfigError.
+    state folder another run holds locked (lock_state: held until this call returns), one whose state folder its
+    publish would replace, and an out_dir or state_dir that cannot be written in. Options that make no run raise
+    ConfigError; a state or checkpoint that cannot be written (disk full) stops the run with WriteFailed.
     time_budget_s counts from this call, the data's loading and the models' set-up included, so that a run given
     the minutes a device session has left stops inside them.
     fuse=True trains the lanes of one CIFAR depth (plainN beside resnetN) as one FusedNet: fewer, wider kernels
@@ -799,6 +813,13 @@ def train(configs: list[RunConfig], *, data_dir: str | None = None, out_dir: Pat
         for c in configs:
             if (c.recipe.batch_size, c.seed, c.limit_train) != (first.recipe.batch_size, first.seed, first.limit_train):
                 raise ConfigError("models trained side by side must share batch size, seed and training set")
+            # Publishing replaces out_dir/<model> whole: a state folder that is it, or inside it, would go with it
+            # (its .lock too), and the final state would then be written into the published checkpoint.
+            published, kept = (Path(out_dir) / c.model).resolve(), (Path(state_dir) / c.model).resolve()
+            if kept == published or published in kept.parents:
+                raise SystemExit(f"error: --out {out_dir} and --state-dir {state_dir} overlap: publishing {c.model} "
+                                 f"would replace {published} whole, and with it its resumable state in {kept}; "
+                                 f"give them separate folders (the defaults are checkpoints/ and runs/)")
         ddp = dist.is_available() and dist.is_initialized()
         rank, world = (dist.get_rank(), dist.get_world_size()) if ddp else (0, 1)
         device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -970,7 +991,16 @@ def train(configs: list[RunConfig], *, data_dir: str | None = None, out_dir: Pat
         def save(lane: Lane) -> None:
             lane.stamp_wall_time()
             if is_main:
-                save_state(lane, state_dir, command)
+                try:
+                    save_state(lane, state_dir, command)
+                except (OSError, SafetensorError) as e:  # the machine's (disk full...): the last state saved stays
+                    if lane.saved_iteration is None:
+                        kept = "no state of it had been saved yet: once the disk is fixed, start it again"
+                    else:
+                        kept = (f"its state saved at iteration {lane.saved_iteration:,} is intact: once the disk is "
+                                f"fixed, the same command with --resume continues from it")
+                    raise WriteFailed(f"could not save the state of {lane.name} in {Path(state_dir) / lane.name} "
+                                      f"({error_line(e)}); {kept}") from e
             lane.saved_at, lane.saved_iteration = time.perf_counter(), lane.iteration
 
         def finish(lane: Lane) -> None:
@@ -984,14 +1014,12 @@ def train(configs: list[RunConfig], *, data_dir: str | None = None, out_dir: Pat
                     for other in lanes:
                         if not other.finished:
                             save(other)
-                except (OSError, SafetensorError) as again:  # a full disk: the saves before it stay whole
-                    raise SystemExit(f"error: {failed}, nor save the state in {state_dir} ({error_line(again)}); the "
-                                     f"states saved before stay: once there is room, the same command with --resume "
-                                     f"continues from them") from e
+                except WriteFailed as again:  # a full disk: the saves before it stay whole
+                    raise WriteFailed(f"{failed}; then {again}") from e
                 message = (f"{failed}; its state, and that of any model beside it, is saved in {state_dir}: once "
                            f"that is fixed, the same command with --resume publishes it")
                 if isinstance(e, (OSError, SafetensorError)):  # the machine's (disk full...), not a bug of ours
-                    raise SystemExit(f"error: {message}") from e
+                    raise WriteFailed(message) from e
                 write(f"error: {message}")
                 raise
             lane.finished = True
@@ -1001,7 +1029,7 @@ def train(configs: list[RunConfig], *, data_dir: str | None = None, out_dir: Pat
 
         def outcome() -> dict[str, str]:
             if diverged:
-                raise TrainingDiverged("\n".join(diverged))
+                raise TrainingDiverged("\n".join(diverged), status)
             return status
 
         try:

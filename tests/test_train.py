@@ -279,8 +279,7 @@ def test_a_save_killed_halfway_resumes_from_the_previous_one(tmp_path, shared_ci
         real(path, obj)
 
     monkeypatch.setattr(trainer, "atomic_write_json", killed)
-    with pytest.raises(KeyboardInterrupt):
-        train.main(argv + ["--resume"])
+    assert train.main(argv + ["--resume"]) == 130  # stopped at once, as by a second Ctrl-C
     # The new tensors (at the first save after resuming: iteration 4, the epoch's end), never pointed to.
     assert state_files(runs) == ["state-00000003.safetensors", "state-00000004.safetensors", "state.json"]
     assert json.loads((runs / "state.json").read_text())["tensors"] == "state-00000003.safetensors"
@@ -702,6 +701,46 @@ def test_sigterm_saves_state_then_resume_finishes(tmp_path, shared_cifar):
     assert len(info.config["sittings"]) == 2
 
 
+def exit_status(argv: list[str]) -> int:
+    """train.main's status; a KeyboardInterrupt that escapes it (a traceback at the terminal) fails the test
+    instead of stopping pytest."""
+    try:
+        return train.main(argv)
+    except KeyboardInterrupt:
+        pytest.fail("a Ctrl-C escaped train.main as a KeyboardInterrupt: a traceback, no exit status")
+
+
+@pytest.mark.parametrize("when", ["decoding the data", "twice while training"])
+def test_ctrl_c_is_said_at_once_and_a_second_one_stops_in_one_line(tmp_path, shared_cifar, monkeypatch, capsys, when):
+    """The first Ctrl-C in training says at once that the run stops at the next step, saving its state; a second
+    one, or one before training's handler is set (the data decoding), stops at once without saving: status 130
+    and one line, no traceback."""
+    from resnet_core import trainer
+
+    def pressed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    real = trainer.step_lanes
+
+    def pressed_twice(lanes, x, y, it, **kwargs):
+        real(lanes, x, y, it, **kwargs)
+        if it == 1:
+            signal.raise_signal(signal.SIGINT)  # stop at the next step
+            signal.raise_signal(signal.SIGINT)  # no, now
+
+    if when == "decoding the data":
+        monkeypatch.setattr(trainer, "load_data", pressed)
+    else:
+        monkeypatch.setattr(trainer, "step_lanes", pressed_twice)
+    assert exit_status(tiny_argv(tmp_path, shared_cifar)) == 130
+    err = capsys.readouterr().err
+    assert err.splitlines()[-1] == ("interrupted: stopped at once, without saving; the state saved last, if any, is "
+                                    "kept, and the same command with --resume continues from it")
+    first = "SIGINT: stopping at the next step, after saving the state; Ctrl-C again stops at once, without saving"
+    assert (first in err) == (when == "twice while training") and "Traceback" not in err
+    assert not (tmp_path / "runs" / "resnet20" / "state.json").exists()
+
+
 def test_torchrun_two_gloo_processes(tmp_path, shared_cifar):
     argv = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "train.py",
             "--model", "resnet20", "--epochs", "1", "--limit-train", "256", "--limit-test", "100", "--batch-size", "64",
@@ -827,6 +866,19 @@ def test_a_refusal_exits_2_with_its_line_alone():
     assert done.stderr == "error: no CIFAR model of depth 21; depths: 20 32 44 56 110 1202 (6n+2) and 18 34\n"
 
 
+def test_help_says_what_stop_after_exits_with_and_where_the_data_is_looked_for(monkeypatch, capsys):
+    """--stop-after exits 0, unlike an interruption (130); --data-dir's defaults are data.resolve_data_dir's: the
+    repository's own data/ too, and shared/ beside the repository, not beside the current folder."""
+    monkeypatch.setenv("COLUMNS", "1000")  # no line broken inside a word
+    with pytest.raises(SystemExit):
+        train.parse_args(["--help"])
+    said = " ".join(capsys.readouterr().out.split())
+    assert "--stop-after STOP_AFTER iterations, counted from where this run starts (or resumes); then save state " \
+           "and exit 0, not an interruption's 130 (continue with --resume) " in said
+    assert "torchvision's cifar-10-batches-py (default: $CIFAR10_DIR, else the first of ./data, the repository's " \
+           "data/ and shared/datasets/cifar10 beside the repository that holds both splits) " in said
+
+
 def test_the_configuration_is_said_in_words_once_for_nets_that_share_it():
     args = train.parse_args(["--depth", "20", "110", "--both", "--no-weights", "--limit-train", "256"])
     lines = train.describe([train.make_config(n, args, 256) for n in train.model_names(args)])
@@ -940,12 +992,40 @@ def test_a_folder_that_cannot_be_written_is_refused_before_the_data_loads(tmp_pa
     assert loads == [] and (tmp_path / "file").read_text() == "not a folder"
 
 
+@pytest.mark.parametrize("layout", ["one folder", "a link to the state", "the state inside"])
+def test_out_and_state_dir_that_overlap_are_refused_before_anything_is_written(tmp_path, shared_cifar, monkeypatch,
+                                                                               layout):
+    """`--out runs` beside the default --state-dir runs/: publishing would replace runs/resnet20 whole, the state and
+    its lock with it, and then write the final state into the checkpoint. Refused at the start in one line, as is a
+    model's published folder that is (a link to) its state folder, or holds it."""
+    from resnet_core import trainer
+
+    loads = []
+    monkeypatch.setattr(trainer, "load_data", lambda *a, **k: loads.append(a))
+    out, state = {"one folder": ("runs", "runs"), "a link to the state": ("out", "runs"),
+                  "the state inside": ("out", "out/resnet20")}[layout]
+    out, state = tmp_path / out, tmp_path / state
+    if layout == "a link to the state":
+        (state / "resnet20").mkdir(parents=True)
+        out.mkdir()
+        (out / "resnet20").symlink_to(state / "resnet20")
+    argv = tiny_argv(tmp_path, shared_cifar)
+    argv[argv.index("--out") + 1], argv[argv.index("--state-dir") + 1] = str(out), str(state)
+    with pytest.raises(SystemExit) as refused:
+        train.main(argv)
+    published, kept = (out / "resnet20").resolve(), (state / "resnet20").resolve()
+    assert str(refused.value) == (f"error: --out {out} and --state-dir {state} overlap: publishing resnet20 would "
+                                  f"replace {published} whole, and with it its resumable state in {kept}; give them "
+                                  f"separate folders (the defaults are checkpoints/ and runs/)")
+    assert loads == [] and not list(tmp_path.rglob(".lock"))  # refused before any state folder was locked
+
+
 def test_a_publish_that_fails_saves_the_state_and_resume_publishes_it(tmp_path, shared_cifar, monkeypatch,
-                                                                      tiny_checkpoints):
+                                                                      tiny_checkpoints, capsys):
     """Disk full while publishing: every model's state is saved first (the one publishing at its last iteration,
-    unfinished), the run stops in one line saying so, and --resume publishes without training again: the very
-    weights of an uninterrupted run. Where the state cannot be saved either, the one saved before stays, and the
-    line says so."""
+    unfinished), the run stops in one line saying so, with status 5 (not a refusal's 2), and --resume publishes
+    without training again: the very weights of an uninterrupted run. Where the state cannot be saved either, the
+    one saved before stays, and the line says so."""
     from resnet_core import trainer
 
     real, real_save = trainer.save_checkpoint, trainer.save_state
@@ -961,17 +1041,16 @@ def test_a_publish_that_fails_saves_the_state_and_resume_publishes_it(tmp_path, 
     monkeypatch.setattr(trainer, "save_checkpoint", disk_full)
     monkeypatch.setattr(trainer, "save_state", full_by_the_end)
     argv = tiny_argv(tmp_path, shared_cifar, "resnet20", "plain20")
-    with pytest.raises(SystemExit) as stopped:
-        train.main(argv)
-    assert str(stopped.value) == (
-        f"error: could not publish resnet20 into {tmp_path / 'out'} (OSError: [Errno 28] No space left on device), "
-        f"nor save the state in {tmp_path / 'runs'} (OSError: [Errno 28] No space left on device); the states saved "
-        f"before stay: once there is room, the same command with --resume continues from them")
+    assert train.main(argv) == 5
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"error: could not publish resnet20 into {tmp_path / 'out'} (OSError: [Errno 28] No space left on device); "
+        f"then could not save the state of resnet20 in {tmp_path / 'runs' / 'resnet20'} (OSError: [Errno 28] No "
+        f"space left on device); its state saved at iteration 4 is intact: once the disk is fixed, the same command "
+        f"with --resume continues from it")
     assert json.loads((tmp_path / "runs" / "resnet20" / "state.json").read_text())["iteration"] == 4
     monkeypatch.setattr(trainer, "save_state", real_save)
-    with pytest.raises(SystemExit) as stopped:
-        train.main(argv + ["--resume"])
-    assert str(stopped.value) == (
+    assert train.main(argv + ["--resume"]) == 5
+    assert capsys.readouterr().err.splitlines()[-1] == (
         f"error: could not publish resnet20 into {tmp_path / 'out'} (OSError: [Errno 28] No space left on device); "
         f"its state, and that of any model beside it, is saved in {tmp_path / 'runs'}: once that is fixed, the same "
         f"command with --resume publishes it")
@@ -990,7 +1069,8 @@ def test_a_publish_that_fails_saves_the_state_and_resume_publishes_it(tmp_path, 
         assert all(torch.equal(ours[k], uninterrupted[k]) for k in uninterrupted)
 
 
-def test_a_diverted_publish_that_failed_is_published_beside_the_other_on_resume(tmp_path, shared_cifar, monkeypatch):
+def test_a_diverted_publish_that_failed_is_published_beside_the_other_on_resume(tmp_path, shared_cifar, monkeypatch,
+                                                                                capsys):
     """Another run published resnet20 while this one trained, and this run's publish beside it failed (disk full):
     --resume, as the message says, publishes it beside the other, not refused by the checkpoint in the way."""
     from resnet_core import trainer
@@ -1010,13 +1090,42 @@ def test_a_diverted_publish_that_failed_is_published_beside_the_other_on_resume(
     monkeypatch.setattr(trainer, "publish", another_run_publishes_first)
     monkeypatch.setattr(trainer, "save_checkpoint", disk_full)
     argv = tiny_argv(tmp_path, shared_cifar, "resnet20")
-    with pytest.raises(SystemExit, match="the same command with --resume publishes it"):
-        train.main(argv)
+    assert train.main(argv) == 5
+    assert capsys.readouterr().err.endswith("the same command with --resume publishes it\n")
     monkeypatch.setattr(trainer, "save_checkpoint", real_save)
     assert train.main(argv + ["--resume"]) == 0
     run_id = json.loads((tmp_path / "runs" / "resnet20" / "state.json").read_text())["run_id"]
     assert read_checkpoint(tmp_path / "out" / f"resnet20-run{run_id[:8]}").metrics["iterations"] == 8
     assert folder_bytes(tmp_path / "out" / "resnet20") == folder_bytes(other / "resnet20")
+
+
+def test_a_state_save_that_fails_ends_in_one_line_and_resume_continues_from_the_one_before(tmp_path, shared_cifar,
+                                                                                          monkeypatch, capsys):
+    """Disk full at a state save (or --state-dir taken away): the run stops with status 5 and one line naming the
+    folder, the error and the state saved before, which the atomic writes keep whole (no half file left), and from
+    which --resume, once there is room, trains to the end; the sitting whose save failed leaves no trace."""
+    from resnet_core import checkpoint
+
+    argv, runs, _ = stopped_run(tmp_path, shared_cifar)  # its state saved at iteration 2
+    real = checkpoint.save_file
+
+    def disk_full(tensors, path, **kwargs):  # half the file written, then no room
+        Path(path).write_bytes(b"half")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(checkpoint, "save_file", disk_full)
+    assert train.main(argv + ["--resume"]) == 5  # the first save after resuming: iteration 4, the epoch's end
+    err = capsys.readouterr().err
+    assert err.splitlines()[-1] == (
+        f"error: could not save the state of resnet20 in {runs} (OSError: [Errno 28] No space left on device); its "
+        f"state saved at iteration 2 is intact: once the disk is fixed, the same command with --resume continues "
+        f"from it") and "Traceback" not in err
+    assert state_files(runs) == ["state-00000002.safetensors", "state.json"]
+    assert json.loads((runs / "state.json").read_text())["iteration"] == 2
+    monkeypatch.setattr(checkpoint, "save_file", real)
+    assert train.main(argv + ["--resume"]) == 0
+    info = read_checkpoint(tmp_path / "out" / "resnet20")
+    assert info.metrics["iterations"] == 8 and [s["start"] for s in info.config["sittings"]] == [0, 2]
 
 
 def test_a_stop_due_when_the_last_model_has_just_diverged_ends_in_one_line(tmp_path, shared_cifar, monkeypatch,
@@ -1058,9 +1167,11 @@ def test_weights_that_overflow_are_never_published(tmp_path, shared_cifar, capsy
 def test_a_nan_test_loss_or_bn_statistic_stops_that_model_alone(tmp_path, shared_cifar, monkeypatch, capsys, poison):
     """plain20's test loss, or one of its BN running variances, turns NaN/inf at the end of epoch 2 (its training
     loss still finite): it stops there, unpublished, its state of iteration 4 kept (saves come once a minute, so
-    not the 8 of its last record); resnet20 finishes and is published; exit 3 names plain20 and says to --restart."""
+    not the 8 of its last record); resnet20 finishes, is published and (--push-to-hub) pushed; exit 3 names plain20
+    and says to --restart."""
     from resnet_core import trainer
 
+    pushed = fake_hub(monkeypatch)
     real = trainer.end_epoch
 
     def poisoned(lane, data, epoch, *args):
@@ -1073,14 +1184,18 @@ def test_a_nan_test_loss_or_bn_statistic_stops_that_model_alone(tmp_path, shared
         return record
 
     monkeypatch.setattr(trainer, "end_epoch", poisoned)
-    assert train.main(tiny_argv(tmp_path, shared_cifar, "resnet20", "plain20")) == 3
+    argv = tiny_argv(tmp_path, shared_cifar, "resnet20", "plain20") + ["--push-to-hub", "me/resnet"]
+    assert train.main(argv) == 3
     what = "the test loss" if poison == "test loss" else "its weights, BN statistics or momentum"
+    err = capsys.readouterr().err
     assert (f"error: plain20: {what} became NaN/inf by the end of epoch 2 (iteration 8). Stopped; its last good "
             f"state, saved at iteration 4, stays in {tmp_path / 'runs' / 'plain20'}. Start it over with --restart and "
-            f"a lower --lr or some --warmup-iters (--model plain20 for it alone).") in capsys.readouterr().err
+            f"a lower --lr or some --warmup-iters (--model plain20 for it alone).") in err
     assert json.loads((tmp_path / "runs" / "plain20" / "state.json").read_text())["iteration"] == 4
     assert not (tmp_path / "out" / "plain20").exists()
     assert read_checkpoint(tmp_path / "out" / "resnet20").metrics["iterations"] == 8
+    assert pushed == [(tmp_path / "out" / "resnet20", "me/resnet-resnet20")]
+    assert "pushed resnet20: https://hub/me/resnet-resnet20" in err
 
 
 def test_a_stop_never_saves_weights_that_went_nan(tmp_path, shared_cifar, monkeypatch, capsys):
@@ -1342,10 +1457,17 @@ def test_a_damaged_state_tensors_file_is_one_line_on_resume(tmp_path, shared_cif
     assert read_checkpoint(tmp_path / "out" / "resnet20").metrics["iterations"] == 8
 
 
+def fake_hub(monkeypatch) -> list[tuple[Path, str]]:
+    """train.py's uploads, stubbed (no network): each (folder, repo) pushed, in order, answered with a made-up URL."""
+    pushed = []
+    monkeypatch.setattr(train, "push_to_hub",
+                        lambda folder, repo: pushed.append((folder, repo)) or f"https://hub/{repo}")
+    return pushed
+
+
 def test_push_to_hub_uploads_what_this_run_published_and_a_failed_upload_is_one_line(tmp_path, shared_cifar,
                                                                                       monkeypatch, capsys):
-    pushed = []
-    monkeypatch.setattr(train, "push_to_hub", lambda folder, repo: pushed.append((folder, repo)) or f"https://hub/{repo}")
+    pushed = fake_hub(monkeypatch)
     argv = ["--model", "resnet20", *TINY, "--data-dir", str(shared_cifar), "--out", str(tmp_path / "out"),
             "--state-dir", str(tmp_path / "runs"), "--push-to-hub", "me/resnet"]
     assert train.main(argv + ["--stop-after", "2"]) == 0 and pushed == []  # nothing finished, nothing pushed
