@@ -46,21 +46,30 @@ class Source(NamedTuple):
     missing: list  # names of expected zips / batch files that are absent
 
 
-def resolve_data_dir(data_dir: str | None = None) -> Path:
+def resolve_data_dir(data_dir: str | None = None, splits=tuple(SPLIT_SIZES)) -> Path:
     """The folder named (data_dir, else $CIFAR10_DIR), as it is: loading it says what is wrong with it. Else the
-    first of ./data, the repo's data/ and ../shared/datasets/cifar10 that holds both splits: an empty or partial
-    ./data does not hide the shared copy."""
+    first of ./data, the repo's data/ and ../shared/datasets/cifar10 that holds all of `splits` (default both)
+    whole, so that an empty or partial ./data (an interrupted copy) does not hide the shared copy; where none does,
+    the first that has some of each, for its reading to say what is missing."""
     named = data_dir or os.environ.get("CIFAR10_DIR")
     if named:
         return Path(named).expanduser().resolve()
-    tried = []
+    tried, partial = [], None
     for path in (Path("data"), REPO_ROOT / "data", REPO_ROOT.parent / "shared" / "datasets" / "cifar10"):
-        lacking = [split for split in SPLIT_SIZES if next(_sources(path, split), None) is None]
-        if not lacking:
+        lacking = [split for split in splits if next(_sources(path, split), None) is None]
+        if not lacking and all(_complete(path, split) for split in splits):
             return path.resolve()
+        partial = partial or (None if lacking else path)
         tried.append(f"{path} ({'no such folder' if not path.is_dir() else 'no ' + ' or '.join(lacking) + ' split'})")
+    if partial is not None:
+        return partial.resolve()
     raise DatasetError(f"no CIFAR-10 folder found: tried {', '.join(tried)}. Pass --data-dir or set CIFAR10_DIR; "
                        "on a connected machine, `python train.py --download` fetches it into ./data.")
+
+
+def _complete(data_dir: Path, split: str) -> bool:
+    """Whether a layout under data_dir promises all of `split` (by its file names: reading checks the rest)."""
+    return any(_holds(source, split, SPLIT_SIZES[split]) for source in _sources(data_dir, split))
 
 
 def download_cifar10(root) -> Path:
@@ -72,11 +81,8 @@ def download_cifar10(root) -> Path:
     from torchvision.datasets.utils import check_integrity, download_and_extract_archive
 
     root = Path(root).expanduser().resolve()
-    try:
-        if not any(find_source(root, split).missing for split in SPLIT_SIZES):
-            return root
-    except DatasetError:
-        pass
+    if all(_complete(root, split) for split in SPLIT_SIZES):
+        return root
     folder = root / CIFAR10.base_folder
     if not all(check_integrity(str(folder / name), md5) for name, md5 in CIFAR10.train_list + CIFAR10.test_list):
         download_and_extract_archive(CIFAR10.url, str(root), filename=CIFAR10.filename, md5=CIFAR10.tgz_md5)

@@ -135,7 +135,7 @@ def main(argv=None) -> int:
     if problems:
         return 2
     try:
-        images, labels = load_cifar10(resolve_data_dir(args.data_dir), "test")
+        images, labels = load_cifar10(resolve_data_dir(args.data_dir, splits=("test",)), "test")
     except ValueError as e:  # DatasetError says where it looked and what to do
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -36,7 +36,7 @@ def first_per_class(labels: np.ndarray, per_class: int = PER_CLASS) -> list[int]
 
 def build_gallery(data_dir=None, png: Path = GRID_PNG, meta: Path = GRID_JSON) -> list[int]:
     """Write the grid PNG (lossless) and its JSON from the CIFAR-10 test split; returns the indices used."""
-    images, labels = load_cifar10(resolve_data_dir(data_dir), "test")
+    images, labels = load_cifar10(resolve_data_dir(data_dir, splits=("test",)), "test")
     indices = first_per_class(labels.numpy())
     tiles = images.numpy()[indices].reshape(len(CLASSES), PER_CLASS, TILE, TILE, 3)
     grid = tiles.transpose(0, 2, 1, 3, 4).reshape(len(CLASSES) * TILE, PER_CLASS * TILE, 3)

@@ -195,7 +195,7 @@ def main(argv=None) -> int:
         if (path / FILE).exists() and not args.overwrite:  # a quick trial must not replace minutes of CPU work
             raise ValueError(f"{path / FILE} exists; pass --overwrite to replace it")
         model = load_pretrained(path, device)
-        images, labels = load_cifar10(resolve_data_dir(args.data_dir), "train", limit=args.points)
+        images, labels = load_cifar10(resolve_data_dir(args.data_dir, splits=("train",)), "train", limit=args.points)
     except ValueError as e:  # CheckpointError and DatasetError say what is wrong and what to do; so does ours
         print(f"error: {e}", file=sys.stderr)
         return 2

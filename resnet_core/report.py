@@ -165,7 +165,7 @@ def verify(infos: list[CheckpointInfo], data_dir: str | None = None,
     or not this net's) are a NO, said on stderr."""
     sizes = [info.metrics.get("test_images") or 10_000 for info in infos if info.has_weights]
     if sizes:
-        images, labels = load_cifar10(resolve_data_dir(data_dir), "test", limit=None if max(sizes) >= 10_000 else max(sizes))
+        images, labels = load_cifar10(resolve_data_dir(data_dir, splits=("test",)), "test", limit=None if max(sizes) >= 10_000 else max(sizes))
         images, labels = images.to(device), labels.to(device)
     rows, bar = [], tqdm(total=sum(sizes), desc="re-evaluating", unit="img", file=sys.stderr)
     for info in infos:

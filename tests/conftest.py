@@ -15,7 +15,8 @@ os.environ.setdefault("RESNET_CACHE_DIR", str(REPO / ".pytest_cache" / "cifar-ca
 
 
 def find_cifar10() -> tuple[Path | None, str]:
-    """(folder, "") where train.py would find CIFAR-10 ($CIFAR10_DIR, ./data, ../shared/datasets/cifar10), or
+    """(folder, "") where train.py would find CIFAR-10 (data.resolve_data_dir: $CIFAR10_DIR, else the first whole
+    copy of ./data, the repo's data/ and shared/datasets/cifar10 beside the repo), or
     (None, why not). Both splits must be there in a layout load_cifar10 reads; whether they are intact is for the
     tests to find out."""
     try:

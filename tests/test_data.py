@@ -279,8 +279,8 @@ def test_bad_pngs_are_named(tmp_path):
 
 
 def test_resolve_data_dir(tmp_path, monkeypatch):
-    """The first folder holding both splits; an empty ./data does not hide the shared copy. A folder the user names
-    is taken as named, to be told what is wrong with it."""
+    """The first folder holding both splits whole (or the splits asked for); an empty or partial ./data does not
+    hide the shared copy. A folder the user names is taken as named, to be told what is wrong with it."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(data, "REPO_ROOT", tmp_path / "repo")
     monkeypatch.delenv("CIFAR10_DIR", raising=False)
@@ -299,8 +299,12 @@ def test_resolve_data_dir(tmp_path, monkeypatch):
     assert data.resolve_data_dir(None) == shared
     write_batch(tmp_path / "data", "data_batch_1", made_images(1), torch.tensor([3]))  # the test split still missing
     assert data.resolve_data_dir(None) == shared
+    assert data.resolve_data_dir(None, splits=("test",)) == shared
     write_batch(tmp_path / "data", "test_batch", made_images(1), torch.tensor([3]))
-    assert data.resolve_data_dir(None) == tmp_path / "data"  # both splits, if not whole: its reading says what lacks
+    assert data.resolve_data_dir(None) == shared  # an interrupted copy in ./data does not hide a whole one
+    assert data.resolve_data_dir(None, splits=("test",)) == tmp_path / "data"  # its test split is all there
+    (shared / "train-3.zip").unlink()
+    assert data.resolve_data_dir(None) == tmp_path / "data"  # none whole: the first with both, its reading says what lacks
     monkeypatch.setenv("CIFAR10_DIR", str(tmp_path / "env"))
     assert data.resolve_data_dir(None) == tmp_path / "env"
     assert data.resolve_data_dir(str(tmp_path / "given")) == tmp_path / "given"
@@ -577,3 +581,15 @@ def test_normalize_is_channels_last_and_standardizes():
     assert x.is_contiguous(memory_format=torch.channels_last)
     expected = (pixels / 255 - torch.tensor(CIFAR10_MEAN)) / torch.tensor(CIFAR10_STD)
     assert torch.allclose(x.mean(dim=(0, 2, 3)), expected, atol=1e-6)
+
+
+def test_download_is_not_skipped_for_empty_png_folders(tmp_path, monkeypatch):
+    """Empty cifar10/train and cifar10/test folders (an unpacking that failed) hold no split: the archive is fetched."""
+    from torchvision.datasets import utils
+
+    for split in data.SPLIT_SIZES:
+        (tmp_path / "cifar10" / split).mkdir(parents=True)
+    fetched = []
+    monkeypatch.setattr(utils, "check_integrity", lambda path, md5: False)
+    monkeypatch.setattr(utils, "download_and_extract_archive", lambda url, root, **kw: fetched.append(root))
+    assert data.download_cifar10(tmp_path) == tmp_path and fetched == [str(tmp_path)]
