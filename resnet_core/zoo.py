@@ -600,6 +600,13 @@ def _check(claim: str, holds: bool | str | None, evidence: str) -> dict:
     return dict(claim=claim, holds=verdict, evidence=evidence)
 
 
+def judged_on(group: list[CheckpointInfo]) -> str:
+    """'on 2 of the claim's 5 depths' where a depth trend is judged on fewer depths than its claim names (20 to
+    110 layers), '' where on all of them: a 'yes' from 20 and 56 layers alone says less than one from all five."""
+    have = {model_info(i.config["model"])["depth"] for i in group}
+    return f"on {len(have)} of the claim's {len(SIX_N_PLUS_2)} depths" if len(have) < len(SIX_N_PLUS_2) else ""
+
+
 def _depth_trend(claim: str, infos: list[CheckpointInfo], kind: str, error, falls: bool, training: bool = False) -> dict:
     """Does `error` fall (or rise) at every step in depth over the `kind` nets ("resnet" / "plain") we have? Judged
     on the longest schedule that two or more of them share ('partly' where it holds at some steps only, as Fig. 7's
@@ -639,7 +646,10 @@ def _depth_trend(claim: str, infos: list[CheckpointInfo], kind: str, error, fall
         return tally(sides), sides, words
 
     holds, sides, points = trend(judged[0])
-    evidence = counted(sides, "steps") + points + short_run_note(*judged[0])
+    steps = counted(sides, "steps")
+    coverage = judged_on(judged[0])
+    evidence = (f"{coverage}, {steps}" if coverage and steps else f"{coverage}: " if coverage else steps) \
+        + points + short_run_note(*judged[0])
     for group in judged[1:]:
         also, also_sides, also_points = trend(group)
         said = {"yes": "holds", "partly": "holds in part", "no": "does not hold"}.get(also, also)

@@ -64,7 +64,8 @@ def test_degradation_evidence_has_the_residual_control_and_residual_training_err
              fake("plain20", 16.3, 13.4, **short), fake("plain56", 52.8, 52.6, **short), fake("plain110", 89.4, 89.3, **short)]
     checks = zoo.paper_checks(infos).set_index("claim")
     trend = checks.loc[RESIDUAL_TRAIN_TREND]
-    assert trend["holds"] == "partly" and trend["evidence"].startswith("at 1 of 2 steps (1 against): 20 layers: 11.60 %")
+    assert trend["holds"] == "partly" and trend["evidence"].startswith(
+        "on 3 of the claim's 5 depths, at 1 of 2 steps (1 against): 20 layers: 11.60 %")
     row = checks.loc["Degradation: plain-56 has a higher final training error than plain-20"]
     assert row["holds"] == "yes" and row["evidence"] == (
         "plain56 52.60 % vs plain20 13.40 % (short run: 5,850 of the paper's 64,000 iterations); "
@@ -160,7 +161,7 @@ def test_paper_checks_say_no_where_the_numbers_disagree_and_label_short_runs():
     infos += [fake("resnet32", 8.0), fake("resnet44", 10.5)]  # 8.0, 10.5, 9.5 at 64k: falls at 1 of 2 steps
     trend = zoo.paper_checks(infos).set_index("claim").loc[RESIDUAL_TEST_TREND]
     assert trend["holds"] == "partly"
-    assert trend["evidence"] == ("at 1 of 2 steps (1 against): 32 layers: 8.00 %, 44 layers: 10.50 %, 56 layers: 9.50 % (left out, "
+    assert trend["evidence"] == ("on 3 of the claim's 5 depths, at 1 of 2 steps (1 against): 32 layers: 8.00 %, 44 layers: 10.50 %, 56 layers: 9.50 % (left out, "
                                  "no other residual depth trained as long: resnet20 5,850 iterations)")
     assert holds(checks, "Shortcuts help") == "no"  # resnet56 9.5 is not below plain56 8.0
     assert checks[checks["claim"].str.startswith("Shortcuts")].iloc[0]["evidence"] == (
@@ -190,7 +191,7 @@ def test_differences_within_run_to_run_noise_count_for_neither_side():
     rising = [fake("resnet20", 8.0), fake("resnet56", 8.3)]  # the wrong way, but by less than the noise
     trend = zoo.paper_checks(rising).set_index("claim").loc[RESIDUAL_TEST_TREND]
     assert trend["holds"] == "within noise"
-    assert trend["evidence"] == ("20 layers: 8.00 %, 56 layers: 8.30 % "
+    assert trend["evidence"] == ("on 2 of the claim's 5 depths: 20 layers: 8.00 %, 56 layers: 8.30 % "
                                  "(within run-to-run noise, 0.45 points: 20 to 56 layers, +0.30)")
     rising[1] = fake("resnet56", 8.5)  # 0.5 points the wrong way: against
     assert holds(zoo.paper_checks(rising), RESIDUAL_TEST_TREND) == "no"
@@ -211,7 +212,8 @@ def test_differences_within_run_to_run_noise_count_for_neither_side():
     mixed = [fake("resnet20", 8.5), fake("resnet32", 7.4), fake("resnet44", 7.2),
              fake("resnet56", 17.8, iterations=5_850), fake("resnet110", 17.6, iterations=5_850)]
     trend = zoo.paper_checks(mixed).set_index("claim").loc[RESIDUAL_TEST_TREND]
-    assert trend["holds"] == "yes" and trend["evidence"].startswith("at 1 of 2 steps (1 within noise): 20 layers")
+    assert trend["holds"] == "yes" and trend["evidence"].startswith(
+        "on 3 of the claim's 5 depths, at 1 of 2 steps (1 within noise): 20 layers")
     assert trend["evidence"].endswith(". Not counted in the verdict, the runs of 5,850 iterations: 56 layers: 17.80 %, "
                                       "110 layers: 17.60 % (within run-to-run noise, 0.45 points: 56 to 110 layers, "
                                       "-0.20): within noise")
@@ -256,14 +258,14 @@ def test_training_errors_are_judged_on_a_band_scaled_to_their_level():
     falls = [fake("resnet20", 8.4, 0.28), fake("resnet56", 8.2, 0.036)]
     checks = zoo.paper_checks(falls).set_index("claim")
     row = checks.loc[RESIDUAL_TRAIN_TREND]
-    assert (row["holds"], row["evidence"]) == ("yes", "20 layers: 0.28 %, 56 layers: 0.04 %")
+    assert (row["holds"], row["evidence"]) == ("yes", "on 2 of the claim's 5 depths: 20 layers: 0.28 %, 56 layers: 0.04 %")
     assert zoo.training_noise(6.61) == pytest.approx(0.45) and zoo.training_noise(0.28, 0.036) == pytest.approx(0.0926, abs=1e-4)
     assert checks.loc[RESIDUAL_TEST_TREND, "holds"] == "within noise"  # 0.2 of a flat 0.45
 
     close = [fake("resnet20", 8.4, 0.30), fake("resnet56", 8.2, 0.25)]  # 0.05 points, inside 0.10
     row = zoo.paper_checks(close).set_index("claim").loc[RESIDUAL_TRAIN_TREND]
     assert row["holds"] == "within noise"
-    assert row["evidence"] == ("20 layers: 0.30 %, 56 layers: 0.25 % "
+    assert row["evidence"] == ("on 2 of the claim's 5 depths: 20 layers: 0.30 %, 56 layers: 0.25 % "
                                "(within run-to-run noise at this error level: 20 to 56 layers, -0.05 of 0.10 points)")
 
     plain = [fake("plain20", 9.0, 0.20), fake("plain56", 9.4, 0.40)]  # training: 0.2 beyond 0.11; test: 0.4 inside 0.45
@@ -288,7 +290,7 @@ def test_paper_checks_compare_like_with_like_when_schedules_are_mixed():
     checks = zoo.paper_checks(infos).set_index("claim")
     trend = checks.loc[RESIDUAL_TEST_TREND]
     assert trend["holds"] == "yes" and trend["evidence"] == (  # judged on the long runs; the short ones said apart
-        "20 layers: 8.50 %, 32 layers: 7.40 %, 44 layers: 6.80 %. Not counted in the verdict, the runs of 5,850 "
+        "on 3 of the claim's 5 depths: 20 layers: 8.50 %, 32 layers: 7.40 %, 44 layers: 6.80 %. Not counted in the verdict, the runs of 5,850 "
         "iterations: 56 layers: 17.80 %, 110 layers: 13.90 %: holds")
     deg = checks.loc["Degradation: plain-56 has a higher final test error than plain-20"]
     assert deg["holds"] == "not comparable" and deg["evidence"] == \
@@ -304,7 +306,8 @@ def test_paper_checks_compare_like_with_like_when_schedules_are_mixed():
     flipped = [fake(i.name, i.metrics["test_error"], i.metrics["train_error_clean"],
                     iterations=5_850 if iterations(i) == 64_000 else 64_000) for i in infos]
     trend = zoo.paper_checks(flipped).set_index("claim").loc[RESIDUAL_TEST_TREND]
-    assert trend["evidence"].startswith("56 layers: 17.80 %, 110 layers: 13.90 %. Not counted in the verdict, the runs "
+    assert trend["evidence"].startswith("on 2 of the claim's 5 depths: 56 layers: 17.80 %, 110 layers: 13.90 %. Not "
+                                        "counted in the verdict, the runs "
                                         "of 5,850 iterations: 20 layers: 8.50 %, 32 layers: 7.40 %, 44 layers: 6.80 %: "
                                         "holds")
     one_long = [fake("resnet20", 8.5), fake("resnet32", 13.4, iterations=5_850), fake("resnet44", 18.0, iterations=5_850)]
@@ -329,7 +332,7 @@ def test_a_short_run_kept_beside_a_long_run_of_its_model_is_compared_with_its_eq
         "ours 8.60 %, 0.15 points below the paper's (a match: within run-to-run noise, 0.45 points)"
     trend = checks.loc["Plain nets: final training error rises with depth (Fig. 6, left)"]
     assert trend["holds"] == "yes" and trend["evidence"] == (
-        "20 layers: 13.40 %, 56 layers: 52.60 %, 110 layers: 89.30 % (short run: 5,850 of the paper's 64,000 iterations)"
+        "on 3 of the claim's 5 depths: 20 layers: 13.40 %, 56 layers: 52.60 %, 110 layers: 89.30 % (short run: 5,850 of the paper's 64,000 iterations)"
         " (left out, no other plain depth trained as long: plain20 64,000 iterations)")
     row = checks.loc["Degradation: plain-56 has a higher final training error than plain-20"]
     assert row["holds"] == "yes" and row["evidence"] == (  # the checkpoints compared, by folder
