@@ -7,8 +7,9 @@ import streamlit as st
 import torch
 from PIL import Image
 
-from pages.common import (NET_COLORS, PANEL_TITLE, by_name, default_pair, frame, gallery, header, length_ui, load_model,
-                          model_legend, percent, short_runs_note, show_chart, usable_checkpoints, weights_stamp)
+from pages.common import (LENGTH_HELP, PANEL_TITLE, by_name, default_pair, frame, gallery, header,
+                          length_ui, load_model, model_legend, percent, short_runs_note, show_chart, usable_checkpoints,
+                          weights_stamp, with_lengths)
 from resnet_core import zoo
 from resnet_core.data import CLASSES, DatasetError, load_cifar10, resolve_data_dir
 from resnet_core.explain import confident_mistakes
@@ -30,9 +31,10 @@ def classes_ui(infos) -> tuple[str, str, str]:
     first = plain or names[0]
     second = residual or next((n for n in reversed(names) if n != first), first)  # B differs from A where it can
     with st.sidebar:
-        a = st.selectbox("Checkpoint A (usually plain)", names, index=names.index(first))
-        b = st.selectbox("Checkpoint B (usually residual)", names, index=names.index(second))
-        wrong = st.selectbox("Most confident mistakes of", names, index=names.index(b), key="mistakes_of")
+        labels = dict(format_func=with_lengths(infos), help=LENGTH_HELP)
+        a = st.selectbox("Checkpoint A (usually plain)", names, index=names.index(first), **labels)
+        b = st.selectbox("Checkpoint B (usually residual)", names, index=names.index(second), **labels)
+        wrong = st.selectbox("Most confident mistakes of", names, index=names.index(b), key="mistakes_of", **labels)
     return a, b, wrong
 
 
@@ -46,7 +48,7 @@ def searched_images() -> tuple[torch.Tensor, torch.Tensor, np.ndarray, str, str 
     where it can be found, else the 100 shipped with the app. Then a cache key naming the source, and why the
     full test set was not used (None if it was)."""
     try:
-        folder = str(resolve_data_dir())
+        folder = str(resolve_data_dir(splits=("test",)))
         images, labels = full_test_set(folder)
         return images, labels, np.arange(len(labels)), folder, None
     except DatasetError as e:
@@ -77,8 +79,8 @@ def mistakes_section(info) -> None:
         with st.spinner(f"Classifying {len(labels):,} test images with {info.name} on the CPU (once per checkpoint)..."):
             found = mistakes(info.name, weights_stamp(info), source, model, images, labels)
         which = (f"Searched all {len(labels):,} CIFAR-10 test images." if why_not_all is None else
-                 f"Searched the {len(labels)} test images shipped with the app (the CIFAR-10 test set was not "
-                 "found: set CIFAR10_DIR to its folder to search all 10,000).")
+                 f"Searched the {len(labels)} test images shipped with the app (no CIFAR-10 test set could be "
+                 "read, the ? says why: set CIFAR10_DIR to its folder to search all 10,000).")
     if not found:
         st.success(f"{info.name} classifies every one of them correctly.")
     for start in range(0, len(found), PER_ROW):
@@ -111,10 +113,12 @@ def recorded_without_images(info, found: list[dict], why_not_all: str | None) ->
         "test image": [f"#{r['index']}" for r in found], "predicted": [r["predicted"] for r in found],
         "probability (%)": [percent(r["probability"], "") for r in found], "true class": [r["true"] for r in found],
         "its probability (%)": [percent(r["true_probability"], "") for r in found]}))
-    st.caption(f"{recorded_from(info)} The CIFAR-10 test set "
-               "was not found, so the images cannot be shown: set CIFAR10_DIR to its folder.", help=why_not_all)
+    st.caption(f"{recorded_from(info)} No CIFAR-10 test set "
+               "could be read (the ? says why), so the images cannot be shown: set CIFAR10_DIR to its folder.",
+               help=why_not_all)
 
 
+AHEAD_COLOURS = ["#1b9e77", "#7570b3"]  # B ahead, A ahead: teal and purple, apart from the nets' blue and orange
 # Class names under a chart, slanted rather than on their side: read without turning one's head
 SLANTED = alt.Axis(labelAngle=-40, labelOverlap=False)  # slanted names never collide: keep all ten
 # Each confusion matrix this many px square, the two in one faceted chart with one set of row names: 545 px in all,
@@ -181,10 +185,13 @@ if a != b:
     x = alt.X("class:N", sort=order, title=None, axis=SLANTED)
     y = alt.Y("gain:Q", title="accuracy of B minus A (points)")
     tooltip = ["source", "class", alt.Tooltip("gain:Q", format="+.1f", title="points")]
-    plain_colour, residual_colour = NET_COLORS.range  # a gain in B's (usually residual) colour, a loss in A's
+    # Which net is ahead, in colours of their own: in the nets' blue and orange, a plain B's gains would be drawn
+    # in the residual blue.
+    ahead = [f"B ({b}) ahead", f"A ({a}) ahead"]
+    gain["ahead"] = [ahead[0] if g >= 0 else ahead[1] for g in gain["gain"]]
     bars = alt.Chart(gain).mark_bar().encode(
-        x, y, tooltip=tooltip,
-        color=alt.condition("datum.gain >= 0", alt.value(residual_colour), alt.value(plain_colour)))
+        x, y, tooltip=tooltip, color=alt.Color("ahead:N", title="on the class", scale=alt.Scale(
+            domain=ahead, range=AHEAD_COLOURS)))
     ticks = alt.Chart(claims).mark_point(filled=False, size=140, strokeWidth=2, color="black").encode(
         x, y, shape=alt.Shape("source:N", title="reference (not measured here)", scale=alt.Scale(range=["diamond"])),
         tooltip=tooltip)

@@ -15,6 +15,7 @@ from resnet_core import zoo
 from resnet_core.checkpoint import (CheckpointError, CheckpointInfo, default_checkpoints_dir, list_checkpoints, load_pretrained)
 from resnet_core.data import CIFAR10_MEAN, CIFAR10_STD, normalize
 from resnet_core.gallery import load_gallery
+from resnet_core.paper import PAPER_ITERATIONS
 
 HOW_TO_TRAIN = """No trained checkpoints in `{root}` yet. Make them with the trainer, for example
 
@@ -36,6 +37,14 @@ PLAIN_SHADES = ("#fdae6b", NET_COLORS.range[0], "#7f2704")
 RESIDUAL_SHADES = ("#9ecae1", NET_COLORS.range[1], "#08306b")
 # Fig. 6's convention on every chart with both: training error dashed, test error solid.
 TRAIN_DASHED = alt.Scale(domain=["train", "test"], range=[[6, 4], [1, 0]])
+
+
+def dashes_of(splits) -> alt.Scale:
+    """TRAIN_DASHED for the splits drawn alone: its legend lists no 'train' under a chart of test errors only."""
+    kept = [k for k, split in enumerate(TRAIN_DASHED.domain) if split in set(splits)]
+    return alt.Scale(domain=[TRAIN_DASHED.domain[k] for k in kept], range=[TRAIN_DASHED.range[k] for k in kept])
+
+
 PANEL_TITLE = dict(fontSize=15, fontWeight="bold", anchor="middle")  # "plain" / "residual" over each panel
 # Legend entries abreast under a panel: four ran past the panel's edge at 1024 px, cutting "plain1202" to "plain".
 PANEL_LEGEND_COLUMNS = 2
@@ -189,6 +198,17 @@ def percent(p: float, unit: str = "\u00a0%") -> str:
 
 def by_name(infos: list[CheckpointInfo]) -> dict[str, CheckpointInfo]:
     return {info.name: info for info in infos}
+
+
+# A checkpoint picker's options read 'resnet110 (5,850 it.)': its help says what the number is.
+LENGTH_HELP = (f"it.: the iterations (SGD steps of 128 images) the checkpoint trained for; the paper trains for "
+               f"{PAPER_ITERATIONS:,}. Compare nets trained equally long.")
+
+
+def with_lengths(infos: list[CheckpointInfo]):
+    """format_func for a picker of checkpoint names: each with its training length (zoo.with_length)."""
+    named = by_name(infos)
+    return lambda name: zoo.with_length(named[name])
 
 
 # The pair every page starts on: the paper's own example of degradation (Fig. 1: 20 vs 56 layers). The deepest pair

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from pages.common import (TRAIN_DASHED, frame, header, length_ui, log_axis, model_legend, short_runs_note, show_panels,
+from pages.common import (dashes_of, frame, header, length_ui, log_axis, model_legend, short_runs_note, show_panels,
                           span, usable_checkpoints)
 from resnet_core import zoo
 from resnet_core.paper import PAPER_ITERATIONS
@@ -115,7 +115,7 @@ def curves_panel(rows: pd.DataFrame, shown: pd.DataFrame, metric: str, log: bool
     base = alt.Chart(line_ends(rows, domain, log)).encode(x, color=model_legend(rows).legend(None))
     lines = base.mark_line(strokeWidth=1.8, point=bool(single)).encode(
         y=alt.Y("value:Q", title=title, **y),
-        strokeDash=alt.StrokeDash("split:N", scale=TRAIN_DASHED, title="measured on",
+        strokeDash=alt.StrokeDash("split:N", scale=dashes_of(shown["split"]), title="measured on",
                                   legend=alt.Legend(symbolSize=600, symbolStrokeWidth=2)),
         detail="checkpoint:N",
         tooltip=["checkpoint", "split", "epoch", "iteration", alt.Tooltip("value:Q", format=".3f", title=title)])
@@ -185,7 +185,8 @@ st.download_button("Download this table (CSV)", finals.to_csv(index=False).encod
                    key="csv-final-errors", on_click="ignore", icon=":material/download:")
 
 st.subheader("The paper's claims, checked on these runs")
-st.caption("Each claim of the paper's CIFAR-10 experiment against our checkpoints' final numbers (the final "
+st.caption("Each claim of the paper's CIFAR-10 experiment against the final numbers of all our checkpoints, of "
+           "every training length and depth, whatever the sidebar draws above (the final "
            "weights after the last iteration, not the best epoch's: the test set chose nothing). Each net is one run, "
            "so a difference within run-to-run noise counts neither for a claim nor against it.")
 with st.expander("How the verdicts are reached"):

@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from pages.common import (LOG_LABELS, PANEL_LEGEND_COLUMNS, by_name, default_pair, frame, gallery_batch, header,
-                          length_ui, log_axis, log_ticks, markdown_text, model_legend, short_runs_note, show_chart,
-                          show_panels, span, usable_checkpoints)
+from pages.common import (LENGTH_HELP, LOG_LABELS, PANEL_LEGEND_COLUMNS, by_name, default_pair, frame, gallery_batch,
+                          header, length_ui, log_axis, log_ticks, markdown_text, model_legend, short_runs_note,
+                          show_chart, show_panels, span, usable_checkpoints, with_lengths)
 from resnet_core import zoo
 from resnet_core.models import PLAIN_VS_RESIDUAL_DEPTHS
 from resnet_core.paper import SEED_REPORT_GRAD_NORMS
@@ -35,7 +35,8 @@ def pair_ui(infos) -> tuple[list[str], int | None]:
         for kind, default in (("plain", plain_default), ("residual", residual_default)):
             names = [n for n, k in kinds.items() if k == kind]
             if names:
-                chosen.append(st.selectbox(f"{kind.capitalize()} checkpoint", names, index=names.index(default)))
+                chosen.append(st.selectbox(f"{kind.capitalize()} checkpoint", names, index=names.index(default),
+                                           format_func=with_lengths(infos), help=LENGTH_HELP))
         epochs = sorted({r["epoch"] for name in chosen for r in by_name(infos)[name].history["records"]})
         epoch = st.select_slider("Epoch of the layer profile", epochs, value=epochs[-1]) if len(epochs) > 1 else None
     return chosen, epoch or (epochs[-1] if epochs else None)

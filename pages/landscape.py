@@ -7,9 +7,9 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from pages.common import (LEGENDS_BELOW, LOG_LABELS, PANEL_TITLE, by_name, csv_button, default_pair, file_stamp, header,
-                          length_ui, log_ticks, markdown_reason, markdown_text, model_legend, short_runs_note, show_chart,
-                          span, usable_checkpoints, weights_stamp)
+from pages.common import (LEGENDS_BELOW, LENGTH_HELP, LOG_LABELS, PANEL_TITLE, by_name, csv_button, default_pair,
+                          file_stamp, header, length_ui, log_ticks, markdown_reason, markdown_text, model_legend,
+                          short_runs_note, show_chart, span, usable_checkpoints, weights_stamp, with_lengths)
 from resnet_core import zoo
 from resnet_core.checkpoint import REPO_ROOT, CheckpointInfo, default_checkpoints_dir
 from resnet_core.landscape import FILE, read_landscape
@@ -95,9 +95,10 @@ def landscape_ui(found: list[tuple[CheckpointInfo, dict]]) -> tuple[list[str], l
         for kind in ("plain", "residual"):
             names = [info.name for info in with_surface if zoo.identity(info)["net"] == kind]
             if names:
-                surfaces.append(st.selectbox(f"{kind.capitalize()} checkpoint (surface)", names, index=names.index(defaults[kind])))
+                surfaces.append(st.selectbox(f"{kind.capitalize()} checkpoint (surface)", names, index=names.index(defaults[kind]),
+                                             format_func=with_lengths(with_surface), help=LENGTH_HELP))
         drawn = [n for n in surfaces if n in with_slice] or [n for n in default_pair(sliced) if n]
-        slices = st.multiselect("1-D slices", with_slice, default=drawn)
+        slices = st.multiselect("1-D slices", with_slice, default=drawn, format_func=with_lengths(sliced), help=LENGTH_HELP)
     return surfaces, slices
 
 

@@ -6,8 +6,8 @@ import altair as alt
 import streamlit as st
 from PIL import Image
 
-from pages.common import (NET_COLORS, by_name, default_pair, gallery, header, load_model, markdown_text, percent,
-                          short_runs_note, show_chart, usable_checkpoints, weights_stamp)
+from pages.common import (LENGTH_HELP, NET_COLORS, by_name, default_pair, gallery, header, load_model, markdown_text,
+                          percent, short_runs_note, show_chart, usable_checkpoints, weights_stamp, with_lengths)
 from resnet_core import zoo
 from resnet_core.data import CLASSES
 from resnet_core.explain import grad_cam, input_saliency, overlay
@@ -36,7 +36,8 @@ def models_ui(infos, nets: dict[str, str]) -> list[str]:
         for kind in ("plain", "residual"):
             names = [name for name, net in nets.items() if net == kind]
             if names:
-                chosen.append(st.selectbox(f"{kind.capitalize()} checkpoint", names, index=names.index(defaults[kind])))
+                chosen.append(st.selectbox(f"{kind.capitalize()} checkpoint", names, index=names.index(defaults[kind]),
+                                           format_func=with_lengths(infos), help=LENGTH_HELP))
     return chosen
 
 

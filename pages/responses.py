@@ -3,8 +3,9 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from pages.common import (by_name, default_pair, frame, gallery_batch, header, length_ui, log_axis, markdown_reason,
-                          markdown_text, model_legend, short_runs_note, show_chart, usable_checkpoints, weights_stamp)
+from pages.common import (LENGTH_HELP, by_name, default_pair, frame, gallery_batch, header, length_ui, log_axis,
+                          markdown_reason, markdown_text, model_legend, short_runs_note, show_chart, usable_checkpoints,
+                          weights_stamp, with_lengths)
 from resnet_core import zoo
 from resnet_core.checkpoint import CheckpointError, load_pretrained
 from resnet_core.probes import response_std
@@ -16,7 +17,8 @@ HEIGHT = 220  # px per chart: two charts per depth, one depth above another
 def responses_ui(infos) -> tuple[list[str], str, bool]:
     names = [info.name for info in infos]
     with st.sidebar:
-        chosen = st.multiselect("Checkpoints", names, default=[n for n in default_pair(infos) if n])
+        chosen = st.multiselect("Checkpoints", names, default=[n for n in default_pair(infos) if n],
+                                format_func=with_lengths(infos), help=LENGTH_HELP)
         source = st.radio("Responses", [RECORDED, LIVE],
                           help="Recorded: metrics.json, on the first 1,000 test images (fewer in a tiny run). Live: needs the weights.")
         # On by default: a net that cannot train (plain-110) has layers a thousand times larger than the rest

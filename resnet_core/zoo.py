@@ -468,6 +468,13 @@ def iterations(info: CheckpointInfo) -> int | None:
     return n
 
 
+def with_length(info: CheckpointInfo) -> str:
+    """'resnet110 (5,850 it.)' for a list of checkpoints to pick from: a bare name hides that one net trained for a
+    tenth of another's iterations ('length unknown' where neither the recipe nor the history says)."""
+    n = iterations(info)
+    return f"{info.name} ({'length unknown' if n is None else f'{n:,} it.'})"
+
+
 def is_short(info: CheckpointInfo) -> bool:
     """Trained for fewer iterations than the paper's 64k: its numbers are not Table 6's (False where unknown)."""
     n = iterations(info)

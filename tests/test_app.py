@@ -162,6 +162,7 @@ def test_home_lists_the_zoo_and_draws_error_against_depth(monkeypatch, tiny_chec
     sources = next(c.value for c in at.caption if c.value.startswith("Sources: "))
     assert "*paper (Table 6)*: He et al." in sources and "../shared/seeds/003_" in sources  # each drawn, said where from
     assert "report 000" not in sources  # it quotes only 18-layer nets, and there are none here
+    assert sources.endswith("a line joins only the depths we have filled points for.")  # not 32 and 44 between them
     assert not at.warning
     summary = next(m.value for m in at.markdown if m.value.startswith("**On these checkpoints**"))
     assert re.search(r"of the paper's \d+ CIFAR-10 claims: \d+ holds?", summary), summary
@@ -296,6 +297,8 @@ def test_curves_show_both_nets_and_the_references(monkeypatch, tiny_checkpoints)
     at.sidebar.radio[0].set_value("top-5 error").run()
     top5 = plotted(at)[0]
     assert set(top5["split"]) == {"test"}  # top-5 is recorded on the test set only
+    dash = specs(at)[0]["layer"][0]["encoding"]["strokeDash"]["scale"]  # and its legend lists no dashed 'train'
+    assert (dash["domain"], dash["range"]) == (["test"], [[1, 0]])
     for name in ("plain20", "resnet20"):
         for r in recorded(tiny_checkpoints, name)["records"]:
             assert drawn(top5, name, r["epoch"], "test") == [r["test_top5_error"]]
@@ -596,7 +599,8 @@ def test_layer_responses_compare_only_nets_trained_as_long(monkeypatch, tiny_che
     root = with_a_long_copy(tiny_checkpoints, tmp_path / "mixed")
     at = open_app(monkeypatch, root, "pages/responses.py")
     length = next(r for r in at.sidebar.radio if r.label == "Training length")
-    assert length.value == 64_000 and set(at.sidebar.multiselect[0].options) == {"plain20-64k", "resnet20-64k"}
+    assert length.value == 64_000 and set(at.sidebar.multiselect[0].options) == {  # each named with its length
+        "plain20-64k (64,000 it.)", "resnet20-64k (64,000 it.)"}
     assert at.sidebar.multiselect[0].value == ["plain20-64k", "resnet20-64k"]  # the longest equal pair
     line = next(m.value for m in at.markdown if m.value.startswith("Measured here"))
     assert line.startswith("Measured here: 20 layers: residual smaller at ")
@@ -736,6 +740,9 @@ def test_predict_gallery_shows_top5_of_both_nets(monkeypatch, tiny_checkpoints):
     assert top5.groupby("model")["net"].agg(set).to_dict() == {"plain20": {"plain"}, "resnet20": {"residual"}}
     # plain first, residual second, in the sidebar, the bars and the maps alike
     assert [box.label for box in at.sidebar.selectbox] == ["Plain checkpoint", "Residual checkpoint"]
+    # each option with how long it trained: a bare name hides a net trained for a tenth of another's iterations
+    steps = recorded(tiny_checkpoints, "plain20", "config.json")["recipe"]["iterations"]
+    assert at.sidebar.selectbox[0].options == [f"plain20 ({steps:,} it.)"] and "64,000" in at.sidebar.selectbox[0].help
     assert specs(at)[0]["facet"]["row"]["sort"] == ["plain20", "resnet20"]
     # each bar's value written beside or on it, the bars in rank order (by x, the layers' split data sorted them A-Z)
     for label, p in zip(top5["label"], top5["probability"]):  # each label reads back as its bar's probability
@@ -840,6 +847,12 @@ def test_classes_compares_any_two(monkeypatch, tiny_checkpoints):
     # plain20 against resnet20: what the claim is about, so its diamonds are drawn, and said to be the 18-layer claim
     assert "seed report 000's claim at 18 layers: ResNet-18 minus Plain-18" in set(gains["source"])
     assert "not measured here and not on 20-layer nets" in " ".join(c.value for c in at.caption)
+    # the bars say in a legend which net is ahead, in colours that are neither net's (a plain B's gain is not blue)
+    ahead = gains.dropna(subset="ahead").set_index("class")["ahead"]
+    assert all(ahead[c] == ("B (resnet20) ahead" if ours[c] >= 0 else "A (plain20) ahead") for c in CLASSES)
+    colour = next(layer for layer in specs(at)[-1]["layer"] if layer["mark"]["type"] == "bar")["encoding"]["color"]
+    assert colour["field"] == "ahead" and colour["scale"]["domain"] == ["B (resnet20) ahead", "A (plain20) ahead"]
+    assert not set(colour["scale"]["range"]) & {"#e6550d", "#2171b5"}  # NET_COLORS: plain orange, residual blue
     at.sidebar.selectbox[1].set_value(at.sidebar.selectbox[0].value).run()  # the same checkpoint twice
     assert not at.exception and len(plotted(at)) == 2
 

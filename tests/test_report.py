@@ -769,6 +769,14 @@ def test_the_readme_shows_the_bundled_checkpoints_numbers():
         "`python -m resnet_core.report --verify --readme README.md`"
 
 
+def test_a_checkpoint_to_pick_is_named_with_its_training_length():
+    short, unknown = fake("resnet110", 13.9, iterations=5_850), fake("plain56", 9.0)
+    unknown.config["recipe"].pop("iterations")
+    unknown.history["records"][-1].pop("iteration", None)
+    assert zoo.with_length(short) == "resnet110 (5,850 it.)"
+    assert zoo.with_length(unknown) == "plain56 (length unknown)"
+
+
 def test_norm_spans_name_the_smallest_and_largest_layer_of_each_net():
     profile = pd.DataFrame(dict(checkpoint=["plain56"] * 3 + ["resnet56"] * 3, index=[1, 2, 3] * 2,
                                 grad_norm=[0.01, 0.5, float("nan"), 0.2, 0.0, 0.4]))
