@@ -215,6 +215,25 @@ def test_train_fuse_publishes_both_as_trained_apart_and_resumes_bit_for_bit(tmp_
         assert whole.keys() == split.keys() and all(torch.equal(whole[k], split[k]) for k in whole)
 
 
+@pytest.mark.parametrize("first, then", [("apart", "fused"), ("fused", "apart")])
+def test_a_state_saved_apart_resumes_fused_and_the_other_way(tmp_path, tiny_checkpoints, first, then):
+    """A GPU session resumes a pair the CPU trained apart with --fuse (and a fused state may be resumed apart): the
+    resume is accepted, each sitting records how it trained, and the curves are the uninterrupted run's to rounding."""
+    def argv(how, *extra):
+        args = tiny(tmp_path / "out", tmp_path / "runs", *extra)
+        return args if how == "fused" else [a for a in args if a != "--fuse"]
+
+    assert train.main(argv(first, "--stop-after", "3")) == 0
+    assert train.main(argv(then, "--resume")) == 0
+    for name in ("resnet20", "plain20"):
+        sittings = json.loads((tmp_path / "out" / name / "config.json").read_text())["sittings"]
+        assert [bool(s.get("fused_with")) for s in sittings] == [first == "fused", then == "fused"]
+        resumed = json.loads((tmp_path / "out" / name / "history.json").read_text())["records"]
+        apart = json.loads((tiny_checkpoints / name / "history.json").read_text())["records"]
+        assert [r["iteration"] for r in resumed] == [4, 8]
+        assert [r["train_loss"] for r in resumed] == pytest.approx([r["train_loss"] for r in apart], rel=1e-3)
+
+
 def test_fuse_with_nothing_to_fuse_says_why_and_trains_each_alone(tmp_path, capsys):
     """A residual net with no plain twin in the run: the note says what --fuse joins, and each model trains as its
     own lane (here for one iteration)."""
