@@ -885,6 +885,38 @@ def test_receive_keeps_the_state_that_came_beside_a_checkpoint_of_the_same_net(t
     assert "unparked: resnet44" not in done.stdout
 
 
+def test_receive_refuses_an_older_state_of_the_same_run(tmp_path):
+    """The files_at of an earlier poll received after a later one would roll a run back: its state is refused while
+    the parked one is further on in the same run, and taken when FORCE=1 or when it is another run (a restart)."""
+    here, files = tmp_path / "here", tmp_path / "files"
+    parked = here / "bench/gpu/state/plain32"
+    parked.mkdir(parents=True)
+    (parked / "state.json").write_text(json.dumps(dict(run_id="a" * 32, iteration=20_000)))
+    files.mkdir()
+
+    def coming(run_id: str, iteration: int) -> None:
+        tgz(files / "runs-1.tgz", {"plain32": {"state.json": json.dumps(dict(run_id=run_id, iteration=iteration)).encode(),
+                                               "state.safetensors": b"x"}})
+
+    def received(**env: str) -> subprocess.CompletedProcess:
+        return subprocess.run([*SESSION, "receive", str(files)], cwd=here, capture_output=True, text=True,
+                              env=dict(os.environ, **env))
+
+    def parked_iteration() -> int:
+        return json.loads((parked / "state.json").read_text())["iteration"]
+
+    coming("a" * 32, 16_380)
+    done = received()
+    assert done.returncode != 0 and "the state of plain32 coming is at iteration 16,380, the one parked at 20,000 " \
+        "of the same run" in done.stdout, done.stdout + done.stderr
+    assert parked_iteration() == 20_000 and not (here / "bench/gpu/state/.receiving").exists()
+    assert received(FORCE="1").returncode == 0 and parked_iteration() == 16_380
+    coming("a" * 32, 30_000)  # further on: taken
+    assert received().returncode == 0 and parked_iteration() == 30_000
+    coming("b" * 32, 400)  # another run of it (started over with --restart): taken
+    assert received().returncode == 0 and parked_iteration() == 400
+
+
 def test_landscape_made_again_skips_the_nets_that_have_one(tmp_path, pidfile):
     """A landscape call made again (its reply lost) goes on past the nets done, instead of stopping at the first:
     landscape.py refuses to replace a landscape.json without --overwrite, and set -e would end the loop there."""

@@ -524,6 +524,33 @@ receive)  # here: unpack what a poll or collect returned (the reply's files_at) 
             [ -e "$t" ] || continue
             tar -xzf "$t" -C "$tmp" || { echo "receive: $t is damaged: nothing from ${kind%%:*}-*.tgz put in place"; damaged=1; continue 2; }
         done
+        # an older reply's state (a files_at received out of order) would roll a run back: refused, unless FORCE=1
+        if [ "$into" = "$PARKED" ] && [ "${FORCE:-0}" != 1 ] && ! python3 - "$tmp" "$PARKED" <<'PY'
+import json, sys
+from pathlib import Path
+
+
+def state(folder):
+    try:
+        return json.loads((folder / "state.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+refused = 0
+for new in sorted(Path(sys.argv[1]).iterdir()):
+    was, comes = state(Path(sys.argv[2]) / new.name), state(new)
+    if was.get("run_id") and was.get("run_id") == comes.get("run_id") and \
+            comes.get("iteration", 0) < was.get("iteration", 0):
+        print(f"receive: the state of {new.name} coming is at iteration {comes.get('iteration'):,}, the one parked "
+              f"at {was['iteration']:,} of the same run: is this an older reply's files_at? Nothing from runs-*.tgz "
+              "put in place (FORCE=1 takes it)")
+        refused = 1
+sys.exit(refused)
+PY
+        then
+            damaged=1; continue
+        fi
         # a checkpoint of another length (the 15-epoch run) would vanish from the tree, replaced: it must be moved first
         if [ "$into" = checkpoints ] && [ "${FORCE:-0}" != 1 ] && ! python3 - "$tmp" <<'PY'
 import json, sys
