@@ -806,7 +806,7 @@ def test_the_readme_runbook_and_the_script_header_agree():
     assert len(commands) >= 8
     for command in commands:
         assert command in header, command
-    assert "session.sh unpack; bash bench/gpu/session.sh check" in block  # a damaged piece must not skip the tests
+    assert "session.sh unpack; bash bench/gpu/session.sh smoke" in block  # a damaged piece must not skip the test
     assert "git add -A checkpoints bench/gpu/state bench/results/gpu-" in " ".join(section.split())
 
 

@@ -4,9 +4,12 @@
 #
 #   here:    bash bench/gpu/session.sh lean           # first: checkpoints/, parked state out of what travels
 #   here:    bash bench/gpu/session.sh stage          # .gpu-1 ... .gpu-N: the data (+ unfinished state), cut to fill
-#   device:  bash bench/gpu/session.sh unpack; bash bench/gpu/session.sh check --images 10000 --lanes 2 --fuse
-#                # carry=[".gpu-1"]: the machine's start, the CUDA tests and the throughput table (~2 min); `;`, not
-#                # `&&`: a damaged piece must not skip the tests. check writes the flags the groups get
+#   device:  bash bench/gpu/session.sh unpack; bash bench/gpu/session.sh smoke
+#                # carry=[".gpu-1"]: the machine's start and the unfused CUDA paths end to end (~1 min); `;`, not
+#                # `&&`: a damaged piece must not skip the test. If it fails, the last call sets
+#                # QUEUE_FLAGS=--no-cuda-graphs. In a 15-minute session `check` (the CUDA tests, the throughput
+#                # table and the flags it weighs, --fuse among them: ~2-3 min) costs more training than it can win:
+#                # run it (check --images 10000 --lanes 2 --fuse) where the budget is larger, or alone
 #   device:  bash bench/gpu/session.sh unpack         # carry=[".gpu-2"], ... up to .gpu-N-1, one call each
 #   device:  bash bench/gpu/session.sh unpack && START_WAIT=30 bash bench/gpu/session.sh queue T "--depth 44 --both" \
 #                "--depth 32 --both" && bash bench/gpu/session.sh poll 540   # carry=[".gpu-N"]
@@ -33,8 +36,9 @@
 #   is one group of all ten: none published before the slowest ends (30 min projected on an H200).
 #   `start` and `queue` while a run they started still runs say so and start nothing: a call repeated after a lost
 #   reply polls the first. `poll` stops waiting 560 s after its call began (CALL_DEADLINE; the call's own shell
-#   tells when), so that its snapshot comes back inside the call's 600 s; in a call of a shorter timeout_s, set
-#   CALL_DEADLINE to that less 40. It also snapshots each time a net is published: a call killed at its limit
+#   tells when), so that its snapshot comes back inside the call's 600 s; in a call of a shorter timeout_s, or
+#   with less device time left than 600 s (the call's limit is then what is left), set CALL_DEADLINE to that
+#   less 40. It also snapshots each time a net is published: a call killed at its limit
 #   still brings back what was published before.
 #   Also, with minutes to spare before give_back (the machine and its data are still there):
 #   device:  bash bench/gpu/session.sh landscape NET...  # the pairs this session published (~15 s each)
