@@ -528,60 +528,10 @@ receive)  # here: unpack what a poll or collect returned (the reply's files_at) 
             [ -e "$t" ] || continue
             tar -xzf "$t" -C "$tmp" || { echo "receive: $t is damaged: nothing from ${kind%%:*}-*.tgz put in place"; damaged=1; continue 2; }
         done
-        # an older reply's state (a files_at received out of order) would roll a run back: refused, unless FORCE=1
-        if [ "$into" = "$PARKED" ] && [ "${FORCE:-0}" != 1 ] && ! python3 - "$tmp" "$PARKED" <<'PY'
-import json, sys
-from pathlib import Path
-
-
-def state(folder):
-    try:
-        return json.loads((folder / "state.json").read_text())
-    except (OSError, ValueError):
-        return {}
-
-
-refused = 0
-for new in sorted(Path(sys.argv[1]).iterdir()):
-    was, comes = state(Path(sys.argv[2]) / new.name), state(new)
-    if was.get("run_id") and was.get("run_id") == comes.get("run_id") and \
-            comes.get("iteration", 0) < was.get("iteration", 0):
-        print(f"receive: the state of {new.name} coming is at iteration {comes.get('iteration'):,}, the one parked "
-              f"at {was['iteration']:,} of the same run: is this an older reply's files_at? Nothing from runs-*.tgz "
-              "put in place (FORCE=1 takes it)")
-        refused = 1
-sys.exit(refused)
-PY
-        then
-            damaged=1; continue
-        fi
-        # a checkpoint of another length (the 15-epoch run) would vanish from the tree, replaced: it must be moved first
-        if [ "$into" = checkpoints ] && [ "${FORCE:-0}" != 1 ] && ! python3 - "$tmp" <<'PY'
-import json, sys
-from pathlib import Path
-
-
-def config(folder):
-    try:
-        return json.loads((folder / "config.json").read_text())
-    except (OSError, ValueError):
-        return {}
-
-
-refused = 0
-for new in sorted(Path(sys.argv[1]).iterdir()):
-    old = Path("checkpoints") / new.name
-    was, comes = config(old).get("recipe", {}), config(new).get("recipe", {})
-    if old.is_dir() and was.get("iterations") != comes.get("iterations"):
-        per_epoch = (config(old).get("limit_train") or 50_000) // was.get("batch_size", 128)  # 390: 15 epochs, 5,850
-        short = f"{new.name}-{round(was['iterations'] / per_epoch)}ep" if was.get("iterations") else f"{new.name}-old"
-        print(f"receive: checkpoints/{new.name} is a run of {was.get('iterations')} iterations, the one coming of "
-              f"{comes.get('iterations')}: git mv checkpoints/{new.name} checkpoints/{short} first (FORCE=1 "
-              "replaces it)")
-        refused = 1
-sys.exit(refused)
-PY
-        then
+        # an older reply's state would roll a run back, a checkpoint of another length would leave the tree:
+        # refused, unless FORCE=1 (arrivals.py says which and why)
+        check=$([ "$into" = checkpoints ] && echo lengths || echo states)
+        if [ "${FORCE:-0}" != 1 ] && ! python3 "$(dirname "$0")/arrivals.py" "$check" "$tmp" "$into"; then
             damaged=1; continue
         fi
         for d in "$tmp"/*/; do
