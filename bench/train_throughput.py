@@ -8,8 +8,11 @@ column of its own, after its warm-up (printed as "warm-up s", not timed), which 
 graphs are shared by every block of a shape, so the first model of a kind compiles them and the next ones (deeper
 nets of the same kind) find most of them done, as the lanes of one training run do.
 With --fuse, each residual 6n+2 net is also timed beside its plain twin as train.py trains the pair: first as two
-lanes on two streams ("pair lanes"), then fused into one network of grouped convolutions, one graph ("pair
-fused"), as train.py --fuse trains it; the ratio of those two columns is what --fuse gains.
+lanes on two streams ("pair"), then fused into one network of grouped convolutions, one graph ("pair fused"), as
+train.py --fuse trains it; their ratio, printed last ("fused/lanes"), is what --fuse gains.
+Each timing of ours is followed by its ratio to the baseline's images/s: "speed-up" for one net; "all/base" for
+several nets side by side (x N lanes, the pair), whose images are counted together: how much faster they all train
+than the baseline would, one after another (for the pair, the residual net's baseline stands in for its twin's).
 
     python bench/train_throughput.py                        # resnet20/56/110 on the best device
     python bench/train_throughput.py --models resnet56 --steps 50 --lanes 10
@@ -35,7 +38,7 @@ import torch.nn.functional as F
 import torchvision.transforms as T
 from PIL import Image
 
-from resnet_core.cli import COUNT, NONNEGATIVE  # a 0 or negative count is refused, naming the option, as in train.py
+from resnet_core.cli import COUNT, NONNEGATIVE, unwritable  # a bad count or --json: refused before any timing
 from resnet_core.data import (CIFAR10_MEAN, CIFAR10_STD, SPLIT_SIZES, DatasetError, augmentation_plan,
                                load_cifar10, resolve_data_dir)
 from resnet_core.models import build_model, list_models, model_info
@@ -219,8 +222,9 @@ def main() -> None:
     runs = [(compiled, lanes) for compiled in sorted({False, args.compile}) for lanes in sorted({1, args.lanes})]
     runs += [(False, "pair"), (False, "pair fused")] if args.fuse else []
     print(f"{'model':<10} {'baseline img/s':>15}"
-          + "".join(f" {heading(r):>{width(r)}} {'speed-up':>9} {'GPU util %':>11}" for r in runs)
-          + (f" {'warm-up s':>10}" if args.compile else ""))
+          + "".join(f" {heading(r):>{width(r)}} {'speed-up' if r[1] == 1 else 'all/base':>9} {'GPU util %':>11}"
+                    for r in runs)
+          + (f" {'warm-up s':>10}" if args.compile else "") + (f" {'fused/lanes':>11}" if args.fuse else ""))
     table = {}  # {model: {heading: images/s or None}}, for --json
     for model in args.models:
         base = baseline_images_per_s(model, images, labels, device, args.batch_size, steps, warmup, args.workers)
@@ -245,24 +249,16 @@ def main() -> None:
             busy = util.mean if util is not None else float("nan")
             line += f" {ours:{width((compiled, lanes))},.0f} {ours / base:8.1f}x {busy:11.0f}"
             table[model][heading((compiled, lanes))] = ours
-        print(line + (f" {warm_s[0]:10.1f}" if warm_s else ""), flush=True)
+        if args.compile:  # blank where the compiling failed, so that the next column stays under its heading
+            line += f" {warm_s[0]:10.1f}" if warm_s else f" {'':>10}"
+        if args.fuse:  # what --fuse gains: the pair fused against the pair as two lanes, timed in this run
+            row = table[model]
+            line += f" {row[heading((False, 'pair fused'))] / row[heading((False, 'pair'))]:10.2f}x"
+        print(line, flush=True)
         if args.json:  # after every row, whole (temp file + rename): a run stopped at a time limit keeps the rows done
             tmp = args.json.with_name(f".{args.json.name}.tmp")
             tmp.write_text(json.dumps(table, indent=2))
             os.replace(tmp, args.json)
-
-
-def unwritable(path: Path) -> str | None:
-    """Why the table cannot be written at `path` (its temp file beside it, then renamed over it), or None."""
-    if path.is_dir():
-        return "it is a folder"
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        tmp.write_text("")
-        tmp.unlink()
-    except OSError as e:
-        return e.strerror or str(e)
-    return None
 
 
 def plain_twin(name: str) -> str | None:

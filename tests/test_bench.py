@@ -34,7 +34,11 @@ def test_the_table_has_a_row_per_model_with_both_pipelines(monkeypatch, capsys, 
     assert " ours pair img/s " in lines[-2] and lines[-2].index(" ours pair img/s ") < lines[-2].index("pair fused")
     assert row[0] == "resnet20" and float(row[1].replace(",", "")) > 0
     speedups = [float(cell[:-1]) for cell in row if cell.endswith("x")]
-    assert len(speedups) == 4 and all(v > 0 for v in speedups)  # alone, two copies, the pair, the pair fused
+    assert len(speedups) == 5 and all(v > 0 for v in speedups)  # alone, two copies, the pair, the pair fused, fused/lanes
+    # several nets' images/s together over the one-net baseline's is headed so, not "speed-up"; and last, what --fuse
+    # gains: the pair fused against the pair as two lanes, both timed in this run
+    assert head.count("speed-up") == 1 and head.count("all/base") == 3 and head[-1] == "fused/lanes"
+    assert row[-1] == f"{table['resnet20']['ours pair fused img/s'] / table['resnet20']['ours pair img/s']:.2f}x"
 
 
 def test_fuse_needs_a_residual_net_with_a_plain_twin(monkeypatch, capsys):
