@@ -12,6 +12,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from .checkpoint import atomic_write_json, load_pretrained, read_checkpoint, stored_precision
+from .cli import DATA_DIR_HELP
 from .data import CLASSES, load_cifar10, normalize, resolve_data_dir
 from .probes import eval_mode, input_stats
 
@@ -121,8 +122,9 @@ def main(argv=None) -> int:
         description="Record in each checkpoint's metrics.json the test images it gets wrong most confidently, "
                     "which the Classes page shows without classifying the test set again. The trainer does this "
                     "when it publishes; this is for checkpoints published before it did.")
-    parser.add_argument("checkpoints", nargs="+", help="checkpoint folders, or names in checkpoints/")
-    parser.add_argument("--data-dir", help="CIFAR-10 (default: $CIFAR10_DIR, ./data, ../shared/datasets/cifar10)")
+    parser.add_argument("checkpoints", nargs="+",
+                        help="checkpoint folders, or names in $RESNET_CHECKPOINTS (default: checkpoints/)")
+    parser.add_argument("--data-dir", help=DATA_DIR_HELP)
     args = parser.parse_args(argv)
     problems = []
     for name in args.checkpoints:  # every name checked before the test set loads: a typo costs a line, changes nothing
@@ -144,8 +146,9 @@ def main(argv=None) -> int:
         start = time.perf_counter()
         try:
             found = record_mistakes(name, images, labels)["confident_mistakes"]
-        except ValueError as e:  # CheckpointError: names the file and the problem
-            tqdm.write(f"error: {e}", file=sys.stderr)
+        except (ValueError, OSError) as e:  # CheckpointError names the file; OSError: a read-only folder, a full disk
+            why = f"{name}: metrics.json not written ({e.strerror or e})" if isinstance(e, OSError) else e
+            tqdm.write(f"error: {why}", file=sys.stderr)
             failed += 1
             continue
         top = f"the most confident: {found[0]['predicted']} at {100 * found[0]['probability']:.1f} %" if found else ""

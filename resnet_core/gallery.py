@@ -2,12 +2,16 @@
 from __future__ import annotations
 
 import argparse
+import io
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from .checkpoint import atomic_write_bytes, atomic_write_json
+from .cli import DATA_DIR_HELP
 from .data import CLASSES, load_cifar10, resolve_data_dir
 
 ASSETS = Path(__file__).resolve().parent / "assets"
@@ -35,22 +39,35 @@ def first_per_class(labels: np.ndarray, per_class: int = PER_CLASS) -> list[int]
 
 
 def build_gallery(data_dir=None, png: Path = GRID_PNG, meta: Path = GRID_JSON) -> list[int]:
-    """Write the grid PNG (lossless) and its JSON from the CIFAR-10 test split; returns the indices used."""
+    """Write the grid PNG (lossless) and its JSON from the CIFAR-10 test split, each whole or not at all (temp file +
+    rename: the app reads them); returns the indices used."""
     images, labels = load_cifar10(resolve_data_dir(data_dir, splits=("test",)), "test")
     indices = first_per_class(labels.numpy())
     tiles = images.numpy()[indices].reshape(len(CLASSES), PER_CLASS, TILE, TILE, 3)
     grid = tiles.transpose(0, 2, 1, 3, 4).reshape(len(CLASSES) * TILE, PER_CLASS * TILE, 3)
-    Path(png).parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(grid).save(png, optimize=True)
-    Path(meta).write_text(json.dumps({
+    encoded = io.BytesIO()
+    Image.fromarray(grid).save(encoded, format="PNG", optimize=True)
+    atomic_write_bytes(png, encoded.getvalue())
+    atomic_write_json(meta, {
         "source": "CIFAR-10 test split (test_batch): the first 10 images of each class by index",
         "classes": list(CLASSES), "tile": TILE, "layout": "row = class, column = k-th image of that class",
-        "indices": indices, "labels": [int(labels[i]) for i in indices]}, indent=2) + "\n")
+        "indices": indices, "labels": [int(labels[i]) for i in indices]})
     return indices
 
 
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m resnet_core.gallery",
+                                     description="Rebuild the shipped gallery of CIFAR-10 test images.")
+    parser.add_argument("--data-dir", help=DATA_DIR_HELP)
+    args = parser.parse_args(argv)
+    try:
+        count = len(build_gallery(args.data_dir))
+    except (ValueError, OSError) as e:  # DatasetError says where it looked and what to do; OSError: assets/ read-only
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote {GRID_PNG} and {GRID_JSON} ({count} images)")
+    return 0
+
+
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description="Rebuild the shipped gallery of CIFAR-10 test images.")
-    parser.add_argument("--data-dir", help="CIFAR-10 source (default: $CIFAR10_DIR, ./data, ../shared/datasets/cifar10)")
-    args = parser.parse_args()
-    print(f"wrote {GRID_PNG} and {GRID_JSON} ({len(build_gallery(args.data_dir))} images)")
+    sys.exit(main())

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import itertools
+import math
 import shlex
 import sys
 import time
@@ -16,7 +17,7 @@ from tqdm import tqdm
 
 from .checkpoint import (atomic_write_json, default_checkpoints_dir, is_number, is_number_or_null, load_pretrained,
                          read_json, resolve_checkpoint)
-from .cli import COUNT, POSITIVE  # a 0, negative or infinite value: refused here, not after the data loads
+from .cli import COUNT, POSITIVE, SEED, unwritable  # a bad value: refused here, not after the data loads
 from .data import load_cifar10, normalize, resolve_data_dir
 from .probes import autocast_for, eval_mode, input_stats
 from .trainer import device_name, pick_device
@@ -167,7 +168,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--points", type=COUNT, default=2000, help="the first N training images (default %(default)s)")
     p.add_argument("--grid", type=int, default=21, help="values per axis; odd, so the trained weights are a grid point (default %(default)s)")
     p.add_argument("--span", type=POSITIVE, default=1.0, help="coefficients in [-span, span] (default %(default)s: a filter-sized step)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random directions (default %(default)s)")
+    p.add_argument("--seed", type=SEED, default=0, help="seed of the random directions, 0 to 2**64 - 1 (default %(default)s)")
     p.add_argument("--dims", type=int, nargs="+", choices=[1, 2], default=[1, 2], help="the 1-D slice, the 2-D surface or both")
     p.add_argument("--batch-size", type=COUNT, default=2000, help="images per forward pass (default %(default)s)")
     p.add_argument("--device", help="cuda, cuda:N or cpu (default: cuda if available)")
@@ -194,6 +195,9 @@ def main(argv=None) -> int:
         path = resolve_checkpoint(args.checkpoints / args.model if args.checkpoints else args.model)
         if (path / FILE).exists() and not args.overwrite:  # a quick trial must not replace minutes of CPU work
             raise ValueError(f"{path / FILE} exists; pass --overwrite to replace it")
+        if why := unwritable(path / FILE):  # found now, not after up to half an hour of CPU work
+            raise ValueError(f"cannot write {path / FILE} ({why}); measure a copy of the checkpoint in a folder "
+                             "that can be written (--checkpoints)")
         model = load_pretrained(path, device)
         images, labels = load_cifar10(resolve_data_dir(args.data_dir, splits=("train",)), "train", limit=args.points)
     except ValueError as e:  # CheckpointError and DatasetError say what is wrong and what to do; so does ours
@@ -215,10 +219,16 @@ def main(argv=None) -> int:
     records = result.get("slice_1d", []) + result.get("surface_2d", [])
     centre = next(r for r in records if not any(r.get(axis) for axis in AXES))  # alpha (and beta) exactly 0
     result["center_loss"], result["center_error"] = centre["loss"], centre["error"]
-    atomic_write_json(path / FILE, result)
+    try:
+        atomic_write_json(path / FILE, result)
+    except OSError as e:  # the disk filled up, or the folder was taken away, while it computed
+        print(f"error: could not write {path / FILE} ({e.strerror or e})", file=sys.stderr)
+        return 2
+    finite = [r["loss"] for r in records if math.isfinite(r["loss"])]  # a point whose loss overflowed is nan or inf
+    overflowed = f" ({len(records) - len(finite)} not finite)" if len(finite) < len(records) else ""
     print(f"{path.name}: {len(labels):,} training images, grid {args.grid} in [-{args.span:g}, {args.span:g}], "
           f"centre loss {centre['loss']:.4f} (error {centre['error']:.2f} %), "
-          f"max loss {max(r['loss'] for r in records):.4f}, {len(records)} points in "
+          f"max loss {max(finite, default=math.nan):.4f}{overflowed}, {len(records)} points in "
           f"{result['wall_time_s']:.1f} s on {result['device']} -> {path / FILE}")
     return 0
 

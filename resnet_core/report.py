@@ -18,6 +18,7 @@ import math
 import os
 import re
 import shlex
+import stat
 import sys
 import time
 from pathlib import Path
@@ -30,6 +31,7 @@ from . import zoo
 from .checkpoint import (CheckpointError, CheckpointInfo, atomic_write_bytes, atomic_write_json, checkpoint_order,
                          default_checkpoints_dir, list_checkpoints, load_pretrained, model_card, read_checkpoint,
                          stored_precision, unbundle_weights)
+from .cli import unwritable
 from .data import SPLIT_SIZES, DatasetError, load_cifar10, resolve_data_dir
 from .models import PLAIN_VS_RESIDUAL_DEPTHS
 from .paper import TABLE6_RESNET110_MEAN_STD, TABLE6_TEST_ERROR
@@ -149,11 +151,14 @@ def read_readme(path: Path) -> str:
 
 
 def update_readme(path: Path, block: str) -> bool:
-    """Replace the text between BEGIN and END in `path` with `block`; True if the file changed."""
+    """Replace the text between BEGIN and END in `path` with `block`; True if the file changed. Whole or not at
+    all (temp file + rename): a write cut short must not leave the README cut short."""
     text = read_readme(path)
     new = BLOCK.sub(lambda _: f"{BEGIN}\n{block}{END}", text, count=1)
     if new != text:
-        path.write_text(new)
+        mode = stat.S_IMODE(path.stat().st_mode)
+        atomic_write_bytes(path, new.encode())
+        os.chmod(path, mode)  # atomic_write_bytes publishes 0644; the README keeps the mode it had
     return new != text
 
 
@@ -208,8 +213,13 @@ def rescore(infos: list[CheckpointInfo], data_dir: str | None = None, device: st
         raise CheckpointError(f"{', '.join(missing)}: no model.safetensors, so nothing to score again")
     # Every net's weights read first: one that does not load stops the command before it rewrites any metrics.json.
     dev = torch.device(device)
-    models = {info.name: (load_pretrained(info.path, dev), stored_precision(info.path)) for info in infos}
-    sizes = {info.name: (info.metrics.get("test_images") or 10_000, info.metrics.get("train_images") or 50_000)
+    # Keyed by folder, as two folders of one name (checkpoints/resnet20, runs/paper/resnet20) are two checkpoints;
+    # one folder named twice would be scored twice over one metrics.json.
+    folders = [info.path.resolve() for info in infos]
+    if twice := sorted({str(folder) for folder in folders if folders.count(folder) > 1}):
+        raise CheckpointError(f"{', '.join(twice)} named more than once; name each checkpoint once")
+    models = {info.path: (load_pretrained(info.path, dev), stored_precision(info.path)) for info in infos}
+    sizes = {info.path: (info.metrics.get("test_images") or 10_000, info.metrics.get("train_images") or 50_000)
              for info in infos}  # the first N of each split, as each was scored on
     n_test, n_train = (max((pair[k] for pair in sizes.values()), default=0) for k in (0, 1))
     root = resolve_data_dir(data_dir)
@@ -220,9 +230,9 @@ def rescore(infos: list[CheckpointInfo], data_dir: str | None = None, device: st
     said, today = [], time.strftime("%Y-%m-%d")
     bar = tqdm(total=sum(map(sum, sizes.values())), desc="re-scoring", unit="img", file=sys.stderr)
     for info in infos:
-        old, (n, m), before = info.metrics, sizes[info.name], info.metrics["test_error"]
+        old, (n, m), before = info.metrics, sizes[info.path], info.metrics["test_error"]
         bar.set_postfix_str(info.name)
-        model, stored = models.pop(info.name)
+        model, stored = models.pop(info.path)
         found = final_metrics(model, test_x[:n], test_y[:n], train_x[:m], train_y[:m], *input_stats(model, dev))
         bar.update(n + m)
         # What publishing recorded, kept through later re-scorings: the trainer's last end-of-epoch evaluation in
@@ -253,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoints", help="checkpoint folder (default: $RESNET_CHECKPOINTS or checkpoints/)")
     parser.add_argument("--readme", type=Path, help="rewrite the generated block of this README")
     parser.add_argument("--verify", action="store_true", help="re-evaluate every checkpoint's weights on the test set")
-    parser.add_argument("--data-dir", help="CIFAR-10 location for --verify (default: the usual search)")
+    parser.add_argument("--data-dir", help="CIFAR-10 location for --verify and --rescore (default: the usual search)")
     parser.add_argument("--device", default="cpu", help="where --verify and --rescore evaluate: cpu, cuda or "
                                                          "cuda:N (default: %(default)s)")
     parser.add_argument("--rescore", nargs="+", metavar="NAME",
@@ -278,6 +288,8 @@ def main(argv: list[str] | None = None) -> int:
                              f"{'is not a folder' if folder.exists() else 'does not exist'}")
         if args.readme:
             read_readme(args.readme)
+            if why := unwritable(args.readme):  # found now, not after a --verify of ten minutes
+                raise ValueError(f"{args.readme}: cannot be written ({why})")
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

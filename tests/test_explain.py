@@ -276,3 +276,32 @@ def test_record_mistakes_checks_every_name_before_the_test_set_loads(tiny_checkp
         f"error: no checkpoint folder {tmp_path / 'gone' / 'plain20'} (looked in {tmp_path / 'gone'}); "
         "train one with `python train.py --model plain20 --out " + str(tmp_path / "gone") + "`\n")
     assert {p: p.read_bytes() for p in root.rglob("*") if p.is_file()} == before
+
+
+def test_record_mistakes_goes_on_past_a_checkpoint_it_cannot_write(tiny_checkpoints, shared_cifar, tmp_path,
+                                                                   monkeypatch, capsys):
+    """A metrics.json that cannot be written (a read-only folder, a full disk): a line naming the checkpoint, the
+    next one recorded all the same, exit status 2."""
+    root = shutil.copytree(tiny_checkpoints, tmp_path / "checkpoints")
+    monkeypatch.setattr(explain, "load_cifar10", lambda folder, split: load_cifar10(folder, split, limit=100))
+
+    def read_only_resnet20(path, obj):
+        if path.parent.name == "resnet20":
+            raise OSError(30, "Read-only file system")
+        atomic_write_json(path, obj)
+
+    monkeypatch.setattr(explain, "atomic_write_json", read_only_resnet20)
+    assert explain.main([str(root / "resnet20"), str(root / "plain20"), "--data-dir", str(shared_cifar)]) == 2
+    err = capsys.readouterr().err
+    assert f"error: {root / 'resnet20'}: metrics.json not written (Read-only file system)\n" in err
+    assert read_checkpoint(root / "plain20").metrics["confident_mistakes_from"].endswith("over 100 test images")
+
+
+def test_help_says_where_names_are_looked_up(capsys):
+    with pytest.raises(SystemExit) as done:
+        explain.main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert done.value.code == 0
+    assert "checkpoint folders, or names in $RESNET_CHECKPOINTS (default: checkpoints/)" in text
+    assert ("CIFAR-10 folder (default: $CIFAR10_DIR, else the first of ./data, the repository's data/ and "
+            "shared/datasets/cifar10 beside the repository that holds the split whole)") in text

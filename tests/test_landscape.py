@@ -234,6 +234,9 @@ def no_loading(monkeypatch):
     (["--span", "-1"], "argument --span: -1 is not above 0"),
     (["--span", "nan"], "argument --span: nan is not a finite number"),
     (["--span", "inf"], "argument --span: inf is not a finite number"),
+    (["--seed", "-1"], "argument --seed: -1 is not at least 0"),
+    (["--seed", str(2 ** 64)], f"argument --seed: {2 ** 64} is not below {2 ** 64}"),  # torch.manual_seed's limit
+    (["--seed", "1" + "0" * 400], f"argument --seed: 1{'0' * 400} is not below {2 ** 64}"),  # too large for a float
 ])
 def test_cli_refuses_bad_arguments_before_loading(tmp_path, capsys, no_loading, args, message):
     with pytest.raises(SystemExit) as stop:
@@ -275,3 +278,48 @@ def test_cli_keeps_an_existing_landscape_unless_told_to_overwrite(tmp_path, caps
     data = read_landscape(root / "resnet20")
     assert (data["points"], data["grid"], len(data["surface_2d"])) == (10, 3, 9)
     assert json.loads(before)["grid"] == 5  # what the fixture measured, now replaced
+
+
+def test_cli_refuses_a_folder_it_cannot_write_before_loading(tmp_path, capsys, no_loading):
+    """Found before the model and the data load, not by the write after up to half an hour of CPU work."""
+    (tmp_path / "resnet20" / "landscape.json").mkdir(parents=True)  # where the file goes, a folder
+    assert main(["--model", "resnet20", "--checkpoints", str(tmp_path), "--device", "cpu", "--overwrite"]) == 2
+    assert capsys.readouterr().err == (
+        f"error: cannot write {tmp_path / 'resnet20' / 'landscape.json'} (it is a folder); measure a copy of the "
+        "checkpoint in a folder that can be written (--checkpoints)\n")
+
+
+def tiny_landscape(tmp_path, tiny_checkpoints, shared_cifar, *args: str) -> int:
+    """The CLI on a copy of the tiny resnet20: 8 training images, the 3-point slice only."""
+    import shutil
+
+    shutil.copytree(tiny_checkpoints / "resnet20", tmp_path / "resnet20")
+    return main(["--model", "resnet20", "--checkpoints", str(tmp_path), "--data-dir", str(shared_cifar), "--points",
+                 "8", "--grid", "3", "--dims", "1", "--device", "cpu", *args])
+
+
+def test_cli_says_in_one_line_that_the_result_could_not_be_written(tmp_path, capsys, monkeypatch, tiny_checkpoints,
+                                                                    shared_cifar):
+    """A disk that fills up while it computes: one line naming the file, not a traceback."""
+    from resnet_core import landscape
+
+    def disk_full(path, obj):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(landscape, "atomic_write_json", disk_full)
+    assert tiny_landscape(tmp_path, tiny_checkpoints, shared_cifar) == 2
+    out = capsys.readouterr()
+    assert out.err.splitlines()[-1] == (
+        f"error: could not write {tmp_path / 'resnet20' / 'landscape.json'} (No space left on device)")
+    assert not out.out and not (tmp_path / "resnet20" / "landscape.json").exists()
+
+
+def test_cli_summary_takes_the_largest_finite_loss(tmp_path, capsys, tiny_checkpoints, shared_cifar):
+    """At a span of 1e30 the weights off the centre overflow: the summary's largest loss is of the points whose loss
+    is a number, and it says how many were not (the file records those as null)."""
+    assert tiny_landscape(tmp_path, tiny_checkpoints, shared_cifar, "--span", "1e30") == 0
+    out = capsys.readouterr().out
+    losses = [r["loss"] for r in read_landscape(tmp_path / "resnet20")["slice_1d"]]
+    finite = [loss for loss in losses if loss is not None]
+    assert len(finite) < len(losses)  # so the line below is tested where it matters
+    assert f"max loss {max(finite):.4f} ({len(losses) - len(finite)} not finite), 3 points" in out

@@ -2,8 +2,15 @@
 logic on hand-made metrics, the README block, and the re-evaluation of published weights."""
 from __future__ import annotations
 
+import errno
+import io
 import json
+import os
+import resource
 import shutil
+import signal
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -575,6 +582,69 @@ def test_the_readme_is_checked_before_any_work(tmp_path, readme_copy, no_work, c
         assert readme_copy.read_text() == broken
 
 
+def read_only(monkeypatch, folder: Path) -> None:
+    """`folder` as `chmod a-w` makes it for every user but root (whom it does not stop, and the tests may run as
+    root): creating or writing a file in it raises PermissionError."""
+    def refuse(file):
+        if isinstance(file, (str, os.PathLike)) and Path(file).parent == folder:
+            raise PermissionError(errno.EACCES, "Permission denied", str(file))
+
+    real_io_open, real_os_open = io.open, os.open
+
+    def io_open(file, mode="r", *args, **kwargs):  # Path.write_text, Path.open
+        if set(mode) & set("wax+"):
+            refuse(file)
+        return real_io_open(file, mode, *args, **kwargs)
+
+    def os_open(file, flags, *args, **kwargs):  # tempfile
+        if flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT):
+            refuse(file)
+        return real_os_open(file, flags, *args, **kwargs)
+
+    monkeypatch.setattr(io, "open", io_open)
+    monkeypatch.setattr(os, "open", os_open)
+
+
+def test_a_readme_that_cannot_be_written_is_refused_before_any_work(tmp_path, readme_copy, no_work, monkeypatch,
+                                                                     capsys):
+    """Readable but in a folder that cannot be written: one line at the start, not a traceback after a --verify of
+    ten minutes."""
+    empty = tmp_path / "checkpoints"
+    empty.mkdir()
+    before = readme_copy.read_bytes()
+    read_only(monkeypatch, tmp_path)
+    assert refused(["--checkpoints", str(empty), "--verify", "--readme", str(readme_copy)], capsys) == (
+        f"error: {readme_copy}: cannot be written (Permission denied)\n")
+    monkeypatch.undo()
+    assert readme_copy.read_bytes() == before and set(tmp_path.iterdir()) == {empty, readme_copy}
+
+
+def test_a_readme_write_cut_short_leaves_the_readme_whole(readme_copy):
+    """A rewrite stopped part way (here by a limit on file size, as a full disk would stop it) leaves the README as
+    it was, not cut short: the new text is written beside it and renamed over it only once whole."""
+    before = readme_copy.read_bytes()
+
+    def limit_file_size():  # in the child only: writes past 16 KiB fail (EFBIG), rather than kill it (SIGXFSZ)
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (16384, 16384))
+
+    code = "import sys; from pathlib import Path; from resnet_core import report; " \
+           "report.update_readme(Path(sys.argv[1]), 'a table\\n' * 10_000)"
+    done = subprocess.run([sys.executable, "-c", code, str(readme_copy)], cwd=REPO, capture_output=True, text=True,
+                          preexec_fn=limit_file_size)
+    assert done.returncode == 1 and "File too large" in done.stderr
+    assert readme_copy.read_bytes() == before
+    assert sorted(readme_copy.parent.iterdir()) == [readme_copy]  # the temp file gone too
+
+
+def test_update_readme_keeps_the_readme_mode(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text(f"{report.BEGIN}\nold table\n{report.END}\n")
+    readme.chmod(0o444)  # made read-only by its owner: it stays so
+    assert report.update_readme(readme, "new table\n")
+    assert readme.read_text() == f"{report.BEGIN}\nnew table\n{report.END}\n" and readme.stat().st_mode & 0o777 == 0o444
+
+
 def test_device_is_checked_before_any_work(tmp_path, readme_copy, no_work, monkeypatch, capsys):
     """On a machine without a GPU: a device torch does not know, and cuda, are one line each before any data is
     loaded (not torch's RuntimeError from deep in the evaluation)."""
@@ -591,8 +661,9 @@ def test_device_is_checked_before_any_work(tmp_path, readme_copy, no_work, monke
     with pytest.raises(SystemExit) as done:
         report.main(["--help"])
     assert done.value.code == 0
-    assert "where --verify and --rescore evaluate: cpu, cuda or cuda:N (default: cpu)" in " ".join(
-        capsys.readouterr().out.split())
+    text = " ".join(capsys.readouterr().out.split())
+    assert "where --verify and --rescore evaluate: cpu, cuda or cuda:N (default: cpu)" in text
+    assert "CIFAR-10 location for --verify and --rescore (default: the usual search)" in text
 
 
 def test_rescore_and_unbundle_name_the_folder_they_searched(tmp_path, no_work, capsys):
@@ -702,6 +773,26 @@ def test_rescore_reads_every_nets_weights_before_it_rewrites_one(tiny_checkpoint
     err = capsys.readouterr().err
     assert "cannot re-score:" in err and "plain20/model.safetensors" in err
     assert {f: (root / "resnet20" / f).read_bytes() for f in before} == before
+
+
+def test_rescore_tells_two_folders_of_one_name_apart(tiny_checkpoints, shared_cifar, tmp_path, capsys):
+    """checkpoints/resnet20 and runs/resnet20: each folder's metrics.json gets its own re-scoring; one folder named
+    twice is refused before anything is scored."""
+    root = shutil.copytree(tiny_checkpoints, tmp_path / "checkpoints")
+    other = shutil.copytree(tiny_checkpoints / "resnet20", tmp_path / "runs" / "resnet20")
+    published = json.loads((root / "resnet20" / "metrics.json").read_text())["test_error"]
+    metrics = other / "metrics.json"
+    metrics.write_text(json.dumps(dict(json.loads(metrics.read_text()), test_error=published + 1.5)))
+    argv = ["--checkpoints", str(root), "--data-dir", str(shared_cifar), "--rescore"]
+    assert report.main([*argv, "resnet20", str(other)]) == 0
+    for folder, before in ((root / "resnet20", published), (other, published + 1.5)):
+        again = json.loads((folder / "metrics.json").read_text())
+        assert again["test_error_before_rescore"] == pytest.approx(before), folder
+        assert again["test_error"] == pytest.approx(published), folder  # the same weights: the same score
+    before = (root / "resnet20" / "metrics.json").read_bytes()
+    assert refused([*argv, "resnet20", str(root / "resnet20")], capsys) == (
+        f"cannot re-score: {(root / 'resnet20').resolve()} named more than once; name each checkpoint once\n")
+    assert (root / "resnet20" / "metrics.json").read_bytes() == before
 
 
 def test_the_readme_keeps_a_re_evaluation_only_of_the_same_weights(tiny_checkpoints, shared_cifar, tmp_path, capsys):
