@@ -1235,6 +1235,8 @@ def test_a_stop_never_saves_weights_that_went_nan(tmp_path, shared_cifar, monkey
     (["--lr", "nan"], "argument --lr: nan is not a finite number"),
     (["--warmup-iters", "-1"], "argument --warmup-iters: -1 is not at least 0"),
     (["--epochs", "2x"], "argument --epochs: '2x' is not a number"),
+    (["--seed", "-1"], "argument --seed: -1 is not at least 0"),  # torch.manual_seed's range, not a late traceback
+    (["--seed", str(2 ** 64)], f"argument --seed: {2 ** 64} is not below {2 ** 64}"),
 ])
 def test_out_of_range_options_are_refused_in_one_line(argv, said, capsys):
     with pytest.raises(SystemExit) as refused:
