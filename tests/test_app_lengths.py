@@ -41,11 +41,12 @@ def widget(widgets, label: str):
     return found[0]
 
 
-def names(group) -> dict[str, set[str]]:
-    """{'plain': names, 'residual': names} of a group of checkpoints."""
+def options(group) -> dict[str, set[str]]:
+    """{'plain': options, 'residual': options} a picker offers for a group of checkpoints: each name with its
+    training length, 'plain20-64k (64,000 it.)'."""
     kinds = {"plain": set(), "residual": set()}
     for info in group:
-        kinds[zoo.identity(info)["net"]].add(info.name)
+        kinds[zoo.identity(info)["net"]].add(zoo.with_length(info))
     return kinds
 
 
@@ -75,7 +76,7 @@ def test_gradient_flow_pairs_only_runs_of_one_length(monkeypatch, two_lengths, l
         length.set_value(n).run()
         assert not at.exception, [e.value for e in at.exception]
         plain, residual = (widget(at.sidebar.selectbox, f"{k} checkpoint") for k in ("Plain", "Residual"))
-        assert set(plain.options) == names(group)["plain"] and set(residual.options) == names(group)["residual"]
+        assert set(plain.options) == options(group)["plain"] and set(residual.options) == options(group)["residual"]
         assert (plain.value, residual.value) == default_pair(group)
         heatmap, profile = plotted(at)
         assert set(heatmap["checkpoint"]) == set(profile["checkpoint"]) == {plain.value, residual.value}
@@ -100,15 +101,16 @@ def test_landscape_offers_one_length_and_slices_the_two_surfaces(monkeypatch, tw
         length.set_value(n).run()
         assert not at.exception and not at.warning, [w.value for w in at.warning]
         plain, residual = (widget(at.sidebar.selectbox, f"{k} checkpoint (surface)") for k in ("Plain", "Residual"))
-        assert set(plain.options) == names(group)["plain"] and set(residual.options) == names(group)["residual"]
+        assert set(plain.options) == options(group)["plain"] and set(residual.options) == options(group)["residual"]
         assert (plain.value, residual.value) == default_pair(group)
         slices = widget(at.sidebar.multiselect, "1-D slices")
-        assert set(slices.options) == {info.name for info in group} and slices.value == [plain.value, residual.value]
+        assert set(slices.options) == {zoo.with_length(info) for info in group}
+        assert slices.value == [plain.value, residual.value]
         surface, sliced = plotted(at)
         assert set(surface["checkpoint"]) == set(sliced["checkpoint"]) == {plain.value, residual.value}
         notes_short_runs_only_where_drawn(at, n, {plain.value, residual.value})
         assert "the same colour is the same loss" in " ".join(c.value for c in at.caption)
-    slices.set_value(sorted(slices.options)).run()  # the reader may add every other run of this length
+    slices.set_value(sorted(info.name for info in group)).run()  # the reader may add every other run of this length
     assert set(plotted(at)[1]["checkpoint"]) == {info.name for info in group}
 
 
@@ -122,7 +124,7 @@ def test_classes_compares_only_runs_of_one_length(monkeypatch, two_lengths, leng
         assert not at.exception, [e.value for e in at.exception]
         a, b, wrong = (widget(at.sidebar.selectbox, label) for label in (
             "Checkpoint A (usually plain)", "Checkpoint B (usually residual)", "Most confident mistakes of"))
-        assert set(a.options) == set(b.options) == set(wrong.options) == {info.name for info in group}
+        assert set(a.options) == set(b.options) == set(wrong.options) == {zoo.with_length(info) for info in group}
         assert (a.value, b.value) == default_pair(group)
         confusion, accuracy, gains = plotted(at)
         assert set(confusion["checkpoint"]) == set(accuracy["checkpoint"]) == {a.value, b.value}
