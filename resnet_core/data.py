@@ -55,14 +55,16 @@ def resolve_data_dir(data_dir: str | None = None, splits=tuple(SPLIT_SIZES)) -> 
     if named:
         return Path(named).expanduser().resolve()
     tried, partial = [], None
-    for path in (Path("data"), REPO_ROOT / "data", REPO_ROOT.parent / "shared" / "datasets" / "cifar10"):
+    candidates = (Path("data"), REPO_ROOT / "data", REPO_ROOT.parent / "shared" / "datasets" / "cifar10")
+    # Run from the repo root, ./data is the repo's data/: look (and report) once.
+    for path in dict.fromkeys(path.resolve() for path in candidates):
         lacking = [split for split in splits if next(_sources(path, split), None) is None]
         if not lacking and all(_complete(path, split) for split in splits):
-            return path.resolve()
+            return path
         partial = partial or (None if lacking else path)
         tried.append(f"{path} ({'no such folder' if not path.is_dir() else 'no ' + ' or '.join(lacking) + ' split'})")
     if partial is not None:
-        return partial.resolve()
+        return partial
     raise DatasetError(f"no CIFAR-10 folder found: tried {', '.join(tried)}. Pass --data-dir or set CIFAR10_DIR; "
                        "on a connected machine, `python train.py --download` fetches it into ./data.")
 

@@ -292,8 +292,13 @@ def test_resolve_data_dir(tmp_path, monkeypatch):
     (shared / "test.zip").touch()
     with pytest.raises(DatasetError) as e:
         data.resolve_data_dir(None)
-    assert f"tried data (no train or test split), {tmp_path / 'repo' / 'data'} (no such folder), {shared} (no train split)" \
-        in str(e.value)
+    assert f"tried {tmp_path / 'data'} (no train or test split), {tmp_path / 'repo' / 'data'} (no such folder), " \
+        f"{shared} (no train split)" in str(e.value)
+    monkeypatch.setattr(data, "REPO_ROOT", tmp_path)  # run from the repo root: ./data is the repo's data/, named once
+    with pytest.raises(DatasetError) as e:
+        data.resolve_data_dir(None)
+    assert str(e.value).count(str(tmp_path / "data")) == 1
+    monkeypatch.setattr(data, "REPO_ROOT", tmp_path / "repo")
     for name in data.ZIPS["train"]:
         (shared / name).touch()
     assert data.resolve_data_dir(None) == shared
