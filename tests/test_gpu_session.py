@@ -796,11 +796,12 @@ def test_check_caps_the_tests_and_the_bench(tmp_path, pidfile):
 
 
 def test_the_readme_runbook_and_the_script_header_agree():
-    """Every session.sh command of the README's runbook is in the script's header (help), and the README's
-    commit adds all that receive brought: checkpoints, the parked state and the device's log."""
+    """Every session.sh command of the runbook (bench/gpu/README.md) is in the script's header (help), and the
+    runbook's commit adds all that receive brought: checkpoints, the parked state and the device's log."""
     header = subprocess.run([*SESSION, "help"], cwd=REPO, capture_output=True, text=True).stdout
     header = " ".join(re.sub(r"\\\n\s*#?", " ", "\n".join(line.lstrip("#") for line in header.splitlines())).split())
-    section = (REPO / "README.md").read_text().split("## Training on a lent GPU", 1)[1].split("\n## ", 1)[0]
+    runbook = (REPO / "bench" / "gpu" / "README.md").read_text()
+    section = runbook.split("# Training on a lent GPU", 1)[1].split("\n## ", 1)[0]
     block = section.split("```bash\n", 1)[1].split("```", 1)[0].replace("\\\n", " ")
     commands = [" ".join(line.split(" #", 1)[0].split()) for line in block.splitlines() if "session.sh" in line]
     assert len(commands) >= 8

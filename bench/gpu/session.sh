@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # ../shared/GPU.md for this project: one subcommand per `device run` call, so that a session's device minutes
 # (15 at present, the machine's start included) go to training, not typing. Run from the repository root.
+# bench/gpu/README.md is the runbook in prose: why each step, what a session measured, publishing a CPU run.
 #
 #   here:    bash bench/gpu/session.sh lean           # first: checkpoints/, parked state out of what travels
 #   here:    bash bench/gpu/session.sh stage          # .gpu-1 ... .gpu-N: the data (+ unfinished state), cut to fill
