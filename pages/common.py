@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -101,6 +102,15 @@ def markdown_reason(text: str) -> str:
     if len(parts) % 2 == 0:
         return markdown_text(text)
     return "`".join(part if i % 2 else markdown_text(part) for i, part in enumerate(parts))
+
+
+def markdown_code(text: str, block: bool = False) -> str:
+    """`text` (a command from a checkpoint's config.json) as a markdown code span, or a fenced block, that it cannot
+    close: on one line, between runs of backticks longer than any in it. A blank line or a ``` of its own would
+    end it and show the rest as markdown."""
+    text = " ".join(text.splitlines())
+    fence = "`" * max(3 if block else 1, 1 + max(map(len, re.findall("`+", text)), default=0))
+    return f"\n\n{fence}\n{text}\n{fence}\n\n" if block else f"{fence} {text} {fence}"  # a span drops the spaces
 
 
 ROUTED = "routed_by_app"  # set by app.py on every run, before the page runs
@@ -257,7 +267,7 @@ def load_model(info: CheckpointInfo) -> torch.nn.Module | None:
     """The checkpoint's model, shared by every session; None (with the reason shown) if it has no usable weights."""
     if not info.has_weights:
         st.info(f"**{markdown_text(info.name)}** ships curves and metrics only: its weights are not bundled. "
-                f"Regenerate them with\n\n```\n{info.regenerate_command()}\n```\n\n{info.regenerate_note()}")
+                f"Regenerate them with{markdown_code(info.regenerate_command(), block=True)}{info.regenerate_note()}")
         return None
     try:
         return _model(str(info.path), weights_stamp(info))

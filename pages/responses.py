@@ -4,8 +4,8 @@ import pandas as pd
 import streamlit as st
 
 from pages.common import (LENGTH_HELP, by_name, default_pair, frame, gallery_batch, header, length_ui, log_axis,
-                          markdown_reason, markdown_text, model_legend, short_runs_note, show_chart, usable_checkpoints,
-                          weights_stamp, with_lengths)
+                          markdown_code, markdown_reason, markdown_text, model_legend, short_runs_note, show_chart,
+                          usable_checkpoints, weights_stamp, with_lengths)
 from resnet_core import zoo
 from resnet_core.checkpoint import CheckpointError, load_pretrained
 from resnet_core.probes import response_std
@@ -41,7 +41,7 @@ def live_frame(infos) -> pd.DataFrame:
     for info in infos:
         if not info.has_weights:
             st.info(f"**{markdown_text(info.name)}**: weights not bundled, so no live responses; regenerate them with "
-                    f"`{info.regenerate_command()}`. {info.regenerate_note()}")
+                    f"{markdown_code(info.regenerate_command())}. {info.regenerate_note()}")
             continue
         try:
             frames.append(live_responses(str(info.path), weights_stamp(info)).assign(**zoo.identity(info)))

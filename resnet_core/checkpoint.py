@@ -134,7 +134,8 @@ def regenerate_command(config: dict, folder: str | None = None) -> str:
     only the curves that the new run, weights included, replaces. The command for a checkpoint without weights
     trains its model alone (`--model NAME`): --overwrite replaces nothing else, and no time goes to the nets it was
     trained beside (alone or side by side, a net sees the same batches)."""
-    command = config.get("command") or "python train.py"
+    recorded = config.get("command")  # a hand edit may leave a number or a list: read as no command recorded
+    command = recorded if isinstance(recorded, str) and recorded else "python train.py"
     model, renamed = config.get("model"), bool(folder and folder != config.get("model"))
     if config.get("has_weights") is False and model:  # for its weights: this net alone
         leave_out = SITTING_OPTIONS | MODEL_OPTIONS
@@ -526,14 +527,21 @@ def problems(config: dict, history: dict, metrics: dict):
                                "predicted class names and two probabilities")
 
 
-NOT_NORMALIZATION = "normalization is not a mean and a std of three numbers each"
+NOT_NORMALIZATION = ("normalization is not a mean and a std of three numbers each, finite in float32 and the std "
+                     "above 0 there")
 
 
 def is_normalization(norm) -> bool:
-    """config.json's normalization: absent (null), or {"mean": [3 numbers], "std": [3 numbers above 0]}."""
-    return norm is None or (isinstance(norm, dict) and all(
-        isinstance(norm.get(k), list) and len(norm[k]) == 3 and all(map(is_number, norm[k])) for k in ("mean", "std"))
-        and all(v > 0 for v in norm["std"]))
+    """config.json's normalization: absent (null), or {"mean": [3 numbers], "std": [3 numbers above 0]}, in float32."""
+    if norm is None:
+        return True
+    if not (isinstance(norm, dict) and all(isinstance(norm.get(k), list) and len(norm[k]) == 3
+                                           and all(map(is_number, norm[k])) for k in ("mean", "std"))):
+        return False
+    # Checked as image_tensor computes with them, in float32: there a std of 1e-50 is 0 and a mean of 1e300 is inf,
+    # and every prediction NaN
+    mean, std = (torch.tensor([float(v) for v in norm[k]], dtype=torch.float32) for k in ("mean", "std"))
+    return bool(torch.isfinite(mean).all() and torch.isfinite(std).all() and (std > 0).all())
 
 
 def not_cifar10(config: dict) -> str | None:
@@ -628,6 +636,7 @@ def load_pretrained(name_or_path: str | os.PathLike, device: str | torch.device 
         raise CheckpointError(f"{weights}: does not match {config['model']}: "
                               f"missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
                               f"unexpected {extra[:5]}{'...' if len(extra) > 5 else ''}")
+    loaded = {}
     for k, v in state.items():
         if v.shape != expected[k].shape:
             raise CheckpointError(f"{weights}: tensor {k} has shape {tuple(v.shape)}, "
@@ -636,10 +645,14 @@ def load_pretrained(name_or_path: str | os.PathLike, device: str | torch.device 
                 v.is_floating_point() or v.is_complex() or v.dtype == torch.bool):
             raise CheckpointError(f"{weights}: tensor {k} is {str(v.dtype).removeprefix('torch.')}, not "
                                   f"{'16-, 32- or 64-bit floating point' if expected[k].is_floating_point() else 'whole numbers'}")
+        v = loaded[k] = v.to(expected[k].dtype)  # checked as the net holds it: a float64 1e300 is inf in float32
         if v.is_floating_point() and not torch.isfinite(v).all():  # a net that diverged: its outputs are NaN
-            raise CheckpointError(f"{weights}: tensor {k} holds NaN or infinite values; these weights predict "
-                                  f"nothing")
-    model.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()}, strict=True)
+            raise CheckpointError(f"{weights}: tensor {k} holds NaN or infinite values (in "
+                                  f"{str(v.dtype).removeprefix('torch.')}, as the net computes); these weights "
+                                  f"predict nothing")
+        if k.endswith("running_var") and (v < 0).any():  # BatchNorm divides by its square root: NaN
+            raise CheckpointError(f"{weights}: tensor {k} holds a negative variance; these weights predict nothing")
+    model.load_state_dict(loaded, strict=True)
     model.normalization = config.get("normalization")
     return model.to(device).eval()
 

@@ -223,7 +223,8 @@ def _read_pngs(source, split, need):
                 except (OSError, zipfile.BadZipFile) as e:
                     raise DatasetError(f"cannot open {path}: {e}") from e
                 prefix = f"cifar10/{split}/"
-                infos = [m for m in zf.infolist() if m.filename.startswith(prefix) and not m.is_dir()]
+                # only the PNGs, as the folder layout lists them: a .DS_Store or a folder's own entry is no image
+                infos = [m for m in zf.infolist() if m.filename.startswith(prefix) and m.filename.endswith(".png")]
                 if big := next((m for m in infos if m.file_size > MAX_PNG_BYTES), None):
                     raise DatasetError(f"{path}:{big.filename} unpacks to {big.file_size:,} bytes; a 32x32 PNG is a "
                                        f"few kB (over {MAX_PNG_BYTES:,} bytes: not a CIFAR-10 image)")

@@ -19,6 +19,8 @@ from .probes import eval_mode
 
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024
 MAX_PIXELS = 50_000_000  # a 50-megapixel photo is fine; a decompression bomb is not
+# libwebp decodes into several canvases at once: a 49-megapixel WebP of 166 bytes took 750 MB, 4 times a PNG's
+MAX_WEBP_PIXELS = 12_000_000
 MAX_SIDE = 65_535  # JPEG's own limit: a 1 x 50,000,000 strip is within MAX_PIXELS, yet costs Pillow 8 bytes a row
 # The formats Image.open may try, whatever the file is called: what the page asks for, TIFF and netpbm for 16-bit
 # and float images (JPEG opens a camera's MPO too). Never EPS (it would run Ghostscript on the upload), nor formats
@@ -66,8 +68,8 @@ class OutOfMemory(ImageRejected):
     """Refused for want of memory at that moment: the same file may load once the server has more free."""
 
 
-def _too_many_pixels(size: str) -> ImageRejected:
-    return ImageRejected(f"the image is {size}, more than the {MAX_PIXELS // 1_000_000} megapixels allowed: shrink "
+def _too_many_pixels(size: str, limit: int = MAX_PIXELS, kind: str = "") -> ImageRejected:
+    return ImageRejected(f"the image is {size}, more than the {limit // 1_000_000} megapixels allowed{kind}: shrink "
                          "it (the nets see only 32x32 pixels) and upload it again")
 
 
@@ -152,6 +154,9 @@ def _load_image(image) -> Image.Image:
             raise ImageRejected("the image is 0 pixels wide or tall: save it again and upload the new file")
         if w * h > MAX_PIXELS:
             raise _too_many_pixels(f"{w}x{h} pixels ({w * h / 1e6:.0f} megapixels)")
+        if img.format == "WEBP" and w * h > MAX_WEBP_PIXELS:
+            raise _too_many_pixels(f"{w}x{h} pixels ({w * h / 1e6:.0f} megapixels)", MAX_WEBP_PIXELS,
+                                   " for a WebP (its decoder needs several times the memory of other formats)")
         if max(w, h) > MAX_SIDE:
             raise ImageRejected(f"the image is {w}x{h} pixels, longer than the {MAX_SIDE:,} pixels allowed on a side: "
                                 "crop or shrink it (the nets see only its centre square) and upload it again")
@@ -164,10 +169,11 @@ def _load_image(image) -> Image.Image:
                 img.draft("RGB", (max(64, w // 8), max(64, h // 8)))  # decode large JPEGs at reduced size
             img.load()
         orientation = _orientation(img)
-        # 16-bit images keep their scale, as 8-bit ones do (65535 is white); float and 32-bit ones have none, so
-        # their real range is stretched to 0..255, taken before averaging narrows it
-        value_range = (0.0, 65535.0) if img.mode.startswith("I;16") else \
-            _value_range(img) if img.mode in WIDE_MODES else None
+        # 16-bit images keep their scale, as 8-bit ones do (65535 is white), netpbm's too (Pillow opens them as I,
+        # on that scale); float and 32-bit ones have none, so their real range is stretched to 0..255, taken before
+        # averaging narrows it
+        sixteen_bit = img.mode.startswith("I;16") or (img.format == "PPM" and img.mode == "I")
+        value_range = (0.0, 65535.0) if sixteen_bit else _value_range(img) if img.mode in WIDE_MODES else None
         # Shrunk before anything else, so that no turn, conversion or compositing ever copies the full-size image.
         img = _shrunk(img)
         if orientation in UPRIGHT:  # any other value (text, out of range) leaves the image as it is
@@ -242,15 +248,18 @@ def _value_range(img: Image.Image, pixels: int = 1 << 22) -> tuple[float, float]
 
 
 def _averageable(img: Image.Image) -> Image.Image:
-    """`img` in a mode whose pixels Image.reduce can average (it averages RGBA and LA weighted by alpha): palette
-    and 1-bit images become RGB, or RGBA where they have transparency; 16-bit ones 32-bit."""
+    """`img` in a mode whose pixels Image.reduce can average (it averages RGBA and LA weighted by alpha): palette,
+    grey and RGB images with a transparent colour (PNG's tRNS, GIF's) become RGBA, other palette and 1-bit ones
+    RGB; premultiplied grey and alpha LA; 16-bit images 32-bit."""
+    if img.mode == "PA" or (img.mode in ("P", "L", "RGB") and "transparency" in img.info):
+        return img.convert("RGBA")
     if img.mode in ("L", "LA", "RGB", "RGBA", "I", "F"):
         return img
     if img.mode in WIDE_MODES:
         return img.convert("I")
-    if img.mode == "PA" or (img.mode == "P" and "transparency" in img.info):
-        return img.convert("RGBA")
-    return img.convert("RGB")  # P, 1, CMYK, YCbCr...: as _to_rgb would convert them
+    if img.mode == "La":  # a TIFF's associated alpha: Pillow unpremultiplies it to LA, and converts it to nothing else
+        return img.convert("LA")
+    return img.convert("RGB")  # P, 1, CMYK, YCbCr...
 
 
 def _to_rgb(img: Image.Image, value_range: tuple[float, float] | None) -> Image.Image:
@@ -259,10 +268,12 @@ def _to_rgb(img: Image.Image, value_range: tuple[float, float] | None) -> Image.
         # 0..255 rather than clipping it; NaN reads black, +inf white and -inf black.
         raw = np.asarray(img, dtype=np.float64)
         lo, hi = map(float, value_range)
-        a = np.zeros_like(raw) if hi <= lo else (raw - lo) / (hi - lo) * 255
+        # A flat image has no range to stretch: its value keeps its place on 0..1 (floats' usual scale), else grey
+        a = (raw - lo) / (hi - lo) * 255 if hi > lo else raw - lo + (255 * lo if 0 <= lo <= 1 else 127.5)
         a = np.where(np.isposinf(raw), 255.0, np.nan_to_num(a, nan=0.0, posinf=255.0, neginf=0.0))
         img = Image.fromarray(np.clip(a, 0, 255).astype(np.uint8), "L")
-    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+    img = _averageable(img)  # any transparency as RGBA or LA
+    if img.mode in ("RGBA", "LA"):
         rgba = img.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")

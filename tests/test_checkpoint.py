@@ -223,6 +223,19 @@ def test_save_without_weights(tmp_path):
     assert ckpt.regenerate_command(dict(command="python train.py --depth 'unclosed")) == "python train.py --depth 'unclosed"
 
 
+@pytest.mark.parametrize("command", [5, ["python", "train.py"], {"a": 1}])
+def test_a_command_that_is_no_text_is_read_as_none_recorded(saved, command):
+    """A hand edit that leaves config.json's command a number, list or object: the command is rebuilt as for a
+    config without one, never an AttributeError out of shlex on a page or in load_pretrained."""
+    _, path = saved
+    ckpt.atomic_write_json(path / "config.json", dict(read_checkpoint(path).config, command=command))
+    assert read_checkpoint(path).regenerate_command() == "python train.py --out regenerated"
+    (path / "model.safetensors").unlink()
+    assert read_checkpoint(path).regenerate_command() == "python train.py --model resnet20 --overwrite"
+    with pytest.raises(CheckpointError, match="file is missing .*`python train.py --model resnet20 --overwrite`"):
+        load_pretrained(path)
+
+
 def test_train_refuses_abbreviated_options():
     """Recorded commands are read back by full option names, so train.py takes no abbreviations."""
     import train
@@ -270,6 +283,14 @@ def damage_nan(path):
     damage_tensor(path, "stages.1.0.residual.conv1.weight", lambda w: w.index_fill(0, torch.tensor([1]), float("nan")))
 
 
+def damage_overflow(path):  # finite in float64, inf in the net's float32
+    damage_tensor(path, "fc.weight", lambda w: w.double().index_fill(0, torch.tensor([0]), 1e300))
+
+
+def damage_negative_variance(path):  # finite, but BatchNorm takes its square root
+    damage_tensor(path, "stem.bn.running_var", lambda v: v.index_fill(0, torch.tensor([2]), -1.0))
+
+
 def damage_dtype(path):
     damage_tensor(path, "fc.weight", lambda w: w > 0)
 
@@ -292,6 +313,14 @@ def damage_imagenet(path):
 
 def damage_zero_std(path):
     ckpt.atomic_write_json(path / "config.json", dict(CONFIG, normalization={"mean": [0.5] * 3, "std": [0.2, 0, 0.2]}))
+
+
+def damage_tiny_std(path):  # 0 in float32
+    ckpt.atomic_write_json(path / "config.json", dict(CONFIG, normalization={"mean": [0.5] * 3, "std": [1e-50] * 3}))
+
+
+def damage_huge_mean(path):  # inf in float32
+    ckpt.atomic_write_json(path / "config.json", dict(CONFIG, normalization={"mean": [1e300] * 3, "std": [0.25] * 3}))
 
 
 def damage_deep_json(path):
@@ -319,6 +348,8 @@ def damage_normalization(path):
     (damage_no_config, "config.json", "file is missing"),
     (damage_shape, "model.safetensors", r"tensor fc.weight has shape \(3, 64\), resnet20 expects \(10, 64\)"),
     (damage_nan, "model.safetensors", "tensor stages.1.0.residual.conv1.weight holds NaN or infinite values"),
+    (damage_overflow, "model.safetensors", r"tensor fc.weight holds NaN or infinite values \(in float32, as the net"),
+    (damage_negative_variance, "model.safetensors", "tensor stem.bn.running_var holds a negative variance"),
     (damage_dtype, "model.safetensors", "tensor fc.weight is bool, not 16-, 32- or 64-bit floating point"),
     (damage_float8, "model.safetensors", "tensor fc.weight is float8_e4m3fn, not 16-, 32- or 64-bit floating point"),
     (damage_counter, "model.safetensors", r"tensor stages.0.0.residual.bn1.num_batches_tracked is float32, not whole numbers"),
@@ -326,6 +357,8 @@ def damage_normalization(path):
     (damage_imagenet, "config.json", "imagenet-resnet18 is an ImageNet net; the explorer reads CIFAR-10 checkpoints"),
     (damage_normalization, "config.json", "normalization is not a mean and a std of three numbers each"),
     (damage_zero_std, "config.json", "normalization is not a mean and a std of three numbers each"),
+    (damage_tiny_std, "config.json", "normalization is not .*, finite in float32 and the std above 0"),
+    (damage_huge_mean, "config.json", "normalization is not .*, finite in float32 and the std above 0"),
     (damage_deep_json, "config.json", "not readable JSON \\(RecursionError"),
     (damage_huge_integer, "config.json", "not readable JSON \\(ValueError: Exceeds the limit"),
     (damage_huge_json, "config.json", "config.json: 16 MiB, larger than any checkpoint file \\(16 MiB at most\\)$"),
@@ -336,6 +369,22 @@ def test_damaged_checkpoints_raise_naming_the_file(saved, damage, file, message)
     with pytest.raises(CheckpointError, match=message) as e:
         load_pretrained(path)
     assert str(path / file) in str(e.value)
+
+
+def test_weights_that_predict_nan_are_listed_and_refused_at_load_as_nan_ones_are(saved):
+    """Damaged weights are found when loaded (listing reads no weights): the folder stays listed, and the page that
+    loads it shows the CheckpointError (pages.common.load_model). A normalization float32 cannot hold is in
+    config.json, which listing reads: that folder is left out with its reason."""
+    _, path = saved
+    for name, damage in (("overflow", damage_overflow), ("negative-var", damage_negative_variance),
+                         ("tiny-std", damage_tiny_std), ("huge-mean", damage_huge_mean)):
+        damage(shutil.copytree(path, path.parent / name))
+    good, bad = list_checkpoints(path.parent)
+    assert [c.name for c in good] == ["negative-var", "overflow", "resnet20"]
+    assert set(bad) == {"tiny-std", "huge-mean"} and all("finite in float32" in why for why in bad.values())
+    for info in good[:2]:
+        with pytest.raises(CheckpointError, match=f"{info.path / 'model.safetensors'}: tensor "):
+            load_pretrained(info.path)
 
 
 def test_a_plain_nets_weights_in_a_residual_nets_folder_are_refused(saved, tmp_path):

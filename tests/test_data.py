@@ -425,11 +425,12 @@ def test_one_index_in_two_class_folders_is_refused(tmp_path):
 
 
 @pytest.mark.parametrize("layout, member", [("folder", "cat/10000.png"), ("zip", "cat/10000.png"),
-                                             ("zip", "lion/00002.png"), ("zip", "cat/notes.txt")])
+                                             ("zip", "lion/00002.png"), ("zip", "cat/notes.png")])
 def test_a_file_that_is_no_cifar_image_is_refused_by_name(tmp_path, layout, member):
-    """An index past the split's 10,000, or in a zip a class CIFAR-10 does not have or a name of another shape:
-    which image it would be, or its label, is unknowable, so the data are refused, naming the file and the layout
-    expected. (An unpacked folder's reader lists only the ten classes' PNGs; other files there are not read.)"""
+    """An index past the split's 10,000, or in a zip a class CIFAR-10 does not have or a PNG's name of another
+    shape: which image it would be, or its label, is unknowable, so the data are refused, naming the file and the
+    layout expected. (An unpacked folder's reader lists only the ten classes' PNGs; other files there are not
+    read.)"""
     pictures = made_images(2)
     members = [("cat", 0, pictures[0]), ("cat", 1, pictures[1])]
     if layout == "folder":
@@ -442,6 +443,19 @@ def test_a_file_that_is_no_cifar_image_is_refused_by_name(tmp_path, layout, memb
     with pytest.raises(DatasetError, match=rf"unexpected file \S*test/{re.escape(member)}: expected "
                                            r"<class>/<index>.png with index < 10,000"):
         load_cifar10(tmp_path, "test", limit=2, cache_dir=tmp_path / "cache")
+
+
+def test_files_that_are_no_png_in_a_zip_are_skipped_as_in_a_folder(tmp_path):
+    """A zip made on a Mac or by hand holds a .DS_Store, folder entries and notes beside the PNGs: they are not
+    read, as the folder layout lists only PNGs, and the split loads."""
+    pictures = made_images(2)
+    write_zip(tmp_path / "test.zip", "test", [("cat", 0, pictures[0]), ("ship", 1, pictures[1])])
+    with zipfile.ZipFile(tmp_path / "test.zip", "a") as zf:
+        for name in ("cifar10/test/.DS_Store", "cifar10/test/cat/notes.txt"):
+            zf.writestr(name, b"x")
+        zf.mkdir("cifar10/test/dog")
+    images, labels = load_cifar10(tmp_path, "test", limit=2, cache_dir=tmp_path / "cache")
+    assert torch.equal(images, pictures) and labels.tolist() == [3, 8]
 
 
 def test_a_source_touched_but_the_same_size_rebuilds_the_cache(tmp_path, monkeypatch):

@@ -1,13 +1,16 @@
 """pages/common.py's choices that every page shares, on the bundled checkpoints' own records."""
 from dataclasses import replace
+from types import SimpleNamespace
 from pathlib import Path
 
 import altair as alt
 import pandas as pd
 
-from pages.common import (NET_COLORS, PLAIN_SHADES, _shade, colour_key, default_pair, log_ticks, model_colors,
-                          model_legend, percent, span)
+import pages.common as common
+from pages.common import (NET_COLORS, PLAIN_SHADES, _shade, colour_key, default_pair, log_ticks, markdown_code,
+                          model_colors, model_legend, percent, span)
 from resnet_core import list_checkpoints, zoo
+from resnet_core.checkpoint import CheckpointInfo
 
 CHECKPOINTS = Path(__file__).resolve().parents[1] / "checkpoints"
 
@@ -134,3 +137,20 @@ def test_layer_responses_compare_a_depth_only_between_nets_trained_equally_long(
     assert "56 layers: plain56 and resnet56-15ep trained for different lengths, so they are not compared" in said
     assert said.count("not compared") == 1 and "56 layers: residual" not in said and said.endswith(".")
     assert zoo.responses_measured(pd.DataFrame(net("plain20", "plain", 20, 64000, [2.0]))) == ""  # no residual net: nothing to say
+
+
+def test_a_recorded_command_cannot_break_out_of_its_code_block(monkeypatch, tmp_path):
+    """config.json's command is anyone's text: with a ``` and a blank line of its own it closed the page's code
+    block and showed the rest as markdown (bold, an image fetched from a tracker). Shown on one line, between
+    fences longer than any run of backticks in it; an ordinary command as before."""
+    command = "python train.py --note '```\n\n**bold** ![x](http://example.invalid/t.png)\n```'"
+    info = CheckpointInfo("resnet20", tmp_path, {"model": "resnet20", "command": command}, {}, {})  # no weights
+    shown = []
+    monkeypatch.setattr(common, "st", SimpleNamespace(info=shown.append))
+    assert common.load_model(info) is None
+    again = " ".join(info.regenerate_command().splitlines())
+    assert "```" in again and "````" not in again
+    assert f"Regenerate them with\n\n````\n{again}\n````\n\n" in shown[0]
+    assert markdown_code("python train.py", block=True) == "\n\n```\npython train.py\n```\n\n"
+    # a code span, as Layer responses shows the command: closed only by a run of backticks as long as its own
+    assert markdown_code("a `b` ``c``\n\nd") == "``` a `b` ``c``  d ```" and markdown_code("x") == "` x `"

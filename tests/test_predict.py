@@ -14,8 +14,8 @@ import torch
 from PIL import Image
 
 from resnet_core import CLASSES, build_model, predict
-from resnet_core.predict import (FRAME, framed, input_notes, load_image, preview, read_upload, stored_size,
-                                 to_model_input)
+from resnet_core.predict import (FRAME, ImageRejected, framed, input_notes, load_image, preview, read_upload,
+                                 stored_size, to_model_input)
 
 predict_module = importlib.import_module("resnet_core.predict")  # `resnet_core.predict` is the function
 REPO = Path(__file__).resolve().parents[1]
@@ -225,6 +225,28 @@ def test_transparency_goes_over_white():
     assert np.asarray(load_image(encode(img, "PNG"))).min() == 255
 
 
+@pytest.mark.parametrize("side", [40, 600])  # as it is, and shrunk first
+@pytest.mark.parametrize("mode, key", [("RGB", (0, 0, 0)), ("L", 0)])
+def test_a_png_colour_key_goes_over_white(mode, key, side):
+    """A grey or RGB PNG whose tRNS chunk makes one colour transparent: that colour is transparent, over white."""
+    img = Image.new(mode, (side, side), key)
+    img.paste(Image.new(mode, (side // 2, side), 128 if mode == "L" else (128, 128, 128)))  # left half opaque
+    rgb = np.asarray(load_image(encode(img, "PNG", transparency=key)))
+    assert (rgb[:, -rgb.shape[1] // 4:] == 255).all() and (rgb[:, :rgb.shape[1] // 4] == 128).all()
+
+
+@pytest.mark.parametrize("side", [40, 600])
+def test_premultiplied_grey_and_alpha_is_unpremultiplied_and_put_over_white(side):
+    """A grey TIFF with associated (premultiplied) alpha, which Pillow opens as mode La: grey 64 at alpha 128 is
+    grey 127 half covering white, about 191; not refused as a file that does not hold what its format promises."""
+    data = encode(Image.new("LA", (side, side), (64, 128)), "TIFF")
+    unassociated = struct.pack("<HHIH", 338, 3, 1, 2)  # the ExtraSamples entry Pillow writes: 2, unassociated alpha
+    assert data.count(unassociated) == 1
+    data = data.replace(unassociated, struct.pack("<HHIH", 338, 3, 1, 1))
+    assert Image.open(io.BytesIO(data)).mode == "La"
+    assert np.abs(np.asarray(load_image(data)).astype(int) - 191).max() <= 2
+
+
 def png_chunk(kind: bytes, payload: bytes) -> bytes:
     return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
 
@@ -318,6 +340,62 @@ def test_16_bit_images_keep_their_scale_as_8_bit_ones_do(side):
     assert (np.asarray(load_image(encode(Image.frombytes("I;16", (side, side), white.tobytes()), "TIFF"))) == 255).all()
     infinite = Image.fromarray(np.full((side, side), np.inf, np.float32), "F")
     assert (np.asarray(load_image(encode(infinite, "TIFF"))) == 255).all()
+
+
+@pytest.mark.parametrize("side", [40, 600])
+def test_16_bit_netpbm_greys_keep_their_scale(side):
+    """A 16-bit PGM (which Pillow opens as mode I, on the 0..65535 scale) is read as a 16-bit PNG is: all white
+    stays white (not black, the stretch of a flat image) and a dark one dark (not stretched bright)."""
+    def pgm(values: np.ndarray) -> bytes:
+        return b"P5 %d %d 65535\n" % (side, side) + values.astype(">u2").tobytes()
+
+    assert (np.asarray(load_image(pgm(np.full((side, side), 65535)))) == 255).all()
+    dark = (np.linspace(29, 76, side * side).reshape(side, side) * 257).astype(np.uint16)
+    eight_bit = np.asarray(load_image(encode(Image.fromarray((dark // 257).astype(np.uint8)), "PNG")))
+    assert np.abs(np.asarray(load_image(pgm(dark))).astype(int) - eight_bit).max() <= 1
+
+
+@pytest.mark.parametrize("value, grey", [(0.5, 127), (1.0, 255), (0.0, 0), (7.0, 127), (-3.0, 127)])
+def test_a_flat_float_image_keeps_its_value_on_0_to_1_else_mid_grey(value, grey):
+    """Uniform float images have no range to stretch: a value within 0..1 keeps its place there, any other reads
+    mid-grey (not black), and a NaN pixel in one still reads black."""
+    pixels = np.full((40, 40), value, np.float32)
+    pixels[0, 0] = np.nan
+    rgb = np.asarray(load_image(encode(Image.fromarray(pixels, "F"), "TIFF"))).astype(int)
+    assert np.abs(rgb[1:] - grey).max() <= 1 and (rgb[0, 0] == 0).all()
+    pfm = b"Pf\n40 40\n-1.0\n" + np.full((40, 40), value, "<f4").tobytes()  # netpbm's float greys
+    assert np.abs(np.asarray(load_image(pfm)).astype(int) - grey).max() <= 1
+
+
+def webp_canvas(side: int) -> bytes:
+    """A 166-byte animated WebP whose header declares a side x side canvas (the frames are 16x16)."""
+    frames = [Image.new("RGBA", (16, 16)), Image.new("RGBA", (16, 16), (1, 1, 1, 255))]
+    data = bytearray(encode(frames[0], "WEBP", save_all=True, append_images=frames[1:]))
+    at = data.find(b"VP8X") + 12  # width - 1, then height - 1, 3 bytes each
+    data[at:at + 6] = (side - 1).to_bytes(3, "little") * 2
+    return bytes(data)
+
+
+class Decoded(BaseException):
+    """Raised where the decoder would start: past every size check (not an Exception, which load_image rewords)."""
+
+
+def test_a_webp_is_refused_over_12_megapixels_before_decoding(monkeypatch):
+    """libwebp holds several canvases (a 49-megapixel one took 750 MB): a WebP has a lower limit than the 50
+    megapixels of other formats, said as such, and checked on the header, before anything is decoded."""
+    from PIL import ImageFile, WebPImagePlugin
+
+    def decoded(self):
+        raise Decoded
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", decoded)
+    monkeypatch.setattr(WebPImagePlugin.WebPImageFile, "load", decoded)
+    with pytest.raises(ImageRejected, match=r"is 7001x7001 pixels \(49 megapixels\), more than the 12 megapixels "
+                                            r"allowed for a WebP \(.*\): shrink it"):
+        load_image(webp_canvas(7001))
+    for data in (webp_canvas(3000), png_header_only(7001, 7001)):  # 9 megapixels; 49 in another format: decoded
+        with pytest.raises(Decoded):
+            load_image(data)
 
 
 @pytest.mark.parametrize("kind", sorted(HOSTILE))
