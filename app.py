@@ -1,14 +1,18 @@
 """ResNet Explorer: the home page (the degradation problem and the model zoo) and the list of pages."""
+import re
+
 import altair as alt
 import pandas as pd
 import streamlit as st
 
-from pages.common import (DEEP_LINK, NET_COLORS, ROUTED, TRAIN_DASHED, frame, header, length_ui, log_axis,
+from pages.common import (DEEP_LINK, NET_COLORS, ROUTED, dashes_of, frame, header, length_ui, log_axis, relabelled,
                           show_chart, usable_checkpoints)
 from resnet_core import zoo
 from resnet_core.paper import PAPER_ITERATIONS, TABLE6_TEST_ERROR as TABLE6
 
 MEASURE_SHAPES = dict(zip(zoo.MEASURES.values(), ["triangle-up", "cross", "circle"]))
+MEASURE_GLYPHS = dict(zip(zoo.MEASURES.values(), "▲✚●"))  # the markers, in the words of the legend
+SLOT_BAND = 0.45  # of the step from one depth to the next, the references and ours share beside the depth's tick
 REFERENCE_SHAPES = dict(zip(zoo.REFERENCES, ["diamond", "square", "triangle-down"]))
 # The claim checks (zoo.paper_checks) behind the chart's title: Fig. 6's, by the kind of net they are about.
 FIG6_WORDS = {"plain": "deeper plain nets train worse", "residual": "deeper residual nets train better"}
@@ -131,13 +135,20 @@ def depth_chart(runs) -> None:
     zero = data[data["error"] <= 0] if log else data.iloc[:0]  # a log axis has no room for an error of exactly 0
     data = data.drop(zero.index)
     ours, refs = data[data["source"] == "ours"], data[data["source"] != "ours"]
-    # References sit beside our point of the same depth (xOffset), not on top of it: ours in the middle, on the
-    # depth's tick, half of them to each side (an empty slot evens the sides: first, ours sat left of the tick).
-    present = [s for s in zoo.REFERENCES if s in set(refs["source"])]
-    half = (len(present) + 1) // 2
-    slots = [*present[:half], "ours", *present[half:], *[""] * (2 * half - len(present))]
-    x = alt.X("depth:O", title="depth (weight layers)", axis=alt.Axis(labelAngle=0))
-    offset = alt.XOffset("source:N", scale=alt.Scale(domain=slots))
+    # References sit close beside our points of the same depth (xOffset within a narrow band: spread over the whole
+    # band, they stood a quarter of the way to the next depth), plain nets' to the left, residual nets' to the right,
+    # ours in the middle, on the depth's tick: a plain and a residual reference of one depth and source (9.2 and
+    # 8.1 % at 20 layers) drawn in one place covered each other. Empty slots even the sides.
+    sides = {net: [f"{s}/{net}" for s in zoo.REFERENCES if ((refs["source"] == s) & (refs["net"] == net)).any()]
+             for net in ("plain", "residual")}
+    half = max(map(len, sides.values()))
+    slots = [*[""] * (half - len(sides["plain"])), *sides["plain"], "ours", *sides["residual"],
+             *[" "] * (half - len(sides["residual"]))]
+    refs = refs.assign(slot=refs["source"] + "/" + refs["net"])
+    ours = ours.assign(slot="ours")
+    x = alt.X("depth:O", title="depth (weight layers)", axis=alt.Axis(labelAngle=0),
+              scale=alt.Scale(paddingInner=1 - SLOT_BAND, paddingOuter=0.3))
+    offset = alt.XOffset("slot:N", scale=alt.Scale(domain=slots))
     y = alt.Y("error:Q", title="final error (%)" + (", log scale" if log else ""),
               **(log_axis(data, "error") if log else {}))  # ticks 0.01, 0.1, 1, 10, 100, each labelled
     # Legends in a row each, their titles to the left: four stacked took 300 px under the plot, below the fold.
@@ -145,19 +156,23 @@ def depth_chart(runs) -> None:
     color = alt.Color("net:N", scale=NET_COLORS, title="network", legend=alt.Legend(**row))
     ours = ours.assign(length=[f"{int(n):,} iterations" if pd.notna(n) else "unknown length" for n in ours["iterations"]])
     tooltip = ["source", "model", "checkpoint", "measure", alt.Tooltip("error:Q", format=".2f", title="error (%)")]
+    # Our errors' legend: a line for each split, dashed or solid as drawn, named with the marker its points have
+    # ("▲ train error (final model)"): a legend of the markers alone showed no dashes.
+    # ("▲ train error (final model)": the rest, "clean training set", in the tooltip; a row that fits 1024 px)
+    named = {split: ", ".join(f"{MEASURE_GLYPHS[m]} {re.sub(', [^)]*', '', m)}" for m in MEASURE_SHAPES
+                              if m in set(rows["measure"])) for split, rows in ours.groupby("split")}
     # one line per net and schedule (the runs of unknown length of a net, if drawn, share one)
     lines = alt.Chart(ours).mark_line().encode(
-        x, offset, y, color, strokeDash=alt.StrokeDash("split:N", scale=TRAIN_DASHED, legend=None),
+        x, offset, y, color, strokeDash=alt.StrokeDash(
+            "split:N", scale=dashes_of(ours["split"]), title="ours (train dashed, test solid)", legend=alt.Legend(
+                labelExpr=relabelled(named), symbolType="stroke", symbolSize=500, symbolStrokeWidth=2, **row)),
         detail=["net:N", "iterations:O"])
     measures = [m for m in MEASURE_SHAPES if m in set(ours["measure"])]
-    points = alt.Chart(ours).mark_point(filled=True, size=90).encode(
+    points = alt.Chart(ours).mark_point(filled=True, size=80).encode(
         x, offset, y, color, tooltip=[*tooltip, alt.Tooltip("length:N", title="trained for")], shape=alt.Shape(
-            # "train error (final model)": the rest, "clean training set", in the tooltip; a row that fits 1024 px
-            "measure:N", title="ours (train dashed, test solid)", legend=alt.Legend(
-                labelExpr="replace(datum.label, regexp(', [^)]*'), '')", **row),
-            scale=alt.Scale(domain=measures, range=[MEASURE_SHAPES[m] for m in measures])))
+            "measure:N", legend=None, scale=alt.Scale(domain=measures, range=[MEASURE_SHAPES[m] for m in measures])))
     sources = [s for s in REFERENCE_SHAPES if s in set(refs["source"])]
-    references = alt.Chart(refs).mark_point(filled=False, size=110, strokeWidth=2).encode(
+    references = alt.Chart(refs).mark_point(filled=False, size=90, strokeWidth=2).encode(
         x, offset, y, color, tooltip=tooltip, shape=alt.Shape(
             "source:N", title="references (test error)", legend=alt.Legend(columns=2, **row),
             scale=alt.Scale(domain=sources, range=[REFERENCE_SHAPES[s] for s in sources])))
@@ -166,7 +181,7 @@ def depth_chart(runs) -> None:
                                            f" (the paper trains for {PAPER_ITERATIONS:,})") for n in known]
     lengths += ["an unknown number of iterations"] if ours["iterations"].isna().any() else []
     title = alt.Title(finding(runs), subtitle=f"Final error against depth, of our runs of {' or '.join(lengths)}",
-                      anchor="start", fontSize=15)
+                      anchor="start")
     chart = alt.layer(lines, points, references).resolve_scale(shape="independent").properties(height=300, title=title)
     # legends below: beside the plot their long labels squeezed it to 230 px in a 1024 px window
     show_chart(chart, data, "final_error_vs_depth", legends_below=True)
@@ -175,7 +190,8 @@ def depth_chart(runs) -> None:
     # An ordinal axis: a line from 20 to 56 layers crosses the 32 and 44 columns, where only references may sit
     st.caption(zoo.sources_note(sources) + (f" Not on the log axis, at an error of exactly 0: {left_out}."
                                             if left_out else "")
-               + " Depths are evenly spaced, not to scale; a line joins only the depths we have filled points for.")
+               + " Depths are evenly spaced, not to scale; a line joins only the depths we have filled points for. "
+               "The references of a depth sit just beside ours: plain nets' to the left, residual nets' to the right.")
 
 
 def zoo_table() -> None:

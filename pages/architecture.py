@@ -3,7 +3,7 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from pages.common import NET_COLORS, header, show_chart
+from pages.common import NET_COLORS, header, linear_ticks, relabelled, show_chart
 from resnet_core import zoo
 from resnet_core.models import build_model, list_models, model_info
 
@@ -97,18 +97,24 @@ if paper:
     st.caption(f"In grey under a count: the paper's figure (He et al., 2016), quoted, not measured here: {sources}.")
 
 compute = table[table["macs"] > 0].assign(weight_layer=lambda t: range(1, len(t) + 1), mflops=lambda t: t["macs"] / 1e6)
-# A y-axis title longer than the plot is tall makes Streamlit squash the plot and drop the chart's title: keep it short.
+# The axis ends at a labelled round number above the tallest bar: Vega's own stopped at the bar, over the last label.
+ticks = linear_ticks(float(compute["mflops"].max()))
+# Greys, not the default blue, which means "residual" on every other page (and this may be a plain net); each type
+# named in words, and the fc layer said to be there where its bar is too short to see.
+summary = zoo.compute_summary(table)
+names = {"Conv2d": "convolution", "Linear": "fc layer" + (
+    ", too small to see" if summary.endswith("(too few to see).") else "")}
+st.subheader("Where the compute goes")
+st.markdown(summary)
 show_chart(alt.Chart(compute).mark_bar().encode(
     x=alt.X("weight_layer:Q", title="weight layer (forward order)",
             scale=alt.Scale(domain=[0, len(compute) + 1], nice=False)),
-    y=alt.Y("mflops:Q", title="million multiply-adds"),
-    # greys, not the default blue, which means "residual" on every other page (and this may be a plain net)
-    color=alt.Color("type:N", title="layer type", scale=alt.Scale(range=["#737373", "#252525"])),
+    y=alt.Y("mflops:Q", title="million multiply-adds", scale=alt.Scale(domain=[0, ticks[-1]], nice=False),
+            axis=alt.Axis(values=ticks)),
+    color=alt.Color("type:N", title="layer type", scale=alt.Scale(range=["#737373", "#252525"]),
+                    legend=alt.Legend(labelExpr=relabelled(names))),
     tooltip=["layer", "type", "output_shape", "params", alt.Tooltip("mflops:Q", format=".2f", title="MFLOPs")],
-).properties(height=300, title="Where the compute goes"), compute, f"flops_{name}")
-fc = compute[compute["type"] == "Linear"]
-if len(fc) and fc["mflops"].max() < 0.01 * compute["mflops"].max():
-    st.caption(f"The fc layer's {int(fc['macs'].sum()):,} multiply-adds are too few to see at this scale.")
+).properties(height=300), compute, f"flops_{name}")
 
 st.subheader(f"{name}: every layer")
 st.dataframe(table, hide_index=True, column_config={

@@ -7,9 +7,9 @@ import streamlit as st
 import torch
 from PIL import Image
 
-from pages.common import (LENGTH_HELP, PANEL_TITLE, by_name, default_pair, frame, gallery, header,
-                          length_ui, load_model, model_legend, percent, short_runs_note, show_chart, usable_checkpoints,
-                          weights_stamp, with_lengths)
+from pages.common import (LENGTH_HELP, OWN_SIZE, PANEL_TITLE, by_name, csv_button, default_pair, draw, frame,
+                          gallery, header, length_ui, load_model, model_legend, percent, short_runs_note, show_chart,
+                          usable_checkpoints, weights_stamp, with_lengths)
 from resnet_core import zoo
 from resnet_core.data import CLASSES, DatasetError, load_cifar10, resolve_data_dir
 from resnet_core.explain import confident_mistakes
@@ -121,39 +121,41 @@ def recorded_without_images(info, found: list[dict], why_not_all: str | None) ->
 AHEAD_COLOURS = ["#1b9e77", "#7570b3"]  # B ahead, A ahead: teal and purple, apart from the nets' blue and orange
 # Class names under a chart, slanted rather than on their side: read without turning one's head
 SLANTED = alt.Axis(labelAngle=-40, labelOverlap=False)  # slanted names never collide: keep all ten
-# Each confusion matrix this many px square, the two in one faceted chart with one set of row names: 545 px in all,
-# abreast in a 1024 px window with the sidebar open (a 564 px page, where two 390 px panels, each with its own names,
-# stood one above the other); a 21 px cell still holds "100" in 10 px figures.
-CONFUSION_SIZE = 210
+# Each confusion matrix this many px square, a chart of its own with its row names: abreast in a 1280 px window with
+# the sidebar open, one above the other at 1024 px; a 26 px cell holds "100" in 12 px figures. (At 210 px, both in one
+# faceted chart to fit 1024 px, the cells were cramped.)
+CONFUSION_SIZE = 260
 # Most confusions are 0-10 % of a class: on a linear 0-100 % scale they were all near-white. On a square-root
 # scale 1 % is already a grey and 10 % a third of the way to black; the colour bar's title and labels say so.
 CONFUSION_SCALE = alt.Scale(type="sqrt", scheme="greys", domain=[0, 100])
-CONFUSION_TICKS = [0, 1, 5, 25, 50, 100]  # apart on the square-root colour bar, where 1 sits a tenth of the way
+# Apart on a colour bar as long as the matrix is wide, where 1 sits a tenth of the way: 28 px from "0" (on the
+# default 200 px bar, "0" and "1" touched).
+CONFUSION_TICKS = [0, 1, 5, 25, 50, 100]
 
 
-def confusion_matrices(rows: pd.DataFrame, chosen: list[str]) -> alt.FacetChart:
-    """The chosen checkpoints' confusion matrices side by side, on one colour scale and one set of row names: cells
-    coloured by the percentage of the true class, with the number."""
-    cells = alt.Chart().encode(
+def confusion_matrix(rows: pd.DataFrame, name: str) -> alt.LayerChart:
+    """`name`'s confusion matrix (its `rows`), titled with it: cells coloured by the percentage of the true class, on
+    the colour scale every matrix shares, with the number."""
+    cells = alt.Chart(rows).encode(
         x=alt.X("predicted:N", sort=list(CLASSES), title="predicted class", axis=SLANTED),
         y=alt.Y("true:N", sort=list(CLASSES), title="true class"))
     heat = cells.mark_rect().encode(
         # grey, not blue: blue is the residual nets' colour on every page, and this matrix may be a plain net's
         color=alt.Color("percent:Q", scale=CONFUSION_SCALE, title="% of the true class (square-root scale)",
-                        legend=alt.Legend(values=CONFUSION_TICKS)),
+                        legend=alt.Legend(values=CONFUSION_TICKS, gradientLength=CONFUSION_SIZE)),
         tooltip=["checkpoint", "true", "predicted", "count",
                  alt.Tooltip("percent:Q", format=".1f", title="% of true class")])
-    labels = cells.mark_text(fontSize=10).encode(  # "100" still fits a cell
+    labels = cells.mark_text(fontSize=12).encode(  # "100" still fits a cell
         text=alt.Text("percent:Q", format=".0f"),
         # white where it reads better than black: past 40 %, a grey darker than #777 on the square-root scale
         color=alt.condition("datum.percent > 40", alt.value("white"), alt.value("black")))
-    matrix = alt.layer(heat, labels).properties(width=CONFUSION_SIZE, height=CONFUSION_SIZE)
-    return matrix.facet(data=rows, column=alt.Column("checkpoint:N", sort=chosen, title=None, header=alt.Header(
-        labelFontSize=PANEL_TITLE["fontSize"], labelFontWeight=PANEL_TITLE["fontWeight"])))
+    return alt.layer(heat, labels).properties(width=CONFUSION_SIZE, height=CONFUSION_SIZE, autosize=OWN_SIZE,
+                                              title=alt.Title(name, **PANEL_TITLE))
 
 
-header("Classes", "Where the two nets differ class by class: the chart *Which classes B gains on over A* shows how "
-       "many points of accuracy B gains over A on each class (a seed report claims shortcuts help 'bird' most).")
+header("Classes", "Where the two nets differ class by class: each confusion matrix shows which classes a net mistakes "
+       "for which (dark cells off the diagonal), and the chart *Which classes B gains on over A* how many points of "
+       "accuracy B gains over A on each class (a seed report claims shortcuts help 'bird' most).")
 infos = usable_checkpoints(short_runs=False)  # noted for the checkpoints chosen
 a, b, wrong = classes_ui(infos)
 chosen = [a] if a == b else [a, b]
@@ -161,7 +163,10 @@ short_runs_note([by_name(infos)[name] for name in dict.fromkeys([*chosen, wrong]
 
 confusion = frame(zoo.confusion_frame)
 confusion = confusion[confusion["checkpoint"].isin(chosen)]
-show_chart(confusion_matrices(confusion, chosen), confusion, "confusion_matrices", legends_below=True)
+with st.container(horizontal=True):  # abreast where they fit, one above the other in a narrow window
+    for name in chosen:
+        draw(confusion_matrix(confusion[confusion["checkpoint"] == name], name), legends_below=True, width="content")
+csv_button(confusion, "confusion_matrices")
 st.caption("Rows are the true class and add up to 100 %; the diagonal is the per-class accuracy on the test set.")
 
 accuracy = frame(zoo.class_accuracy_frame)

@@ -1,6 +1,7 @@
 """Streamlit glue every page shares: cached checkpoints, frames and models, colours, CSV downloads, the how-to-train message."""
 from __future__ import annotations
 
+import json
 import math
 import re
 from pathlib import Path
@@ -46,7 +47,7 @@ def dashes_of(splits) -> alt.Scale:
     return alt.Scale(domain=[TRAIN_DASHED.domain[k] for k in kept], range=[TRAIN_DASHED.range[k] for k in kept])
 
 
-PANEL_TITLE = dict(fontSize=15, fontWeight="bold", anchor="middle")  # "plain" / "residual" over each panel
+PANEL_TITLE = dict(fontSize=16, fontWeight="bold", anchor="middle")  # "plain" / "residual" over each panel
 # Legend entries abreast under a panel: four ran past the panel's edge at 1024 px, cutting "plain1202" to "plain".
 PANEL_LEGEND_COLUMNS = 2
 # Legends under the plot, one under another, where beside it they would squeeze the plot in a 1024 px window
@@ -54,24 +55,51 @@ PANEL_LEGEND_COLUMNS = 2
 # height is the plot's, the legends adding to it rather than squashing the plot.
 LEGENDS_BELOW = dict(orient="bottom", layout=alt.ExprRef(expr="{bottom: {direction: 'vertical', anchor: 'start'}}"))
 FIT_WIDTH = alt.AutoSizeParams(type="fit-x", contains="padding")
+# A chart drawn at its own size (draw's width "content"): its plot as large as it says, axes and legends around it
+# (Streamlit's default, fit, would squeeze them into that size too).
+OWN_SIZE = alt.AutoSizeParams(type="pad")
 LOG_TICKS = 8  # labels on a log axis or colour bar at most (log_ticks): past that, every second or third power of ten
-# Log-scale tick labels: 1 ... 10,000 as numbers, beyond as 10⁵ or 2 × 10⁵ (plain-110's loss reaches 10¹⁵), at
+# Chart text a room can read off a projector: dark, not Vega's grey, at these sizes (px), on every chart (styled).
+INK = "#31333F"  # Streamlit's own text colour
+LABEL_PX, TITLE_PX, CHART_TITLE_PX = 13, 14, 16  # tick and legend labels; axis titles; chart titles
+AXIS_STYLE = dict(labelFontSize=LABEL_PX, titleFontSize=TITLE_PX, labelColor=INK, titleColor=INK)
+LEGEND_STYLE = dict(labelFontSize=LABEL_PX, titleFontSize=LABEL_PX, labelColor=INK, titleColor=INK, labelLimit=0,
+                    titleLimit=0)  # labels and titles never cut short
+PANEL_BAR = 170  # px: a colour bar under a panel of show_panels, no longer than a narrow panel's plot
+# Log-scale tick labels: the ends of a domain to two significant figures (0.0078, 1,300), the powers of ten
+# between as numbers from 0.001 to 10,000, beyond as 10⁵ or 2.2 × 10⁵ (plain-110's loss reaches 10¹⁵), at
 # log_ticks' values (Vega's own label only some of the values given it on a log axis: 1, 0.4, 0.2, 0.05). The
 # exponent in superscript digits, each digit replaced in turn: "10^8" read as a formula on a projector.
 _EXPONENT = "floor(log(datum.value) / LN10 + 1e-9)"
 
 
 def _superscript(expr: str) -> str:
-    """A Vega expression: the string `expr` with its digits raised, "15" to "¹⁵" (replace() takes one pattern)."""
-    for digit, raised in enumerate("⁰¹²³⁴⁵⁶⁷⁸⁹"):
+    """A Vega expression: the string `expr` with its digits and minus sign raised, "-15" to "⁻¹⁵" (replace() takes
+    one pattern; Vega's format writes a minus as U+2212)."""
+    for digit, raised in [*enumerate("⁰¹²³⁴⁵⁶⁷⁸⁹"), ("\u2212", "⁻"), ("-", "⁻")]:
         expr = f"replace({expr}, regexp('{digit}', 'g'), '{raised}')"
     return expr
 
 
-LOG_LABELS = (f"datum.value < 100000 ? format(datum.value, ',~g') : "
+LOG_LABELS = (f"datum.value >= 0.001 && datum.value < 100000 ? format(datum.value, ',.2~r') : "
               f"(abs(datum.value / pow(10, {_EXPONENT}) - 1) < 0.001 ? '' : "
               f"format(datum.value / pow(10, {_EXPONENT}), '.2~g') + ' × ') + '10' + "
               + _superscript(f"format({_EXPONENT}, 'd')"))
+
+
+RAISED = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")  # str.translate: an exponent in superscript
+
+
+def log_label(value: float) -> str:
+    """`value` as LOG_LABELS writes it on a chart: 0.0078, 1,300, 10⁵, 2.2 × 10¹⁵."""
+    if 0.001 <= value < 100_000:
+        rounded = float(f"{value:.2g}")
+        text = f"{rounded:,.{max(0, 1 - math.floor(math.log10(rounded)))}f}"
+        return text.rstrip("0").rstrip(".") if "." in text else text
+    exponent = math.floor(math.log10(value) + 1e-9)
+    mantissa = value / 10 ** exponent
+    times = "" if abs(mantissa - 1) < 0.001 else f"{float(f'{mantissa:.2g}'):g} × "
+    return times + "10" + str(exponent).translate(RAISED)
 
 
 # Escaped in text from outside (an uploaded file's or a checkpoint folder's name, a damaged file's reason) shown with
@@ -117,7 +145,9 @@ ROUTED = "routed_by_app"  # set by app.py on every run, before the page runs
 DEEP_LINK = "deep_link"  # the page a visitor asked for before app.py had routed them (see header)
 
 
-def header(title: str, sentence: str) -> None:
+def header(title: str, sentence: str):
+    """The page's title and its one sentence; returns the sentence's place, for a page that words it again once it
+    has measured what it draws (Layer responses)."""
     if not st.session_state.get(ROUTED):
         # Streamlit 1.67 starts in its old pages/-folder mode until app.py has called st.navigation once, so
         # when the first request after a server start is a deep link it runs the page file alone (wrong
@@ -125,7 +155,9 @@ def header(title: str, sentence: str) -> None:
         st.session_state[DEEP_LINK] = urlparse(st.context.url or "").path.rstrip("/").rpartition("/")[2]
         st.switch_page("app.py")
     st.title(title)
-    st.markdown(sentence)
+    said = st.empty()
+    said.markdown(sentence)
+    return said
 
 
 # -- checkpoints, frames, models: read once per change on disk, shared by every session ---------------
@@ -340,58 +372,119 @@ def model_legend(data: pd.DataFrame, **legend) -> alt.Color:
     return alt.Color(f"{by}:N", scale=model_colors(data, by), title=by, sort=None, legend=alt.Legend(**legend))
 
 
-def log_ticks(domain, nice: bool = False):
+def relabelled(names: dict[str, str]) -> str:
+    """A legend's labelExpr that writes each of its values as `names` says, others as they are."""
+    said = "".join(f"datum.label === {json.dumps(key, ensure_ascii=False)} ? {json.dumps(text, ensure_ascii=False)} : "
+                   for key, text in names.items())
+    return said + "datum.label"
+
+
+def linear_ticks(high: float, count: int = 5) -> list[float]:
+    """Round values from 0 to the first one at or above `high` (> 0), about `count` steps of 1, 2, 2.5 or 5 times a
+    power of ten: a linear axis's ticks that end at a labelled value above its tallest bar."""
+    rough = high / count
+    power = 10 ** math.floor(math.log10(rough))
+    step = next(m * power for m in (1, 2, 2.5, 5, 10) if m * power >= rough)
+    return [float(f"{k * step:.12g}") for k in range(math.ceil(high / step - 1e-9) + 1)]
+
+
+def raised(text: str) -> str:
+    """zoo.figures' powers of ten written as the charts' axes write them: "1.6 × 10^6" as "1.6 × 10⁶"."""
+    return re.sub(r"10\^(-?\d+)", lambda m: "10" + m.group(1).translate(RAISED), text)
+
+
+def log_ticks(domain, nice: bool = False, length: float = 300, across: bool = False):
     """Values for a log axis's ticks or a log colour bar's labels over `domain`, [low, high] as span gives it
-    (`nice`: from the powers of ten around them, as a log axis's nice domain runs): the powers of ten between them
+    (`nice`: from the powers of ten around them, as a log axis's nice domain runs): both ends, so that a reader sees
+    where the data stop (LOG_LABELS writes them to two significant figures), and the powers of ten between them
     (every second or third where they would be more than LOG_TICKS), else 1-3-10, 1-2-5 or 1-2-...-9 steps, the
-    first that gives at least three; Undefined (Vega-Lite's own) on a span too narrow for any, or no domain. Vega's
-    own labels on a log axis read 0.001, 0.009, 0.08, 0.7, 6, 50, and crowd a colour bar."""
+    first that puts a label between the ends. A value whose label would touch its neighbour's on an axis or bar
+    `length` px long is left out: a power of ten next to an end, never the end (labels `across` it, as on a
+    horizontal colour bar, take their width, and Vega sets the end ones inside the bar; on a vertical axis, a
+    line). Undefined (Vega-Lite's own) without a domain. Vega's own labels on a log axis read 0.001, 0.009, 0.08,
+    0.7, 6, 50, leave the ends unlabelled, and crowd a colour bar."""
     low, high = domain if isinstance(domain, (list, tuple)) else (0, 0)
     if not (0 < low <= high < math.inf):
         return alt.Undefined
     first, last = math.floor(math.log10(low)), math.ceil(math.log10(high))
     if nice:
         low, high = float(f"1e{first}"), float(f"1e{last}")
-    for mantissas in ((1,), (1, 3), (1, 2, 5), range(1, 10)):
-        # float(f"{m}e{e}"), not m * 10 ** e: 3 x 10^-1 is 0.3, not 0.30000000000000004
-        values = [float(f"{m}e{e}") for e in range(first, last + 1) for m in mantissas]
-        values = [v for v in values if low <= v <= high]
-        if len(values) >= 3:
-            step = math.ceil(len(values) / LOG_TICKS) if len(mantissas) == 1 else 1
-            return [v for v in values if round(math.log10(v)) % step == 0] if step > 1 else values
-    return alt.Undefined
+    if high / low < 1 + 1e-9:
+        return [low]
+
+    def reach(value: float, toward_high: bool) -> float:
+        """px a value's label takes from its tick toward the other end: all its width from an end, else half."""
+        if not across:
+            return (LABEL_PX + 5) / 2
+        width = 0.6 * LABEL_PX * len(log_label(value)) + 4
+        return width if value == (low if toward_high else high) else width / 2
+
+    def apart(a: float, b: float) -> bool:  # a < b: their labels do not touch
+        return math.log10(b / a) / math.log10(high / low) * length >= reach(a, True) + reach(b, False)
+
+    def fits(inner: list[float]) -> bool:
+        values = [low, *inner, high]
+        return len(values) <= LOG_TICKS and all(apart(a, b) for a, b in zip(values, values[1:]))
+
+    # float(f"1e{e}"), not 10 ** e: 10^-1 is 0.1, not 0.1000000000000000055...
+    powers = [float(f"1e{e}") for e in range(first, last + 1) if low < float(f"1e{e}") < high]
+    for step in range(1, len(powers) + 1):  # every power of ten, else every second, every third...
+        kept = [v for v in powers if round(math.log10(v)) % step == 0]
+        kept = [v for v in kept if apart(low, v) and apart(v, high)]  # none too near an end
+        if kept and fits(kept):
+            return [low, *kept, high]
+    for mantissas in ((1, 3), (1, 2, 5), range(1, 10)):  # no power of ten between the ends: finer round values
+        inner = []
+        for value in (float(f"{m}e{e}") for e in range(first, last + 1) for m in mantissas):
+            if low < value < high and apart(inner[-1] if inner else low, value) and apart(value, high):
+                inner.append(value)
+        if inner and fits(inner):
+            return [low, *inner, high]
+    return [low, high] if apart(low, high) else [high]
 
 
 def show_chart(chart: alt.TopLevelMixin, data: pd.DataFrame, name: str, legends_below: bool = False) -> None:
     """Draw an Altair chart as wide as the page (a faceted one at its own size: Vega-Lite cannot fit facets to a
     width), its legends on the right or (`legends_below`) below, and offer exactly the data it draws as CSV."""
-    _draw(chart, legends_below, width="content" if isinstance(chart, alt.FacetChart) else "stretch")
+    draw(chart, legends_below, width="content" if isinstance(chart, alt.FacetChart) else "stretch")
     csv_button(data, name)
 
 
-def show_panels(draw, data: pd.DataFrame, name: str, by: str = "net", order=("plain", "residual")) -> None:
-    """One panel per value of `by` found in `data`, in `order`: the chart `draw(rows)` titled with the value,
+def show_panels(panel_of, data: pd.DataFrame, name: str, by: str = "net", order=("plain", "residual")) -> None:
+    """One panel per value of `by` found in `data`, in `order`: the chart `panel_of(rows)` titled with the value,
     legends below, in columns of equal width (Vega-Lite cannot fit a faceted chart to its container), so that plain
     and residual stand abreast even on a 1024 px projector with the sidebar open (panels of a fixed 390 px stood
     one above the other there: the comparison took a scroll); Streamlit stacks the columns on a phone. Panels share
-    a scale only where `draw` fixes its domain. Then one CSV of all the panels' data."""
+    a scale only where `panel_of` fixes its domain. Then one CSV of all the panels' data."""
     values = [v for v in order if (data[by] == v).any()]
     for column, value in zip(st.columns(len(values), gap="medium") if values else [], values):
         with column:
-            panel = draw(data[data[by] == value]).properties(title=alt.Title(value, **PANEL_TITLE))
+            panel = panel_of(data[data[by] == value]).properties(title=alt.Title(value, **PANEL_TITLE))
             # a colour bar no longer than a narrow panel's plot, so that its last label is not cut off, and no two
             # of its labels over each other
-            _draw(panel, legends_below=True, width="stretch", gradientLength=170, labelOverlap="greedy")
+            draw(panel, legends_below=True, width="stretch", gradientLength=PANEL_BAR, labelOverlap="greedy")
     csv_button(data, name)
 
 
-def _draw(chart: alt.TopLevelMixin, legends_below: bool, width: str, **legend) -> None:
-    """st.altair_chart with the legends placed, their labels and titles never cut short (`legend`: more of the
-    legends' configuration)."""
-    if legends_below and not isinstance(chart, alt.FacetChart):  # a faceted chart is its panels' height already
-        chart = chart.properties(autosize=FIT_WIDTH)
+def styled(chart: alt.TopLevelMixin, legends_below: bool = False, **legend) -> alt.TopLevelMixin:
+    """`chart` with the text every chart here shares (AXIS_STYLE, LEGEND_STYLE: dark, and large enough for a room),
+    its legends on the right or (`legends_below`) below (`legend`: more of the legends' configuration). Vega-Lite
+    takes a configuration on the top-level chart only, so this is the last step before drawing, layered and
+    concatenated charts alike."""
     placed = LEGENDS_BELOW if legends_below else dict(orient="right")
-    st.altair_chart(chart.configure_legend(labelLimit=0, titleLimit=0, **placed, **legend), width=width)
+    return (chart.configure_axis(**AXIS_STYLE).configure_legend(**LEGEND_STYLE, **placed, **legend)
+            .configure_header(titleFontSize=TITLE_PX, titleColor=INK, labelColor=INK)
+            .configure_title(fontSize=CHART_TITLE_PX, color=INK, subtitleFontSize=LABEL_PX, subtitleColor=INK))
+
+
+def draw(chart: alt.TopLevelMixin, legends_below: bool = False, width: str = "stretch", **legend) -> None:
+    """st.altair_chart of the chart styled (styled: legends placed, text readable), as wide as its container
+    (`width` "stretch") or at its own size ("content"). Below the plot, the legends add to its height instead of
+    squeezing it (FIT_WIDTH)."""
+    # a faceted chart is its panels' height already; a chart sized on purpose (Loss landscape's squares) keeps it
+    if legends_below and not isinstance(chart, alt.FacetChart) and chart.autosize is alt.Undefined:
+        chart = chart.properties(autosize=FIT_WIDTH)
+    st.altair_chart(styled(chart, legends_below, **legend), width=width)
 
 
 def span(data: pd.DataFrame, low: str, high: str | None = None):
@@ -402,12 +495,12 @@ def span(data: pd.DataFrame, low: str, high: str | None = None):
     return [float(lows.min()), float(highs.max())] if len(lows) and len(highs) else alt.Undefined
 
 
-def log_axis(data: pd.DataFrame, column: str, nice: bool = True) -> dict:
-    """scale= and axis= for a log axis over `column`'s finite values: ticks at log_ticks' values, labelled in full;
-    `nice=False` ends the axis at the data, not at the powers of ten around them."""
+def log_axis(data: pd.DataFrame, column: str, nice: bool = True, length: float = 300) -> dict:
+    """scale= and axis= for a vertical log axis `length` px tall over `column`'s finite values: ticks at log_ticks'
+    values, its ends labelled; `nice=False` ends the axis at the data, not at the powers of ten around them."""
     domain = span(data[pd.to_numeric(data[column], errors="coerce") > 0], column)  # a log axis has no room for 0
     scale = alt.Scale(type="log") if nice or domain is alt.Undefined else alt.Scale(type="log", domain=domain, nice=False)
-    return dict(scale=scale, axis=alt.Axis(labelExpr=LOG_LABELS, values=log_ticks(domain, nice=nice)))
+    return dict(scale=scale, axis=alt.Axis(labelExpr=LOG_LABELS, values=log_ticks(domain, nice=nice, length=length)))
 
 
 def csv_button(data: pd.DataFrame, name: str) -> None:

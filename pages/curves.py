@@ -7,14 +7,13 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from pages.common import (dashes_of, frame, header, length_ui, log_axis, model_legend, short_runs_note, show_panels,
-                          span, usable_checkpoints)
+from pages.common import (LOG_LABELS, PANEL_LEGEND_COLUMNS, colour_key, dashes_of, frame, header, length_ui,
+                          log_ticks, model_legend, relabelled, short_runs_note, show_panels, span, usable_checkpoints)
 from resnet_core import zoo
 from resnet_core.paper import PAPER_ITERATIONS
 
 PANEL_HEIGHT = 320  # px of plot in each panel
-LABEL_PX = 13  # px a line-end label takes up and down: labels nearer than that are moved apart
-SHARED_PX = 3 * LABEL_PX  # a curve's train and test ends nearer than this share one label
+LABEL_PX = 15  # px a line-end label takes up and down: labels nearer than that are moved apart
 
 
 def curves_ui(depths: list[int]) -> tuple[list[int], str, bool]:
@@ -46,7 +45,7 @@ def value_domain(shown: pd.DataFrame, log: bool) -> list[float]:
     low, high = span(shown, "value")
     if log:
         first, last = math.floor(math.log10(low)), math.ceil(math.log10(high))
-        return [float(f"1e{first}"), float(f"1e{max(last, first + 1)}")]  # as log_axis' ticks run
+        return [float(f"1e{first}"), float(f"1e{max(last, first + 1)}")]  # whole decades, each end labelled
     step = 10.0 ** math.floor(math.log10(high)) / 2 if high > 0 else 1.0  # 89.7 % -> 90, a loss of 2.3 -> 2.5
     return [0.0, max(math.ceil(high / step), 1) * step]
 
@@ -72,58 +71,70 @@ def spread(wanted: list[float], gap: float, low: float, high: float) -> list[flo
 
 
 def line_ends(rows: pd.DataFrame, domain: list[float], log: bool) -> pd.DataFrame:
-    """`rows` with each curve's end labelled, so that lines of neighbouring shades (four blues, 20 to 110 layers) are
-    read without a legend: `label_at`, on a curve's last point, the height of the label it leads to; `label`, on one
-    point per label, its text: the depth, or the checkpoint's name where two of one depth are drawn. A checkpoint's
-    train and test ends nearer than SHARED_PX share a label, and labels nearer than LABEL_PX are spread apart."""
+    """`rows` with each checkpoint's test curve (solid; its train curve where it has no test one) ending in a label,
+    so that lines of neighbouring shades (four blues, 20 to 110 layers) are read at their ends: `label_at`, on the
+    curve's last point, the height of its label, and `label`, its text (depth_labels). Labels nearer than LABEL_PX
+    are spread apart in the order of the ends, so that no two leaders cross. One label a checkpoint: a label shared
+    by a train and a test end drew two leaders, which crossed, and read as another curve's where one ended between."""
     ends = rows.sort_values("iteration").groupby(["checkpoint", "split"]).tail(1)
+    ends = ends.sort_values("split", key=lambda split: split != "test").groupby("checkpoint").head(1)  # test first
     scaled = np.log10 if log else (lambda v: v)  # heights on the axis, where pixels are even
     low, high = scaled(np.array(domain, dtype=float))
-    gap, shared = ((high - low) * px / PANEL_HEIGHT for px in (LABEL_PX, SHARED_PX))
-    one_per_depth = rows.groupby("depth")["checkpoint"].nunique().max() == 1
-    labels = []  # (wanted height, text, the ends it labels)
-    for (checkpoint, depth), points in ends.groupby(["checkpoint", "depth"]):
-        heights = scaled(points["value"].to_numpy(dtype=float))
-        text = str(depth) if one_per_depth else checkpoint
-        if np.ptp(heights) < shared:
-            labels.append((heights.mean(), text, points.index))
-        else:
-            labels += [(h, text, [i]) for h, i in zip(heights, points.index)]
-    labels.sort(key=lambda label: label[0])
-    heights = spread([want for want, *_ in labels], gap, low + gap / 2, high - gap / 2)
+    gap = (high - low) * LABEL_PX / PANEL_HEIGHT
+    ends = ends.assign(height=scaled(ends["value"].to_numpy(dtype=float))).sort_values("height")
+    heights = spread(ends["height"].tolist(), gap, low + gap / 2, high - gap / 2)
+    texts = depth_labels(rows)
     rows = rows.assign(label_at=np.nan, label=None)
-    for height, (_, text, ends_of) in zip(heights, labels):
-        rows.loc[ends_of, "label_at"] = 10 ** height if log else height
-        rows.loc[ends_of[0], "label"] = text
+    for height, (index, end) in zip(heights, ends.iterrows()):
+        rows.loc[index, ["label_at", "label"]] = [10 ** height if log else height, texts[end[colour_key(rows)]]]
     return rows
 
 
+def depth_labels(rows: pd.DataFrame) -> dict[str, str]:
+    """{colour key (colour_key: model or checkpoint): its label}: the depth, or the checkpoint's name where two runs
+    of one depth are drawn. The line ends and the colour legend say the same."""
+    by = colour_key(rows)
+    one_per_depth = rows.groupby("depth")[by].nunique().max() == 1
+    return {key: str(depth) if one_per_depth else key for key, depth in rows.groupby(by)["depth"].first().items()}
+
+
 def curves_panel(rows: pd.DataFrame, shown: pd.DataFrame, metric: str, log: bool) -> alt.LayerChart:
-    """One net's curves (`rows`), on axes that span all the `shown` curves: both panels the same. Each curve ends
-    in a label naming its depth (line_ends), in the margin right of the plot, with a short leader from the line's
-    end. A curve of one epoch is a single point, which a line alone does not draw: then every curve gets its points."""
+    """One net's curves (`rows`), on axes that span all the `shown` curves: both panels the same. Each test curve
+    ends in a label naming its depth (line_ends), in the margin right of the plot, with a short leader from the
+    line's end; the colour legend says it too, and a click on one of its entries brings that depth forward (the
+    others fade). A curve of one epoch is a single point, which a line alone does not draw: then every curve gets
+    its points."""
     title = ("cross-entropy loss" if metric == "loss" else f"{metric} (%)") + (", log scale" if log else "")
     last = span(shown, "iteration")
     # The plot ends at the last iteration, so that the labels stand just past the lines' ends.
     x = alt.X("iteration:Q", title="iteration (SGD steps)",
               scale=alt.Scale(domain=alt.Undefined if last is alt.Undefined else [0, last[1]], nice=False))
     domain = value_domain(shown, log)
-    # log_axis' ticks (0.01, 0.1, 1, 10, 100, each labelled), on a domain fixed here: both panels the same
-    y = dict(log_axis(shown, "value"), scale=alt.Scale(type="log", domain=domain, nice=False)) if log else dict(
+    # log_ticks' values (0.01, 0.1, 1, 10, 100, each labelled), on a domain fixed here: both panels the same
+    y = dict(scale=alt.Scale(type="log", domain=domain, nice=False), axis=alt.Axis(
+        labelExpr=LOG_LABELS, values=log_ticks(domain, length=PANEL_HEIGHT))) if log else dict(
         scale=alt.Scale(domain=domain, nice=False))
     single = rows.groupby(["checkpoint", "split"]).size().min() < 2
-    base = alt.Chart(line_ends(rows, domain, log)).encode(x, color=model_legend(rows).legend(None))
+    by, texts = colour_key(rows), depth_labels(rows)
+    depth_named = all(text.isdigit() for text in texts.values())
+    # the legend's entries named as the line ends are
+    color = model_legend(rows, columns=PANEL_LEGEND_COLUMNS, labelExpr=relabelled(texts),
+                         title="depth (layers)" if depth_named else "checkpoint", symbolType="stroke",
+                         symbolStrokeWidth=3, symbolSize=300)
+    highlight = alt.selection_point(fields=[by], bind="legend")  # a click on a legend entry
+    faded = alt.condition(highlight, alt.value(1.0), alt.value(0.15))
+    base = alt.Chart(line_ends(rows, domain, log)).encode(x, color=color, opacity=faded)
     lines = base.mark_line(strokeWidth=1.8, point=bool(single)).encode(
         y=alt.Y("value:Q", title=title, **y),
         strokeDash=alt.StrokeDash("split:N", scale=dashes_of(shown["split"]), title="measured on",
                                   legend=alt.Legend(symbolSize=600, symbolStrokeWidth=2)),
         detail="checkpoint:N",
-        tooltip=["checkpoint", "split", "epoch", "iteration", alt.Tooltip("value:Q", format=".3f", title=title)])
+        tooltip=["checkpoint", "split", "epoch", "iteration", alt.Tooltip("value:Q", format=".3f", title=title)],
+    ).add_params(highlight)
     ends = base.transform_filter("isValid(datum.label_at)")
     leaders = ends.mark_rule(strokeWidth=1, x2Offset=7).encode(
         y=alt.Y("value:Q", title=title, **y), x2="iteration:Q", y2="label_at:Q")
-    labels = ends.transform_filter("isValid(datum.label)").mark_text(
-        align="left", baseline="middle", dx=9, fontSize=12, fontWeight="bold").encode(
+    labels = ends.mark_text(align="left", baseline="middle", dx=9, fontSize=13, fontWeight="bold").encode(
         y=alt.Y("label_at:Q", title=title, **y), text="label:N", tooltip=["checkpoint"])
     return alt.layer(lines, leaders, labels).properties(height=PANEL_HEIGHT)
 
@@ -154,8 +165,9 @@ if data.empty:
 else:
     show_panels(partial(curves_panel, shown=data, metric=metric, log=log), data, f"curves_{metric.replace(' ', '_')}")
 st.caption("Both panels share the same axes. Pick depths, the metric and the scale in the sidebar; every line is "
-           "one checkpoint, sampled once per epoch, and ends in its depth (weight layers; the checkpoint's name where two "
-           "runs of one depth are drawn). The dashed training curve is "
+           "one checkpoint, sampled once per epoch, and each solid test curve ends in its depth (weight layers; the "
+           "checkpoint's name where two runs of one depth are drawn), as the colour legend says: click an entry there "
+           "to bring that depth forward, and double-click the plot to bring all back. The dashed training curve is "
            "the running error on each epoch's augmented batches (cropped and flipped, while the weights were still "
            "moving), our measure for the paper's dashed training curves, which it does not say how it measured.")
 

@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from pages.common import (LENGTH_HELP, LOG_LABELS, PANEL_LEGEND_COLUMNS, by_name, default_pair, frame, gallery_batch,
-                          header, length_ui, log_axis, log_ticks, markdown_text, model_legend, short_runs_note,
-                          show_chart, show_panels, span, usable_checkpoints, with_lengths)
+from pages.common import (LENGTH_HELP, LOG_LABELS, PANEL_BAR, PANEL_LEGEND_COLUMNS, by_name, default_pair, frame,
+                          gallery_batch, header, length_ui, log_axis, log_ticks, markdown_text, model_legend, raised,
+                          short_runs_note, show_chart, show_panels, span, usable_checkpoints, with_lengths)
 from resnet_core import zoo
 from resnet_core.models import PLAIN_VS_RESIDUAL_DEPTHS
 from resnet_core.paper import SEED_REPORT_GRAD_NORMS
@@ -82,10 +82,10 @@ def heatmap_panel(rows: pd.DataFrame, shown: pd.DataFrame) -> alt.Chart:
         y=alt.Y("l0:Q", title="layer (1 = first conv; last = fc)", axis=WHOLE,
                 scale=alt.Scale(domain=span(shown, "l0", "l1"), reverse=True, nice=False)),
         y2="l1:Q",
-        # labelled at round values: Vega's own labels printed the domain's ends in full, run together
-        # ("0.0000079619...0.58058262" for plain-110), or only 0.01 and 0.1 for the 56-layer nets
-        color=alt.Color("grad_norm:Q", title=["gradient norm", "(L2, log scale)"], scale=norm_scale,
-                        legend=alt.Legend(labelExpr=LOG_LABELS, values=log_ticks(domain))),
+        # labelled at its ends and round values between: Vega's own labels printed the domain's ends in full, run
+        # together ("0.0000079619...0.58058262" for plain-110), or only 0.01 and 0.1 for the 56-layer nets
+        color=alt.Color("grad_norm:Q", title=["gradient norm", "(L2, log scale)"], scale=norm_scale, legend=alt.Legend(
+            labelExpr=LOG_LABELS, values=log_ticks(domain, length=PANEL_BAR, across=True))),
         stroke=alt.Stroke("outline:Q", scale=norm_scale, legend=None),
         tooltip=["checkpoint", "first_epoch", "last_epoch", "index", "layer",
                  alt.Tooltip("grad_norm:Q", format=".3g", title="gradient norm")],
@@ -150,7 +150,7 @@ def training_section(infos) -> None:
         color=model_legend(profile), detail="checkpoint:N",
         tooltip=["checkpoint", "layer", alt.Tooltip("grad_norm:Q", format=".3g", title="gradient norm")],
     ).properties(height=300, title=f"Gradient norm per layer at epoch {epoch}"), profile, "gradient_norms_epoch")
-    st.markdown(f"**Measured here**, epoch {epoch}, smallest to largest layer norm: {zoo.norm_spans(profile)}.")
+    st.markdown(f"**Measured here**, epoch {epoch}, smallest to largest layer norm: {raised(zoo.norm_spans(profile))}.")
     resnet_range, plain_range = SEED_REPORT_GRAD_NORMS["resnet18"], SEED_REPORT_GRAD_NORMS["plain18"]
     st.caption(f"For reference, seed report 000 states norms of {resnet_range[0]}-{resnet_range[1]} for ResNet-18 and "
                f"{plain_range[0]}-{plain_range[1]} for Plain-18 (its claim, not measured here). The epoch slider is "
@@ -187,7 +187,9 @@ def live_section() -> None:
     show_panels(partial(init_panel, shown=shown), shown, "gradient_norms_init")
     # a table, not a sentence: ten nets in one sentence made six lines of figures
     st.markdown("**Measured here**, at initialisation: each net's smallest and largest layer gradient norm.")
-    st.dataframe(zoo.norm_span_frame(shown, by="model").rename(columns={"model": "net"}), hide_index=True)
+    spans = zoo.norm_span_frame(shown, by="model").rename(columns={"model": "net"})
+    # 1.6 × 10⁶, as the axes write it
+    st.dataframe(spans.map(lambda v: raised(v) if isinstance(v, str) else v), hide_index=True)
     exceptions = ", ".join(f"{n} for {d} layers" for d, n in LIVE_IMAGES_PER_CLASS_BY_DEPTH.items())
     st.caption(f"Batch: the first {LIVE_IMAGES_PER_CLASS} shipped test images of each class ({exceptions}), seed 0, "
                "BN on batch statistics. Layer k is the k-th weight layer on the main path in every net (a 1x1 "

@@ -1,5 +1,4 @@
 """Loss landscape: the training loss around trained plain and residual nets along random directions (Li et al., 2018)."""
-import math
 import numbers
 
 import altair as alt
@@ -7,24 +6,23 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from pages.common import (LEGENDS_BELOW, LENGTH_HELP, LOG_LABELS, PANEL_TITLE, by_name, csv_button, default_pair,
-                          file_stamp, header, length_ui, log_ticks, markdown_reason, markdown_text, model_legend,
-                          short_runs_note, show_chart, span, usable_checkpoints, weights_stamp, with_lengths)
+from pages.common import (LENGTH_HELP, LOG_LABELS, OWN_SIZE, PANEL_TITLE, by_name, csv_button, default_pair, draw,
+                          file_stamp, header, length_ui, log_label, log_ticks, markdown_reason, markdown_text,
+                          model_legend, short_runs_note, show_chart, span, usable_checkpoints, weights_stamp,
+                          with_lengths)
 from resnet_core import zoo
 from resnet_core.checkpoint import REPO_ROOT, CheckpointInfo, default_checkpoints_dir
 from resnet_core.landscape import FILE, read_landscape
 
-# The colour scale stops at a panel's highest loss where another panel's is over this many times larger.
-CAP_RATIO = 10
+# The colour scale stops at this percentile of the surfaces' losses (colour_domain), or at the lower panel's where the
+# other's is over CAP_RATIO times larger.
+CAP_PERCENTILE, CAP_RATIO = 95, 10
 # Each surface a square this many px a side, alpha and beta at one scale (a panel stretched to its column's width
-# under a fixed height drew the round basin as an ellipse): two abreast, axes and all, in a 1024 px window with the
-# sidebar open.
-SIZE = 185
-# Labels on a surface's colour bar (as long as the plot is wide) at most, its top one included: six touched
-# ("100 1,000").
-BAR_LABELS = 4
-# px along the bar from its end to the label before the top one at least: at 50, "1,000 38,900" read as one number
-BAR_LABEL_GAP = 60
+# under a fixed height drew the round basin as an ellipse): two abreast, axes and all, in a 1280 px window with the
+# sidebar open (one above the other at 1024 px).
+SIZE = 300
+SLICE_HEIGHT = 360  # px of the 1-D slices' plot
+HALVES = alt.Axis(tickCount=5)  # a surface's alpha and beta axes: -1, -0.5, 0, 0.5, 1 over the default span
 # Filter-normalised directions: a step of 1 moves every filter by its own norm (Li et al., 2018), hence the unit.
 # short enough for a panel half a 1024 px window wide; the caption says what 1 means (one filter norm)
 ALPHA, BETA = "alpha (along d1)", "beta (along d2)"
@@ -131,39 +129,33 @@ def not_alike(settings, chosen: list[str], what: str) -> bool:
 
 
 def colour_domain(shown) -> tuple[list[float] | None, str | None]:
-    """The shared colour scale's [low, high] over the `shown` surfaces, and the checkpoint whose highest loss caps
-    it (None when nothing is capped). A diverging plain net reaches 10^15 where the residual net beside it stays
-    under 10^5: on one scale from the lowest to the highest loss the residual surface would be a single colour.
-    So where the panels' highest losses differ more than tenfold, the scale ends at the lowest of them: that panel
-    spans the whole palette, and a cell of another above it is drawn in the top colour (its tooltip keeps its
-    loss). None where no loss is finite."""
+    """The shared colour scale's [low, top] over the `shown` surfaces, and why it stops at top (None where it spans
+    every loss). From the lowest loss to the highest, the few cells at a surface's far corners took the upper
+    decades of the palette and left the basin, where most of the surface lies, a few shades of one colour; so the
+    scale stops at the losses' CAP_PERCENTILE-th percentile, rounded to two figures as its colour bar labels it, and
+    a cell above it is drawn in the top colour (its tooltip keeps its loss). Where one panel's percentile is over
+    CAP_RATIO times the other's (a diverging plain net reaches 10^15 where the residual net beside it stays under
+    10^5), the scale stops at the lower one: on a scale of both, the residual surface would be a single colour.
+    None where no loss is finite."""
     finite = shown[np.isfinite(shown["loss"])]
     if finite.empty:
         return None, None
-    highest = finite.groupby("checkpoint")["loss"].max()
-    low = float(finite["loss"].min())
-    if highest.max() <= CAP_RATIO * highest.min():
-        return [low, float(highest.max())], None
-    return [low, float(highest.min())], str(highest.idxmin())
+    low, highest = float(finite["loss"].min()), float(finite["loss"].max())
+    tops = finite.groupby("checkpoint")["loss"].quantile(CAP_PERCENTILE / 100)
+    if tops.max() <= CAP_RATIO * tops.min():
+        top = finite["loss"].quantile(CAP_PERCENTILE / 100)
+        why = f"the {CAP_PERCENTILE}th percentile of the losses" + (" of both surfaces" if len(tops) > 1 else "")
+    else:
+        top, why = tops.min(), (f"{tops.idxmin()}'s {CAP_PERCENTILE}th percentile, so that the surface that stays low "
+                                "keeps the whole palette")
+    top = float(f"{top:.2g}")
+    return ([low, top], why) if low < top < highest else ([low, highest], None)
 
 
 def colour_bar(domain) -> alt.Legend:
-    """A surface's colour bar over `domain`, as long as the plot is wide, labelled at BAR_LABELS values at most: its
-    top, the highest loss coloured (to three figures, as the title's "or more" gives it where the scale is capped: the
-    number a reader needs then), and below it log_ticks' round values, none within BAR_LABEL_GAP of the top; where
-    more, every second or third, counted down from the top. Vega-Lite's own values where the span is too narrow."""
-    ticks = log_ticks(domain)
-    if ticks is alt.Undefined:
-        return alt.Legend(labelExpr=LOG_LABELS, gradientLength=SIZE)
-    low, high = domain
-    gap = math.log10(high / low) * BAR_LABEL_GAP / SIZE  # in decades
-    below = [v for v in ticks if math.log10(high / v) >= gap]
-    step = max(1, math.ceil(len(below) / (BAR_LABELS - 1)))
-    # The top label at the domain's very end, where Vega aligns it right, inside the bar (centred on a rounded value,
-    # "1,280" ran past the panel's edge); past 10^5 written as LOG_LABELS writes the powers of ten.
-    top = f"datum.value >= {high!r} && datum.value < 100000 ? format(datum.value, ',.3~r') : "
-    return alt.Legend(values=below[(len(below) - 1) % step::step] + [high], labelExpr=top + f"({LOG_LABELS})",
-                      gradientLength=SIZE)
+    """A surface's colour bar over `domain`, as long as the plot is wide: labelled at its ends and the powers of ten
+    between that leave room for their labels (log_ticks)."""
+    return alt.Legend(values=log_ticks(domain, length=SIZE, across=True), labelExpr=LOG_LABELS, gradientLength=SIZE)
 
 
 def surface_panel(rows, shown, grid) -> alt.LayerChart:
@@ -172,15 +164,18 @@ def surface_panel(rows, shown, grid) -> alt.LayerChart:
     same colour is the same loss in every panel, up to the cap. Where every point overflowed, the empty frame says
     so in its middle."""
     drawn = rows[rows["loss"] > 0]  # a log scale has no place for an overflowed (NaN) or zero loss
-    domain, capped_by = colour_domain(shown)
-    title = ["training loss", "(cross-entropy, log scale)"] + ([f"yellow: {zoo.figures(domain[1])} or more"]
-                                                              if capped_by else [])
+    domain, capped = colour_domain(shown)
+    title = ["training loss (cross-entropy, log scale)"] + (
+        [f"values above {log_label(domain[1])} shown as {log_label(domain[1])}"] if capped else [])
     loss_scale = alt.Scale(type="log", scheme="viridis", domain=domain or alt.Undefined, clamp=True)
     # each cell outlined 1 px in its own colour: abutting cells otherwise leave antialiased seams, a grid on a projector
     # (on a copy of the field: on the same field Vega-Lite merges the stroke into the colour legend, and breaks it)
     cells = alt.Chart().transform_calculate(outline="datum.loss").mark_rect(strokeWidth=1).encode(
-        x=alt.X("a0:Q", title=ALPHA, scale=alt.Scale(domain=span(grid, "a0", "a1"), nice=False)), x2="a1:Q",
-        y=alt.Y("b0:Q", title=BETA, scale=alt.Scale(domain=span(grid, "b0", "b1"), nice=False)), y2="b1:Q",
+        # five ticks a side: eleven (-1.0, -0.8, ...) ran together at 13 px
+        x=alt.X("a0:Q", title=ALPHA, scale=alt.Scale(domain=span(grid, "a0", "a1"), nice=False), axis=HALVES),
+        x2="a1:Q",
+        y=alt.Y("b0:Q", title=BETA, scale=alt.Scale(domain=span(grid, "b0", "b1"), nice=False), axis=HALVES),
+        y2="b1:Q",
         color=alt.Color("loss:Q", title=title, scale=loss_scale, legend=colour_bar(domain) if len(drawn) else None),
         stroke=alt.Stroke("outline:Q", scale=loss_scale, legend=None),
         tooltip=["checkpoint", alt.Tooltip("alpha:Q", format=".2f"), alt.Tooltip("beta:Q", format=".2f"),
@@ -205,24 +200,23 @@ def surface_section(surface, settings, chosen: list[str]) -> None:
     st.subheader("2-D surface: plain and residual")
     unlike = not_alike(settings, chosen, f"The surfaces of {' and '.join(chosen)}")
     # Not show_panels: it stretches each panel to its column's width, and a square needs a fixed one. Drawn at their
-    # own size (autosize pad: Streamlit's default, fit, would squeeze the axes and the colour bar into SIZE too),
-    # abreast where they fit, one above the other on a phone.
+    # own size (OWN_SIZE), abreast where they fit, one above the other in a narrow window.
     with st.container(horizontal=True):
         for name in [name for name in chosen if (data["checkpoint"] == name).any()]:
             panel = surface_panel(data[data["checkpoint"] == name], shown, data).properties(
-                title=alt.Title(name, **PANEL_TITLE), autosize=alt.AutoSizeParams(type="pad"))
-            st.altair_chart(panel.configure_legend(labelLimit=0, titleLimit=0, **LEGENDS_BELOW), width="content")
+                title=alt.Title(name, **PANEL_TITLE), autosize=OWN_SIZE)
+            draw(panel, legends_below=True, width="content")
     csv_button(data, "loss_surfaces")
     st.markdown(f"**Measured here**, training loss over each surface: {zoo.surface_summary(data)}.")
     blank = [name for name in dict.fromkeys(data["checkpoint"]) if name not in set(shown["checkpoint"])]
     overflowed = len(data[~data["checkpoint"].isin(blank)]) - len(shown)  # in the panels drawn; the blank ones apart
-    domain, capped_by = colour_domain(shown)
+    domain, capped = colour_domain(shown)
     cap = ""
-    if capped_by:
+    if capped:
         cells = shown.groupby("checkpoint")["loss"].agg(above=lambda loss: int((loss > domain[1]).sum()), total="size")
         above = ", ".join(f"{row.above} of {name}'s {row.total}" for name, row in cells.iterrows() if row.above)
-        cap = (f" The scale ends at {capped_by}'s highest loss, {zoo.figures(domain[1])}: the cells above it "
-               f"({above}) are drawn in the top colour; hover for their loss.")
+        cap = (f" The colour scale ends at {log_label(domain[1])}, {capped}: the cells above it ({above}) are drawn in "
+               "the top colour; hover for their loss.")
     scale = ("Both panels share one colour scale, over surfaces measured differently (see the warning above)."
              if unlike else "Both panels share one colour scale: the same colour is the same loss.")
     if blank:  # a scale shared with an empty panel would be a claim about nothing
@@ -247,11 +241,12 @@ def slice_section(slices, settings, chosen: list[str]) -> None:
     show_chart(alt.Chart(shown).mark_line(point=alt.OverlayMarkDef(size=25)).encode(
         x=alt.X("alpha:Q", title="alpha (along one random direction; 1 = each filter moved by its own norm)"),
         y=alt.Y("loss:Q", scale=alt.Scale(type="log"), title="training loss (log scale)",
-                axis=alt.Axis(labelExpr=LOG_LABELS, values=log_ticks(span(shown, "loss"), nice=True))),
+                axis=alt.Axis(labelExpr=LOG_LABELS,
+                              values=log_ticks(span(shown, "loss"), nice=True, length=SLICE_HEIGHT))),
         color=model_legend(shown), detail="checkpoint:N",
         tooltip=["checkpoint", alt.Tooltip("alpha:Q", format=".2f"), alt.Tooltip("loss:Q", format=".4g"),
                  alt.Tooltip("error:Q", format=".1f", title="error (%)")],
-    ).properties(height=360), shown, "loss_slices")
+    ).properties(height=SLICE_HEIGHT), shown, "loss_slices")
     st.caption("Loss: the mean cross-entropy. Plain nets in oranges, residual nets in blues, darker = deeper (and of "
                "two runs of one model, the longer). Computed with the same seed as the surface, a slice is the "
                "surface's beta = 0 row. By default the two surfaces' slices; add others of the same training length "

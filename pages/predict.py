@@ -3,6 +3,7 @@ and show where each one looks."""
 import hashlib
 
 import altair as alt
+import numpy as np
 import streamlit as st
 from PIL import Image
 
@@ -10,7 +11,7 @@ from pages.common import (LENGTH_HELP, NET_COLORS, by_name, default_pair, galler
                           percent, short_runs_note, show_chart, usable_checkpoints, weights_stamp, with_lengths)
 from resnet_core import zoo
 from resnet_core.data import CLASSES
-from resnet_core.explain import grad_cam, input_saliency, overlay
+from resnet_core.explain import colormap, grad_cam, input_saliency, overlay
 from resnet_core.predict import (FORMATS, MAX_UPLOAD_BYTES, OutOfMemory, Upload, framed, image_tensor, predict,
                                   read_upload)
 
@@ -22,6 +23,8 @@ Image.init()
 IMAGE_TYPES = sorted(ext[1:] for ext, fmt in Image.registered_extensions().items() if fmt in FORMATS)
 LABEL_INSIDE = 70  # % from which a bar's value is written inside it (a shorter bar's after it, within 300 px)
 ZOOM = 4  # 32x32 shown as 128x128, nearest neighbour, so every pixel the model sees stays visible
+# The maps' colour scale, low to high, as a strip under them: 128 x 12 px
+COLOUR_KEY = Image.fromarray(colormap(np.tile(np.linspace(0, 1, 32 * ZOOM), (12, 1))).round().astype(np.uint8), "RGB")
 TILE = 64  # gallery thumbnails (pixels): wide enough for the test-image number on the button under each
 NAME_LIMIT = 120  # characters of an uploaded file's name shown, its start and its ending (a name may be 5,000)
 MAX_FILES = 20  # uploads shown per run: each is a row of images and charts, all drawn again on every click
@@ -93,7 +96,9 @@ def show_where_they_look(img32: Image.Image, models: dict, checkpoints: dict) ->
             with st.container(horizontal=True, width="content"):
                 st.image(cam, caption=f"{name}: Grad-CAM ({top})", width=32 * ZOOM)
                 st.image(saliency, caption=f"{name}: input saliency ({top})", width=32 * ZOOM)
-    st.caption("Both maps are for the class each model predicts. Grad-CAM: bright where the last stage's feature maps "
+    st.image(COLOUR_KEY, width=32 * ZOOM, caption="colour key: low (left) to high (right)")
+    st.caption("Both maps are for the class each model predicts, in the colour key's colours, blended half and half "
+               "with the image. Grad-CAM: bright where the last stage's feature maps "
                "raise that class's score (coarse: one cell per feature-map position, 8x8 for the 6n+2 nets, 4x4 for "
                "ResNet-18/34). Input saliency: bright where changing a pixel moves the score most, up or down "
                "(the gradient's size, not its sign).")

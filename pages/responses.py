@@ -62,7 +62,7 @@ def by_depth(data: pd.DataFrame, log: bool) -> alt.VConcatChart:
         base = alt.Chart(rows).mark_line(point=alt.OverlayMarkDef(size=18)).encode(
             # log: from the smallest std to the largest, not the powers of ten around them (0.1 to 10: 40 % empty)
             y=alt.Y("std:Q", title="std of BN output" + (" (log scale)" if log else ""),
-                    **(log_axis(rows, "std", nice=False) if log else {})),
+                    **(log_axis(rows, "std", nice=False, length=HEIGHT) if log else {})),
             color=color, detail="checkpoint:N", tooltip=tooltip)
         layers = alt.Scale(domain=[int(rows["index"].min()), int(rows["index"].max())], nice=False)  # no empty tail
         ranks = alt.Scale(domain=[1, int(rows["rank"].max())], nice=False)
@@ -73,8 +73,10 @@ def by_depth(data: pd.DataFrame, log: bool) -> alt.VConcatChart:
     return alt.vconcat(*charts).resolve_scale(x="independent", y="independent", color="shared")
 
 
-header("Layer responses", "In the paper (Fig. 7) residual nets' layers respond with *smaller* standard deviations than "
-       "plain nets' (blues below oranges): each residual branch only adds a small correction to its input.")
+PAPER = ("In the paper (Fig. 7) residual nets' layers respond with *smaller* standard deviations than plain nets' "
+         "(blues below oranges): each residual branch only adds a small correction to its input.")
+# The claim alone until the page has measured the nets it draws; then what they show first (zoo.responses_measured)
+said = header("Layer responses", PAPER)
 infos = usable_checkpoints(short_runs=False)  # noted for the checkpoints chosen
 chosen, source, log = responses_ui(length_ui(infos, "Plain and residual runs of one length at a time: a 15-epoch net "
                                                     "beside a 64k-iteration one compares training lengths, not shortcuts."))
@@ -89,7 +91,7 @@ if data.empty:
     st.info("Pick at least one checkpoint with recorded responses (or weights, for the live measurement) in the sidebar.")
     st.stop()
 if line := zoo.responses_measured(data):
-    st.markdown(line)
+    said.markdown(f"{line} {PAPER}")
 if source == LIVE:  # one batch of 100 images against the recorded one: say where they tell different stories
     stored = frame(zoo.response_frame)
     recorded = zoo.response_pairs(stored[stored["checkpoint"].isin(chosen)]) if len(stored) else {}

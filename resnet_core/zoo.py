@@ -345,6 +345,28 @@ def architecture_frame(name: str) -> pd.DataFrame:
     return frame
 
 
+def compute_summary(table: pd.DataFrame) -> str:
+    """What the Architecture page's compute chart shows, in a sentence, from an architecture_frame: where most weight
+    layers do the same number of multiply-adds (the 6n+2 nets: each stage halves the feature map as it doubles the
+    filters), how many and their share of the total; else the costliest layer's share. Then the fc layer's."""
+    layers = table[table["macs"] > 0]
+    total = int(layers["macs"].sum())
+    usual = int(layers["macs"].mode().max())  # the most frequent cost (the larger of a tie)
+    count = int((layers["macs"] == usual).sum())
+    if 2 * count > len(layers):
+        said = (f"{count} of the {len(layers)} weight layers do the same work, {figures(usual / 1e6)} million "
+                f"multiply-adds each, {100 * count * usual / total:.1f} % of the {figures(total / 1e6)} million in "
+                "all: each stage halves the feature map as it doubles the filters")
+    else:
+        costliest = layers.loc[layers["macs"].idxmax()]
+        said = (f"the costliest of the {len(layers)} weight layers, {costliest['layer']}, does "
+                f"{figures(costliest['macs'] / 1e6)} million multiply-adds, "
+                f"{100 * costliest['macs'] / total:.1f} % of the {figures(total / 1e6)} million in all")
+    fc = int(layers.loc[layers["type"] == "Linear", "macs"].sum())
+    unseen = " (too few to see)" if fc < 0.01 * layers["macs"].max() else ""
+    return said[0].upper() + said[1:] + (f"; the fc layer does {fc:,}{unseen}." if fc else ".")
+
+
 def paper_totals(name: str) -> dict:
     """The paper's size numbers for `name`, where it gives them, keyed "params" (Table 6, millions) and "gflops"
     (Table 1): (the number with its unit, where the paper gives it). Table 1 lists the residual nets only; a plain

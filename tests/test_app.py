@@ -7,6 +7,7 @@ import re
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pandas as pd
 import pytest
@@ -14,6 +15,7 @@ from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from resnet_core import read_checkpoint, zoo
+from pages.common import log_label
 from resnet_core.zoo import figures
 from resnet_core.data import CLASSES, load_cifar10
 from resnet_core.gallery import load_gallery
@@ -158,11 +160,18 @@ def test_home_lists_the_zoo_and_draws_error_against_depth(monkeypatch, tiny_chec
     assert [d["field"] for d in lines] == ["net", "iterations"], "a line never joins runs of different lengths"
     assert "size" not in specs(at)[0]["layer"][1]["encoding"]  # one length: every point alike
     slots = specs(at)[0]["layer"][1]["encoding"]["xOffset"]["scale"]["domain"]  # ours on the tick, not left of it
-    assert slots == ["paper (Table 6)", "ours", "200-epoch reproduction (report 003)"]
+    # plain nets' references left of ours, residual nets' right (at 20 layers report 003's two squares, 9.2 and 8.1 %,
+    # covered each other in one slot), close to the depth: they stood a quarter of the way to the next one
+    assert slots == ["", "200-epoch reproduction (report 003)/plain", "ours", "paper (Table 6)/residual",
+                     "200-epoch reproduction (report 003)/residual"]
+    assert specs(at)[0]["layer"][1]["encoding"]["x"]["scale"]["paddingInner"] >= 0.5
+    dashes = specs(at)[0]["layer"][0]["encoding"]["strokeDash"]  # our legend draws the lines, dashed and solid
+    assert dashes["title"] == "ours (train dashed, test solid)" and dashes["legend"]["symbolType"] == "stroke"
+    assert all(said in dashes["legend"]["labelExpr"] for said in ("▲ train error (final model)", "● test error"))
     sources = next(c.value for c in at.caption if c.value.startswith("Sources: "))
     assert "*paper (Table 6)*: He et al." in sources and "../shared/seeds/003_" in sources  # each drawn, said where from
     assert "report 000" not in sources  # it quotes only 18-layer nets, and there are none here
-    assert sources.endswith("a line joins only the depths we have filled points for.")  # not 32 and 44 between them
+    assert "a line joins only the depths we have filled points for." in sources  # not 32 and 44 between them
     assert not at.warning
     summary = next(m.value for m in at.markdown if m.value.startswith("**On these checkpoints**"))
     assert re.search(r"of the paper's \d+ CIFAR-10 claims: \d+ holds?", summary), summary
@@ -273,9 +282,14 @@ def test_curves_show_both_nets_and_the_references(monkeypatch, tiny_checkpoints)
     low, high = plain["encoding"]["y"]["scale"]["domain"]
     assert plain["encoding"]["y"]["axis"]["values"][::len(plain["encoding"]["y"]["axis"]["values"]) - 1] == [low, high]
     assert plain["mark"] == {"type": "line", "strokeWidth": 1.8, "point": False}  # two epochs a curve: lines alone
-    assert "legend" in plain["encoding"]["color"] and plain["encoding"]["color"]["legend"] is None  # labelled instead:
-    ends = curves[curves["label_at"].notna()]  # each curve's last point leads to its depth, within the axis
-    assert len(ends) == 4 and ends["label_at"].between(low, high).all()
+    # a colour legend too, by depth; a click on an entry brings that depth forward
+    legend = plain["encoding"]["color"]["legend"]
+    assert legend["title"] == "depth (layers)" and legend["columns"] == 2 and '"20"' in legend["labelExpr"]
+    (highlight,) = specs(at)[0]["params"]
+    assert highlight["select"] == {"type": "point", "fields": ["model"]} and highlight["bind"] == "legend"
+    assert plain["encoding"]["opacity"]["condition"]["param"] == highlight["name"]
+    ends = curves[curves["label_at"].notna()]  # each test curve's last point leads to its depth, within the axis
+    assert len(ends) == 2 and set(ends["split"]) == {"test"} and ends["label_at"].between(low, high).all()
     assert set(curves["label"].dropna()) == {"20"}  # plain20's in one panel, resnet20's in the other
     for spec, rows in charts(at)[:2]:  # each panel draws the nets its title names
         assert set(rows["net"]) == {spec["title"]["text"]}
@@ -570,7 +584,12 @@ def test_layer_responses_recorded_and_live(monkeypatch, tiny_checkpoints):
     assert sorted(recorded.loc[recorded["checkpoint"] == "plain20", "rank"]) == list(range(1, 20))
     std = {name: recorded.loc[recorded["checkpoint"] == name].sort_values("index")["std"] for name in ("plain20", "resnet20")}
     below = int((std["resnet20"].to_numpy() < std["plain20"].to_numpy()).sum())
-    assert f"Measured here: 20 layers: residual smaller at {below} of 19 layers (median std " in at.markdown[1].value
+    said = at.markdown[0].value  # the page's sentence leads with what the chart measured, then the paper's claim
+    assert said.startswith(f"Measured here: 20 layers: residual smaller at {below} of 19 layers (median std ")
+    assert said.endswith("In the paper (Fig. 7) residual nets' layers respond with *smaller* standard deviations than "
+                         "plain nets' (blues below oranges): each residual branch only adds a small correction to its "
+                         "input.")
+    assert not [m for m in at.markdown[1:] if m.value.startswith("Measured here")]  # said once
     assert "log" in json.dumps(specs(at)[0])  # log by default: a net that cannot train has huge early layers
     chart = specs(at)[0]  # each depth on a std axis of its own: plain-110's 1,000 squeezed the 20s and 56s flat
     assert [c["title"] for c in chart["vconcat"]] == ["20 layers, in layer order (Fig. 7, top)",
@@ -659,7 +678,7 @@ def test_landscape_surfaces_side_by_side_and_slices_together(monkeypatch, tiny_l
 def test_landscape_colour_scale_stops_where_a_diverging_net_leaves_the_other_behind(monkeypatch, tiny_landscapes,
                                                                                     tmp_path, diverging, other):
     """Plain-110's loss reaches 10^15 where ResNet-110's stays under 10^5: the shared scale ends at the other
-    surface's highest loss, so that one keeps the whole palette, and the cells above are clamped, and counted.
+    surface's 95th percentile, so that one keeps the whole palette, and the cells above are clamped, and counted.
     Whichever net diverges."""
     root = shutil.copytree(tiny_landscapes, tmp_path / "checkpoints")
     path = root / diverging / "landscape.json"
@@ -672,18 +691,21 @@ def test_landscape_colour_scale_stops_where_a_diverging_net_leaves_the_other_beh
         point["loss"] = 1e15
     path.write_text(json.dumps(data))
     at = open_app(monkeypatch, root, "pages/landscape.py")
+    cap = float(f"{np.quantile([p['loss'] for p in kept['surface_2d']], 0.95):.2g}")  # as the colour bar labels it
     for panel in specs(at)[:2]:
         colour = panel["layer"][0]["encoding"]["color"]
-        assert colour["scale"]["domain"][1] == pytest.approx(highest) and colour["scale"]["clamp"] is True
+        assert colour["scale"]["domain"][1] == pytest.approx(cap) and colour["scale"]["clamp"] is True
         assert colour["legend"]["values"][-1] == colour["scale"]["domain"][1]  # the cap labelled, as the title gives it
-        assert colour["title"][-1] == f"yellow: {figures(highest)} or more"
-    assert (f"The scale ends at {other}'s highest loss, {figures(highest)}: the cells above it (25 of {diverging}'s 25) "
-            "are drawn in the top colour") in " ".join(c.value for c in at.caption)
+        assert colour["title"][-1] == f"values above {log_label(cap)} shown as {log_label(cap)}"
+    caption = " ".join(c.value for c in at.caption)
+    assert (f"The colour scale ends at {log_label(cap)}, {other}'s 95th percentile, so that the surface that stays "
+            "low keeps the whole palette: the cells above it (") in caption and f"25 of {diverging}'s 25" in caption
 
 
-def test_landscape_colour_scale_spans_every_loss_when_the_panels_are_alike(monkeypatch, tiny_landscapes, tmp_path):
-    """Highest losses within tenfold of each other (here exactly tenfold): one scale from the lowest loss to the
-    highest, nothing clamped."""
+def test_landscape_colour_scale_stops_at_a_high_percentile_of_both_surfaces(monkeypatch, tiny_landscapes, tmp_path):
+    """Highest losses within tenfold of each other (here exactly tenfold): one scale from the lowest loss to the two
+    surfaces' 95th percentile (from the lowest to the highest, the far corners took the palette's upper decades and
+    left the basin a few shades of one colour); the cells above it are drawn in the top colour, and said so."""
     root = shutil.copytree(tiny_landscapes, tmp_path / "checkpoints")
     residual = json.loads((root / "resnet20" / "landscape.json").read_text())
     plain = json.loads((root / "plain20" / "landscape.json").read_text())
@@ -691,17 +713,23 @@ def test_landscape_colour_scale_spans_every_loss_when_the_panels_are_alike(monke
     (root / "plain20" / "landscape.json").write_text(json.dumps(plain))
     at = open_app(monkeypatch, root, "pages/landscape.py")
     surface = plotted(at)[0]
+    cap = float(f"{surface['loss'].quantile(0.95):.2g}")
     assert surface["loss"].max() == pytest.approx(10 * max(p["loss"] for p in residual["surface_2d"]))
+    assert surface["loss"].max() > cap
     for panel in specs(at)[:2]:
-        assert panel["layer"][0]["encoding"]["color"]["scale"]["domain"] == pytest.approx(
-            [surface["loss"].min(), surface["loss"].max()])
-    assert "The scale ends at" not in " ".join(c.value for c in at.caption)
-    assert "or more" not in specs(at)[0]["layer"][0]["encoding"]["color"]["title"][-1]
+        colour = panel["layer"][0]["encoding"]["color"]
+        assert colour["scale"]["domain"] == pytest.approx([surface["loss"].min(), cap])
+        assert colour["title"] == ["training loss (cross-entropy, log scale)",
+                                   f"values above {log_label(cap)} shown as {log_label(cap)}"]
+        assert panel["width"] == panel["height"] == 300  # abreast at 1280 px; at 185 px, half the row was empty
+    above = int((surface["loss"] > cap).sum())
+    assert (f"The colour scale ends at {log_label(cap)}, the 95th percentile of the losses of both surfaces: the cells "
+            f"above it ({above} of plain20's 25) are drawn in the top colour") in " ".join(c.value for c in at.caption)
 
 
 def test_landscape_log_scales_are_labelled_at_round_values(monkeypatch, tiny_landscapes, tmp_path):
     """Vega's own ticks read 0.001, 0.009, 0.08, 0.7, 6, 50 on the slices' log axis, and 0.5 0.9 2 3 4 5 7 9 20 40 70
-    on the surfaces' colour bar: powers of ten on the axis, 1-3-10 steps over the colour bar's two decades."""
+    on the surfaces' colour bar: powers of ten on the axis; on the colour bar its two ends and the powers between."""
     root = shutil.copytree(tiny_landscapes, tmp_path / "checkpoints")
     for name in ("plain20", "resnet20"):
         path = root / name / "landscape.json"
@@ -713,8 +741,8 @@ def test_landscape_log_scales_are_labelled_at_round_values(monkeypatch, tiny_lan
     plain, residual, slices = specs(at)
     for panel in (plain, residual):
         legend = panel["layer"][0]["encoding"]["color"]["legend"]
-        *round_values, top = legend["values"]  # 30 would touch the top's label, the highest loss, always given
-        assert round_values == [1, 3, 10] and top == pytest.approx(70) and "labelExpr" in legend
+        # the bottom and the top (the 95th percentile, 57) labelled, and the powers of ten between
+        assert legend["values"] == [0.5, 1, 10, 57] and "labelExpr" in legend
     # the axis runs over whole decades (Vega-Lite's nice log domain, 0.001 to 100): a label at each
     assert slices["encoding"]["y"]["axis"]["values"] == [0.001, 0.01, 0.1, 1, 10, 100]
 
@@ -752,7 +780,10 @@ def test_predict_gallery_shows_top5_of_both_nets(monkeypatch, tiny_checkpoints):
     assert bar["encoding"]["y"]["sort"] == {"field": "rank", "op": "min", "order": "ascending"}
     assert [c.rsplit(" (", 1)[0] for c in overlays(at)] == ["plain20: Grad-CAM", "plain20: input saliency",
                                                            "resnet20: Grad-CAM", "resnet20: input saliency"]
-    assert len(at.image) == 10 + 1 + 4  # the class's gallery, what the models see, two maps per model
+    # the class's gallery, what the models see, two maps per model and the maps' colour key
+    assert len(at.image) == 10 + 1 + 4 + 1
+    assert [c for image in at.image for c in image.captions if c.startswith("colour key")] == [
+        "colour key: low (left) to high (right)"]
     at.button_group(key="gallery_class").set_value("bird").run()
     at.button(key="gallery-25").click().run()
     assert any(m.value.startswith("true label: **bird (test image #") for m in at.markdown)
@@ -826,14 +857,18 @@ def test_classes_compares_any_two(monkeypatch, tiny_checkpoints):
     confusion, accuracy, gains = plotted(at)
     assert len(confusion) == 2 * 100
     assert confusion.groupby(["checkpoint", "true"])["percent"].sum().round(6).isin([0, 100]).all()
-    # both matrices in one chart, abreast (390 px panels stacked at 1024 px); 1-10 % greys, not near-white
-    matrices = specs(at)[0]
-    assert matrices["facet"]["column"]["field"] == "checkpoint"
-    colour = matrices["spec"]["layer"][0]["encoding"]["color"]
-    assert colour["scale"]["type"] == "sqrt" and "square-root" in colour["title"]
-    cells = matrices["spec"]["layer"][0]["encoding"]  # rows the true class, columns the prediction, as titled
-    assert (cells["x"]["field"], cells["x"]["title"], cells["y"]["field"], cells["y"]["title"]) == (
-        "predicted", "predicted class", "true", "true class")
+    # a chart per matrix, titled with its checkpoint, abreast where they fit; 1-10 % greys, not near-white
+    for matrix, name in zip(specs(at)[:2], ("plain20", "resnet20")):
+        assert matrix["title"]["text"] == name and matrix["width"] == matrix["height"] == 260  # 210: cramped
+        colour = matrix["layer"][0]["encoding"]["color"]
+        assert colour["scale"]["type"] == "sqrt" and "square-root" in colour["title"]
+        # a colour bar as long as the matrix is wide: "0" and "1" no longer touch
+        assert colour["legend"]["gradientLength"] == 260 and colour["legend"]["values"][:2] == [0, 1]
+        cells = matrix["layer"][0]["encoding"]  # rows the true class, columns the prediction, as titled
+        assert (cells["x"]["field"], cells["x"]["title"], cells["y"]["field"], cells["y"]["title"]) == (
+            "predicted", "predicted class", "true", "true class")
+        assert matrix["layer"][1]["mark"]["fontSize"] == 12
+    assert "each confusion matrix shows which classes a net mistakes for which" in at.markdown[0].value
     assert len(accuracy) == 2 * 10
     shown = accuracy.set_index(["checkpoint", "class"])["accuracy"]
     for name in ("plain20", "resnet20"):  # each class's bar is its row of metrics.json's confusion matrix
@@ -937,6 +972,14 @@ def test_architecture_of_an_imagenet_net_next_to_table_1(monkeypatch, tiny_check
     assert "FLOPs from Table 1, ResNet-34's figure" in " ".join(c.value for c in at.caption)
     at.sidebar.selectbox[0].set_value("resnet56").run()
     assert {m.label: (m.value, m.delta) for m in at.metric}["Parameters"] == ("0.85 M", "paper: 0.85 M")
+    # Where the compute goes: a sentence from the table it draws, an axis ending at a label above the tallest bar
+    # (the bars ran past the last label, 2.0), and a legend that names the fc layer it cannot show
+    assert zoo.compute_summary(zoo.architecture_frame("resnet56")) in [m.value for m in at.markdown]
+    (compute,) = specs(at)
+    drawn = plotted(at)[0]
+    y = compute["encoding"]["y"]
+    assert y["scale"]["domain"] == [0, 2.5] == [0, y["axis"]["values"][-1]] and drawn["mflops"].max() <= 2.5
+    assert "fc layer, too small to see" in compute["encoding"]["color"]["legend"]["labelExpr"]
 
 
 # -- with no checkpoints --------------------------------------------------------------------------------

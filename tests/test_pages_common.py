@@ -1,4 +1,5 @@
 """pages/common.py's choices that every page shares, on the bundled checkpoints' own records."""
+import math
 from dataclasses import replace
 from types import SimpleNamespace
 from pathlib import Path
@@ -98,15 +99,84 @@ def test_each_kind_of_net_has_a_ladder_of_its_own():
 
 def test_log_ticks_are_powers_of_ten_and_few():
     """Vega's own ticks on the landscape's log axes read 0.001, 0.009, 0.08, 0.7, 6, 50 and crowded the colour bar
-    (0.5 0.9 2 3 4 5 7 9 20 40 70): powers of ten, thinned past eight; 1-3-10 steps over two decades."""
-    assert log_ticks([0.0012, 50]) == [0.01, 0.1, 1, 10]
+    (0.5 0.9 2 3 4 5 7 9 20 40 70): the domain's ends and the powers of ten between, thinned past eight; 1-3-10
+    steps where no power of ten lies between the ends."""
+    assert log_ticks([0.0012, 50]) == [0.0012, 0.01, 0.1, 1, 10, 50]
     assert log_ticks([0.0012, 50], nice=True) == [0.001, 0.01, 0.1, 1, 10, 100]  # a log axis's nice domain
-    assert log_ticks([0.5, 70]) == [1, 3, 10, 30]
-    assert log_ticks([0.5, 5]) == [0.5, 1, 2, 5]
+    assert log_ticks([10, 100]) == [10, 30, 100] and log_ticks([0.5, 5]) == [0.5, 1, 5]
     wide = log_ticks([0.001, 1e15])
     assert wide == [1e-3, 1, 1e3, 1e6, 1e9, 1e12, 1e15] and len(log_ticks([0.0025, 6e9])) <= 8
-    assert log_ticks([2.2, 2.5]) is alt.Undefined and log_ticks(alt.Undefined) is alt.Undefined  # Vega-Lite's own
+    assert log_ticks([2.2, 2.5]) == [2.2, 2.5] and log_ticks([3, 3]) == [3]  # no round value between: the ends
+    assert log_ticks(alt.Undefined) is alt.Undefined  # Vega-Lite's own
     assert log_ticks(None) is alt.Undefined and log_ticks([0, 1]) is alt.Undefined
+
+
+def test_log_scales_label_both_ends_and_drop_a_power_of_ten_too_near_one():
+    """The review's cases: the gradient heatmap's colour bar (0.0078 to 0.43) read 0.01 ... 0.3, the landscape's
+    (0.0025 to 1,283) left its bottom unlabelled, the Layer responses axis stopped at 5 under data reaching 9.2.
+    Each end is labelled now, to two figures; a power of ten whose label would touch an end's is left out (0.01
+    beside 0.0078 on a 170 px bar, 1 beside 1.1), the end never; labels across a bar count their width."""
+    from pages.common import LABEL_PX, log_label
+
+    assert log_ticks([0.0078, 0.43], length=170, across=True) == [0.0078, 0.1, 0.43]
+    assert log_ticks([0.0025, 1283.2], length=300, across=True) == [0.0025, 0.1, 1, 10, 100, 1283.2]
+    assert log_ticks([0.47, 9.2], length=220) == [0.47, 1, 9.2]
+    assert log_ticks([0.16, 1.1], length=220) == [0.16, 0.3, 1.1]  # 1 would touch 1.1: 0.3 between instead
+    assert log_ticks([0.17, 40], length=300) == [0.17, 1, 10, 40]
+    for domain, length, across in (([0.0078, 0.43], 170, True), ([0.0025, 1283.2], 300, True),
+                                   ([0.16, 1.1], 220, False), ([1e-6, 2e15], 300, False), ([0.012, 0.9], 170, True)):
+        ticks = log_ticks(domain, length=length, across=across)
+        assert ticks[0] == domain[0] and ticks[-1] == domain[1] and len(ticks) <= 8, (domain, ticks)
+        px = [math.log10(v / domain[0]) / math.log10(domain[1] / domain[0]) * length for v in ticks]
+        for (a, left), (b, right) in zip(zip(ticks, px), zip(ticks[1:], px[1:])):  # never closer than a label
+            assert right - left >= (0.5 * 0.6 * LABEL_PX * len(log_label(a)) if across else LABEL_PX), (domain, ticks)
+    # as LOG_LABELS writes them: two significant figures, powers of ten past 10,000 in superscript
+    assert [log_label(v) for v in (0.0077612, 0.43, 1283.2, 1, 30, 0.001, 2.237e15, 1e5, 7.96e-6)] == [
+        "0.0078", "0.43", "1,300", "1", "30", "0.001", "2.2 × 10¹⁵", "10⁵", "8 × 10⁻⁶"]
+    assert "',.2~r'" in common.LOG_LABELS and "'⁻'" in common.LOG_LABELS
+
+
+def test_every_chart_is_styled_for_a_projector_layered_and_concatenated_alike():
+    """Tick labels, axis titles and legends were 10-12 px in Vega's grey on every page: one configuration, on the
+    top-level chart (the only place Vega-Lite takes one), makes them dark and 13-14 px, for a layer, a vertical
+    concatenation and a facet alike; a chart sized on purpose keeps its size."""
+    from pages.common import INK, OWN_SIZE, styled
+
+    base = alt.Chart(pd.DataFrame(dict(x=[1, 2], y=[3, 4]))).mark_line().encode(x="x:Q", y="y:Q")
+    for chart in (alt.layer(base, base.mark_point()), alt.vconcat(base, base), base.facet(column="x:N"), base):
+        config = styled(chart, legends_below=True).to_dict()["config"]
+        assert config["axis"]["labelFontSize"] == 13 and config["axis"]["titleFontSize"] == 14
+        assert config["axis"]["labelColor"] == config["axis"]["titleColor"] == INK == "#31333F"
+        assert config["legend"]["labelFontSize"] == 13 and config["legend"]["orient"] == "bottom"
+        assert config["title"]["fontSize"] == 16 and config["legend"]["labelLimit"] == 0
+    assert styled(base.properties(autosize=OWN_SIZE)).to_dict()["autosize"] == {"type": "pad"}
+
+
+def test_linear_axes_end_at_a_labelled_value_above_the_tallest_bar():
+    """Architecture's bars (2.36 million multiply-adds) ran past the axis' last label, 2.0."""
+    from pages.common import linear_ticks
+
+    assert linear_ticks(2.36) == [0, 0.5, 1, 1.5, 2, 2.5] and linear_ticks(125.6) == [0, 50, 100, 150]
+    assert linear_ticks(2.0) == [0, 0.5, 1, 1.5, 2] and linear_ticks(0.44)[-1] == 0.5
+
+
+def test_tables_write_powers_of_ten_as_the_axes_do():
+    from pages.common import raised
+
+    assert raised("plain110: 1.6 × 10^6 (layer 3), 2.24 × 10^-15") == "plain110: 1.6 × 10⁶ (layer 3), 2.24 × 10⁻¹⁵"
+    assert raised("0.0154 (layer 5) to 0.0638, 4.13x") == "0.0154 (layer 5) to 0.0638, 4.13x"
+
+
+def test_the_compute_chart_says_what_it_shows_from_the_table():
+    """Architecture's sentence over 'Where the compute goes', computed from the layer table it draws."""
+    said = zoo.compute_summary(zoo.architecture_frame("resnet56"))
+    assert said == ("52 of the 56 weight layers do the same work, 2.36 million multiply-adds each, 97.8 % of the 125 "
+                    "million in all: each stage halves the feature map as it doubles the filters; the fc layer does "
+                    "640 (too few to see).")
+    table = pd.DataFrame(dict(layer=["a", "b", "c", "fc"], type=["Conv2d"] * 3 + ["Linear"],
+                              macs=[1_000_000, 3_000_000, 2_000_000, 500_000]))
+    assert zoo.compute_summary(table) == ("The costliest of the 4 weight layers, b, does 3 million multiply-adds, "
+                                          "46.2 % of the 6.5 million in all; the fc layer does 500,000.")
 
 
 def test_shared_axis_domains_span_the_finite_values_only():
