@@ -106,7 +106,8 @@ class FusedNet(nn.Module):
             if "none" in kinds and step["shortcut"] != "none":  # plain and residual members together: a 0/1 mask
                 mask = torch.tensor([float(s != "none") for s in kinds], device=self.stem_conv.device)
                 mask = mask.repeat_interleave(conv2.out_channels)  # on the members' device: this net never moves
-                for dtype in (torch.float32, torch.bfloat16, torch.float16):  # one per autocast dtype, made up front
+                # one per dtype the net may compute in (autocast's two, and float64 for exact comparisons), made up front
+                for dtype in (torch.float32, torch.bfloat16, torch.float16, torch.float64):
                     self.register_buffer(f"block{i}_mask_{str(dtype)[6:]}", mask.view(1, -1, 1, 1).to(dtype),
                                          persistent=False)
                 step["mask"] = f"block{i}_mask_"

@@ -32,7 +32,19 @@ def rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).abs().max() / b.abs().max().clamp_min(1e-12))
 
 
-def test_the_fused_net_computes_what_its_members_compute_apart():
+@pytest.fixture
+def float64():
+    """Fused against apart in double precision. In float32 the two pick different convolution kernels, whose
+    rounding a plain net's backward amplifies: two SGD steps of plain20 on 1 thread and on 2 (apart both times)
+    end up to 2e-2 apart in the stem's weights on some CPUs, so a float32 tolerance tight enough to catch a wrong
+    step fails on rounding somewhere. In float64 the same steps agree to 1e-15."""
+    before = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(before)
+
+
+def test_the_fused_net_computes_what_its_members_compute_apart(float64):
     # plain and residual together (the shortcut masked per member), and a third member of other weights
     apart = nets("plain20", "resnet20") + nets("resnet20", seed=5)
     fused = FusedNet([copy.deepcopy(m) for m in apart])
@@ -43,20 +55,20 @@ def test_the_fused_net_computes_what_its_members_compute_apart():
     for k, net in enumerate(apart):
         alone = net(x)
         F.cross_entropy(alone, y).backward()
-        assert rel(logits[:, k].detach(), alone.detach()) < 1e-5
+        assert logits.dtype == torch.float64 and rel(logits[:, k].detach(), alone.detach()) < 1e-12
         grads = fused.member_grads(k)
         assert len(grads) == len(list(net.parameters()))
         for g, p in zip(grads, net.parameters()):
-            assert g.shape == p.shape and rel(g, p.grad) < 1e-4
+            assert g.shape == p.shape and rel(g, p.grad) < 1e-10
         # BN statistics moved by one training batch, exactly as the net's own (and its batch counter)
         for (name, a), b in zip(fused.members[k].state_dict().items(), net.state_dict().values()):
             if "running" in name:
-                assert rel(a, b) < 1e-5, name
+                assert rel(a, b) < 1e-12, name
             if "num_batches_tracked" in name:
                 assert int(a) == int(b) == 1
     fused.eval()
     for k, net in enumerate(apart):
-        assert rel(fused(x)[:, k].detach(), net.eval()(x).detach()) < 1e-5
+        assert rel(fused(x)[:, k].detach(), net.eval()(x).detach()) < 1e-12
 
 
 def test_the_members_are_views_of_the_fused_weights():
@@ -103,7 +115,7 @@ def lanes(*names: str, **cfg) -> list:
     return [make_lane(RunConfig(model=n, recipe=Recipe(batch_size=16), **cfg), CPU) for n in names]
 
 
-def test_a_fused_step_is_each_lanes_own_step():
+def test_a_fused_step_is_each_lanes_own_step(float64):
     apart, together = lanes("resnet20", "plain20"), lanes("resnet20", "plain20")
     (group,) = fuse_lanes(together)
     assert group.lanes == together and all(lane.group is group for lane in together)
@@ -117,11 +129,11 @@ def test_a_fused_step_is_each_lanes_own_step():
     for a, b in zip(apart, together):
         for key in ("steps", "correct", "iteration"):
             assert int(a.stats[key]) == int(b.stats[key])
-        assert float(b.stats["loss_sum"]) == pytest.approx(float(a.stats["loss_sum"]), rel=1e-6)
-        assert rel(b.stats["grad_norm_sum"], a.stats["grad_norm_sum"]) < 1e-4
+        assert float(b.stats["loss_sum"]) == pytest.approx(float(a.stats["loss_sum"]), rel=1e-12)
+        assert rel(b.stats["grad_norm_sum"], a.stats["grad_norm_sum"]) < 1e-10
         for (name, u), v in zip(a.model.state_dict().items(), b.model.state_dict().values()):
-            assert (u - v).abs().max() < 1e-5, name
-        assert max(float((u - v).abs().max()) for u, v in zip(a.momentum, b.momentum)) < 1e-4
+            assert u.dtype in (torch.float64, torch.int64) and (u - v).abs().max() < 1e-12, name
+        assert max(float((u - v).abs().max()) for u, v in zip(a.momentum, b.momentum)) < 1e-12
 
 
 def test_the_recorded_gradient_norms_leave_weight_decay_out():
@@ -200,9 +212,10 @@ def test_train_fuse_publishes_both_as_trained_apart_and_resumes_bit_for_bit(tmp_
         assert config["sittings"][0]["fused_with"] == [other] and "--fuse" in config["command"]
         fused = json.loads((tmp_path / "whole" / name / "history.json").read_text())["records"]
         apart = json.loads((tiny_checkpoints / name / "history.json").read_text())["records"]
-        # the same init, data and arithmetic as the unfused tiny run: the figures agree to rounding, the second
-        # epoch's too, after the lr's drops at iterations 4 and 6 (each lane's own lr, under the fused step)
-        assert [r["train_loss"] for r in fused] == pytest.approx([r["train_loss"] for r in apart], rel=1e-3)
+        # the same init, data and arithmetic as the unfused tiny run: the figures agree to float32 rounding (the
+        # unfused run itself moves by up to 0.4 % between 1 and 2 threads; the float64 tests above are the exact
+        # check), the second epoch's too, after the lr's drops at iterations 4 and 6 (each lane's own lr)
+        assert [r["train_loss"] for r in fused] == pytest.approx([r["train_loss"] for r in apart], rel=1e-2)
         assert fused[0]["grad_norms"] == pytest.approx(apart[0]["grad_norms"], rel=0.05)
         assert [r["lr"] for r in fused] == [r["lr"] for r in apart]
         assert [r["iteration"] for r in fused] == [r["iteration"] for r in apart] == [4, 8]
@@ -231,7 +244,8 @@ def test_a_state_saved_apart_resumes_fused_and_the_other_way(tmp_path, tiny_chec
         resumed = json.loads((tmp_path / "out" / name / "history.json").read_text())["records"]
         apart = json.loads((tiny_checkpoints / name / "history.json").read_text())["records"]
         assert [r["iteration"] for r in resumed] == [4, 8]
-        assert [r["train_loss"] for r in resumed] == pytest.approx([r["train_loss"] for r in apart], rel=1e-3)
+        # to float32 rounding, as in the test above
+        assert [r["train_loss"] for r in resumed] == pytest.approx([r["train_loss"] for r in apart], rel=1e-2)
 
 
 def test_fuse_with_nothing_to_fuse_says_why_and_trains_each_alone(tmp_path, capsys):
