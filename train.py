@@ -26,7 +26,7 @@ from http.client import HTTPException
 from pathlib import Path
 
 from resnet_core.checkpoint import REPO_ROOT, push_to_hub, recipe_words
-from resnet_core.cli import COUNT, FRACTION, NONNEGATIVE, POSITIVE, RATE, SEED
+from resnet_core.cli import COUNT, FRACTION, NONNEGATIVE, POSITIVE, RATE, TRAIN_SEED
 from resnet_core.data import DatasetError, download_cifar10
 from resnet_core.models import PLAIN_VS_RESIDUAL_DEPTHS, list_models, model_info
 from resnet_core.trainer import (ConfigError, RunConfig, TrainingDiverged, WriteFailed, arch_options, error_line,
@@ -74,7 +74,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     rec.add_argument("--warmup-iters", type=NONNEGATIVE,
                      help="iterations at --warmup-lr first (paper: 400 for 110 layers)")
     rec.add_argument("--warmup-lr", type=POSITIVE, help="paper: 0.01")
-    rec.add_argument("--seed", type=SEED, default=0, help="init and data order, 0 to 2**64 - 1; same seed + device + "
+    rec.add_argument("--seed", type=TRAIN_SEED, default=0, help="init and data order, 0 to 2**32 - 1; same seed + device + "
                      "software = same run (default: 0)")
     data = p.add_argument_group("data")
     data.add_argument("--data-dir", help="CIFAR-10: the shared zips, their unpacked folder, or torchvision's "

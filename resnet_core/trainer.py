@@ -813,6 +813,8 @@ def train(configs: list[RunConfig], *, data_dir: str | None = None, out_dir: Pat
         for c in configs:
             if (c.recipe.batch_size, c.seed, c.limit_train) != (first.recipe.batch_size, first.seed, first.limit_train):
                 raise ConfigError("models trained side by side must share batch size, seed and training set")
+            if not 0 <= c.seed < 2 ** 32:  # augmentation_plan seeds each epoch with seed * 1_000_003 + epoch
+                raise ConfigError(f"seed {c.seed} is not in 0 to 2**32 - 1")
             # Publishing replaces out_dir/<model> whole: a state folder that is it, or inside it, would go with it
             # (its .lock too), and the final state would then be written into the published checkpoint.
             published, kept = (Path(out_dir) / c.model).resolve(), (Path(state_dir) / c.model).resolve()

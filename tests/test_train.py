@@ -1236,7 +1236,10 @@ def test_a_stop_never_saves_weights_that_went_nan(tmp_path, shared_cifar, monkey
     (["--warmup-iters", "-1"], "argument --warmup-iters: -1 is not at least 0"),
     (["--epochs", "2x"], "argument --epochs: '2x' is not a number"),
     (["--seed", "-1"], "argument --seed: -1 is not at least 0"),  # torch.manual_seed's range, not a late traceback
-    (["--seed", str(2 ** 64)], f"argument --seed: {2 ** 64} is not below {2 ** 64}"),
+    # each epoch's data order is seeded with seed * 1_000_003 + epoch, within torch.manual_seed's 64 bits: a seed
+    # of 2**44 overflowed there, after the data had loaded, in a traceback
+    (["--seed", str(2 ** 32)], f"argument --seed: {2 ** 32} is not below {2 ** 32}"),
+    (["--seed", str(2 ** 64)], f"argument --seed: {2 ** 64} is not below {2 ** 32}"),
 ])
 def test_out_of_range_options_are_refused_in_one_line(argv, said, capsys):
     with pytest.raises(SystemExit) as refused:
@@ -1261,6 +1264,10 @@ def test_options_that_make_no_run_are_one_line_errors(tmp_path, shared_cifar, ca
             out_dir=tmp_path / "o", state_dir=tmp_path / "r", device="cpu")
     with pytest.raises(ConfigError, match="a model named twice: resnet20, resnet20"):
         run([RunConfig("resnet20", Recipe())] * 2, out_dir=tmp_path / "o", state_dir=tmp_path / "r")
+    for seed in (-1, 2 ** 44):  # 2**44 * 1_000_003 is past torch.manual_seed's 64 bits: refused before the data loads
+        with pytest.raises(ConfigError, match=rf"^seed {seed} is not in 0 to 2\*\*32 - 1$"):
+            run([RunConfig("resnet20", Recipe(), seed=seed)], data_dir=str(tmp_path / "nothing here"),
+                out_dir=tmp_path / "o", state_dir=tmp_path / "r")
 
 
 def test_a_damaged_state_json_is_refused_and_restart_replaces_it(tmp_path, shared_cifar):
