@@ -27,10 +27,10 @@ from pathlib import Path
 
 from resnet_core.checkpoint import REPO_ROOT, push_to_hub, recipe_words
 from resnet_core.cli import COUNT, FRACTION, NONNEGATIVE, POSITIVE, RATE, TRAIN_SEED
-from resnet_core.data import DatasetError, download_cifar10
+from resnet_core.data import SPLIT_SIZES, DatasetError, download_cifar10
 from resnet_core.models import PLAIN_VS_RESIDUAL_DEPTHS, list_models, model_info
-from resnet_core.trainer import (ConfigError, RunConfig, TrainingDiverged, WriteFailed, arch_options, error_line,
-                                  paper_recipe, pick_device, published_folder, seed_recipe, train)
+from resnet_core.trainer import (ConfigError, Recipe, RunConfig, TrainingDiverged, WriteFailed, arch_options,
+                                  error_line, paper_recipe, pick_device, published_folder, seed_recipe, train)
 
 
 # Options that contradict each other: train.py used to pick one silently (--model over --depth, --iterations over
@@ -137,16 +137,18 @@ def model_names(args) -> list[str]:
     depths = PLAIN_VS_RESIDUAL_DEPTHS if args.all else args.depth
     if not depths:
         raise SystemExit("error: say which models: --depth 56 [--plain], --all, or --model NAME")
-    bad = sorted(set(depths) - {model_info(n)["depth"] for n in list_models("resnet*")})
+    known = [(model_info(n)["depth"], model_info(n)["family"]) for n in list_models("resnet*")]
+    bad = sorted(set(depths) - {depth for depth, _ in known})
     if bad:
+        six_n_plus_2, wide = (" ".join(str(d) for d, f in known if f == family) for family in ("cifar", "cifar-wide"))
         raise SystemExit(f"error: no CIFAR model of depth {', '.join(map(str, bad))}; "
-                         f"depths: 20 32 44 56 110 1202 (6n+2) and 18 34")
+                         f"depths: {six_n_plus_2} (6n+2) and {wide}")
     kinds = ("resnet", "plain") if (args.all or args.both) else (("plain",) if args.plain else ("resnet",))
     return [f"{k}{d}" for d in dict.fromkeys(depths) for k in kinds]
 
 
 def make_config(name: str, args, n_train: int) -> RunConfig:
-    batch = args.batch_size if args.batch_size is not None else 128
+    batch = args.batch_size if args.batch_size is not None else Recipe().batch_size
     steps_per_epoch = max(1, n_train // batch)
     base = seed_recipe(steps_per_epoch) if args.recipe == "seed" else paper_recipe(model_info(name)["depth"])
     iterations = args.iterations if args.iterations is not None else \
@@ -253,11 +255,12 @@ def train_command(argv=None) -> int:
         # keep a recorded --shortcut when they train one net of a pair (regenerate_command, session.sh's resume)
         print(f"note: --shortcut {args.shortcut} does nothing for {', '.join(names)}: plain nets have no shortcuts",
               file=sys.stderr)
-    n_train = min(args.limit_train or 50_000, 50_000)  # CIFAR-10's training set: a larger limit takes it all
-    batch = args.batch_size if args.batch_size is not None else 128
+    whole = SPLIT_SIZES["train"]  # CIFAR-10's training set: a larger limit takes it all
+    n_train = min(args.limit_train or whole, whole)
+    batch = args.batch_size if args.batch_size is not None else Recipe().batch_size
     if batch > n_train:  # found before the data is decoded, naming what to change
         raise SystemExit(f"error: --batch-size {batch} is more than the {n_train:,} training images"
-                         + (" (--limit-train)" if args.limit_train and args.limit_train < 50_000 else "")
+                         + (" (--limit-train)" if args.limit_train and args.limit_train < whole else "")
                          + f": ask for a batch of {n_train:,} or fewer")
     configs = [make_config(n, args, n_train) for n in names]
     for note in recipe_notes(configs, args):

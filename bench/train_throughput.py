@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import threading
@@ -38,12 +37,13 @@ import torch.nn.functional as F
 import torchvision.transforms as T
 from PIL import Image
 
+from resnet_core.checkpoint import atomic_write_bytes
 from resnet_core.cli import COUNT, NONNEGATIVE, unwritable  # a bad count or --json: refused before any timing
 from resnet_core.data import (CIFAR10_MEAN, CIFAR10_STD, SPLIT_SIZES, DatasetError, augmentation_plan,
                                load_cifar10, resolve_data_dir)
 from resnet_core.models import build_model, list_models, model_info
-from resnet_core.trainer import (Data, Recipe, RunConfig, compile_failure, error_line, fill_batch, fuse_lanes,
-                                  make_lane, pick_device, step_lanes)
+from resnet_core.trainer import (GRAPH_WARMUP_STEPS, Data, Recipe, RunConfig, compile_failure, error_line, fill_batch,
+                                  fuse_lanes, make_lane, pick_device, step_lanes)
 
 DEFAULT_MODELS = ["resnet20", "resnet56", "resnet110"]
 
@@ -122,7 +122,7 @@ def ours_images_per_s(names, images, labels, device, batch, steps, warmup, util=
             t0 = time.perf_counter()
         s = it % per_epoch
         fill_batch(data, perm[s * batch:(s + 1) * batch], offsets, flips, x, y)
-        step_lanes(group, x, y, it, capture=device.type == "cuda" and it >= 3)
+        step_lanes(group, x, y, it, capture=device.type == "cuda" and it >= GRAPH_WARMUP_STEPS)
         it += 1
     sync(device)
     seconds = time.perf_counter() - t0
@@ -256,9 +256,7 @@ def main() -> None:
             line += f" {row[heading((False, 'pair fused'))] / row[heading((False, 'pair'))]:10.2f}x"
         print(line, flush=True)
         if args.json:  # after every row, whole (temp file + rename): a run stopped at a time limit keeps the rows done
-            tmp = args.json.with_name(f".{args.json.name}.tmp")
-            tmp.write_text(json.dumps(table, indent=2))
-            os.replace(tmp, args.json)
+            atomic_write_bytes(args.json, json.dumps(table, indent=2).encode())  # rows in the order timed, not sorted
 
 
 def plain_twin(name: str) -> str | None:

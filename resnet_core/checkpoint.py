@@ -35,22 +35,28 @@ def default_checkpoints_dir() -> Path:
 
 
 # -- atomic writes ----------------------------------------------------------------------------------
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temp file in the same folder, fsync, then rename: a crash leaves the old file or the new one."""
+def _atomic_replace(path: Path, write, mode: int = 0o644) -> None:
+    """Call write(tmp) on a temp file in the same folder, fsync it, give it `mode`, then rename it over `path`:
+    a crash leaves the old file or the new one, and readers never see the file with another mode."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a published file is for everyone to read
+        write(tmp)
+        with open(tmp, "rb+") as f:  # on the disk before the rename: a crash of the machine must not leave the
+            os.fsync(f.fileno())     # name pointing at a file whose data never got there
+        os.chmod(tmp, mode)  # mkstemp makes 0600; a published file is for everyone to read (0644 by default)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     sync_folder(path.parent)
+
+
+def atomic_write_bytes(path: Path, data: bytes, mode: int = 0o644) -> None:
+    """Write to a temp file in the same folder, fsync, then rename: a crash leaves the old file or the new one."""
+    _atomic_replace(path, lambda tmp: Path(tmp).write_bytes(data), mode)
 
 
 def to_json(obj) -> str:
@@ -71,20 +77,8 @@ def atomic_write_json(path: Path, obj) -> None:
 
 
 def atomic_save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp, metadata=metadata)
-        with open(tmp, "rb+") as f:  # on the disk before the rename: a crash of the machine must not leave the
-            os.fsync(f.fileno())     # name pointing at a file whose data never got there
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    sync_folder(path.parent)
+    tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    _atomic_replace(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
 
 
 def sync_folder(folder: Path) -> None:
@@ -319,8 +313,7 @@ def remove_stale_temps(paths, min_age_s: float = STALE_TEMP_S) -> None:
             continue
 
 
-def save_checkpoint(root: Path, name: str, model: ResNet | None, config: dict, history: dict, metrics: dict,
-                    weights_dtype: torch.dtype = torch.float16) -> Path:
+def save_checkpoint(root: Path, name: str, model: ResNet | None, config: dict, history: dict, metrics: dict) -> Path:
     """Write checkpoint folder `root/name` as a whole: everything goes into a hidden temp folder that
     then replaces the old one, so a crash never leaves a half-written checkpoint where the app loads.
     `model=None` publishes curves and metrics without weights (models too large for the repo)."""
@@ -332,7 +325,7 @@ def save_checkpoint(root: Path, name: str, model: ResNet | None, config: dict, h
         tmp.chmod(0o755)
         config = dict(config, format_version=FORMAT_VERSION, has_weights=model is not None)
         if model is not None:
-            state = storage_state(model, weights_dtype)
+            state = storage_state(model)
             atomic_save_tensors(tmp / "model.safetensors", state, metadata={"format": "pt", "model": config["model"]})
         atomic_write_json(tmp / "config.json", config)
         atomic_write_json(tmp / "history.json", history)

@@ -1,6 +1,4 @@
-"""What the command-line tools (train.py, python -m resnet_core.*, bench/) share: argparse types, so that a bad
-number is refused before any work starts with argparse's one-line error naming the option; their --data-dir help;
-and the check that a file they will write can be written, made before the work rather than after it."""
+"""What train.py, python -m resnet_core.* and bench/ share: argparse types, --data-dir help, a check before writing."""
 from __future__ import annotations
 
 import argparse
@@ -41,7 +39,7 @@ TRAIN_SEED = number(int, 0, below=2 ** 32)
 
 def unwritable(path: Path) -> str | None:
     """Why a file cannot be written at `path` (as the atomic writes do: a temp file beside it, then renamed over
-    it), or None."""
+    it), or None: asked before the work, so that a tool refuses at the start rather than failing after it."""
     if path.is_dir():
         return "it is a folder"
     tmp = path.with_name(f".{path.name}.tmp")

@@ -7,7 +7,6 @@ import pickle
 import re
 import struct
 import sys
-import tempfile
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
@@ -19,7 +18,6 @@ import numpy as np
 import torch
 from PIL import Image
 from safetensors import safe_open
-from safetensors.torch import save_file
 from tqdm import tqdm
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
@@ -33,6 +31,7 @@ BATCHES = {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_bat
 PNG_NAME = re.compile(r"([a-z]+)/(\d+)\.png")  # "<class>/<index>.png", the tail of every PNG's path
 BATCH_ROWS = 10_000  # images in each of torchvision's batch files
 CACHE_VERSION = 2  # part of every cache's fingerprint: raise it when a change here alters the decoded tensors
+CROP_PAD = 4  # zero pixels on each side before the random 32x32 crop (the paper's Sec. 4.2); part of every epoch's plan
 
 
 class DatasetError(ValueError):
@@ -417,27 +416,22 @@ _unwritable_dirs = set()  # cache folders already warned about
 
 def _write_cache(path, images, labels, fingerprint):
     """Atomically (temp file + rename, so a crash never leaves a half file under the real name); skipped if unwritable."""
-    tmp = None
+    from .checkpoint import atomic_save_tensors  # here: checkpoint imports this module
+
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-        os.close(fd)
         metadata = {"fingerprint": fingerprint, "count": str(len(labels))}
-        save_file({"images": images, "labels": labels}, tmp, metadata=metadata)
-        os.replace(tmp, path)
+        atomic_save_tensors(path, {"images": images, "labels": labels}, metadata=metadata)
     except Exception as e:  # the cache only saves time: never fail a load over it
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
         if path.parent not in _unwritable_dirs:
             _unwritable_dirs.add(path.parent)
             print(f"warning: not caching CIFAR-10 in {path.parent} ({type(e).__name__}: {e})", file=sys.stderr)
 
 
-def augmentation_plan(n, epoch, seed, device, pad=4):
+def augmentation_plan(n, epoch, seed, device):
     """Order, crop offsets and flips for one epoch; a function of (seed, epoch) only, so a resumed run repeats it exactly."""
     g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
     perm = torch.randperm(n, generator=g)  # (n,) int64
-    offsets = torch.randint(0, 2 * pad + 1, (n, 2), generator=g)  # (n, 2) int64 (row, col) into the padded image, per image
+    offsets = torch.randint(0, 2 * CROP_PAD + 1, (n, 2), generator=g)  # (n, 2) int64 (row, col) into the padded image, per image
     flips = torch.randint(0, 2, (n,), generator=g).bool()  # (n,) bool, per image
     return perm.to(device), offsets.to(device), flips.to(device)
 
@@ -452,13 +446,13 @@ def plan_fingerprint(n, seed) -> str:
     return h.hexdigest()[:16]
 
 
-def augment_batch(images_u8, idx, offsets, flips, pad=4):
+def augment_batch(images_u8, idx, offsets, flips):
     """Zero-padded random crop + horizontal flip of images_u8[idx] as a single gather: no loop, no host sync."""
     _, h, w, _ = images_u8.shape  # (N, 32, 32, 3) uint8, on the device
     off, flip = offsets[idx], flips[idx]  # (B, 2), (B,)
-    rows = off[:, :1] - pad + torch.arange(h, device=idx.device)  # (B, 32) rows of the source image, out of range = padding
+    rows = off[:, :1] - CROP_PAD + torch.arange(h, device=idx.device)  # (B, 32) rows of the source image, out of range = padding
     cols = torch.arange(w, device=idx.device)
-    cols = off[:, 1:] - pad + torch.where(flip[:, None], w - 1 - cols, cols)  # (B, 32), backwards for a flipped sample
+    cols = off[:, 1:] - CROP_PAD + torch.where(flip[:, None], w - 1 - cols, cols)  # (B, 32), backwards for a flipped sample
     inside = ((rows >= 0) & (rows < h))[:, :, None] & ((cols >= 0) & (cols < w))[:, None, :]  # (B, 32, 32)
     out = images_u8[idx[:, None, None], rows.clamp(0, h - 1)[:, :, None], cols.clamp(0, w - 1)[:, None, :]]  # (B, 32, 32, 3)
     return out.masked_fill_(~inside[..., None], 0)

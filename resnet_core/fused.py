@@ -1,24 +1,4 @@
-"""Several CIFAR 6n+2 nets of one depth trained as one network ("fused"), for the GPU.
-
-On a GPU the small CIFAR nets are bound by how many kernels they launch, not by arithmetic: a 16-channel 3x3
-convolution at batch 128 leaves most of an H200's SMs idle, and two such nets side by side launch twice the kernels.
-Fused, K nets of one depth (plain and residual alike) run as a single network whose every layer is K times as wide:
-
-- each convolution is a grouped convolution (groups=K: member k's filters see only member k's channels), except
-  the first, a dense convolution from the 3 input channels to K x 16 (every member reads the same image);
-- each BatchNorm is one BatchNorm over K x C channels (its statistics are per channel, so per member);
-- the shortcut is added through a 0/1 mask per channel (1 where the member is residual, 0 where it is plain), and
-  option A's zero-padding pads each member's channels on their own;
-- the head averages each member's channels and applies each member's fc (one batched matrix product).
-
-Nothing mixes across members, so the forward and backward passes compute what the K nets would compute apart, up to
-floating-point rounding, and the members' summed losses give each member exactly its own gradients.
-
-The members keep their own modules: after FusedNet(members), every parameter and BN buffer of member k is a view
-into the fused tensors (its slice of channels), so a member's model evaluates, saves and publishes the fused
-training's weights as they are, with no copying back; and writing into a member's tensors (loading a saved state)
-writes into the fused net.
-"""
+"""Several CIFAR 6n+2 nets of one depth trained as one network ("fused"), for the GPU: FusedNet."""
 from __future__ import annotations
 
 import torch
@@ -71,10 +51,28 @@ class _BN:
 class FusedNet(nn.Module):
     """K CIFAR nets of one shape as one network: forward(x) -> logits of shape (batch, K, classes).
 
-    The members (plain or residual, option A) must have layers of the same shapes; their weights are copied in and
-    their parameters and BN buffers then alias the fused ones. A member's num_batches_tracked is counted on in each
-    training forward, as its own BN would. `member_grads(k)` gives member k's gradients, in the order of its
-    parameters(), as views into the fused gradients after a backward pass."""
+    On a GPU the small CIFAR nets are bound by how many kernels they launch, not by arithmetic: a 16-channel 3x3
+    convolution at batch 128 leaves most of an H200's SMs idle, and two such nets side by side launch twice the
+    kernels. Fused, K nets of one depth (plain and residual alike) run as a single network whose every layer is K
+    times as wide:
+
+    - each convolution is a grouped convolution (groups=K: member k's filters see only member k's channels), except
+      the first, a dense convolution from the 3 input channels to K x 16 (every member reads the same image);
+    - each BatchNorm is one BatchNorm over K x C channels (its statistics are per channel, so per member);
+    - the shortcut is added through a 0/1 mask per channel (1 where the member is residual, 0 where it is plain),
+      and option A's zero-padding pads each member's channels on their own;
+    - the head averages each member's channels and applies each member's fc (one batched matrix product).
+
+    Nothing mixes across members, so the forward and backward passes compute what the K nets would compute apart,
+    up to floating-point rounding, and the members' summed losses give each member exactly its own gradients.
+
+    The members (plain or residual, option A) must have layers of the same shapes. They keep their own modules:
+    their weights are copied in, and then every parameter and BN buffer of member k is a view into the fused
+    tensors (its slice of channels), so a member's model evaluates, saves and publishes the fused training's
+    weights as they are, with no copying back; and writing into a member's tensors (loading a saved state) writes
+    into the fused net. A member's num_batches_tracked is counted on in each training forward, as its own BN would.
+    `member_grads(k)` gives member k's gradients, in the order of its parameters(), as views into the fused
+    gradients after a backward pass."""
 
     def __init__(self, members: list[ResNet]):
         super().__init__()

@@ -33,9 +33,9 @@ def load_gallery(png: Path = GRID_PNG, meta: Path = GRID_JSON) -> tuple[np.ndarr
     return np.ascontiguousarray(tiles), labels, indices
 
 
-def first_per_class(labels: np.ndarray, per_class: int = PER_CLASS) -> list[int]:
-    """Indices of the first `per_class` images of each class, class by class."""
-    return [int(i) for c in range(len(CLASSES)) for i in np.flatnonzero(labels == c)[:per_class]]
+def first_per_class(labels: np.ndarray) -> list[int]:
+    """Indices of the first PER_CLASS images of each class, class by class."""
+    return [int(i) for c in range(len(CLASSES)) for i in np.flatnonzero(labels == c)[:PER_CLASS]]
 
 
 def build_gallery(data_dir=None, png: Path = GRID_PNG, meta: Path = GRID_JSON) -> list[int]:

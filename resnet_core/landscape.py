@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from .checkpoint import (atomic_write_json, default_checkpoints_dir, is_number, is_number_or_null, load_pretrained,
                          read_json, resolve_checkpoint)
-from .cli import COUNT, POSITIVE, SEED, unwritable  # a bad value: refused here, not after the data loads
+from .cli import COUNT, DATA_DIR_HELP, POSITIVE, SEED, unwritable  # a bad value: refused here, not after the data loads
 from .data import load_cifar10, normalize, resolve_data_dir
 from .probes import autocast_for, eval_mode, input_stats
 from .trainer import device_name, pick_device
@@ -164,7 +164,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                                 description=__doc__ + " Writes landscape.json beside the checkpoint.")
     p.add_argument("--model", required=True, help="checkpoint name (e.g. plain56) or folder")
     p.add_argument("--checkpoints", type=Path, help="folder holding the checkpoints (default: $RESNET_CHECKPOINTS or checkpoints/)")
-    p.add_argument("--data-dir", help="CIFAR-10 folder (default: as train.py finds it)")
+    p.add_argument("--data-dir", help=DATA_DIR_HELP)
     p.add_argument("--points", type=COUNT, default=2000, help="the first N training images (default %(default)s)")
     p.add_argument("--grid", type=int, default=21, help="values per axis; odd, so the trained weights are a grid point (default %(default)s)")
     p.add_argument("--span", type=POSITIVE, default=1.0, help="coefficients in [-span, span] (default %(default)s: a filter-sized step)")

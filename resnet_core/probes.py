@@ -123,9 +123,9 @@ def gradient_norms(model, x: torch.Tensor, y: torch.Tensor) -> list[dict]:
     return [dict(layer=name, index=i + 1, grad_norm=float(g.norm())) for i, ((name, _), g) in enumerate(zip(layers, grads))]
 
 
-def first_epoch_reaching(records: list[dict], accuracy: float, key: str = "test_error") -> int | None:
+def first_epoch_reaching(records: list[dict], accuracy: float) -> int | None:
     """The first epoch whose test accuracy (100 - error) reaches `accuracy` %, or None."""
     for r in records:
-        if r.get(key) is not None and 100.0 - r[key] >= accuracy:
+        if r.get("test_error") is not None and 100.0 - r["test_error"] >= accuracy:
             return r["epoch"]
     return None

@@ -31,7 +31,7 @@ from . import zoo
 from .checkpoint import (CheckpointError, CheckpointInfo, atomic_write_bytes, atomic_write_json, checkpoint_order,
                          default_checkpoints_dir, list_checkpoints, load_pretrained, model_card, read_checkpoint,
                          stored_precision, unbundle_weights)
-from .cli import unwritable
+from .cli import DATA_DIR_HELP, unwritable
 from .data import SPLIT_SIZES, DatasetError, load_cifar10, resolve_data_dir
 from .models import PLAIN_VS_RESIDUAL_DEPTHS
 from .paper import TABLE6_RESNET110_MEAN_STD, TABLE6_TEST_ERROR
@@ -157,8 +157,7 @@ def update_readme(path: Path, block: str) -> bool:
     new = BLOCK.sub(lambda _: f"{BEGIN}\n{block}{END}", text, count=1)
     if new != text:
         mode = stat.S_IMODE(path.stat().st_mode)
-        atomic_write_bytes(path, new.encode())
-        os.chmod(path, mode)  # atomic_write_bytes publishes 0644; the README keeps the mode it had
+        atomic_write_bytes(path, new.encode(), mode=mode)  # the README keeps the mode it had
     return new != text
 
 
@@ -263,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoints", help="checkpoint folder (default: $RESNET_CHECKPOINTS or checkpoints/)")
     parser.add_argument("--readme", type=Path, help="rewrite the generated block of this README")
     parser.add_argument("--verify", action="store_true", help="re-evaluate every checkpoint's weights on the test set")
-    parser.add_argument("--data-dir", help="CIFAR-10 location for --verify and --rescore (default: the usual search)")
+    parser.add_argument("--data-dir", help=f"{DATA_DIR_HELP}; read by --verify and --rescore")
     parser.add_argument("--device", default="cpu", help="where --verify and --rescore evaluate: cpu, cuda or "
                                                          "cuda:N (default: %(default)s)")
     parser.add_argument("--rescore", nargs="+", metavar="NAME",

@@ -49,6 +49,10 @@ SAVE_EVERY_S = 60.0
 CPU_HINT_ITERATIONS = 10_000  # longer runs on the CPU get a note on what they cost and the alternatives
 EVAL_BATCH = 2500  # test images per forward pass at each epoch's end
 FINAL_BATCH = 1000  # per forward pass in the final fp32 scoring, as in report --verify: the same shapes, the same kernels
+SYNC_EVERY = 50  # iterations between NaN/inf checks and torchrun's stop votes, both device syncs: ~8 an epoch, not 390
+GRAPH_WARMUP_STEPS = 3  # eager steps before CUDA-graph capture: cuDNN/cuBLAS first-call set-up must happen outside it
+RESPONSE_IMAGES = 1000  # Fig. 7's response std on the first 1,000 test images: on 100, plain-110's moves with the batch
+BLOCK_RECOMPILE_LIMIT = 64  # dynamo's default 8 < the block shapes (10 for the 6n+2 nets); past it, blocks run eager
 
 
 # -- configuration ----------------------------------------------------------------------------------
@@ -56,14 +60,14 @@ FINAL_BATCH = 1000  # per forward pass in the final fp32 scoring, as in report -
 class Recipe:
     """SGD schedule, counted in iterations (one iteration = one batch)."""
     iterations: int = PAPER_ITERATIONS  # paper: stop at 64k
-    batch_size: int = 128
-    lr: float = 0.1
-    momentum: float = 0.9
+    batch_size: int = 128             # 1 to the training set's size; paper: 128, which lr 0.1 is tuned for
+    lr: float = 0.1                   # > 0; paper: 0.1 (too large to start 110 layers, hence the warm-up)
+    momentum: float = 0.9             # 0 to below 1 (at 1 the velocity never decays); paper: 0.9
     weight_decay: float = 1e-4        # on every parameter (the paper does not say which; reference code decays all)
     milestones: tuple[int, ...] = (32_000, 48_000)  # lr is multiplied by `gamma` at each
-    gamma: float = 0.1
+    gamma: float = 0.1                # 0 to 1, the lr's factor at each milestone; paper: 0.1 (lr /10)
     warmup_iters: int = 0             # paper: ResNet-110 uses lr 0.01 for ~400 iterations, then 0.1
-    warmup_lr: float = 0.01
+    warmup_lr: float = 0.01           # > 0, below lr; paper: 0.01, until the training error is under 80 %
 
 
 def paper_recipe(depth: int) -> Recipe:
@@ -231,7 +235,7 @@ def compiled_forward(model: torch.nn.Module):
     residual), and inductor's cache on disk serves a later run. The stem and head stay eager. The model itself is
     left as it was: evaluation, probes and publishing call it uncompiled. Training only: the step's forward."""
     limit = "recompile_limit" if hasattr(torch._dynamo.config, "recompile_limit") else "cache_size_limit"
-    setattr(torch._dynamo.config, limit, max(getattr(torch._dynamo.config, limit), 64))
+    setattr(torch._dynamo.config, limit, max(getattr(torch._dynamo.config, limit), BLOCK_RECOMPILE_LIMIT))
     blocks = model.blocks()
 
     def forward(x):
@@ -408,10 +412,10 @@ def fill_batch(data: "Data", idx: torch.Tensor, offsets, flips, x: torch.Tensor,
     y.copy_(data.train_y[idx])
 
 
-def step_lanes(lanes: list[Lane], x: torch.Tensor, y: torch.Tensor, it: int, capture: bool, warmup: int = 3) -> None:
+def step_lanes(lanes: list[Lane], x: torch.Tensor, y: torch.Tensor, it: int, capture: bool) -> None:
     """Iteration `it` for every lane on the batch in (x, y). On CUDA each lane runs on its own stream,
     so the small kernels of several models overlap; `capture` turns each lane's step into a graph once
-    the lane has run `warmup` eager steps on its stream (cuDNN autotuning, cuBLAS workspaces and other
+    the lane has run GRAPH_WARMUP_STEPS eager steps on its stream (cuDNN autotuning, cuBLAS workspaces and other
     first-call set-up must not happen inside a capture), also when a lane joins late (resumed ahead)."""
     for lane in lanes:
         new_lr = lr_at(it, lane.cfg.recipe)
@@ -420,7 +424,7 @@ def step_lanes(lanes: list[Lane], x: torch.Tensor, y: torch.Tensor, it: int, cap
             lane.lr_value = new_lr
     units = step_units(lanes)
     ready = [unit for unit in units if capture and unit.graph is None and unit.stream is not None
-             and unit.eager_steps >= warmup]
+             and unit.eager_steps >= GRAPH_WARMUP_STEPS]
     if ready:
         torch.cuda.synchronize()  # capture the ready lanes at once, with nothing else in flight
         for unit in ready:
@@ -442,6 +446,15 @@ def state_paths(state_dir: Path, name: str) -> tuple[Path, Path]:
     return state_dir / name / "state.safetensors", state_dir / name / "state.json"
 
 
+def state_tensors(lane: Lane) -> dict[str, torch.Tensor]:
+    """The lane's weights, momentum and BN statistics by the names a state file holds them under (model.*,
+    momentum.<i>, stats.*): the tensors themselves, so that load_state copies into them."""
+    tensors = {f"model.{k}": v for k, v in lane.model.state_dict().items()}
+    tensors.update({f"momentum.{i}": m for i, m in enumerate(lane.momentum)})
+    tensors.update({f"stats.{k}": v for k, v in lane.stats.items()})
+    return tensors
+
+
 def save_state(lane: Lane, state_dir: Path, command: str | None = None) -> None:
     """The lane's weights, momentum and BN statistics, and a state.json with where it is, which tensors file
     holds it and the command that started it (so that whoever resumes it, on another machine, can repeat that
@@ -450,10 +463,7 @@ def save_state(lane: Lane, state_dir: Path, command: str | None = None) -> None:
     state.json (and a copy of the folder taken meanwhile holds a consistent pair)."""
     legacy, meta_path = state_paths(state_dir, lane.name)
     tensors_path = meta_path.with_name(f"state-{lane.iteration:08d}.safetensors")
-    tensors = {f"model.{k}": v for k, v in lane.model.state_dict().items()}
-    tensors.update({f"momentum.{i}": m for i, m in enumerate(lane.momentum)})
-    tensors.update({f"stats.{k}": v for k, v in lane.stats.items()})
-    atomic_save_tensors(tensors_path, tensors)
+    atomic_save_tensors(tensors_path, state_tensors(lane))
     atomic_write_json(meta_path, dict(config=lane.cfg.to_dict(), iteration=lane.iteration, wall_time_s=lane.wall_time_s,
                                       history=lane.history, finished=lane.finished, layers=lane.layer_names,
                                       command=command, tensors=tensors_path.name, sittings=lane.sittings,
@@ -545,9 +555,7 @@ def load_state(lane: Lane, state_dir: Path, meta: dict) -> None:
         raise SystemExit(f"error: {tensors_path} is unreadable ({e}); {START_OVER}") from None
     # Every tensor the lane holds, by the name it is saved under: one missing, of another shape (copy_ would
     # broadcast it), or a weight or momentum left over means the file is not this net's saved state.
-    targets = {f"model.{k}": v for k, v in lane.model.state_dict().items()}
-    targets.update({f"momentum.{i}": m for i, m in enumerate(lane.momentum)})
-    targets.update({f"stats.{k}": v for k, v in lane.stats.items()})
+    targets = state_tensors(lane)
     wrong = [f"no tensor {k}" for k in targets if k not in tensors]
     wrong += [f"{k} of shape {list(tensors[k].shape)}, not {list(v.shape)}" for k, v in targets.items()
               if k in tensors and tensors[k].shape != v.shape]
@@ -791,7 +799,7 @@ def published_checkpoint(folder: Path) -> str | None:
 def train(configs: list[RunConfig], *, data_dir: str | None = None, out_dir: Path = REPO_ROOT / "checkpoints",
           state_dir: Path = REPO_ROOT / "runs", device: str | torch.device | None = None, resume: bool = False,
           restart: bool = False, time_budget_s: float | None = None, stop_after: int | None = None,
-          warmup_steps: int = 3, command: str | None = None, overwrite: bool = False, fuse: bool = False,
+          command: str | None = None, overwrite: bool = False, fuse: bool = False,
           log=print) -> dict[str, str]:
     """Train `configs` side by side, in lockstep on one shared, identically augmented batch stream.
     Returns {model: "finished" | "stopped" | "skipped"}. A lane whose loss, test loss, weights or BN statistics go
@@ -948,7 +956,7 @@ def train(configs: list[RunConfig], *, data_dir: str | None = None, out_dir: Pat
         for lane in lanes:
             lane.stats["iteration"].fill_(lane.iteration)
 
-        say(f"training {', '.join(l.name for l in lanes)} on {device_name(device)}"
+        say(f"training {', '.join(lane.name for lane in lanes)} on {device_name(device)}"
             f"{f' x{world} processes' if ddp else ''}: {len(data.train_y):,} train / {len(data.test_y):,} test images, "
             f"{steps_per_epoch} iterations per epoch, batch {batch}, "
             f"{'CUDA graphs, ' if any(lane.stream is not None for lane in lanes) else ''}"
@@ -1043,9 +1051,9 @@ def train(configs: list[RunConfig], *, data_dir: str | None = None, out_dir: Pat
                     perm, offsets, flips = augmentation_plan(len(data.train_y), epoch, first.seed, device)
                     plan_epoch = epoch
                 fill_batch(data, rank_rows(perm, step, batch, rank, world), offsets, flips, x, y)
-                active = [l for l in lanes if l.iteration == it and it < l.cfg.recipe.iterations]
+                active = [lane for lane in lanes if lane.iteration == it and it < lane.cfg.recipe.iterations]
                 try:
-                    step_lanes(active, x, y, it, capture=use_graphs, warmup=warmup_steps)
+                    step_lanes(active, x, y, it, capture=use_graphs)
                 except Exception as e:
                     if any(lane.cfg.compile for lane in active) and compile_failure(e):
                         raise SystemExit(f"error: --compile failed at iteration {it:,} on {device_name(device)} "
@@ -1055,10 +1063,10 @@ def train(configs: list[RunConfig], *, data_dir: str | None = None, out_dir: Pat
                 it += 1
                 bar.update(1)
                 epoch_end = (it % steps_per_epoch == 0) or it == end or \
-                    any(l.iteration == l.cfg.recipe.iterations for l in active)
-                if it % 50 == 0 or epoch_end:
+                    any(lane.iteration == lane.cfg.recipe.iterations for lane in active)
+                if it % SYNC_EVERY == 0 or epoch_end:
                     drop_diverged()
-                    active = [l for l in active if l in lanes]
+                    active = [lane for lane in active if lane in lanes]
                 if epoch_end:
                     elapsed = time.perf_counter() - epoch_t0  # this epoch's training steps, shared by the active lanes
                     test_losses = []
@@ -1071,7 +1079,7 @@ def train(configs: list[RunConfig], *, data_dir: str | None = None, out_dir: Pat
                     for lane, what in went_bad(active, test_losses):
                         stop_diverged(lane, divergence(lane, f"{what} by the end of epoch {epoch + 1} (iteration "
                                                              f"{lane.iteration:,})", state_dir))
-                    for lane in [l for l in active if l in lanes]:
+                    for lane in [lane for lane in active if lane in lanes]:
                         if lane.iteration >= lane.cfg.recipe.iterations:
                             finish(lane)
                         elif time.perf_counter() - lane.saved_at >= SAVE_EVERY_S:
@@ -1081,10 +1089,10 @@ def train(configs: list[RunConfig], *, data_dir: str | None = None, out_dir: Pat
                 reason = Stop.requested or ("time budget" if over_time else None) or \
                     ("--stop-after" if stop_after is not None and it - start >= stop_after else None)
                 if ddp:  # every rank must stop at the same iteration, or the others hang in all-reduce
-                    reason = agreed_stop(reason, device) if (it % 50 == 0 or epoch_end) else None
+                    reason = agreed_stop(reason, device) if (it % SYNC_EVERY == 0 or epoch_end) else None
                 if reason and it < end:
                     drop_diverged()
-                    for lane, what in went_bad([l for l in lanes if not l.finished]):
+                    for lane, what in went_bad([lane for lane in lanes if not lane.finished]):
                         stop_diverged(lane, divergence(lane, f"{what} by iteration {lane.iteration:,}", state_dir))
                     for lane in lanes:
                         if not lane.finished:
@@ -1104,7 +1112,7 @@ def train(configs: list[RunConfig], *, data_dir: str | None = None, out_dir: Pat
 
 
 def agreed_stop(reason: str | None, device: torch.device) -> str | None:
-    """A stop that any rank asks for, agreed by all ranks (a sync point: called every 50 iterations)."""
+    """A stop that any rank asks for, agreed by all ranks (a sync point: called every SYNC_EVERY iterations)."""
     flag = torch.tensor([reason is not None], dtype=torch.int32, device=device)
     dist.all_reduce(flag, op=dist.ReduceOp.MAX)
     return (reason or "another process stopped") if int(flag) else None
@@ -1115,7 +1123,7 @@ def _is_main_thread() -> bool:
 
 
 def check_finite(lanes: list[Lane], state_dir: Path) -> list[tuple[Lane, str]]:
-    """A sync point, every 50 iterations: the lanes whose loss went NaN/inf, each with a message saying where.
+    """A sync point, every SYNC_EVERY iterations: the lanes whose loss went NaN/inf, each with a message saying where.
     Their last good state stays on disk; the caller stops them and lets the others go on. Under DDP the ranks
     agree first (the earliest bad iteration of any rank): a rank whose loss went bad one step after another's
     would otherwise train on alone and hang in all-reduce."""
@@ -1220,7 +1228,7 @@ def final_metrics(model, test_x: torch.Tensor, test_y: torch.Tensor, train_x: to
     with strict_fp32():
         test = evaluate(model, test_x, test_y, mean, std, batch_size=FINAL_BATCH)
         train_clean = evaluate(model, train_x, train_y, mean, std, batch_size=FINAL_BATCH)
-        fixed = normalize(test_x[:1000], mean, std)
+        fixed = normalize(test_x[:RESPONSE_IMAGES], mean, std)
         return dict(
             test_error=test["test_error"], test_top5_error=test["test_top5_error"], test_loss=test["test_loss"],
             train_error_clean=train_clean["test_error"], train_loss_clean=train_clean["test_loss"],

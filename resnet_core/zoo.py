@@ -252,10 +252,10 @@ def norm_span_frame(profile: pd.DataFrame, by: str = "checkpoint") -> pd.DataFra
     return pd.DataFrame(rows, columns=[by, "smallest", "at layer", "largest", "at layer ", "largest / smallest"])
 
 
-def norm_spans(profile: pd.DataFrame, by: str = "checkpoint") -> str:
-    """norm_span_frame in words: 'plain56: 0.014 (layer 1) to 0.24 (layer 22), 17x; ...'."""
-    return "; ".join(f"{r[by]}: {r['smallest']} (layer {r['at layer']}) to {r['largest']} (layer {r['at layer ']}), "
-                     f"{r['largest / smallest']}" for _, r in norm_span_frame(profile, by).iterrows())
+def norm_spans(profile: pd.DataFrame) -> str:
+    """norm_span_frame in words, per checkpoint: 'plain56: 0.014 (layer 1) to 0.24 (layer 22), 17x; ...'."""
+    return "; ".join(f"{r['checkpoint']}: {r['smallest']} (layer {r['at layer']}) to {r['largest']} (layer "
+                     f"{r['at layer ']}), {r['largest / smallest']}" for _, r in norm_span_frame(profile).iterrows())
 
 
 def with_ranks(records: list[dict], value: str) -> pd.DataFrame:
@@ -437,9 +437,6 @@ def prediction_frame(predictions: dict[str, list[tuple[str, float]]]) -> pd.Data
 
 
 # -- the papers' claims, checked on our checkpoints ---------------------------------------------------
-SIX_N_PLUS_2 = PLAIN_VS_RESIDUAL_DEPTHS
-
-
 def by_model(infos: list[CheckpointInfo]) -> dict[str, CheckpointInfo]:
     """{model: checkpoint}; where two folders hold the same model, the one named after it wins, else the first."""
     found: dict[str, CheckpointInfo] = {}
@@ -633,7 +630,8 @@ def judged_on(group: list[CheckpointInfo]) -> str:
     """'on 2 of the claim's 5 depths' where a depth trend is judged on fewer depths than its claim names (20 to
     110 layers), '' where on all of them: a 'yes' from 20 and 56 layers alone says less than one from all five."""
     have = {model_info(i.config["model"])["depth"] for i in group}
-    return f"on {len(have)} of the claim's {len(SIX_N_PLUS_2)} depths" if len(have) < len(SIX_N_PLUS_2) else ""
+    claimed = len(PLAIN_VS_RESIDUAL_DEPTHS)
+    return f"on {len(have)} of the claim's {claimed} depths" if len(have) < claimed else ""
 
 
 def _depth_trend(claim: str, infos: list[CheckpointInfo], kind: str, error, falls: bool, training: bool = False) -> dict:
@@ -646,11 +644,12 @@ def _depth_trend(claim: str, infos: list[CheckpointInfo], kind: str, error, fall
     nets, groups = ("residual" if kind == "resnet" else "plain"), []
     for schedule in schedules(infos):  # within each, one checkpoint per depth
         have = by_model(schedule)
-        group = [have[f"{kind}{d}"] for d in SIX_N_PLUS_2 if f"{kind}{d}" in have and error(have[f"{kind}{d}"]) is not None]
+        group = [have[f"{kind}{d}"] for d in PLAIN_VS_RESIDUAL_DEPTHS
+                 if f"{kind}{d}" in have and error(have[f"{kind}{d}"]) is not None]
         groups += [group] if group else []
     measured = sorted((i for g in groups for i in g), key=lambda i: model_info(i.config["model"])["depth"])
     unknown = [i for i in infos if iterations(i) is None and error(i) is not None
-               and i.config["model"] in {f"{kind}{d}" for d in SIX_N_PLUS_2}]
+               and i.config["model"] in {f"{kind}{d}" for d in PLAIN_VS_RESIDUAL_DEPTHS}]
     unknown_note = f" (left out, training length unknown: {', '.join(i.name for i in unknown)})" if unknown else ""
     judged = [g for g in groups if len(g) >= 2]
     if not judged:
@@ -716,7 +715,7 @@ def paper_checks(infos: list[CheckpointInfo]) -> pd.DataFrame:
     and the evidence (our numbers; short runs are labelled as such). A Table 6 row takes the model's longest run;
     a comparison takes nets trained equally long, from the longest schedule that has them all (equally_trained)."""
     have, rows = longest(infos), []
-    for depth in SIX_N_PLUS_2:
+    for depth in PLAIN_VS_RESIDUAL_DEPTHS:
         name, ref = f"resnet{depth}", TABLE6_TEST_ERROR[f"resnet{depth}"]
         claim = f"ResNet-{depth}: test error at or below the paper's {ref:.2f} %"
         if name == "resnet110":  # the paper's best of 5 runs against our one: say so
@@ -767,7 +766,7 @@ def paper_checks(infos: list[CheckpointInfo]) -> pd.DataFrame:
                                    + within_noise(error(b) - error(a), band)
                                    + short_run_note(a, b) + control(shallow, deep, error, a)))
     pairs, unequal = [], []  # a pair compares nets trained equally long
-    for d in SIX_N_PLUS_2:
+    for d in PLAIN_VS_RESIDUAL_DEPTHS:
         pair = equally_trained(infos, f"plain{d}", f"resnet{d}")
         if pair:
             pairs.append(tuple(pair))
@@ -797,7 +796,8 @@ def paper_checks(infos: list[CheckpointInfo]) -> pd.DataFrame:
         rows.append(_check(claim, "not comparable" if unequal else None,
                            "needs a plain and a residual net of the same depth, trained equally long" + unequal_note))
     claim = "Layer responses: residual nets' are smaller than plain nets' at most layers (Fig. 7)"
-    pairs = [equally_trained(infos, f"plain{d}", f"resnet{d}", usable=lambda i: bool(_responses(i))) for d in SIX_N_PLUS_2]
+    pairs = [equally_trained(infos, f"plain{d}", f"resnet{d}", usable=lambda i: bool(_responses(i)))
+             for d in PLAIN_VS_RESIDUAL_DEPTHS]
     pairs = [(p, r, _responses(p), _responses(r)) for p, r in filter(None, pairs)]
     if pairs:
         most = [2 * below > layers for below, layers in (responses_below(p, r) for _, _, p, r in pairs)]
@@ -843,8 +843,10 @@ def _seed_measures(resnet: CheckpointInfo | None, plain: CheckpointInfo | None) 
         return f"never (best {best:.1f} %)"
 
     def spread(i):
-        s = grad_norm_spread(i)
-        return "" if s is None else f"{s[0]:.3g}-{s[2]:.3g} (median {s[1]:.3g})"
+        if (percentiles := grad_norm_spread(i)) is None:
+            return ""
+        low, median, high = percentiles
+        return f"{low:.3g}-{high:.3g} (median {median:.3g})"
 
     out = dict(top1=each(lambda i: f"{100 - i.metrics['test_error']:.2f}"),
                top5=each(lambda i: f"{100 - i.metrics['test_top5_error']:.2f}" if "test_top5_error" in i.metrics else ""),
@@ -880,13 +882,16 @@ def _seed_verdicts(resnet: CheckpointInfo | None, plain: CheckpointInfo | None) 
     # The claimed ranges' geometric midpoints: 0.1-1.0 against 0.01-0.1 puts plain's norms about 10x lower.
     said_ratio = math.sqrt(math.prod(SEED_REPORT_GRAD_NORMS["resnet18"]) / math.prod(SEED_REPORT_GRAD_NORMS["plain18"]))
     rank, gain = {c: k + 1 for k, (c, _) in enumerate(gains)}, dict(gains)
-    e = (resnet.metrics.get("epochs_to_90"), plain.metrics.get("epochs_to_90"))
-    if None in e:
-        said = ", ".join(f"{n} {'never' if x is None else f'epoch {x}'}" for n, x in zip(("ResNet-18", "Plain-18"), e))
-        epochs = f"{'neither' if e == (None, None) else 'only one'} reached 90 % ({said}; {claimed_epochs})"
+    resnet_epoch, plain_epoch = resnet.metrics.get("epochs_to_90"), plain.metrics.get("epochs_to_90")
+    if resnet_epoch is None or plain_epoch is None:
+        said = ", ".join(f"{net} {'never' if epoch is None else f'epoch {epoch}'}"
+                         for net, epoch in (("ResNet-18", resnet_epoch), ("Plain-18", plain_epoch)))
+        epochs = (f"{'neither' if resnet_epoch is None and plain_epoch is None else 'only one'} reached 90 % "
+                  f"({said}; {claimed_epochs})")
     else:
-        epochs = (f"ResNet-18 {'first' if e[0] < e[1] else 'not first'}: epoch {e[0]} vs {e[1]} "
-                  f"({e[1] - e[0]:+d} epochs; {claimed_epochs}, {said_epochs[1] - said_epochs[0]:+d})")
+        epochs = (f"ResNet-18 {'first' if resnet_epoch < plain_epoch else 'not first'}: epoch {resnet_epoch} vs "
+                  f"{plain_epoch} ({plain_epoch - resnet_epoch:+d} epochs; {claimed_epochs}, "
+                  f"{said_epochs[1] - said_epochs[0]:+d})")
     spreads = grad_norm_spread(resnet), grad_norm_spread(plain)
     if all(spreads):
         ratio = spreads[0][1] / max(spreads[1][1], 1e-12)

@@ -5,8 +5,9 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
-from resnet_core import data
+from resnet_core import build_model, data
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -58,6 +59,23 @@ def pytest_make_collect_report(collector):
 
 def skip_reason(report) -> str:
     return report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+
+
+@pytest.fixture(scope="module")
+def model():
+    """An untrained resnet20, seeded, in eval mode: one per test module."""
+    torch.manual_seed(0)
+    return build_model("resnet20").eval()
+
+
+def failing_block_compiler(error: Exception):
+    """A stand-in for trainer.block_compiler whose compiled blocks raise `error` when called: a machine where
+    torch.compile cannot run (or a bug of ours, for an error that is not torch.compile's)."""
+    def block_compiler():
+        def call(block, x):
+            raise error
+        return call
+    return block_compiler
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,7 @@ import sys
 import pytest
 import torch._dynamo.exc
 
-from conftest import REPO
+from conftest import REPO, failing_block_compiler
 
 BENCH = str(REPO / "bench" / "train_throughput.py")
 
@@ -50,11 +50,7 @@ def test_fuse_needs_a_residual_net_with_a_plain_twin(monkeypatch, capsys):
 def test_a_compile_that_cannot_run_here_leaves_the_eager_columns(monkeypatch, capsys, shared_cifar, tmp_path):
     from resnet_core import trainer
 
-    def cannot_compile():
-        def call(block, x):
-            raise torch._dynamo.exc.TorchDynamoException("no Triton on this machine")
-        return call
-
+    cannot_compile = failing_block_compiler(torch._dynamo.exc.TorchDynamoException("no Triton on this machine"))
     monkeypatch.setattr(trainer, "block_compiler", cannot_compile)
     lines, err = run_bench(monkeypatch, capsys, "--data-dir", str(shared_cifar), "--compile",
                            "--json", str(tmp_path / "bench.json"))
@@ -64,12 +60,7 @@ def test_a_compile_that_cannot_run_here_leaves_the_eager_columns(monkeypatch, ca
     table = json.loads((tmp_path / "bench.json").read_text())["resnet20"]
     assert table["ours img/s"] > 0 and table["compiled img/s"] is None
 
-    def a_bug():
-        def call(block, x):
-            raise ValueError("a bug of ours")
-        return call
-
-    monkeypatch.setattr(trainer, "block_compiler", a_bug)
+    monkeypatch.setattr(trainer, "block_compiler", failing_block_compiler(ValueError("a bug of ours")))
     with pytest.raises(ValueError, match="a bug of ours"):  # not taken for the machine's lack
         run_bench(monkeypatch, capsys, "--data-dir", str(shared_cifar), "--compile")
 

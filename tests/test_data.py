@@ -16,7 +16,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from conftest import CIFAR10, NO_CIFAR10
-from resnet_core import data
+from resnet_core import checkpoint, data
 from resnet_core.data import (
     CIFAR10_MEAN,
     CIFAR10_STD,
@@ -528,7 +528,7 @@ def test_a_cache_write_that_fails_leaves_nothing_behind(tmp_path, capsys, monkey
             f.write(b"half a file")
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(data, "save_file", fail)
+    monkeypatch.setattr(checkpoint, "save_file", fail)
     images, _ = load_cifar10(CIFAR10, "test", limit=5, cache_dir=tmp_path / "cache")
     assert torch.equal(images, zip_test50[0][:5]) and "No space left on device" in capsys.readouterr().err
     assert list((tmp_path / "cache").iterdir()) == []

@@ -15,12 +15,6 @@ from resnet_core.data import CIFAR10_STD, load_cifar10
 from resnet_core.explain import INFERNO, colormap, confident_mistakes, grad_cam, input_saliency, overlay
 
 
-@pytest.fixture(scope="module")
-def model():
-    torch.manual_seed(0)
-    return build_model("resnet20").eval()
-
-
 @pytest.fixture
 def x():
     return torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(2))

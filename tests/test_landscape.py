@@ -15,12 +15,6 @@ from resnet_core.probes import evaluate
 
 
 @pytest.fixture(scope="module")
-def model():
-    torch.manual_seed(0)
-    return build_model("resnet20").eval()
-
-
-@pytest.fixture(scope="module")
 def batch():
     """Twelve random images (12, 32, 32, 3) uint8 and labels (12,)."""
     g = torch.Generator().manual_seed(1)

@@ -27,12 +27,6 @@ def encode(img: Image.Image, fmt: str, **kw) -> bytes:
     return buf.getvalue()
 
 
-@pytest.fixture(scope="module")
-def model():
-    torch.manual_seed(0)
-    return build_model("resnet20").eval()
-
-
 def halves(w=64, h=48) -> Image.Image:
     """Left half red, right half blue: orientation is visible after any rotation."""
     a = np.zeros((h, w, 3), np.uint8)

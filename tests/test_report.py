@@ -21,6 +21,7 @@ import torch
 
 from resnet_core import report, zoo
 from resnet_core.checkpoint import CheckpointInfo, list_checkpoints, read_checkpoint
+from resnet_core.cli import DATA_DIR_HELP
 from resnet_core.data import CIFAR10_MEAN, CIFAR10_STD, CLASSES
 
 # the claims' labels as the app shows them
@@ -663,7 +664,7 @@ def test_device_is_checked_before_any_work(tmp_path, readme_copy, no_work, monke
     assert done.value.code == 0
     text = " ".join(capsys.readouterr().out.split())
     assert "where --verify and --rescore evaluate: cpu, cuda or cuda:N (default: cpu)" in text
-    assert "CIFAR-10 location for --verify and --rescore (default: the usual search)" in text
+    assert " ".join(f"{DATA_DIR_HELP}; read by --verify and --rescore".split()) in text
 
 
 def test_rescore_and_unbundle_name_the_folder_they_searched(tmp_path, no_work, capsys):

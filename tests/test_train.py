@@ -17,7 +17,7 @@ import torch
 from safetensors.torch import load_file
 
 import train
-from conftest import REPO, TINY_RUN, train_tiny
+from conftest import REPO, TINY_RUN, failing_block_compiler, train_tiny
 from resnet_core import list_checkpoints, load_pretrained, read_checkpoint
 from resnet_core.checkpoint import regenerate_command
 from resnet_core.data import CLASSES, augmentation_plan, load_cifar10
@@ -94,11 +94,8 @@ def test_compile_that_cannot_run_here_is_one_clear_message(tmp_path, shared_cifa
 
     from resnet_core import trainer
 
-    def cannot_compile():
-        def call(block, x):
-            raise torch._dynamo.exc.TorchDynamoException("backend 'inductor' failed: no working C++ compiler found")
-        return call
-
+    cannot_compile = failing_block_compiler(
+        torch._dynamo.exc.TorchDynamoException("backend 'inductor' failed: no working C++ compiler found"))
     monkeypatch.setattr(trainer, "block_compiler", cannot_compile)
     with pytest.raises(SystemExit, match=r"--compile failed at iteration 0 on cpu .*TorchDynamoException: backend "
                                          r"'inductor' failed: no working C\+\+ compiler found\); train without --compile"):

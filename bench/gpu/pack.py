@@ -20,6 +20,7 @@ import tarfile
 from pathlib import Path
 
 MIB = 1 << 20
+STATE_READ_TRIES = 5  # re-reads of state.json when a save replaced the tensors file it named (saves: ~a minute apart)
 
 
 def folder_size(path: Path) -> int:
@@ -99,11 +100,11 @@ def plan(sizes: dict[str, int], per_file: int, files: int, total: int) -> tuple[
     return bins, left
 
 
-def add_state(tar: tarfile.TarFile, folder: Path, arcname: str, tries: int = 5) -> None:
+def add_state(tar: tarfile.TarFile, folder: Path, arcname: str) -> None:
     """A trainer state folder as one consistent pair, though the trainer may be saving meanwhile: state.json as
     read, and the tensors file it names, opened before a newer save can remove it (an open file stays readable).
     If that file is gone already, a newer state.json names its successor: read again."""
-    for _ in range(tries):
+    for _ in range(STATE_READ_TRIES):
         meta = (folder / "state.json").read_bytes()
         named = json.loads(meta).get("tensors", "state.safetensors")
         try:
