@@ -8,8 +8,8 @@ import torch
 from PIL import Image
 
 from pages.common import (LENGTH_HELP, OWN_SIZE, PANEL_TITLE, by_name, csv_button, default_pair, draw, frame,
-                          gallery, header, length_ui, load_model, model_legend, percent, short_runs_note, show_chart,
-                          usable_checkpoints, weights_stamp, with_lengths)
+                          gallery, header, length_ui, picker_key, load_model, model_legend, percent, short_runs_note, show_chart,
+                          usable_checkpoints, with_lengths)
 from resnet_core import zoo
 from resnet_core.data import CLASSES, DatasetError, load_cifar10, resolve_data_dir
 from resnet_core.explain import confident_mistakes
@@ -32,8 +32,10 @@ def classes_ui(infos) -> tuple[str, str, str]:
     second = residual or next((n for n in reversed(names) if n != first), first)  # B differs from A where it can
     with st.sidebar:
         labels = dict(format_func=with_lengths(infos), help=LENGTH_HELP)
-        a = st.selectbox("Checkpoint A (usually plain)", names, index=names.index(first), **labels)
-        b = st.selectbox("Checkpoint B (usually residual)", names, index=names.index(second), **labels)
+        a = st.selectbox("Checkpoint A (usually plain)", names, index=names.index(first), **labels,
+                         key=picker_key("classes-a", infos))
+        b = st.selectbox("Checkpoint B (usually residual)", names, index=names.index(second), **labels,
+                         key=picker_key("classes-b", infos))
         wrong = st.selectbox("Most confident mistakes of", names, index=names.index(b), key="mistakes_of", **labels)
     return a, b, wrong
 
@@ -58,8 +60,9 @@ def searched_images() -> tuple[torch.Tensor, torch.Tensor, np.ndarray, str, str 
 
 @st.cache_data(max_entries=64, show_spinner=False)
 def mistakes(checkpoint: str, stamp: int | None, source: str, _model, _images, _labels) -> list[dict]:
-    """explain.confident_mistakes, cached by checkpoint, weights' mtime and image source; `_model` (the shared copy,
-    not hashed) is only read, in eval mode under no_grad. A rerun requested meanwhile waits for the result."""
+    """explain.confident_mistakes, cached by the checkpoint's folder, the stamp `_model` was loaded under
+    (pages.common._model) and the image source; `_model` (the shared copy, not hashed) is only read, in eval mode
+    under no_grad. A rerun requested meanwhile waits for the result."""
     return confident_mistakes(_model, _images, _labels, *input_stats(_model), k=MISTAKES)
 
 
@@ -77,7 +80,7 @@ def mistakes_section(info) -> None:
                 recorded_without_images(info, recorded[:MISTAKES], why_not_all)
             return
         with st.spinner(f"Classifying {len(labels):,} test images with {info.name} on the CPU (once per checkpoint)..."):
-            found = mistakes(info.name, weights_stamp(info), source, model, images, labels)
+            found = mistakes(str(info.path), model.weights_stamp, source, model, images, labels)
         which = (f"Searched all {len(labels):,} CIFAR-10 test images." if why_not_all is None else
                  f"Searched the {len(labels)} test images shipped with the app (no CIFAR-10 test set could be "
                  "read, the ? says why: set CIFAR10_DIR to its folder to search all 10,000).")
@@ -178,8 +181,9 @@ show_chart(alt.Chart(accuracy).mark_bar().encode(
 ).properties(height=300, title="Per-class accuracy"), accuracy, "per_class_accuracy")
 
 if a != b:
-    wide = accuracy.pivot(index="class", columns="checkpoint", values="accuracy")
-    gain = pd.DataFrame({"class": wide.index, "gain": wide[b] - wide[a], "source": f"{b} minus {a} (ours)"})
+    gains = dict(zoo.class_gains(by_name(infos)[b], by_name(infos)[a]))  # class: B minus A (points)
+    gain = pd.DataFrame({"class": list(CLASSES), "gain": [gains[c] for c in CLASSES],
+                         "source": f"{b} minus {a} (ours)"})
     claims = pd.DataFrame({"class": list(SEED_REPORT_CLASS_GAINS), "gain": list(SEED_REPORT_CLASS_GAINS.values()),
                            "source": "seed report 000's claim at 18 layers: ResNet-18 minus Plain-18"})
     # The claim is about shortcuts alone (a residual net over a plain one as deep): beside any other A and B its

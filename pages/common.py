@@ -269,9 +269,18 @@ def length_ui(infos: list[CheckpointInfo], help: str) -> list[CheckpointInfo]:
     lengths = {zoo.iterations(info) for info in infos if info.name in default_pair(infos)} - {None}  # None: in no group
     start = lengths.pop() if len(lengths) == 1 else max(runs, key=lambda n: (len(runs[n]), n))
     with st.sidebar:
-        n = st.radio("Training length", list(runs), index=list(runs).index(start),
+        # keyed: unkeyed, the widget is known by its labels, and a publish that changes a count would reset it
+        n = st.radio("Training length", list(runs), index=list(runs).index(start), key="training-length",
                      format_func=lambda n: f"{n:,} iterations ({len(runs[n])} runs)", help=help)
     return runs[n]
+
+
+def picker_key(widget: str, infos: list[CheckpointInfo]) -> str:
+    """The key of a picker over `infos` (one training length's runs, length_ui): each length keeps its own picks and
+    opens on its own defaults, and a run published beside the app leaves them as they were. Unkeyed, a widget is
+    known by its labels, so a new "(N runs)" or "(640 it.)" made a new one, back on its default, at the next click."""
+    lengths = sorted({zoo.iterations(info) or 0 for info in infos})
+    return "-".join([widget, *map(str, lengths)])
 
 
 def default_pair(infos: list[CheckpointInfo]) -> tuple[str | None, str | None]:
@@ -291,8 +300,12 @@ def default_pair(infos: list[CheckpointInfo]) -> tuple[str | None, str | None]:
 
 @st.cache_resource(max_entries=16, show_spinner="Loading the model...")
 def _model(path: str, stamp: int | None) -> torch.nn.Module:
-    # One copy per checkpoint for every session: read-only, always in eval mode, never hooked.
-    return load_pretrained(path)
+    # One copy per checkpoint for every session: read-only, always in eval mode, never hooked. It carries the stamp it
+    # was cached under, for the caches of what it computes: a stamp read again later could be a newer publish's, and
+    # this model's results would then be filed under the new weights, for good.
+    model = load_pretrained(path)
+    model.weights_stamp = stamp
+    return model
 
 
 def load_model(info: CheckpointInfo) -> torch.nn.Module | None:

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from pages.common import (LOG_LABELS, PANEL_LEGEND_COLUMNS, colour_key, dashes_of, frame, header, length_ui,
+from pages.common import (LOG_LABELS, PANEL_LEGEND_COLUMNS, colour_key, dashes_of, frame, header, length_ui, picker_key,
                           log_ticks, model_legend, relabelled, short_runs_note, show_panels, span, usable_checkpoints)
 from resnet_core import zoo
 from resnet_core.paper import PAPER_ITERATIONS
@@ -16,9 +16,10 @@ PANEL_HEIGHT = 320  # px of plot in each panel
 LABEL_PX = 15  # px a line-end label takes up and down: labels nearer than that are moved apart
 
 
-def curves_ui(depths: list[int]) -> tuple[list[int], str, bool]:
+def curves_ui(depths: list[int], runs) -> tuple[list[int], str, bool]:
     with st.sidebar:
-        chosen = st.multiselect("Depths", depths, default=depths, help="One line per depth and kind of net.")
+        chosen = st.multiselect("Depths", depths, default=depths, help="One line per depth and kind of net.",
+                                key=picker_key("curves-depths", runs))
         metric = st.radio("Metric", ["top-1 error", "top-5 error", "loss"],
                           help="Top-5 error is recorded on the test set only.")
         # On by default: on a linear 0-90 % axis the finding, training errors that end between 0.04 and 8 %, lies
@@ -150,7 +151,7 @@ if unknown := zoo.length_unknown(infos):
     st.caption(f":material/info: {unknown}")
 shown_runs = [i.name for i in runs]
 history = history[history["checkpoint"].isin(shown_runs)]
-depths, metric, log = curves_ui(sorted(history["depth"].unique().tolist()))
+depths, metric, log = curves_ui(sorted(history["depth"].unique().tolist()), runs)
 data = history[history["depth"].isin(depths) & (history["metric"] == metric)]
 if unplaced := zoo.without_iterations([i for i in runs if i.name in set(data["checkpoint"])]):
     st.info(f"Not on the iteration axis, so left out of the curves: {unplaced}.")

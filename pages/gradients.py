@@ -7,7 +7,7 @@ import pandas as pd
 import streamlit as st
 
 from pages.common import (LENGTH_HELP, LOG_LABELS, PANEL_BAR, PANEL_LEGEND_COLUMNS, by_name, default_pair, frame,
-                          gallery_batch, header, length_ui, log_axis, log_ticks, markdown_text, model_legend, raised,
+                          gallery_batch, header, length_ui, picker_key, log_axis, log_ticks, markdown_text, model_legend, raised,
                           short_runs_note, show_chart, show_panels, span, usable_checkpoints, with_lengths)
 from resnet_core import zoo
 from resnet_core.models import PLAIN_VS_RESIDUAL_DEPTHS
@@ -36,7 +36,8 @@ def pair_ui(infos) -> tuple[list[str], int | None]:
             names = [n for n, k in kinds.items() if k == kind]
             if names:
                 chosen.append(st.selectbox(f"{kind.capitalize()} checkpoint", names, index=names.index(default),
-                                           format_func=with_lengths(infos), help=LENGTH_HELP))
+                                           format_func=with_lengths(infos), help=LENGTH_HELP,
+                                           key=picker_key(f"gradients-{kind}", infos)))
         epochs = sorted({r["epoch"] for name in chosen for r in by_name(infos)[name].history["records"]})
         epoch = st.select_slider("Epoch of the layer profile", epochs, value=epochs[-1]) if len(epochs) > 1 else None
     return chosen, epoch or (epochs[-1] if epochs else None)
@@ -197,8 +198,8 @@ def live_section() -> None:
 
 
 header("Gradient flow", "How large a gradient each weight layer gets, during training and in a freshly "
-       "initialised net: does a deep plain net starve some layers (or flood them) where a residual net does not? "
-       "Each chart says what it measured.")
+       "initialised net: see how far apart the layers' norms lie in the plain net, and how far in the residual "
+       "net as deep. Each chart says what it measured.")
 st.caption("A measurement, not the paper's explanation of degradation: He et al. (Sec. 4.1) train their plain nets with "
            "BN, report that the backward gradients 'exhibit healthy norms', and conjecture that deep plain nets "
            "instead converge exponentially slowly. Vanishing gradients are not what they blame.")

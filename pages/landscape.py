@@ -7,7 +7,7 @@ import pandas as pd
 import streamlit as st
 
 from pages.common import (LENGTH_HELP, LOG_LABELS, OWN_SIZE, PANEL_TITLE, by_name, csv_button, default_pair, draw,
-                          file_stamp, header, length_ui, log_label, log_ticks, markdown_reason, markdown_text,
+                          file_stamp, header, length_ui, picker_key, log_label, log_ticks, markdown_reason, markdown_text,
                           model_legend, short_runs_note, show_chart, span, usable_checkpoints, weights_stamp,
                           with_lengths)
 from resnet_core import zoo
@@ -93,10 +93,13 @@ def landscape_ui(found: list[tuple[CheckpointInfo, dict]]) -> tuple[list[str], l
         for kind in ("plain", "residual"):
             names = [info.name for info in with_surface if zoo.identity(info)["net"] == kind]
             if names:
-                surfaces.append(st.selectbox(f"{kind.capitalize()} checkpoint (surface)", names, index=names.index(defaults[kind]),
+                surfaces.append(st.selectbox(f"{kind.capitalize()} checkpoint (surface)", names,
+                                             index=names.index(defaults[kind]),
+                                             key=picker_key(f"landscape-{kind}", with_surface),
                                              format_func=with_lengths(with_surface), help=LENGTH_HELP))
         drawn = [n for n in surfaces if n in with_slice] or [n for n in default_pair(sliced) if n]
-        slices = st.multiselect("1-D slices", with_slice, default=drawn, format_func=with_lengths(sliced), help=LENGTH_HELP)
+        slices = st.multiselect("1-D slices", with_slice, default=drawn, format_func=with_lengths(sliced), help=LENGTH_HELP,
+                                key=picker_key("-".join(["landscape-slices", *surfaces]), sliced))  # follow the surfaces
     return surfaces, slices
 
 

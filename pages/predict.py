@@ -8,7 +8,7 @@ import streamlit as st
 from PIL import Image
 
 from pages.common import (LENGTH_HELP, NET_COLORS, by_name, default_pair, gallery, header, load_model, markdown_text,
-                          percent, short_runs_note, show_chart, usable_checkpoints, weights_stamp, with_lengths)
+                          percent, short_runs_note, show_chart, usable_checkpoints, with_lengths)
 from resnet_core import zoo
 from resnet_core.data import CLASSES
 from resnet_core.explain import colormap, grad_cam, input_saliency, overlay
@@ -39,8 +39,9 @@ def models_ui(infos, nets: dict[str, str]) -> list[str]:
         for kind in ("plain", "residual"):
             names = [name for name, net in nets.items() if net == kind]
             if names:
+                # keyed, so that a publish changing the labels' iteration counts leaves the pick as it was
                 chosen.append(st.selectbox(f"{kind.capitalize()} checkpoint", names, index=names.index(defaults[kind]),
-                                           format_func=with_lengths(infos), help=LENGTH_HELP))
+                                           format_func=with_lengths(infos), help=LENGTH_HELP, key=f"predict-{kind}"))
     return chosen
 
 
@@ -79,7 +80,8 @@ def gallery_ui() -> int:
 @st.cache_data(max_entries=256, show_spinner=False)
 def where_it_looks(pixels: bytes, checkpoint: str, stamp: int | None, _model) -> tuple[Image.Image, Image.Image, str]:
     """Grad-CAM and input-saliency overlays on the 32x32 RGB image `pixels`, for the class the model predicts, and
-    that class. Keyed by the pixels, the checkpoint and its weights' mtime; `_model` (the shared copy, not hashed)
+    that class. Keyed by the pixels, the checkpoint's folder and the stamp `_model` was loaded under (the shared
+    copy, not hashed: pages.common._model)
     is only read: explain works in eval mode with autograd.grad, no hooks, no .grad, and gives the mode back."""
     img32 = Image.frombytes("RGB", (32, 32), pixels)
     x = image_tensor(img32, _model.normalization)  # (1, 3, 32, 32)
@@ -92,7 +94,8 @@ def show_where_they_look(img32: Image.Image, models: dict, checkpoints: dict) ->
     """Per model, side by side: its Grad-CAM and its input saliency, each for its own top class."""
     with st.container(horizontal=True):  # a model's two maps side by side; the models' pairs wrap if need be
         for name, model in models.items():
-            cam, saliency, top = where_it_looks(img32.tobytes(), name, weights_stamp(checkpoints[name]), model)
+            folder = str(checkpoints[name].path)
+            cam, saliency, top = where_it_looks(img32.tobytes(), folder, model.weights_stamp, model)
             with st.container(horizontal=True, width="content"):
                 st.image(cam, caption=f"{name}: Grad-CAM ({top})", width=32 * ZOOM)
                 st.image(saliency, caption=f"{name}: input saliency ({top})", width=32 * ZOOM)

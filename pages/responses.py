@@ -3,7 +3,7 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from pages.common import (LENGTH_HELP, by_name, default_pair, frame, gallery_batch, header, length_ui, log_axis,
+from pages.common import (LENGTH_HELP, by_name, default_pair, frame, gallery_batch, header, length_ui, picker_key, log_axis,
                           markdown_code, markdown_reason, markdown_text, model_legend, short_runs_note, show_chart,
                           usable_checkpoints, weights_stamp, with_lengths)
 from resnet_core import zoo
@@ -18,7 +18,8 @@ def responses_ui(infos) -> tuple[list[str], str, bool]:
     names = [info.name for info in infos]
     with st.sidebar:
         chosen = st.multiselect("Checkpoints", names, default=[n for n in default_pair(infos) if n],
-                                format_func=with_lengths(infos), help=LENGTH_HELP)
+                                format_func=with_lengths(infos), help=LENGTH_HELP,
+                                key=picker_key("responses-checkpoints", infos))
         source = st.radio("Responses", [RECORDED, LIVE],
                           help="Recorded: metrics.json, on the first 1,000 test images (fewer in a tiny run). Live: needs the weights.")
         # On by default: a net that cannot train (plain-110) has layers a thousand times larger than the rest

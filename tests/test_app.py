@@ -425,7 +425,8 @@ def test_curves_show_one_training_length_at_a_time(monkeypatch, tiny_checkpoints
                               "the paper's 64,000 iterations)."]  # these two only, not the 64k copies
     finals = at.table[0].value.set_index("checkpoint")  # the runs drawn, not the other length's
     assert set(finals.index) == {"resnet20", "plain20"} and finals.loc["resnet20", "iterations"] == f"{short:,}"
-    length.set_value(64_000).run()
+    # found again: the element of an earlier run holds that run's pickers, each length's own (pages.common.picker_key)
+    next(r for r in at.sidebar.radio if r.label == "Training length").set_value(64_000).run()
     finals = at.table[0].value
     assert set(finals["checkpoint"]) == {"resnet20-64k", "plain20-64k"}
     assert "model" not in finals.columns  # "resnet20-64k" says its model already (as "resnet56-15ep" does)
