@@ -7,8 +7,8 @@ import streamlit as st
 import torch
 from PIL import Image
 
-from pages.common import (LENGTH_HELP, OWN_SIZE, PANEL_TITLE, by_name, csv_button, default_pair, draw, frame,
-                          gallery, header, length_ui, picker_key, load_model, model_legend, percent, short_runs_note, show_chart,
+from pages.common import (LENGTH_HELP, OWN_SIZE, PANEL_TITLE, by_name, csv_button, default_pair, draw, frame, gallery,
+                          header, length_ui, load_model, model_legend, percent, picker_key, short_runs_note, show_chart,
                           usable_checkpoints, with_lengths)
 from resnet_core import zoo
 from resnet_core.data import CLASSES, DatasetError, load_cifar10, resolve_data_dir

@@ -7,8 +7,8 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from pages.common import (LOG_LABELS, PANEL_LEGEND_COLUMNS, colour_key, dashes_of, frame, header, length_ui, picker_key,
-                          log_ticks, model_legend, relabelled, short_runs_note, show_panels, span, usable_checkpoints)
+from pages.common import (LOG_LABELS, PANEL_LEGEND_COLUMNS, colour_key, dashes_of, frame, header, length_ui, log_ticks,
+                          model_legend, picker_key, relabelled, short_runs_note, show_panels, span, usable_checkpoints)
 from resnet_core import zoo
 from resnet_core.paper import PAPER_ITERATIONS
 

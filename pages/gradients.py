@@ -7,8 +7,9 @@ import pandas as pd
 import streamlit as st
 
 from pages.common import (LENGTH_HELP, LOG_LABELS, PANEL_BAR, PANEL_LEGEND_COLUMNS, by_name, default_pair, frame,
-                          gallery_batch, header, length_ui, picker_key, log_axis, log_ticks, markdown_text, model_legend, raised,
-                          short_runs_note, show_chart, show_panels, span, usable_checkpoints, with_lengths)
+                          gallery_batch, header, length_ui, log_axis, log_ticks, markdown_text, model_legend,
+                          picker_key, raised, short_runs_note, show_chart, show_panels, span, usable_checkpoints,
+                          with_lengths)
 from resnet_core import zoo
 from resnet_core.models import PLAIN_VS_RESIDUAL_DEPTHS
 from resnet_core.paper import SEED_REPORT_GRAD_NORMS

@@ -7,9 +7,9 @@ import pandas as pd
 import streamlit as st
 
 from pages.common import (LENGTH_HELP, LOG_LABELS, OWN_SIZE, PANEL_TITLE, by_name, csv_button, default_pair, draw,
-                          file_stamp, header, length_ui, picker_key, log_label, log_ticks, markdown_reason, markdown_text,
-                          model_legend, short_runs_note, show_chart, span, usable_checkpoints, weights_stamp,
-                          with_lengths)
+                          file_stamp, header, length_ui, log_label, log_ticks, markdown_reason, markdown_text,
+                          model_legend, picker_key, short_runs_note, show_chart, span, usable_checkpoints,
+                          weights_stamp, with_lengths)
 from resnet_core import zoo
 from resnet_core.checkpoint import REPO_ROOT, CheckpointInfo, default_checkpoints_dir
 from resnet_core.landscape import FILE, read_landscape

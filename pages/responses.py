@@ -3,9 +3,9 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from pages.common import (LENGTH_HELP, by_name, default_pair, frame, gallery_batch, header, length_ui, picker_key, log_axis,
-                          markdown_code, markdown_reason, markdown_text, model_legend, short_runs_note, show_chart,
-                          usable_checkpoints, weights_stamp, with_lengths)
+from pages.common import (LENGTH_HELP, by_name, default_pair, frame, gallery_batch, header, length_ui, log_axis,
+                          markdown_code, markdown_reason, markdown_text, model_legend, picker_key, short_runs_note,
+                          show_chart, usable_checkpoints, weights_stamp, with_lengths)
 from resnet_core import zoo
 from resnet_core.checkpoint import CheckpointError, load_pretrained
 from resnet_core.probes import response_std
