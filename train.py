@@ -26,8 +26,8 @@ from http.client import HTTPException
 from pathlib import Path
 
 from resnet_core.checkpoint import REPO_ROOT, push_to_hub, recipe_words
-from resnet_core.cli import COUNT, FRACTION, NONNEGATIVE, POSITIVE, RATE, TRAIN_SEED
-from resnet_core.data import SPLIT_SIZES, DatasetError, download_cifar10
+from resnet_core.cli import COUNT, FRACTION, NONNEGATIVE, POSITIVE, RATE, number
+from resnet_core.data import SEED_LIMIT, SPLIT_SIZES, DatasetError, download_cifar10
 from resnet_core.models import PLAIN_VS_RESIDUAL_DEPTHS, list_models, model_info
 from resnet_core.trainer import (ConfigError, Recipe, RunConfig, TrainingDiverged, WriteFailed, arch_options,
                                   error_line, paper_recipe, pick_device, published_folder, seed_recipe, train)
@@ -74,7 +74,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     rec.add_argument("--warmup-iters", type=NONNEGATIVE,
                      help="iterations at --warmup-lr first (paper: 400 for 110 layers)")
     rec.add_argument("--warmup-lr", type=POSITIVE, help="paper: 0.01")
-    rec.add_argument("--seed", type=TRAIN_SEED, default=0, help="init and data order, 0 to 2**32 - 1; same seed + device + "
+    rec.add_argument("--seed", type=number(int, 0, below=SEED_LIMIT), default=0,
+                     help=f"init and data order, 0 to {SEED_LIMIT - 1:,}; same seed + device + "
                      "software = same run (default: 0)")
     data = p.add_argument_group("data")
     data.add_argument("--data-dir", help="CIFAR-10: the shared zips, their unpacked folder, or torchvision's "
@@ -147,8 +148,13 @@ def model_names(args) -> list[str]:
     return [f"{k}{d}" for d in dict.fromkeys(depths) for k in kinds]
 
 
+def batch_size(args) -> int:
+    """--batch-size, else the recipe's (the paper's 128)."""
+    return args.batch_size if args.batch_size is not None else Recipe().batch_size
+
+
 def make_config(name: str, args, n_train: int) -> RunConfig:
-    batch = args.batch_size if args.batch_size is not None else Recipe().batch_size
+    batch = batch_size(args)
     steps_per_epoch = max(1, n_train // batch)
     base = seed_recipe(steps_per_epoch) if args.recipe == "seed" else paper_recipe(model_info(name)["depth"])
     iterations = args.iterations if args.iterations is not None else \
@@ -257,7 +263,7 @@ def train_command(argv=None) -> int:
               file=sys.stderr)
     whole = SPLIT_SIZES["train"]  # CIFAR-10's training set: a larger limit takes it all
     n_train = min(args.limit_train or whole, whole)
-    batch = args.batch_size if args.batch_size is not None else Recipe().batch_size
+    batch = batch_size(args)
     if batch > n_train:  # found before the data is decoded, naming what to change
         raise SystemExit(f"error: --batch-size {batch} is more than the {n_train:,} training images"
                          + (" (--limit-train)" if args.limit_train and args.limit_train < whole else "")

@@ -32,9 +32,6 @@ FRACTION = number(float, 0, below=1)  # momentum: at 1 or above, SGD's velocity 
 DATA_DIR_HELP = ("CIFAR-10 folder (default: $CIFAR10_DIR, else the first of ./data, the repository's data/ and "
                  "shared/datasets/cifar10 beside the repository that holds the split whole)")
 SEED = number(int, 0, below=2 ** 64)  # what torch.manual_seed takes: refused at the start, not after the data loads
-# train.py's: each epoch's data order is drawn from seed * 1_000_003 + epoch, which must stay within
-# torch.manual_seed's 64 bits (resnet_core.data.augmentation_plan)
-TRAIN_SEED = number(int, 0, below=2 ** 32)
 
 
 def unwritable(path: Path) -> str | None:

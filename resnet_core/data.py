@@ -31,6 +31,9 @@ BATCHES = {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_bat
 PNG_NAME = re.compile(r"([a-z]+)/(\d+)\.png")  # "<class>/<index>.png", the tail of every PNG's path
 BATCH_ROWS = 10_000  # images in each of torchvision's batch files
 CACHE_VERSION = 2  # part of every cache's fingerprint: raise it when a change here alters the decoded tensors
+# Seeds run from 0 to below this: each epoch's plan seeds torch's generator with seed * 1_000_003 + epoch, which must
+# stay within its 64 bits (augmentation_plan)
+SEED_LIMIT = 2 ** 32
 CROP_PAD = 4  # zero pixels on each side before the random 32x32 crop (the paper's Sec. 4.2); part of every epoch's plan
 
 

@@ -31,8 +31,8 @@ from tqdm import tqdm
 
 from .checkpoint import (REPO_ROOT, CheckpointError, atomic_save_tensors, atomic_write_json, read_json,
                          recover_checkpoint, remove_stale_temps, save_checkpoint, storage_state)
-from .data import (CIFAR10_MEAN, CIFAR10_STD, CLASSES, augment_batch, augmentation_plan, load_cifar10, normalize,
-                   plan_fingerprint, resolve_data_dir)
+from .data import (CIFAR10_MEAN, CIFAR10_STD, CLASSES, SEED_LIMIT, augment_batch, augmentation_plan, load_cifar10,
+                   normalize, plan_fingerprint, resolve_data_dir)
 from .explain import RECORDED_MISTAKES, confident_mistakes
 from .fused import FusedNet, fusable, shape_key
 from .models import build_model, model_info
@@ -821,8 +821,8 @@ def train(configs: list[RunConfig], *, data_dir: str | None = None, out_dir: Pat
         for c in configs:
             if (c.recipe.batch_size, c.seed, c.limit_train) != (first.recipe.batch_size, first.seed, first.limit_train):
                 raise ConfigError("models trained side by side must share batch size, seed and training set")
-            if not 0 <= c.seed < 2 ** 32:  # augmentation_plan seeds each epoch with seed * 1_000_003 + epoch
-                raise ConfigError(f"seed {c.seed} is not in 0 to 2**32 - 1")
+            if not 0 <= c.seed < SEED_LIMIT:
+                raise ConfigError(f"seed {c.seed} is not in 0 to {SEED_LIMIT - 1}")
             # Publishing replaces out_dir/<model> whole: a state folder that is it, or inside it, would go with it
             # (its .lock too), and the final state would then be written into the published checkpoint.
             published, kept = (Path(out_dir) / c.model).resolve(), (Path(state_dir) / c.model).resolve()

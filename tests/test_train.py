@@ -1262,7 +1262,7 @@ def test_options_that_make_no_run_are_one_line_errors(tmp_path, shared_cifar, ca
     with pytest.raises(ConfigError, match="a model named twice: resnet20, resnet20"):
         run([RunConfig("resnet20", Recipe())] * 2, out_dir=tmp_path / "o", state_dir=tmp_path / "r")
     for seed in (-1, 2 ** 44):  # 2**44 * 1_000_003 is past torch.manual_seed's 64 bits: refused before the data loads
-        with pytest.raises(ConfigError, match=rf"^seed {seed} is not in 0 to 2\*\*32 - 1$"):
+        with pytest.raises(ConfigError, match=rf"^seed {seed} is not in 0 to {2 ** 32 - 1}$"):
             run([RunConfig("resnet20", Recipe(), seed=seed)], data_dir=str(tmp_path / "nothing here"),
                 out_dir=tmp_path / "o", state_dir=tmp_path / "r")
 
