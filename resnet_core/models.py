@@ -226,11 +226,13 @@ for _depth in (18, 34):  # the seed report's CIFAR ResNet-18/34: 3x3 stem, proje
                  lambda depth=_depth, residual=_residual, **kw: _wide(depth, residual, "cifar", **kw),
                  family="cifar-wide", depth=_depth, residual=_residual, num_classes=10, default_shortcut="B")
 
-# The paper's ImageNet nets (Table 1), option B shortcuts by default: what it uses for 50/101/152 (Sec. 4.1,
-# deeper bottleneck architectures); its plain-vs-residual 18/34 comparison (Table 2, Fig. 4) used option A, which
-# shortcut="A" builds.
+# The paper's ImageNet nets (Table 1), each with the shortcuts the paper first trained it with: option A for the
+# plain-vs-residual 18/34 comparison (Table 2, Fig. 4), option B for 50/101/152 (Sec. 4.1, deeper bottleneck
+# architectures). Table 1's FLOPs are then theirs: ResNet-34's 3.64 G (3.66 G with B's projections).
 for _depth in (18, 34, 50, 101, 152):
+    _shortcut = "A" if _depth <= 34 else "B"
     for _residual in ((True, False) if _depth <= 34 else (True,)):
         register(f"imagenet-{'resnet' if _residual else 'plain'}{_depth}",
-                 lambda depth=_depth, residual=_residual, **kw: _wide(depth, residual, "imagenet", **kw),
-                 family="imagenet", depth=_depth, residual=_residual, num_classes=1000, default_shortcut="B")
+                 lambda depth=_depth, residual=_residual, shortcut=_shortcut, **kw:
+                 _wide(depth, residual, "imagenet", shortcut=shortcut, **kw),
+                 family="imagenet", depth=_depth, residual=_residual, num_classes=1000, default_shortcut=_shortcut)

@@ -57,8 +57,17 @@ def test_a_residual_block_adds_the_shortcut_before_its_last_relu():
 
 @pytest.mark.parametrize("name,gflops", sorted(TABLE1_GFLOPS.items()))
 def test_imagenet_flops_match_table1(name, gflops):
-    # Table 1 gives one decimal, sometimes truncated (ResNet-34: 3.66 is printed as 3.6).
+    # Table 1 gives one decimal, sometimes truncated (ResNet-50: 3.86 is printed as 3.8); 18/34 with option A.
     assert abs(count_macs(build_model(name), (224, 224)) / 1e9 - gflops) < 0.07
+
+
+def test_imagenet_18_34_default_to_option_a_as_in_table_2():
+    # Table 2's plain-vs-residual comparison used zero-padding shortcuts: the same parameters as the plain nets
+    for depth in (18, 34):
+        assert model_info(f"imagenet-resnet{depth}")["default_shortcut"] == "A"
+        assert count_params(build_model(f"imagenet-resnet{depth}")) == count_params(build_model(f"imagenet-plain{depth}"))
+    assert round(count_macs(build_model("imagenet-resnet34"), (224, 224)) / 1e9, 1) == 3.6  # B's projections: 3.66
+    assert model_info("imagenet-resnet50")["default_shortcut"] == "B"
 
 
 def test_seed_report_nets_parameter_counts():
