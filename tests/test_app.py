@@ -199,7 +199,8 @@ def test_home_lists_a_claim_within_noise_as_too_close_to_call(monkeypatch, tiny_
     at = open_app(monkeypatch, root)
     summary = next(m.value for m in at.markdown if m.value.startswith("**On these checkpoints**"))
     assert "CIFAR-10 claims: 1 is too close to call (within run-to-run noise); " in summary, summary
-    assert summary.endswith("Too close to call:\n- Shortcuts help at every depth: residual test error below plain")
+    assert summary.endswith("Too close to call:\n- Shortcuts help at every depth: residual test error below plain "
+                            "(read off Fig. 6, left vs middle)")
 
 
 def test_home_takes_iterations_from_the_history_or_says_they_are_unknown(monkeypatch, tiny_checkpoints, tmp_path):
