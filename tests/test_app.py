@@ -705,18 +705,19 @@ def test_landscape_colour_scale_stops_where_a_diverging_net_leaves_the_other_beh
 
 
 def test_landscape_colour_scale_stops_at_a_high_percentile_of_both_surfaces(monkeypatch, tiny_landscapes, tmp_path):
-    """Highest losses within tenfold of each other (here exactly tenfold): one scale from the lowest loss to the two
-    surfaces' 95th percentile (from the lowest to the highest, the far corners took the palette's upper decades and
-    left the basin a few shades of one colour); the cells above it are drawn in the top colour, and said so."""
+    """Highest losses within tenfold of each other (here eightfold; exactly tenfold is the boundary, where the
+    rounding of two percentiles decides): one scale from the lowest loss to the two surfaces' 95th percentile (from
+    the lowest to the highest, the far corners took the palette's upper decades and left the basin a few shades of
+    one colour); the cells above it are drawn in the top colour, and said so."""
     root = shutil.copytree(tiny_landscapes, tmp_path / "checkpoints")
     residual = json.loads((root / "resnet20" / "landscape.json").read_text())
     plain = json.loads((root / "plain20" / "landscape.json").read_text())
-    plain["surface_2d"] = [dict(p, loss=p["loss"] * 10) for p in residual["surface_2d"]]
+    plain["surface_2d"] = [dict(p, loss=p["loss"] * 8) for p in residual["surface_2d"]]
     (root / "plain20" / "landscape.json").write_text(json.dumps(plain))
     at = open_app(monkeypatch, root, "pages/landscape.py")
     surface = plotted(at)[0]
     cap = float(f"{surface['loss'].quantile(0.95):.2g}")
-    assert surface["loss"].max() == pytest.approx(10 * max(p["loss"] for p in residual["surface_2d"]))
+    assert surface["loss"].max() == pytest.approx(8 * max(p["loss"] for p in residual["surface_2d"]))
     assert surface["loss"].max() > cap
     for panel in specs(at)[:2]:
         colour = panel["layer"][0]["encoding"]["color"]
