@@ -143,6 +143,7 @@ def markdown_code(text: str, block: bool = False) -> str:
 
 ROUTED = "routed_by_app"  # set by app.py on every run, before the page runs
 DEEP_LINK = "deep_link"  # the page a visitor asked for before app.py had routed them (see header)
+MENU = "menu"  # app.py's st.Page list, in menu order, set with ROUTED (Home links every page)
 
 
 def header(title: str, sentence: str):
