@@ -216,7 +216,10 @@ def test_train_fuse_publishes_both_as_trained_apart_and_resumes_bit_for_bit(tmp_
         # unfused run itself moves by up to 0.4 % between 1 and 2 threads; the float64 tests above are the exact
         # check), the second epoch's too, after the lr's drops at iterations 4 and 6 (each lane's own lr)
         assert [r["train_loss"] for r in fused] == pytest.approx([r["train_loss"] for r in apart], rel=1e-2)
-        assert fused[0]["grad_norms"] == pytest.approx(apart[0]["grad_norms"], rel=0.05)
+        # per layer to 15 %, the median layer to 2 %: a plain net's stem amplifies four steps' rounding (its
+        # gradient norm 7 % apart on one CPU), where the other lane's norms are 10 % to 5x off at most layers
+        off = sorted(abs(f / a - 1) for f, a in zip(fused[0]["grad_norms"], apart[0]["grad_norms"], strict=True))
+        assert off[-1] < 0.15 and off[len(off) // 2] < 0.02, off
         assert [r["lr"] for r in fused] == [r["lr"] for r in apart]
         assert [r["iteration"] for r in fused] == [r["iteration"] for r in apart] == [4, 8]
     # stopped after 3 iterations, resumed fused: the same weights, bit for bit, as the uninterrupted fused run
