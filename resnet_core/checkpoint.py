@@ -1,4 +1,4 @@
-"""Checkpoint folders (config.json, model.safetensors, history.json, metrics.json, README.md): atomic writes, strict loads, no pickle."""
+"""Checkpoint folders (config.json, model.safetensors, history.json, metrics.json, README.md) and resumable run states: atomic writes, strict loads, no pickle."""
 from __future__ import annotations
 
 import json
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
 from .data import CLASSES, SPLIT_SIZES
 from .models import ResNet, build_model, list_models, model_info
@@ -342,6 +342,89 @@ def save_checkpoint(root: Path, name: str, model: ResNet | None, config: dict, h
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+# -- resumable run state (safetensors + JSON, nothing pickled) --------------------------------------
+# A run's state folder, state_dir/<model>: state.json, and the tensors file it names, state-<iteration>.safetensors.
+STATE_JSON = "state.json"
+LEGACY_STATE_TENSORS = "state.safetensors"  # the tensors file as named before state.json named it
+# --resume and --restart refuse to go together: a saved state that cannot be resumed is started over with --restart
+START_OVER = "use --restart (in place of --resume) to start over"
+
+
+def write_run_state(folder: Path, tensors: dict[str, torch.Tensor], meta: dict) -> None:
+    """Save a run's state in `folder`: the tensors go to a new file named by meta's iteration, then state.json
+    (`meta`, plus the name of that file) points to it, then the older files go: a save killed halfway leaves the
+    previous pair whole, never new weights under an old state.json (and a copy of the folder taken meanwhile holds
+    a consistent pair)."""
+    meta_path = folder / STATE_JSON
+    tensors_path = folder / f"state-{meta['iteration']:08d}.safetensors"
+    atomic_save_tensors(tensors_path, tensors)
+    atomic_write_json(meta_path, dict(meta, tensors=tensors_path.name))
+    for old in [folder / LEGACY_STATE_TENSORS, *folder.glob("state-*.safetensors")]:
+        if old != tensors_path:
+            old.unlink(missing_ok=True)
+    # The temp files of saves killed halfway (atomic writes, `.state-*.safetensors.*.tmp`): the trainer holds the
+    # folder's lock, so no other writer's are among them.
+    remove_stale_temps(folder.glob(".state*.tmp"), min_age_s=0)
+
+
+# What the trainer reads of state.json, and the type of each: any other file there is damaged, not "no run".
+STATE_KEYS = dict(config=dict, iteration=int, wall_time_s=(int, float), history=list, finished=bool)
+
+
+def read_run_state_meta(folder: Path) -> dict | None:
+    """The state.json of the run state folder state_dir/<model>, or None when there is none. One that is there but
+    not a saved run's (`{}`, cut short, not UTF-8, a key missing) stops the run, naming the file: taken for no run,
+    a --resume would start from iteration 0 and its first save would delete the saved tensors."""
+    meta_path = folder / STATE_JSON
+    if not (meta_path.exists() or meta_path.is_symlink()):
+        return None
+    try:
+        meta = json.loads(meta_path.read_bytes().decode())
+    except (OSError, ValueError) as e:  # ValueError: not UTF-8, not JSON
+        problem = f"unreadable: {e}"
+    else:
+        if not isinstance(meta, dict):
+            problem = f"a JSON {type(meta).__name__}, not an object"
+        elif wrong := [k for k, kind in STATE_KEYS.items() if not isinstance(meta.get(k), kind)]:
+            problem = f"{', '.join(wrong)} missing or of the wrong type"
+        elif meta["iteration"] < 0:
+            problem = "a negative iteration"
+        else:
+            return meta
+    raise SystemExit(f"error: the saved run state {meta_path} is damaged ({problem}); pass --restart (in place of "
+                     f"--resume) to start {folder.name} over (it is then replaced), or move {meta_path.parent} away")
+
+
+def run_state_tensors_path(folder: Path, meta: dict) -> Path:
+    """The tensors file that state.json (`meta`) names, in `folder`; one named otherwise (a path elsewhere) stops
+    the run."""
+    named = meta.get("tensors", LEGACY_STATE_TENSORS)
+    if not re.fullmatch(r"state(-\d+)?\.safetensors", str(named)):
+        raise SystemExit(f"error: {folder / STATE_JSON} names {named!r} as its tensors file; {START_OVER}")
+    return folder / named
+
+
+def read_run_state_tensors(tensors_path: Path, expected: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The tensors of a run state folder's tensors file (run_state_tensors_path), checked against `expected`, the
+    tensors the run holds by the names they are saved under (model.*, momentum.<i>, stats.*); anything else stops
+    the run."""
+    try:
+        tensors = load_file(tensors_path)
+    except Exception as e:  # a truncated file raises several kinds of error; all mean the same here
+        raise SystemExit(f"error: {tensors_path} is unreadable ({e}); {START_OVER}") from None
+    # One missing, of another shape (copy_ would broadcast it), or a weight or momentum left over means the file is
+    # not this net's saved state.
+    wrong = [f"no tensor {k}" for k in expected if k not in tensors]
+    wrong += [f"{k} of shape {list(tensors[k].shape)}, not {list(v.shape)}" for k, v in expected.items()
+              if k in tensors and tensors[k].shape != v.shape]
+    wrong += [f"a tensor {k} it does not have" for k in tensors if k not in expected and not k.startswith("stats.")]
+    if wrong:
+        raise SystemExit(f"error: {tensors_path} is not a whole saved state of {tensors_path.parent.name} "
+                         f"({'; '.join(wrong[:3])}{f'; {len(wrong) - 3} more' if len(wrong) > 3 else ''}); "
+                         f"{START_OVER}")
+    return tensors
 
 
 # -- reading ----------------------------------------------------------------------------------------

@@ -10,7 +10,6 @@ import json
 import math
 import os
 import platform
-import re
 import signal
 import subprocess
 import sys
@@ -26,11 +25,11 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from safetensors import SafetensorError
-from safetensors.torch import load_file
 from tqdm import tqdm
 
-from .checkpoint import (REPO_ROOT, CheckpointError, atomic_save_tensors, atomic_write_json, read_json,
-                         recover_checkpoint, remove_stale_temps, save_checkpoint, storage_state)
+from .checkpoint import (REPO_ROOT, START_OVER, STATE_JSON, CheckpointError, read_json, read_run_state_meta,
+                         read_run_state_tensors, recover_checkpoint, run_state_tensors_path, save_checkpoint,
+                         storage_state, write_run_state)
 from .data import (CIFAR10_MEAN, CIFAR10_STD, CLASSES, SEED_LIMIT, augment_batch, augmentation_plan, load_cifar10,
                    normalize, plan_fingerprint, resolve_data_dir)
 from .explain import RECORDED_MISTAKES, confident_mistakes
@@ -71,7 +70,8 @@ class Recipe:
 
 
 def paper_recipe(depth: int) -> Recipe:
-    """He et al. (2016), Sec. 4.2; the 110-layer nets (plain and residual alike) get the warm-up."""
+    """He et al. (2016), Sec. 4.2; the nets of 110 layers and more (plain and residual alike) get the warm-up, which
+    the paper gives ResNet-110 (README: Training)."""
     return Recipe(warmup_iters=400 if depth >= 110 else 0)
 
 
@@ -441,11 +441,6 @@ def step_lanes(lanes: list[Lane], x: torch.Tensor, y: torch.Tensor, it: int, cap
 
 
 # -- resumable state (safetensors + JSON, nothing pickled) ------------------------------------------
-def state_paths(state_dir: Path, name: str) -> tuple[Path, Path]:
-    """The state folder's tensors file as named before state.json named it, and state.json."""
-    return state_dir / name / "state.safetensors", state_dir / name / "state.json"
-
-
 def state_tensors(lane: Lane) -> dict[str, torch.Tensor]:
     """The lane's weights, momentum and BN statistics by the names a state file holds them under (model.*,
     momentum.<i>, stats.*): the tensors themselves, so that load_state copies into them."""
@@ -456,53 +451,14 @@ def state_tensors(lane: Lane) -> dict[str, torch.Tensor]:
 
 
 def save_state(lane: Lane, state_dir: Path, command: str | None = None) -> None:
-    """The lane's weights, momentum and BN statistics, and a state.json with where it is, which tensors file
-    holds it and the command that started it (so that whoever resumes it, on another machine, can repeat that
-    command's options). The tensors go to a new file named by the iteration, then state.json points to it, then
-    the older files go: a save killed halfway leaves the previous pair whole, never new weights under an old
-    state.json (and a copy of the folder taken meanwhile holds a consistent pair)."""
-    legacy, meta_path = state_paths(state_dir, lane.name)
-    tensors_path = meta_path.with_name(f"state-{lane.iteration:08d}.safetensors")
-    atomic_save_tensors(tensors_path, state_tensors(lane))
-    atomic_write_json(meta_path, dict(config=lane.cfg.to_dict(), iteration=lane.iteration, wall_time_s=lane.wall_time_s,
-                                      history=lane.history, finished=lane.finished, layers=lane.layer_names,
-                                      command=command, tensors=tensors_path.name, sittings=lane.sittings,
-                                      run_id=lane.run_id, data_sha256=lane.data_sha256, plan_sha256=lane.plan_sha256,
-                                      torch=torch.__version__))
-    for old in [legacy, *meta_path.parent.glob("state-*.safetensors")]:
-        if old != tensors_path:
-            old.unlink(missing_ok=True)
-    # The temp files of saves killed halfway (atomic writes, `.state-*.safetensors.*.tmp`): train() holds the
-    # folder's lock, so no other writer's are among them.
-    remove_stale_temps(meta_path.parent.glob(".state*.tmp"), min_age_s=0)
-
-
-# What load_state reads of state.json, and the type of each: any other file there is damaged, not "no run".
-STATE_KEYS = dict(config=dict, iteration=int, wall_time_s=(int, float), history=list, finished=bool)
-
-
-def read_state_meta(state_dir: Path, name: str) -> dict | None:
-    """The model's state.json, or None when there is none. One that is there but not a saved run's (`{}`, cut
-    short, not UTF-8, a key missing) stops the run, naming the file: taken for no run, a --resume would start
-    from iteration 0 and its first save would delete the saved tensors."""
-    _, meta_path = state_paths(state_dir, name)
-    if not (meta_path.exists() or meta_path.is_symlink()):
-        return None
-    try:
-        meta = json.loads(meta_path.read_bytes().decode())
-    except (OSError, ValueError) as e:  # ValueError: not UTF-8, not JSON
-        problem = f"unreadable: {e}"
-    else:
-        if not isinstance(meta, dict):
-            problem = f"a JSON {type(meta).__name__}, not an object"
-        elif wrong := [k for k, kind in STATE_KEYS.items() if not isinstance(meta.get(k), kind)]:
-            problem = f"{', '.join(wrong)} missing or of the wrong type"
-        elif meta["iteration"] < 0:
-            problem = "a negative iteration"
-        else:
-            return meta
-    raise SystemExit(f"error: the saved run state {meta_path} is damaged ({problem}); pass --restart (in place of "
-                     f"--resume) to start {name} over (it is then replaced), or move {meta_path.parent} away")
+    """The lane's weights, momentum and BN statistics, and a state.json with where it is and the command that
+    started it (so that whoever resumes it, on another machine, can repeat that command's options), written as
+    write_run_state does: a save killed halfway leaves the previous state whole."""
+    write_run_state(Path(state_dir) / lane.name, state_tensors(lane),
+                    dict(config=lane.cfg.to_dict(), iteration=lane.iteration, wall_time_s=lane.wall_time_s,
+                         history=lane.history, finished=lane.finished, layers=lane.layer_names, command=command,
+                         sittings=lane.sittings, run_id=lane.run_id, data_sha256=lane.data_sha256,
+                         plan_sha256=lane.plan_sha256, torch=torch.__version__))
 
 
 def arch_options(model: str, arch: dict) -> dict:
@@ -533,36 +489,17 @@ def resume_changes(saved: dict, current: dict) -> list[str]:
     return changes
 
 
-# --resume and --restart refuse to go together: a saved state that cannot be resumed is started over with --restart
-START_OVER = "use --restart (in place of --resume) to start over"
-
-
 def load_state(lane: Lane, state_dir: Path, meta: dict) -> None:
-    """Put the saved run (meta: its state.json, from read_state_meta) into the lane."""
-    legacy, meta_path = state_paths(state_dir, lane.name)
-    named = meta.get("tensors", legacy.name)
-    if not re.fullmatch(r"state(-\d+)?\.safetensors", str(named)):
-        raise SystemExit(f"error: {meta_path} names {named!r} as its tensors file; {START_OVER}")
-    tensors_path = meta_path.with_name(named)
+    """Put the saved run (meta: its state.json, from read_run_state_meta) into the lane."""
+    folder = Path(state_dir) / lane.name
+    tensors_path = run_state_tensors_path(folder, meta)
     saved, current = meta["config"], json.loads(json.dumps(lane.cfg.to_dict()))
     changes = resume_changes(saved, current)
     if changes:
-        raise SystemExit(f"error: {meta_path} was made with other options ({'; '.join(changes)}); resume with the "
-                         f"ones it was made with, or {START_OVER}")
-    try:
-        tensors = load_file(tensors_path)
-    except Exception as e:  # a truncated file raises several kinds of error; all mean the same here
-        raise SystemExit(f"error: {tensors_path} is unreadable ({e}); {START_OVER}") from None
-    # Every tensor the lane holds, by the name it is saved under: one missing, of another shape (copy_ would
-    # broadcast it), or a weight or momentum left over means the file is not this net's saved state.
+        raise SystemExit(f"error: {folder / STATE_JSON} was made with other options ({'; '.join(changes)}); resume "
+                         f"with the ones it was made with, or {START_OVER}")
     targets = state_tensors(lane)
-    wrong = [f"no tensor {k}" for k in targets if k not in tensors]
-    wrong += [f"{k} of shape {list(tensors[k].shape)}, not {list(v.shape)}" for k, v in targets.items()
-              if k in tensors and tensors[k].shape != v.shape]
-    wrong += [f"a tensor {k} it does not have" for k in tensors if k not in targets and not k.startswith("stats.")]
-    if wrong:
-        raise SystemExit(f"error: {tensors_path} is not a whole saved state of {lane.name} ({'; '.join(wrong[:3])}"
-                         f"{f'; {len(wrong) - 3} more' if len(wrong) > 3 else ''}); {START_OVER}")
+    tensors = read_run_state_tensors(tensors_path, targets)
     with torch.no_grad():
         for k, v in targets.items():
             v.copy_(tensors[k])
@@ -763,12 +700,16 @@ def published_by(folder: Path) -> str | None:
 def published_folder(out_dir: Path, state_dir: Path, model: str) -> Path:
     """Where the run saved in state_dir published `model`: out_dir/<model>, or out_dir/<model>-run<id> when another
     run's checkpoint held that folder when it published (see publish)."""
-    meta = read_state_meta(state_dir, model)
+    meta = read_run_state_meta(Path(state_dir) / model)
     run_id = meta.get("run_id") if meta else None
-    diverted = Path(out_dir) / diverted_name(model, run_id) if isinstance(run_id, str) else None
-    if diverted is not None and published_by(Path(out_dir) / model) != run_id and published_by(diverted) == run_id:
-        return diverted
-    return Path(out_dir) / model
+    ours = published_by_run(out_dir, model, run_id) if isinstance(run_id, str) else None
+    return ours or Path(out_dir) / model
+
+
+def published_by_run(out_dir: Path, model: str, run_id: str) -> Path | None:
+    """Where the run `run_id` published `model` (out_dir/<model> or its diverted_name), or None: not (yet)."""
+    return next((folder for folder in (Path(out_dir) / model, Path(out_dir) / diverted_name(model, run_id))
+                 if published_by(folder) == run_id), None)
 
 
 def diverted_name(model: str, run_id: str) -> str:
@@ -796,6 +737,121 @@ def published_checkpoint(folder: Path) -> str | None:
             f"{f' ({said})' if said else ''}")
 
 
+def check_configs(configs: list[RunConfig], out_dir: Path, state_dir: Path) -> None:
+    """Refuse options that make no run before anything is locked, read or loaded: a refusal costs a second."""
+    first = configs[0]
+    if len({c.model for c in configs}) < len(configs):
+        raise ConfigError(f"a model named twice: {', '.join(c.model for c in configs)}")
+    for c in configs:
+        if (c.recipe.batch_size, c.seed, c.limit_train) != (first.recipe.batch_size, first.seed, first.limit_train):
+            raise ConfigError("models trained side by side must share batch size, seed and training set")
+        if not 0 <= c.seed < SEED_LIMIT:
+            raise ConfigError(f"seed {c.seed} is not in 0 to {SEED_LIMIT - 1}")
+        # Publishing replaces out_dir/<model> whole: a state folder that is it, or inside it, would go with it
+        # (its .lock too), and the final state would then be written into the published checkpoint.
+        published, kept = (Path(out_dir) / c.model).resolve(), (Path(state_dir) / c.model).resolve()
+        if kept == published or published in kept.parents:
+            raise SystemExit(f"error: --out {out_dir} and --state-dir {state_dir} overlap: publishing {c.model} "
+                             f"would replace {published} whole, and with it its resumable state in {kept}; "
+                             f"give them separate folders (the defaults are checkpoints/ and runs/)")
+
+
+def training_device(device: str | torch.device | None) -> torch.device:
+    """The device to train on (cuda where there is one, none named), made current, with cuDNN's autotuner on."""
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if device.type == "cuda":
+        if device.index is not None:  # step_lanes' current_stream() and synchronize() act on the current device
+            torch.cuda.set_device(device)
+        torch.backends.cudnn.benchmark = True
+    return device
+
+
+def refuse_replacing_published(lanes: list[Lane], out_dir: Path) -> None:
+    """Refuse at the start a run whose publish would replace a published checkpoint: never lose one by accident."""
+    # Each lane still to train (a resumed one too; not one skipped as finished) publishes into out_dir/<model> at its
+    # end, and that replaces the folder whole. A pure file check, before any collective: under DDP every rank reads
+    # the same files and decides alike. One at its last iteration (its publish failed) only publishes, and publish()
+    # goes beside a checkpoint another run put there meanwhile.
+    in_the_way = [(lane, held) for lane in lanes if lane.iteration < lane.cfg.recipe.iterations
+                  and (held := published_checkpoint(Path(out_dir) / lane.name)) is not None]
+    if in_the_way:
+        folders = "; ".join(f"{Path(out_dir) / lane.name} holds {held}, which this run "
+                            f"({lane.cfg.recipe.iterations:,} iterations) would replace when it finishes"
+                            for lane, held in in_the_way)
+        raise SystemExit(f"error: {folders}; pass --out DIR to publish elsewhere, or --overwrite to replace "
+                         f"{'it' if len(in_the_way) == 1 else 'them'}")
+
+
+def match_saved_data(lanes: list[Lane], data: Data, state_dir: Path, data_dir: str | None) -> None:
+    """Refuse to resume a lane on other images than its state's (it would go on with other data); record them."""
+    for lane in lanes:
+        if lane.data_sha256 not in (None, data.sha256):  # a state saved before the data were recorded: None
+            raise SystemExit(f"error: {Path(state_dir) / lane.name / STATE_JSON} was made with other training or "
+                             f"test images than {data_dir or 'the data folder'} holds (their SHA-256 differs); "
+                             f"resume with the data it was made with, or {START_OVER}")
+        lane.data_sha256 = data.sha256
+
+
+def match_saved_plan(lanes: list[Lane], plan: str, say) -> None:
+    """Say when a resumed lane gets another augmentation plan (another torch): no exact continuation; record it."""
+    for lane in lanes:
+        if lane.plan_sha256 not in (None, plan):  # another torch's generator: the plans are no longer the same
+            say(f"note: {lane.name}: this torch ({torch.__version__}) draws other data orders, crops and flips "
+                f"than the one that saved its state ({lane.saved_torch or 'another version'}); the rest of the "
+                f"run trains on the same images, augmented alike, but is not the exact continuation")
+        lane.plan_sha256 = plan
+
+
+def epoch_steps(n_train: int, batch: int, world: int) -> int:
+    """Iterations per epoch, less the last partial batch (every step one shape); a batch that makes none is refused."""
+    if batch % world:
+        raise ConfigError(f"batch size {batch} does not split over {world} processes")
+    if n_train // batch == 0:
+        raise ConfigError(f"{n_train} training images is less than one batch of {batch}")
+    return n_train // batch
+
+
+def prepare_lanes(lanes: list[Lane], device: torch.device, ddp: bool, use_graphs: bool) -> None:
+    """DDP wrappers under torchrun, and a CUDA stream for each graphed lane, so that the lanes' kernels overlap."""
+    slowest = max(map(lane_cost, lanes))
+    for lane in lanes:
+        if ddp:  # DDP calls the model's own forward: compile is not used under torchrun (config.json says so)
+            lane.forward = torch.nn.parallel.DistributedDataParallel(
+                lane.model, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False)
+        if use_graphs and lane.cfg.cuda_graphs:  # the deepest lanes set the pace of the lockstep: first on the SMs
+            lane.stream = torch.cuda.Stream(device, priority=-1 if lane_cost(lane) == slowest else 0)
+
+
+def fuse_for_run(lanes: list[Lane], ddp: bool, say) -> None:
+    """--fuse: fuse the lanes that can (fuse_lanes), record it in their sittings, and say what was fused, or why not."""
+    groups = fuse_lanes(lanes) if not ddp else []
+    for group in groups:
+        group.stream = group.lanes[0].stream  # its lanes' own streams wait in case the group is dissolved
+        for lane in group.lanes:
+            if lane.sittings and lane.sittings[-1]["start"] == lane.iteration:
+                lane.sittings[-1]["fused_with"] = [m.name for m in group.lanes if m is not lane]
+        say(f"fused: {', '.join(m.name for m in group.lanes)} train as one network (--fuse)")
+    if not groups:
+        why = " (not under torchrun)" if ddp else \
+            " (compiled nets are not fused: --compile)" if any(lane.cfg.compile for lane in lanes) else ""
+        say(f"note: --fuse found nothing to fuse{why}: it joins a plain and a residual 6n+2 net of one depth "
+            "(option A) at one iteration, not compiled, and not under torchrun; each model trains as its own lane")
+
+
+def cpu_notes(cfg: RunConfig, device: torch.device, iterations: int) -> list[str]:
+    """What a run on the CPU is told before it takes hours: that bf16 is in software here, and the faster ways."""
+    notes = []
+    if device.type == "cpu" and uses_bf16(cfg, device) and not cpu_has_bf16():
+        notes.append("note: this CPU computes bf16 in software (no AVX-512 BF16 or AMX), which makes --cpu-bf16 about "
+                     "ten times slower than fp32 here (AVX2, 2026-12-01: 14 s against 1 s an iteration for two "
+                     "32-layer nets); leave it out on this machine")
+    if device.type == "cpu" and iterations > CPU_HINT_ITERATIONS:
+        notes.append(f"note: {iterations:,} iterations on the CPU take hours (the bar's ETA says how many); "
+                     "`--epochs 15` gives the short runs bundled in checkpoints/, and one GPU runs the paper's "
+                     "schedule in minutes. Ctrl-C saves the run; `--resume` continues it.")
+    return notes
+
+
 def train(configs: list[RunConfig], *, data_dir: str | None = None, out_dir: Path = REPO_ROOT / "checkpoints",
           state_dir: Path = REPO_ROOT / "runs", device: str | torch.device | None = None, resume: bool = False,
           restart: bool = False, time_budget_s: float | None = None, stop_after: int | None = None,
@@ -816,27 +872,10 @@ def train(configs: list[RunConfig], *, data_dir: str | None = None, out_dir: Pat
     with ExitStack() as locks:
         t_called = time.perf_counter()
         first = configs[0]
-        if len({c.model for c in configs}) < len(configs):
-            raise ConfigError(f"a model named twice: {', '.join(c.model for c in configs)}")
-        for c in configs:
-            if (c.recipe.batch_size, c.seed, c.limit_train) != (first.recipe.batch_size, first.seed, first.limit_train):
-                raise ConfigError("models trained side by side must share batch size, seed and training set")
-            if not 0 <= c.seed < SEED_LIMIT:
-                raise ConfigError(f"seed {c.seed} is not in 0 to {SEED_LIMIT - 1}")
-            # Publishing replaces out_dir/<model> whole: a state folder that is it, or inside it, would go with it
-            # (its .lock too), and the final state would then be written into the published checkpoint.
-            published, kept = (Path(out_dir) / c.model).resolve(), (Path(state_dir) / c.model).resolve()
-            if kept == published or published in kept.parents:
-                raise SystemExit(f"error: --out {out_dir} and --state-dir {state_dir} overlap: publishing {c.model} "
-                                 f"would replace {published} whole, and with it its resumable state in {kept}; "
-                                 f"give them separate folders (the defaults are checkpoints/ and runs/)")
+        check_configs(configs, out_dir, state_dir)
         ddp = dist.is_available() and dist.is_initialized()
         rank, world = (dist.get_rank(), dist.get_world_size()) if ddp else (0, 1)
-        device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        if device.type == "cuda":
-            if device.index is not None:  # step_lanes' current_stream() and synchronize() act on the current device
-                torch.cuda.set_device(device)
-            torch.backends.cudnn.benchmark = True
+        device = training_device(device)
         is_main = rank == 0
         say = log if is_main else (lambda *a, **k: None)
         locked: set[str] = set()
@@ -855,11 +894,9 @@ def train(configs: list[RunConfig], *, data_dir: str | None = None, out_dir: Pat
             # must not move things while the first run publishes.
             if said := recover_checkpoint(out_dir, cfg.model):
                 say(said)
-            meta = None if restart else read_state_meta(state_dir, cfg.model)
-            published = Path(out_dir) / cfg.model
+            meta = None if restart else read_run_state_meta(Path(state_dir) / cfg.model)
             if meta and not meta["finished"] and meta.get("run_id") and (
-                    ours := next((f for f in (published, Path(out_dir) / diverted_name(cfg.model, meta["run_id"]))
-                                  if published_by(f) == meta["run_id"]), None)):
+                    ours := published_by_run(out_dir, cfg.model, meta["run_id"])):
                 # killed after publishing and before saving its final state: done, with or without --resume
                 status[cfg.model] = "skipped"
                 say(f"{cfg.model}: already published by this run in {ours} (it stopped before saving its final "
@@ -869,7 +906,7 @@ def train(configs: list[RunConfig], *, data_dir: str | None = None, out_dir: Pat
                 raise SystemExit(f"error: --resume, but {state_dir} holds no saved run of {cfg.model}; bring its state "
                                  f"folder there, or leave {cfg.model} out (or drop --resume to start it from scratch)")
             elif meta and not resume and not meta["finished"]:
-                raise SystemExit(f"error: {state_paths(state_dir, cfg.model)[1].parent} holds an unfinished run of "
+                raise SystemExit(f"error: {Path(state_dir) / cfg.model} holds an unfinished run of "
                                  f"{cfg.model} (iteration {meta['iteration']:,}); pass --resume to continue it "
                                  f"or --restart to start over")
             lane = make_lane(cfg, device)
@@ -885,20 +922,8 @@ def train(configs: list[RunConfig], *, data_dir: str | None = None, out_dir: Pat
                 lane.sittings.append(dict(start=lane.iteration, device=device_name(device),
                                           precision=precision(cfg, device), compile=cfg.compile and not ddp))
             lanes.append(lane)
-        # Nor replace a published checkpoint by accident: each model this call trains (a resumed one too; not one
-        # skipped as finished) publishes into out_dir/<model> at its end, and that replaces the folder whole. A pure
-        # file check, before any collective: under DDP every rank reads the same files and decides alike.
-        # One at its last iteration (its publish failed) only publishes, and publish() goes beside a checkpoint
-        # another run put there meanwhile.
-        in_the_way = [] if overwrite else \
-            [(lane, held) for lane in lanes if lane.iteration < lane.cfg.recipe.iterations
-             and (held := published_checkpoint(Path(out_dir) / lane.name)) is not None]
-        if in_the_way:
-            folders = "; ".join(f"{Path(out_dir) / lane.name} holds {held}, which this run "
-                                f"({lane.cfg.recipe.iterations:,} iterations) would replace when it finishes"
-                                for lane, held in in_the_way)
-            raise SystemExit(f"error: {folders}; pass --out DIR to publish elsewhere, or --overwrite to replace "
-                             f"{'it' if len(in_the_way) == 1 else 'them'}")
+        if not overwrite:
+            refuse_replacing_published(lanes, out_dir)
         if not lanes:
             return status
         writable_folder(out_dir, "--out")
@@ -907,46 +932,15 @@ def train(configs: list[RunConfig], *, data_dir: str | None = None, out_dir: Pat
             lock(lane.name)
 
         data = load_data(data_dir, first.limit_train, first.limit_test, device)
-        for lane in lanes:
-            if lane.data_sha256 not in (None, data.sha256):  # a state saved before the data were recorded: None
-                raise SystemExit(f"error: {state_paths(state_dir, lane.name)[1]} was made with other training or "
-                                 f"test images than {data_dir or 'the data folder'} holds (their SHA-256 differs); "
-                                 f"resume with the data it was made with, or {START_OVER}")
-            lane.data_sha256 = data.sha256
-        plan = plan_fingerprint(len(data.train_y), first.seed)
-        for lane in lanes:
-            if lane.plan_sha256 not in (None, plan):  # another torch's generator: the plans are no longer the same
-                say(f"note: {lane.name}: this torch ({torch.__version__}) draws other data orders, crops and flips "
-                    f"than the one that saved its state ({lane.saved_torch or 'another version'}); the rest of the "
-                    f"run trains on the same images, augmented alike, but is not the exact continuation")
-            lane.plan_sha256 = plan
+        match_saved_data(lanes, data, state_dir, data_dir)
+        match_saved_plan(lanes, plan_fingerprint(len(data.train_y), first.seed), say)
         batch = first.recipe.batch_size
-        if batch % world:
-            raise ConfigError(f"batch size {batch} does not split over {world} processes")
-        steps_per_epoch = len(data.train_y) // batch  # drop the last partial batch: every step has the same shape
-        if steps_per_epoch == 0:
-            raise ConfigError(f"{len(data.train_y)} training images is less than one batch of {batch}")
+        steps_per_epoch = epoch_steps(len(data.train_y), batch, world)
         local = batch // world
         use_graphs = device.type == "cuda" and not ddp
-        slowest = max(map(lane_cost, lanes))
-        for lane in lanes:
-            if ddp:  # DDP calls the model's own forward: compile is not used under torchrun (config.json says so)
-                lane.forward = torch.nn.parallel.DistributedDataParallel(
-                    lane.model, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False)
-            if use_graphs and lane.cfg.cuda_graphs:  # the deepest lanes set the pace of the lockstep: first on the SMs
-                lane.stream = torch.cuda.Stream(device, priority=-1 if lane_cost(lane) == slowest else 0)
-        groups = fuse_lanes(lanes) if fuse and not ddp else []
-        for group in groups:
-            group.stream = group.lanes[0].stream  # its lanes' own streams wait in case the group is dissolved
-            for lane in group.lanes:
-                if lane.sittings and lane.sittings[-1]["start"] == lane.iteration:
-                    lane.sittings[-1]["fused_with"] = [m.name for m in group.lanes if m is not lane]
-            say(f"fused: {', '.join(m.name for m in group.lanes)} train as one network (--fuse)")
-        if fuse and not groups:
-            why = " (not under torchrun)" if ddp else \
-                " (compiled nets are not fused: --compile)" if any(lane.cfg.compile for lane in lanes) else ""
-            say(f"note: --fuse found nothing to fuse{why}: it joins a plain and a residual 6n+2 net of one depth "
-                "(option A) at one iteration, not compiled, and not under torchrun; each model trains as its own lane")
+        prepare_lanes(lanes, device, ddp, use_graphs)
+        if fuse:
+            fuse_for_run(lanes, ddp, say)
         # Static batch buffers: graphs read from these addresses on every replay.
         x = torch.zeros(local, 3, 32, 32, device=device)
         x = x.to(memory_format=torch.channels_last) if all(lane.cfg.channels_last for lane in lanes) else x
@@ -961,14 +955,8 @@ def train(configs: list[RunConfig], *, data_dir: str | None = None, out_dir: Pat
             f"{steps_per_epoch} iterations per epoch, batch {batch}, "
             f"{'CUDA graphs, ' if any(lane.stream is not None for lane in lanes) else ''}"
             f"{precision(first, device)}")
-        if device.type == "cpu" and uses_bf16(first, device) and not cpu_has_bf16():
-            say("note: this CPU computes bf16 in software (no AVX-512 BF16 or AMX), which makes --cpu-bf16 about ten "
-                "times slower than fp32 here (AVX2, 2026-12-01: 14 s against 1 s an iteration for two 32-layer nets); "
-                "leave it out on this machine")
-        if device.type == "cpu" and end - start > CPU_HINT_ITERATIONS:
-            say(f"note: {end - start:,} iterations on the CPU take hours (the bar's ETA says how many); "
-                "`--epochs 15` gives the short runs bundled in checkpoints/, and one GPU runs the paper's schedule in "
-                "minutes. Ctrl-C saves the run; `--resume` continues it.")
+        for note in cpu_notes(first, device, end - start):
+            say(note)
         old_handlers = {s: signal.signal(s, _on_signal) for s in (signal.SIGINT, signal.SIGTERM)} \
             if _is_main_thread() else {}
         Stop.requested = None

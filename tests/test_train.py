@@ -259,7 +259,7 @@ def test_the_plan_fingerprint_changes_with_any_one_order_crop_or_flip(monkeypatc
 def test_a_save_killed_halfway_resumes_from_the_previous_one(tmp_path, shared_cifar, monkeypatch):
     """Killed after the new tensors file is written but before state.json points to it: the previous pair is
     whole, and resuming from it reaches the uninterrupted run's weights bit for bit."""
-    from resnet_core import trainer
+    from resnet_core import checkpoint
 
     train_tiny(tmp_path / "a", tmp_path / "runs-a", ("resnet20",))
     runs = tmp_path / "runs-b" / "resnet20"
@@ -268,19 +268,19 @@ def test_a_save_killed_halfway_resumes_from_the_previous_one(tmp_path, shared_ci
     assert train.main(argv + ["--stop-after", "3"]) == 0
     assert state_files(runs) == ["state-00000003.safetensors", "state.json"]
 
-    real = trainer.atomic_write_json
+    real = checkpoint.atomic_write_json
 
     def killed(path, obj):
         if Path(path).name == "state.json":
             raise KeyboardInterrupt("killed between the two files")
         real(path, obj)
 
-    monkeypatch.setattr(trainer, "atomic_write_json", killed)
+    monkeypatch.setattr(checkpoint, "atomic_write_json", killed)
     assert train.main(argv + ["--resume"]) == 130  # stopped at once, as by a second Ctrl-C
     # The new tensors (at the first save after resuming: iteration 4, the epoch's end), never pointed to.
     assert state_files(runs) == ["state-00000003.safetensors", "state-00000004.safetensors", "state.json"]
     assert json.loads((runs / "state.json").read_text())["tensors"] == "state-00000003.safetensors"
-    monkeypatch.setattr(trainer, "atomic_write_json", real)
+    monkeypatch.setattr(checkpoint, "atomic_write_json", real)
     assert train.main(argv + ["--resume"]) == 0
     a, b = load_file(tmp_path / "a/resnet20/model.safetensors"), load_file(tmp_path / "b/resnet20/model.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)
