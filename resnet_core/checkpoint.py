@@ -589,8 +589,10 @@ def problems(config: dict, history: dict, metrics: dict):
     responses = metrics.get("response_std")
     if responses is not None and not (isinstance(responses, list) and all(
             isinstance(r, dict) and isinstance(r.get("layer"), str) and isinstance(r.get("index"), int)
-            and "std" in r and is_number_or_null(r["std"]) for r in responses)):
-        yield "metrics.json", "response_std is not a list of records with a layer name, index and std"
+            and "std" in r and is_number_or_null(r["std"]) and is_number_or_null(r.get("channel_std"))
+            for r in responses)):  # channel_std: absent in metrics recorded before it was
+        yield "metrics.json", ("response_std is not a list of records with a layer name, index and std (and a "
+                               "channel_std, if any, a number)")
     if not isinstance(metrics.get("epochs_to_90"), (int, type(None))):
         yield "metrics.json", "epochs_to_90 is not a whole number of epochs"
     for key, split in (("test_images", "test"), ("train_images", "train")):

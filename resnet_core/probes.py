@@ -65,24 +65,30 @@ def per_class_accuracy(confusion: list[list[int]]) -> list[float]:
 
 @torch.no_grad()
 def response_std(model, x: torch.Tensor, batch_size: int = 100) -> list[dict]:
-    """Paper Fig. 7: std of each 3x3 layer's response (its BN output, before ReLU/addition) over all of `x`
-    (the sample std of every value, as torch.std gives it), in layer order, model in eval mode. Records: {layer,
-    index, std}. Runs `batch_size` images at a time and merges each batch's mean and squared deviations into the
-    layer's in float64 inside its hook (Chan et al.'s pairwise update), so that only one layer's output for one
-    batch is held at a time: a 1202-layer net's responses to 1,000 images would be about 50 GB."""
+    """Paper Fig. 7: std of each 3x3 layer's response (its BN output, before ReLU/addition) over all of `x`, in layer
+    order, model in eval mode, in the two ways the paper's "std of layer responses" can be read (it does not say
+    which, and the two can rank a plain and a residual net differently): `std`, the sample std of every value of the
+    layer (all channels, positions and images pooled, as torch.std gives it), which also counts how far apart the
+    channels' means lie (BN's learned offsets); `channel_std`, each channel's sample std over images and positions,
+    averaged over the layer's channels. Records: {layer, index, std, channel_std}. Runs `batch_size` images at a
+    time and merges each batch's per-channel means and squared deviations into the layer's in float64 inside its
+    hook (Chan et al.'s pairwise update), so that only one layer's output for one batch is held at a time: a
+    1202-layer net's responses to 1,000 images would be about 50 GB. The pooled std comes from the same per-channel
+    moments (every channel counts as many values)."""
     layers = model.conv3x3_layers()
-    counts = [0] * len(layers)
-    # (layers, 2): mean and sum of squared deviations, updated in place: a new small tensor per layer and batch,
-    # kept, would pin the freed outputs' memory between them (the heap grew by a GB on ResNet-1202)
-    moments = torch.zeros(len(layers), 2, dtype=torch.float64, device=x.device)
+    counts = [0] * len(layers)  # values per channel so far
+    # Per layer, (channels, 2): each channel's mean and sum of squared deviations, allocated once and updated in
+    # place: a new small tensor per layer and batch, kept, would pin the freed outputs' memory between them (the heap
+    # grew by a GB on ResNet-1202)
+    moments = [torch.zeros(bn.num_features, 2, dtype=torch.float64, device=x.device) for _, _, bn in layers]
 
-    def merge(k, out):
-        var, mean = torch.var_mean(out.detach().double(), correction=0)
-        n, count = out.numel(), counts[k]
+    def merge(k, out):  # out: (B, C, H, W)
+        var, mean = torch.var_mean(out.detach().double(), dim=(0, 2, 3), correction=0)  # (C,) each
+        n, count = out.numel() // out.shape[1], counts[k]
         total = count + n
-        delta = mean - moments[k, 0]
-        moments[k, 0] += delta * (n / total)
-        moments[k, 1] += var * n + delta.square() * (count * n / total)
+        delta = mean - moments[k][:, 0]
+        moments[k][:, 0] += delta * (n / total)
+        moments[k][:, 1] += var * n + delta.square() * (count * n / total)
         counts[k] = total
 
     hooks = [bn.register_forward_hook(lambda _m, _i, out, k=k: merge(k, out)) for k, (_, _, bn) in enumerate(layers)]
@@ -93,8 +99,14 @@ def response_std(model, x: torch.Tensor, batch_size: int = 100) -> list[dict]:
     finally:
         for h in hooks:
             h.remove()
-    std = (moments[:, 1] / torch.tensor([n - 1 for n in counts], dtype=torch.float64, device=x.device)).sqrt()
-    return [dict(layer=name, index=k + 1, std=s) for k, ((name, _, _), s) in enumerate(zip(layers, std.tolist()))]
+    records = []
+    for k, ((name, _, _), layer, n) in enumerate(zip(layers, moments, counts)):
+        mean, squares = layer[:, 0], layer[:, 1]  # (C,) each
+        # pooled: the channels' squared deviations about their own means plus those of their means about the layer's
+        pooled = (squares.sum() + n * (mean - mean.mean()).square().sum()) / (n * len(mean) - 1)
+        per_channel = (squares / (n - 1)).sqrt().mean()
+        records.append(dict(layer=name, index=k + 1, std=float(pooled.sqrt()), channel_std=float(per_channel)))
+    return records
 
 
 def input_stats(model, device: str | torch.device = "cpu") -> tuple[torch.Tensor, torch.Tensor]:

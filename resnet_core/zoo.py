@@ -258,27 +258,40 @@ def norm_spans(profile: pd.DataFrame) -> str:
                      f"{r['at layer ']}), {r['largest / smallest']}" for _, r in norm_span_frame(profile).iterrows())
 
 
-def with_ranks(records: list[dict], value: str) -> pd.DataFrame:
-    """Records in layer order plus `rank`: 1 for the largest value (paper Fig. 7, bottom); a missing value (null:
-    it overflowed) ranks first."""
+def with_ranks(records: list[dict] | pd.DataFrame, value: str, by: str | None = None) -> pd.DataFrame:
+    """Records in layer order plus `rank` by `value`: 1 for the largest (paper Fig. 7, bottom), within each `by`
+    (say "checkpoint") where given; a missing value (null: it overflowed) ranks first."""
     frame = pd.DataFrame(records)
-    frame["rank"] = frame[value].rank(ascending=False, method="first", na_option="top").astype(int)
+    values = frame.groupby(by)[value] if by else frame[value]
+    frame["rank"] = values.rank(ascending=False, method="first", na_option="top").astype(int)
     return frame
 
 
+# A layer's response std, read both ways Fig. 7 can be read (probes.response_std): the name each goes by in words.
+RESPONSE_MEASURES = {"std": "std", "channel_std": "per-channel std"}
+
+
+def has_responses(info: CheckpointInfo, value: str = "std") -> bool:
+    """Whether metrics.json records `value` (RESPONSE_MEASURES) for every 3x3 layer: channel_std is absent from
+    metrics recorded before it was (`python -m resnet_core.report --responses` records it)."""
+    records = info.metrics.get("response_std") or []
+    return bool(records) and all(value in r for r in records)
+
+
 def response_frame(infos: list[CheckpointInfo]) -> pd.DataFrame:
-    """Recorded std of each 3x3 layer's BN output (metrics.json), with ranks by magnitude."""
+    """Recorded std of each 3x3 layer's BN output (metrics.json), pooled (`std`) and, where recorded, per channel
+    (`channel_std`; NaN where not), with ranks by the pooled std."""
     frames = [with_ranks(info.metrics["response_std"], "std").assign(**identity(info))
               for info in infos if info.metrics.get("response_std")]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
-def response_pairs(data: pd.DataFrame) -> dict[tuple[int, int], tuple[list[float], list[float]]]:
-    """{(depth, iterations): (plain std per 3x3 layer, residual std per 3x3 layer)}, in layer order, for each depth
-    and training length with a plain and a residual net in `data` (a response_frame, or live responses with identity
-    columns): nets trained for different lengths, or for unknown ones, are never paired. A response that overflowed
-    (null, NaN here) is infinite, as paper_checks counts it."""
-    std = {(g["net"].iloc[0], int(g["depth"].iloc[0]), int(g["iterations"].iloc[0])): g["std"].fillna(math.inf).tolist()
+def response_pairs(data: pd.DataFrame, value: str = "std") -> dict[tuple[int, int], tuple[list[float], list[float]]]:
+    """{(depth, iterations): (plain `value` per 3x3 layer, residual `value` per 3x3 layer)}, in layer order, for each
+    depth and training length with a plain and a residual net in `data` (a response_frame, or live responses with
+    identity columns): nets trained for different lengths, or for unknown ones, are never paired. A response that
+    overflowed (null, NaN here) is infinite, as paper_checks counts it."""
+    std = {(g["net"].iloc[0], int(g["depth"].iloc[0]), int(g["iterations"].iloc[0])): g[value].fillna(math.inf).tolist()
            for _, g in data.sort_values("index").groupby("checkpoint") if pd.notna(g["iterations"].iloc[0])}
     runs = sorted({(d, n) for _, d, n in std}, key=lambda run: (run[0], -run[1]))
     return {run: (std[("plain", *run)], std[("residual", *run)])
@@ -291,11 +304,12 @@ def run_label(run: tuple[int, int], runs) -> str:
     return f"{depth} layers" + (f" ({length:,} iterations)" if len({n for _, n in runs}) > 1 else "")
 
 
-def responses_measured(data: pd.DataFrame) -> str:
-    """'Measured here: ...' for each depth and training length with a plain and a residual net among `data`, and
-    'not compared' for a depth whose plain and residual nets trained for different lengths; '' without either."""
-    pairs = response_pairs(data)
-    lines = [f"{run_label(run, pairs)}: " + response_comparison(plain, residual)
+def responses_measured(data: pd.DataFrame, value: str = "std") -> str:
+    """'Measured here: ...' (by `value`, RESPONSE_MEASURES) for each depth and training length with a plain and a
+    residual net among `data`, and 'not compared' for a depth whose plain and residual nets trained for different
+    lengths; '' without either."""
+    pairs = response_pairs(data, value)
+    lines = [f"{run_label(run, pairs)}: " + response_comparison(plain, residual, value)
              for run, (plain, residual) in pairs.items()]
     paired = {depth for depth, _ in pairs}
     for depth, group in data.groupby("depth"):
@@ -696,16 +710,40 @@ def responses_below(plain: list[float], resnet: list[float]) -> tuple[int, int]:
     return sum(r < p for p, r in zip(plain, resnet)), min(len(plain), len(resnet))
 
 
-def response_comparison(plain: list[float], resnet: list[float]) -> str:
-    """responses_below in words, with both medians."""
+def response_comparison(plain: list[float], resnet: list[float], value: str = "std") -> str:
+    """responses_below in words, with both medians of `value` (RESPONSE_MEASURES)."""
     below, layers = responses_below(plain, resnet)
-    return (f"residual smaller at {below} of {layers} layers "
-            f"(median std {float(np.median(resnet)):.2f} vs plain {float(np.median(plain)):.2f})")
+    return f"residual smaller at {below} of {layers} layers {_medians(plain, resnet, value)}"
 
 
-def _responses(info: CheckpointInfo) -> list[float]:
-    """Each 3x3 layer's response std; null (JSON's inf or NaN) is a response that overflowed: infinite."""
-    return [math.inf if r["std"] is None else r["std"] for r in info.metrics.get("response_std") or []]
+def _medians(plain: list[float], resnet: list[float], value: str) -> str:
+    return f"(median {RESPONSE_MEASURES[value]} {float(np.median(resnet)):.2f} vs plain {float(np.median(plain)):.2f})"
+
+
+def _responses(info: CheckpointInfo, value: str = "std") -> list[float]:
+    """Each 3x3 layer's response `value` (RESPONSE_MEASURES); null (JSON's inf or NaN) is a response that
+    overflowed: infinite."""
+    return [math.inf if r[value] is None else r[value] for r in info.metrics.get("response_std") or []]
+
+
+def _most_below(plain: list[float], resnet: list[float]) -> bool:
+    below, layers = responses_below(plain, resnet)
+    return 2 * below > layers
+
+
+def _response_evidence(plain: CheckpointInfo, resnet: CheckpointInfo) -> tuple[bool, str]:
+    """Fig. 7 at one depth: (the residual net responds less at most layers, the counts in words). Where both nets
+    recorded the per-channel std too, both readings of the paper's std are counted, and the depth holds only under
+    both: the paper does not say which it took, and they can disagree."""
+    pooled = _responses(plain), _responses(resnet)
+    if not (has_responses(plain, "channel_std") and has_responses(resnet, "channel_std")):
+        return _most_below(*pooled), response_comparison(*pooled)
+    channel = _responses(plain, "channel_std"), _responses(resnet, "channel_std")
+    most = _most_below(*pooled), _most_below(*channel)
+    below, layers = responses_below(*channel)
+    return all(most), (f"{response_comparison(*pooled)} pooled over channels {'and' if most[0] == most[1] else 'but'} "
+                       f"at {below} of {layers} per channel {_medians(*channel, 'channel_std')}"
+                       + ("" if most[0] == most[1] else ": the two definitions disagree"))
 
 
 def paper_checks(infos: list[CheckpointInfo]) -> pd.DataFrame:
@@ -798,15 +836,18 @@ def paper_checks(infos: list[CheckpointInfo]) -> pd.DataFrame:
         rows.append(_check(claim, "not comparable" if unequal else None,
                            "needs a plain and a residual net of the same depth, trained equally long" + unequal_note))
     claim = "Layer responses: residual nets' are smaller than plain nets' at most layers (Fig. 7)"
-    pairs = [equally_trained(infos, f"plain{d}", f"resnet{d}", usable=lambda i: bool(_responses(i)))
-             for d in PLAIN_VS_RESIDUAL_DEPTHS]
-    pairs = [(p, r, _responses(p), _responses(r)) for p, r in filter(None, pairs)]
+    pairs = [equally_trained(infos, f"plain{d}", f"resnet{d}", usable=has_responses) for d in PLAIN_VS_RESIDUAL_DEPTHS]
+    pairs = [(p, r, *_response_evidence(p, r)) for p, r in filter(None, pairs)]
     if pairs:
-        most = [2 * below > layers for below, layers in (responses_below(p, r) for _, _, p, r in pairs)]
+        most = [holds for _, _, holds, _ in pairs]
         holds = all(most) or ("partly" if any(most) else False)  # at every depth, at some, at none
+        both = any(has_responses(p, "channel_std") and has_responses(r, "channel_std") for p, r, *_ in pairs)
         rows.append(_check(claim, holds, (f"at {sum(most)} of {len(most)} depths: " if holds == "partly" else "")
-                           + "; ".join(f"{at(r, pairs)}: " + response_comparison(p_std, r_std) for _, r, p_std, r_std in pairs)
-                           + runs_note(pairs)))
+                           + "; ".join(f"{at(r, pairs)}: {said}" for _, r, _, said in pairs) + runs_note(pairs)
+                           + (" (the paper does not say how it took the std: pooled over a layer's channels, it also "
+                              "counts how far apart BN puts the channels' means, which the mean of each channel's std "
+                              "does not; a depth counts where the residual net is smaller at most layers both ways)"
+                              if both else "")))
     else:
         rows.append(_check(claim, "not comparable" if unequal else None, "needs recorded responses of a plain and a "
                            "residual net of the same depth, trained equally long" + unequal_note))

@@ -652,6 +652,66 @@ def test_live_responses_warn_where_the_recorded_batch_disagrees(monkeypatch, tin
     assert any(f"less at {live_below} of 19 layers here, at 19 of 19 there" in w.value for w in at.warning)
 
 
+def y_encodings(at: AppTest) -> list[dict]:
+    """The y encoding of each of the first chart's panels."""
+    return [c["encoding"]["y"] for c in specs(at)[0]["vconcat"]]
+
+
+def test_layer_responses_per_channel_std(monkeypatch, tiny_checkpoints):
+    """The paper does not say how Fig. 7's std is taken: pooled (the default, drawn as before) or each channel's std
+    averaged over the channels, which the sidebar switches to: values, ranks, axis, sentence and caption follow."""
+    at = open_app(monkeypatch, tiny_checkpoints, "pages/responses.py")
+    over = at.sidebar.radio(key="responses-std-over")
+    assert over.label == "Std taken over" and over.index == 0
+    assert {y["field"] for y in y_encodings(at)} == {"std"}
+    assert y_encodings(at)[0]["title"] == "std of BN output (pooled over channels) (log scale)"
+    caption = " ".join(c.value for c in at.caption)
+    assert "pooled over all of a layer's values" in caption and "does not say which" in caption
+    over.set_value(over.options[1]).run()
+    assert not at.exception and not at.info
+    assert {y["field"] for y in y_encodings(at)} == {"channel_std"}
+    assert y_encodings(at)[0]["title"] == "mean per-channel std of BN output (log scale)"
+    recorded = plotted(at)[0]
+    values = {}
+    for name in ("plain20", "resnet20"):  # metrics.json's per-channel std, in layer order; rank 1 the largest
+        rows = recorded.loc[recorded["checkpoint"] == name].sort_values("index")
+        saved = json.loads((tiny_checkpoints / name / "metrics.json").read_text())["response_std"]
+        assert rows["channel_std"].tolist() == [r["channel_std"] for r in sorted(saved, key=lambda r: r["index"])]
+        assert rows.loc[rows["rank"] == 1, "channel_std"].item() == rows["channel_std"].max()
+        assert sorted(rows["rank"]) == list(range(1, 20))
+        values[name] = rows["channel_std"].to_numpy()
+    below = int((values["resnet20"] < values["plain20"]).sum())
+    assert at.markdown[0].value.startswith(
+        f"Measured here: 20 layers: residual smaller at {below} of 19 layers (median per-channel std ")
+    assert "averaged over the layer's channels" in " ".join(c.value for c in at.caption)
+    at.sidebar.radio[0].set_value(at.sidebar.radio[0].options[1]).run()  # live: both measured, the chosen one drawn
+    live = plotted(at)[0]
+    assert {y["field"] for y in y_encodings(at)} == {"channel_std"} and (live["channel_std"] > 0).all()
+
+
+def test_layer_responses_recorded_without_the_per_channel_std_say_how_to_record_it(monkeypatch, tiny_checkpoints,
+                                                                                    tmp_path):
+    """metrics.json from before the per-channel std: drawn pooled as ever; per channel, a note names the checkpoint
+    and the command that records it, and the others are drawn."""
+    root = tmp_path / "checkpoints"
+    for name in ("plain20", "resnet20"):
+        shutil.copytree(tiny_checkpoints / name, root / name)
+    path = root / "plain20" / "metrics.json"
+    metrics = json.loads(path.read_text())
+    metrics["response_std"] = [{k: v for k, v in r.items() if k != "channel_std"} for r in metrics["response_std"]]
+    path.write_text(json.dumps(metrics))
+    at = open_app(monkeypatch, root, "pages/responses.py")
+    assert not at.info and set(plotted(at)[0]["checkpoint"]) == {"plain20", "resnet20"}
+    over = at.sidebar.radio(key="responses-std-over")
+    over.set_value(over.options[1]).run()
+    assert not at.exception
+    (note,) = [i.value for i in at.info]
+    assert note.startswith("**plain20**: recorded the pooled std only") and \
+        "` python -m resnet_core.report --responses plain20 `" in note
+    assert set(plotted(at)[0]["checkpoint"]) == {"resnet20"}
+    assert not [m for m in at.markdown if m.value.startswith("Measured here")]  # no pair to compare
+
+
 def test_landscape_surfaces_side_by_side_and_slices_together(monkeypatch, tiny_landscapes):
     at = open_app(monkeypatch, tiny_landscapes, "pages/landscape.py")
     assert not at.info and not at.warning

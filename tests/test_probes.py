@@ -77,7 +77,8 @@ def test_response_std_follows_layer_order():
     records = response_std(model, torch.randn(16, 3, 32, 32))
     assert [r["index"] for r in records] == list(range(1, 32))  # 6n + 1 = 31 layers of 3x3
     assert [r["layer"] for r in records] == [name for name, _, _ in model.conv3x3_layers()]
-    assert all(r["std"] > 0 for r in records) and model.training  # restored to train mode
+    assert all(r["std"] > 0 and r["channel_std"] > 0 for r in records) and model.training  # restored to train mode
+    assert all(set(r) == {"layer", "index", "std", "channel_std"} for r in records)
 
 
 def test_response_std_in_batches_equals_the_std_of_the_whole_batch_at_once():
@@ -96,6 +97,51 @@ def test_response_std_in_batches_equals_the_std_of_the_whole_batch_at_once():
         hook.remove()
     assert sizes == [10, 10, 5]
     assert batched == pytest.approx(whole, rel=1e-6)
+
+
+def full_responses(model, x: torch.Tensor) -> list[torch.Tensor]:
+    """Every 3x3 layer's whole BN output (N, C, H, W) for `x` at once, in eval mode, caught by hooks of our own."""
+    outputs = []
+    hooks = [bn.register_forward_hook(lambda _m, _i, out: outputs.append(out)) for _, _, bn in model.conv3x3_layers()]
+    try:
+        with torch.no_grad():
+            model.eval()(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    return outputs
+
+
+@pytest.mark.parametrize("batch_size", [1, 3, 4, 7, 12])
+def test_response_std_per_channel_is_the_mean_of_each_channels_std(batch_size):
+    """channel_std: torch.std of each channel over images and positions (dims 0, 2, 3), averaged over the channels,
+    however the images are batched (12 images, in batches that divide 12 and batches that do not)."""
+    torch.manual_seed(0)
+    model = build_model("resnet20").eval()
+    for _, _, bn in model.conv3x3_layers():  # channels of unequal means and spreads, as trained nets' are
+        bn.weight.data.uniform_(0.2, 2)
+        bn.bias.data.uniform_(-1, 1)
+    x = torch.randn(12, 3, 32, 32)
+    outputs = full_responses(model, x)
+    records = response_std(model, x, batch_size=batch_size)
+    assert [r["channel_std"] for r in records] == pytest.approx(
+        [float(out.double().std(dim=(0, 2, 3)).mean()) for out in outputs], rel=1e-6)
+    assert [r["std"] for r in records] == pytest.approx([float(out.double().std()) for out in outputs], rel=1e-6)
+
+
+def test_bn_offsets_that_differ_across_channels_raise_the_pooled_std_only():
+    """The two readings of Fig. 7's std part where a BN's bias differs across channels: the channels' means then lie
+    apart, which the pooled std counts and the per-channel std does not."""
+    torch.manual_seed(0)
+    model = build_model("plain20").eval()
+    x = torch.randn(8, 3, 32, 32)
+    _, _, bn = model.conv3x3_layers()[-1]  # the last: no later layer sees the change
+    before = response_std(model, x)[-1]
+    bn.bias.data = torch.linspace(-3, 3, bn.num_features)
+    after = response_std(model, x)[-1]
+    assert after["channel_std"] == pytest.approx(before["channel_std"], rel=1e-6)  # fp32 rounding of the shifted values
+    assert after["std"] > 1.5 * before["std"]
+    assert after["std"] > after["channel_std"]
 
 
 def test_response_std_holds_one_layer_output_at_a_time():

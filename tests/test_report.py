@@ -151,6 +151,77 @@ def test_response_check_counts_layers_and_needs_most_of_them():
     assert holds(zoo.paper_checks([plain20, resnet20, plain56, resnet56]), "Layer responses") == "no"
 
 
+def with_responses(info: CheckpointInfo, std: list[float], channel_std: list[float] | None = None) -> CheckpointInfo:
+    """`info` with hand-made responses: the pooled std per 3x3 layer and, if given, the per-channel one."""
+    info.metrics["response_std"] = [dict(layer=f"l{i}", index=i + 1, std=s, **({} if channel_std is None else
+                                                                             dict(channel_std=channel_std[i])))
+                                    for i, s in enumerate(std)]
+    return info
+
+
+FIG7 = "Layer responses: residual nets' are smaller than plain nets' at most layers (Fig. 7)"
+
+
+def test_response_check_gives_both_readings_of_the_std_and_counts_a_depth_where_they_agree():
+    """The paper does not say how Fig. 7's std is taken: with the per-channel std recorded too, each depth gives
+    both counts, and holds only where the residual net is smaller at most layers both ways."""
+    plain = with_responses(fake("plain20", 9.0, 1.0), [2.0, 2.0, 2.0], [1.0, 1.0, 1.0])
+    resnet = with_responses(fake("resnet20", 8.0), [1.0, 1.5, 3.0], [0.5, 0.8, 2.0])  # 2 of 3 both ways
+    row = zoo.paper_checks([plain, resnet]).set_index("claim").loc[FIG7]
+    assert row["holds"] == "yes"
+    assert row["evidence"].startswith(
+        "20 layers: residual smaller at 2 of 3 layers (median std 1.50 vs plain 2.00) pooled over channels and at 2 "
+        "of 3 per channel (median per-channel std 0.80 vs plain 1.00) (the paper does not say how it took the std")
+    assert "disagree" not in row["evidence"]
+
+
+def test_response_check_does_not_count_a_depth_where_the_two_readings_disagree():
+    """Pooled, the residual net is smaller at 2 of 3 layers; per channel at 1 of 3: the depth does not hold, and the
+    evidence says the two disagree; another depth where both agree makes the claim hold in part."""
+    plain20 = with_responses(fake("plain20", 9.0, 1.0), [2.0, 2.0, 2.0], [1.0, 1.0, 1.0])
+    resnet20 = with_responses(fake("resnet20", 8.0), [1.0, 1.5, 3.0], [0.5, 1.2, 2.0])
+    row = zoo.paper_checks([plain20, resnet20]).set_index("claim").loc[FIG7]
+    assert row["holds"] == "no"
+    assert row["evidence"].startswith(
+        "20 layers: residual smaller at 2 of 3 layers (median std 1.50 vs plain 2.00) pooled over channels but at 1 "
+        "of 3 per channel (median per-channel std 1.20 vs plain 1.00): the two definitions disagree")
+    plain56 = with_responses(fake("plain56", 12.0, 5.0), [2.0, 2.0], [2.0, 2.0])
+    resnet56 = with_responses(fake("resnet56", 7.0), [1.0, 1.0], [1.0, 1.0])
+    row = zoo.paper_checks([plain20, resnet20, plain56, resnet56]).set_index("claim").loc[FIG7]
+    assert row["holds"] == "partly" and row["evidence"].startswith("at 1 of 2 depths: 20 layers: ")
+    assert "56 layers: residual smaller at 2 of 2 layers (median std 1.00 vs plain 2.00) pooled over channels and " \
+           "at 2 of 2 per channel" in row["evidence"]
+
+
+def test_response_check_without_the_per_channel_std_is_as_before():
+    """Checkpoints recorded before the per-channel std (or one net of a pair): the pooled count alone, worded and
+    judged as it always was."""
+    plain = with_responses(fake("plain20", 9.0, 1.0), [2.0, 2.0, 2.0])
+    resnet = with_responses(fake("resnet20", 8.0), [1.0, 1.5, 3.0], [3.0, 3.0, 3.0])  # per channel: larger everywhere
+    for infos in ([plain, resnet], [resnet, with_responses(fake("plain20", 9.0, 1.0), [2.0, 2.0, 2.0])]):
+        row = zoo.paper_checks(infos).set_index("claim").loc[FIG7]
+        assert row["holds"] == "yes"
+        assert row["evidence"] == "20 layers: residual smaller at 2 of 3 layers (median std 1.50 vs plain 2.00)"
+
+
+def test_response_frames_rank_and_pair_by_either_std():
+    """The page's sentence and ranks by the std it draws: pooled by default, per channel when asked."""
+    plain = with_responses(fake("plain20", 9.0, 1.0), [2.0, 2.0, 1.0], [1.0, 3.0, 2.0])
+    resnet = with_responses(fake("resnet20", 8.0), [1.0, 1.0, 1.5], [2.0, 2.5, 3.0])
+    data = zoo.response_frame([plain, resnet])
+    assert list(data.loc[data["checkpoint"] == "plain20", "rank"]) == [1, 2, 3]  # by the pooled std, ties in order
+    ranked = zoo.with_ranks(data, "channel_std", by="checkpoint")
+    assert list(ranked.loc[ranked["checkpoint"] == "plain20", "rank"]) == [3, 1, 2]
+    assert list(ranked.loc[ranked["checkpoint"] == "resnet20", "rank"]) == [3, 2, 1]
+    assert zoo.response_pairs(data) == {(20, 64_000): ([2.0, 2.0, 1.0], [1.0, 1.0, 1.5])}
+    assert zoo.response_pairs(data, "channel_std") == {(20, 64_000): ([1.0, 3.0, 2.0], [2.0, 2.5, 3.0])}
+    assert zoo.responses_measured(data) == \
+        "Measured here: 20 layers: residual smaller at 2 of 3 layers (median std 1.00 vs plain 2.00)."
+    assert zoo.responses_measured(data, "channel_std") == \
+        "Measured here: 20 layers: residual smaller at 1 of 3 layers (median per-channel std 2.50 vs plain 2.00)."
+    assert zoo.has_responses(plain, "channel_std") and not zoo.has_responses(with_responses(plain, [1.0]), "channel_std")
+
+
 def test_paper_checks_say_no_where_the_numbers_disagree_and_label_short_runs():
     infos = [fake("resnet20", 9.0, iterations=5_850), fake("resnet56", 9.5),
              fake("plain20", 9.0, 3.0), fake("plain56", 8.0, 2.0)]
@@ -538,7 +609,7 @@ def no_work(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("report.main started work before it had checked its command line")
 
-    for step in ("verify", "rescore", "unbundle_weights", "load_cifar10", "list_checkpoints"):
+    for step in ("verify", "rescore", "remeasure_responses", "unbundle_weights", "load_cifar10", "list_checkpoints"):
         monkeypatch.setattr(report, step, refuse)
 
 
@@ -578,7 +649,8 @@ def test_the_readme_is_checked_before_any_work(tmp_path, readme_copy, no_work, c
     not a traceback after a --verify of ten minutes; the file is left as it was."""
     empty = tmp_path / "checkpoints"
     empty.mkdir()
-    work = ["--checkpoints", str(empty), "--verify", "--rescore", "resnet20", "--unbundle", "plain20"]
+    work = ["--checkpoints", str(empty), "--verify", "--rescore", "resnet20", "--responses", "resnet20", "--unbundle",
+            "plain20"]
     missing = tmp_path / "missing.md"
     assert refused([*work, "--readme", str(missing)], capsys) == f"error: {missing}: no such file\n"
     assert not missing.exists()
@@ -663,7 +735,7 @@ def test_device_is_checked_before_any_work(tmp_path, readme_copy, no_work, monke
     before = readme_copy.read_bytes()
     empty = tmp_path / "checkpoints"
     empty.mkdir()
-    for work in (["--verify", "--readme", str(readme_copy)], ["--rescore", "resnet20"]):
+    for work in (["--verify", "--readme", str(readme_copy)], ["--rescore", "resnet20"], ["--responses", "resnet20"]):
         argv = ["--checkpoints", str(empty), *work, "--device"]
         assert refused([*argv, "gpu"], capsys) == "error: --device gpu: not a device; use cpu, cuda or cuda:N\n"
         assert refused([*argv, "cuda"], capsys) == (
@@ -673,8 +745,8 @@ def test_device_is_checked_before_any_work(tmp_path, readme_copy, no_work, monke
         report.main(["--help"])
     assert done.value.code == 0
     text = " ".join(capsys.readouterr().out.split())
-    assert "where --verify and --rescore evaluate: cpu, cuda or cuda:N (default: cpu)" in text
-    assert " ".join(f"{DATA_DIR_HELP}; read by --verify and --rescore".split()) in text
+    assert "where --verify, --rescore and --responses evaluate: cpu, cuda or cuda:N (default: cpu)" in text
+    assert " ".join(f"{DATA_DIR_HELP}; read by --verify, --rescore and --responses".split()) in text
 
 
 def test_rescore_and_unbundle_name_the_folder_they_searched(tmp_path, no_work, capsys):
@@ -685,6 +757,9 @@ def test_rescore_and_unbundle_name_the_folder_they_searched(tmp_path, no_work, c
     assert refused([*argv, "--rescore", "nosuch"], capsys) == (
         f"cannot re-score: no checkpoint folder {root / 'nosuch'} (looked in {root}); nosuch is no model this "
         "project knows; checkpoints there: plain20-15ep, resnet20\n")
+    assert refused([*argv, "--responses", "nosuch"], capsys) == (
+        f"cannot re-measure the responses: no checkpoint folder {root / 'nosuch'} (looked in {root}); nosuch is no "
+        "model this project knows; checkpoints there: plain20-15ep, resnet20\n")
     assert refused([*argv, "--unbundle", "resnet56"], capsys) == (
         f"cannot unbundle: no checkpoint folder {root / 'resnet56'} (looked in {root}); train one with "
         f"`python train.py --model resnet56 --out {root}`\n")
@@ -774,6 +849,66 @@ def test_rescore_records_what_the_published_weights_score(tiny_checkpoints, shar
     capsys.readouterr()
     assert report.main(argv + ["--rescore", "plain20"]) == 2
     assert "plain20: no model.safetensors" in capsys.readouterr().err
+
+
+def test_responses_records_both_stds_from_the_published_weights(tiny_checkpoints, shared_cifar, tmp_path, capsys):
+    """Checkpoints recorded before the per-channel std: --responses measures both from the weights as final_metrics
+    did (the first 1,000 test images, here the 50 these were scored on), the pooled std as it was recorded, and says
+    where they came from; nothing else in metrics.json changes. A net scored on more test images beside them is
+    measured on as many of them."""
+    root = shutil.copytree(tiny_checkpoints, tmp_path / "checkpoints")
+    more = shutil.copytree(root / "plain20", root / "plain20-100") / "metrics.json"
+    more.write_text(json.dumps(dict(json.loads(more.read_text()), test_images=100)))
+    recorded = {}
+    for name in ("plain20", "resnet20"):
+        path = root / name / "metrics.json"
+        metrics = json.loads(path.read_text())
+        metrics["response_std"] = [dict(layer=r["layer"], index=r["index"], std=r["std"]) for r in metrics["response_std"]]
+        path.write_text(json.dumps(metrics))
+        recorded[name] = metrics
+    history = (root / "plain20" / "history.json").read_text()
+    assert report.main(["--checkpoints", str(root), "--data-dir", str(shared_cifar), "--responses", "plain20",
+                        "resnet20", "plain20-100"]) == 0
+    err = capsys.readouterr().err
+    for name, before in recorded.items():
+        after = json.loads((root / name / "metrics.json").read_text())
+        assert [r["std"] for r in after["response_std"]] == pytest.approx([r["std"] for r in before["response_std"]],
+                                                                          rel=1e-5)
+        assert [(r["layer"], r["index"]) for r in after["response_std"]] == \
+            [(r["layer"], r["index"]) for r in before["response_std"]]
+        assert all(0 < r["channel_std"] for r in after["response_std"])
+        assert after["response_batch"] == "first 50 test images"
+        said = after.pop("response_std_from")
+        assert said.startswith("its published weights as stored (fp16, BN statistics fp32) in fp32 on cpu (")
+        assert "re-measured on " in said and said.endswith(
+            "by `python -m resnet_core.report --responses plain20 resnet20 plain20-100`, on the first 50 test images")
+        assert {k: v for k, v in after.items() if k != "response_std"} == \
+            {k: v for k, v in before.items() if k != "response_std"}
+        assert f"{name}: 19 layers on 50 test images; the pooled std differs from the one recorded by " in err
+    assert zoo.has_responses(read_checkpoint(root / "plain20"), "channel_std")
+    hundred = json.loads(more.read_text())
+    assert hundred["response_batch"] == "first 100 test images" and hundred["response_std_from"].endswith(
+        "on the first 100 test images")
+    assert [r["std"] for r in hundred["response_std"]] != pytest.approx(
+        [r["std"] for r in recorded["plain20"]["response_std"]], rel=1e-3)
+    assert (root / "plain20" / "history.json").read_text() == history
+
+
+def test_responses_need_every_nets_weights_before_they_rewrite_one(tiny_checkpoints, shared_cifar, tmp_path, capsys):
+    """A checkpoint without weights (or with weights that do not load) named last: refused, and no metrics.json
+    is rewritten, the first net's included."""
+    root = shutil.copytree(tiny_checkpoints, tmp_path / "checkpoints")
+    before = {name: (root / name / "metrics.json").read_bytes() for name in ("resnet20", "plain20")}
+    argv = ["--checkpoints", str(root), "--data-dir", str(shared_cifar), "--responses", "resnet20", "plain20"]
+    weights = root / "plain20" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    assert report.main(argv) == 2
+    assert "cannot re-measure the responses:" in capsys.readouterr().err
+    weights.unlink()
+    assert report.main(argv) == 2
+    assert "cannot re-measure the responses: plain20: no model.safetensors, so nothing to measure again" in \
+        capsys.readouterr().err
+    assert {name: (root / name / "metrics.json").read_bytes() for name in before} == before
 
 
 def test_rescore_reads_every_nets_weights_before_it_rewrites_one(tiny_checkpoints, shared_cifar, tmp_path, capsys):
