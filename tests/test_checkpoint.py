@@ -470,6 +470,8 @@ def test_list_checkpoints_reports_the_unreadable_and_keeps_the_rest(saved):
     ("metrics.json", dict(METRICS, train_loss_clean=[1]), "train_loss_clean not a number"),
     ("metrics.json", dict(METRICS, confusion_matrix=[["x"] * 10] * 10), "confusion_matrix is not 10x10 counts"),
     ("metrics.json", dict(METRICS, response_std=[{"layer": "a"}]), "response_std is not a list of records"),
+    ("metrics.json", dict(METRICS, response_std=[dict(layer="a", index=1, std=0.5, channel_std="0.4")]),
+     "response_std is not a list of records"),
     ("metrics.json", dict(METRICS, epochs_to_90="never"), "epochs_to_90 is not a whole number"),
     ("metrics.json", dict(METRICS, test_images="20"), "test_images is '20', not a count of test images from 1 to 10,000"),
     ("metrics.json", dict(METRICS, test_images=20.0), "test_images is 20.0, not a count"),
