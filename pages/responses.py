@@ -16,7 +16,8 @@ RECORDED, LIVE = "recorded at the end of training", "live, on the 100 shipped te
 HEIGHT = 220  # px per chart: two charts per depth, one depth above another
 # The two readings of Fig. 7's std (probes.response_std), pooled first, and the column each is in; the paper does not
 # say which it took
-STD_OVER = {"all of a layer's values (channels pooled)": "std", "each channel, then the mean over channels": "channel_std"}
+STD_OVER = {"all of a layer's values (channels pooled)": "std",
+            "each channel, then the mean over channels": "channel_std"}
 AXIS_TITLES = {"std": "std of BN output (pooled over channels)", "channel_std": "mean per-channel std of BN output"}
 
 
@@ -115,8 +116,9 @@ PAPER = ("In the paper (Fig. 7) residual nets' layers respond with *smaller* sta
 # The claim alone until the page has measured the nets it draws; then what they show first (zoo.responses_measured)
 said = header("Layer responses", PAPER)
 infos = usable_checkpoints(short_runs=False)  # noted for the checkpoints chosen
-chosen, source, value, log = responses_ui(length_ui(infos, "Plain and residual runs of one length at a time: a 15-epoch net "
-                                                    "beside a 64k-iteration one compares training lengths, not shortcuts."))
+chosen, source, value, log = responses_ui(length_ui(infos, "Plain and residual runs of one length at a time: a "
+                                                           "15-epoch net beside a 64k-iteration one compares training "
+                                                           "lengths, not shortcuts."))
 picked = [by_name(infos)[name] for name in chosen]
 short_runs_note(picked)
 if source == LIVE:
