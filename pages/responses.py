@@ -62,12 +62,12 @@ def live_frame(infos) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
-def without_channel_std(infos) -> None:
+def without_channel_std(infos) -> bool:
     """Say which of the chosen checkpoints recorded the pooled std only (metrics.json from before the per-channel
-    one was recorded), and the command that records both from their weights."""
+    one was recorded), and the command that records both from their weights; whether any did."""
     old = [info for info in infos if zoo.has_responses(info) and not zoo.has_responses(info, "channel_std")]
     if not old:
-        return
+        return False
     names = [info.name for info in old if info.has_weights]
     weightless = [info.name for info in old if not info.has_weights]
     st.info(f"**{markdown_text(', '.join(info.name for info in old))}**: recorded the pooled std only (before the "
@@ -77,6 +77,7 @@ def without_channel_std(infos) -> None:
                if names else "")
             + (f"; {markdown_text(', '.join(weightless))}: weights not bundled, so the live responses, pooled and "
                "per channel, are out of reach too" if weightless else "") + ".")
+    return True
 
 
 def recorded_frame(infos, value: str) -> pd.DataFrame:
@@ -125,10 +126,11 @@ if source == LIVE:
     data = live_frame(picked)
 else:
     data = recorded_frame(picked, value)
-    if value != "std":
-        without_channel_std(picked)
+    noted = value != "std" and without_channel_std(picked)
 if data.empty:
-    st.info("Pick at least one checkpoint with recorded responses (or weights, for the live measurement) in the sidebar.")
+    if not (source != LIVE and noted):  # the note said why: their responses are recorded, the per-channel std not
+        st.info("Pick at least one checkpoint with recorded responses (or weights, for the live measurement) in the "
+                "sidebar.")
     st.stop()
 data = zoo.with_ranks(data.reset_index(drop=True), value, by="checkpoint")  # Fig. 7, bottom: by the std drawn
 if line := zoo.responses_measured(data, value):

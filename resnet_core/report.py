@@ -254,7 +254,10 @@ def rescore(infos: list[CheckpointInfo], data_dir: str | None = None, device: st
             f"{which}, fp32 arithmetic, on {device_name(dev)}, re-scored on {today} by `{command}`; when it was "
             f"published it recorded {published:.2f} %, {how}"),
             confident_mistakes_from=f"{which} in fp32 on {device_name(dev)}, re-scored on {today}, over {n:,} "
-                                    "test images")
+                                    "test images",
+            # final_metrics measured the responses again: an earlier --responses no longer says where they came from
+            response_std_from=f"{which} in fp32 on {device_name(dev)}, re-scored on {today} by `{command}`, on the "
+                              f"{found['response_batch']}")
         atomic_write_json(info.path / "metrics.json", metrics)
         atomic_write_bytes(info.path / "README.md", model_card(info.config, metrics, stored, info.name).encode())
         said.append(f"{info.name}: test error {before:.2f} % -> {found['test_error']:.2f} % "

@@ -731,17 +731,17 @@ def _most_below(plain: list[float], resnet: list[float]) -> bool:
     return 2 * below > layers
 
 
-def _response_evidence(plain: CheckpointInfo, resnet: CheckpointInfo) -> tuple[bool, str]:
+def _response_evidence(plain: CheckpointInfo, resnet: CheckpointInfo) -> tuple[bool | None, str]:
     """Fig. 7 at one depth: (the residual net responds less at most layers, the counts in words). Where both nets
-    recorded the per-channel std too, both readings of the paper's std are counted, and the depth holds only under
-    both: the paper does not say which it took, and they can disagree."""
+    recorded the per-channel std too, both readings of the paper's std are counted: the paper does not say which it
+    took, and where they disagree the depth is undecided (None), neither for the claim nor against it."""
     pooled = _responses(plain), _responses(resnet)
     if not (has_responses(plain, "channel_std") and has_responses(resnet, "channel_std")):
         return _most_below(*pooled), response_comparison(*pooled)
     channel = _responses(plain, "channel_std"), _responses(resnet, "channel_std")
     most = _most_below(*pooled), _most_below(*channel)
     below, layers = responses_below(*channel)
-    return all(most), (f"{response_comparison(*pooled)} pooled over channels {'and' if most[0] == most[1] else 'but'} "
+    return (most[0] if most[0] == most[1] else None), (f"{response_comparison(*pooled)} pooled over channels {'and' if most[0] == most[1] else 'but'} "
                        f"at {below} of {layers} per channel {_medians(*channel, 'channel_std')}"
                        + ("" if most[0] == most[1] else ": the two definitions disagree"))
 
@@ -839,14 +839,18 @@ def paper_checks(infos: list[CheckpointInfo]) -> pd.DataFrame:
     pairs = [equally_trained(infos, f"plain{d}", f"resnet{d}", usable=has_responses) for d in PLAIN_VS_RESIDUAL_DEPTHS]
     pairs = [(p, r, *_response_evidence(p, r)) for p, r in filter(None, pairs)]
     if pairs:
-        most = [holds for _, _, holds, _ in pairs]
-        holds = all(most) or ("partly" if any(most) else False)  # at every depth, at some, at none
+        most = [holds for _, _, holds, _ in pairs]  # per depth: True, False, or None where the two readings disagree
+        # at every depth, at none, or in part: at some, or where a depth is undecided
+        holds = True if all(most) else False if not any(m is not False for m in most) else "partly"
+        undecided = most.count(None)
         both = any(has_responses(p, "channel_std") and has_responses(r, "channel_std") for p, r, *_ in pairs)
-        rows.append(_check(claim, holds, (f"at {sum(most)} of {len(most)} depths: " if holds == "partly" else "")
+        rows.append(_check(claim, holds, (f"at {most.count(True)} of {len(most)} depths"
+                                          + (f" ({undecided} undecided: the two readings of the std disagree)"
+                                             if undecided else "") + ": " if holds == "partly" else "")
                            + "; ".join(f"{at(r, pairs)}: {said}" for _, r, _, said in pairs) + runs_note(pairs)
                            + (" (the paper does not say how it took the std: pooled over a layer's channels, it also "
                               "counts how far apart BN puts the channels' means, which the mean of each channel's std "
-                              "does not; a depth counts where the residual net is smaller at most layers both ways)"
+                              "does not; a depth holds where the residual net is smaller at most layers both ways)"
                               if both else "")))
     else:
         rows.append(_check(claim, "not comparable" if unequal else None, "needs recorded responses of a plain and a "

@@ -710,6 +710,16 @@ def test_layer_responses_recorded_without_the_per_channel_std_say_how_to_record_
         "` python -m resnet_core.report --responses plain20 `" in note
     assert set(plotted(at)[0]["checkpoint"]) == {"resnet20"}
     assert not [m for m in at.markdown if m.value.startswith("Measured here")]  # no pair to compare
+    # neither recorded it: the note alone, not "pick a checkpoint with recorded responses" (they have them)
+    path = root / "resnet20" / "metrics.json"
+    metrics = json.loads(path.read_text())
+    metrics["response_std"] = [{k: v for k, v in r.items() if k != "channel_std"} for r in metrics["response_std"]]
+    path.write_text(json.dumps(metrics))
+    at = open_app(monkeypatch, root, "pages/responses.py")
+    over = at.sidebar.radio(key="responses-std-over")
+    over.set_value(over.options[1]).run()
+    (note,) = [i.value for i in at.info]
+    assert note.startswith("**plain20, resnet20**: recorded the pooled std only") and not at.exception
 
 
 def test_landscape_surfaces_side_by_side_and_slices_together(monkeypatch, tiny_landscapes):
