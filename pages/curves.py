@@ -205,7 +205,8 @@ st.caption("Each claim of the paper's CIFAR-10 experiment against the final numb
 with st.expander("How the verdicts are reached"):
     st.caption(f"Runs shorter than the paper's {PAPER_ITERATIONS:,} iterations say so, and are not held to Table 6's "
                "own errors ('short run'). " + zoo.noise_rule() + " 'yes': some differences are for the claim and none "
-               "against it; 'partly': some each way (at some depths, or steps in depth, and not at others).")
+               "against it; 'partly': some each way (at some depths, or steps in depth, and not at others). "
+               + zoo.COVERAGE_NOTE)
 checks = frame(zoo.paper_checks)
 wrapped_table(checks, verdicts="holds")
 st.download_button("Download this table (CSV)", checks.to_csv(index=False).encode(), "paper_claims.csv", "text/csv",
@@ -225,7 +226,8 @@ with st.container() if measured else st.expander("No 18- or 34-layer checkpoints
     if not measured:
         st.info("No 18- or 34-layer checkpoints yet, so only the report's side is filled in. Train them with\n\n"
                 "```\npython train.py --depth 18 34 --both --recipe seed --no-weights\n```\n\non a GPU (200 epochs "
-                "of ResNet-18 take about two days on 2 CPU cores). `--no-weights` publishes the curves and metrics "
+                "of ResNet-18 would take roughly two days on 2 CPU cores: an estimate, resnet56's measured speed there "
+                "scaled by ResNet-18's multiply-adds). `--no-weights` publishes the curves and metrics "
                 "without the weights, which are too large to bundle (43 MB for ResNet-34 at fp16); leave it out to "
                 "keep them.")
     # Only the columns that hold something: the report's side always, ours once measured, the verdict with both 18s.

@@ -49,7 +49,8 @@ def live_ui() -> tuple[list[int], bool]:
     with st.sidebar:
         st.subheader("At initialisation")
         depths = st.multiselect("Depths to analyse", PLAIN_VS_RESIDUAL_DEPTHS, default=PLAIN_VS_RESIDUAL_DEPTHS)
-        deep = st.checkbox("Also 1202 layers", help="About 20 s and 2 GB of memory per net, on the CPU.")
+        deep = st.checkbox("Also 1202 layers", help="Roughly 20 s to over a minute and up to 2 GB of memory per "
+                           "net, as timed on a 2-core CPU; longer on a busier one.")
     run = st.button("Run the live analysis", key="run-live", type="primary", icon=":material/play_arrow:")
     return depths + [1202] * deep, run
 

@@ -8,7 +8,8 @@ import streamlit as st
 from pages.common import (MENU, NET_COLORS, dashes_of, frame, header, length_ui, log_axis, relabelled, show_chart,
                           usable_checkpoints)
 from resnet_core import zoo
-from resnet_core.paper import PAPER_ITERATIONS, TABLE6_TEST_ERROR as TABLE6
+from resnet_core.paper import (PAPER_ITERATIONS, TABLE6_RESNET110_MEAN_STD as TABLE6_RESNET110,
+                               TABLE6_TEST_ERROR as TABLE6)
 
 MEASURE_SHAPES = dict(zip(zoo.MEASURES.values(), ["triangle-up", "cross", "circle"]))
 MEASURE_GLYPHS = dict(zip(zoo.MEASURES.values(), "▲✚●"))  # the markers, in the words of the legend
@@ -33,13 +34,19 @@ def checks_summary() -> None:
              "not comparable": ("cannot be judged yet, its nets having trained for different lengths",
                                 "cannot be judged yet, their nets having trained for different lengths"),
              "not measured": ("is not measured yet", "are not measured yet")}
-    parts = [f"{counts[v]} {words[v][int(counts[v] > 1)]}" for v in zoo.VERDICTS if counts.get(v)]
+    # a verdict that rests on part of its claim says how much: short runs only, or 2 of the 5 depths it names
+    qualified = ("yes", "partly", "no")
+    parts = [f"{counts[v]} {words[v][int(counts[v] > 1)]}"
+             + (zoo.coverage_counts(checks.loc[checks["holds"] == v, "coverage"]) if v in qualified else "")
+             for v in zoo.VERDICTS if counts.get(v)]
+    short = checks["holds"].isin(qualified) & checks["coverage"].str.contains("short runs")
     listed = "".join(f"\n\n{title}" + "".join(f"\n- {claim}" for claim in checks.loc[checks["holds"] == v, "claim"])
                      for v, title in (("no", "Not holding:"), ("partly", "Holding in part (at some depths, or some steps in depth):"),
                                       ("within noise", "Too close to call:"))
                      if counts.get(v))
     st.markdown(f"**On these checkpoints**, of the paper's {len(checks)} CIFAR-10 claims: {'; '.join(parts)}. "
-                "The *Degradation curves* page gives the evidence for each." + listed)
+                + (f"{zoo.SHORT_RUNS_CAVEAT} " if short.any() else "")
+                + "The *Degradation curves* page gives the evidence for each." + listed)
 
 
 # What to look for on each page (by its URL path), in the order a lecture would take them.
@@ -89,10 +96,20 @@ def short_run_notice(infos) -> None:
 
 def finding(runs) -> str:
     """The chart's title: what these runs (of one length) show of Fig. 6's claims, said only where the claim checks
-    find that it holds ('yes'), else what the chart draws."""
-    holds = zoo.paper_checks(runs).set_index("claim")["holds"]
-    said = [FIG6_WORDS[net] for net, claim in zoo.FIG6_CLAIMS.items() if holds.get(claim) == "yes"]
-    return "; ".join(said).capitalize() if said else "Final error against depth"
+    find that it holds ('yes'), with how much of the claim that rests on ('at 2 of 5 depths', 'on short runs
+    only'), else what the chart draws."""
+    checks = zoo.paper_checks(runs).set_index("claim")
+    held = [(FIG6_WORDS[net], checks.loc[claim, "coverage"]) for net, claim in zoo.FIG6_CLAIMS.items()
+            if claim in checks.index and checks.loc[claim, "holds"] == "yes"]
+    if not held:
+        return "Final error against depth"
+    covers = {c for _, c in held}
+    if len(covers) == 1:  # said once for both: "...; deeper residual nets train better (both at 2 of 5 depths)"
+        (cover,) = covers
+        said = "; ".join(w for w, _ in held) + (f" ({'both ' if len(held) > 1 else ''}{cover})" if cover else "")
+    else:
+        said = "; ".join(w + (f" ({c})" if c else "") for w, c in held)
+    return said[0].upper() + said[1:]
 
 
 def depth_chart(runs) -> None:
@@ -177,7 +194,9 @@ def zoo_table() -> None:
                "paper's test error (residual nets only: the paper gives the plain nets as curves).")
     table = frame(zoo.zoo_frame)
     # Table 6 has no plain nets: a blank there, not the grey "None" a number column shows for a missing value
-    table = table.assign(paper_test_error=[f"{v:.2f}" if pd.notna(v) else "" for v in table["paper_test_error"]])
+    table = table.assign(paper_test_error=[f"{v:.2f}" if pd.notna(v) else "" for v in table["paper_test_error"]],
+                         time_counts=[c or ("not recorded" if pd.notna(t) else "")  # a time, but not what it counts
+                                      for c, t in zip(table["time_counts"], table["train_minutes"])])
     # How long it trained and its errors first, ours beside the paper's, in sight at 1024 px without scrolling
     # sideways (narrow columns, short labels with the long ones as help): a 5,850-iteration run's 13 % is not a failed
     # Table 6; then size, recipe and provenance.
@@ -189,7 +208,9 @@ def zoo_table() -> None:
         "checkpoint": text("checkpoint", width=120), "depth": number("depth", width=55), "net": text("network", width=75),
         "test_error": number("test error %", format="%.2f", width=90,
                              help="Test error, %, of the final weights on the 10,000 test images."),
-        "paper_test_error": text("Table 6 %", width=80, help="The paper's test error, Table 6 (residual nets only)."),
+        "paper_test_error": text("Table 6 %", width=80, help="The paper's test error, Table 6 (residual nets only). "
+                                 "Each is one run, but ResNet-110's 6.43 is the best of 5 runs (their mean: {:.2f} ± "
+                                 "{:.2f} %, the figure one run of ours is compared with).".format(*TABLE6_RESNET110)),
         "train_error_clean": number("train error % (final)", format="%.2f", width=140,
                                     help="Training error, %, of the final model on the clean training set."),
         "train_error": number("train error % (last epoch)", format="%.2f", width=175,
@@ -200,11 +221,13 @@ def zoo_table() -> None:
         "iterations": number("iterations", format="localized", width=80,
                              help=f"SGD steps of batch 128; the paper trains for {PAPER_ITERATIONS:,}."),
         "train_minutes": st.column_config.NumberColumn(
-            "training time (min)", format="%.1f", help="Wall-clock time of the run that trained it, until it was "
-            "published: models trained side by side share one clock, so each shows nearly the whole run's time (the "
-            "one published last a little more). 'time counts' says where an older checkpoint counted its training "
-            "steps only."),
-        "time_counts": "time counts",
+            "training time (min)", format="%.1f", help="Minutes recorded in config.json, of one of two kinds, as "
+            "'time counts' says beside it: the whole run that trained it, evaluation included, until it was "
+            "published, or, in checkpoints published before the trainer timed that, the sum of the training steps "
+            "alone. Models trained side by side share one clock, so each shows nearly the whole run's time (the one "
+            "published last a little more)."),
+        "time_counts": text("time counts", help="What the training time counts: the whole run, evaluation "
+                            "included, or the training steps only."),
         "weights": st.column_config.CheckboxColumn("weights bundled")})
 
 

@@ -135,6 +135,8 @@ if data.empty:
 data = zoo.with_ranks(data.reset_index(drop=True), value, by="checkpoint")  # Fig. 7, bottom: by the std drawn
 if line := zoo.responses_measured(data, value):
     said.markdown(f"{line} {PAPER}")
+if left_out := zoo.responses_left_out(data, markdown_text):  # drawn below, but not in the comparison: say which
+    st.warning(f"{left_out} To compare one left out instead, take the other out of *Checkpoints* in the sidebar.")
 if source == LIVE:  # one batch of 100 images against the recorded one: say where they tell different stories
     recorded = zoo.response_pairs(stored, value) if len(stored := recorded_frame(picked, value)) else {}
     pairs = zoo.response_pairs(data, value)

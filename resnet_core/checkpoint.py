@@ -142,10 +142,31 @@ def regenerate_command(config: dict, folder: str | None = None) -> str:
         return command
 
 
-def model_card(config: dict, metrics: dict, precision: str, folder: str | None = None) -> str:
+def wall_time_counts(config: dict, history: dict | None) -> str:
+    """What config.json's wall_time_s counts. The trainer now times the whole run until publishing; older
+    checkpoints recorded the sum of their epochs' training steps, exactly, and are told apart by that. '' where
+    it cannot be told: no time recorded, or an epoch without its own (or no history given)."""
+    wall, steps = config.get("wall_time_s"), [r.get("epoch_time_s") for r in (history or {}).get("records", [])]
+    if wall is None or not steps or any(t is None for t in steps):
+        return ""
+    return "training steps only" if math.isclose(wall, sum(steps), rel_tol=1e-9) else "whole run, evaluation included"
+
+
+def wall_time_words(config: dict, history: dict | None, unit: str = " min") -> str:
+    """The recorded wall time in minutes, saying what it counts: '432.5 min (whole run, evaluation included)',
+    '49.3 min (training steps only)'; '' where none is recorded. The two kinds are not one quantity: the
+    training steps alone leave out every epoch's evaluation."""
+    wall = config.get("wall_time_s")
+    if wall is None:
+        return ""
+    return f"{wall / 60:.1f}{unit} ({wall_time_counts(config, history) or 'what it counts is not recorded'})"
+
+
+def model_card(config: dict, metrics: dict, precision: str, folder: str | None = None,
+               history: dict | None = None) -> str:
     """The folder's README.md: the numbers, how the weights are stored (`precision`, as stored_precision reads
     them; '' when not bundled), the recipe and a command that trains the net again (`folder`: the checkpoint's
-    folder name, when it may differ from its model's)."""
+    folder name, when it may differ from its model's). `history` (history.json) tells what the wall time counts."""
     recipe, again = config.get("recipe", {}), regenerate_command(config, folder)
     lines = [
         "---", "library_name: pytorch", "tags: [resnet, cifar10, image-classification, resnet-explorer]", "---",
@@ -160,7 +181,7 @@ def model_card(config: dict, metrics: dict, precision: str, folder: str | None =
         f"| training error, final model on the clean training set | {_pct(metrics.get('train_error_clean'))} |",
         f"| training error, last epoch's augmented batches | {_pct(metrics.get('train_error'))} |",
         f"| iterations | {_count(recipe.get('iterations'))} (batch {recipe.get('batch_size')}){_short(config)} |",
-        f"| wall time | {(config.get('wall_time_s') or 0) / 60:.1f} min on {config.get('device')}"
+        f"| wall time | {wall_time_words(config, history) or 'not recorded'}, on {config.get('device')}"
         + (f", side by side with {', '.join(config['trained_alongside'])}" if config.get("trained_alongside") else "")
         + " |",
         *([f"| arithmetic in training | {config['precision']} |"] if config.get("precision") else []),
@@ -270,7 +291,8 @@ def unbundle_weights(folder: Path, reason: str) -> Path:
         raise CheckpointError(f"{info.path}: no model.safetensors to take out")
     config = dict(info.config, has_weights=False, weights_not_bundled=reason)
     atomic_write_json(info.path / "config.json", config)
-    atomic_write_bytes(info.path / "README.md", model_card(config, info.metrics, "", info.path.name).encode())
+    atomic_write_bytes(info.path / "README.md",
+                       model_card(config, info.metrics, "", info.path.name, info.history).encode())
     (info.path / "model.safetensors").unlink()  # last: until here the folder loads as before
     return info.path
 
@@ -330,7 +352,8 @@ def save_checkpoint(root: Path, name: str, model: ResNet | None, config: dict, h
         atomic_write_json(tmp / "config.json", config)
         atomic_write_json(tmp / "history.json", history)
         atomic_write_json(tmp / "metrics.json", metrics)
-        atomic_write_bytes(tmp / "README.md", model_card(config, metrics, stored_precision(tmp), name).encode())
+        card = model_card(config, metrics, stored_precision(tmp), name, history)
+        atomic_write_bytes(tmp / "README.md", card.encode())
         final, old = root / name, root / f".{name}.old"
         if old.exists():
             shutil.rmtree(old)

@@ -31,11 +31,11 @@ from tqdm import tqdm
 from . import zoo
 from .checkpoint import (CheckpointError, CheckpointInfo, atomic_write_bytes, atomic_write_json, checkpoint_order,
                          default_checkpoints_dir, list_checkpoints, load_pretrained, model_card, read_checkpoint,
-                         stored_precision, unbundle_weights)
+                         stored_precision, unbundle_weights, wall_time_words)
 from .cli import DATA_DIR_HELP, unwritable
 from .data import SPLIT_SIZES, DatasetError, load_cifar10, normalize, resolve_data_dir
 from .models import PLAIN_VS_RESIDUAL_DEPTHS
-from .paper import TABLE6_RESNET110_MEAN_STD, TABLE6_TEST_ERROR
+from .paper import TABLE6_RESNET110_MEAN_STD
 from .probes import evaluate, input_stats, response_std
 from .trainer import FINAL_BATCH, RESPONSE_IMAGES, device_name, final_metrics, pick_device, strict_fp32
 
@@ -67,21 +67,24 @@ PAPER_PLAIN = {f"plain{d}" for d in PLAIN_VS_RESIDUAL_DEPTHS}  # the plain nets 
 
 
 def reproduction_frame(infos: list[CheckpointInfo]) -> pd.DataFrame:
-    """One row per checkpoint (residual first, by depth): errors next to Table 6, iterations, wall time, device."""
+    """One row per checkpoint (residual first, by depth): errors next to Table 6 (ResNet-110's difference from the
+    mean of its 5 runs, labelled: zoo.table6_baseline), iterations, wall time (saying what it counts: the whole
+    run, or in older checkpoints the training steps only), device."""
     rows = []
     for info in sorted(infos, key=checkpoint_order):
         c, m = info.config, info.metrics
-        ref = TABLE6_TEST_ERROR.get(c["model"])
-        minutes, iterations = c.get("wall_time_s"), zoo.iterations(info)  # the recipe's, else the history's
+        base, against = zoo.table6_baseline(c["model"])
+        iterations = zoo.iterations(info)  # the recipe's, else the history's
         rows.append({
             "model": info.name, "iterations": "unknown" if iterations is None else f"{iterations:,}",
             "train error % (final model, clean set)": _num(zoo.final_train_error(info)),
             "test error % (ours)": _num(m["test_error"]),
-            "paper, Table 6": _num(ref) if ref is not None else ("Fig. 6 only" if c["model"] in PAPER_PLAIN else ""),
+            "paper, Table 6": zoo.table6_figure(c["model"]) or ("Fig. 6 only" if c["model"] in PAPER_PLAIN else ""),
             # a run shorter than the paper's, or of unknown length, is not held to its figure, as on the Final errors table
-            "ours minus paper (points)": "" if ref is None else "length unknown" if iterations is None else
-            "short run" if zoo.is_short(info) else _num(m["test_error"] - ref, "+.2f"),
-            "wall time (min)": _num(minutes / 60 if minutes is not None else None, ".1f"),
+            "ours minus paper (points)": "" if base is None else "length unknown" if iterations is None else
+            "short run" if zoo.is_short(info) else _num(m["test_error"] - base, "+.2f") + (f" (from {against})"
+                                                                                          if against else ""),
+            "wall time (min)": wall_time_words(c, info.history, unit=""),
             "device": c.get("device", ""), "weights": "bundled" if info.has_weights else "not bundled"})
     return pd.DataFrame(rows)
 
@@ -96,11 +99,13 @@ def results_markdown(infos: list[CheckpointInfo]) -> str:
         return "No checkpoints yet: train them with `python train.py --all`.\n"  # the end marker on a line of its own
     parts = ["#### Our checkpoints next to the paper's Table 6", "",
              markdown(reproduction_frame(infos), right=NUMERIC), "",
-             "Table 6's ResNet-110 figure is the best of 5 runs (their mean: {:.2f} ± {:.2f} %); every other figure, "
-             "the paper's and ours, is one run.".format(*TABLE6_RESNET110_MEAN_STD), "",
+             "Table 6's ResNet-110 figure is the best of 5 runs (their mean: {:.2f} ± {:.2f} %), and a run of ours is "
+             "compared with their mean; every other figure, the paper's and ours, is one run. The wall time is the "
+             "whole run's, evaluation included, or, in checkpoints published before the trainer timed that, the sum "
+             "of the training steps alone, as each row says.".format(*TABLE6_RESNET110_MEAN_STD), "",
              "#### The paper's claims, checked on these checkpoints", "",
              markdown(zoo.paper_checks(infos)), "",
-             zoo.noise_rule(), ""]
+             zoo.noise_rule() + " " + zoo.COVERAGE_NOTE, ""]
     have = zoo.by_model(infos)
     if any(f"{kind}{depth}" in have for kind in ("resnet", "plain") for depth, _, _ in zoo.SEED_PAIRS):
         seed = zoo.seed_report_frame(infos)
@@ -259,7 +264,8 @@ def rescore(infos: list[CheckpointInfo], data_dir: str | None = None, device: st
             response_std_from=f"{which} in fp32 on {device_name(dev)}, re-scored on {today} by `{command}`, on the "
                               f"{found['response_batch']}")
         atomic_write_json(info.path / "metrics.json", metrics)
-        atomic_write_bytes(info.path / "README.md", model_card(info.config, metrics, stored, info.name).encode())
+        atomic_write_bytes(info.path / "README.md",
+                           model_card(info.config, metrics, stored, info.name, info.history).encode())
         said.append(f"{info.name}: test error {before:.2f} % -> {found['test_error']:.2f} % "
                     f"({found['test_error'] - before:+.2f} points), clean training error "
                     f"{_num(old.get('train_error_clean'))} -> {found['train_error_clean']:.2f} %")

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .checkpoint import CheckpointInfo
+from .checkpoint import CheckpointInfo, wall_time_counts
 from .data import CLASSES
 from .flops import count_macs, count_params, layer_table
 from .models import PLAIN_VS_RESIDUAL_DEPTHS, build_model, model_info
@@ -20,13 +20,18 @@ from .probes import gradient_norms, per_class_accuracy
 # (record key, split, metric) for every curve history.json holds; the training split has no top-5.
 CURVES = (("train_error", "train", "top-1 error"), ("test_error", "test", "top-1 error"),
           ("test_top5_error", "test", "top-5 error"), ("train_loss", "train", "loss"), ("test_loss", "test", "loss"))
+# Table 6 gives ResNet-110 as the best of 5 runs (6.43) and their mean (6.61): one run of ours is compared with
+# the mean, as the claim checks hold it to, and wherever the 6.43 or a difference from Table 6 is shown, it says so.
+TABLE6_BEST_OF_5, BEST_OF_5 = "resnet110", "the best of 5 runs"
+TABLE6_SOURCE = "paper (Table 6)"  # its key in REFERENCES
 # Reference test errors by source, named for what each is (the reports are ../shared/seeds/000_* and 003_*).
-REFERENCES = {"paper (Table 6)": TABLE6_TEST_ERROR, "200-epoch reproduction (report 003)": SEED_REPORT_2_TEST_ERROR,
+REFERENCES = {TABLE6_SOURCE: TABLE6_TEST_ERROR, "200-epoch reproduction (report 003)": SEED_REPORT_2_TEST_ERROR,
               "ResNet-18 reproduction (report 000)": {m: c["test_error"] for m, c in SEED_REPORT_CLAIMS.items()}}
 # Where each reference comes from, for a reader who wants to look it up.
 REFERENCE_SOURCES = {
-    "paper (Table 6)": "He et al., CVPR 2016, Table 6: the residual nets' CIFAR-10 test error (the paper gives the "
-                       "plain nets as curves only, in Fig. 6)",
+    TABLE6_SOURCE: "He et al., CVPR 2016, Table 6: the residual nets' CIFAR-10 test error (ResNet-110's the best of "
+                   "5 runs, whose mean, {:.2f} ± {:.2f} %, a run of ours is compared with; the paper gives the plain "
+                   "nets as curves only, in Fig. 6)".format(*TABLE6_RESNET110_MEAN_STD),
     "200-epoch reproduction (report 003)": "a public reproduction's README, one of the documents this project started "
                                            "from (../shared/seeds/003_*.txt): plain and residual 20- and 56-layer nets, "
                                            "200 epochs, lr divided by 10 at epochs 80 and 120",
@@ -42,6 +47,25 @@ TRAIN_ERROR_KEYS = ("train_error_clean", "train_error")  # in order of preferenc
 # What a landscape.json records about how it was measured, besides its points.
 LANDSCAPE_SETTINGS = ("points", "grid", "span", "seed", "direction", "bn", "augmentation", "precision", "device",
                       "wall_time_s", "center_loss", "center_error")
+
+
+def table6_figure(model: str) -> str:
+    """Table 6's test error for `model` as printed, labelled where it is not one run: '8.75'; '6.43, the best of 5
+    runs' for ResNet-110; '' for a model Table 6 lacks."""
+    figure = TABLE6_TEST_ERROR.get(model)
+    if figure is None:
+        return ""
+    return f"{figure:.2f}" + (f", {BEST_OF_5}" if model == TABLE6_BEST_OF_5 else "")
+
+
+def table6_baseline(model: str) -> tuple[float | None, str]:
+    """(the Table 6 figure one run of `model` is compared with, and what it is where that is not the figure Table 6
+    prints): (6.61, 'their mean of 5 runs, 6.61') for ResNet-110, (8.75, '') for ResNet-20, (None, '') for a model
+    Table 6 lacks."""
+    if model == TABLE6_BEST_OF_5:
+        mean = TABLE6_RESNET110_MEAN_STD[0]
+        return mean, f"their mean of 5 runs, {mean:.2f}"
+    return TABLE6_TEST_ERROR.get(model), ""
 
 
 def net_kind(residual: bool) -> str:
@@ -72,12 +96,9 @@ def shortcuts(info: CheckpointInfo) -> str:
 
 
 def time_counts(info: CheckpointInfo) -> str:
-    """What the checkpoint's wall_time_s counts. The trainer now times the whole run until publishing; older
-    checkpoints recorded the sum of their epochs' training steps, exactly, and are told apart by that."""
-    wall, steps = info.config.get("wall_time_s"), [r.get("epoch_time_s") for r in info.history["records"]]
-    if wall is None or not steps or any(t is None for t in steps):
-        return ""
-    return "training steps only" if math.isclose(wall, sum(steps), rel_tol=1e-9) else "whole run, evaluation included"
+    """What the checkpoint's wall_time_s counts (checkpoint.wall_time_counts): 'whole run, evaluation included',
+    'training steps only' (older checkpoints), or '' where it cannot be told."""
+    return wall_time_counts(info.config, info.history)
 
 
 def zoo_frame(infos: list[CheckpointInfo]) -> pd.DataFrame:
@@ -140,7 +161,8 @@ def final_errors_frame(infos: list[CheckpointInfo]) -> pd.DataFrame:
     """Our final train error (the final model on the clean set, where recorded) and test error, next to each
     reference that quotes one for the same model, with the difference: none for a run shorter than the paper's,
     which no reference trained for as few iterations (the claim checks call it 'short run' too), nor for one of
-    unknown length."""
+    unknown length. ResNet-110's difference from Table 6 is from the mean of the paper's 5 runs (table6_baseline),
+    and 'ours minus paper (Table 6): from' says so ('' where it is from the figure shown)."""
     rows = []
     for info in infos:
         model = info.config["model"]
@@ -148,8 +170,11 @@ def final_errors_frame(infos: list[CheckpointInfo]) -> pd.DataFrame:
         short = is_short(info) or iterations(info) is None  # nor for a run of unknown length
         for source, table in REFERENCES.items():
             ref = table.get(model)
+            base, against = table6_baseline(model) if source == TABLE6_SOURCE else (ref, "")
             row[source] = ref
-            row[f"ours minus {source}"] = None if ref is None or short else info.metrics["test_error"] - ref
+            row[f"ours minus {source}"] = None if ref is None or short else info.metrics["test_error"] - base
+            if source == TABLE6_SOURCE:
+                row[f"ours minus {source}: from"] = against
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -163,7 +188,9 @@ def sources_note(sources) -> str:
 def final_errors_table(finals: pd.DataFrame) -> pd.DataFrame:
     """final_errors_frame for reading: each reference that quotes any of these models as one column, '8.75
     (+5.85)' (theirs, and ours minus theirs in points), '8.75 (short run)' where ours trained for fewer
-    iterations than the paper's, blank where it quotes none; our errors to 2 decimals."""
+    iterations than the paper's, blank where it quotes none; our errors to 2 decimals. ResNet-110's Table 6 figure
+    says it is the best of 5 runs, and its difference that it is from their mean: '6.43, the best of 5 runs (+0.12
+    from their mean of 5 runs, 6.61)'."""
     table = finals[[c for c in finals.columns if c not in REFERENCES and not c.startswith("ours minus ")]].copy()
     for column in ("train_error", "test_error"):
         table[column] = [("" if v is None or pd.isna(v) else f"{v:.2f}") for v in finals[column]]
@@ -172,9 +199,14 @@ def final_errors_table(finals: pd.DataFrame) -> pd.DataFrame:
         table["iterations"] = [f"{int(n):,}" if ok else "unknown" for n, ok in zip(finals["iterations"], known)]
     for source in REFERENCES:
         if finals[source].notna().any():
+            against = finals.get(f"ours minus {source}: from", pd.Series([""] * len(finals), index=finals.index))
             table[f"{source} % (ours − theirs)"] = [
-                "" if pd.isna(ref) else f"{ref:.2f} ({'short run' if ok else 'length unknown'})" if pd.isna(diff)
-                else f"{ref:.2f} ({diff:+.2f})" for ref, diff, ok in zip(finals[source], finals[f"ours minus {source}"], known)]
+                "" if pd.isna(ref) else
+                f"{ref:.2f}" + (f", {BEST_OF_5}" if base else "")  # from their mean: Table 6's figure is their best
+                + (f" ({'short run' if ok else 'length unknown'})" if pd.isna(diff) else
+                   f" ({diff:+.2f} from {base})" if base else f" ({diff:+.2f})")
+                for ref, diff, ok, base in zip(finals[source], finals[f"ours minus {source}"], known,
+                                               against.fillna(""))]
     return table.rename(columns={"train_error": "train error % (final model)", "test_error": "test error %"})
 
 
@@ -194,8 +226,11 @@ def headline_frame(infos: list[CheckpointInfo]) -> pd.DataFrame:
             spec = model_info(model)
             if spec["family"] != "cifar" and model not in ours:
                 continue
+            best_of_5 = source == TABLE6_SOURCE and model == TABLE6_BEST_OF_5
+            measure = MEASURES["test_error"] + (", {} (their mean {:.2f} ± {:.2f} %)".format(
+                BEST_OF_5, *TABLE6_RESNET110_MEAN_STD) if best_of_5 else "")
             rows.append(dict(checkpoint="", model=model, depth=spec["depth"], net=net_kind(spec["residual"]),
-                             split="test", source=source, measure=MEASURES["test_error"], error=error))
+                             split="test", source=source, measure=measure, error=error))
     return pd.DataFrame(rows)
 
 
@@ -286,16 +321,46 @@ def response_frame(infos: list[CheckpointInfo]) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
+def response_runs(data: pd.DataFrame) -> dict[tuple[str, int, int], list[str]]:
+    """{(net, depth, iterations): the checkpoints in `data` of that kind, depth and length}, of known length, in the
+    order response_pairs takes them: the one named after its model first (as by_model picks; where `data` has a
+    model column), then by name. Two chosen checkpoints of one model and length (resnet56 and resnet56-run2) share a
+    key: the first is compared."""
+    runs: dict[tuple[str, int, int], list[str]] = {}
+    named = data.drop_duplicates("checkpoint")
+    for row in sorted(named.itertuples(), key=lambda r: (r.checkpoint != getattr(r, "model", None), r.checkpoint)):
+        if pd.notna(row.iterations):
+            runs.setdefault((row.net, int(row.depth), int(row.iterations)), []).append(row.checkpoint)
+    return runs
+
+
 def response_pairs(data: pd.DataFrame, value: str = "std") -> dict[tuple[int, int], tuple[list[float], list[float]]]:
     """{(depth, iterations): (plain `value` per 3x3 layer, residual `value` per 3x3 layer)}, in layer order, for each
     depth and training length with a plain and a residual net in `data` (a response_frame, or live responses with
-    identity columns): nets trained for different lengths, or for unknown ones, are never paired. A response that
-    overflowed (null, NaN here) is infinite, as paper_checks counts it."""
-    std = {(g["net"].iloc[0], int(g["depth"].iloc[0]), int(g["iterations"].iloc[0])): g[value].fillna(math.inf).tolist()
-           for _, g in data.sort_values("index").groupby("checkpoint") if pd.notna(g["iterations"].iloc[0])}
+    identity columns): nets trained for different lengths, or for unknown ones, are never paired, and of two
+    checkpoints of one kind, depth and length the first of response_runs is (responses_left_out says which). A
+    response that overflowed (null, NaN here) is infinite, as paper_checks counts it."""
+    ordered = data.sort_values("index")
+    std = {key: ordered.loc[ordered["checkpoint"] == names[0], value].fillna(math.inf).tolist()
+           for key, names in response_runs(data).items()}
     runs = sorted({(d, n) for _, d, n in std}, key=lambda run: (run[0], -run[1]))
     return {run: (std[("plain", *run)], std[("residual", *run)])
             for run in runs if ("plain", *run) in std and ("residual", *run) in std}
+
+
+def responses_left_out(data: pd.DataFrame, shown=str) -> str:
+    """'resnet56-run2 is left out of the comparison: resnet56 is compared in its place (residual, 56 layers, 64,000
+    iterations: one net of each kind per depth and length).', for each checkpoint in `data` that response_pairs
+    passes over for another of the same kind, depth and length, where that one has a twin to pair with; '' if none.
+    `shown` writes a checkpoint's name (a page escapes it for Markdown)."""
+    pairs, runs, said = response_pairs(data), response_runs(data), []
+    for (net, depth, length), names in runs.items():
+        if len(names) > 1 and (depth, length) in pairs:
+            rest = ", ".join(map(shown, names[1:]))
+            said.append(f"{rest} {'is' if len(names) == 2 else 'are'} left out of the comparison: {shown(names[0])} is "
+                        f"compared in {'its' if len(names) == 2 else 'their'} place ({net}, {depth} layers, "
+                        f"{length:,} iterations: one net of each kind per depth and length).")
+    return " ".join(said)
 
 
 def run_label(run: tuple[int, int], runs) -> str:
@@ -580,9 +645,33 @@ def noise_rule() -> str:
             f"{RUN_TO_RUN_NOISE:.2f} points, twice the spread between two runs of one net that Table 6's five "
             f"ResNet-110 runs show (± {spread:.2f}, at a mean error of {mean:.2f} %; short runs likely vary more); in "
             f"training error that band scaled to the error's level, {RUN_TO_RUN_NOISE:.2f} x √(error / {mean:.2f}), "
-            "as the spread of an error rate grows as its square root (a binomial count's does), so "
-            f"{training_noise(0.28):.2f} points at 0.28 %. 'within noise': every difference a claim rests on is "
-            "inside its band.")
+            "as the spread of an error rate grows as its square root (a binomial count's does): for example, "
+            f"{training_noise(1.0):.2f} points at a training error of 1 %. 'within noise': every difference a claim "
+            "rests on is inside its band.")
+
+
+def coverage_counts(covers) -> str:
+    """How much of their claims a set of verdicts rests on, from their paper_checks coverage: ' (3 of them at 2 of
+    5 depths; 2 on short runs only)', ' (all on short runs only)', ' (at 2 of 5 depths)' for one verdict; '' where
+    every one covers its whole claim. Most common first."""
+    covers = list(covers)
+    counts = pd.Series([c for c in covers if c]).value_counts(sort=True)
+    if counts.empty:
+        return ""
+    if len(covers) == 1:
+        return f" ({counts.index[0]})"
+    said = [f"{'all' if n == len(covers) else f'{n} of them' if k == 0 else n} {c}" for k, (c, n) in
+            enumerate(counts.items())]
+    return f" ({'; '.join(said)})"  # '; ': a coverage may hold a comma
+
+
+# What paper_checks' coverage column means, for a table of the checks.
+COVERAGE_NOTE = ("'coverage': how much of the claim the verdict rests on, blank where all of it: 'at 2 of 5 depths' "
+                 "for a claim about 20 to 110 layers judged at two of them, 'on short runs only' where the runs it "
+                 "compares trained for fewer than the paper's iterations.")
+# Why a verdict on short runs alone says less (Home, after a summary with some).
+SHORT_RUNS_CAVEAT = ("A short run shows which net trains faster, not where it ends: there a deeper net may be only "
+                     "slower to train, not worse.")
 
 
 def within_noise(difference: float, band: float | None = None) -> str:
@@ -634,10 +723,26 @@ def counted(sides: list[int], unit: str) -> str:
     return f"at {held} of {len(sides)} {unit}" + (f" ({rest})" if rest else "") + ": "
 
 
-def _check(claim: str, holds: bool | str | None, evidence: str) -> dict:
-    """A row of paper_checks: holds is True / False / None (not measured), or a verdict of VERDICTS."""
+def _check(claim: str, holds: bool | str | None, evidence: str, covers: str = "") -> dict:
+    """A row of paper_checks: holds is True / False / None (not measured), or a verdict of VERDICTS; `covers`,
+    how much of the claim the evidence covers (coverage(); '' where all of it, or where there is no verdict)."""
     verdict = holds if isinstance(holds, str) else {True: "yes", False: "no", None: "not measured"}[holds]
-    return dict(claim=claim, holds=verdict, evidence=evidence)
+    return dict(claim=claim, holds=verdict, coverage=covers, evidence=evidence)
+
+
+def coverage(short: list[bool], claimed: int | None = None) -> str:
+    """How much of a claim a verdict rests on, from whether each depth it was judged at (or the one comparison it
+    makes) ran short of the paper's iterations, and how many depths the claim names (`claimed`, for a claim about
+    20 to 110 layers): '' where all of it; 'at 2 of 5 depths'; 'on short runs only', where a deeper net may be
+    only slower to train, not worse; 'on short runs only at 3 of 5 depths'; or both: 'at 2 of 5 depths, on short
+    runs only'."""
+    depths, shorts = len(short), sum(short)
+    said = [f"at {depths} of {claimed} depths"] if claimed and depths < claimed else []
+    if shorts == depths:
+        said.append("on short runs only")
+    elif shorts:
+        said.append(f"on short runs only at {shorts} of {'them' if said else f'{depths} depths'}")
+    return ", ".join(said)
 
 
 def judged_on(group: list[CheckpointInfo]) -> str:
@@ -689,8 +794,8 @@ def _depth_trend(claim: str, infos: list[CheckpointInfo], kind: str, error, fall
 
     holds, sides, points = trend(judged[0])
     steps = counted(sides, "steps")
-    coverage = judged_on(judged[0])
-    evidence = (f"{coverage}, {steps}" if coverage and steps else f"{coverage}: " if coverage else steps) \
+    depths = judged_on(judged[0])
+    evidence = (f"{depths}, {steps}" if depths and steps else f"{depths}: " if depths else steps) \
         + points + short_run_note(*judged[0])
     for group in judged[1:]:
         also, also_sides, also_points = trend(group)
@@ -701,7 +806,8 @@ def _depth_trend(claim: str, infos: list[CheckpointInfo], kind: str, error, fall
     alone = [i for g in groups if len(g) < 2 for i in g]
     if alone:
         evidence += f" (left out, no other {nets} depth trained as long: {lengths(*alone)})"
-    return _check(claim, holds, evidence + unknown_note)
+    return _check(claim, holds, evidence + unknown_note,
+                  coverage([is_short(i) for i in judged[0]], len(PLAIN_VS_RESIDUAL_DEPTHS)))
 
 
 def responses_below(plain: list[float], resnet: list[float]) -> tuple[int, int]:
@@ -756,7 +862,7 @@ def paper_checks(infos: list[CheckpointInfo]) -> pd.DataFrame:
     for depth in PLAIN_VS_RESIDUAL_DEPTHS:
         name, ref = f"resnet{depth}", TABLE6_TEST_ERROR[f"resnet{depth}"]
         claim = f"ResNet-{depth}: test error at or below the paper's {ref:.2f} %"
-        if name == "resnet110":  # Table 6's 6.43 is the best of 5 runs; one run of ours is held to their mean
+        if name == TABLE6_BEST_OF_5:  # Table 6's 6.43 is the best of 5 runs; one run of ours is held to their mean
             ref, spread = TABLE6_RESNET110_MEAN_STD
             claim = (f"ResNet-110: test error at or below the mean of the paper's 5 runs, {ref:.2f} ± {spread:.2f} % "
                      f"(Table 6's {TABLE6_TEST_ERROR[name]:.2f} % is their best)")
@@ -804,7 +910,7 @@ def paper_checks(infos: list[CheckpointInfo]) -> pd.DataFrame:
                 rows.append(_check(claim, tally([side(error(b) - error(a), RUN_TO_RUN_NOISE if band is None else band)]),
                                    f"{b.name} {error(b):.2f} % vs {a.name} {error(a):.2f} %"
                                    + within_noise(error(b) - error(a), band)
-                                   + short_run_note(a, b) + control(shallow, deep, error, a)))
+                                   + short_run_note(a, b) + control(shallow, deep, error, a), coverage([is_short(a)])))
     pairs, unequal = [], []  # a pair compares nets trained equally long
     for d in PLAIN_VS_RESIDUAL_DEPTHS:
         pair = equally_trained(infos, f"plain{d}", f"resnet{d}")
@@ -825,13 +931,16 @@ def paper_checks(infos: list[CheckpointInfo]) -> pd.DataFrame:
     def runs_note(pairs):
         return ("" if mixed(pairs) else short_run_note(*[i for p, r, *_ in pairs for i in (p, r)])) + unequal_note
 
+    def covered(pairs):  # one pair per depth, each pair trained equally long
+        return coverage([is_short(p) for p, *_ in pairs], len(PLAIN_VS_RESIDUAL_DEPTHS))
+
     claim = "Shortcuts help at every depth: residual test error below plain (read off Fig. 6, left vs middle)"
     if pairs:
         gaps = [p.metrics["test_error"] - r.metrics["test_error"] for p, r in pairs]
         sides = [side(gap) for gap in gaps]
         rows.append(_check(claim, tally(sides), counted(sides, "depths") + "; ".join(
             f"{at(r, pairs)}: residual {r.metrics['test_error']:.2f} % vs plain {p.metrics['test_error']:.2f} %"
-            + within_noise(gap) for (p, r), gap in zip(pairs, gaps)) + runs_note(pairs)))
+            + within_noise(gap) for (p, r), gap in zip(pairs, gaps)) + runs_note(pairs), covered(pairs)))
     else:
         rows.append(_check(claim, "not comparable" if unequal else None,
                            "needs a plain and a residual net of the same depth, trained equally long" + unequal_note))
@@ -851,7 +960,7 @@ def paper_checks(infos: list[CheckpointInfo]) -> pd.DataFrame:
                            + (" (the paper does not say how it took the std: pooled over a layer's channels, it also "
                               "counts how far apart BN puts the channels' means, which the mean of each channel's std "
                               "does not; a depth holds where the residual net is smaller at most layers both ways)"
-                              if both else "")))
+                              if both else ""), covered(pairs)))
     else:
         rows.append(_check(claim, "not comparable" if unequal else None, "needs recorded responses of a plain and a "
                            "residual net of the same depth, trained equally long" + unequal_note))
